@@ -1,0 +1,216 @@
+//! The Unix-socket client: one HTTP/1.1 request per call over `tokio::net::UnixStream`.
+//! Owns turning transport and API failures into [`ClientError`]s a person can act on;
+//! must not know any endpoint's meaning (callers pass method, path and body).
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::types::ErrorBody;
+
+/// Where the daemon listens when nothing else is said.
+pub const DEFAULT_SOCKET: &str = "/run/paas/paasd.sock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach paasd: {} does not exist (is paasd running? start it with `systemctl start paasd`, or pass --socket / PAAS_SOCKET)", .0.display())]
+    NoSocket(PathBuf),
+    #[error("cannot reach paasd: {} refused the connection (paasd is not running; start it with `systemctl start paasd`)", .0.display())]
+    Refused(PathBuf),
+    #[error("cannot reach paasd: permission denied on {} (run as root or as a member of group 'paas')", .0.display())]
+    PermissionDenied(PathBuf),
+    #[error("cannot reach paasd at {}: {source}", .path.display())]
+    Connect { path: PathBuf, source: io::Error },
+    #[error("talking to paasd failed: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("could not encode the request: {0}")]
+    Encode(serde_json::Error),
+    #[error("paasd sent a response this client does not understand (HTTP {status}): {source}")]
+    Decode {
+        status: StatusCode,
+        source: serde_json::Error,
+    },
+    /// The daemon answered with an error body.
+    #[error("{message}")]
+    Api {
+        status: StatusCode,
+        code: String,
+        message: String,
+    },
+}
+
+impl ClientError {
+    /// The API error code, when the daemon answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// True when the daemon could not be reached at all.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            ClientError::NoSocket(_)
+                | ClientError::Refused(_)
+                | ClientError::PermissionDenied(_)
+                | ClientError::Connect { .. }
+        )
+    }
+}
+
+/// A handle on one daemon socket. Cheap to clone; connects per request.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        Client {
+            socket: socket.into(),
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Sends a request with an optional JSON body and decodes a JSON answer.
+    pub async fn json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let bytes = match body {
+            Some(b) => Some(Bytes::from(
+                serde_json::to_vec(b).map_err(ClientError::Encode)?,
+            )),
+            None => None,
+        };
+        let resp = self.send(method, path, bytes, "application/json").await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        decode(status, &body)
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.json::<(), T>(Method::GET, path, None).await
+    }
+
+    /// Sends a request whose successful answer has no body of interest (e.g. 204).
+    pub async fn call<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<StatusCode, ClientError> {
+        let bytes = match body {
+            Some(b) => Some(Bytes::from(
+                serde_json::to_vec(b).map_err(ClientError::Encode)?,
+            )),
+            None => None,
+        };
+        let resp = self.send(method, path, bytes, "application/json").await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        if status.is_success() {
+            Ok(status)
+        } else {
+            Err(api_error(status, &body))
+        }
+    }
+
+    /// Sends raw bytes and hands back the live response (for streaming endpoints and tests).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        content_type: &str,
+    ) -> Result<Response<Incoming>, ClientError> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|e| self.connect_error(e))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        // The connection task ends by itself when the response body is dropped or finished.
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "paasd");
+        if body.is_some() {
+            req = req.header(hyper::header::CONTENT_TYPE, content_type);
+        }
+        let req =
+            req.body(Full::new(body.unwrap_or_default()))
+                .map_err(|e| ClientError::Connect {
+                    path: self.socket.clone(),
+                    source: io::Error::new(io::ErrorKind::InvalidInput, e),
+                })?;
+        Ok(sender.send_request(req).await?)
+    }
+
+    fn connect_error(&self, e: io::Error) -> ClientError {
+        let path = self.socket.clone();
+        match e.kind() {
+            io::ErrorKind::NotFound => ClientError::NoSocket(path),
+            io::ErrorKind::ConnectionRefused => ClientError::Refused(path),
+            io::ErrorKind::PermissionDenied => ClientError::PermissionDenied(path),
+            _ => ClientError::Connect { path, source: e },
+        }
+    }
+}
+
+/// Decodes a JSON answer, or the error body of a non-2xx one.
+pub fn decode<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Result<T, ClientError> {
+    if !status.is_success() {
+        return Err(api_error(status, body));
+    }
+    serde_json::from_slice(body).map_err(|source| ClientError::Decode { status, source })
+}
+
+/// Turns a non-2xx answer into [`ClientError::Api`], tolerating bodies that are not ours.
+pub fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => ClientError::Api {
+            status,
+            code: e.error.code,
+            message: e.error.message,
+        },
+        Err(_) => ClientError::Api {
+            status,
+            code: "unexpected_response".into(),
+            message: format!(
+                "paasd answered HTTP {status}: {}",
+                String::from_utf8_lossy(body).trim()
+            ),
+        },
+    }
+}
+
+/// Percent-encodes one path segment (app names and domains are already safe; this guards the rest).
+pub fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}

@@ -1,0 +1,11 @@
+//! `paas-api`: the only crate whose types cross the daemon socket. Wire types in
+//! [`types`], the Unix-socket client in [`client`]. No platform logic lives here.
+
+pub mod client;
+pub mod types;
+
+pub use client::{Client, ClientError, DEFAULT_SOCKET};
+pub use types::*;
+
+/// Path prefix of every API endpoint.
+pub const API_PREFIX: &str = "/api/v1";

@@ -1,0 +1,127 @@
+//! Reading request bodies safely: a byte limit enforced before and during reading, a JSON
+//! nesting limit checked before serde sees the bytes, and errors that say which limit hit.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_json_depth: usize,
+}
+
+fn too_large(max: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("request body is larger than the limit of {max} bytes"),
+    )
+}
+
+/// Collects the body, refusing more than `max_body_bytes` (declared or actual).
+pub async fn read_limited(req: Request<Incoming>, limits: Limits) -> Result<Bytes, ApiError> {
+    let max = limits.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large(max));
+    }
+    match Limited::new(req.into_body(), max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(max)),
+        Err(e) => Err(ApiError::bad_request(
+            "bad_body",
+            format!("could not read the request body: {e}"),
+        )),
+    }
+}
+
+/// Reads and parses a JSON body into `T`.
+pub async fn read_json<T: DeserializeOwned>(
+    req: Request<Incoming>,
+    limits: Limits,
+) -> Result<T, ApiError> {
+    let bytes = read_limited(req, limits).await?;
+    parse_json(&bytes, limits.max_json_depth)
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], max_depth: usize) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "request body is empty; this endpoint expects a JSON object",
+        ));
+    }
+    if json_depth(bytes) > max_depth {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            format!("JSON is nested deeper than {max_depth} levels"),
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        let what = if e.is_data() {
+            "request body has the wrong shape"
+        } else {
+            "request body is not valid JSON"
+        };
+        ApiError::bad_request("invalid_json", format!("{what}: {e}"))
+    })
+}
+
+/// Maximum bracket nesting, ignoring brackets inside strings. Linear, no allocation.
+fn json_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_str, mut escaped) = (0usize, 0usize, false, false);
+    for &b in bytes {
+        if in_str {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_ignores_strings() {
+        assert_eq!(json_depth(br#"{"a": "[[[[{{{"}"#), 1);
+        assert_eq!(json_depth(br#"{"a": "\"[["}"#), 1);
+        assert_eq!(json_depth(b"[[[]]]"), 3);
+    }
+
+    #[test]
+    fn parse_errors_are_specific() {
+        let e = parse_json::<serde_json::Value>(b"{\"a\":", 16).expect_err("bad");
+        assert!(e.message.contains("not valid JSON"), "{}", e.message);
+        let deep = "[".repeat(100) + &"]".repeat(100);
+        let e = parse_json::<serde_json::Value>(deep.as_bytes(), 16).expect_err("deep");
+        assert!(e.message.contains("deeper than 16"), "{}", e.message);
+        let e = parse_json::<paas_api::CreateApp>(b"[1]", 16).expect_err("shape");
+        assert!(e.message.contains("wrong shape"), "{}", e.message);
+        assert!(parse_json::<serde_json::Value>(b"  ", 16).is_err());
+    }
+}

@@ -1,0 +1,70 @@
+//! `ApiError`: the one error type handlers return, and its mapping to a status code and the
+//! `{"error":{"code","message"}}` body. Internal failures are logged here and shown to the
+//! client only as a pointer to the log, never with internals.
+
+use hyper::StatusCode;
+
+use crate::apps::AppError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Methods the path accepts, for 405 answers.
+    pub allow: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            allow: None,
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn internal(context: &str, err: &dyn std::error::Error) -> ApiError {
+        tracing::error!(error = %err, "{context}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "paasd hit an internal error; details are in its log (journalctl -u paasd)",
+        )
+    }
+
+    pub fn body(&self) -> paas_api::ErrorBody {
+        paas_api::ErrorBody {
+            error: paas_api::ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message.clone(),
+            },
+        }
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> ApiError {
+        use StatusCode as S;
+        let (status, code) = match &e {
+            AppError::NotFound(_) => (S::NOT_FOUND, "app_not_found"),
+            AppError::AlreadyExists(_) => (S::CONFLICT, "app_exists"),
+            AppError::InvalidName(_) => (S::BAD_REQUEST, "invalid_name"),
+            AppError::InvalidEnv(_) => (S::BAD_REQUEST, "invalid_config_var"),
+            AppError::InvalidDomain(_) => (S::BAD_REQUEST, "invalid_domain"),
+            AppError::DomainTaken { .. } => (S::CONFLICT, "domain_taken"),
+            AppError::DomainNotFound { .. } => (S::NOT_FOUND, "domain_not_found"),
+            AppError::InvalidFormation(_) => (S::BAD_REQUEST, "invalid_formation"),
+            AppError::InvalidRequest(_) => (S::BAD_REQUEST, "invalid_request"),
+            AppError::Store(_) | AppError::Secret(_) => {
+                return ApiError::internal("request failed", &e);
+            }
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}

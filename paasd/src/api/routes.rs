@@ -1,0 +1,213 @@
+//! The routes table: method + path -> a call on a service, and the result -> a response.
+//! Holds no business logic; anything beyond decoding input and encoding output belongs in
+//! the services.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Serialize;
+
+use super::body::read_json;
+use super::error::ApiError;
+use super::State;
+use crate::apps::validate;
+
+pub type Body = Full<Bytes>;
+
+/// Entry point of every request: never fails, errors become JSON error responses.
+pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let started = std::time::Instant::now();
+    let resp = match dispatch(&state, req).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    };
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "api request");
+    resp
+}
+
+async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let Some(rest) = req.uri().path().strip_prefix(paas_api::API_PREFIX) else {
+        return Err(not_found(&req));
+    };
+    let segs: Vec<String> = rest
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect::<Result<_, _>>()?;
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let reveal = query_flag(req.uri().query(), "reveal");
+    let limits = state.limits;
+    let apps = &state.apps;
+    let m = req.method().clone();
+
+    match (segs.as_slice(), &m) {
+        (["health"], &Method::GET) => ok(&paas_api::DaemonHealth {
+            status: "ok".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_secs: state.started.elapsed().as_secs(),
+        }),
+        (["health"], _) => Err(not_allowed("GET")),
+
+        (["apps"], &Method::GET) => ok(&apps.list().await?),
+        (["apps"], &Method::POST) => {
+            let body: paas_api::CreateApp = read_json(req, limits).await?;
+            created(&apps.create(body).await?)
+        }
+        (["apps"], _) => Err(not_allowed("GET, POST")),
+
+        (["apps", app, tail @ ..], _) => {
+            let app = app_param(app)?;
+            match (tail, &m) {
+                ([], &Method::GET) => ok(&apps.info(app).await?),
+                ([], &Method::DELETE) => {
+                    apps.destroy(app).await?;
+                    no_content()
+                }
+                ([], _) => Err(not_allowed("GET, DELETE")),
+
+                (["env"], &Method::GET) => ok(&apps.env(app, reveal).await?),
+                (["env"], &Method::PATCH) => {
+                    let body = read_json(req, limits).await?;
+                    ok(&apps.patch_env(app, body).await?)
+                }
+                (["env"], &Method::PUT) => {
+                    let body = read_json(req, limits).await?;
+                    ok(&apps.replace_env(app, body).await?)
+                }
+                (["env"], _) => Err(not_allowed("GET, PUT, PATCH")),
+
+                (["domains"], &Method::GET) => ok(&apps.domains(app).await?),
+                (["domains"], &Method::POST) => {
+                    let body: paas_api::AddDomain = read_json(req, limits).await?;
+                    created(&apps.add_domain(app, body.domain).await?)
+                }
+                (["domains"], _) => Err(not_allowed("GET, POST")),
+                (["domains", domain], &Method::DELETE) => {
+                    apps.remove_domain(app, domain.to_string()).await?;
+                    no_content()
+                }
+                (["domains", _], _) => Err(not_allowed("DELETE")),
+
+                (["scale"], &Method::POST) => {
+                    let body = read_json(req, limits).await?;
+                    ok(&apps.scale(app, body).await?)
+                }
+                (["scale"], _) => Err(not_allowed("POST")),
+
+                (["releases"], &Method::GET) => ok(&apps.releases(app).await?),
+                (["releases"], _) => Err(not_allowed("GET")),
+
+                _ => Err(not_found(&req)),
+            }
+        }
+        _ => Err(not_found(&req)),
+    }
+}
+
+/// App names in paths are validated like in bodies, so `..` or `%2F` never reach a service.
+fn app_param(s: &str) -> Result<String, ApiError> {
+    validate::app_name(s).map_err(|m| ApiError::bad_request("invalid_name", m))?;
+    Ok(s.to_string())
+}
+
+fn json_response(status: StatusCode, value: &impl Serialize) -> Result<Response<Body>, ApiError> {
+    let bytes = serde_json::to_vec(value)
+        .map_err(|e| ApiError::internal("encoding a response failed", &e))?;
+    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(resp)
+}
+
+fn ok(value: &impl Serialize) -> Result<Response<Body>, ApiError> {
+    json_response(StatusCode::OK, value)
+}
+
+fn created(value: &impl Serialize) -> Result<Response<Body>, ApiError> {
+    json_response(StatusCode::CREATED, value)
+}
+
+fn no_content() -> Result<Response<Body>, ApiError> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    Ok(resp)
+}
+
+pub fn error_response(e: &ApiError) -> Response<Body> {
+    let bytes = serde_json::to_vec(&e.body()).unwrap_or_else(|_| b"{}".to_vec());
+    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    *resp.status_mut() = e.status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(allow) = e.allow {
+        resp.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static(allow));
+    }
+    resp
+}
+
+fn not_found(req: &Request<Incoming>) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no such endpoint: {} {}", req.method(), req.uri().path()),
+    )
+}
+
+fn not_allowed(allow: &'static str) -> ApiError {
+    ApiError {
+        allow: Some(allow),
+        ..ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("method not allowed here; use {allow}"),
+        )
+    }
+}
+
+fn query_flag(query: Option<&str>, name: &str) -> bool {
+    query.is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv == name || kv == format!("{name}=true") || kv == format!("{name}=1"))
+    })
+}
+
+fn percent_decode(s: &str) -> Result<String, ApiError> {
+    let bad = || ApiError::bad_request("bad_path", format!("malformed path segment '{s}'"));
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3).ok_or_else(bad)?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding() {
+        assert_eq!(percent_decode("a%2Fb").expect("ok"), "a/b");
+        assert!(percent_decode("a%2").is_err());
+        assert!(percent_decode("%ff").is_err());
+        assert!(query_flag(Some("x=1&reveal=true"), "reveal"));
+        assert!(!query_flag(Some("reveal=false"), "reveal"));
+        assert!(!query_flag(None, "reveal"));
+    }
+}

@@ -1,0 +1,560 @@
+//! The app service: create/list/info/destroy apps, config vars (each change a release, with
+//! Heroku semantics), domains, formation and the release list. Owns the business rules and
+//! the encryption of config values; must not speak HTTP (the API layer translates) nor SQL
+//! (it composes `store` queries inside one transaction).
+
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use paas_api as api;
+use paas_api::ReleaseStatus;
+
+use crate::secrets::{SecretBox, SecretError};
+use crate::store::{self, apps::AppRow, releases::ReleaseRow, Store, StoreError, Tx};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("app '{0}' does not exist (see `paas apps`)")]
+    NotFound(String),
+    #[error("app '{0}' already exists; pick another name")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    InvalidName(String),
+    #[error("{0}")]
+    InvalidEnv(String),
+    #[error("{0}")]
+    InvalidDomain(String),
+    #[error("domain '{domain}' is already attached to app '{app}'; remove it there first")]
+    DomainTaken { domain: String, app: String },
+    #[error("domain '{domain}' is not attached to app '{app}'")]
+    DomainNotFound { domain: String, app: String },
+    #[error("{0}")]
+    InvalidFormation(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+}
+
+/// What the service needs from the daemon configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub base_domain: String,
+    pub max_instances_per_type: u32,
+}
+
+#[derive(Clone)]
+pub struct Apps {
+    store: Store,
+    secrets: SecretBox,
+    settings: Settings,
+}
+
+impl Apps {
+    pub fn new(store: Store, secrets: SecretBox, settings: Settings) -> Apps {
+        Apps {
+            store,
+            secrets,
+            settings,
+        }
+    }
+
+    pub async fn create(&self, req: api::CreateApp) -> Result<api::App, AppError> {
+        validate::app_name(&req.name).map_err(AppError::InvalidName)?;
+        let stack = req.stack.unwrap_or_else(|| "host".to_string());
+        validate::stack(&stack).map_err(AppError::InvalidRequest)?;
+        if let Some(bp) = &req.buildpack {
+            validate::buildpack(bp).map_err(AppError::InvalidRequest)?;
+        }
+        let this = self.clone();
+        self.store
+            .tx(move |tx| {
+                if store::apps::find(tx, &req.name)?.is_some() {
+                    return Err(AppError::AlreadyExists(req.name));
+                }
+                // The default domain of an app must not already be someone's custom domain.
+                let default_domain = this.default_domain(&req.name);
+                if let Some(owner) = store::domains::owner(tx, &default_domain)? {
+                    return Err(AppError::DomainTaken {
+                        domain: default_domain,
+                        app: owner,
+                    });
+                }
+                let now = store::now();
+                let app = store::apps::insert(tx, &req.name, &stack, req.buildpack.as_deref(), now)
+                    .map_err(|e| {
+                        if e.is_unique_violation() {
+                            AppError::AlreadyExists(req.name.clone())
+                        } else {
+                            e.into()
+                        }
+                    })?;
+                // Heroku semantics: every app starts with v1, "Initial release".
+                this.insert_release(tx, &app, "Initial release", &BTreeMap::new())?;
+                tracing::info!(app = %app.name, "app created");
+                this.app_view(tx, &app)
+            })
+            .await
+    }
+
+    pub async fn list(&self) -> Result<Vec<api::App>, AppError> {
+        let this = self.clone();
+        self.store
+            .tx(move |tx| {
+                store::apps::list(tx)?
+                    .iter()
+                    .map(|a| this.app_view(tx, a))
+                    .collect()
+            })
+            .await
+    }
+
+    pub async fn info(&self, name: String) -> Result<api::App, AppError> {
+        let this = self.clone();
+        self.store
+            .tx(move |tx| {
+                let app = find(tx, &name)?;
+                this.app_view(tx, &app)
+            })
+            .await
+    }
+
+    /// Deletes the app and everything it owns in the database.
+    pub async fn destroy(&self, name: String) -> Result<(), AppError> {
+        self.store
+            .tx(move |tx| {
+                let app = find(tx, &name)?;
+                store::apps::delete(tx, app.id)?;
+                tracing::info!(app = %app.name, "app destroyed");
+                Ok(())
+            })
+            .await
+    }
+
+    pub async fn env(&self, name: String, reveal: bool) -> Result<api::EnvVars, AppError> {
+        let this = self.clone();
+        self.store
+            .tx(move |tx| {
+                let app = find(tx, &name)?;
+                Ok(env_view(this.load_vars(tx, &app)?, reveal))
+            })
+            .await
+    }
+
+    /// Sets (Some) and unsets (None) keys; one release for the whole change.
+    pub async fn patch_env(
+        &self,
+        name: String,
+        patch: api::EnvPatch,
+    ) -> Result<api::EnvChanged, AppError> {
+        if patch.is_empty() {
+            return Err(AppError::InvalidEnv(
+                "no config vars given: send {\"KEY\": \"value\"} to set, {\"KEY\": null} to unset"
+                    .into(),
+            ));
+        }
+        for (k, v) in &patch {
+            validate::env_key(k).map_err(AppError::InvalidEnv)?;
+            if let Some(v) = v {
+                validate::env_value(k, v).map_err(AppError::InvalidEnv)?;
+            }
+        }
+        self.change_env(name, move |current| {
+            let mut next = current.clone();
+            for (k, v) in patch {
+                match v {
+                    Some(v) => next.insert(k, v),
+                    None => next.remove(&k),
+                };
+            }
+            next
+        })
+        .await
+    }
+
+    /// Replaces the whole config with `vars`; one release.
+    pub async fn replace_env(
+        &self,
+        name: String,
+        vars: api::EnvReplace,
+    ) -> Result<api::EnvChanged, AppError> {
+        for (k, v) in &vars {
+            validate::env_key(k).map_err(AppError::InvalidEnv)?;
+            validate::env_value(k, v).map_err(AppError::InvalidEnv)?;
+        }
+        self.change_env(name, move |_| vars).await
+    }
+
+    async fn change_env(
+        &self,
+        name: String,
+        apply: impl FnOnce(&BTreeMap<String, String>) -> BTreeMap<String, String> + Send + 'static,
+    ) -> Result<api::EnvChanged, AppError> {
+        let this = self.clone();
+        self.store
+            .tx(move |tx| {
+                let app = find(tx, &name)?;
+                let current = this.load_vars(tx, &app)?;
+                let next = apply(&current);
+                if next == current {
+                    return Ok(api::EnvChanged {
+                        release: None,
+                        env: env_view(current, false),
+                    });
+                }
+                for key in current.keys().filter(|k| !next.contains_key(*k)) {
+                    store::config_vars::delete(tx, app.id, key)?;
+                }
+                for (key, value) in next.iter().filter(|(k, v)| current.get(*k) != Some(v)) {
+                    let sealed = this
+                        .secrets
+                        .seal(&var_context(app.id, key), value.as_bytes())?;
+                    store::config_vars::put(tx, app.id, key, &sealed)?;
+                }
+                let description = describe_change(&current, &next);
+                let release = this.insert_release(tx, &app, &description, &next)?;
+                let keys: Vec<&String> = next.keys().collect();
+                tracing::info!(app = %app.name, version = release.version, ?keys, "config changed");
+                Ok(api::EnvChanged {
+                    release: Some(release_view(&release)),
+                    env: env_view(next, false),
+                })
+            })
+            .await
+    }
+
+    pub async fn domains(&self, name: String) -> Result<Vec<api::Domain>, AppError> {
+        self.store
+            .tx(move |tx| {
+                let app = find(tx, &name)?;
+                Ok(store::domains::list_for_app(tx, app.id)?
+                    .into_iter()
+                    .map(|d| api::Domain {
+                        domain: d.domain,
+                        app: d.app,
+                        created_at: rfc3339(d.created_at),
+                    })
+                    .collect())
+            })
+            .await
+    }
+
+    pub async fn add_domain(&self, name: String, domain: String) -> Result<api::Domain, AppError> {
+        let domain = validate::domain(&domain).map_err(AppError::InvalidDomain)?;
+        let this = self.clone();
+        self.store
+            .tx(move |tx| {
+                let app = find(tx, &name)?;
+                if let Some(owner) = store::domains::owner(tx, &domain)? {
+                    return Err(AppError::DomainTaken { domain, app: owner });
+                }
+                // `<other>.<base-domain>` is another app's default URL: taking it would hijack it.
+                if let Some(label) = domain
+                    .strip_suffix(&this.settings.base_domain)
+                    .and_then(|rest| rest.strip_suffix('.'))
+                {
+                    if label != app.name && store::apps::find(tx, label)?.is_some() {
+                        let owner = label.to_string();
+                        return Err(AppError::DomainTaken { domain, app: owner });
+                    }
+                }
+                let now = store::now();
+                store::domains::insert(tx, app.id, &domain, now)?;
+                tracing::info!(app = %app.name, %domain, "domain added");
+                Ok(api::Domain {
+                    domain,
+                    app: app.name,
+                    created_at: rfc3339(now),
+                })
+            })
+            .await
+    }
+
+    pub async fn remove_domain(&self, name: String, domain: String) -> Result<(), AppError> {
+        let domain = validate::domain(&domain).map_err(AppError::InvalidDomain)?;
+        self.store
+            .tx(move |tx| {
+                let app = find(tx, &name)?;
+                if !store::domains::delete(tx, app.id, &domain)? {
+                    return Err(AppError::DomainNotFound {
+                        domain,
+                        app: app.name,
+                    });
+                }
+                tracing::info!(app = %app.name, %domain, "domain removed");
+                Ok(())
+            })
+            .await
+    }
+
+    /// Stores new desired counts. `instances` is an alias of `web`. Nothing runs yet (issue 5).
+    pub async fn scale(
+        &self,
+        name: String,
+        req: api::ScaleRequest,
+    ) -> Result<api::Formation, AppError> {
+        let wanted = parse_scale(&req, self.settings.max_instances_per_type)?;
+        self.store
+            .tx(move |tx| {
+                let app = find(tx, &name)?;
+                for (ptype, n) in &wanted {
+                    store::formation::set(tx, app.id, ptype, *n)?;
+                }
+                tracing::info!(app = %app.name, ?wanted, "scaled");
+                Ok(api::Formation {
+                    formation: store::formation::get(tx, app.id)?,
+                })
+            })
+            .await
+    }
+
+    pub async fn releases(&self, name: String) -> Result<Vec<api::Release>, AppError> {
+        self.store
+            .tx(move |tx| {
+                let app = find(tx, &name)?;
+                Ok(store::releases::list(tx, app.id)?
+                    .iter()
+                    .map(release_view)
+                    .collect())
+            })
+            .await
+    }
+
+    fn default_domain(&self, app: &str) -> String {
+        format!("{app}.{}", self.settings.base_domain)
+    }
+
+    fn app_view(&self, tx: &Tx<'_>, app: &AppRow) -> Result<api::App, AppError> {
+        let domains: Vec<String> = store::domains::list_for_app(tx, app.id)?
+            .into_iter()
+            .map(|d| d.domain)
+            .collect();
+        let mut urls = vec![format!("http://{}", self.default_domain(&app.name))];
+        urls.extend(domains.iter().map(|d| format!("http://{d}")));
+        Ok(api::App {
+            name: app.name.clone(),
+            stack: app.stack.clone(),
+            buildpack: app.buildpack.clone(),
+            created_at: rfc3339(app.created_at),
+            // Builds (issue 4) move apps to Deployed; until then nothing has a slug.
+            status: api::AppStatus::Created,
+            release: store::releases::current(tx, app.id)?.map(|r| r.version),
+            formation: store::formation::get(tx, app.id)?,
+            domains,
+            urls,
+        })
+    }
+
+    fn load_vars(&self, tx: &Tx<'_>, app: &AppRow) -> Result<BTreeMap<String, String>, AppError> {
+        store::config_vars::list(tx, app.id)?
+            .into_iter()
+            .map(|(k, sealed)| {
+                let plain = self.secrets.open(&var_context(app.id, &k), &sealed)?;
+                let v = String::from_utf8(plain)
+                    .map_err(|_| StoreError::Corrupt(format!("config var {k} is not UTF-8")))?;
+                Ok((k, v))
+            })
+            .collect()
+    }
+
+    fn insert_release(
+        &self,
+        tx: &Tx<'_>,
+        app: &AppRow,
+        description: &str,
+        config: &BTreeMap<String, String>,
+    ) -> Result<ReleaseRow, AppError> {
+        let version = store::releases::next_version(tx, app.id)?;
+        let json = serde_json::to_vec(config)
+            .map_err(|e| StoreError::Corrupt(format!("config snapshot: {e}")))?;
+        let sealed = self
+            .secrets
+            .seal(&format!("release:{}:{version}", app.id), &json)?;
+        let keys: Vec<String> = config.keys().cloned().collect();
+        Ok(store::releases::insert(
+            tx,
+            app.id,
+            version,
+            &store::releases::NewRelease {
+                description,
+                status: ReleaseStatus::Succeeded,
+                config: &sealed,
+                config_keys: &keys,
+            },
+            store::now(),
+        )?)
+    }
+}
+
+fn find(tx: &Tx<'_>, name: &str) -> Result<AppRow, AppError> {
+    store::apps::find(tx, name)?.ok_or_else(|| AppError::NotFound(name.to_string()))
+}
+
+fn var_context(app_id: i64, key: &str) -> String {
+    format!("config:{app_id}:{key}")
+}
+
+fn env_view(vars: BTreeMap<String, String>, reveal: bool) -> api::EnvVars {
+    let mut redacted = Vec::new();
+    let vars = vars
+        .into_iter()
+        .map(|(k, v)| {
+            if !reveal && validate::is_secret_key(&k) {
+                redacted.push(k.clone());
+                (k, api::REDACTED.to_string())
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    api::EnvVars { vars, redacted }
+}
+
+fn release_view(r: &ReleaseRow) -> api::Release {
+    api::Release {
+        version: r.version,
+        description: r.description.clone(),
+        status: r.status,
+        created_at: rfc3339(r.created_at),
+        config_keys: r.config_keys.clone(),
+    }
+}
+
+/// Heroku-style release descriptions: "Set A, B config vars", "Remove C config var".
+fn describe_change(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> String {
+    let set: Vec<&str> = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(v))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let removed: Vec<&str> = before
+        .keys()
+        .filter(|k| !after.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    let part = |verb: &str, keys: &[&str]| {
+        let noun = if keys.len() == 1 {
+            "config var"
+        } else {
+            "config vars"
+        };
+        format!("{verb} {} {noun}", keys.join(", "))
+    };
+    match (set.is_empty(), removed.is_empty()) {
+        (false, true) => part("Set", &set),
+        (true, false) => part("Remove", &removed),
+        _ => format!("{}; {}", part("Set", &set), part("remove", &removed)),
+    }
+}
+
+/// Validates a scale request: known shape, process type names, counts in `0..=max`.
+fn parse_scale(req: &api::ScaleRequest, max: u32) -> Result<BTreeMap<String, u32>, AppError> {
+    if req.is_empty() {
+        return Err(AppError::InvalidFormation(
+            "nothing to scale: give counts like {\"web\": 2, \"worker\": 1}".into(),
+        ));
+    }
+    if req.contains_key("instances") && req.contains_key("web") {
+        return Err(AppError::InvalidFormation(
+            "'instances' is an alias of 'web': give one of them, not both".into(),
+        ));
+    }
+    let mut out = BTreeMap::new();
+    for (key, value) in req {
+        let ptype = if key == "instances" {
+            "web"
+        } else {
+            key.as_str()
+        };
+        validate::process_type(ptype).map_err(AppError::InvalidFormation)?;
+        let n = value
+            .as_i64()
+            .ok_or_else(|| {
+                AppError::InvalidFormation(format!(
+                    "count for '{ptype}' must be a whole number, got {value}"
+                ))
+            })
+            .and_then(|n| {
+                u32::try_from(n).ok().filter(|n| *n <= max).ok_or_else(|| {
+                    AppError::InvalidFormation(format!(
+                        "count for '{ptype}' must be between 0 and {max}, got {n}"
+                    ))
+                })
+            })?;
+        out.insert(ptype.to_string(), n);
+    }
+    Ok(out)
+}
+
+/// RFC 3339 in UTC, seconds precision: the timestamp format of the whole API.
+pub fn rfc3339(unix_secs: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_secs(unix_secs.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn describes_changes_like_heroku() {
+        let a = map(&[("A", "1")]);
+        assert_eq!(
+            describe_change(&a, &map(&[("A", "1"), ("B", "2")])),
+            "Set B config var"
+        );
+        assert_eq!(describe_change(&a, &map(&[])), "Remove A config var");
+        assert_eq!(
+            describe_change(&a, &map(&[("B", "2"), ("C", "3")])),
+            "Set B, C config vars; remove A config var"
+        );
+    }
+
+    #[test]
+    fn scale_parsing() {
+        let r = |v: serde_json::Value| -> api::ScaleRequest {
+            serde_json::from_value(v).expect("object")
+        };
+        let ok = parse_scale(&r(json!({"instances": 3, "worker": 0})), 100).expect("valid");
+        assert_eq!(
+            ok,
+            BTreeMap::from([("web".into(), 3), ("worker".into(), 0)])
+        );
+        for bad in [
+            json!({}),
+            json!({"web": -1}),
+            json!({"web": 101}),
+            json!({"web": 1.5}),
+            json!({"web": "2"}),
+            json!({"web": 1, "instances": 2}),
+            json!({"bad type": 1}),
+            json!({"web": 1e300}),
+        ] {
+            assert!(parse_scale(&r(bad.clone()), 100).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn redaction() {
+        let v = env_view(map(&[("DB_PASSWORD", "x"), ("URL", "y")]), false);
+        assert_eq!(v.vars["DB_PASSWORD"], api::REDACTED);
+        assert_eq!(v.vars["URL"], "y");
+        assert_eq!(v.redacted, vec!["DB_PASSWORD".to_string()]);
+        assert_eq!(
+            env_view(map(&[("DB_PASSWORD", "x")]), true).vars["DB_PASSWORD"],
+            "x"
+        );
+    }
+}

@@ -1,0 +1,187 @@
+//! Daemon configuration: `/etc/paas/paasd.toml` (or `--config FILE`) overlaid by command-line
+//! flags. Owns defaults and the rule that derives every path from the state dir; must not
+//! touch the filesystem beyond reading the config file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/paas/paasd.toml";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/paas";
+pub const DEFAULT_KEY_FILE: &str = "/etc/paas/secret.key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {}: {source}", .path.display())]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+}
+
+/// Keys of `paasd.toml`. Every key is optional; flags of the same name override them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub socket: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub socket_group: Option<String>,
+    pub http: Option<SocketAddr>,
+    pub base_domain: Option<String>,
+    pub max_body_bytes: Option<usize>,
+    pub max_json_depth: Option<usize>,
+    pub max_instances_per_type: Option<u32>,
+}
+
+/// Overrides from the command line (same names as the file keys).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub socket_group: Option<String>,
+    pub http: Option<SocketAddr>,
+    pub base_domain: Option<String>,
+}
+
+/// The resolved configuration `paasd::run` works from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub key_file: PathBuf,
+    /// Group that may use the API socket (mode 0660). Missing group: socket stays root-only.
+    pub socket_group: String,
+    pub http: SocketAddr,
+    pub base_domain: String,
+    pub max_body_bytes: usize,
+    pub max_json_depth: usize,
+    pub max_instances_per_type: u32,
+}
+
+impl Config {
+    /// Reads the config file (the default one only if it exists) and applies the overrides.
+    pub fn load(o: Overrides) -> Result<Config, ConfigError> {
+        let file = match &o.config {
+            Some(path) => read_file(path)?,
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                read_file(Path::new(DEFAULT_CONFIG_FILE))?
+            }
+            None => FileConfig::default(),
+        };
+        Ok(Config::resolve(file, o))
+    }
+
+    /// Pure merge of file keys and flags, with defaults.
+    pub fn resolve(file: FileConfig, o: Overrides) -> Config {
+        let state_dir = o
+            .state_dir
+            .or(file.state_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        // A non-default state dir keeps its key inside, so test daemons never share /etc's key.
+        let key_file = o.key_file.or(file.key_file).unwrap_or_else(|| {
+            if state_dir == Path::new(DEFAULT_STATE_DIR) {
+                PathBuf::from(DEFAULT_KEY_FILE)
+            } else {
+                state_dir.join("secret.key")
+            }
+        });
+        Config {
+            socket: o
+                .socket
+                .or(file.socket)
+                .unwrap_or_else(|| PathBuf::from(paas_api::DEFAULT_SOCKET)),
+            key_file,
+            socket_group: o
+                .socket_group
+                .or(file.socket_group)
+                .unwrap_or_else(|| "paas".to_string()),
+            http: o
+                .http
+                .or(file.http)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 80))),
+            base_domain: o
+                .base_domain
+                .or(file.base_domain)
+                .unwrap_or_else(|| "paas.localhost".to_string()),
+            max_body_bytes: file.max_body_bytes.unwrap_or(1024 * 1024),
+            max_json_depth: file.max_json_depth.unwrap_or(16),
+            max_instances_per_type: file.max_instances_per_type.unwrap_or(100),
+            state_dir,
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.state_dir.join("paas.db")
+    }
+
+    pub fn lock_path(&self) -> PathBuf {
+        self.state_dir.join("paasd.lock")
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_dir_flag_keeps_everything_inside() {
+        let c = Config::resolve(
+            FileConfig::default(),
+            Overrides {
+                state_dir: Some("/tmp/x".into()),
+                ..Default::default()
+            },
+        );
+        assert_eq!(c.key_file, Path::new("/tmp/x/secret.key"));
+        assert_eq!(c.db_path(), Path::new("/tmp/x/paas.db"));
+    }
+
+    #[test]
+    fn defaults_are_production_paths() {
+        let c = Config::resolve(FileConfig::default(), Overrides::default());
+        assert_eq!(c.key_file, Path::new(DEFAULT_KEY_FILE));
+        assert_eq!(c.socket, Path::new("/run/paas/paasd.sock"));
+        assert_eq!(c.http.port(), 80);
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let file: FileConfig =
+            toml::from_str("socket = \"/a.sock\"\nbase_domain = \"example.com\"\n")
+                .expect("valid toml");
+        let c = Config::resolve(
+            file,
+            Overrides {
+                socket: Some("/b.sock".into()),
+                ..Default::default()
+            },
+        );
+        assert_eq!(c.socket, Path::new("/b.sock"));
+        assert_eq!(c.base_domain, "example.com");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(toml::from_str::<FileConfig>("sockett = \"/a\"").is_err());
+    }
+}

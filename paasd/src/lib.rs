@@ -1,0 +1,111 @@
+//! paasd: the paas daemon as a library. [`run`] is the real entry point (`main.rs` only
+//! parses flags and waits for signals), so tests and embedders drive the same code.
+
+pub mod api;
+pub mod apps;
+pub mod config;
+pub mod secrets;
+pub mod store;
+
+use std::fs::{self, File, OpenOptions};
+use std::future::Future;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use nix::fcntl::{Flock, FlockArg};
+
+pub use config::{Config, Overrides};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("state dir {}: {source}", .path.display())]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("another paasd is using state dir {} (lock {} is held)", .dir.display(), .lock.display())]
+    Locked { dir: PathBuf, lock: PathBuf },
+    #[error(transparent)]
+    Secret(#[from] secrets::SecretError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Socket(#[from] api::socket::SocketError),
+}
+
+/// Runs the daemon until `shutdown` resolves, then drains requests and returns.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let _lock = prepare_state_dir(&config)?;
+    let secrets = secrets::SecretBox::load_or_create(&config.key_file)?;
+    let db_path = config.db_path();
+    let store = tokio::task::spawn_blocking(move || store::Store::open(&db_path))
+        .await
+        .map_err(|e| store::StoreError::Worker(e.to_string()))??;
+    let apps = apps::Apps::new(
+        store,
+        secrets,
+        apps::Settings {
+            base_domain: config.base_domain.clone(),
+            max_instances_per_type: config.max_instances_per_type,
+        },
+    );
+    let state = Arc::new(api::State {
+        apps,
+        limits: api::body::Limits {
+            max_body_bytes: config.max_body_bytes,
+            max_json_depth: config.max_json_depth,
+        },
+        started: Instant::now(),
+    });
+
+    let bound = api::socket::bind(&config.socket, &config.socket_group)?;
+    let listener = tokio::net::UnixListener::from_std(bound.listener.try_clone().map_err(|e| {
+        api::socket::SocketError::Io {
+            path: config.socket.clone(),
+            source: e,
+        }
+    })?)
+    .map_err(|e| api::socket::SocketError::Io {
+        path: config.socket.clone(),
+        source: e,
+    })?;
+    tracing::info!(socket = %config.socket.display(), state_dir = %config.state_dir.display(), "paasd ready");
+    api::serve(listener, state, shutdown).await;
+    drop(bound);
+    tracing::info!("paasd stopped");
+    Ok(())
+}
+
+/// Creates the state dir and takes its exclusive lock (held for the daemon's lifetime), so
+/// two daemons never share one database.
+fn prepare_state_dir(config: &Config) -> Result<Flock<File>, DaemonError> {
+    let dir = &config.state_dir;
+    let io = |source| DaemonError::StateDir {
+        path: dir.clone(),
+        source,
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(io)?;
+    let lock_path = config.lock_path();
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o644)
+        .open(&lock_path)
+        .map_err(io)?;
+    let mut lock =
+        Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| DaemonError::Locked {
+            dir: dir.clone(),
+            lock: lock_path.clone(),
+        })?;
+    lock.set_len(0).map_err(io)?;
+    writeln!(lock, "{}", std::process::id()).map_err(io)?;
+    Ok(lock)
+}

@@ -1,0 +1,81 @@
+//! Versioned schema migrations, applied in order and recorded in `PRAGMA user_version`.
+//! Append only: never edit a migration that has shipped.
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: apps, config vars (sealed values), domains, formation, releases.
+    r#"
+    CREATE TABLE apps (
+        id          INTEGER PRIMARY KEY,
+        name        TEXT NOT NULL UNIQUE,
+        stack       TEXT NOT NULL,
+        buildpack   TEXT,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE TABLE config_vars (
+        app_id  INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        key     TEXT NOT NULL,
+        value   BLOB NOT NULL,
+        PRIMARY KEY (app_id, key)
+    );
+    CREATE TABLE domains (
+        domain      TEXT PRIMARY KEY,
+        app_id      INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE INDEX domains_app ON domains(app_id);
+    CREATE TABLE formation (
+        app_id        INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        process_type  TEXT NOT NULL,
+        quantity      INTEGER NOT NULL CHECK (quantity >= 0),
+        PRIMARY KEY (app_id, process_type)
+    );
+    CREATE TABLE releases (
+        id           INTEGER PRIMARY KEY,
+        app_id       INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        version      INTEGER NOT NULL CHECK (version > 0),
+        description  TEXT NOT NULL,
+        status       TEXT NOT NULL,
+        config       BLOB NOT NULL,
+        config_keys  TEXT NOT NULL,
+        created_at   INTEGER NOT NULL,
+        UNIQUE (app_id, version)
+    );
+    "#,
+];
+
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let known = MIGRATIONS.len() as i64;
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > known {
+        return Err(StoreError::TooNew { found, known });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied database migration");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_once_and_refuses_newer() {
+        let mut c = Connection::open_in_memory().expect("open");
+        migrate(&mut c).expect("first");
+        migrate(&mut c).expect("idempotent");
+        c.pragma_update(None, "user_version", 999).expect("bump");
+        assert!(matches!(
+            migrate(&mut c),
+            Err(StoreError::TooNew { found: 999, .. })
+        ));
+    }
+}

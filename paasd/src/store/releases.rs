@@ -1,0 +1,119 @@
+//! Queries on `releases`. Releases are immutable once written except for their status.
+//! The config snapshot arrives sealed.
+
+use paas_api::ReleaseStatus;
+use rusqlite::{params, OptionalExtension, Row};
+
+use super::{StoreError, Tx};
+
+#[derive(Debug, Clone)]
+pub struct ReleaseRow {
+    pub version: u32,
+    pub description: String,
+    pub status: ReleaseStatus,
+    /// Sealed JSON object of the config vars at this release.
+    pub config: Vec<u8>,
+    pub config_keys: Vec<String>,
+    pub created_at: i64,
+}
+
+pub struct NewRelease<'a> {
+    pub description: &'a str,
+    pub status: ReleaseStatus,
+    pub config: &'a [u8],
+    pub config_keys: &'a [String],
+}
+
+const COLUMNS: &str = "version, description, status, config, config_keys, created_at";
+
+fn status_str(s: ReleaseStatus) -> &'static str {
+    match s {
+        ReleaseStatus::Pending => "pending",
+        ReleaseStatus::Succeeded => "succeeded",
+        ReleaseStatus::Failed => "failed",
+    }
+}
+
+fn row(r: &Row<'_>) -> rusqlite::Result<ReleaseRow> {
+    let status: String = r.get(2)?;
+    let keys: String = r.get(4)?;
+    let bad = |what: String| {
+        rusqlite::Error::FromSqlConversionFailure(
+            2,
+            rusqlite::types::Type::Text,
+            Box::new(StoreError::Corrupt(what)),
+        )
+    };
+    Ok(ReleaseRow {
+        version: r.get(0)?,
+        description: r.get(1)?,
+        status: match status.as_str() {
+            "pending" => ReleaseStatus::Pending,
+            "succeeded" => ReleaseStatus::Succeeded,
+            "failed" => ReleaseStatus::Failed,
+            other => return Err(bad(format!("release status '{other}'"))),
+        },
+        config: r.get(3)?,
+        config_keys: serde_json::from_str(&keys)
+            .map_err(|e| bad(format!("release config_keys: {e}")))?,
+        created_at: r.get(5)?,
+    })
+}
+
+/// The version the next release of this app gets.
+pub fn next_version(tx: &Tx<'_>, app_id: i64) -> Result<u32, StoreError> {
+    Ok(tx.query_row(
+        "SELECT COALESCE(MAX(version), 0) + 1 FROM releases WHERE app_id = ?1",
+        [app_id],
+        |r| r.get(0),
+    )?)
+}
+
+pub fn insert(
+    tx: &Tx<'_>,
+    app_id: i64,
+    version: u32,
+    new: &NewRelease<'_>,
+    now: i64,
+) -> Result<ReleaseRow, StoreError> {
+    let keys = serde_json::to_string(new.config_keys)
+        .map_err(|e| StoreError::Corrupt(format!("config keys: {e}")))?;
+    tx.execute(
+        "INSERT INTO releases (app_id, version, description, status, config, config_keys, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![app_id, version, new.description, status_str(new.status), new.config, keys, now],
+    )?;
+    Ok(ReleaseRow {
+        version,
+        description: new.description.to_string(),
+        status: new.status,
+        config: new.config.to_vec(),
+        config_keys: new.config_keys.to_vec(),
+        created_at: now,
+    })
+}
+
+/// All releases of an app, newest first.
+pub fn list(tx: &Tx<'_>, app_id: i64) -> Result<Vec<ReleaseRow>, StoreError> {
+    let mut stmt = tx.prepare(&format!(
+        "SELECT {COLUMNS} FROM releases WHERE app_id = ?1 ORDER BY version DESC"
+    ))?;
+    let rows = stmt
+        .query_map([app_id], row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// The newest succeeded release, the one that is (or will be) running.
+pub fn current(tx: &Tx<'_>, app_id: i64) -> Result<Option<ReleaseRow>, StoreError> {
+    Ok(tx
+        .query_row(
+            &format!(
+                "SELECT {COLUMNS} FROM releases WHERE app_id = ?1 AND status = 'succeeded'
+                 ORDER BY version DESC LIMIT 1"
+            ),
+            [app_id],
+            row,
+        )
+        .optional()?)
+}
