@@ -167,11 +167,16 @@ impl Client {
         let path = self.socket.clone();
         match e.kind() {
             io::ErrorKind::NotFound => ClientError::NoSocket(path),
-            io::ErrorKind::ConnectionRefused => ClientError::Refused(path),
+            io::ErrorKind::ConnectionRefused if is_socket(&path) => ClientError::Refused(path),
             io::ErrorKind::PermissionDenied => ClientError::PermissionDenied(path),
             _ => ClientError::Connect { path, source: e },
         }
     }
+}
+
+fn is_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }
 
 /// Decodes a JSON answer, or the error body of a non-2xx one.

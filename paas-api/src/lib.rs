@@ -9,3 +9,5 @@ pub use types::*;
 
 /// Path prefix of every API endpoint.
 pub const API_PREFIX: &str = "/api/v1";
+
+pub use hyper::{Method, StatusCode};

@@ -1,0 +1,370 @@
+//! The command-line grammar (clap derive structs) and the hidden dokku-style `topic:verb`
+//! argv rewrite. Owns what the user may type; must not talk to the daemon or print.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  paasd refused the request (API error), or another runtime failure
+  2  usage error (bad arguments or flags; nothing was sent)
+  3  paasd could not be reached (socket missing, refused, or permission denied)";
+
+/// Deploy and run apps on this host.
+#[derive(Debug, Parser)]
+#[command(
+    name = "paas",
+    version,
+    about = "Deploy and run apps on this host",
+    long_about = "Deploy and run apps on this host.\n\n\
+        Talks to paasd over its Unix socket. Data goes to stdout; progress, confirmations \
+        and errors go to stderr.",
+    after_help = AFTER_HELP,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Path of paasd's Unix socket.
+    #[arg(
+        long,
+        global = true,
+        env = "PAAS_SOCKET",
+        value_name = "PATH",
+        default_value = paas_api::DEFAULT_SOCKET
+    )]
+    pub socket: PathBuf,
+
+    /// Print machine-readable JSON (the daemon's answer) instead of human output.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage apps (lists apps when no subcommand is given).
+    Apps(AppsCmd),
+    /// Create an app (same as `apps create`).
+    Create(CreateArgs),
+    /// Show an app (same as `apps info`).
+    Info(AppArg),
+    /// Destroy an app and everything it owns (same as `apps destroy`).
+    Destroy(DestroyArgs),
+    /// Show or change an app's config vars.
+    Env(EnvCmd),
+    /// Show or change an app's domains.
+    Domains(DomainsCmd),
+    /// Show or change how many instances of each process type run.
+    Scale(ScaleArgs),
+    /// List an app's releases, newest first.
+    Releases(ReleasesCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct AppsCmd {
+    #[command(subcommand)]
+    pub command: Option<AppsSub>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppsSub {
+    /// List apps.
+    List,
+    /// Create an app.
+    Create(CreateArgs),
+    /// Show an app.
+    Info(AppArg),
+    /// Destroy an app and everything it owns.
+    Destroy(DestroyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AppArg {
+    /// App name.
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Name of the new app.
+    pub name: String,
+    /// Buildpack to build the app with (default: detected).
+    #[arg(long, value_name = "BUILDPACK")]
+    pub buildpack: Option<String>,
+    /// Stack to run the app on (default: the platform's).
+    #[arg(long, value_name = "STACK")]
+    pub stack: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// App to destroy.
+    pub name: String,
+    /// Repeat the app name to confirm; nothing happens without it.
+    #[arg(long, value_name = "NAME")]
+    pub confirm: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct EnvCmd {
+    #[command(subcommand)]
+    pub command: Option<EnvSub>,
+    #[command(flatten)]
+    pub list: EnvListArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvSub {
+    /// List config vars as KEY=value lines.
+    List(EnvListArgs),
+    /// Set config vars (creates a release).
+    Set(EnvSetArgs),
+    /// Remove config vars (creates a release).
+    Unset(EnvUnsetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EnvListArgs {
+    /// App name.
+    #[arg(required = true)]
+    pub name: Option<String>,
+    /// Show secret-looking values instead of [REDACTED].
+    #[arg(long)]
+    pub reveal: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvSetArgs {
+    /// App name.
+    pub name: String,
+    /// Variables to set; the value is everything after the first '='.
+    #[arg(required = true, value_name = "KEY=VALUE")]
+    pub pairs: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvUnsetArgs {
+    /// App name.
+    pub name: String,
+    /// Variables to remove.
+    #[arg(required = true, value_name = "KEY")]
+    pub keys: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct DomainsCmd {
+    #[command(subcommand)]
+    pub command: Option<DomainsSub>,
+    /// App name.
+    #[arg(required = true)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DomainsSub {
+    /// List domains, one per line.
+    List(AppArg),
+    /// Route a domain to the app.
+    Add(DomainArgs),
+    /// Stop routing a domain to the app.
+    Remove(DomainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DomainArgs {
+    /// App name.
+    pub name: String,
+    /// Domain name, e.g. www.example.com.
+    pub domain: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// App name.
+    pub name: String,
+    /// New instance counts, e.g. web=2 worker=1. Without any, shows the current formation.
+    #[arg(value_name = "TYPE=N")]
+    pub counts: Vec<String>,
+    /// Number of web instances (same as web=N).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub instances: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct ReleasesCmd {
+    #[command(subcommand)]
+    pub command: Option<ReleasesSub>,
+    /// App name.
+    #[arg(required = true)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReleasesSub {
+    /// List releases, newest first.
+    List(AppArg),
+}
+
+/// Global flags that take a separate value; their value is never a `topic:verb`.
+const FLAGS_WITH_VALUE: &[&str] = &["--socket"];
+
+/// Rewrites dokku-style `topic:verb` (the first non-flag argument) into `topic verb`.
+/// Everything else is passed through untouched for clap to judge.
+pub fn rewrite_colon_alias(args: Vec<OsString>) -> Vec<OsString> {
+    let mut out = Vec::with_capacity(args.len() + 1);
+    let mut iter = args.into_iter();
+    // argv[0], the program name.
+    out.extend(iter.next());
+    let mut done = false;
+    let mut skip_value = false;
+    for arg in iter {
+        if done {
+            out.push(arg);
+            continue;
+        }
+        if skip_value {
+            skip_value = false;
+            out.push(arg);
+            continue;
+        }
+        let Some(s) = arg.to_str() else {
+            done = true;
+            out.push(arg);
+            continue;
+        };
+        if s == "--" {
+            done = true;
+        } else if s.starts_with('-') {
+            skip_value = FLAGS_WITH_VALUE.contains(&s);
+        } else {
+            done = true;
+            if let Some((topic, verb)) = s.split_once(':') {
+                if !topic.is_empty() && !verb.is_empty() {
+                    out.push(OsString::from(topic));
+                    out.push(OsString::from(verb));
+                    continue;
+                }
+            }
+        }
+        out.push(arg);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn rw(args: &[&str]) -> Vec<String> {
+        rewrite_colon_alias(args.iter().map(OsString::from).collect())
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn colon_alias_is_split() {
+        assert_eq!(
+            rw(&["paas", "apps:create", "x"]),
+            ["paas", "apps", "create", "x"]
+        );
+        assert_eq!(
+            rw(&["paas", "env:set", "x", "A=b:c"]),
+            ["paas", "env", "set", "x", "A=b:c"]
+        );
+    }
+
+    #[test]
+    fn colon_alias_skips_leading_flags() {
+        assert_eq!(
+            rw(&["paas", "--json", "domains:add", "x", "d.com"]),
+            ["paas", "--json", "domains", "add", "x", "d.com"]
+        );
+        assert_eq!(
+            rw(&["paas", "--socket", "/tmp/a:b.sock", "apps:list"]),
+            ["paas", "--socket", "/tmp/a:b.sock", "apps", "list"]
+        );
+        assert_eq!(
+            rw(&["paas", "--socket=/tmp/s", "apps:info", "x"]),
+            ["paas", "--socket=/tmp/s", "apps", "info", "x"]
+        );
+    }
+
+    #[test]
+    fn only_the_first_non_flag_argument_is_rewritten() {
+        assert_eq!(
+            rw(&["paas", "env", "set", "x", "URL=http://a:1"]),
+            ["paas", "env", "set", "x", "URL=http://a:1"]
+        );
+        assert_eq!(
+            rw(&["paas", "apps:destroy", "x", "--confirm", "x"]),
+            ["paas", "apps", "destroy", "x", "--confirm", "x"]
+        );
+    }
+
+    #[test]
+    fn degenerate_colons_and_double_dash_are_left_alone() {
+        assert_eq!(rw(&["paas", ":create"]), ["paas", ":create"]);
+        assert_eq!(rw(&["paas", "apps:"]), ["paas", "apps:"]);
+        assert_eq!(
+            rw(&["paas", "--", "apps:list"]),
+            ["paas", "--", "apps:list"]
+        );
+        assert_eq!(rw(&["paas"]), ["paas"]);
+    }
+
+    #[test]
+    fn clap_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(rewrite_colon_alias(
+            args.iter().map(OsString::from).collect(),
+        ))
+    }
+
+    #[test]
+    fn bare_topics_take_an_app_name() {
+        let cli = parse(&["paas", "env", "x", "--reveal"]).expect("parses");
+        match cli.command {
+            Command::Env(EnvCmd {
+                command: None,
+                list,
+            }) => {
+                assert_eq!(list.name.as_deref(), Some("x"));
+                assert!(list.reveal);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let cli = parse(&["paas", "env:set", "x", "A=1"]).expect("parses");
+        assert!(matches!(
+            cli.command,
+            Command::Env(EnvCmd {
+                command: Some(EnvSub::Set(_)),
+                ..
+            })
+        ));
+        assert!(parse(&["paas", "env"]).is_err());
+        assert!(parse(&["paas", "domains"]).is_err());
+        assert!(parse(&["paas", "releases"]).is_err());
+        assert!(parse(&["paas", "apps"]).is_ok());
+    }
+
+    #[test]
+    fn scale_accepts_negative_instances() {
+        let cli = parse(&["paas", "scale", "x", "--instances", "-1"]).expect("parses");
+        match cli.command {
+            Command::Scale(s) => assert_eq!(s.instances, Some(-1)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Dispatch from parsed arguments to one command per topic, plus the request helpers every
+//! command shares. Owns talking to the daemon through `paas_api::Client`; must not parse argv
+//! or format tables itself (that is `cli`/`args` and `output`).
+
+pub mod apps;
+pub mod domains;
+pub mod env;
+pub mod releases;
+pub mod scale;
+
+use anyhow::{Context as _, Result};
+use paas_api::client::segment;
+use paas_api::{Client, Method, API_PREFIX};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::args::UsageError;
+use crate::cli::{AppsSub, Cli, Command, DomainsSub, EnvSub, ReleasesSub};
+
+/// What every command needs: the daemon handle and the output mode.
+pub struct Ctx {
+    pub client: Client,
+    pub json: bool,
+}
+
+/// Runs the parsed command to completion.
+pub async fn run(cli: Cli) -> Result<()> {
+    let ctx = Ctx {
+        client: Client::new(cli.socket),
+        json: cli.json,
+    };
+    match cli.command {
+        Command::Apps(apps) => match apps.command {
+            None | Some(AppsSub::List) => apps::list(&ctx).await,
+            Some(AppsSub::Create(a)) => apps::create(&ctx, a).await,
+            Some(AppsSub::Info(a)) => apps::info(&ctx, &a.name).await,
+            Some(AppsSub::Destroy(a)) => apps::destroy(&ctx, a).await,
+        },
+        Command::Create(a) => apps::create(&ctx, a).await,
+        Command::Info(a) => apps::info(&ctx, &a.name).await,
+        Command::Destroy(a) => apps::destroy(&ctx, a).await,
+        Command::Env(env) => match env.command {
+            None => env::list(&ctx, env.list).await,
+            Some(EnvSub::List(a)) => env::list(&ctx, a).await,
+            Some(EnvSub::Set(a)) => env::set(&ctx, a).await,
+            Some(EnvSub::Unset(a)) => env::unset(&ctx, a).await,
+        },
+        Command::Domains(d) => match d.command {
+            None => domains::list(&ctx, &required(d.name)?).await,
+            Some(DomainsSub::List(a)) => domains::list(&ctx, &a.name).await,
+            Some(DomainsSub::Add(a)) => domains::add(&ctx, a).await,
+            Some(DomainsSub::Remove(a)) => domains::remove(&ctx, a).await,
+        },
+        Command::Scale(a) => scale::scale(&ctx, a).await,
+        Command::Releases(r) => match r.command {
+            None => releases::list(&ctx, &required(r.name)?).await,
+            Some(ReleasesSub::List(a)) => releases::list(&ctx, &a.name).await,
+        },
+    }
+}
+
+/// An app name clap already made required when no subcommand is given.
+pub fn required(name: Option<String>) -> Result<String> {
+    name.ok_or_else(|| UsageError("an app name is required".to_owned()).into())
+}
+
+/// `/api/v1/apps/{name}` followed by `rest`, which must already be encoded (see [`seg`]).
+pub fn app_path(name: &str, rest: &str) -> Result<String> {
+    Ok(format!(
+        "{API_PREFIX}/apps/{}{rest}",
+        seg(name, "app name")?
+    ))
+}
+
+/// Percent-encodes one path segment; an empty one would address a different resource.
+pub fn seg(value: &str, what: &str) -> Result<String> {
+    if value.is_empty() {
+        return Err(UsageError(format!("the {what} must not be empty")).into());
+    }
+    Ok(segment(value))
+}
+
+impl Ctx {
+    /// Sends a request and returns the daemon's JSON answer as-is (for `--json`).
+    pub async fn request<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<Value> {
+        Ok(self.client.json(method, path, body).await?)
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value> {
+        Ok(self.client.get(path).await?)
+    }
+
+    /// Sends a request whose successful answer has no body (204).
+    pub async fn call(&self, method: Method, path: &str) -> Result<()> {
+        self.client
+            .call::<()>(method, path, None)
+            .await
+            .map(drop)
+            .map_err(Into::into)
+    }
+}
+
+/// Reads the daemon's JSON as a wire type for human output.
+pub fn typed<T: DeserializeOwned>(value: Value) -> Result<T> {
+    serde_json::from_value(value).context(
+        "paasd sent a response this client does not understand (is paas older than paasd?)",
+    )
+}
