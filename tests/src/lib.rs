@@ -1,0 +1,278 @@
+//! Test harness for the integration tests: boots the real `paasd` binary on a temporary
+//! socket and state dir, runs the real `paas` binary against it, and cleans up through RAII
+//! guards even when a test panics. Binaries come from the workspace target dir, so run
+//! `cargo build --workspace` first (the README test command does).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use paas_api::Client;
+
+/// The directory holding `paasd` and `paas`: `$PAAS_BIN_DIR`, else next to the test binary.
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("PAAS_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} not found: run `cargo build --workspace` before the integration tests",
+        p.display()
+    );
+    p
+}
+
+/// True when the test may use root-only facilities. Off root, prints a loud skip notice;
+/// under CI (`CI` set) a missing root is a failure, never a skip.
+pub fn have_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: CI runs as root; refusing to skip"
+    );
+    eprintln!("\n!!! SKIPPED {test}: needs root (run the suite with sudo) !!!\n");
+    false
+}
+
+/// A running paasd on its own temp dir. Killed (SIGKILL) and its dir removed on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts a fresh daemon in a new temp dir and waits until its socket answers.
+    pub fn start() -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("paas-test-")
+            .tempdir()
+            .expect("temp dir");
+        // An empty config file isolates the test from /etc/paas/paasd.toml.
+        std::fs::write(dir.path().join("paasd.toml"), "").expect("config");
+        let mut d = Daemon {
+            child: None,
+            log: dir.path().join("paasd.log"),
+            dir,
+        };
+        d.restart();
+        d
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("paasd.sock")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.state_dir().join("paas.db")
+    }
+
+    /// The command line this daemon runs with (for tests that start a second one).
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(bin("paasd"));
+        c.arg("--config")
+            .arg(self.dir.path().join("paasd.toml"))
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .arg("--http")
+            .arg("127.0.0.1:0")
+            .env("PAASD_LOG", "debug");
+        c
+    }
+
+    /// Starts (again) on the same dirs; panics with the daemon's log if it does not come up.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "daemon already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = self
+            .command()
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn paasd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("paasd exited early ({status}); log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "paasd did not listen within 20 s; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("daemon not running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("paasd ignored SIGTERM for 40 s; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(self.socket())
+    }
+
+    /// Runs the real `paas` CLI against this daemon.
+    pub fn paas(&self, args: &[&str]) -> Run {
+        Run::of(
+            Command::new(bin("paas"))
+                .arg("--socket")
+                .arg(self.socket())
+                .args(args),
+        )
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- paasd log ---\n{}", self.log_text());
+        }
+    }
+}
+
+/// The outcome of a CLI run, with helpers that print everything on failure.
+#[derive(Debug)]
+pub struct Run {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub cmdline: String,
+}
+
+impl Run {
+    pub fn of(cmd: &mut Command) -> Run {
+        let cmdline = format!("{cmd:?}");
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = cmd.stdin(Stdio::null()).output().expect("spawn paas");
+        Run {
+            status,
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            cmdline,
+        }
+    }
+
+    pub fn code(&self) -> i32 {
+        self.status.code().unwrap_or(-1)
+    }
+
+    /// Asserts exit 0 and returns stdout.
+    pub fn ok(&self) -> &str {
+        assert!(self.status.success(), "expected success: {self:#?}");
+        &self.stdout
+    }
+
+    /// Asserts the exit code and that stderr mentions `needle`.
+    pub fn fails(&self, code: i32, needle: &str) -> &Self {
+        assert_eq!(self.code(), code, "wrong exit code: {self:#?}");
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}: {self:#?}"
+        );
+        self
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.ok())
+            .unwrap_or_else(|e| panic!("stdout not JSON ({e}): {self:#?}"))
+    }
+}
+
+/// Every row of every table, in a stable order: equal snapshots mean nothing changed on disk.
+pub fn db_snapshot(db: &Path) -> String {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open db read-only");
+    let mut tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .expect("tables")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    tables.sort();
+    let mut out = String::new();
+    for t in tables {
+        let mut stmt = conn
+            .prepare(&format!("SELECT * FROM \"{t}\" ORDER BY rowid"))
+            .or_else(|_| conn.prepare(&format!("SELECT * FROM \"{t}\" ORDER BY 1")))
+            .expect("select");
+        let n = stmt.column_count();
+        let rows = stmt
+            .query_map([], |r| {
+                (0..n)
+                    .map(|i| {
+                        r.get::<_, rusqlite::types::Value>(i)
+                            .map(|v| format!("{v:?}"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .expect("rows");
+        out.push_str(&format!("== {t}\n"));
+        for row in rows {
+            out.push_str(&row.expect("row").join(" | "));
+            out.push('\n');
+        }
+    }
+    out
+}
