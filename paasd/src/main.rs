@@ -35,6 +35,9 @@ struct Flags {
 
 fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
+    // Private by default: the database, key and logs are root's. Set before any thread starts;
+    // files meant to be shared (the socket) get their mode explicitly.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PAASD_LOG")

@@ -635,3 +635,28 @@ fn unreachable_daemon_is_explained() {
     );
     via_env.fails(3, missing.to_str().expect("utf-8 path"));
 }
+
+#[test]
+fn oversized_chunked_body_gets_413_not_a_broken_pipe() {
+    let d = Daemon::start();
+    let mut s = std::os::unix::net::UnixStream::connect(d.socket()).expect("connect");
+    s.write_all(
+        b"POST /api/v1/apps HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    )
+    .expect("head");
+    let chunk = vec![b' '; 64 * 1024];
+    for _ in 0..40 {
+        // 2.5 MiB in all, past the 1 MiB limit; the server must keep reading, then answer.
+        s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .expect("size");
+        s.write_all(&chunk).expect("chunk");
+        s.write_all(b"\r\n").expect("crlf");
+    }
+    s.write_all(b"0\r\n\r\n").expect("end");
+    let mut resp = String::new();
+    std::io::Read::read_to_string(&mut s, &mut resp).expect("read");
+    assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+    assert!(resp.contains("body_too_large"), "{resp}");
+    assert_eq!(d.paas(&["apps", "--json"]).json(), serde_json::json!([]));
+}

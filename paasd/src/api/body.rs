@@ -2,7 +2,7 @@
 //! nesting limit checked before serde sees the bytes, and errors that say which limit hit.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::de::DeserializeOwned;
@@ -31,17 +31,43 @@ pub async fn read_limited(req: Request<Incoming>, limits: Limits) -> Result<Byte
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let mut body = req.into_body();
     if declared.is_some_and(|n| n > max as u64) {
+        drain(body, 0).await;
         return Err(too_large(max));
     }
-    match Limited::new(req.into_body(), max).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(max)),
-        Err(e) => Err(ApiError::bad_request(
-            "bad_body",
-            format!("could not read the request body: {e}"),
-        )),
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::bad_request("bad_body", format!("could not read the request body: {e}"))
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > max {
+                drain(body, buf.len() + data.len()).await;
+                return Err(too_large(max));
+            }
+            buf.extend_from_slice(&data);
+        }
     }
+    Ok(buf.freeze())
+}
+
+/// Reads and discards what is left of a refused body, so a client still sending it gets our
+/// answer instead of a broken pipe. Bounded: past `DRAIN_MAX_BYTES` or `DRAIN_TIMEOUT` the
+/// connection is simply closed.
+async fn drain(mut body: Incoming, already: usize) {
+    const DRAIN_MAX_BYTES: usize = 64 * 1024 * 1024;
+    const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+    let mut seen = already;
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, Bytes::len);
+            if seen > DRAIN_MAX_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Reads and parses a JSON body into `T`.

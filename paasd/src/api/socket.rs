@@ -37,8 +37,11 @@ pub fn bind(path: &Path, group: &str) -> Result<BoundSocket, SocketError> {
         let p = p.to_path_buf();
         move |source| SocketError::Io { path: p, source }
     };
-    if let Some(dir) = path.parent() {
+    if let Some(dir) = path.parent().filter(|d| !d.exists()) {
+        // Group members must be able to traverse to the socket; only chmod what we created.
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+            .map_err(io_err(dir))?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(m) if !m.file_type().is_socket() => {

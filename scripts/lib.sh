@@ -1,0 +1,34 @@
+# Shared helpers for install.sh, scripts/test.sh and bench/: idempotent package and toolchain
+# setup. Sourced, not run.
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+need_root() {
+  [ "$(id -u)" -eq 0 ] || die "run this as root (sudo $0)"
+}
+
+# Installs the Debian packages that are missing; runs apt-get update at most once.
+ensure_packages() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  step "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# Puts cargo on PATH: an existing rustup install, else rustup from its official installer.
+ensure_rust() {
+  [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+  if ! command -v cargo >/dev/null 2>&1; then
+    ensure_packages curl
+    step "installing Rust with rustup"
+    curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy,rustfmt
+    . "$HOME/.cargo/env"
+  fi
+  cargo --version >&2
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite, as README gives it and .ci/run calls it. Run as root on Debian/Ubuntu.
+# Installs what it needs (idempotently), then: fmt check, clippy, build, unit + integration tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+need_root
+ensure_packages ca-certificates gcc git sqlite3 procps
+ensure_rust
+
+step "cargo fmt --check"; cargo fmt --all -- --check
+step "cargo clippy"; cargo clippy --locked --workspace --all-targets -- -D warnings
+# Integration tests run the real binaries from target/debug, so build them first.
+step "cargo build"; cargo build --locked --workspace
+step "cargo test"; cargo test --locked --workspace -- --test-threads "${PAAS_TEST_THREADS:-4}"
