@@ -61,20 +61,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         started: Instant::now(),
     });
 
-    let bound = api::socket::bind(&config.socket, &config.socket_group)?;
-    let listener = tokio::net::UnixListener::from_std(bound.listener.try_clone().map_err(|e| {
+    let (listener, socket_guard) = api::socket::bind(&config.socket, &config.socket_group)?;
+    let listener = tokio::net::UnixListener::from_std(listener).map_err(|source| {
         api::socket::SocketError::Io {
             path: config.socket.clone(),
-            source: e,
+            source,
         }
-    })?)
-    .map_err(|e| api::socket::SocketError::Io {
-        path: config.socket.clone(),
-        source: e,
     })?;
     tracing::info!(socket = %config.socket.display(), state_dir = %config.state_dir.display(), "paasd ready");
     api::serve(listener, state, shutdown).await;
-    drop(bound);
+    drop(socket_guard);
     tracing::info!("paasd stopped");
     Ok(())
 }

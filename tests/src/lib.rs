@@ -137,6 +137,11 @@ impl Daemon {
         );
     }
 
+    pub fn pid(&self) -> nix::unistd::Pid {
+        let child = self.child.as_ref().expect("daemon not running");
+        nix::unistd::Pid::from_raw(child.id() as i32)
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("daemon not running");

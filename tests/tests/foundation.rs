@@ -660,3 +660,39 @@ fn oversized_chunked_body_gets_413_not_a_broken_pipe() {
     assert!(resp.contains("body_too_large"), "{resp}");
     assert_eq!(d.paas(&["apps", "--json"]).json(), serde_json::json!([]));
 }
+
+#[test]
+fn sigterm_finishes_the_request_in_flight() {
+    let mut d = Daemon::start();
+    d.paas(&["create", "inflight"]).ok();
+    // A request whose body is still arriving when SIGTERM lands.
+    let body = br#"{"name":"late"}"#;
+    let mut s = std::os::unix::net::UnixStream::connect(d.socket()).expect("connect");
+    s.write_all(
+        format!(
+            "POST /api/v1/apps HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .expect("head");
+    s.write_all(&body[..5]).expect("first bytes");
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = d.pid();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    std::thread::sleep(Duration::from_millis(300));
+    // New connections are refused while the old one drains...
+    assert!(
+        std::os::unix::net::UnixStream::connect(d.socket()).is_err(),
+        "still accepting after SIGTERM"
+    );
+    // ...and the one in flight completes.
+    s.write_all(&body[5..]).expect("rest");
+    let mut resp = String::new();
+    std::io::Read::read_to_string(&mut s, &mut resp).expect("read");
+    assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
+    assert!(d.stop().success());
+    d.restart();
+    d.paas(&["info", "late"]).ok();
+}

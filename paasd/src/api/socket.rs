@@ -17,14 +17,13 @@ pub enum SocketError {
     Io { path: PathBuf, source: io::Error },
 }
 
-/// A bound API socket; removes its path on drop if the path still names this socket.
-pub struct BoundSocket {
-    pub listener: UnixListener,
+/// Removes the socket path on drop if the path still names the socket we bound.
+pub struct SocketGuard {
     path: PathBuf,
     ino: u64,
 }
 
-impl Drop for BoundSocket {
+impl Drop for SocketGuard {
     fn drop(&mut self) {
         if std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.ino) {
             let _ = std::fs::remove_file(&self.path);
@@ -32,7 +31,9 @@ impl Drop for BoundSocket {
     }
 }
 
-pub fn bind(path: &Path, group: &str) -> Result<BoundSocket, SocketError> {
+/// Binds the socket; the listener goes to the accept loop (closing it stops new connections
+/// at once), the guard stays with the daemon until exit.
+pub fn bind(path: &Path, group: &str) -> Result<(UnixListener, SocketGuard), SocketError> {
     let io_err = |p: &Path| {
         let p = p.to_path_buf();
         move |source| SocketError::Io { path: p, source }
@@ -85,11 +86,13 @@ pub fn bind(path: &Path, group: &str) -> Result<BoundSocket, SocketError> {
     match finish() {
         Ok(ino) => {
             listener.set_nonblocking(true).map_err(io_err(path))?;
-            Ok(BoundSocket {
+            Ok((
                 listener,
-                path: path.to_path_buf(),
-                ino,
-            })
+                SocketGuard {
+                    path: path.to_path_buf(),
+                    ino,
+                },
+            ))
         }
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
