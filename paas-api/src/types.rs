@@ -153,3 +153,40 @@ pub struct DaemonHealth {
     pub version: String,
     pub uptime_secs: u64,
 }
+
+/// `POST /apps/{app}/run`: a one-off container on the app's current release.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    /// One element: a shell command line (run with `bash -c`, as Heroku does). Several: an
+    /// argv, quoted for `bash -c` so each element stays one argument.
+    pub command: Vec<String>,
+}
+
+/// The NDJSON lines `POST /apps/{app}/run` streams.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RunEvent {
+    Started {
+        id: String,
+    },
+    Output {
+        stream: OutputStream,
+        line: String,
+    },
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    /// The platform lost the container (not the command's own failure).
+    Error {
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}

@@ -62,6 +62,18 @@ pub enum Command {
     Scale(ScaleArgs),
     /// List an app's releases, newest first.
     Releases(ReleasesCmd),
+    /// Run a one-off command in a fresh container with the app's config (like `heroku run`).
+    /// One argument is a shell command line; several are an argv. Exits with the command's status.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// App whose release and config the container gets.
+    pub name: String,
+    /// The command, after `--` if it has options of its own: `paas run web -- ls -la`.
+    #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]

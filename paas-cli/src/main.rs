@@ -19,7 +19,7 @@ use crate::cli::Cli;
 const EXIT_FAILURE: u8 = 1;
 /// Bad arguments; nothing was sent (clap uses the same code for its own errors).
 const EXIT_USAGE: u8 = 2;
-/// The daemon could not be reached.
+/// The daemon could not be reached. (`paas run` exits with the command's own status.)
 const EXIT_UNREACHABLE: u8 = 3;
 
 fn main() -> ExitCode {
@@ -43,6 +43,9 @@ fn main() -> ExitCode {
 
 /// Prints the error to stderr and picks the exit code.
 fn report(e: &anyhow::Error) -> ExitCode {
+    if let Some(commands::run::ExitWith(code)) = e.downcast_ref() {
+        return ExitCode::from(*code);
+    }
     if let Some(usage) = e.downcast_ref::<UsageError>() {
         output::status(&format!("error: {usage}"));
         return ExitCode::from(EXIT_USAGE);

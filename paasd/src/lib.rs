@@ -4,6 +4,8 @@
 pub mod api;
 pub mod apps;
 pub mod config;
+pub mod oneoff;
+pub mod runtime;
 pub mod secrets;
 pub mod store;
 
@@ -34,6 +36,8 @@ pub enum DaemonError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Socket(#[from] api::socket::SocketError),
+    #[error("container runtime: {0}")]
+    Runtime(#[from] runtime::RuntimeError),
 }
 
 /// Runs the daemon until `shutdown` resolves, then drains requests and returns.
@@ -52,8 +56,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             max_instances_per_type: config.max_instances_per_type,
         },
     );
+    let state_dir = config.state_dir.clone();
+    let runtime = tokio::task::spawn_blocking(move || runtime::Runtime::new(&state_dir))
+        .await
+        .map_err(|e| store::StoreError::Worker(e.to_string()))??;
     let state = Arc::new(api::State {
         apps,
+        runtime: Arc::new(runtime),
         limits: api::body::Limits {
             max_body_bytes: config.max_body_bytes,
             max_json_depth: config.max_json_depth,

@@ -34,6 +34,13 @@ struct Flags {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The container helper mode: a fresh single-threaded process that may fork (see runtime).
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == paasd::runtime::helper::HELPER_ARG)
+    {
+        std::process::exit(paasd::runtime::helper::main());
+    }
     let flags = Flags::parse();
     // Private by default: the database, key and logs are root's. Set before any thread starts;
     // files meant to be shared (the socket) get their mode explicitly.

@@ -6,6 +6,7 @@ pub mod apps;
 pub mod domains;
 pub mod env;
 pub mod releases;
+pub mod run;
 pub mod scale;
 
 use anyhow::{Context as _, Result};
@@ -53,6 +54,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             Some(DomainsSub::Remove(a)) => domains::remove(&ctx, a).await,
         },
         Command::Scale(a) => scale::scale(&ctx, a).await,
+        Command::Run(a) => run::run(&ctx, a).await,
         Command::Releases(r) => match r.command {
             None => releases::list(&ctx, &required(r.name)?).await,
             Some(ReleasesSub::List(a)) => releases::list(&ctx, &a.name).await,

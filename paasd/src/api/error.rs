@@ -68,3 +68,19 @@ impl From<AppError> for ApiError {
         ApiError::new(status, code, e.to_string())
     }
 }
+
+impl From<crate::oneoff::RunError> for ApiError {
+    fn from(e: crate::oneoff::RunError) -> ApiError {
+        use crate::oneoff::RunError;
+        match e {
+            RunError::App(a) => a.into(),
+            RunError::EmptyCommand => ApiError::bad_request("invalid_command", e.to_string()),
+            RunError::Start(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "run_failed",
+                e.to_string(),
+            ),
+            RunError::Runtime(r) => ApiError::internal("starting a one-off container failed", &r),
+        }
+    }
+}

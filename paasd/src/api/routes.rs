@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
@@ -16,7 +16,12 @@ use super::error::ApiError;
 use super::State;
 use crate::apps::validate;
 
-pub type Body = Full<Bytes>;
+/// Every response body: whole (JSON) or streamed (run output).
+pub type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
 
 /// Entry point of every request: never fails, errors become JSON error responses.
 pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
@@ -103,6 +108,14 @@ async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Body
                 (["releases"], &Method::GET) => ok(&apps.releases(app).await?),
                 (["releases"], _) => Err(not_allowed("GET")),
 
+                (["run"], &Method::POST) => {
+                    let body: paas_api::RunRequest = read_json(req, limits).await?;
+                    let events =
+                        crate::oneoff::run(apps, &state.runtime, app, body.command).await?;
+                    Ok(ndjson(events))
+                }
+                (["run"], _) => Err(not_allowed("POST")),
+
                 _ => Err(not_found(&req)),
             }
         }
@@ -119,7 +132,7 @@ fn app_param(s: &str) -> Result<String, ApiError> {
 fn json_response(status: StatusCode, value: &impl Serialize) -> Result<Response<Body>, ApiError> {
     let bytes = serde_json::to_vec(value)
         .map_err(|e| ApiError::internal("encoding a response failed", &e))?;
-    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    let mut resp = Response::new(full(bytes));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -135,14 +148,38 @@ fn created(value: &impl Serialize) -> Result<Response<Body>, ApiError> {
 }
 
 fn no_content() -> Result<Response<Body>, ApiError> {
-    let mut resp = Response::new(Full::new(Bytes::new()));
+    let mut resp = Response::new(full(Bytes::new()));
     *resp.status_mut() = StatusCode::NO_CONTENT;
     Ok(resp)
 }
 
+/// Streams events as NDJSON, one line per event, as they happen.
+fn ndjson<T: Serialize + Send + 'static>(
+    mut events: tokio::sync::mpsc::Receiver<T>,
+) -> Response<Body> {
+    let (mut tx, body) = http_body_util::channel::Channel::<Bytes>::new(16);
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            let Ok(mut line) = serde_json::to_vec(&ev) else {
+                continue;
+            };
+            line.push(b'\n');
+            if tx.send_data(Bytes::from(line)).await.is_err() {
+                break; // client gone
+            }
+        }
+    });
+    let mut resp = Response::new(body.boxed());
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    resp
+}
+
 pub fn error_response(e: &ApiError) -> Response<Body> {
     let bytes = serde_json::to_vec(&e.body()).unwrap_or_else(|_| b"{}".to_vec());
-    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    let mut resp = Response::new(full(bytes));
     *resp.status_mut() = e.status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -1,0 +1,132 @@
+//! One-off containers (`paas run APP -- CMD`), like `heroku run`: a fresh container with the
+//! app's config on its current release (the stack alone until builds exist), output streamed
+//! back, exit status reported. Owns turning a command into a runtime spec; must not mount or
+//! spawn anything itself.
+
+use std::sync::Arc;
+
+use paas_api::{OutputStream, RunEvent};
+use tokio::sync::mpsc;
+
+use crate::apps::{AppError, Apps};
+use crate::runtime::{FromHelper, NetMode, RunSpec, Runtime, RuntimeError, Stream};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    App(#[from] AppError),
+    #[error("give a command to run, e.g. `paas run APP -- ls -la`")]
+    EmptyCommand,
+    /// The command could not be started (e.g. not found); the message is for the user.
+    #[error("the container could not start: {0}")]
+    Start(String),
+    #[error(transparent)]
+    Runtime(RuntimeError),
+}
+
+/// Starts the command and returns its events; errors before the command runs come back here.
+pub async fn run(
+    apps: &Apps,
+    runtime: &Arc<Runtime>,
+    app: String,
+    command: Vec<String>,
+) -> Result<mpsc::Receiver<RunEvent>, RunError> {
+    let script = match command.as_slice() {
+        [] => return Err(RunError::EmptyCommand),
+        [one] if one.trim().is_empty() => return Err(RunError::EmptyCommand),
+        [one] => one.clone(),
+        many => many
+            .iter()
+            .map(|a| shell_quote(a))
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    let vars = apps.env(app.clone(), true).await?;
+    let mut env: Vec<(String, String)> = vec![
+        (
+            "PATH".into(),
+            "/app/bin:/usr/local/bin:/usr/bin:/bin".into(),
+        ),
+        ("HOME".into(), "/app".into()),
+        ("LANG".into(), "C.UTF-8".into()),
+        ("DYNO".into(), "run.1".into()),
+        ("PS".into(), "run".into()),
+    ];
+    env.extend(vars.vars);
+    let mut instance = runtime
+        .run(RunSpec {
+            name: format!("{app}-run"),
+            argv: vec!["bash".into(), "-c".into(), script],
+            env,
+            net: NetMode::Private,
+        })
+        .await
+        .map_err(|e| match e {
+            RuntimeError::Setup { stage, error } if stage == "exec" || stage == "chdir" => {
+                RunError::Start(error)
+            }
+            other => RunError::Runtime(other),
+        })?;
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(async move {
+        let _ = tx
+            .send(RunEvent::Started {
+                id: instance.id.clone(),
+            })
+            .await;
+        let mut exited = false;
+        while let Some(msg) = instance.container.next().await {
+            let ev = match msg {
+                FromHelper::Output { stream, line } => RunEvent::Output {
+                    stream: match stream {
+                        Stream::Stdout => OutputStream::Stdout,
+                        Stream::Stderr => OutputStream::Stderr,
+                    },
+                    line,
+                },
+                FromHelper::Exited { code, signal } => {
+                    exited = true;
+                    RunEvent::Exited { code, signal }
+                }
+                _ => continue,
+            };
+            // A client that went away does not stop the command: it runs to completion,
+            // as `heroku run:detached` would.
+            let _ = tx.send(ev).await;
+        }
+        if !exited {
+            let _ = tx
+                .send(RunEvent::Error {
+                    message: "the container's monitor ended without an exit status".into(),
+                })
+                .await;
+        }
+        instance.finish(!exited).await;
+    });
+    Ok(rx)
+}
+
+/// Quotes one argument for `bash -c` (single quotes; embedded ones as '\'').
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_keeps_arguments_whole() {
+        assert_eq!(shell_quote("ls"), "ls");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote("$HOME"), "'$HOME'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}

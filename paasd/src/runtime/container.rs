@@ -1,0 +1,120 @@
+//! paasd's side of one container: starts the helper (`/proc/self/exe __runtime-helper`) with a
+//! socketpair as its stdin, sends the [`Spec`], and turns the helper's JSON lines into typed
+//! events. Must not fork or touch namespaces itself: paasd is multi-threaded.
+
+use std::os::fd::OwnedFd;
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+use super::helper::HELPER_ARG;
+use super::proto::{FromHelper, Spec, ToHelper};
+use super::RuntimeError;
+
+pub struct Container {
+    helper: tokio::process::Child,
+    lines: Lines<BufReader<OwnedReadHalf>>,
+    writer: OwnedWriteHalf,
+    /// Host pid of the container's first process (PID 1 inside).
+    pub pid: i32,
+    /// Pid of the helper that monitors it.
+    pub helper_pid: u32,
+}
+
+impl Container {
+    /// Starts the helper and waits until the container exists (namespaces made, cgroup joined).
+    /// With `spec.wait_for_start` the command has not run yet: call [`Container::start`].
+    pub async fn create(spec: &Spec) -> Result<Container, RuntimeError> {
+        let (ours, theirs) =
+            std::os::unix::net::UnixStream::pair().map_err(RuntimeError::Helper)?;
+        let mut helper = tokio::process::Command::new("/proc/self/exe")
+            .arg(HELPER_ARG)
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(RuntimeError::Helper)?;
+        let helper_pid = helper.id().unwrap_or(0);
+        ours.set_nonblocking(true).map_err(RuntimeError::Helper)?;
+        let stream = tokio::net::UnixStream::from_std(ours).map_err(RuntimeError::Helper)?;
+        let (r, mut writer) = stream.into_split();
+        let mut line = serde_json::to_vec(spec).map_err(RuntimeError::Encode)?;
+        line.push(b'\n');
+        if let Err(e) = writer.write_all(&line).await {
+            let _ = helper.kill().await;
+            return Err(RuntimeError::Helper(e));
+        }
+        let mut c = Container {
+            helper,
+            lines: BufReader::new(r).lines(),
+            writer,
+            pid: 0,
+            helper_pid,
+        };
+        match c.next().await {
+            Some(FromHelper::Created { pid }) => c.pid = pid,
+            other => return Err(c.setup_failed(other).await),
+        }
+        if !spec.wait_for_start {
+            c.expect_started().await?;
+        }
+        Ok(c)
+    }
+
+    /// Lets a container created with `wait_for_start` exec its command.
+    pub async fn start(&mut self) -> Result<(), RuntimeError> {
+        self.send(&ToHelper::Start).await?;
+        self.expect_started().await
+    }
+
+    async fn expect_started(&mut self) -> Result<(), RuntimeError> {
+        match self.next().await {
+            Some(FromHelper::Started) => Ok(()),
+            other => Err(self.setup_failed(other).await),
+        }
+    }
+
+    async fn setup_failed(&mut self, got: Option<FromHelper>) -> RuntimeError {
+        let _ = self.helper.wait().await;
+        match got {
+            Some(FromHelper::Failed { stage, error }) => RuntimeError::Setup { stage, error },
+            Some(other) => RuntimeError::Protocol(format!("unexpected {other:?}")),
+            None => RuntimeError::Protocol("helper exited without a word".into()),
+        }
+    }
+
+    /// The next event: output lines, then one `Exited`. `None` once the helper is gone.
+    pub async fn next(&mut self) -> Option<FromHelper> {
+        loop {
+            match self.lines.next_line().await {
+                Ok(Some(l)) => match serde_json::from_str(&l) {
+                    Ok(msg) => return Some(msg),
+                    Err(e) => tracing::warn!(error = %e, "unreadable line from container helper"),
+                },
+                _ => return None,
+            }
+        }
+    }
+
+    pub async fn signal(&mut self, signal: i32) -> Result<(), RuntimeError> {
+        self.send(&ToHelper::Signal { signal }).await
+    }
+
+    async fn send(&mut self, msg: &ToHelper) -> Result<(), RuntimeError> {
+        let mut line = serde_json::to_vec(msg).map_err(RuntimeError::Encode)?;
+        line.push(b'\n');
+        self.writer
+            .write_all(&line)
+            .await
+            .map_err(RuntimeError::Helper)
+    }
+
+    /// Reaps the helper after `Exited` (or kills it when abandoning the container).
+    pub async fn finish(mut self, kill: bool) {
+        if kill {
+            let _ = self.helper.start_kill();
+        }
+        let _ = self.helper.wait().await;
+    }
+}

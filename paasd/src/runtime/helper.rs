@@ -1,0 +1,422 @@
+//! The container helper: `paasd __runtime-helper`, re-executed from `/proc/self/exe` so that
+//! forking happens in a fresh single-threaded process, never in the multi-threaded daemon.
+//!
+//! It reads a [`Spec`] from stdin (a socketpair), `unshare(CLONE_NEWPID)`s and forks. The child
+//! (PID 1 of the new namespace) enters new mount/uts/ipc(/net) namespaces, waits until the
+//! parent has put it in its cgroup, enters a cgroup namespace, builds the root filesystem,
+//! drops privileges and execs the command. The parent stays as the container's monitor: it
+//! forwards output lines and the exit status to paasd as [`FromHelper`] JSON lines.
+//! Must not hold platform logic: it executes a spec, nothing more.
+
+use std::ffi::CString;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, pipe2, ForkResult, Pid};
+
+use super::proto::{FromHelper, NetMode, Spec, Stream, ToHelper, MAX_LINE};
+use super::{rootfs, security};
+
+/// argv[1] that selects this mode.
+pub const HELPER_ARG: &str = "__runtime-helper";
+
+/// Entry point of the helper process; returns its exit code.
+pub fn main() -> i32 {
+    set_name("paas-helper");
+    // SAFETY: fd 0 is the socketpair paasd passed as our stdin; we take ownership of it once.
+    let ctrl = unsafe { UnixStream::from_raw_fd(0) };
+    let mut reader = match ctrl.try_clone() {
+        Ok(c) => BufReader::new(c),
+        Err(_) => return 2,
+    };
+    let mut out = Reporter(ctrl);
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return 2;
+    }
+    let spec: Spec = match serde_json::from_str(&line) {
+        Ok(s) => s,
+        Err(e) => {
+            out.send(&failed("read spec", e));
+            return 2;
+        }
+    };
+    match run(&spec, &mut reader, &mut out) {
+        Ok(()) => 0,
+        Err((stage, error)) => {
+            out.send(&FromHelper::Failed { stage, error });
+            1
+        }
+    }
+}
+
+type StageError = (String, String);
+
+fn failed(stage: &str, e: impl std::fmt::Display) -> FromHelper {
+    FromHelper::Failed {
+        stage: stage.to_string(),
+        error: e.to_string(),
+    }
+}
+
+fn stage<T, E: std::fmt::Display>(name: &str, r: Result<T, E>) -> Result<T, StageError> {
+    r.map_err(|e| (name.to_string(), e.to_string()))
+}
+
+struct Reporter(UnixStream);
+
+impl Reporter {
+    /// Best effort: if paasd went away we keep supervising the container regardless.
+    fn send(&mut self, msg: &FromHelper) {
+        if let Ok(mut line) = serde_json::to_vec(msg) {
+            line.push(b'\n');
+            let _ = self.0.write_all(&line);
+        }
+    }
+}
+
+fn run(
+    spec: &Spec,
+    ctrl_in: &mut BufReader<UnixStream>,
+    out: &mut Reporter,
+) -> Result<(), StageError> {
+    let (stdout_r, stdout_w) = stage("pipe", pipe2(nix::fcntl::OFlag::O_CLOEXEC))?;
+    let (stderr_r, stderr_w) = stage("pipe", pipe2(nix::fcntl::OFlag::O_CLOEXEC))?;
+    // child -> parent: "namespaces ready" (one byte) and, on failure, the error text.
+    let (ready_r, ready_w) = stage("pipe", pipe2(nix::fcntl::OFlag::O_CLOEXEC))?;
+    // parent -> child: "go" (one byte; EOF means abort).
+    let (go_r, go_w) = stage("pipe", pipe2(nix::fcntl::OFlag::O_CLOEXEC))?;
+    // child -> parent: stays open until exec (CLOEXEC); bytes on it are a setup error.
+    let (err_r, err_w) = stage("pipe", pipe2(nix::fcntl::OFlag::O_CLOEXEC))?;
+
+    stage("unshare pid namespace", unshare(CloneFlags::CLONE_NEWPID))?;
+    // SAFETY: this process is single-threaded (a fresh exec of paasd that started no runtime),
+    // so the child may run arbitrary code after fork.
+    match stage("fork", unsafe { fork() })? {
+        ForkResult::Child => {
+            drop((stdout_r, stderr_r, ready_r, go_w, err_r));
+            let code = match child(spec, stdout_w, stderr_w, ready_w, go_r) {
+                Ok(never) => match never {},
+                Err((stage, error)) => {
+                    let mut f = std::fs::File::from(err_w);
+                    let _ = write!(f, "{stage}\n{error}");
+                    127
+                }
+            };
+            // SAFETY: _exit skips atexit handlers and destructors shared with the parent image.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            drop((stdout_w, stderr_w, ready_w, go_r, err_w));
+            monitor(
+                spec,
+                child,
+                ctrl_in,
+                out,
+                Pipes {
+                    stdout: stdout_r,
+                    stderr: stderr_r,
+                    ready: ready_r,
+                    go: go_w,
+                    err: err_r,
+                },
+            )
+        }
+    }
+}
+
+struct Pipes {
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    ready: OwnedFd,
+    go: OwnedFd,
+    err: OwnedFd,
+}
+
+fn monitor(
+    spec: &Spec,
+    child: Pid,
+    ctrl_in: &mut BufReader<UnixStream>,
+    out: &mut Reporter,
+    pipes: Pipes,
+) -> Result<(), StageError> {
+    let abort = |e: StageError| {
+        let _ = kill(child, Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        e
+    };
+    let mut ready = [0u8; 1];
+    let n = std::fs::File::from(pipes.ready)
+        .read(&mut ready)
+        .unwrap_or(0);
+    if n != 1 {
+        return Err(abort(child_error(pipes.err)));
+    }
+    for procs in &spec.cgroup_procs {
+        std::fs::write(procs, child.as_raw().to_string())
+            .map_err(|e| (format!("join cgroup {}", procs.display()), e.to_string()))
+            .map_err(abort)?;
+    }
+    out.send(&FromHelper::Created {
+        pid: child.as_raw(),
+    });
+    if spec.wait_for_start {
+        let mut line = String::new();
+        let cmd = match ctrl_in.read_line(&mut line) {
+            Ok(n) if n > 0 => serde_json::from_str::<ToHelper>(&line).ok(),
+            _ => None,
+        };
+        if cmd != Some(ToHelper::Start) {
+            return Err(abort((
+                "wait for start".into(),
+                "paasd did not send start".into(),
+            )));
+        }
+    }
+    let mut go = std::fs::File::from(pipes.go);
+    go.write_all(b"g")
+        .map_err(|e| ("start".to_string(), e.to_string()))
+        .map_err(abort)?;
+    drop(go);
+
+    // The error pipe closes on exec (CLOEXEC): EOF with no bytes means the command is running.
+    let mut errbuf = String::new();
+    let mut errf = std::fs::File::from(pipes.err);
+    let _ = errf.read_to_string(&mut errbuf);
+    if !errbuf.is_empty() {
+        let _ = waitpid(child, None);
+        let (stage, error) = errbuf.split_once('\n').unwrap_or(("setup", &errbuf));
+        return Err((stage.to_string(), error.to_string()));
+    }
+    out.send(&FromHelper::Started);
+    pump(child, ctrl_in, out, pipes.stdout, pipes.stderr);
+    let status = loop {
+        match waitpid(child, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other,
+        }
+    };
+    let (code, signal) = match status {
+        Ok(WaitStatus::Exited(_, c)) => (Some(c), None),
+        Ok(WaitStatus::Signaled(_, s, _)) => (None, Some(s as i32)),
+        _ => (None, None),
+    };
+    out.send(&FromHelper::Exited { code, signal });
+    Ok(())
+}
+
+/// Reads a setup error the child wrote before it could exec.
+fn child_error(err: OwnedFd) -> StageError {
+    let mut s = String::new();
+    let _ = std::fs::File::from(err).read_to_string(&mut s);
+    match s.split_once('\n') {
+        Some((stage, error)) => (stage.to_string(), error.to_string()),
+        None if s.is_empty() => (
+            "setup".into(),
+            "container process died before starting".into(),
+        ),
+        None => ("setup".into(), s),
+    }
+}
+
+/// Forwards output lines until both pipes close (the whole pid namespace is gone by then:
+/// PID 1 exiting kills the rest) and relays signals paasd asks for.
+fn pump(
+    child: Pid,
+    ctrl_in: &mut BufReader<UnixStream>,
+    out: &mut Reporter,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+) {
+    let mut bufs = [Vec::new(), Vec::new()];
+    let mut open = [Some(stdout), Some(stderr)];
+    let mut ctrl_open = true;
+    let streams = [Stream::Stdout, Stream::Stderr];
+    while open.iter().any(Option::is_some) {
+        let ctrl_fd = ctrl_in.get_ref().as_fd();
+        let mut fds: Vec<PollFd> = Vec::with_capacity(3);
+        let mut which: Vec<usize> = Vec::with_capacity(3);
+        for (i, fd) in open.iter().enumerate() {
+            if let Some(fd) = fd {
+                fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+                which.push(i);
+            }
+        }
+        if ctrl_open {
+            fds.push(PollFd::new(ctrl_fd, PollFlags::POLLIN));
+            which.push(2);
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+        let ready: Vec<usize> = fds
+            .iter()
+            .zip(&which)
+            .filter(|(f, _)| f.revents().is_some_and(|r| !r.is_empty()))
+            .map(|(_, w)| *w)
+            .collect();
+        drop(fds);
+        for w in ready {
+            if w == 2 {
+                let mut line = String::new();
+                match ctrl_in.read_line(&mut line) {
+                    Ok(n) if n > 0 => {
+                        if let Ok(ToHelper::Signal { signal }) = serde_json::from_str(&line) {
+                            if let Ok(sig) = Signal::try_from(signal) {
+                                let _ = kill(child, sig);
+                            }
+                        }
+                    }
+                    // paasd went away: keep supervising, stop listening.
+                    _ => ctrl_open = false,
+                }
+                continue;
+            }
+            let Some(fd) = open[w].as_ref() else { continue };
+            let mut chunk = [0u8; 8192];
+            match nix::unistd::read(fd, &mut chunk) {
+                Ok(0) | Err(_) => {
+                    flush(out, streams[w], &mut bufs[w], true);
+                    open[w] = None;
+                }
+                Ok(n) => {
+                    bufs[w].extend_from_slice(&chunk[..n]);
+                    flush(out, streams[w], &mut bufs[w], false);
+                }
+            }
+        }
+    }
+}
+
+/// Sends every complete line in `buf` (and the rest when `eof`), splitting overlong ones.
+fn flush(out: &mut Reporter, stream: Stream, buf: &mut Vec<u8>, eof: bool) {
+    loop {
+        let cut = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) if i <= MAX_LINE => Some((i, 1)),
+            _ if buf.len() > MAX_LINE => Some((MAX_LINE, 0)),
+            _ if eof && !buf.is_empty() => Some((buf.len(), 0)),
+            _ => None,
+        };
+        let Some((end, skip)) = cut else { return };
+        let line = String::from_utf8_lossy(&buf[..end]).into_owned();
+        buf.drain(..end + skip);
+        out.send(&FromHelper::Output { stream, line });
+    }
+}
+
+/// The container's first process, up to exec. Returns only on failure.
+fn child(
+    spec: &Spec,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    ready: OwnedFd,
+    go: OwnedFd,
+) -> Result<std::convert::Infallible, StageError> {
+    // If the monitor dies, so does the container: it is the container's only supervisor.
+    stage(
+        "set parent death signal",
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL),
+    )?;
+    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    if spec.net == NetMode::Private {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    stage("unshare namespaces", unshare(flags))?;
+    stage("signal ready", std::fs::File::from(ready).write_all(b"r"))?;
+    let mut byte = [0u8; 1];
+    if std::fs::File::from(go).read(&mut byte).unwrap_or(0) != 1 {
+        return Err(("wait for start".into(), "aborted before start".into()));
+    }
+    // Now in its cgroup: a cgroup namespace makes that cgroup the container's root.
+    stage(
+        "unshare cgroup namespace",
+        unshare(CloneFlags::CLONE_NEWCGROUP),
+    )?;
+    rootfs::setup(&spec.rootfs)?;
+    stage("set hostname", nix::unistd::sethostname(&spec.hostname))?;
+    stage("stdio", redirect_stdio(&stdout, &stderr))?;
+    drop((stdout, stderr));
+    let program = resolve(spec)?;
+    let argv = cstrings("argv", spec.argv.iter().map(String::as_str))?;
+    let envp = cstrings(
+        "env",
+        spec.env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str),
+    )?;
+    stage("chdir", nix::unistd::chdir(spec.cwd.as_str()))?;
+    security::drop_privileges(spec.uid, spec.gid)?;
+    set_name("paas-exec");
+    let e = nix::unistd::execve(&program, &argv, &envp).err();
+    Err((
+        "exec".into(),
+        format!(
+            "exec {}: {}",
+            program.to_string_lossy(),
+            e.map_or_else(|| "failed".to_string(), |e| e.desc().to_lowercase())
+        ),
+    ))
+}
+
+fn redirect_stdio(stdout: &OwnedFd, stderr: &OwnedFd) -> nix::Result<()> {
+    let null = nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDONLY,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    nix::unistd::dup2_stdin(&null)?;
+    nix::unistd::dup2_stdout(stdout)?;
+    nix::unistd::dup2_stderr(stderr)?;
+    Ok(())
+}
+
+/// Finds argv[0] on the container's PATH (from the spec's env), as execvp would.
+fn resolve(spec: &Spec) -> Result<CString, StageError> {
+    let name = spec
+        .argv
+        .first()
+        .ok_or_else(|| ("exec".to_string(), "empty command".to_string()))?;
+    if name.contains('/') {
+        return cstring("exec", name);
+    }
+    let path = spec
+        .env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map_or("/usr/local/bin:/usr/bin:/bin", |(_, v)| v.as_str());
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let candidate = format!("{dir}/{name}");
+        if nix::unistd::access(candidate.as_str(), nix::unistd::AccessFlags::X_OK).is_ok() {
+            return cstring("exec", &candidate);
+        }
+    }
+    Err((
+        "exec".into(),
+        format!("exec {name}: not found in PATH ({path})"),
+    ))
+}
+
+fn cstring(what: &str, s: &str) -> Result<CString, StageError> {
+    CString::new(s).map_err(|_| (what.to_string(), format!("{s:?} contains a NUL byte")))
+}
+
+fn cstrings<'a>(what: &str, it: impl Iterator<Item = &'a str>) -> Result<Vec<CString>, StageError> {
+    it.map(|s| cstring(what, s)).collect()
+}
+
+/// Names the process (first 15 bytes) so `ps` tells the stages apart.
+fn set_name(name: &str) {
+    if let Ok(c) = CString::new(name) {
+        let _ = nix::sys::prctl::set_name(&c);
+    }
+}

@@ -1,0 +1,220 @@
+//! Containers, made directly on the kernel: namespaces, overlay rootfs, pivot_root, privilege
+//! drop, seccomp (cgroups and networking join here). The only module with `unsafe`. Owns
+//! per-instance scratch dirs under `STATE/instances/ID` and their cleanup, including
+//! leftovers of a crashed paasd. Must not know about apps or releases: callers hand it
+//! argv, env and a name.
+
+pub mod container;
+pub mod helper;
+pub mod proto;
+mod rootfs;
+mod security;
+pub mod stack;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use container::Container;
+pub use proto::{FromHelper, NetMode, Stream};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("starting the container helper: {0}")]
+    Helper(std::io::Error),
+    #[error("encoding the container spec: {0}")]
+    Encode(serde_json::Error),
+    /// The container could not be set up; `error` is meant for the user (e.g. "exec x: not found").
+    #[error("{stage}: {error}")]
+    Setup { stage: String, error: String },
+    #[error("container helper protocol: {0}")]
+    Protocol(String),
+}
+
+/// The unprivileged identity app processes run as (`app` in the generated /etc/passwd).
+pub const APP_UID: u32 = 10000;
+pub const APP_GID: u32 = 10000;
+
+/// What to run; the runtime adds the rootfs, identity and isolation.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// Prefix of the instance id and the hostname (e.g. `myapp-run`).
+    pub name: String,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub net: NetMode,
+}
+
+pub struct Runtime {
+    instances: PathBuf,
+    stack: stack::HostStack,
+    seq: AtomicU64,
+}
+
+/// A started container plus the scratch dir it owns; [`Instance::finish`] reaps and removes.
+pub struct Instance {
+    pub id: String,
+    pub container: Container,
+    dir: PathBuf,
+}
+
+impl Runtime {
+    /// Prepares the host stack and removes what a previous paasd left behind.
+    pub fn new(state_dir: &Path) -> Result<Runtime, RuntimeError> {
+        let instances = state_dir.join("instances");
+        std::fs::create_dir_all(&instances).map_err(|source| RuntimeError::Io {
+            path: instances.clone(),
+            source,
+        })?;
+        let rt = Runtime {
+            stack: stack::HostStack::prepare(state_dir)?,
+            instances,
+            seq: AtomicU64::new(0),
+        };
+        rt.reap_leftovers();
+        Ok(rt)
+    }
+
+    /// Kills helpers recorded by a previous paasd (their containers die with them: the
+    /// container's parent-death signal is SIGKILL) and removes their scratch dirs.
+    fn reap_leftovers(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.instances) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let dir = e.path();
+            if let Some(pid) = std::fs::read_to_string(dir.join("helper.pid"))
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            {
+                if is_our_helper(pid) {
+                    tracing::info!(pid, dir = %dir.display(), "killing leftover container helper");
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            remove_instance_dir(&dir);
+        }
+    }
+
+    pub async fn run(&self, spec: RunSpec) -> Result<Instance, RuntimeError> {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}-{}-{n}", spec.name, std::process::id());
+        let dir = self.instances.join(&id);
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| RuntimeError::Io { path: p, source }
+        };
+        for sub in ["upper", "work", "rootfs"] {
+            std::fs::create_dir_all(dir.join(sub)).map_err(io(&dir))?;
+        }
+        // The upper dir's own mode becomes the container's `/` (paasd runs with umask 077).
+        let upper = dir.join("upper");
+        std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755))
+            .map_err(io(&upper))?;
+        // /app belongs to the app user; everything else in the tree is root's.
+        let app = dir.join("upper/app");
+        std::fs::create_dir_all(&app).map_err(io(&app))?;
+        nix::unistd::chown(
+            &app,
+            Some(nix::unistd::Uid::from_raw(APP_UID)),
+            Some(nix::unistd::Gid::from_raw(APP_GID)),
+        )
+        .map_err(|e| io(&app)(e.into()))?;
+        std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).map_err(io(&app))?;
+
+        let hostname: String = id.chars().take(63).collect();
+        let full = proto::Spec {
+            hostname: hostname.clone(),
+            argv: spec.argv,
+            env: spec.env,
+            cwd: "/app".into(),
+            uid: APP_UID,
+            gid: APP_GID,
+            rootfs: proto::Rootfs {
+                lower: vec![self.stack.skeleton().to_path_buf()],
+                upper: dir.join("upper"),
+                work: dir.join("work"),
+                target: dir.join("rootfs"),
+                binds: self.stack.binds().to_vec(),
+                files: etc_files(&hostname),
+            },
+            cgroup_procs: vec![],
+            net: spec.net,
+            wait_for_start: false,
+        };
+        match Container::create(&full).await {
+            Ok(container) => {
+                let _ = std::fs::write(dir.join("helper.pid"), container.helper_pid.to_string());
+                Ok(Instance { id, container, dir })
+            }
+            Err(e) => {
+                remove_instance_dir(&dir);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Instance {
+    /// Reaps the helper and removes the scratch dir. The container's mounts lived only in its
+    /// own mount namespace and went away with its last process.
+    pub async fn finish(self, kill: bool) {
+        self.container.finish(kill).await;
+        let dir = self.dir;
+        let _ = tokio::task::spawn_blocking(move || remove_instance_dir(&dir)).await;
+    }
+}
+
+fn remove_instance_dir(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not remove instance dir");
+        }
+    }
+}
+
+/// True if `pid` runs our helper (guards against a recycled pid).
+fn is_our_helper(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            c.split(|b| *b == 0)
+                .any(|arg| arg == helper::HELPER_ARG.as_bytes())
+        })
+        .unwrap_or(false)
+}
+
+fn etc_files(hostname: &str) -> Vec<proto::GeneratedFile> {
+    let f = |path: &str, contents: String| proto::GeneratedFile {
+        path: path.into(),
+        contents,
+        mode: 0o644,
+    };
+    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    vec![
+        f("/etc/hostname", format!("{hostname}\n")),
+        f(
+            "/etc/hosts",
+            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\t{hostname}\n"),
+        ),
+        f("/etc/resolv.conf", resolv),
+        f(
+            "/etc/passwd",
+            format!(
+                "root:x:0:0:root:/root:/bin/sh\napp:x:{APP_UID}:{APP_GID}:app:/app:/bin/bash\n\
+                 nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+            ),
+        ),
+        f(
+            "/etc/group",
+            format!("root:x:0:\napp:x:{APP_GID}:\nnogroup:x:65534:\n"),
+        ),
+    ]
+}

@@ -1,0 +1,102 @@
+//! The typed protocol between paasd and its container helper: the [`Spec`] paasd sends (one
+//! JSON line), the [`FromHelper`] events the helper answers with and the [`ToHelper`] commands
+//! paasd may send later, all as JSON lines over the socketpair that is the helper's stdin.
+//! Pure data: no I/O here.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the helper needs to build and start one container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Spec {
+    pub hostname: String,
+    /// `argv[0]` is looked up on the spec's `PATH` inside the container when it has no `/`.
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub rootfs: Rootfs,
+    /// `cgroup.procs` files the container's first process is written into before it runs.
+    pub cgroup_procs: Vec<PathBuf>,
+    pub net: NetMode,
+    /// When true the helper reports [`FromHelper::Created`] and waits for [`ToHelper::Start`]
+    /// (paasd wires the network in between); otherwise it starts at once.
+    pub wait_for_start: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rootfs {
+    /// Overlay lower layers, topmost first (e.g. slug, then the stack).
+    pub lower: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    /// Where the merged tree is mounted before `pivot_root`.
+    pub target: PathBuf,
+    /// Host paths made visible read-only inside (the `host` stack's /usr, certificates...).
+    pub binds: Vec<Bind>,
+    /// Files written into the container's /etc etc. before it starts.
+    pub files: Vec<GeneratedFile>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Bind {
+    pub source: PathBuf,
+    /// Absolute path inside the container.
+    pub dest: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GeneratedFile {
+    /// Absolute path inside the container.
+    pub path: String,
+    pub contents: String,
+    pub mode: u32,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum NetMode {
+    /// The host's network namespace (builds, which fetch dependencies).
+    Host,
+    /// A new, empty network namespace (loopback only until paasd attaches an interface).
+    Private,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Helper -> paasd.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FromHelper {
+    /// Namespaces exist and the process is in its cgroup; `pid` is its host pid.
+    Created { pid: i32 },
+    /// The command was exec'd.
+    Started,
+    /// One line of output (without its newline; invalid UTF-8 replaced).
+    Output { stream: Stream, line: String },
+    /// The container's first process ended; every other process of it is gone with it.
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    /// Setting the container up failed at `stage`; nothing was exec'd.
+    Failed { stage: String, error: String },
+}
+
+/// paasd -> helper.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ToHelper {
+    Start,
+    Signal { signal: i32 },
+}
+
+/// Lines longer than this are split, so one chatty process cannot exhaust memory.
+pub const MAX_LINE: usize = 16 * 1024;

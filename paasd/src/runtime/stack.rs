@@ -1,0 +1,110 @@
+//! The built-in `host` stack: a skeleton directory (the overlay's bottom layer) plus read-only
+//! binds of the host's /usr, /bin, /lib*... and the /etc files programs need (certificates,
+//! loader config, alternatives). Zero setup, nothing copied. Owns which host paths a
+//! container may see; must not mount anything itself (the helper does, inside the container).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::proto::Bind;
+use super::RuntimeError;
+
+/// Top-level host paths shown read-only. On merged-/usr hosts most are symlinks into /usr,
+/// which the skeleton reproduces instead of binding.
+const ROOT_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+
+/// /etc entries programs expect; the rest of the host's /etc (shadow, ssh keys...) stays out.
+const ETC: &[&str] = &[
+    "alternatives",
+    "bash.bashrc",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "debian_version",
+    "gai.conf",
+    "host.conf",
+    "inputrc",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "mime.types",
+    "nsswitch.conf",
+    "os-release",
+    "profile",
+    "protocols",
+    "services",
+    "ssl",
+    "timezone",
+];
+
+const SKELETON_DIRS: &[&str] = &[
+    "app", "dev", "etc", "home", "proc", "run", "sys", "tmp", "var", "var/tmp", "root",
+];
+
+pub struct HostStack {
+    skeleton: PathBuf,
+    binds: Vec<Bind>,
+}
+
+impl HostStack {
+    /// Creates (idempotently) `STATE/stacks/host` and computes the binds for this host.
+    pub fn prepare(state_dir: &Path) -> Result<HostStack, RuntimeError> {
+        let skeleton = state_dir.join("stacks/host");
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| RuntimeError::Io { path: p, source }
+        };
+        std::fs::create_dir_all(&skeleton).map_err(io(&skeleton))?;
+        std::fs::set_permissions(&skeleton, std::fs::Permissions::from_mode(0o755))
+            .map_err(io(&skeleton))?;
+        for d in SKELETON_DIRS {
+            let p = skeleton.join(d);
+            std::fs::create_dir_all(&p).map_err(io(&p))?;
+            let mode = if matches!(*d, "tmp" | "var/tmp") {
+                0o1777
+            } else {
+                0o755
+            };
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).map_err(io(&p))?;
+        }
+        let mut binds = Vec::new();
+        for d in ROOT_DIRS {
+            let host = Path::new("/").join(d);
+            let Ok(meta) = std::fs::symlink_metadata(&host) else {
+                continue;
+            };
+            let here = skeleton.join(d);
+            if meta.file_type().is_symlink() {
+                let to = std::fs::read_link(&host).map_err(io(&host))?;
+                if std::fs::read_link(&here).ok().as_deref() != Some(to.as_path()) {
+                    let _ = std::fs::remove_file(&here);
+                    std::os::unix::fs::symlink(&to, &here).map_err(io(&here))?;
+                }
+            } else if meta.is_dir() {
+                std::fs::create_dir_all(&here).map_err(io(&here))?;
+                binds.push(Bind {
+                    source: host,
+                    dest: format!("/{d}"),
+                });
+            }
+        }
+        for e in ETC {
+            let host = Path::new("/etc").join(e);
+            if host.exists() {
+                binds.push(Bind {
+                    source: host,
+                    dest: format!("/etc/{e}"),
+                });
+            }
+        }
+        Ok(HostStack { skeleton, binds })
+    }
+
+    pub fn skeleton(&self) -> &Path {
+        &self.skeleton
+    }
+
+    pub fn binds(&self) -> &[Bind] {
+        &self.binds
+    }
+}
