@@ -161,6 +161,18 @@ impl Daemon {
         }
     }
 
+    /// Container monitors this daemon recorded (one per running instance).
+    pub fn helper_pids(&self) -> Vec<nix::unistd::Pid> {
+        let Ok(rd) = std::fs::read_dir(self.state_dir().join("instances")) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("helper.pid")).ok())
+            .filter_map(|s| s.trim().parse().ok())
+            .map(nix::unistd::Pid::from_raw)
+            .collect()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -185,6 +197,10 @@ impl Drop for Daemon {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // Containers outlive a killed daemon by design; a failed test must not leave them.
+        for pid in self.helper_pids() {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         }
         if std::thread::panicking() {
             eprintln!("--- paasd log ---\n{}", self.log_text());

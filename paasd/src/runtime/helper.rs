@@ -324,6 +324,7 @@ fn child(
         "set parent death signal",
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL),
     )?;
+    let monitor_pid = nix::unistd::getppid();
     let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     if spec.net == NetMode::Private {
         flags |= CloneFlags::CLONE_NEWNET;
@@ -356,6 +357,15 @@ fn child(
     )?;
     stage("chdir", nix::unistd::chdir(spec.cwd.as_str()))?;
     security::drop_privileges(spec.uid, spec.gid)?;
+    // The kernel clears the parent-death signal when credentials change: set it again, then
+    // make sure the monitor did not die in between (we would have been reparented).
+    stage(
+        "set parent death signal",
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL),
+    )?;
+    if nix::unistd::getppid() != monitor_pid {
+        return Err(("start".into(), "the container monitor exited".into()));
+    }
     set_name("paas-exec");
     let e = nix::unistd::execve(&program, &argv, &envp).err();
     Err((

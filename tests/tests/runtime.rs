@@ -1,0 +1,211 @@
+//! Issue 3: containers made by paasd's own runtime, checked from inside with `paas run`
+//! against real kernel objects. Needs root (skips loudly otherwise; never skips under CI).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use paas_tests::{have_root, Daemon};
+
+/// A daemon with one app, or None when not root.
+fn daemon_with_app(test: &str, app: &str) -> Option<Daemon> {
+    if !have_root(test) {
+        return None;
+    }
+    let d = Daemon::start();
+    d.paas(&["create", app]).ok();
+    Some(d)
+}
+
+/// Mount lines on the host that mention `dir`: a container's mounts must never show up here.
+fn host_mounts_under(dir: &Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .map(str::to_string)
+        .collect()
+}
+
+fn instance_dirs(d: &Daemon) -> Vec<String> {
+    std::fs::read_dir(d.state_dir().join("instances"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_container_is_isolated_and_unprivileged() {
+    let Some(d) = daemon_with_app("a_container_is_isolated_and_unprivileged", "iso") else {
+        return;
+    };
+    let run = |cmd: &str| d.paas(&["run", "iso", cmd]);
+
+    let host = nix::unistd::gethostname().expect("hostname");
+    let name = run("hostname");
+    assert_ne!(name.ok().trim(), host.to_string_lossy(), "own hostname");
+    assert!(name.stdout.trim().starts_with("iso-run"), "{name:#?}");
+
+    // PID 1 is the command itself (bash execs a lone simple command).
+    let pid1 = d.paas(&["run", "iso", "--", "cat", "/proc/1/cmdline"]);
+    assert!(pid1.ok().starts_with("cat\0/proc/1/cmdline"), "{pid1:#?}");
+
+    // Only the container's own processes are visible.
+    let procs = run("ls /proc | grep -cE '^[0-9]+$'");
+    let n: u32 = procs.ok().trim().parse().expect("count");
+    assert!(n <= 4, "saw {n} processes: {procs:#?}");
+    let host_pid = std::process::id();
+    run(&format!(
+        "test ! -e /proc/{host_pid}/cmdline || cat /proc/{host_pid}/cmdline | grep -v paas"
+    ))
+    .ok();
+
+    let usr = run("touch /usr/paas-test");
+    assert_ne!(usr.code(), 0, "{usr:#?}");
+    assert!(usr.stderr.contains("Read-only file system"), "{usr:#?}");
+    assert!(!Path::new("/usr/paas-test").exists());
+    assert_eq!(run("echo hi > /tmp/x && cat /tmp/x").ok().trim(), "hi");
+    assert_eq!(
+        run("echo hi > /app/x && cat /app/x").ok().trim(),
+        "hi",
+        "/app is the app's"
+    );
+    assert_eq!(run("id -u").ok().trim(), "10000");
+
+    let status = run("cat /proc/self/status");
+    let field = |k: &str| {
+        status
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}:")))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no {k} in {status:#?}"))
+    };
+    assert_eq!(field("CapEff"), "0000000000000000");
+    assert_eq!(field("CapBnd"), "0000000000000000");
+    assert_eq!(field("NoNewPrivs"), "1");
+    assert_eq!(field("Seccomp"), "2");
+
+    for (cmd, why) in [
+        ("mount -t tmpfs none /mnt", "mount"),
+        ("unshare -U true", "new user namespace"),
+        ("unshare -m true", "new mount namespace"),
+        (
+            "cat /proc/kcore | head -c1 | wc -c | grep -qx 0",
+            "masked kcore",
+        ),
+    ] {
+        let r = run(cmd);
+        if why == "masked kcore" {
+            r.ok();
+        } else {
+            assert_ne!(r.code(), 0, "{why} should fail: {r:#?}");
+        }
+    }
+    // Neither this daemon's socket nor the system one is reachable from inside.
+    let sock = d.socket();
+    let r = run(&format!(
+        "test -e {} || test -e /run/paas/paasd.sock",
+        sock.display()
+    ));
+    assert_eq!(r.code(), 1, "API socket visible inside: {r:#?}");
+    let r = run("test -r /etc/shadow");
+    assert_eq!(r.code(), 1, "host /etc/shadow visible: {r:#?}");
+
+    assert!(instance_dirs(&d).is_empty(), "{:?}", instance_dirs(&d));
+    assert!(
+        host_mounts_under(d.dir()).is_empty(),
+        "{:?}",
+        host_mounts_under(d.dir())
+    );
+}
+
+#[test]
+fn output_streams_and_exit_status_reach_the_user() {
+    let Some(d) = daemon_with_app("output_streams_and_exit_status_reach_the_user", "io") else {
+        return;
+    };
+    d.paas(&["env", "set", "io", "GREETING=hello world"]).ok();
+    let r = d.paas(&[
+        "run",
+        "io",
+        "echo \"$GREETING\" from $DYNO; echo oops >&2; exit 7",
+    ]);
+    assert_eq!(r.code(), 7, "{r:#?}");
+    assert_eq!(r.stdout, "hello world from run.1\n");
+    assert_eq!(r.stderr, "oops\n");
+    // argv form keeps each argument whole.
+    let r = d.paas(&["run", "io", "--", "printf", "[%s]", "a b", "$HOME", "it's"]);
+    // Output travels as lines: a last line without a newline gets one.
+    assert_eq!(r.ok(), "[a b][$HOME][it's]\n");
+    // A missing program is the command's failure (bash's 127), a missing app the platform's.
+    d.paas(&["run", "io", "no-such-program"])
+        .fails(127, "no-such-program: command not found");
+    d.paas(&["run", "ghost", "true"])
+        .fails(1, "app 'ghost' does not exist");
+    d.paas(&["run", "io", " "]).fails(1, "give a command");
+    // Long output arrives whole and in order.
+    let r = d.paas(&["run", "io", "seq 1 20000"]);
+    let lines: Vec<&str> = r.ok().lines().collect();
+    assert_eq!(lines.len(), 20000);
+    assert_eq!(lines[19999], "20000");
+    assert!(instance_dirs(&d).is_empty());
+}
+
+#[test]
+fn containers_left_by_a_killed_daemon_are_reaped_on_start() {
+    let Some(mut d) = daemon_with_app(
+        "containers_left_by_a_killed_daemon_are_reaped_on_start",
+        "orphan",
+    ) else {
+        return;
+    };
+    let marker = format!("{}", 40000 + std::process::id() % 20000);
+    let mut cli = std::process::Command::new(paas_tests::bin("paas"))
+        .arg("--socket")
+        .arg(d.socket())
+        .args(["run", "orphan", "--", "sleep", &marker])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("paas run");
+    let sleeping = || find_process(&["sleep", &marker]);
+    wait_until(Duration::from_secs(20), || sleeping().is_some()).expect("container never started");
+    assert_eq!(instance_dirs(&d).len(), 1);
+
+    nix::sys::signal::kill(d.pid(), nix::sys::signal::Signal::SIGKILL).expect("kill paasd");
+    d.stop();
+    let _ = cli.wait();
+    // The container outlives a crashed daemon (it has its own monitor)...
+    assert!(sleeping().is_some(), "container died with paasd");
+    // ...and the next paasd reaps it and its scratch dir.
+    d.restart();
+    wait_until(Duration::from_secs(10), || sleeping().is_none())
+        .expect("leftover container still running after restart");
+    assert!(instance_dirs(&d).is_empty(), "{:?}", instance_dirs(&d));
+    assert!(host_mounts_under(d.dir()).is_empty());
+}
+
+fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<()> {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return Some(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// The pid of a process whose argv is exactly `argv`.
+fn find_process(argv: &[&str]) -> Option<i32> {
+    let want: Vec<u8> = argv.join("\0").into_bytes();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        (cmd.strip_suffix(b"\0").unwrap_or(&cmd) == want.as_slice()).then_some(pid)
+    })
+}
