@@ -94,13 +94,14 @@ fn run(
     // child -> parent: stays open until exec (CLOEXEC); bytes on it are a setup error.
     let (err_r, err_w) = stage("pipe", pipe2(nix::fcntl::OFlag::O_CLOEXEC))?;
 
+    let filters = stage("build seccomp filter", security::app_filter())?;
     stage("unshare pid namespace", unshare(CloneFlags::CLONE_NEWPID))?;
     // SAFETY: this process is single-threaded (a fresh exec of paasd that started no runtime),
     // so the child may run arbitrary code after fork.
     match stage("fork", unsafe { fork() })? {
         ForkResult::Child => {
             drop((stdout_r, stderr_r, ready_r, go_w, err_r));
-            let code = match child(spec, stdout_w, stderr_w, ready_w, go_r) {
+            let code = match child(spec, &filters, stdout_w, stderr_w, ready_w, go_r) {
                 Ok(never) => match never {},
                 Err((stage, error)) => {
                     let mut f = std::fs::File::from(err_w);
@@ -314,6 +315,7 @@ fn flush(out: &mut Reporter, stream: Stream, buf: &mut Vec<u8>, eof: bool) {
 /// The container's first process, up to exec. Returns only on failure.
 fn child(
     spec: &Spec,
+    filters: &[seccompiler::BpfProgram],
     stdout: OwnedFd,
     stderr: OwnedFd,
     ready: OwnedFd,
@@ -356,7 +358,7 @@ fn child(
             .map(String::as_str),
     )?;
     stage("chdir", nix::unistd::chdir(spec.cwd.as_str()))?;
-    security::drop_privileges(spec.uid, spec.gid)?;
+    security::drop_privileges(spec.uid, spec.gid, filters)?;
     // The kernel clears the parent-death signal when credentials change: set it again, then
     // make sure the monitor did not die in between (we would have been reparented).
     stage(

@@ -131,6 +131,16 @@ impl Runtime {
         std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).map_err(io(&app))?;
 
         let hostname: String = id.chars().take(63).collect();
+        // Generated /etc files go straight into the upper layer: plain writes, no overlay.
+        let etc = upper.join("etc");
+        std::fs::create_dir_all(&etc).map_err(io(&etc))?;
+        std::fs::set_permissions(&etc, std::fs::Permissions::from_mode(0o755)).map_err(io(&etc))?;
+        for f in etc_files(&hostname) {
+            let p = upper.join(f.path.trim_start_matches('/'));
+            std::fs::write(&p, &f.contents).map_err(io(&p))?;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(f.mode))
+                .map_err(io(&p))?;
+        }
         let full = proto::Spec {
             hostname: hostname.clone(),
             argv: spec.argv,
@@ -144,7 +154,7 @@ impl Runtime {
                 work: dir.join("work"),
                 target: dir.join("rootfs"),
                 binds: self.stack.binds().to_vec(),
-                files: etc_files(&hostname),
+                files: vec![],
             },
             cgroup_procs: vec![],
             net: spec.net,

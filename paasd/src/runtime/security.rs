@@ -19,14 +19,14 @@ fn err(stage: &str, e: impl std::fmt::Display) -> StageError {
     (stage.to_string(), e.to_string())
 }
 
-pub fn drop_privileges(uid: u32, gid: u32) -> Result<(), StageError> {
+/// `filters` come from [`app_filter`], built before fork so the child only installs them.
+pub fn drop_privileges(uid: u32, gid: u32, filters: &[BpfProgram]) -> Result<(), StageError> {
     if uid == 0 {
         return Err(err(
             "drop privileges",
             "refusing to run a container as uid 0",
         ));
     }
-    let filters = app_filter().map_err(|e| err("build seccomp filter", e))?;
     caps::clear(None, CapSet::Bounding).map_err(|e| err("drop bounding capabilities", e))?;
     setgroups(&[Gid::from_raw(gid)]).map_err(|e| err("setgroups", e))?;
     let g = Gid::from_raw(gid);
@@ -42,7 +42,7 @@ pub fn drop_privileges(uid: u32, gid: u32) -> Result<(), StageError> {
         caps::clear(None, set).map_err(|e| err("clear capabilities", e))?;
     }
     nix::sys::prctl::set_no_new_privs().map_err(|e| err("no_new_privs", e))?;
-    for f in &filters {
+    for f in filters {
         seccompiler::apply_filter(f).map_err(|e| err("apply seccomp filter", e))?;
     }
     Ok(())

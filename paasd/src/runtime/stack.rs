@@ -1,6 +1,7 @@
 //! The built-in `host` stack: a skeleton directory (the overlay's bottom layer) plus read-only
-//! binds of the host's /usr, /bin, /lib*... and the /etc files programs need (certificates,
-//! loader config, alternatives). Zero setup, nothing copied. Owns which host paths a
+//! binds of the host's /usr, /bin, /lib*. The /etc files programs need (certificates, loader
+//! config, alternatives) are copied into the skeleton each time paasd starts: a few hundred
+//! KB once, instead of ~40 mount calls on every container start. Owns which host paths a
 //! container may see; must not mount anything itself (the helper does, inside the container).
 
 use std::os::unix::fs::PermissionsExt;
@@ -91,10 +92,7 @@ impl HostStack {
         for e in ETC {
             let host = Path::new("/etc").join(e);
             if host.exists() {
-                binds.push(Bind {
-                    source: host,
-                    dest: format!("/etc/{e}"),
-                });
+                copy_tree(&host, &skeleton.join("etc").join(e))?;
             }
         }
         Ok(HostStack { skeleton, binds })
@@ -107,4 +105,44 @@ impl HostStack {
     pub fn binds(&self) -> &[Bind] {
         &self.binds
     }
+}
+
+/// Replaces `dst` with a copy of `src` (files, directories, symlinks as links).
+fn copy_tree(src: &Path, dst: &Path) -> Result<(), RuntimeError> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| RuntimeError::Io { path: p, source }
+    };
+    let meta = std::fs::symlink_metadata(src).map_err(io(src))?;
+    if let Ok(old) = std::fs::symlink_metadata(dst) {
+        if old.is_dir() && !old.file_type().is_symlink() {
+            std::fs::remove_dir_all(dst).map_err(io(dst))?;
+        } else {
+            std::fs::remove_file(dst).map_err(io(dst))?;
+        }
+    }
+    if meta.file_type().is_symlink() {
+        let to = std::fs::read_link(src).map_err(io(src))?;
+        std::os::unix::fs::symlink(to, dst).map_err(io(dst))?;
+    } else if meta.is_dir() {
+        std::fs::create_dir(dst).map_err(io(dst))?;
+        for entry in std::fs::read_dir(src).map_err(io(src))? {
+            let entry = entry.map_err(io(src))?;
+            copy_tree(&entry.path(), &dst.join(entry.file_name()))?;
+        }
+        std::fs::set_permissions(
+            dst,
+            std::fs::Permissions::from_mode(meta.permissions().mode() & 0o755),
+        )
+        .map_err(io(dst))?;
+    } else if meta.is_file() {
+        std::fs::copy(src, dst).map_err(io(dst))?;
+        // Only world-readable content belongs in a stack; never widen a private file.
+        std::fs::set_permissions(
+            dst,
+            std::fs::Permissions::from_mode(meta.permissions().mode() & 0o755),
+        )
+        .map_err(io(dst))?;
+    }
+    Ok(())
 }

@@ -1,0 +1,57 @@
+//! Benchmark driver for bench/container.sh: starts `/bin/true` in a full container (helper,
+//! namespaces, overlay rootfs, host stack binds, cgroup, privilege drop, seccomp) N times
+//! through `paasd::runtime` and prints the median and p90 from spawn to exit, in ms.
+//! Usage: container_start STATE_DIR [N]
+
+use std::time::Instant;
+
+use paasd::runtime::{helper, FromHelper, NetMode, RunSpec, Runtime};
+
+fn main() -> anyhow::Result<()> {
+    // Like paasd, this binary is its own container helper.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == helper::HELPER_ARG)
+    {
+        std::process::exit(helper::main());
+    }
+    let args: Vec<String> = std::env::args().collect();
+    let state = args
+        .get(1)
+        .map(std::path::PathBuf::from)
+        .ok_or_else(|| anyhow::anyhow!("usage: container_start STATE_DIR [N]"))?;
+    let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(50);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let runtime = Runtime::new(&state)?;
+        let mut times = Vec::with_capacity(n);
+        for i in 0..n + 3 {
+            let t = Instant::now();
+            let mut inst = runtime
+                .run(RunSpec {
+                    name: "bench".into(),
+                    argv: vec!["/bin/true".into()],
+                    env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+                    net: NetMode::Private,
+                })
+                .await?;
+            let mut ok = false;
+            while let Some(ev) = inst.container.next().await {
+                if let FromHelper::Exited { code, .. } = ev {
+                    ok = code == Some(0);
+                }
+            }
+            inst.finish(false).await;
+            anyhow::ensure!(ok, "/bin/true did not exit 0");
+            if i >= 3 {
+                times.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        let p = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+        println!("{:.2} {:.2}", p(0.5), p(0.9));
+        anyhow::Ok(())
+    })
+}
