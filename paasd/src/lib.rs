@@ -4,6 +4,7 @@
 pub mod api;
 pub mod apps;
 pub mod config;
+pub mod runtime;
 pub mod secrets;
 pub mod store;
 
