@@ -4,6 +4,7 @@
 //! leftovers of a crashed paasd. Must not know about apps or releases: callers hand it
 //! argv, env and a name.
 
+pub mod cgroups;
 pub mod container;
 pub mod helper;
 pub mod proto;
