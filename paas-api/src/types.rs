@@ -161,6 +161,15 @@ pub struct RunRequest {
     /// One element: a shell command line (run with `bash -c`, as Heroku does). Several: an
     /// argv, quoted for `bash -c` so each element stays one argument.
     pub command: Vec<String>,
+    /// Memory limit in MiB (swap off); the platform default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    /// CPU quota in percent of one CPU (100 = one full CPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<u32>,
+    /// Maximum number of processes and threads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
 }
 
 /// The NDJSON lines `POST /apps/{app}/run` streams.
@@ -177,6 +186,9 @@ pub enum RunEvent {
     Exited {
         code: Option<i32>,
         signal: Option<i32>,
+        /// Killed by the kernel for exceeding its memory limit.
+        #[serde(default)]
+        oom: bool,
     },
     /// The platform lost the container (not the command's own failure).
     Error {

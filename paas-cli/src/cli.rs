@@ -71,6 +71,15 @@ pub enum Command {
 pub struct RunArgs {
     /// App whose release and config the container gets.
     pub name: String,
+    /// Memory limit in MiB (default 512); exceeding it kills the command (exit 137).
+    #[arg(long, value_name = "MIB")]
+    pub memory: Option<u64>,
+    /// CPU quota in percent of one CPU (default 100).
+    #[arg(long, value_name = "PERCENT")]
+    pub cpu: Option<u32>,
+    /// Maximum number of processes and threads (default 512).
+    #[arg(long, value_name = "N")]
+    pub pids: Option<u64>,
     /// The command, after `--` if it has options of its own: `paas run web -- ls -la`.
     #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,

@@ -38,6 +38,7 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     pub max_json_depth: Option<usize>,
     pub max_instances_per_type: Option<u32>,
+    pub cgroup_parent: Option<String>,
 }
 
 /// Overrides from the command line (same names as the file keys).
@@ -50,6 +51,7 @@ pub struct Overrides {
     pub socket_group: Option<String>,
     pub http: Option<SocketAddr>,
     pub base_domain: Option<String>,
+    pub cgroup_parent: Option<String>,
 }
 
 /// The resolved configuration `paasd::run` works from.
@@ -65,6 +67,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub max_json_depth: usize,
     pub max_instances_per_type: u32,
+    /// The cgroup subtree paasd owns (one per daemon: tests run several side by side).
+    pub cgroup_parent: String,
 }
 
 impl Config {
@@ -115,6 +119,10 @@ impl Config {
             max_body_bytes: file.max_body_bytes.unwrap_or(1024 * 1024),
             max_json_depth: file.max_json_depth.unwrap_or(16),
             max_instances_per_type: file.max_instances_per_type.unwrap_or(100),
+            cgroup_parent: o
+                .cgroup_parent
+                .or(file.cgroup_parent)
+                .unwrap_or_else(|| "paas".to_string()),
             state_dir,
         }
     }

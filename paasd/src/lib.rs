@@ -56,13 +56,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             max_instances_per_type: config.max_instances_per_type,
         },
     );
-    let state_dir = config.state_dir.clone();
-    let runtime = tokio::task::spawn_blocking(move || runtime::Runtime::new(&state_dir))
-        .await
-        .map_err(|e| store::StoreError::Worker(e.to_string()))??;
+    let (state_dir, cg_parent) = (config.state_dir.clone(), config.cgroup_parent.clone());
+    let runtime =
+        tokio::task::spawn_blocking(move || runtime::Runtime::new(&state_dir, &cg_parent))
+            .await
+            .map_err(|e| store::StoreError::Worker(e.to_string()))??;
+    tracing::info!(cgroups = runtime.cgroup_kind(), "container runtime ready");
+    let runtime = Arc::new(runtime);
     let state = Arc::new(api::State {
         apps,
-        runtime: Arc::new(runtime),
+        runtime: Arc::clone(&runtime),
         limits: api::body::Limits {
             max_body_bytes: config.max_body_bytes,
             max_json_depth: config.max_json_depth,
@@ -80,6 +83,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tracing::info!(socket = %config.socket.display(), state_dir = %config.state_dir.display(), "paasd ready");
     api::serve(listener, state, shutdown).await;
     drop(socket_guard);
+    runtime.shutdown();
     tracing::info!("paasd stopped");
     Ok(())
 }

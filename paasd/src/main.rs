@@ -31,6 +31,9 @@ struct Flags {
     /// Apps are served at APP.BASE_DOMAIN (default paas.localhost).
     #[arg(long)]
     base_domain: Option<String>,
+    /// cgroup subtree for containers (default paas).
+    #[arg(long)]
+    cgroup_parent: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,6 +63,7 @@ fn main() -> anyhow::Result<()> {
         socket_group: flags.socket_group,
         http: flags.http,
         base_domain: flags.base_domain,
+        cgroup_parent: flags.cgroup_parent,
     })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

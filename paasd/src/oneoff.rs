@@ -9,7 +9,13 @@ use paas_api::{OutputStream, RunEvent};
 use tokio::sync::mpsc;
 
 use crate::apps::{AppError, Apps};
+use crate::runtime::cgroups::Limits;
 use crate::runtime::{FromHelper, NetMode, RunSpec, Runtime, RuntimeError, Stream};
+
+/// Defaults for a one-off container (Heroku's standard dyno is 512 MB).
+pub const DEFAULT_MEMORY_MB: u64 = 512;
+pub const DEFAULT_CPU_PERCENT: u32 = 100;
+pub const DEFAULT_PIDS: u64 = 512;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -17,6 +23,8 @@ pub enum RunError {
     App(#[from] AppError),
     #[error("give a command to run, e.g. `paas run APP -- ls -la`")]
     EmptyCommand,
+    #[error("{0}")]
+    InvalidLimits(String),
     /// The command could not be started (e.g. not found); the message is for the user.
     #[error("the container could not start: {0}")]
     Start(String),
@@ -29,9 +37,10 @@ pub async fn run(
     apps: &Apps,
     runtime: &Arc<Runtime>,
     app: String,
-    command: Vec<String>,
+    req: paas_api::RunRequest,
 ) -> Result<mpsc::Receiver<RunEvent>, RunError> {
-    let script = match command.as_slice() {
+    let limits = limits(&req)?;
+    let script = match req.command.as_slice() {
         [] => return Err(RunError::EmptyCommand),
         [one] if one.trim().is_empty() => return Err(RunError::EmptyCommand),
         [one] => one.clone(),
@@ -59,6 +68,7 @@ pub async fn run(
             argv: vec!["bash".into(), "-c".into(), script],
             env,
             net: NetMode::Private,
+            limits,
         })
         .await
         .map_err(|e| match e {
@@ -86,7 +96,8 @@ pub async fn run(
                 },
                 FromHelper::Exited { code, signal } => {
                     exited = true;
-                    RunEvent::Exited { code, signal }
+                    let oom = instance.oom_killed();
+                    RunEvent::Exited { code, signal, oom }
                 }
                 _ => continue,
             };
@@ -104,6 +115,37 @@ pub async fn run(
         instance.finish(!exited).await;
     });
     Ok(rx)
+}
+
+/// The request's limits within sane bounds, defaults for what it leaves out.
+fn limits(req: &paas_api::RunRequest) -> Result<Limits, RunError> {
+    let check = |what: &str, v: u64, lo: u64, hi: u64| {
+        if (lo..=hi).contains(&v) {
+            Ok(v)
+        } else {
+            Err(RunError::InvalidLimits(format!(
+                "{what} must be between {lo} and {hi}, got {v}"
+            )))
+        }
+    };
+    let memory = check(
+        "memory (MiB)",
+        req.memory_mb.unwrap_or(DEFAULT_MEMORY_MB),
+        16,
+        1 << 20,
+    )?;
+    let cpu = check(
+        "cpu (% of one CPU)",
+        u64::from(req.cpu_percent.unwrap_or(DEFAULT_CPU_PERCENT)),
+        1,
+        100 * 1024,
+    )?;
+    let pids = check("pids", req.pids.unwrap_or(DEFAULT_PIDS), 8, 1 << 22)?;
+    Ok(Limits {
+        memory_bytes: Some(memory * 1024 * 1024),
+        cpu_percent: Some(cpu as u32),
+        pids: Some(pids),
+    })
 }
 
 /// Quotes one argument for `bash -c` (single quotes; embedded ones as '\'').

@@ -46,6 +46,17 @@ pub fn have_root(test: &str) -> bool {
     false
 }
 
+/// Where paasd may create cgroups on v1 (per controller) and v2 (the root).
+pub const CGROUP_ROOTS: &[&str] = &[
+    "/sys/fs/cgroup",
+    "/sys/fs/cgroup/memory",
+    "/sys/fs/cgroup/pids",
+    "/sys/fs/cgroup/cpu",
+    "/sys/fs/cgroup/cpuacct",
+    "/sys/fs/cgroup/freezer",
+    "/sys/fs/cgroup/unified",
+];
+
 /// A running paasd on its own temp dir. Killed (SIGKILL) and its dir removed on drop.
 pub struct Daemon {
     child: Option<Child>,
@@ -83,6 +94,59 @@ impl Daemon {
         self.dir.path().join("state")
     }
 
+    /// This daemon's own cgroup subtree (named after its unique temp dir).
+    pub fn cgroup_parent(&self) -> String {
+        self.dir
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "paas-test".into())
+    }
+
+    /// Container cgroups under this daemon's parent, in every hierarchy that has it.
+    pub fn cgroups(&self) -> Vec<PathBuf> {
+        let parent = self.cgroup_parent();
+        let mut out = Vec::new();
+        for root in [
+            "/sys/fs/cgroup",
+            "/sys/fs/cgroup/memory",
+            "/sys/fs/cgroup/pids",
+            "/sys/fs/cgroup/cpu",
+        ] {
+            if let Ok(rd) = std::fs::read_dir(Path::new(root).join(&parent)) {
+                out.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+            }
+        }
+        out
+    }
+
+    /// Kills what is left in this daemon's cgroups and removes them and the parent.
+    fn remove_cgroups(&self) {
+        let parent = self.cgroup_parent();
+        for cg in self.cgroups() {
+            let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        for _ in 0..50 {
+            let left: Vec<PathBuf> = self.cgroups();
+            for cg in &left {
+                let _ = std::fs::remove_dir(cg);
+            }
+            if self.cgroups().is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for root in CGROUP_ROOTS {
+            let _ = std::fs::remove_dir(Path::new(root).join(&parent));
+        }
+    }
+
     pub fn db(&self) -> PathBuf {
         self.state_dir().join("paas.db")
     }
@@ -98,6 +162,8 @@ impl Daemon {
             .arg(self.state_dir())
             .arg("--http")
             .arg("127.0.0.1:0")
+            .arg("--cgroup-parent")
+            .arg(self.cgroup_parent())
             .env("PAASD_LOG", "debug");
         c
     }
@@ -195,6 +261,13 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // Gracefully first: paasd removes its cgroup parent on the way out.
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let end = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < end && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -202,6 +275,7 @@ impl Drop for Daemon {
         for pid in self.helper_pids() {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         }
+        self.remove_cgroups();
         if std::thread::panicking() {
             eprintln!("--- paasd log ---\n{}", self.log_text());
         }

@@ -209,3 +209,186 @@ fn find_process(argv: &[&str]) -> Option<i32> {
         (cmd.strip_suffix(b"\0").unwrap_or(&cmd) == want.as_slice()).then_some(pid)
     })
 }
+
+#[test]
+fn memory_limit_oom_kills_only_that_container() {
+    let Some(d) = daemon_with_app("memory_limit_oom_kills_only_that_container", "mem") else {
+        return;
+    };
+    // A neighbour with the same limit that must live through the other's OOM kill.
+    let neighbour = std::process::Command::new(paas_tests::bin("paas"))
+        .arg("--socket")
+        .arg(d.socket())
+        .args([
+            "run",
+            "mem",
+            "--memory",
+            "64",
+            "--",
+            "sh",
+            "-c",
+            "sleep 2; echo alive",
+        ])
+        .output_async();
+    let r = d.paas(&[
+        "run",
+        "mem",
+        "--memory",
+        "64",
+        "--",
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=200M",
+        "count=1",
+    ]);
+    r.fails(137, "ran out of memory");
+    let n = neighbour.finish();
+    assert!(n.status.success(), "neighbour died: {n:#?}");
+    assert_eq!(n.stdout, "alive\n");
+    assert!(d.cgroups().is_empty(), "{:?}", d.cgroups());
+}
+
+#[test]
+fn pids_limit_contains_a_fork_bomb() {
+    let Some(d) = daemon_with_app("pids_limit_contains_a_fork_bomb", "bomb") else {
+        return;
+    };
+    // Every level waits for its children, so the tree stays at the limit until `timeout`.
+    let bomb = std::process::Command::new(paas_tests::bin("paas"))
+        .arg("--socket")
+        .arg(d.socket())
+        .args([
+            "run",
+            "bomb",
+            "--pids",
+            "32",
+            "--",
+            "timeout",
+            "4",
+            "bash",
+            "-c",
+            ":(){ :|:& wait; };:",
+        ])
+        .output_async();
+    // While it runs: never more than 32 tasks in its cgroup, and the host still answers.
+    let mut bomb = bomb;
+    let (mut peak, mut samples) = (0u64, 0u32);
+    let end = Instant::now() + Duration::from_secs(60);
+    while bomb.running() && Instant::now() < end {
+        for cg in d.cgroups() {
+            if let Ok(s) = std::fs::read_to_string(cg.join("pids.current")) {
+                samples += 1;
+                peak = peak.max(s.trim().parse().unwrap_or(0));
+            }
+        }
+        if peak >= 32 && samples % 20 == 0 {
+            d.paas(&["apps"]).ok();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = bomb.finish();
+    assert!(samples > 0, "never saw the bomb's cgroup: {r:#?}");
+    assert!(peak <= 32, "pids.current reached {peak}");
+    assert!(
+        peak >= 16,
+        "the bomb never forked much (peak {peak}): {r:#?}"
+    );
+    d.paas(&["apps"]).ok();
+    assert_eq!(r.status.code(), Some(124), "timeout ends the bomb: {r:#?}");
+    assert!(d.cgroups().is_empty(), "{:?}", d.cgroups());
+}
+
+#[test]
+fn cpu_quota_holds_a_busy_loop_near_its_share() {
+    let Some(d) = daemon_with_app("cpu_quota_holds_a_busy_loop_near_its_share", "cpu") else {
+        return;
+    };
+    // bash's `times` prints the CPU time of its finished children: user then system.
+    let r = d.paas(&[
+        "run",
+        "cpu",
+        "--cpu",
+        "20",
+        "timeout 3 sh -c 'while :; do :; done'; times",
+    ]);
+    let children = r.ok().lines().nth(1).unwrap_or_else(|| panic!("{r:#?}"));
+    let secs: f64 = children
+        .split_whitespace()
+        .map(|t| {
+            let (m, s) = t.trim_end_matches('s').split_once('m').expect("NmN.NNNs");
+            m.parse::<f64>().expect("minutes") * 60.0 + s.parse::<f64>().expect("seconds")
+        })
+        .sum();
+    let share = secs / 3.0;
+    println!(
+        "busy loop under a 20% quota used {:.1}% of a CPU over 3 s",
+        share * 100.0
+    );
+    assert!(
+        (0.15..=0.25).contains(&share),
+        "used {:.1}% of a CPU",
+        share * 100.0
+    );
+}
+
+#[test]
+fn cgroups_and_scratch_dirs_go_away_with_the_daemon() {
+    let Some(mut d) = daemon_with_app("cgroups_and_scratch_dirs_go_away_with_the_daemon", "gone")
+    else {
+        return;
+    };
+    for _ in 0..5 {
+        d.paas(&["run", "gone", "true"]).ok();
+    }
+    assert!(d.cgroups().is_empty());
+    assert!(instance_dirs(&d).is_empty());
+    assert!(d.stop().success());
+    let parent = d.cgroup_parent();
+    for root in [
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup/cpu",
+        "/sys/fs/cgroup",
+    ] {
+        assert!(
+            !Path::new(root).join(&parent).exists(),
+            "{root}/{parent} left behind"
+        );
+    }
+}
+
+/// A CLI run in the background, collected later.
+trait OutputAsync {
+    fn output_async(&mut self) -> Pending;
+}
+
+struct Pending(std::process::Child);
+
+impl OutputAsync for std::process::Command {
+    fn output_async(&mut self) -> Pending {
+        Pending(
+            self.stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn paas"),
+        )
+    }
+}
+
+impl Pending {
+    fn running(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+
+    fn finish(self) -> paas_tests::Run {
+        let out = self.0.wait_with_output().expect("wait");
+        paas_tests::Run {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            cmdline: "background paas run".into(),
+        }
+    }
+}

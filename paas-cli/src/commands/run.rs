@@ -26,6 +26,9 @@ impl std::error::Error for ExitWith {}
 pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<()> {
     let body = serde_json::to_vec(&RunRequest {
         command: args.command,
+        memory_mb: args.memory,
+        cpu_percent: args.cpu,
+        pids: args.pids,
     })?;
     let resp = ctx
         .client
@@ -83,11 +86,19 @@ fn handle(ctx: &Ctx, line: &[u8]) -> Result<Option<u8>> {
             }
             Ok(None)
         }
-        RunEvent::Exited { code, signal } => Ok(Some(match (code, signal) {
-            (Some(c), _) => u8::try_from(c).unwrap_or(1),
-            (None, Some(s)) => u8::try_from(128 + s).unwrap_or(255),
-            (None, None) => 1,
-        })),
+        RunEvent::Exited { code, signal, oom } => {
+            if oom {
+                writeln!(
+                    std::io::stderr().lock(),
+                    "error: the command ran out of memory and was killed (raise --memory)"
+                )?;
+            }
+            Ok(Some(match (code, signal) {
+                (Some(c), _) => u8::try_from(c).unwrap_or(1),
+                (None, Some(s)) => u8::try_from(128 + s).unwrap_or(255),
+                (None, None) => 1,
+            }))
+        }
         RunEvent::Error { message } => anyhow::bail!("{message}"),
     }
 }

@@ -75,6 +75,7 @@ impl From<crate::oneoff::RunError> for ApiError {
         match e {
             RunError::App(a) => a.into(),
             RunError::EmptyCommand => ApiError::bad_request("invalid_command", e.to_string()),
+            RunError::InvalidLimits(_) => ApiError::bad_request("invalid_limits", e.to_string()),
             RunError::Start(_) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "run_failed",

@@ -110,8 +110,7 @@ async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Body
 
                 (["run"], &Method::POST) => {
                     let body: paas_api::RunRequest = read_json(req, limits).await?;
-                    let events =
-                        crate::oneoff::run(apps, &state.runtime, app, body.command).await?;
+                    let events = crate::oneoff::run(apps, &state.runtime, app, body).await?;
                     Ok(ndjson(events))
                 }
                 (["run"], _) => Err(not_allowed("POST")),

@@ -35,6 +35,8 @@ pub enum RuntimeError {
     Setup { stage: String, error: String },
     #[error("container helper protocol: {0}")]
     Protocol(String),
+    #[error(transparent)]
+    Cgroup(#[from] cgroups::CgroupError),
 }
 
 /// The unprivileged identity app processes run as (`app` in the generated /etc/passwd).
@@ -49,24 +51,29 @@ pub struct RunSpec {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub net: NetMode,
+    pub limits: cgroups::Limits,
 }
 
 pub struct Runtime {
     instances: PathBuf,
     stack: stack::HostStack,
+    cgroups: cgroups::Cgroups,
     seq: AtomicU64,
 }
 
-/// A started container plus the scratch dir it owns; [`Instance::finish`] reaps and removes.
+/// A started container plus the cgroup and scratch dir it owns; [`Instance::finish`] reaps
+/// and removes them.
 pub struct Instance {
     pub id: String,
     pub container: Container,
+    cgroup: Option<cgroups::Cgroup>,
     dir: PathBuf,
 }
 
 impl Runtime {
-    /// Prepares the host stack and removes what a previous paasd left behind.
-    pub fn new(state_dir: &Path) -> Result<Runtime, RuntimeError> {
+    /// Prepares the host stack, finds the cgroup layout, and removes what a previous paasd
+    /// left behind. `cgroup_parent` is the cgroup subtree this paasd owns.
+    pub fn new(state_dir: &Path, cgroup_parent: &str) -> Result<Runtime, RuntimeError> {
         let instances = state_dir.join("instances");
         std::fs::create_dir_all(&instances).map_err(|source| RuntimeError::Io {
             path: instances.clone(),
@@ -74,6 +81,7 @@ impl Runtime {
         })?;
         let rt = Runtime {
             stack: stack::HostStack::prepare(state_dir)?,
+            cgroups: cgroups::Cgroups::detect(cgroup_parent)?,
             instances,
             seq: AtomicU64::new(0),
         };
@@ -103,6 +111,27 @@ impl Runtime {
             }
             remove_instance_dir(&dir);
         }
+        // Nothing is adopted yet: every cgroup under our parent belongs to a dead paasd.
+        for name in self.cgroups.list().unwrap_or_default() {
+            if let Some(cg) = self.cgroups.open(&name) {
+                tracing::info!(cgroup = %name, "removing leftover cgroup");
+                if let Err(e) = cg.destroy() {
+                    tracing::warn!(cgroup = %name, error = %e, "could not remove leftover cgroup");
+                }
+            }
+        }
+    }
+
+    /// "v1" or "v2": which cgroup backend this host got.
+    pub fn cgroup_kind(&self) -> &'static str {
+        self.cgroups.kind()
+    }
+
+    /// Removes our (empty) cgroup parent; called when paasd stops.
+    pub fn shutdown(&self) {
+        if let Err(e) = self.cgroups.remove_parent() {
+            tracing::warn!(error = %e, "could not remove the cgroup parent");
+        }
     }
 
     pub async fn run(&self, spec: RunSpec) -> Result<Instance, RuntimeError> {
@@ -131,6 +160,13 @@ impl Runtime {
         .map_err(|e| io(&app)(e.into()))?;
         std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).map_err(io(&app))?;
 
+        let cgroup = match self.cgroups.create(&id, &spec.limits) {
+            Ok(cg) => cg,
+            Err(e) => {
+                remove_instance_dir(&dir);
+                return Err(e.into());
+            }
+        };
         let hostname: String = id.chars().take(63).collect();
         // Generated /etc files go straight into the upper layer: plain writes, no overlay.
         let etc = upper.join("etc");
@@ -157,16 +193,22 @@ impl Runtime {
                 binds: self.stack.binds().to_vec(),
                 files: vec![],
             },
-            cgroup_procs: vec![],
+            cgroup_procs: cgroup.procs_files(),
             net: spec.net,
             wait_for_start: false,
         };
         match Container::create(&full).await {
             Ok(container) => {
                 let _ = std::fs::write(dir.join("helper.pid"), container.helper_pid.to_string());
-                Ok(Instance { id, container, dir })
+                Ok(Instance {
+                    id,
+                    container,
+                    cgroup: Some(cgroup),
+                    dir,
+                })
             }
             Err(e) => {
+                let _ = cgroup.destroy();
                 remove_instance_dir(&dir);
                 Err(e)
             }
@@ -175,12 +217,33 @@ impl Runtime {
 }
 
 impl Instance {
-    /// Reaps the helper and removes the scratch dir. The container's mounts lived only in its
-    /// own mount namespace and went away with its last process.
-    pub async fn finish(self, kill: bool) {
+    /// True when the kernel's OOM killer killed a process of this container.
+    pub fn oom_killed(&self) -> bool {
+        self.cgroup
+            .as_ref()
+            .and_then(|c| c.oom_killed().ok())
+            .unwrap_or(false)
+    }
+
+    pub fn stats(&self) -> Option<cgroups::Stats> {
+        self.cgroup.as_ref().and_then(|c| c.stats().ok())
+    }
+
+    /// Reaps the helper, kills what is left in the cgroup and removes it and the scratch dir.
+    /// The container's mounts lived only in its own mount namespace and went with it.
+    pub async fn finish(mut self, kill: bool) {
         self.container.finish(kill).await;
-        let dir = self.dir;
-        let _ = tokio::task::spawn_blocking(move || remove_instance_dir(&dir)).await;
+        let (dir, cgroup) = (self.dir, self.cgroup.take());
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(cg) = cgroup {
+                let name = cg.name().to_string();
+                if let Err(e) = cg.destroy() {
+                    tracing::warn!(cgroup = %name, error = %e, "could not remove container cgroup");
+                }
+            }
+            remove_instance_dir(&dir);
+        })
+        .await;
     }
 }
 
