@@ -6,6 +6,14 @@ use std::time::{Duration, Instant};
 
 use paas_tests::{have_root, Daemon};
 
+/// Tests that load the CPUs (OOM, fork bomb) or measure CPU share take turns, so the share
+/// measured under a quota is the quota's doing, not a neighbour test's.
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A daemon with one app, or None when not root.
 fn daemon_with_app(test: &str, app: &str) -> Option<Daemon> {
     if !have_root(test) {
@@ -215,6 +223,7 @@ fn memory_limit_oom_kills_only_that_container() {
     let Some(d) = daemon_with_app("memory_limit_oom_kills_only_that_container", "mem") else {
         return;
     };
+    let _turn = heavy();
     // A neighbour with the same limit that must live through the other's OOM kill.
     let neighbour = std::process::Command::new(paas_tests::bin("paas"))
         .arg("--socket")
@@ -254,6 +263,7 @@ fn pids_limit_contains_a_fork_bomb() {
     let Some(d) = daemon_with_app("pids_limit_contains_a_fork_bomb", "bomb") else {
         return;
     };
+    let _turn = heavy();
     // Every level waits for its children, so the tree stays at the limit until `timeout`.
     let bomb = std::process::Command::new(paas_tests::bin("paas"))
         .arg("--socket")
@@ -304,6 +314,7 @@ fn cpu_quota_holds_a_busy_loop_near_its_share() {
     let Some(d) = daemon_with_app("cpu_quota_holds_a_busy_loop_near_its_share", "cpu") else {
         return;
     };
+    let _turn = heavy();
     // bash's `times` prints the CPU time of its finished children: user then system.
     let r = d.paas(&[
         "run",
