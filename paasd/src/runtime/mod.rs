@@ -6,6 +6,7 @@
 
 pub mod container;
 pub mod helper;
+pub mod net;
 pub mod proto;
 mod rootfs;
 mod security;
