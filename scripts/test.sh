@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 need_root
-ensure_packages ca-certificates gcc git sqlite3 procps
+# nftables: egress NAT for instances; python3: the HTTP server the network tests run in a namespace.
+ensure_packages ca-certificates gcc git sqlite3 procps nftables python3
 ensure_rust
 
 step "cargo fmt --check"; cargo fmt --all -- --check

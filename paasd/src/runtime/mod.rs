@@ -7,6 +7,7 @@
 pub mod cgroups;
 pub mod container;
 pub mod helper;
+pub mod net;
 pub mod proto;
 mod rootfs;
 mod security;

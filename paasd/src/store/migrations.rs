@@ -45,6 +45,14 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (app_id, version)
     );
     "#,
+    // 2: instance addresses on the bridge (one per instance; the ip is never handed out twice).
+    r#"
+    CREATE TABLE addresses (
+        ip            TEXT PRIMARY KEY,
+        instance      TEXT NOT NULL UNIQUE,
+        allocated_at  INTEGER NOT NULL
+    );
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -4,6 +4,7 @@
 
 mod migrations;
 
+pub mod addresses;
 pub mod apps;
 pub mod config_vars;
 pub mod domains;
@@ -32,6 +33,10 @@ pub enum StoreError {
     Worker(String),
     #[error("stored row is invalid: {0}")]
     Corrupt(String),
+    #[error("address pool: {0}")]
+    Subnet(#[from] crate::runtime::net::SubnetError),
+    #[error("no free address left in {0}")]
+    AddressesExhausted(String),
 }
 
 impl StoreError {
