@@ -178,6 +178,9 @@ pub struct RunRequest {
 pub enum RunEvent {
     Started {
         id: String,
+        /// The container's address on the instance bridge.
+        #[serde(default)]
+        ip: Option<String>,
     },
     Output {
         stream: OutputStream,

@@ -1,5 +1,5 @@
 //! Benchmark driver for bench/container.sh: starts `/bin/true` in a full container (helper,
-//! namespaces, overlay rootfs, host stack binds, cgroup with limits, privilege drop, seccomp) N times
+//! namespaces, veth on a bridge, overlay rootfs, host stack binds, cgroup with limits, privilege drop, seccomp) N times
 //! through `paasd::runtime` and prints, in ms: median and p90 from spawn to the exit being
 //! seen, then median and p90 from spawn to everything removed (cgroup, scratch dir).
 //! Usage: container_start STATE_DIR [N]
@@ -7,7 +7,8 @@
 use std::time::Instant;
 
 use paasd::runtime::cgroups::Limits;
-use paasd::runtime::{helper, FromHelper, NetMode, RunSpec, Runtime};
+use paasd::runtime::net::{NetConfig, Network};
+use paasd::runtime::{helper, FromHelper, Networking, RunSpec, Runtime};
 
 fn main() -> anyhow::Result<()> {
     // Like paasd, this binary is its own container helper.
@@ -27,17 +28,29 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let runtime = Runtime::new(&state, &format!("paas-bench-{}", std::process::id()))?;
+        // A bridge and subnet of the benchmark's own, removed at the end.
+        let tag = std::process::id() & 0xffff;
+        let network = Network::setup(NetConfig {
+            bridge: format!("pb{tag:x}"),
+            subnet: std::net::Ipv4Addr::new(10, 214, 0, 0),
+            prefix: 24,
+        })
+        .await?;
+        let ip = network
+            .subnet()
+            .host(2)
+            .ok_or_else(|| anyhow::anyhow!("subnet"))?;
+        let runtime = Runtime::new(&state, &format!("paas-bench-{tag}"), network)?;
         let mut times = Vec::with_capacity(n);
         let mut cleaned = Vec::with_capacity(n);
         for i in 0..n + 3 {
             let t = Instant::now();
             let mut inst = runtime
                 .run(RunSpec {
-                    name: "bench".into(),
+                    id: runtime.new_id("bench"),
                     argv: vec!["/bin/true".into()],
                     env: vec![("PATH".into(), "/usr/bin:/bin".into())],
-                    net: NetMode::Private,
+                    net: Networking::Bridge(ip),
                     // The same limits a `paas run` gets by default.
                     limits: Limits {
                         memory_bytes: Some(512 << 20),
@@ -63,6 +76,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         runtime.shutdown();
+        runtime.network().teardown().await?;
         let p = |v: &mut Vec<f64>, q: f64| {
             v.sort_by(f64::total_cmp);
             v[((v.len() - 1) as f64 * q).round() as usize]

@@ -18,6 +18,8 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("subnet '{0}': give an IPv4 network like 10.88.0.0/16")]
+    Subnet(String),
     #[error("config file {}: {source}", .path.display())]
     Parse {
         path: PathBuf,
@@ -39,6 +41,8 @@ pub struct FileConfig {
     pub max_json_depth: Option<usize>,
     pub max_instances_per_type: Option<u32>,
     pub cgroup_parent: Option<String>,
+    pub bridge: Option<String>,
+    pub subnet: Option<String>,
 }
 
 /// Overrides from the command line (same names as the file keys).
@@ -52,6 +56,8 @@ pub struct Overrides {
     pub http: Option<SocketAddr>,
     pub base_domain: Option<String>,
     pub cgroup_parent: Option<String>,
+    pub bridge: Option<String>,
+    pub subnet: Option<String>,
 }
 
 /// The resolved configuration `paasd::run` works from.
@@ -69,6 +75,9 @@ pub struct Config {
     pub max_instances_per_type: u32,
     /// The cgroup subtree paasd owns (one per daemon: tests run several side by side).
     pub cgroup_parent: String,
+    /// Bridge the instances hang off, and their subnet (`10.88.0.0/16` style).
+    pub bridge: String,
+    pub subnet: (std::net::Ipv4Addr, u8),
 }
 
 impl Config {
@@ -81,11 +90,11 @@ impl Config {
             }
             None => FileConfig::default(),
         };
-        Ok(Config::resolve(file, o))
+        Config::resolve(file, o)
     }
 
     /// Pure merge of file keys and flags, with defaults.
-    pub fn resolve(file: FileConfig, o: Overrides) -> Config {
+    pub fn resolve(file: FileConfig, o: Overrides) -> Result<Config, ConfigError> {
         let state_dir = o
             .state_dir
             .or(file.state_dir)
@@ -98,7 +107,12 @@ impl Config {
                 state_dir.join("secret.key")
             }
         });
-        Config {
+        let subnet_text = o
+            .subnet
+            .or(file.subnet)
+            .unwrap_or_else(|| "10.88.0.0/16".to_string());
+        let subnet = parse_cidr(&subnet_text).ok_or(ConfigError::Subnet(subnet_text))?;
+        Ok(Config {
             socket: o
                 .socket
                 .or(file.socket)
@@ -123,8 +137,13 @@ impl Config {
                 .cgroup_parent
                 .or(file.cgroup_parent)
                 .unwrap_or_else(|| "paas".to_string()),
+            bridge: o
+                .bridge
+                .or(file.bridge)
+                .unwrap_or_else(|| "paas0".to_string()),
+            subnet,
             state_dir,
-        }
+        })
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -134,6 +153,13 @@ impl Config {
     pub fn lock_path(&self) -> PathBuf {
         self.state_dir.join("paasd.lock")
     }
+}
+
+/// `a.b.c.d/p` with 8 <= p <= 30 (room for a gateway and instances).
+fn parse_cidr(s: &str) -> Option<(std::net::Ipv4Addr, u8)> {
+    let (addr, prefix) = s.split_once('/')?;
+    let prefix: u8 = prefix.parse().ok().filter(|p| (8..=30).contains(p))?;
+    Some((addr.parse().ok()?, prefix))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -159,14 +185,16 @@ mod tests {
                 state_dir: Some("/tmp/x".into()),
                 ..Default::default()
             },
-        );
+        )
+        .expect("valid");
         assert_eq!(c.key_file, Path::new("/tmp/x/secret.key"));
         assert_eq!(c.db_path(), Path::new("/tmp/x/paas.db"));
     }
 
     #[test]
     fn defaults_are_production_paths() {
-        let c = Config::resolve(FileConfig::default(), Overrides::default());
+        let c = Config::resolve(FileConfig::default(), Overrides::default()).expect("valid");
+        assert_eq!(c.subnet, ("10.88.0.0".parse().expect("ip"), 16));
         assert_eq!(c.key_file, Path::new(DEFAULT_KEY_FILE));
         assert_eq!(c.socket, Path::new("/run/paas/paasd.sock"));
         assert_eq!(c.http.port(), 80);
@@ -183,9 +211,27 @@ mod tests {
                 socket: Some("/b.sock".into()),
                 ..Default::default()
             },
-        );
+        )
+        .expect("valid");
         assert_eq!(c.socket, Path::new("/b.sock"));
         assert_eq!(c.base_domain, "example.com");
+    }
+
+    #[test]
+    fn subnets_are_checked() {
+        assert_eq!(
+            parse_cidr("10.213.4.0/24"),
+            Some(("10.213.4.0".parse().expect("ip"), 24))
+        );
+        for bad in [
+            "10.0.0.0",
+            "10.0.0.0/33",
+            "10.0.0.0/31",
+            "x/16",
+            "10.0.0/16",
+        ] {
+            assert_eq!(parse_cidr(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -49,22 +49,39 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .await
         .map_err(|e| store::StoreError::Worker(e.to_string()))??;
     let apps = apps::Apps::new(
-        store,
+        store.clone(),
         secrets,
         apps::Settings {
             base_domain: config.base_domain.clone(),
             max_instances_per_type: config.max_instances_per_type,
         },
     );
+    let network = runtime::net::Network::setup(runtime::net::NetConfig {
+        bridge: config.bridge.clone(),
+        subnet: config.subnet.0,
+        prefix: config.subnet.1,
+    })
+    .await
+    .map_err(runtime::RuntimeError::from)?;
+    // No instance is adopted yet, so every address on record belongs to a dead container.
+    store
+        .tx(|tx| {
+            for row in store::addresses::list(tx)? {
+                store::addresses::release(tx, &row.instance)?;
+            }
+            Ok::<_, store::StoreError>(())
+        })
+        .await?;
     let (state_dir, cg_parent) = (config.state_dir.clone(), config.cgroup_parent.clone());
     let runtime =
-        tokio::task::spawn_blocking(move || runtime::Runtime::new(&state_dir, &cg_parent))
+        tokio::task::spawn_blocking(move || runtime::Runtime::new(&state_dir, &cg_parent, network))
             .await
             .map_err(|e| store::StoreError::Worker(e.to_string()))??;
     tracing::info!(cgroups = runtime.cgroup_kind(), "container runtime ready");
     let runtime = Arc::new(runtime);
     let state = Arc::new(api::State {
         apps,
+        store,
         runtime: Arc::clone(&runtime),
         limits: api::body::Limits {
             max_body_bytes: config.max_body_bytes,

@@ -34,6 +34,12 @@ struct Flags {
     /// cgroup subtree for containers (default paas).
     #[arg(long)]
     cgroup_parent: Option<String>,
+    /// Bridge for instance networking (default paas0).
+    #[arg(long)]
+    bridge: Option<String>,
+    /// Instance subnet (default 10.88.0.0/16).
+    #[arg(long)]
+    subnet: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -64,6 +70,8 @@ fn main() -> anyhow::Result<()> {
         http: flags.http,
         base_domain: flags.base_domain,
         cgroup_parent: flags.cgroup_parent,
+        bridge: flags.bridge,
+        subnet: flags.subnet,
     })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -10,7 +10,8 @@ use tokio::sync::mpsc;
 
 use crate::apps::{AppError, Apps};
 use crate::runtime::cgroups::Limits;
-use crate::runtime::{FromHelper, NetMode, RunSpec, Runtime, RuntimeError, Stream};
+use crate::runtime::{FromHelper, Networking, RunSpec, Runtime, RuntimeError, Stream};
+use crate::store::{self, Store, StoreError};
 
 /// Defaults for a one-off container (Heroku's standard dyno is 512 MB).
 pub const DEFAULT_MEMORY_MB: u64 = 512;
@@ -30,11 +31,14 @@ pub enum RunError {
     Start(String),
     #[error(transparent)]
     Runtime(RuntimeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Starts the command and returns its events; errors before the command runs come back here.
 pub async fn run(
     apps: &Apps,
+    store: &Store,
     runtime: &Arc<Runtime>,
     app: String,
     req: paas_api::RunRequest,
@@ -62,26 +66,42 @@ pub async fn run(
         ("PS".into(), "run".into()),
     ];
     env.extend(vars.vars);
-    let mut instance = runtime
+    let id = runtime.new_id(&format!("{app}-run"));
+    let subnet = runtime.network().subnet();
+    let ip = {
+        let id = id.clone();
+        store
+            .tx(move |tx| store::addresses::allocate(tx, &id, subnet.network(), subnet.prefix()))
+            .await?
+    };
+    let started = runtime
         .run(RunSpec {
-            name: format!("{app}-run"),
+            id: id.clone(),
             argv: vec!["bash".into(), "-c".into(), script],
             env,
-            net: NetMode::Private,
+            net: Networking::Bridge(ip),
             limits,
         })
-        .await
-        .map_err(|e| match e {
-            RuntimeError::Setup { stage, error } if stage == "exec" || stage == "chdir" => {
-                RunError::Start(error)
-            }
-            other => RunError::Runtime(other),
-        })?;
+        .await;
+    let mut instance = match started {
+        Ok(i) => i,
+        Err(e) => {
+            release(store, id).await;
+            return Err(match e {
+                RuntimeError::Setup { stage, error } if stage == "exec" || stage == "chdir" => {
+                    RunError::Start(error)
+                }
+                other => RunError::Runtime(other),
+            });
+        }
+    };
     let (tx, rx) = mpsc::channel(256);
+    let store = store.clone();
     tokio::spawn(async move {
         let _ = tx
             .send(RunEvent::Started {
                 id: instance.id.clone(),
+                ip: Some(ip.to_string()),
             })
             .await;
         let mut exited = false;
@@ -112,9 +132,19 @@ pub async fn run(
                 })
                 .await;
         }
+        let id = instance.id.clone();
         instance.finish(!exited).await;
+        release(&store, id).await;
     });
     Ok(rx)
+}
+
+/// Gives the instance's address back; a failure only leaks one address until restart.
+async fn release(store: &Store, id: String) {
+    let r = store.tx(move |tx| store::addresses::release(tx, &id)).await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "could not release an instance address");
+    }
 }
 
 /// The request's limits within sane bounds, defaults for what it leaves out.

@@ -57,12 +57,17 @@ pub const CGROUP_ROOTS: &[&str] = &[
     "/sys/fs/cgroup/unified",
 ];
 
-/// A running paasd on its own temp dir. Killed (SIGKILL) and its dir removed on drop.
+/// A running paasd on its own temp dir, bridge and subnet. Stopped, and everything it made
+/// (cgroups, bridge, NAT table, leftover containers, the dir) removed on drop.
 pub struct Daemon {
     child: Option<Child>,
     dir: tempfile::TempDir,
     pub log: PathBuf,
+    /// Unique within this test process: picks the bridge and subnet.
+    seq: u32,
 }
+
+static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 impl Daemon {
     /// Starts a fresh daemon in a new temp dir and waits until its socket answers.
@@ -77,6 +82,7 @@ impl Daemon {
             child: None,
             log: dir.path().join("paasd.log"),
             dir,
+            seq: SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 250,
         };
         d.restart();
         d
@@ -92,6 +98,41 @@ impl Daemon {
 
     pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
+    }
+
+    /// Picks this daemon's subnet: 10.213.<seq>.0/24.
+    pub fn seq(&self) -> u32 {
+        self.seq
+    }
+
+    /// This daemon's bridge: `pt<pid>x<seq>`, at most 15 bytes.
+    pub fn bridge(&self) -> String {
+        format!("pt{:x}x{:x}", std::process::id() & 0xfffff, self.seq)
+    }
+
+    /// Veths (host side) currently attached to this daemon's bridge.
+    pub fn veths(&self) -> Vec<String> {
+        std::fs::read_dir(format!("/sys/class/net/{}/brif", self.bridge()))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Removes the bridge and NAT table paasd set up (it keeps them across restarts, as a
+    /// production daemon must, so tests clean up after it).
+    fn remove_network(&self) {
+        let bridge = self.bridge();
+        let _ = Command::new("ip")
+            .args(["link", "del", &bridge])
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &format!("paas_{bridge}")])
+            .stderr(Stdio::null())
+            .status();
     }
 
     /// This daemon's own cgroup subtree (named after its unique temp dir).
@@ -164,6 +205,10 @@ impl Daemon {
             .arg("127.0.0.1:0")
             .arg("--cgroup-parent")
             .arg(self.cgroup_parent())
+            .arg("--bridge")
+            .arg(self.bridge())
+            .arg("--subnet")
+            .arg(format!("10.213.{}.0/24", self.seq))
             .env("PAASD_LOG", "debug");
         c
     }
@@ -276,6 +321,7 @@ impl Drop for Daemon {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         }
         self.remove_cgroups();
+        self.remove_network();
         if std::thread::panicking() {
             eprintln!("--- paasd log ---\n{}", self.log_text());
         }

@@ -403,3 +403,103 @@ impl Pending {
         }
     }
 }
+
+/// Starts `paas run --json` in the background and returns it with the container's address,
+/// read from the live `started` event.
+fn run_with_ip(d: &Daemon, app: &str, argv: &[&str]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(paas_tests::bin("paas"))
+        .arg("--socket")
+        .arg(d.socket())
+        .args(["--json", "run", app, "--"])
+        .args(argv)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("paas run");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut first = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("started event");
+    let ev: serde_json::Value = serde_json::from_str(&first).expect("json event");
+    assert_eq!(ev["type"], "started", "{first}");
+    let ip = ev["ip"].as_str().expect("ip").to_string();
+    (child, ip)
+}
+
+fn http_get(addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+#[test]
+fn the_host_reaches_containers_on_their_own_addresses() {
+    let Some(d) = daemon_with_app("the_host_reaches_containers_on_their_own_addresses", "web")
+    else {
+        return;
+    };
+    let server = ["timeout", "15", "python3", "-m", "http.server", "5000"];
+    let (mut a, ip_a) = run_with_ip(&d, "web", &server);
+    let (mut b, ip_b) = run_with_ip(&d, "web", &server);
+    assert_ne!(ip_a, ip_b, "two containers got the same address");
+    let subnet_prefix = format!("10.213.{}.", d.seq());
+    for ip in [&ip_a, &ip_b] {
+        assert!(
+            ip.starts_with(&subnet_prefix),
+            "{ip} outside this daemon's subnet"
+        );
+        let mut answer = None;
+        wait_until(Duration::from_secs(10), || {
+            answer = http_get(&format!("{ip}:5000"));
+            answer.is_some()
+        });
+        let answer = answer.unwrap_or_else(|| panic!("no HTTP answer from {ip}:5000"));
+        assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+        assert!(answer.contains("Directory listing"), "{answer}");
+    }
+    assert_eq!(d.veths().len(), 2, "{:?}", d.veths());
+    let _ = a.wait();
+    let _ = b.wait();
+}
+
+#[test]
+fn two_hundred_start_stop_cycles_leave_nothing_behind() {
+    let Some(d) = daemon_with_app("two_hundred_start_stop_cycles_leave_nothing_behind", "cyc")
+    else {
+        return;
+    };
+    let mounts_before = host_mounts_under(d.dir()).len();
+    for i in 0..200 {
+        let r = d.paas(&["run", "cyc", "--", "true"]);
+        assert!(r.status.success(), "cycle {i}: {r:#?}");
+    }
+    // A dead container's network namespace (and its veth) is freed by the kernel shortly after.
+    wait_until(Duration::from_secs(20), || d.veths().is_empty())
+        .unwrap_or_else(|| panic!("veths left: {:?}", d.veths()));
+    assert_eq!(
+        host_mounts_under(d.dir()).len(),
+        mounts_before,
+        "mounts left"
+    );
+    assert!(d.cgroups().is_empty(), "cgroups left: {:?}", d.cgroups());
+    assert!(
+        instance_dirs(&d).is_empty(),
+        "scratch dirs left: {:?}",
+        instance_dirs(&d)
+    );
+    let addresses = paas_tests::db_snapshot(&d.db());
+    let rows = addresses
+        .split("== addresses\n")
+        .nth(1)
+        .map(|rest| rest.split("== ").next().unwrap_or("").trim().to_string())
+        .expect("addresses table");
+    assert!(rows.is_empty(), "addresses still allocated: {rows}");
+}

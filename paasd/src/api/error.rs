@@ -82,6 +82,7 @@ impl From<crate::oneoff::RunError> for ApiError {
                 e.to_string(),
             ),
             RunError::Runtime(r) => ApiError::internal("starting a one-off container failed", &r),
+            RunError::Store(r) => ApiError::internal("allocating an instance address failed", &r),
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::apps::Apps;
 /// What handlers can reach.
 pub struct State {
     pub apps: Apps,
+    pub store: crate::store::Store,
     pub runtime: Arc<crate::runtime::Runtime>,
     pub limits: body::Limits,
     pub started: Instant,

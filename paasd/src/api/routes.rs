@@ -110,7 +110,8 @@ async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Body
 
                 (["run"], &Method::POST) => {
                     let body: paas_api::RunRequest = read_json(req, limits).await?;
-                    let events = crate::oneoff::run(apps, &state.runtime, app, body).await?;
+                    let events =
+                        crate::oneoff::run(apps, &state.store, &state.runtime, app, body).await?;
                     Ok(ndjson(events))
                 }
                 (["run"], _) => Err(not_allowed("POST")),

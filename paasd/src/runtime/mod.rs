@@ -38,20 +38,33 @@ pub enum RuntimeError {
     Protocol(String),
     #[error(transparent)]
     Cgroup(#[from] cgroups::CgroupError),
+    #[error(transparent)]
+    Net(#[from] net::NetError),
 }
 
 /// The unprivileged identity app processes run as (`app` in the generated /etc/passwd).
 pub const APP_UID: u32 = 10000;
 pub const APP_GID: u32 = 10000;
 
+/// How an instance reaches the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Networking {
+    /// The host's namespace (builds fetch dependencies).
+    Host,
+    /// Its own namespace with loopback only.
+    Loopback,
+    /// Its own namespace, `eth0` on the bridge with this address (allocated by the caller).
+    Bridge(std::net::Ipv4Addr),
+}
+
 /// What to run; the runtime adds the rootfs, identity and isolation.
 #[derive(Debug, Clone)]
 pub struct RunSpec {
-    /// Prefix of the instance id and the hostname (e.g. `myapp-run`).
-    pub name: String,
+    /// From [`Runtime::new_id`]; also the hostname and the cgroup name.
+    pub id: String,
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
-    pub net: NetMode,
+    pub net: Networking,
     pub limits: cgroups::Limits,
 }
 
@@ -59,6 +72,7 @@ pub struct Runtime {
     instances: PathBuf,
     stack: stack::HostStack,
     cgroups: cgroups::Cgroups,
+    network: net::Network,
     seq: AtomicU64,
 }
 
@@ -74,7 +88,11 @@ pub struct Instance {
 impl Runtime {
     /// Prepares the host stack, finds the cgroup layout, and removes what a previous paasd
     /// left behind. `cgroup_parent` is the cgroup subtree this paasd owns.
-    pub fn new(state_dir: &Path, cgroup_parent: &str) -> Result<Runtime, RuntimeError> {
+    pub fn new(
+        state_dir: &Path,
+        cgroup_parent: &str,
+        network: net::Network,
+    ) -> Result<Runtime, RuntimeError> {
         let instances = state_dir.join("instances");
         std::fs::create_dir_all(&instances).map_err(|source| RuntimeError::Io {
             path: instances.clone(),
@@ -83,6 +101,7 @@ impl Runtime {
         let rt = Runtime {
             stack: stack::HostStack::prepare(state_dir)?,
             cgroups: cgroups::Cgroups::detect(cgroup_parent)?,
+            network,
             instances,
             seq: AtomicU64::new(0),
         };
@@ -135,9 +154,22 @@ impl Runtime {
         }
     }
 
+    /// The instance network (its subnet is where callers allocate addresses).
+    pub fn network(&self) -> &net::Network {
+        &self.network
+    }
+
+    /// A fresh instance id: `<prefix>-<paasd pid>-<n>`, unique across paasd restarts.
+    pub fn new_id(&self, prefix: &str) -> String {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        format!("{prefix}-{}-{n}", std::process::id())
+    }
+
     pub async fn run(&self, spec: RunSpec) -> Result<Instance, RuntimeError> {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{}-{}-{n}", spec.name, std::process::id());
+        // 15 bytes at most: "vp" + pid + sequence, in hex.
+        let host_if = format!("vp{:x}x{n:x}", std::process::id() & 0xffff);
+        let id = spec.id;
         let dir = self.instances.join(&id);
         let io = |p: &Path| {
             let p = p.to_path_buf();
@@ -195,10 +227,34 @@ impl Runtime {
                 files: vec![],
             },
             cgroup_procs: cgroup.procs_files(),
-            net: spec.net,
-            wait_for_start: false,
+            net: match spec.net {
+                Networking::Host => NetMode::Host,
+                Networking::Loopback | Networking::Bridge(_) => NetMode::Private,
+            },
+            wait_for_start: matches!(spec.net, Networking::Bridge(_)),
         };
-        match Container::create(&full).await {
+        let created = match Container::create(&full).await {
+            Ok(mut container) => match spec.net {
+                // The namespace exists, the command has not run: wire eth0, then start.
+                Networking::Bridge(ip) => {
+                    let wired = self.network.attach(container.pid, ip, &host_if).await;
+                    let started = match wired {
+                        Ok(()) => container.start().await,
+                        Err(e) => Err(e.into()),
+                    };
+                    match started {
+                        Ok(()) => Ok(container),
+                        Err(e) => {
+                            container.finish(true).await;
+                            Err(e)
+                        }
+                    }
+                }
+                _ => Ok(container),
+            },
+            Err(e) => Err(e),
+        };
+        match created {
             Ok(container) => {
                 let _ = std::fs::write(dir.join("helper.pid"), container.helper_pid.to_string());
                 Ok(Instance {
