@@ -31,6 +31,10 @@ do_uninstall() {
   stop_paasd
   rm -f "$PREFIX/bin/paasd" "$PREFIX/bin/paas" "$SOCKET"
   rmdir "$(dirname "$SOCKET")" 2>/dev/null || true
+  # paasd keeps its bridge and NAT table across restarts (running apps need them).
+  ip link del paas0 2>/dev/null || true
+  nft delete table inet paas_paas0 2>/dev/null || true
+  for d in /sys/fs/cgroup/*/paas /sys/fs/cgroup/paas; do [ -d "$d" ] && rmdir "$d" 2>/dev/null; done; true
   if [ "$purge" = yes ]; then
     step "purging $STATE and $ETC"
     rm -rf "$STATE" "$ETC" "$LOG"
@@ -41,7 +45,7 @@ do_uninstall() {
 
 do_install() {
   need_root
-  ensure_packages ca-certificates gcc git sqlite3 procps
+  ensure_packages ca-certificates gcc git sqlite3 procps iproute2 nftables python3
   if [ -x bin/paasd ] && [ -x bin/paas ]; then
     step "using prebuilt binaries in ./bin"
     BIN=bin
@@ -87,8 +91,9 @@ TOML
   "$PREFIX/bin/paas" info "$DEMO_APP"
   cat <<MSG
 
-Next: paas env set $DEMO_APP GREETING=hi · paas scale $DEMO_APP web=2 · paas releases $DEMO_APP
-(Builds, containers, routing and git push arrive with the next issues; see README.)
+Next: paas env set $DEMO_APP GREETING=hi · paas run $DEMO_APP -- sh -c 'echo \$GREETING; id'
+      paas releases $DEMO_APP
+(Builds, routing and git push arrive with the next issues; see README.)
 MSG
 }
 

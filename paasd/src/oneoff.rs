@@ -107,7 +107,7 @@ pub async fn run(
         let mut exited = false;
         while let Some(msg) = instance.container.next().await {
             let ev = match msg {
-                FromHelper::Output { stream, line } => RunEvent::Output {
+                FromHelper::Output { stream, line, .. } => RunEvent::Output {
                     stream: match stream {
                         Stream::Stdout => OutputStream::Stdout,
                         Stream::Stderr => OutputStream::Stderr,

@@ -308,7 +308,14 @@ fn flush(out: &mut Reporter, stream: Stream, buf: &mut Vec<u8>, eof: bool) {
         let Some((end, skip)) = cut else { return };
         let line = String::from_utf8_lossy(&buf[..end]).into_owned();
         buf.drain(..end + skip);
-        out.send(&FromHelper::Output { stream, line });
+        let ts_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        out.send(&FromHelper::Output {
+            stream,
+            line,
+            ts_ms,
+        });
     }
 }
 

@@ -328,7 +328,7 @@ fn etc_files(hostname: &str) -> Vec<proto::GeneratedFile> {
         contents,
         mode: 0o644,
     };
-    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let resolv = resolv_conf();
     vec![
         f("/etc/hostname", format!("{hostname}\n")),
         f(
@@ -348,4 +348,49 @@ fn etc_files(hostname: &str) -> Vec<proto::GeneratedFile> {
             format!("root:x:0:\napp:x:{APP_GID}:\nnogroup:x:65534:\n"),
         ),
     ]
+}
+
+/// The host's resolver config as a container can use it: a loopback nameserver (systemd-
+/// resolved's 127.0.0.53, a local dnsmasq) is unreachable from the container's namespace,
+/// so the upstream list systemd-resolved keeps is used instead when there is one.
+fn resolv_conf() -> String {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    if !nameservers_are_loopback(&host) {
+        return host;
+    }
+    match std::fs::read_to_string("/run/systemd/resolve/resolv.conf") {
+        Ok(upstream) if !upstream.trim().is_empty() && !nameservers_are_loopback(&upstream) => {
+            upstream
+        }
+        _ => {
+            tracing::warn!("the host resolves names on loopback only; containers get no DNS");
+            host
+        }
+    }
+}
+
+fn nameservers_are_loopback(conf: &str) -> bool {
+    let servers: Vec<&str> = conf
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .map(str::trim)
+        .collect();
+    !servers.is_empty() && servers.iter().all(|s| s.starts_with("127.") || *s == "::1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_resolvers_are_detected() {
+        assert!(nameservers_are_loopback(
+            "nameserver 127.0.0.53\noptions edns0\n"
+        ));
+        assert!(nameservers_are_loopback("nameserver ::1\n"));
+        assert!(!nameservers_are_loopback(
+            "nameserver 10.0.0.2\nnameserver 127.0.0.1\n"
+        ));
+        assert!(!nameservers_are_loopback("# empty\n"));
+    }
 }

@@ -79,8 +79,14 @@ pub enum FromHelper {
     Created { pid: i32 },
     /// The command was exec'd.
     Started,
-    /// One line of output (without its newline; invalid UTF-8 replaced).
-    Output { stream: Stream, line: String },
+    /// One line of output (without its newline; invalid UTF-8 replaced), stamped by the
+    /// monitor when it read it: milliseconds since the Unix epoch.
+    Output {
+        stream: Stream,
+        line: String,
+        #[serde(default)]
+        ts_ms: u64,
+    },
     /// The container's first process ended; every other process of it is gone with it.
     Exited {
         code: Option<i32>,
