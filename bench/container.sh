@@ -9,8 +9,7 @@
 # On hybrid cgroup hosts crun refuses to run while /sys/fs/cgroup/unified is visible, so it
 # runs inside a private mount namespace with that mount detached.
 # crun's figure includes its own cleanup (it removes its cgroup before exiting), so compare
-# it with both of ours. On cgroup v1 each hierarchy costs ~3.5 ms to create and remove
-# (the kernel waits for RCU grace periods); we use five.
+# it with both of ours. Ours also attaches a veth to the bridge; crun's has no network.
 # Usage: bench/container.sh [N] (default 50). Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
