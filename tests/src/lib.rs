@@ -292,14 +292,30 @@ impl Daemon {
         Client::new(self.socket())
     }
 
+    /// The real `paas` CLI aimed at this daemon, not yet run.
+    pub fn paas_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin("paas"));
+        c.arg("--socket").arg(self.socket()).args(args);
+        c
+    }
+
     /// Runs the real `paas` CLI against this daemon.
     pub fn paas(&self, args: &[&str]) -> Run {
-        Run::of(
-            Command::new(bin("paas"))
-                .arg("--socket")
-                .arg(self.socket())
-                .args(args),
-        )
+        Run::of(&mut self.paas_command(args))
+    }
+
+    /// Starts the CLI in the background (stdout and stderr captured) for tests that act
+    /// while it runs.
+    pub fn spawn_paas(&self, args: &[&str]) -> Background {
+        let cmdline = format!("paas {}", args.join(" "));
+        let child = self
+            .paas_command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn paas");
+        Background { child, cmdline }
     }
 }
 
@@ -376,6 +392,43 @@ impl Run {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(self.ok())
             .unwrap_or_else(|e| panic!("stdout not JSON ({e}): {self:#?}"))
+    }
+}
+
+/// A CLI run in the background; killed on drop if still running.
+pub struct Background {
+    pub child: Child,
+    cmdline: String,
+}
+
+impl Background {
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits for the end and collects what it printed.
+    pub fn finish(mut self) -> Run {
+        let child = std::mem::replace(
+            &mut self.child,
+            Command::new("true").spawn().expect("placeholder process"),
+        );
+        let out = child.wait_with_output().expect("wait for paas");
+        let _ = self.child.wait();
+        Run {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            cmdline: self.cmdline.clone(),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

@@ -172,21 +172,14 @@ fn containers_left_by_a_killed_daemon_are_reaped_on_start() {
         return;
     };
     let marker = format!("{}", 40000 + std::process::id() % 20000);
-    let mut cli = std::process::Command::new(paas_tests::bin("paas"))
-        .arg("--socket")
-        .arg(d.socket())
-        .args(["run", "orphan", "--", "sleep", &marker])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("paas run");
+    let cli = d.spawn_paas(&["run", "orphan", "--", "sleep", &marker]);
     let sleeping = || find_process(&["sleep", &marker]);
     wait_until(Duration::from_secs(20), || sleeping().is_some()).expect("container never started");
     assert_eq!(instance_dirs(&d).len(), 1);
 
     nix::sys::signal::kill(d.pid(), nix::sys::signal::Signal::SIGKILL).expect("kill paasd");
     d.stop();
-    let _ = cli.wait();
+    drop(cli.finish());
     // The container outlives a crashed daemon (it has its own monitor)...
     assert!(sleeping().is_some(), "container died with paasd");
     // ...and the next paasd reaps it and its scratch dir.
@@ -225,20 +218,16 @@ fn memory_limit_oom_kills_only_that_container() {
     };
     let _turn = heavy();
     // A neighbour with the same limit that must live through the other's OOM kill.
-    let neighbour = std::process::Command::new(paas_tests::bin("paas"))
-        .arg("--socket")
-        .arg(d.socket())
-        .args([
-            "run",
-            "mem",
-            "--memory",
-            "64",
-            "--",
-            "sh",
-            "-c",
-            "sleep 2; echo alive",
-        ])
-        .output_async();
+    let neighbour = d.spawn_paas(&[
+        "run",
+        "mem",
+        "--memory",
+        "64",
+        "--",
+        "sh",
+        "-c",
+        "sleep 2; echo alive",
+    ]);
     let r = d.paas(&[
         "run",
         "mem",
@@ -265,22 +254,18 @@ fn pids_limit_contains_a_fork_bomb() {
     };
     let _turn = heavy();
     // Every level waits for its children, so the tree stays at the limit until `timeout`.
-    let bomb = std::process::Command::new(paas_tests::bin("paas"))
-        .arg("--socket")
-        .arg(d.socket())
-        .args([
-            "run",
-            "bomb",
-            "--pids",
-            "32",
-            "--",
-            "timeout",
-            "4",
-            "bash",
-            "-c",
-            ":(){ :|:& wait; };:",
-        ])
-        .output_async();
+    let bomb = d.spawn_paas(&[
+        "run",
+        "bomb",
+        "--pids",
+        "32",
+        "--",
+        "timeout",
+        "4",
+        "bash",
+        "-c",
+        ":(){ :|:& wait; };:",
+    ]);
     // While it runs: never more than 32 tasks in its cgroup, and the host still answers.
     let mut bomb = bomb;
     let (mut peak, mut samples) = (0u64, 0u32);
@@ -369,56 +354,14 @@ fn cgroups_and_scratch_dirs_go_away_with_the_daemon() {
     }
 }
 
-/// A CLI run in the background, collected later.
-trait OutputAsync {
-    fn output_async(&mut self) -> Pending;
-}
-
-struct Pending(std::process::Child);
-
-impl OutputAsync for std::process::Command {
-    fn output_async(&mut self) -> Pending {
-        Pending(
-            self.stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("spawn paas"),
-        )
-    }
-}
-
-impl Pending {
-    fn running(&mut self) -> bool {
-        matches!(self.0.try_wait(), Ok(None))
-    }
-
-    fn finish(self) -> paas_tests::Run {
-        let out = self.0.wait_with_output().expect("wait");
-        paas_tests::Run {
-            status: out.status,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            cmdline: "background paas run".into(),
-        }
-    }
-}
-
 /// Starts `paas run --json` in the background and returns it with the container's address,
 /// read from the live `started` event.
-fn run_with_ip(d: &Daemon, app: &str, argv: &[&str]) -> (std::process::Child, String) {
+fn run_with_ip(d: &Daemon, app: &str, argv: &[&str]) -> (paas_tests::Background, String) {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(paas_tests::bin("paas"))
-        .arg("--socket")
-        .arg(d.socket())
-        .args(["--json", "run", app, "--"])
-        .args(argv)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("paas run");
-    let stdout = child.stdout.take().expect("stdout");
+    let mut args = vec!["--json", "run", app, "--"];
+    args.extend_from_slice(argv);
+    let mut child = d.spawn_paas(&args);
+    let stdout = child.child.stdout.take().expect("stdout");
     let mut first = String::new();
     std::io::BufReader::new(stdout)
         .read_line(&mut first)
@@ -447,8 +390,8 @@ fn the_host_reaches_containers_on_their_own_addresses() {
         return;
     };
     let server = ["timeout", "15", "python3", "-m", "http.server", "5000"];
-    let (mut a, ip_a) = run_with_ip(&d, "web", &server);
-    let (mut b, ip_b) = run_with_ip(&d, "web", &server);
+    let (a, ip_a) = run_with_ip(&d, "web", &server);
+    let (b, ip_b) = run_with_ip(&d, "web", &server);
     assert_ne!(ip_a, ip_b, "two containers got the same address");
     let subnet_prefix = format!("10.213.{}.", d.seq());
     for ip in [&ip_a, &ip_b] {
@@ -466,8 +409,16 @@ fn the_host_reaches_containers_on_their_own_addresses() {
         assert!(answer.contains("Directory listing"), "{answer}");
     }
     assert_eq!(d.veths().len(), 2, "{:?}", d.veths());
-    let _ = a.wait();
-    let _ = b.wait();
+    assert_eq!(
+        a.finish().status.code(),
+        Some(124),
+        "servers end by timeout"
+    );
+    assert_eq!(
+        b.finish().status.code(),
+        Some(124),
+        "servers end by timeout"
+    );
 }
 
 #[test]
