@@ -40,7 +40,12 @@ fn main() -> anyhow::Result<()> {
             .subnet()
             .host(2)
             .ok_or_else(|| anyhow::anyhow!("subnet"))?;
-        let runtime = Runtime::new(&state, &format!("paas-bench-{tag}"), network)?;
+        let runtime = Runtime::new(
+            &state,
+            &format!("paas-bench-{tag}"),
+            network,
+            &Default::default(),
+        )?;
         let mut times = Vec::with_capacity(n);
         let mut cleaned = Vec::with_capacity(n);
         for i in 0..n + 3 {
@@ -51,6 +56,7 @@ fn main() -> anyhow::Result<()> {
                     argv: vec!["/bin/true".into()],
                     env: vec![("PATH".into(), "/usr/bin:/bin".into())],
                     net: Networking::Bridge(ip),
+                    stack: "host".into(),
                     // The same limits a `paas run` gets by default.
                     limits: Limits {
                         memory_bytes: Some(512 << 20),

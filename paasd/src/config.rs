@@ -43,6 +43,9 @@ pub struct FileConfig {
     pub cgroup_parent: Option<String>,
     pub bridge: Option<String>,
     pub subnet: Option<String>,
+    /// Extra stacks: name = root filesystem directory.
+    #[serde(default)]
+    pub stacks: std::collections::BTreeMap<String, PathBuf>,
 }
 
 /// Overrides from the command line (same names as the file keys).
@@ -78,6 +81,8 @@ pub struct Config {
     /// Bridge the instances hang off, and their subnet (`10.88.0.0/16` style).
     pub bridge: String,
     pub subnet: (std::net::Ipv4Addr, u8),
+    /// Extra stacks by name (`[stacks]` in the config file); `host` is built in.
+    pub stacks: std::collections::BTreeMap<String, PathBuf>,
 }
 
 impl Config {
@@ -142,6 +147,7 @@ impl Config {
                 .or(file.bridge)
                 .unwrap_or_else(|| "paas0".to_string()),
             subnet,
+            stacks: file.stacks,
             state_dir,
         })
     }

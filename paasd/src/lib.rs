@@ -54,6 +54,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         apps::Settings {
             base_domain: config.base_domain.clone(),
             max_instances_per_type: config.max_instances_per_type,
+            stacks: std::iter::once("host".to_string())
+                .chain(config.stacks.keys().cloned())
+                .collect(),
         },
     );
     let network = runtime::net::Network::setup(runtime::net::NetConfig {
@@ -72,11 +75,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             Ok::<_, store::StoreError>(())
         })
         .await?;
-    let (state_dir, cg_parent) = (config.state_dir.clone(), config.cgroup_parent.clone());
-    let runtime =
-        tokio::task::spawn_blocking(move || runtime::Runtime::new(&state_dir, &cg_parent, network))
-            .await
-            .map_err(|e| store::StoreError::Worker(e.to_string()))??;
+    let (state_dir, cg_parent, stacks) = (
+        config.state_dir.clone(),
+        config.cgroup_parent.clone(),
+        config.stacks.clone(),
+    );
+    let runtime = tokio::task::spawn_blocking(move || {
+        runtime::Runtime::new(&state_dir, &cg_parent, network, &stacks)
+    })
+    .await
+    .map_err(|e| store::StoreError::Worker(e.to_string()))??;
     tracing::info!(cgroups = runtime.cgroup_kind(), "container runtime ready");
     let runtime = Arc::new(runtime);
     let state = Arc::new(api::State {

@@ -54,6 +54,7 @@ pub async fn run(
             .collect::<Vec<_>>()
             .join(" "),
     };
+    let stack = apps.info(app.clone()).await?.stack;
     let vars = apps.env(app.clone(), true).await?;
     let mut env: Vec<(String, String)> = vec![
         (
@@ -81,6 +82,7 @@ pub async fn run(
             env,
             net: Networking::Bridge(ip),
             limits,
+            stack,
         })
         .await;
     let mut instance = match started {

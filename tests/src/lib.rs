@@ -72,12 +72,17 @@ static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 impl Daemon {
     /// Starts a fresh daemon in a new temp dir and waits until its socket answers.
     pub fn start() -> Daemon {
+        Daemon::start_with_config("")
+    }
+
+    /// Like [`Daemon::start`] with `toml` as its config file (e.g. a `[stacks]` table).
+    pub fn start_with_config(toml: &str) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("paas-test-")
             .tempdir()
             .expect("temp dir");
         // An empty config file isolates the test from /etc/paas/paasd.toml.
-        std::fs::write(dir.path().join("paasd.toml"), "").expect("config");
+        std::fs::write(dir.path().join("paasd.toml"), toml).expect("config");
         let mut d = Daemon {
             child: None,
             log: dir.path().join("paasd.log"),

@@ -447,3 +447,92 @@ fn two_hundred_start_stop_cycles_leave_nothing_behind() {
         .expect("addresses table");
     assert!(rows.is_empty(), "addresses still allocated: {rows}");
 }
+
+/// A minimal root filesystem made of a few host binaries and the libraries they load.
+fn tiny_rootfs(root: &Path) {
+    let copy = |src: &Path| {
+        let dst = root.join(src.strip_prefix("/").expect("absolute"));
+        std::fs::create_dir_all(dst.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(src, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
+    };
+    // Mirror the host's /usr merge so library paths resolve the same way.
+    for d in ["bin", "sbin", "lib", "lib64"] {
+        if let Ok(to) = std::fs::read_link(Path::new("/").join(d)) {
+            std::fs::create_dir_all(root.join(&to)).expect("mkdir");
+            std::os::unix::fs::symlink(&to, root.join(d)).expect("symlink");
+        }
+    }
+    for bin in ["bash", "cat", "ls", "id"] {
+        let path = Path::new("/usr/bin").join(bin);
+        copy(&path);
+        let ldd = std::process::Command::new("ldd")
+            .arg(&path)
+            .output()
+            .expect("ldd");
+        for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+            let lib = match line.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next(),
+                None => line.split_whitespace().next(),
+            };
+            if let Some(lib) = lib.filter(|l| l.starts_with('/')) {
+                copy(Path::new(lib));
+            }
+        }
+    }
+    std::fs::create_dir_all(root.join("etc")).expect("etc");
+    std::fs::write(root.join("etc/stack-marker"), "tiny\n").expect("marker");
+    let data = root.join("data");
+    std::fs::create_dir_all(&data).expect("data");
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o1777))
+        .expect("chmod data");
+}
+
+#[test]
+fn apps_run_on_a_configured_rootfs_stack() {
+    if !have_root("apps_run_on_a_configured_rootfs_stack") {
+        return;
+    }
+    let rootfs = tempfile::tempdir().expect("rootfs dir");
+    tiny_rootfs(rootfs.path());
+    let d = Daemon::start_with_config(&format!(
+        "[stacks]\ntiny = \"{}\"\n",
+        rootfs.path().display()
+    ));
+    d.paas(&["create", "odd", "--stack", "nope"])
+        .fails(1, "unknown stack 'nope' (available: host, tiny)");
+    d.paas(&["create", "mini", "--stack", "tiny"]).ok();
+    assert_eq!(d.paas(&["info", "mini", "--json"]).json()["stack"], "tiny");
+    let r = d.paas(&["run", "mini", "cat /etc/stack-marker; ls /usr/bin; id -u"]);
+    let out = r.ok();
+    assert!(out.starts_with("tiny\n"), "{r:#?}");
+    let bins: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with("10000"))
+        .collect();
+    assert_eq!(
+        bins,
+        ["bash", "cat", "id", "ls"],
+        "the host's /usr must not show: {r:#?}"
+    );
+    assert!(out.ends_with("10000\n"), "{r:#?}");
+    // The host's CA certificates come along, read-only.
+    if Path::new("/etc/ssl/certs").is_dir() {
+        let r = d.paas(&[
+            "run",
+            "mini",
+            "ls /etc/ssl/certs; echo x > /etc/ssl/certs/y",
+        ]);
+        assert!(!r.stdout.trim().is_empty(), "{r:#?}");
+        assert!(r.stderr.contains("Read-only file system"), "{r:#?}");
+    }
+    // The rootfs is a lower layer: writes land in the instance and vanish with it.
+    let r = d.paas(&["run", "mini", "echo hi > /data/new && cat /data/new"]);
+    assert_eq!(r.ok(), "hi\n");
+    assert!(
+        !rootfs.path().join("data/new").exists(),
+        "write reached the stack"
+    );
+    d.paas(&["run", "mini", "cat /data/new"])
+        .fails(1, "No such file");
+}

@@ -45,6 +45,8 @@ pub enum AppError {
 pub struct Settings {
     pub base_domain: String,
     pub max_instances_per_type: u32,
+    /// Stacks an app may ask for (`host` plus the configured ones).
+    pub stacks: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -66,7 +68,7 @@ impl Apps {
     pub async fn create(&self, req: api::CreateApp) -> Result<api::App, AppError> {
         validate::app_name(&req.name).map_err(AppError::InvalidName)?;
         let stack = req.stack.unwrap_or_else(|| "host".to_string());
-        validate::stack(&stack).map_err(AppError::InvalidRequest)?;
+        validate::stack(&stack, &self.settings.stacks).map_err(AppError::InvalidRequest)?;
         if let Some(bp) = &req.buildpack {
             validate::buildpack(bp).map_err(AppError::InvalidRequest)?;
         }

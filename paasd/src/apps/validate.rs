@@ -1,9 +1,6 @@
 //! Pure validation of user-supplied names: app names, config var keys and values, domains,
 //! process types, stacks. Each check returns the message a person sees; no I/O here.
 
-/// Stacks this paasd can run on (later issues add imported ones).
-pub const STACKS: &[&str] = &["host"];
-
 const MAX_ENV_VALUE: usize = 32 * 1024;
 
 /// `[a-z][a-z0-9-]{0,29}`, not ending in a dash: a DNS label, so `<app>.<base-domain>` works.
@@ -115,14 +112,15 @@ pub fn process_type(name: &str) -> Result<(), String> {
     }
 }
 
-pub fn stack(name: &str) -> Result<(), String> {
-    if STACKS.contains(&name) {
+/// `name` must be one of `known` (the built-in `host` plus the configured ones).
+pub fn stack(name: &str, known: &[String]) -> Result<(), String> {
+    if known.iter().any(|k| k == name) {
         Ok(())
     } else {
         Err(format!(
             "unknown stack '{}' (available: {})",
             printable(name),
-            STACKS.join(", ")
+            known.join(", ")
         ))
     }
 }

@@ -66,11 +66,13 @@ pub struct RunSpec {
     pub env: Vec<(String, String)>,
     pub net: Networking,
     pub limits: cgroups::Limits,
+    /// A name from [`Runtime::stacks`].
+    pub stack: String,
 }
 
 pub struct Runtime {
     instances: PathBuf,
-    stack: stack::HostStack,
+    stacks: std::collections::BTreeMap<String, stack::Stack>,
     cgroups: cgroups::Cgroups,
     network: net::Network,
     seq: AtomicU64,
@@ -88,10 +90,12 @@ pub struct Instance {
 impl Runtime {
     /// Prepares the host stack, finds the cgroup layout, and removes what a previous paasd
     /// left behind. `cgroup_parent` is the cgroup subtree this paasd owns.
+    /// `rootfs_stacks` names extra stacks by their root directory; `host` always exists.
     pub fn new(
         state_dir: &Path,
         cgroup_parent: &str,
         network: net::Network,
+        rootfs_stacks: &std::collections::BTreeMap<String, PathBuf>,
     ) -> Result<Runtime, RuntimeError> {
         let instances = state_dir.join("instances");
         std::fs::create_dir_all(&instances).map_err(|source| RuntimeError::Io {
@@ -99,7 +103,20 @@ impl Runtime {
             source,
         })?;
         let rt = Runtime {
-            stack: stack::HostStack::prepare(state_dir)?,
+            stacks: {
+                let mut m = std::collections::BTreeMap::new();
+                m.insert(
+                    "host".to_string(),
+                    stack::Stack::Host(stack::HostStack::prepare(state_dir)?),
+                );
+                for (name, root) in rootfs_stacks {
+                    m.insert(
+                        name.clone(),
+                        stack::Stack::Rootfs(stack::RootfsStack::open(root)?),
+                    );
+                }
+                m
+            },
             cgroups: cgroups::Cgroups::detect(cgroup_parent)?,
             network,
             instances,
@@ -154,6 +171,11 @@ impl Runtime {
         }
     }
 
+    /// Names of the stacks containers can run on.
+    pub fn stacks(&self) -> Vec<String> {
+        self.stacks.keys().cloned().collect()
+    }
+
     /// The instance network (its subnet is where callers allocate addresses).
     pub fn network(&self) -> &net::Network {
         &self.network
@@ -170,6 +192,13 @@ impl Runtime {
         // 15 bytes at most: "vp" + pid + sequence, in hex.
         let host_if = format!("vp{:x}x{n:x}", std::process::id() & 0xffff);
         let id = spec.id;
+        let stack = self
+            .stacks
+            .get(&spec.stack)
+            .ok_or_else(|| RuntimeError::Setup {
+                stage: "stack".into(),
+                error: format!("unknown stack '{}'", spec.stack),
+            })?;
         let dir = self.instances.join(&id);
         let io = |p: &Path| {
             let p = p.to_path_buf();
@@ -219,11 +248,11 @@ impl Runtime {
             uid: APP_UID,
             gid: APP_GID,
             rootfs: proto::Rootfs {
-                lower: vec![self.stack.skeleton().to_path_buf()],
+                lower: vec![stack.lower().to_path_buf()],
                 upper: dir.join("upper"),
                 work: dir.join("work"),
                 target: dir.join("rootfs"),
-                binds: self.stack.binds().to_vec(),
+                binds: stack.binds().to_vec(),
                 files: vec![],
             },
             cgroup_procs: cgroup.procs_files(),

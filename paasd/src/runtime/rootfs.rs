@@ -41,6 +41,9 @@ const READ_ONLY: &[&str] = &[
 ];
 
 pub fn setup(r: &Rootfs) -> Result<(), StageError> {
+    // paasd runs with umask 077; mount points made here (e.g. /etc/ssl for a bind) must be
+    // traversable by the app user.
+    nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
     // Nothing we mount may propagate back to the host.
     mount(
         None::<&str>,

@@ -42,6 +42,71 @@ const SKELETON_DIRS: &[&str] = &[
     "app", "dev", "etc", "home", "proc", "run", "sys", "tmp", "var", "var/tmp", "root",
 ];
 
+/// A root filesystem containers run on: the built-in `host` stack, or a rootfs directory
+/// (debootstrap output, an unpacked image) named in the config.
+pub enum Stack {
+    Host(HostStack),
+    Rootfs(RootfsStack),
+}
+
+impl Stack {
+    /// The overlay's bottom layer.
+    pub fn lower(&self) -> &Path {
+        match self {
+            Stack::Host(h) => h.skeleton(),
+            Stack::Rootfs(r) => &r.root,
+        }
+    }
+
+    pub fn binds(&self) -> &[Bind] {
+        match self {
+            Stack::Host(h) => h.binds(),
+            Stack::Rootfs(r) => &r.binds,
+        }
+    }
+}
+
+/// A foreign root filesystem. It gets the host's CA certificates bound in read-only, so
+/// builds trust what the host trusts (a TLS-intercepting proxy, a private CA).
+pub struct RootfsStack {
+    root: PathBuf,
+    binds: Vec<Bind>,
+}
+
+impl RootfsStack {
+    pub fn open(root: &Path) -> Result<RootfsStack, RuntimeError> {
+        let meta = std::fs::metadata(root).map_err(|source| RuntimeError::Io {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        let looks_like_root = meta.is_dir()
+            && ["bin", "usr/bin"]
+                .iter()
+                .any(|d| root.join(d).join("sh").exists() || root.join(d).is_dir());
+        if !looks_like_root {
+            return Err(RuntimeError::Setup {
+                stage: "stack".into(),
+                error: format!(
+                    "{} is not a root filesystem (no bin/ or usr/bin/)",
+                    root.display()
+                ),
+            });
+        }
+        let binds = ["/etc/ssl/certs", "/usr/share/ca-certificates"]
+            .iter()
+            .filter(|p| Path::new(p).is_dir())
+            .map(|p| Bind {
+                source: PathBuf::from(p),
+                dest: p.to_string(),
+            })
+            .collect();
+        Ok(RootfsStack {
+            root: root.to_path_buf(),
+            binds,
+        })
+    }
+}
+
 pub struct HostStack {
     skeleton: PathBuf,
     binds: Vec<Bind>,
