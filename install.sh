@@ -79,7 +79,8 @@ TOML
   else
     # systemd unit and socket hand-over arrive with the VPS issue; until then, a background daemon.
     step "starting paasd in the background (log: $LOG)"
-    nohup "$PREFIX/bin/paasd" >>"$LOG" 2>&1 &
+    # setsid: paasd must not keep the admin's terminal as its controlling terminal.
+    setsid -f "$PREFIX/bin/paasd" >>"$LOG" 2>&1 < /dev/null
     for _ in $(seq 1 100); do "$PREFIX/bin/paas" apps >/dev/null 2>&1 && break; sleep 0.1; done
     "$PREFIX/bin/paas" apps >/dev/null || die "paasd did not come up; see $LOG"
   fi

@@ -36,7 +36,24 @@ pub enum RunError {
 }
 
 /// Starts the command and returns its events; errors before the command runs come back here.
+///
+/// The setup runs in a task of its own: if the client disconnects while we wait here, the
+/// request future is dropped, and a half-made container (cgroup, address, helper) must still
+/// either start and be supervised or be cleaned up, never abandoned.
 pub async fn run(
+    apps: &Apps,
+    store: &Store,
+    runtime: &Arc<Runtime>,
+    app: String,
+    req: paas_api::RunRequest,
+) -> Result<mpsc::Receiver<RunEvent>, RunError> {
+    let (apps, store, runtime) = (apps.clone(), store.clone(), Arc::clone(runtime));
+    tokio::spawn(async move { start(&apps, &store, &runtime, app, req).await })
+        .await
+        .map_err(|e| RunError::Runtime(RuntimeError::Protocol(format!("run task: {e}"))))?
+}
+
+async fn start(
     apps: &Apps,
     store: &Store,
     runtime: &Arc<Runtime>,
@@ -107,7 +124,19 @@ pub async fn run(
             })
             .await;
         let mut exited = false;
-        while let Some(msg) = instance.container.next().await {
+        let mut client_gone = false;
+        loop {
+            // A silent command must notice its client leaving too, not only at the next line.
+            let msg = tokio::select! {
+                msg = instance.container.next() => msg,
+                () = tx.closed(), if !client_gone => {
+                    client_gone = true;
+                    tracing::info!(id = %instance.id, "run client went away; killing the container");
+                    let _ = instance.container.signal(libc::SIGKILL).await;
+                    continue;
+                }
+            };
+            let Some(msg) = msg else { break };
             let ev = match msg {
                 FromHelper::Output { stream, line, .. } => RunEvent::Output {
                     stream: match stream {
@@ -123,9 +152,13 @@ pub async fn run(
                 }
                 _ => continue,
             };
-            // A client that went away does not stop the command: it runs to completion,
-            // as `heroku run:detached` would.
-            let _ = tx.send(ev).await;
+            // `paas run` is attached, like `heroku run`: once nobody reads its output the
+            // container is killed (SIGKILL from the parent namespace reaches even PID 1).
+            if tx.send(ev).await.is_err() && !client_gone {
+                client_gone = true;
+                tracing::info!(id = %instance.id, "run client went away; killing the container");
+                let _ = instance.container.signal(libc::SIGKILL).await;
+            }
         }
         if !exited {
             let _ = tx

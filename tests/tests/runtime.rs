@@ -113,6 +113,31 @@ fn a_container_is_isolated_and_unprivileged() {
             assert_ne!(r.code(), 0, "{why} should fail: {r:#?}");
         }
     }
+    // Its own session, no controlling terminal (so no /dev/tty of whoever started paasd), and
+    // no signal ignored on entry.
+    let stat = run("cat /proc/1/stat");
+    let fields: Vec<&str> = stat
+        .ok()
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    assert_eq!(fields.get(3), Some(&"1"), "session of PID 1: {stat:#?}");
+    assert_eq!(fields.get(4), Some(&"0"), "controlling tty: {stat:#?}");
+    // Signals 1-31 only: 32 and 33 belong to glibc, which sets them up itself.
+    let ign = run("grep SigIgn /proc/self/status");
+    let mask = u64::from_str_radix(ign.ok().split_whitespace().nth(1).unwrap_or(""), 16)
+        .unwrap_or_else(|_| panic!("{ign:#?}"));
+    assert_eq!(
+        mask & 0x7fff_ffff,
+        0,
+        "ignored signals leak into apps: {mask:#x}"
+    );
+    // io_uring is refused (EPERM) by the filter.
+    let uring = run(
+        "python3 -c 'import ctypes; l = ctypes.CDLL(None, use_errno=True); \
+         r = l.syscall(425, 1, 0); print(r, ctypes.get_errno())'",
+    );
+    assert_eq!(uring.ok().trim(), "-1 1", "io_uring_setup: {uring:#?}");
     // Neither this daemon's socket nor the system one is reachable from inside.
     let sock = d.socket();
     let r = run(&format!(
@@ -356,20 +381,27 @@ fn cgroups_and_scratch_dirs_go_away_with_the_daemon() {
 
 /// Starts `paas run --json` in the background and returns it with the container's address,
 /// read from the live `started` event.
-fn run_with_ip(d: &Daemon, app: &str, argv: &[&str]) -> (paas_tests::Background, String) {
+/// The reader must be kept: `paas run` is attached, and a client that stops reading takes its
+/// container down.
+type Attached = (
+    paas_tests::Background,
+    String,
+    std::io::BufReader<std::process::ChildStdout>,
+);
+
+fn run_with_ip(d: &Daemon, app: &str, argv: &[&str]) -> Attached {
     use std::io::BufRead;
     let mut args = vec!["--json", "run", app, "--"];
     args.extend_from_slice(argv);
     let mut child = d.spawn_paas(&args);
     let stdout = child.child.stdout.take().expect("stdout");
     let mut first = String::new();
-    std::io::BufReader::new(stdout)
-        .read_line(&mut first)
-        .expect("started event");
+    let mut reader = std::io::BufReader::new(stdout);
+    reader.read_line(&mut first).expect("started event");
     let ev: serde_json::Value = serde_json::from_str(&first).expect("json event");
     assert_eq!(ev["type"], "started", "{first}");
     let ip = ev["ip"].as_str().expect("ip").to_string();
-    (child, ip)
+    (child, ip, reader)
 }
 
 fn http_get(addr: &str) -> Option<String> {
@@ -390,8 +422,8 @@ fn the_host_reaches_containers_on_their_own_addresses() {
         return;
     };
     let server = ["timeout", "15", "python3", "-m", "http.server", "5000"];
-    let (a, ip_a) = run_with_ip(&d, "web", &server);
-    let (b, ip_b) = run_with_ip(&d, "web", &server);
+    let (a, ip_a, out_a) = run_with_ip(&d, "web", &server);
+    let (b, ip_b, out_b) = run_with_ip(&d, "web", &server);
     assert_ne!(ip_a, ip_b, "two containers got the same address");
     let subnet_prefix = format!("10.213.{}.", d.seq());
     for ip in [&ip_a, &ip_b] {
@@ -409,7 +441,7 @@ fn the_host_reaches_containers_on_their_own_addresses() {
         assert!(answer.contains("Directory listing"), "{answer}");
     }
     assert_eq!(d.veths().len(), 2, "{:?}", d.veths());
-    // The servers end by their timeout (the CLIs exit 0: we closed their stdout early).
+    drop((out_a, out_b));
     a.finish();
     b.finish();
 }
@@ -535,4 +567,28 @@ fn apps_run_on_a_configured_rootfs_stack() {
     );
     d.paas(&["run", "mini", "cat /data/new"])
         .fails(1, "No such file");
+}
+
+#[test]
+fn a_client_that_goes_away_takes_its_container_with_it() {
+    let Some(d) = daemon_with_app(
+        "a_client_that_goes_away_takes_its_container_with_it",
+        "gone",
+    ) else {
+        return;
+    };
+    let marker = format!("{}", 20000 + std::process::id() % 20000);
+    let cli = d.spawn_paas(&["run", "gone", "--", "sleep", &marker]);
+    wait_until(Duration::from_secs(20), || {
+        find_process(&["sleep", &marker]).is_some()
+    })
+    .expect("container never started");
+    drop(cli); // kills the CLI: the connection closes
+    wait_until(Duration::from_secs(20), || {
+        find_process(&["sleep", &marker]).is_none()
+    })
+    .expect("the container outlived its client");
+    wait_until(Duration::from_secs(10), || instance_dirs(&d).is_empty())
+        .unwrap_or_else(|| panic!("scratch dirs left: {:?}", instance_dirs(&d)));
+    assert!(d.cgroups().is_empty(), "{:?}", d.cgroups());
 }

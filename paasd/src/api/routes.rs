@@ -153,28 +153,41 @@ fn no_content() -> Result<Response<Body>, ApiError> {
     Ok(resp)
 }
 
-/// Streams events as NDJSON, one line per event, as they happen.
-fn ndjson<T: Serialize + Send + 'static>(
-    mut events: tokio::sync::mpsc::Receiver<T>,
-) -> Response<Body> {
-    let (mut tx, body) = http_body_util::channel::Channel::<Bytes>::new(16);
-    tokio::spawn(async move {
-        while let Some(ev) = events.recv().await {
-            let Ok(mut line) = serde_json::to_vec(&ev) else {
-                continue;
-            };
-            line.push(b'\n');
-            if tx.send_data(Bytes::from(line)).await.is_err() {
-                break; // client gone
-            }
-        }
-    });
-    let mut resp = Response::new(body.boxed());
+/// Streams events as NDJSON, one line per event, as they happen. The body reads the channel
+/// itself, so when hyper drops it (client gone) the sender sees the channel close at once.
+fn ndjson<T: Serialize + Send + 'static>(events: tokio::sync::mpsc::Receiver<T>) -> Response<Body> {
+    let mut resp = Response::new(NdjsonBody(events).boxed());
     resp.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("application/x-ndjson"),
     );
     resp
+}
+
+struct NdjsonBody<T>(tokio::sync::mpsc::Receiver<T>);
+
+impl<T: Serialize> hyper::body::Body for NdjsonBody<T> {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        loop {
+            return match self.0.poll_recv(cx) {
+                std::task::Poll::Ready(Some(ev)) => {
+                    let Ok(mut line) = serde_json::to_vec(&ev) else {
+                        continue;
+                    };
+                    line.push(b'\n');
+                    std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from(line)))))
+                }
+                std::task::Poll::Ready(None) => std::task::Poll::Ready(None),
+                std::task::Poll::Pending => std::task::Poll::Pending,
+            };
+        }
+    }
 }
 
 pub fn error_response(e: &ApiError) -> Response<Body> {

@@ -33,6 +33,9 @@ impl Container {
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
+            // Abandoning a Container (e.g. a dropped request) must not leave its helper, and
+            // with it the container, running unsupervised.
+            .kill_on_drop(true)
             .spawn()
             .map_err(RuntimeError::Helper)?;
         let helper_pid = helper.id().unwrap_or(0);

@@ -101,7 +101,7 @@ fn run(
     match stage("fork", unsafe { fork() })? {
         ForkResult::Child => {
             drop((stdout_r, stderr_r, ready_r, go_w, err_r));
-            let code = match child(spec, &filters, stdout_w, stderr_w, ready_w, go_r) {
+            let code = match child(spec, &filters, stdout_w, stderr_w, ready_w, go_r, &err_w) {
                 Ok(never) => match never {},
                 Err((stage, error)) => {
                     let mut f = std::fs::File::from(err_w);
@@ -327,13 +327,16 @@ fn child(
     stderr: OwnedFd,
     ready: OwnedFd,
     go: OwnedFd,
+    err: &OwnedFd,
 ) -> Result<std::convert::Infallible, StageError> {
+    // A session of its own, without a controlling terminal: otherwise /dev/tty would be the
+    // terminal of whoever started paasd (an admin's root shell), open to TIOCSTI.
+    stage("setsid", nix::unistd::setsid())?;
     // If the monitor dies, so does the container: it is the container's only supervisor.
     stage(
         "set parent death signal",
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL),
     )?;
-    let monitor_pid = nix::unistd::getppid();
     let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     if spec.net == NetMode::Private {
         flags |= CloneFlags::CLONE_NEWNET;
@@ -367,14 +370,17 @@ fn child(
     stage("chdir", nix::unistd::chdir(spec.cwd.as_str()))?;
     security::drop_privileges(spec.uid, spec.gid, filters)?;
     // The kernel clears the parent-death signal when credentials change: set it again, then
-    // make sure the monitor did not die in between (we would have been reparented).
+    // make sure the monitor did not die in between. (getppid() cannot tell: as PID 1 of its
+    // namespace our parent is always 0.) The monitor holds the read end of the error pipe
+    // until we exec; POLLERR on our write end means it is gone.
     stage(
         "set parent death signal",
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL),
     )?;
-    if nix::unistd::getppid() != monitor_pid {
+    if monitor_gone(err) {
         return Err(("start".into(), "the container monitor exited".into()));
     }
+    stage("reset signals", reset_signals())?;
     set_name("paas-exec");
     let e = nix::unistd::execve(&program, &argv, &envp).err();
     Err((
@@ -385,6 +391,31 @@ fn child(
             e.map_or_else(|| "failed".to_string(), |e| e.desc().to_lowercase())
         ),
     ))
+}
+
+fn monitor_gone(err: &OwnedFd) -> bool {
+    let mut fds = [PollFd::new(err.as_fd(), PollFlags::POLLOUT)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(_) => fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLERR)),
+        Err(_) => true,
+    }
+}
+
+/// Exec keeps ignored signals ignored: Rust's runtime ignores SIGPIPE and `nohup` SIGHUP,
+/// which apps must not inherit. Back to defaults, nothing blocked.
+fn reset_signals() -> nix::Result<()> {
+    use nix::sys::signal::{sigprocmask, SigHandler, SigSet, SigmaskHow};
+    for sig in Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL runs no handler code, so there is nothing that could be
+        // unsafe to call from a signal context; this process is single-threaded.
+        unsafe { nix::sys::signal::signal(sig, SigHandler::SigDfl) }?;
+    }
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
 }
 
 fn redirect_stdio(stdout: &OwnedFd, stderr: &OwnedFd) -> nix::Result<()> {

@@ -200,6 +200,12 @@ impl Runtime {
                 error: format!("unknown stack '{}'", spec.stack),
             })?;
         let dir = self.instances.join(&id);
+        // Removes the dir (and the cgroup once made) on every early return, and if this future
+        // is dropped halfway.
+        let mut scratch = Scratch {
+            dir: Some(dir.clone()),
+            cgroup: None,
+        };
         let io = |p: &Path| {
             let p = p.to_path_buf();
             move |source| RuntimeError::Io { path: p, source }
@@ -222,12 +228,11 @@ impl Runtime {
         .map_err(|e| io(&app)(e.into()))?;
         std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).map_err(io(&app))?;
 
-        let cgroup = match self.cgroups.create(&id, &spec.limits) {
-            Ok(cg) => cg,
-            Err(e) => {
-                remove_instance_dir(&dir);
-                return Err(e.into());
-            }
+        let procs = {
+            let cg = self.cgroups.create(&id, &spec.limits)?;
+            let procs = cg.procs_files();
+            scratch.cgroup = Some(cg);
+            procs
         };
         let hostname: String = id.chars().take(63).collect();
         // Generated /etc files go straight into the upper layer: plain writes, no overlay.
@@ -255,7 +260,7 @@ impl Runtime {
                 binds: stack.binds().to_vec(),
                 files: vec![],
             },
-            cgroup_procs: cgroup.procs_files(),
+            cgroup_procs: procs,
             net: match spec.net {
                 Networking::Host => NetMode::Host,
                 Networking::Loopback | Networking::Bridge(_) => NetMode::Private,
@@ -283,21 +288,39 @@ impl Runtime {
             },
             Err(e) => Err(e),
         };
-        match created {
-            Ok(container) => {
-                let _ = std::fs::write(dir.join("helper.pid"), container.helper_pid.to_string());
-                Ok(Instance {
-                    id,
-                    container,
-                    cgroup: Some(cgroup),
-                    dir,
-                })
+        let container = created?;
+        let _ = std::fs::write(dir.join("helper.pid"), container.helper_pid.to_string());
+        let (dir, cgroup) = scratch.keep();
+        Ok(Instance {
+            id,
+            container,
+            cgroup,
+            dir,
+        })
+    }
+}
+
+/// The instance dir and cgroup of a container being set up, removed on drop unless kept.
+struct Scratch {
+    dir: Option<PathBuf>,
+    cgroup: Option<cgroups::Cgroup>,
+}
+
+impl Scratch {
+    fn keep(mut self) -> (PathBuf, Option<cgroups::Cgroup>) {
+        (self.dir.take().unwrap_or_default(), self.cgroup.take())
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(cg) = self.cgroup.take() {
+            if let Err(e) = cg.destroy() {
+                tracing::warn!(error = %e, "could not remove the cgroup of a failed start");
             }
-            Err(e) => {
-                let _ = cgroup.destroy();
-                remove_instance_dir(&dir);
-                Err(e)
-            }
+        }
+        if let Some(dir) = self.dir.take() {
+            remove_instance_dir(&dir);
         }
     }
 }
