@@ -153,12 +153,7 @@ impl Daemon {
     pub fn cgroups(&self) -> Vec<PathBuf> {
         let parent = self.cgroup_parent();
         let mut out = Vec::new();
-        for root in [
-            "/sys/fs/cgroup",
-            "/sys/fs/cgroup/memory",
-            "/sys/fs/cgroup/pids",
-            "/sys/fs/cgroup/cpu",
-        ] {
+        for root in CGROUP_ROOTS {
             if let Ok(rd) = std::fs::read_dir(Path::new(root).join(&parent)) {
                 out.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
             }
