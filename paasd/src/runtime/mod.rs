@@ -239,11 +239,10 @@ impl Runtime {
         let etc = upper.join("etc");
         std::fs::create_dir_all(&etc).map_err(io(&etc))?;
         std::fs::set_permissions(&etc, std::fs::Permissions::from_mode(0o755)).map_err(io(&etc))?;
-        for f in etc_files(&hostname) {
-            let p = upper.join(f.path.trim_start_matches('/'));
-            std::fs::write(&p, &f.contents).map_err(io(&p))?;
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(f.mode))
-                .map_err(io(&p))?;
+        for (name, contents) in etc_files(&hostname) {
+            let p = etc.join(name);
+            std::fs::write(&p, contents).map_err(io(&p))?;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).map_err(io(&p))?;
         }
         let full = proto::Spec {
             hostname: hostname.clone(),
@@ -258,7 +257,6 @@ impl Runtime {
                 work: dir.join("work"),
                 target: dir.join("rootfs"),
                 binds: stack.binds().to_vec(),
-                files: vec![],
             },
             cgroup_procs: procs,
             net: match spec.net {
@@ -374,29 +372,24 @@ fn is_our_helper(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
-fn etc_files(hostname: &str) -> Vec<proto::GeneratedFile> {
-    let f = |path: &str, contents: String| proto::GeneratedFile {
-        path: path.into(),
-        contents,
-        mode: 0o644,
-    };
-    let resolv = resolv_conf();
+/// The /etc files every container gets, by name under /etc.
+fn etc_files(hostname: &str) -> Vec<(&'static str, String)> {
     vec![
-        f("/etc/hostname", format!("{hostname}\n")),
-        f(
-            "/etc/hosts",
+        ("hostname", format!("{hostname}\n")),
+        (
+            "hosts",
             format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\t{hostname}\n"),
         ),
-        f("/etc/resolv.conf", resolv),
-        f(
-            "/etc/passwd",
+        ("resolv.conf", resolv_conf()),
+        (
+            "passwd",
             format!(
                 "root:x:0:0:root:/root:/bin/sh\napp:x:{APP_UID}:{APP_GID}:app:/app:/bin/bash\n\
                  nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
             ),
         ),
-        f(
-            "/etc/group",
+        (
+            "group",
             format!("root:x:0:\napp:x:{APP_GID}:\nnogroup:x:65534:\n"),
         ),
     ]

@@ -36,8 +36,6 @@ pub struct Rootfs {
     pub target: PathBuf,
     /// Host paths made visible read-only inside (the `host` stack's /usr, certificates...).
     pub binds: Vec<Bind>,
-    /// Files written into the container's /etc etc. before it starts.
-    pub files: Vec<GeneratedFile>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,14 +43,6 @@ pub struct Bind {
     pub source: PathBuf,
     /// Absolute path inside the container.
     pub dest: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GeneratedFile {
-    /// Absolute path inside the container.
-    pub path: String,
-    pub contents: String,
-    pub mode: u32,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

@@ -1,5 +1,5 @@
 //! Builds a container's root filesystem from inside its new mount namespace: overlay of the
-//! spec's layers, read-only host binds (the `host` stack), generated files, /proc (with
+//! spec's layers, read-only host binds (the `host` stack), /proc (with
 //! runc-style masked and read-only paths), read-only /sys, a minimal /dev, tmpfs /tmp and
 //! /run, then `pivot_root`. Runs only in the helper's child, after `unshare(CLONE_NEWNS)`;
 //! everything it mounts dies with the namespace, so the host never sees these mounts.
@@ -57,15 +57,6 @@ pub fn setup(r: &Rootfs) -> Result<(), StageError> {
     let t = &r.target;
     for b in &r.binds {
         bind_read_only(&b.source, &inside(t, &b.dest))?;
-    }
-    for f in &r.files {
-        let p = inside(t, &f.path);
-        if let Some(dir) = p.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| err(format!("mkdir {}", dir.display()), e))?;
-        }
-        std::fs::write(&p, &f.contents).map_err(|e| err(format!("write {}", f.path), e))?;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(f.mode))
-            .map_err(|e| err(format!("chmod {}", f.path), e))?;
     }
     mount_proc(t)?;
     mount_sys(t)?;
