@@ -36,6 +36,17 @@ fn root_or_skip(test: &str) -> bool {
     false
 }
 
+/// Our network on `bridge` with the test subnet 10.213.<third>.0/24.
+async fn test_net(bridge: &str, third: u8) -> Network {
+    Network::setup(NetConfig {
+        bridge: bridge.to_string(),
+        subnet: Ipv4Addr::new(10, 213, third, 0),
+        prefix: 24,
+    })
+    .await
+    .expect("setup")
+}
+
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().expect("test address")
 }
@@ -486,13 +497,7 @@ async fn attach_connects_two_namespaces_and_detach_removes_their_veths() {
     let mut guard = HostGuard::new(&bridge);
     let (va, vb) = (name("vt", 'a') + "1", name("vt", 'a') + "2");
     guard.veths = vec![va.clone(), vb.clone()];
-    let net = Network::setup(NetConfig {
-        bridge: bridge.clone(),
-        subnet: ip("10.213.3.0"),
-        prefix: 24,
-    })
-    .await
-    .expect("setup");
+    let net = test_net(&bridge, 3).await;
     let (a, b) = (NsProc::spawn(), NsProc::spawn());
     let (ip_a, ip_b) = (ip("10.213.3.2"), ip("10.213.3.3"));
 
@@ -574,13 +579,7 @@ async fn bad_requests_are_refused_and_leave_nothing_behind() {
         assert!(r.is_err(), "{what}");
     }
 
-    let net = Network::setup(NetConfig {
-        bridge: bridge.clone(),
-        subnet: ip("10.213.4.0"),
-        prefix: 24,
-    })
-    .await
-    .expect("setup");
+    let net = test_net(&bridge, 4).await;
     let ns = NsProc::spawn();
     let before = host_links();
 
@@ -659,13 +658,7 @@ async fn fifty_attach_detach_cycles_leak_no_links() {
     let names: Vec<String> = (0..50).map(|i| format!("{}{i}", name("vt", 'l'))).collect();
     guard.veths = names.clone();
     let threads_before = netlink_threads();
-    let net = Network::setup(NetConfig {
-        bridge: bridge.clone(),
-        subnet: ip("10.213.5.0"),
-        prefix: 24,
-    })
-    .await
-    .expect("setup");
+    let net = test_net(&bridge, 5).await;
     let ns = NsProc::spawn();
     let host_before = host_links();
     let ns_before = ns_links(ns.pid());
@@ -742,13 +735,7 @@ async fn leftovers_of_a_killed_run_are_removed() {
     // pid 9999999 is above the kernel's pid_max: as if its test process had been killed.
     let stale = "pt9999999s";
     let ip_forward = std::fs::read_to_string(IP_FORWARD).ok();
-    let net = Network::setup(NetConfig {
-        bridge: stale.to_string(),
-        subnet: ip("10.213.6.0"),
-        prefix: 24,
-    })
-    .await
-    .expect("setup");
+    let net = test_net(stale, 6).await;
     let mut guard = HostGuard::new(&name("pt", 's'));
     // Restore what was there before the "stale" setup, not what it left.
     guard.ip_forward = ip_forward;
