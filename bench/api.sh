@@ -8,17 +8,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 RUNS=${1:-20}
-ensure_packages curl python3 procps
+ensure_packages curl python3 procps iproute2 nftables
 ensure_rust
 cargo build --locked --release -q -p paasd -p paas-cli
 
 dir=$(mktemp -d /tmp/paas-bench-XXXXXX)
 pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$dir"; }
+# A bridge and cgroup parent of the benchmark's own: paasd keeps its network across restarts,
+# so the benchmark removes it itself.
+bridge="pbapi$$"; bridge=${bridge:0:15}
+cleanup() {
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  ip link del "$bridge" 2>/dev/null; nft delete table inet "paas_$bridge" 2>/dev/null
+  rm -rf "$dir"
+}
 trap cleanup EXIT
 : > "$dir/paasd.toml"
 target/release/paasd --config "$dir/paasd.toml" --socket "$dir/s.sock" --state-dir "$dir/state" \
-  --http 127.0.0.1:0 2>"$dir/log" &
+  --http 127.0.0.1:0 --bridge "$bridge" --subnet 10.215.0.0/24 --cgroup-parent "paas-bench-$$" \
+  2>"$dir/log" &
 pid=$!
 for _ in $(seq 1 100); do [ -S "$dir/s.sock" ] && break; sleep 0.05; done
 P="target/release/paas --socket $dir/s.sock"
