@@ -54,7 +54,9 @@ impl std::fmt::Display for AppStatus {
 pub struct App {
     pub name: String,
     pub stack: String,
-    pub buildpack: Option<String>,
+    /// Buildpacks tried in order (built-in names or directories); empty = detect.
+    #[serde(default)]
+    pub buildpacks: Vec<String>,
     /// RFC 3339, UTC.
     pub created_at: String,
     pub status: AppStatus,
@@ -119,6 +121,129 @@ pub struct Release {
     pub created_at: String,
     /// Config var names in this release's snapshot (values never leave through here).
     pub config_keys: Vec<String>,
+    /// Process type -> command (Procfile first, then the buildpack's defaults); empty for a
+    /// release made before any deploy.
+    #[serde(default)]
+    pub process_types: BTreeMap<String, String>,
+    /// The deploy that built this release's slug (config-only releases keep their slug's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<Deployment>,
+}
+
+/// `PUT /apps/{app}/buildpacks`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SetBuildpacks {
+    pub buildpacks: Vec<String>,
+}
+
+/// The steps of a deploy, in the order they run.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployPhase {
+    Receive,
+    Extract,
+    Detect,
+    Compile,
+    Slug,
+    ReleasePhase,
+    Start,
+    Ready,
+    Switch,
+    Drain,
+}
+
+impl std::fmt::Display for DeployPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DeployPhase::Receive => "receive",
+            DeployPhase::Extract => "extract",
+            DeployPhase::Detect => "detect",
+            DeployPhase::Compile => "compile",
+            DeployPhase::Slug => "slug",
+            DeployPhase::ReleasePhase => "release phase",
+            DeployPhase::Start => "start",
+            DeployPhase::Ready => "ready",
+            DeployPhase::Switch => "switch",
+            DeployPhase::Drain => "drain",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PhaseTiming {
+    pub phase: DeployPhase,
+    pub ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentStatus {
+    Building,
+    Succeeded,
+    Failed,
+}
+
+impl std::fmt::Display for DeploymentStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DeploymentStatus::Building => "building",
+            DeploymentStatus::Succeeded => "succeeded",
+            DeploymentStatus::Failed => "failed",
+        })
+    }
+}
+
+/// One deploy attempt (`GET /apps/{app}/deploy`), whether or not it made a release.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Deployment {
+    pub id: u64,
+    pub status: DeploymentStatus,
+    /// The release it made, once it made one.
+    pub version: Option<u32>,
+    /// SHA-256 (hex) of the uploaded tarball, as received.
+    pub source_sha256: String,
+    pub source_bytes: u64,
+    /// The buildpacks that ran (detected names or the app's configured ones).
+    pub buildpacks: Vec<String>,
+    /// Who asked: the Unix user on the API socket, or the key name for `git push`.
+    pub user: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    /// Durations of the phases that ran, in order.
+    pub phases: Vec<PhaseTiming>,
+    pub slug_sha256: Option<String>,
+    pub slug_bytes: Option<u64>,
+    /// Why it failed, in words a person can act on.
+    pub error: Option<String>,
+}
+
+/// One NDJSON line of the `POST /apps/{app}/deploy` response. The upload is received and
+/// unpacked before the response starts (a bad tarball is a plain 4xx error body); after that,
+/// the stream always ends with `Done` or `Error`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DeployEvent {
+    /// The deployment record exists; `id` is its number in `GET /apps/{app}/deploy`.
+    Started {
+        id: u64,
+    },
+    /// A phase finished.
+    Phase {
+        phase: DeployPhase,
+        ms: u64,
+    },
+    /// A line of build or release-phase output.
+    Output {
+        line: String,
+    },
+    Done {
+        release: Release,
+    },
+    Error {
+        code: String,
+        message: String,
+    },
 }
 
 /// `POST /apps/{app}/domains`.

@@ -71,8 +71,12 @@ pub async fn info(ctx: &Ctx, name: &str) -> Result<()> {
         ("status", app.status.to_string()),
         ("stack", app.stack.clone()),
         (
-            "buildpack",
-            app.buildpack.clone().unwrap_or_else(|| "-".to_owned()),
+            "buildpacks",
+            if app.buildpacks.is_empty() {
+                "(detected at build)".to_owned()
+            } else {
+                app.buildpacks.join(", ")
+            },
         ),
         ("release", output::version(app.release)),
         (

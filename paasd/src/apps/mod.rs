@@ -340,7 +340,7 @@ impl Apps {
         Ok(api::App {
             name: app.name.clone(),
             stack: app.stack.clone(),
-            buildpack: app.buildpack.clone(),
+            buildpacks: app.buildpack.iter().cloned().collect(),
             created_at: rfc3339(app.created_at),
             // Builds (issue 4) move apps to Deployed; until then nothing has a slug.
             status: api::AppStatus::Created,
@@ -423,6 +423,8 @@ fn release_view(r: &ReleaseRow) -> api::Release {
         status: r.status,
         created_at: rfc3339(r.created_at),
         config_keys: r.config_keys.clone(),
+        process_types: Default::default(),
+        deployment: None,
     }
 }
 
