@@ -57,6 +57,8 @@ fn main() -> anyhow::Result<()> {
                     env: vec![("PATH".into(), "/usr/bin:/bin".into())],
                     net: Networking::Bridge(ip),
                     stack: "host".into(),
+                    layers: Vec::new(),
+                    binds: Vec::new(),
                     // The same limits a `paas run` gets by default.
                     limits: Limits {
                         memory_bytes: Some(512 << 20),

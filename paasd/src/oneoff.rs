@@ -100,6 +100,8 @@ async fn start(
             net: Networking::Bridge(ip),
             limits,
             stack,
+            layers: Vec::new(),
+            binds: Vec::new(),
         })
         .await;
     let mut instance = match started {

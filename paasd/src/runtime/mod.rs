@@ -68,6 +68,10 @@ pub struct RunSpec {
     pub limits: cgroups::Limits,
     /// A name from [`Runtime::stacks`].
     pub stack: String,
+    /// Read-only layers above the stack, topmost first (a release's slug: a tree with `app/`).
+    pub layers: Vec<PathBuf>,
+    /// Host dirs mounted inside after the stack's own binds (a build's /app, /cache, /env).
+    pub binds: Vec<proto::Bind>,
 }
 
 pub struct Runtime {
@@ -252,11 +256,16 @@ impl Runtime {
             uid: APP_UID,
             gid: APP_GID,
             rootfs: proto::Rootfs {
-                lower: vec![stack.lower().to_path_buf()],
+                lower: spec
+                    .layers
+                    .iter()
+                    .cloned()
+                    .chain([stack.lower().to_path_buf()])
+                    .collect(),
                 upper: dir.join("upper"),
                 work: dir.join("work"),
                 target: dir.join("rootfs"),
-                binds: stack.binds().to_vec(),
+                binds: stack.binds().iter().chain(&spec.binds).cloned().collect(),
             },
             cgroup_procs: procs,
             net: match spec.net {
