@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod apps;
+pub mod build;
 pub mod config;
 pub mod oneoff;
 pub mod runtime;

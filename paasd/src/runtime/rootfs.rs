@@ -140,8 +140,7 @@ fn bind(src: &Path, dst: &Path, writable: bool) -> Result<(), StageError> {
     if !writable {
         flags |= MsFlags::MS_RDONLY;
     }
-    mount(None::<&str>, dst, None::<&str>, flags, None::<&str>)
-    .map_err(|e| err(stage(), e))
+    mount(None::<&str>, dst, None::<&str>, flags, None::<&str>).map_err(|e| err(stage(), e))
 }
 
 fn tmpfs(dst: &Path, flags: MsFlags, data: &str) -> Result<(), StageError> {
