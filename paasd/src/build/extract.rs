@@ -385,22 +385,7 @@ impl Extractor<'_> {
                         Ok(_) => {}
                         // Dangling from here on: what remains is only names, but `..` in
                         // it may still climb out.
-                        Err(_) => {
-                            for rest in &comps[i + 1..] {
-                                match rest {
-                                    Component::ParentDir => {
-                                        if stack.pop().is_none() {
-                                            return Err(
-                                                "the symlink points outside the source tree".into(),
-                                            );
-                                        }
-                                    }
-                                    Component::Normal(n) => stack.push(n.to_os_string()),
-                                    _ => {}
-                                }
-                            }
-                            return Ok(());
-                        }
+                        Err(_) => return lexical(stack, &comps[i + 1..]),
                     }
                 }
                 Component::RootDir | Component::Prefix(_) => {
@@ -410,6 +395,20 @@ impl Extractor<'_> {
         }
         Ok(())
     }
+}
+
+/// Applies the rest of a dangling link's path by name alone.
+fn lexical(stack: &mut Vec<std::ffi::OsString>, rest: &[Component]) -> Result<(), String> {
+    for c in rest {
+        match c {
+            Component::ParentDir if stack.pop().is_none() => {
+                return Err("the symlink points outside the source tree".into())
+            }
+            Component::Normal(n) => stack.push(n.to_os_string()),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 enum Parent {
