@@ -88,10 +88,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     .map_err(|e| store::StoreError::Worker(e.to_string()))??;
     tracing::info!(cgroups = runtime.cgroup_kind(), "container runtime ready");
     let runtime = Arc::new(runtime);
+    if !config.buildpacks_dir.is_dir() {
+        tracing::warn!(dir = %config.buildpacks_dir.display(), "built-in buildpacks not found; builds need buildpacks_dir");
+    }
+    let builds = build::Builds::new(
+        apps.clone(),
+        store.clone(),
+        Arc::clone(&runtime),
+        config.build.clone(),
+        config.buildpacks_dir.clone(),
+        config.state_dir.clone(),
+    );
+    builds.recover().await?;
     let state = Arc::new(api::State {
         apps,
         store,
         runtime: Arc::clone(&runtime),
+        builds,
         limits: api::body::Limits {
             max_body_bytes: config.max_body_bytes,
             max_json_depth: config.max_json_depth,

@@ -87,3 +87,29 @@ impl From<crate::oneoff::RunError> for ApiError {
         }
     }
 }
+
+impl From<crate::build::DeployError> for ApiError {
+    fn from(e: crate::build::DeployError) -> ApiError {
+        use crate::build::extract::ExtractError as X;
+        use crate::build::DeployError as D;
+        let e = match e {
+            D::App(a) => return a.into(),
+            other => other,
+        };
+        let (status, code) = match &e {
+            D::App(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            D::Busy { .. } => (StatusCode::CONFLICT, "deploy_in_progress"),
+            D::DiskLow { .. } => (StatusCode::INSUFFICIENT_STORAGE, "disk_low"),
+            D::UploadTooBig { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "upload_too_large"),
+            D::Source(X::TooBig { .. } | X::TooManyEntries { .. }) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "source_too_large")
+            }
+            D::Source(X::Refused { .. }) => (StatusCode::BAD_REQUEST, "source_refused"),
+            D::Source(X::Format(_)) => (StatusCode::BAD_REQUEST, "source_unreadable"),
+            D::Source(X::Io { .. }) | D::Store(_) | D::Io { .. } => {
+                return ApiError::internal("receiving a deploy failed", &e);
+            }
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}

@@ -6,6 +6,8 @@
 mod releases;
 pub mod validate;
 
+pub use releases::{BuildContext, RunTarget};
+
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 

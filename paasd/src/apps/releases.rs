@@ -22,7 +22,36 @@ pub struct BuildContext {
     pub config: BTreeMap<String, String>,
 }
 
+/// What `paas run` (and later the supervisor) starts from: the current release.
+#[derive(Debug, Clone)]
+pub struct RunTarget {
+    pub stack: String,
+    pub slug_id: Option<i64>,
+    pub process_types: BTreeMap<String, String>,
+    pub config: BTreeMap<String, String>,
+}
+
 impl Apps {
+    /// The app's current release as something to run (the config is the app's current one:
+    /// every config change makes a release, so they agree).
+    pub async fn run_target(&self, name: String) -> Result<RunTarget, AppError> {
+        let this = self.clone();
+        self.store
+            .tx(move |tx| {
+                let app = find(tx, &name)?;
+                let runs = store::releases::current(tx, app.id)?
+                    .map(|r| r.runs)
+                    .unwrap_or_default();
+                Ok(RunTarget {
+                    stack: app.stack.clone(),
+                    slug_id: runs.slug_id,
+                    process_types: runs.process_types,
+                    config: this.load_vars(tx, &app)?,
+                })
+            })
+            .await
+    }
+
     pub(super) fn insert_release(
         &self,
         tx: &Tx<'_>,

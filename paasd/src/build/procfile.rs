@@ -102,14 +102,18 @@ mod tests {
 
     #[test]
     fn procfile_errors_name_the_line() {
-        assert!(parse_procfile("web node\n").unwrap_err().contains("line 1"));
+        assert!(parse_procfile("web node\n")
+            .expect_err("must fail")
+            .contains("line 1"));
         assert!(parse_procfile("web: a\nweb: b\n")
-            .unwrap_err()
+            .expect_err("must fail")
             .contains("line 2"));
         assert!(parse_procfile("bad name: x\n")
-            .unwrap_err()
+            .expect_err("must fail")
             .contains("line 1"));
-        assert!(parse_procfile("web:\n").unwrap_err().contains("no command"));
+        assert!(parse_procfile("web:\n")
+            .expect_err("must fail")
+            .contains("no command"));
     }
 
     #[test]
