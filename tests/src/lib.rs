@@ -10,6 +10,33 @@ use std::time::{Duration, Instant};
 use paas_api::Client;
 
 /// The directory holding `paasd` and `paas`: `$PAAS_BIN_DIR`, else next to the test binary.
+/// The workspace root (examples/, buildpacks/).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// A gzipped tarball of `files` (path, contents, mode); directories are implied.
+pub fn tarball(files: &[(&str, &str, u32)]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    {
+        let mut b = tar::Builder::new(&mut gz);
+        for (path, contents, mode) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(contents.len() as u64);
+            h.set_mode(*mode);
+            h.set_mtime(0);
+            h.set_cksum();
+            b.append_data(&mut h, path, contents.as_bytes())
+                .expect("append");
+        }
+        b.finish().expect("finish");
+    }
+    gz.finish().expect("gzip")
+}
+
 pub fn bin_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("PAAS_BIN_DIR") {
         return PathBuf::from(d);
@@ -209,6 +236,8 @@ impl Daemon {
             .arg(self.bridge())
             .arg("--subnet")
             .arg(format!("10.213.{}.0/24", self.seq))
+            .arg("--buildpacks-dir")
+            .arg(repo_root().join("buildpacks"))
             .env("PAASD_LOG", "debug");
         c
     }
@@ -290,6 +319,42 @@ impl Daemon {
 
     pub fn client(&self) -> Client {
         Client::new(self.socket())
+    }
+
+    /// `POST /apps/{app}/deploy` with `tarball` as the body, straight to the API (hostile
+    /// archives the CLI would never make). Returns the status and either the NDJSON events
+    /// (200) or the error body.
+    pub fn deploy_raw(&self, app: &str, tarball: Vec<u8>) -> (u16, Vec<serde_json::Value>) {
+        use http_body_util::BodyExt;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let resp = self
+                .client()
+                .send(
+                    paas_api::Method::POST,
+                    &format!("/api/v1/apps/{app}/deploy"),
+                    Some(bytes::Bytes::from(tarball)),
+                    "application/gzip",
+                )
+                .await
+                .expect("deploy request");
+            let status = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .expect("deploy body")
+                .to_bytes();
+            let values = body
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| serde_json::from_slice(l).expect("JSON line"))
+                .collect();
+            (status, values)
+        })
     }
 
     /// The real `paas` CLI aimed at this daemon, not yet run.

@@ -242,7 +242,7 @@ impl Builds {
                     .map_err(|e| extract::ExtractError::Format(e.to_string()))?;
                 Ok((summary, received))
             });
-            (r, reader.ended_at)
+            (r, reader.ended_at, reader.over_limit)
         })
         .await
         .map_err(|e| DeployError::Io {
@@ -251,12 +251,12 @@ impl Builds {
         })?;
         let done = Instant::now();
         let (summary, received) = match unpacked.0 {
-            Ok(ok) => ok,
-            Err(extract::ExtractError::Format(m)) if m.contains(upload::OVER_LIMIT) => {
+            _ if unpacked.2 => {
                 return Err(DeployError::UploadTooBig {
                     limit_mb: inner.cfg.max_upload_mb,
                 })
             }
+            Ok(ok) => ok,
             Err(e) => return Err(DeployError::Source(e)),
         };
         let ended = unpacked.1.unwrap_or(done);

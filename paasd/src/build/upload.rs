@@ -21,6 +21,9 @@ pub struct ChannelReader {
     limit: u64,
     /// When the last byte arrived (the end of the "receive" phase).
     pub ended_at: Option<std::time::Instant>,
+    /// Set once the upload passed its limit; layers above may reword the error (gzip does),
+    /// so this is what callers check.
+    pub over_limit: bool,
 }
 
 /// What came through, once the upload ended.
@@ -42,6 +45,7 @@ impl ChannelReader {
             bytes: 0,
             limit,
             ended_at: None,
+            over_limit: false,
         }
     }
 
@@ -63,6 +67,7 @@ impl Read for ChannelReader {
                 Some(Ok(chunk)) => {
                     self.bytes += chunk.len() as u64;
                     if self.bytes > self.limit {
+                        self.over_limit = true;
                         return Err(io::Error::other(format!(
                             "{OVER_LIMIT} of {} bytes",
                             self.limit
