@@ -60,11 +60,31 @@ pub enum Command {
     Domains(DomainsCmd),
     /// Show or change how many instances of each process type run.
     Scale(ScaleArgs),
+    /// Build and release an app from a directory or a tarball (like `git push`).
+    Deploy(DeployArgs),
     /// List an app's releases, newest first.
     Releases(ReleasesCmd),
     /// Run a one-off command in a fresh container with the app's config (like `heroku run`).
     /// One argument is a shell command line; several are an argv. Exits with the command's status.
     Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+A directory is packed as a gzipped tarball while it is uploaded. Files matched by a \
+.gitignore or .paasignore (same syntax; .paasignore wins, so `!dist/` ships a directory git \
+ignores) in the directory or below are left out, and so is .git/. Symlinks are sent as \
+symlinks. A .tar.gz/.tgz file is uploaded as it is.
+
+Build output goes to stderr; the release (`Released v3 of APP`) and the app's URLs go to \
+stdout; with --json, stdout gets paasd's NDJSON deploy events as they arrive. Exit 1 when \
+paasd refuses the source or the build or release fails.")]
+pub struct DeployArgs {
+    /// App to deploy.
+    pub name: String,
+    /// Directory or gzipped tarball (.tar.gz/.tgz) to deploy.
+    #[arg(long, value_name = "DIR|TARBALL", default_value = ".")]
+    pub source: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -378,6 +398,25 @@ mod tests {
         assert!(parse(&["paas", "domains"]).is_err());
         assert!(parse(&["paas", "releases"]).is_err());
         assert!(parse(&["paas", "apps"]).is_ok());
+    }
+
+    #[test]
+    fn deploy_source_defaults_to_the_current_directory() {
+        match parse(&["paas", "deploy", "x"]).expect("parses").command {
+            Command::Deploy(d) => {
+                assert_eq!(d.name, "x");
+                assert_eq!(d.source, PathBuf::from("."));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match parse(&["paas", "deploy", "x", "--source", "app.tgz"])
+            .expect("parses")
+            .command
+        {
+            Command::Deploy(d) => assert_eq!(d.source, PathBuf::from("app.tgz")),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(parse(&["paas", "deploy"]).is_err());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! or format tables itself (that is `cli`/`args` and `output`).
 
 pub mod apps;
+pub mod deploy;
 pub mod domains;
 pub mod env;
 pub mod releases;
@@ -59,6 +60,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             None => releases::list(&ctx, &required(r.name)?).await,
             Some(ReleasesSub::List(a)) => releases::list(&ctx, &a.name).await,
         },
+        Command::Deploy(a) => deploy::deploy(&ctx, a).await,
     }
 }
 
