@@ -62,7 +62,7 @@ pub enum Command {
     Scale(ScaleArgs),
     /// Build and release an app from a directory or a tarball (like `git push`).
     Deploy(DeployArgs),
-    /// List an app's releases, newest first.
+    /// List an app's releases, newest first, or show one (`releases info APP v3`).
     Releases(ReleasesCmd),
     /// Run a one-off command in a fresh container with the app's config (like `heroku run`).
     /// One argument is a shell command line; several are an argv. Exits with the command's status.
@@ -251,6 +251,17 @@ pub struct ReleasesCmd {
 pub enum ReleasesSub {
     /// List releases, newest first.
     List(AppArg),
+    /// Show one release: what it was built from, how, by whom, and how long each phase took.
+    Info(ReleaseInfoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseInfoArgs {
+    /// App name.
+    pub name: String,
+    /// Release version, e.g. v3 or 3.
+    #[arg(value_name = "VERSION")]
+    pub release: String,
 }
 
 /// Global flags that take a separate value; their value is never a `topic:verb`.
@@ -417,6 +428,21 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(parse(&["paas", "deploy"]).is_err());
+    }
+
+    #[test]
+    fn releases_info_takes_a_version() {
+        match parse(&["paas", "releases:info", "x", "v3"])
+            .expect("parses")
+            .command
+        {
+            Command::Releases(ReleasesCmd {
+                command: Some(ReleasesSub::Info(a)),
+                ..
+            }) => assert_eq!((a.name.as_str(), a.release.as_str()), ("x", "v3")),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(parse(&["paas", "releases", "info", "x"]).is_err());
     }
 
     #[test]

@@ -40,7 +40,8 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// Renders `key: value` lines with the values aligned.
+/// Renders `key: value` lines with the values aligned. The further lines of a multi-line
+/// value are indented to the value column.
 pub fn key_values(pairs: &[(&str, String)]) -> String {
     let width = pairs
         .iter()
@@ -53,7 +54,13 @@ pub fn key_values(pairs: &[(&str, String)]) -> String {
         out.push_str(key);
         out.push(':');
         out.push_str(&" ".repeat(pad));
-        out.push_str(value);
+        let mut lines = value.split('\n');
+        out.push_str(lines.next().unwrap_or(""));
+        for more in lines {
+            out.push('\n');
+            out.push_str(&" ".repeat(width + 2));
+            out.push_str(more);
+        }
         out.push('\n');
     }
     out
@@ -82,6 +89,14 @@ pub fn duration_ms(ms: u64) -> String {
 /// A byte count for people, in binary units: `512 B`, `4.50 MiB`.
 pub fn bytes(n: u64) -> String {
     indicatif::HumanBytes(n).to_string()
+}
+
+/// The first 8 hex digits of a checksum, the way git abbreviates; `-` when there is none.
+pub fn short_sha(sha: Option<&str>) -> String {
+    match sha {
+        Some(s) if !s.is_empty() => s.chars().take(8).collect(),
+        _ => "-".to_owned(),
+    }
 }
 
 /// `web=2 worker=1`, or an empty string for an empty formation.
@@ -193,6 +208,18 @@ a-much-longer-name   created    -
     }
 
     #[test]
+    fn key_values_indent_continuation_lines() {
+        let rendered = key_values(&[
+            ("process types", "web: ./server\nworker: ./work".to_owned()),
+            ("size", "1 KiB".to_owned()),
+        ]);
+        assert_eq!(
+            rendered,
+            "process types: web: ./server\n               worker: ./work\nsize:          1 KiB\n"
+        );
+    }
+
+    #[test]
     fn durations_for_people() {
         assert_eq!(duration_ms(0), "0ms");
         assert_eq!(duration_ms(999), "999ms");
@@ -209,9 +236,13 @@ a-much-longer-name   created    -
     }
 
     #[test]
-    fn byte_counts() {
+    fn bytes_and_checksums() {
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(4 * 1024 * 1024 + 512 * 1024), "4.50 MiB");
+        assert_eq!(short_sha(Some("0123456789abcdef")), "01234567");
+        assert_eq!(short_sha(Some("abc")), "abc");
+        assert_eq!(short_sha(Some("")), "-");
+        assert_eq!(short_sha(None), "-");
     }
 
     #[test]

@@ -59,6 +59,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Releases(r) => match r.command {
             None => releases::list(&ctx, &required(r.name)?).await,
             Some(ReleasesSub::List(a)) => releases::list(&ctx, &a.name).await,
+            Some(ReleasesSub::Info(a)) => releases::info(&ctx, a).await,
         },
         Command::Deploy(a) => deploy::deploy(&ctx, a).await,
     }
