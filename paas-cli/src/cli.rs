@@ -64,6 +64,8 @@ pub enum Command {
     Deploy(DeployArgs),
     /// List an app's releases, newest first, or show one (`releases info APP v3`).
     Releases(ReleasesCmd),
+    /// Show or change the buildpacks an app is built with (detected when none are set).
+    Buildpacks(BuildpacksCmd),
     /// Run a one-off command in a fresh container with the app's config (like `heroku run`).
     /// One argument is a shell command line; several are an argv. Exits with the command's status.
     Run(RunArgs),
@@ -264,6 +266,35 @@ pub struct ReleaseInfoArgs {
     pub release: String,
 }
 
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct BuildpacksCmd {
+    #[command(subcommand)]
+    pub command: Option<BuildpacksSub>,
+    /// App name.
+    #[arg(required = true)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BuildpacksSub {
+    /// List the app's buildpacks in the order they run, one per line.
+    List(AppArg),
+    /// Replace the app's buildpacks (built-in names, directories or git URLs), run in order.
+    Set(BuildpacksSetArgs),
+    /// Remove the app's buildpacks: the next deploy detects one again.
+    Clear(AppArg),
+}
+
+#[derive(Debug, Args)]
+pub struct BuildpacksSetArgs {
+    /// App name.
+    pub name: String,
+    /// Buildpacks, in the order they run.
+    #[arg(required = true, value_name = "BUILDPACK")]
+    pub buildpacks: Vec<String>,
+}
+
 /// Global flags that take a separate value; their value is never a `topic:verb`.
 const FLAGS_WITH_VALUE: &[&str] = &["--socket"];
 
@@ -431,7 +462,35 @@ mod tests {
     }
 
     #[test]
-    fn releases_info_takes_a_version() {
+    fn buildpacks_and_releases_verbs() {
+        match parse(&["paas", "buildpacks", "x"]).expect("parses").command {
+            Command::Buildpacks(BuildpacksCmd {
+                command: None,
+                name,
+            }) => assert_eq!(name.as_deref(), Some("x")),
+            other => panic!("unexpected {other:?}"),
+        }
+        match parse(&["paas", "buildpacks:set", "x", "nodejs", "/opt/bp"])
+            .expect("parses")
+            .command
+        {
+            Command::Buildpacks(BuildpacksCmd {
+                command: Some(BuildpacksSub::Set(a)),
+                ..
+            }) => assert_eq!(a.buildpacks, ["nodejs", "/opt/bp"]),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(parse(&["paas", "buildpacks", "set", "x"]).is_err());
+        assert!(matches!(
+            parse(&["paas", "buildpacks:clear", "x"])
+                .expect("parses")
+                .command,
+            Command::Buildpacks(BuildpacksCmd {
+                command: Some(BuildpacksSub::Clear(_)),
+                ..
+            })
+        ));
+        assert!(parse(&["paas", "buildpacks"]).is_err());
         match parse(&["paas", "releases:info", "x", "v3"])
             .expect("parses")
             .command
