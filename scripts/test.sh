@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 need_root
 # nftables: egress NAT for instances; python3: the HTTP server the network tests run in a namespace.
 ensure_packages ca-certificates gcc git sqlite3 procps iproute2 util-linux nftables python3
+# Builds in the tests use the built-in buildpacks, which take their runtimes from the host.
+ensure_stack_runtimes
 ensure_rust
 
 step "cargo fmt --check"; cargo fmt --all -- --check

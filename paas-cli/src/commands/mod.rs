@@ -3,6 +3,8 @@
 //! or format tables itself (that is `cli`/`args` and `output`).
 
 pub mod apps;
+pub mod buildpacks;
+pub mod deploy;
 pub mod domains;
 pub mod env;
 pub mod releases;
@@ -17,7 +19,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::args::UsageError;
-use crate::cli::{AppsSub, Cli, Command, DomainsSub, EnvSub, ReleasesSub};
+use crate::cli::{AppsSub, BuildpacksSub, Cli, Command, DomainsSub, EnvSub, ReleasesSub};
 
 /// What every command needs: the daemon handle and the output mode.
 pub struct Ctx {
@@ -58,6 +60,14 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Releases(r) => match r.command {
             None => releases::list(&ctx, &required(r.name)?).await,
             Some(ReleasesSub::List(a)) => releases::list(&ctx, &a.name).await,
+            Some(ReleasesSub::Info(a)) => releases::info(&ctx, a).await,
+        },
+        Command::Deploy(a) => deploy::deploy(&ctx, a).await,
+        Command::Buildpacks(b) => match b.command {
+            None => buildpacks::list(&ctx, &required(b.name)?).await,
+            Some(BuildpacksSub::List(a)) => buildpacks::list(&ctx, &a.name).await,
+            Some(BuildpacksSub::Set(a)) => buildpacks::set(&ctx, a).await,
+            Some(BuildpacksSub::Clear(a)) => buildpacks::clear(&ctx, &a.name).await,
         },
     }
 }
