@@ -574,3 +574,78 @@ fn low_disk_refuses_deploys_and_old_slugs_are_collected() {
         .unwrap_or("")
         .contains("min_free_disk_mb"));
 }
+
+#[test]
+fn paas_deploy_packs_a_directory_and_shows_the_build() {
+    let Some(d) = daemon("paas_deploy_packs_a_directory_and_shows_the_build", "") else {
+        return;
+    };
+    let bps = tempfile::tempdir().expect("tmp");
+    let bp = testpack(
+        bps.path(),
+        r#"if [ -e "$build/secret.key" ] || [ -e "$build/.git" ]; then echo "ignored files were uploaded" >&2; exit 9; fi
+if grep -q broken "$build/app.txt"; then echo "       cannot build a broken app" >&2; exit 4; fi"#,
+    );
+    d.paas(&["create", "clidemo"]).ok();
+    d.paas(&["buildpacks", "set", "clidemo", &bp]).ok();
+    assert_eq!(d.paas(&["buildpacks", "clidemo"]).ok().trim(), bp);
+
+    let src = tempfile::tempdir().expect("src");
+    std::fs::write(src.path().join("app.txt"), "from the cli").expect("write");
+    std::fs::write(src.path().join(".gitignore"), "secret.key\n").expect("write");
+    std::fs::write(src.path().join("secret.key"), "do not ship").expect("write");
+    std::fs::create_dir(src.path().join(".git")).expect("git dir");
+    std::fs::write(src.path().join(".git/HEAD"), "ref: refs/heads/main\n").expect("write");
+    let dir = src.path().display().to_string();
+
+    let run = d.paas(&["deploy", "clidemo", "--source", &dir]);
+    assert!(run.ok().contains("Released v2 of clidemo"), "{run:#?}");
+    assert!(
+        run.stderr.contains("-----> Testpack app detected"),
+        "{run:#?}"
+    );
+    assert!(run.stderr.contains("compile:"), "phases shown: {run:#?}");
+    assert_eq!(
+        d.paas(&["run", "clidemo", "--", "hello"]).ok().trim(),
+        "hello from the slug: from the cli"
+    );
+
+    let info = d.paas(&["releases", "info", "clidemo", "v2"]);
+    let text = info.ok();
+    for needle in ["compile", "slug", "total", "root", "web"] {
+        assert!(
+            text.contains(needle),
+            "releases info lacks {needle}: {text}"
+        );
+    }
+
+    // A failing build: exit 1, the build's own words and paasd's verdict on stderr.
+    std::fs::write(src.path().join("app.txt"), "broken").expect("write");
+    let run = d.paas(&["deploy", "clidemo", "--source", &dir]);
+    run.fails(1, "failed to compile");
+    assert!(run.stderr.contains("cannot build a broken app"), "{run:#?}");
+    assert_eq!(
+        d.paas(&["apps", "info", "clidemo", "--json"]).json()["release"],
+        2
+    );
+    let listing = d.paas(&["releases", "clidemo"]);
+    assert!(
+        listing.ok().contains("failed"),
+        "failed deploy listed: {listing:#?}"
+    );
+
+    // Usage errors never reach paasd.
+    d.paas(&["deploy", "clidemo", "--source", "/nonexistent/dir"])
+        .fails(2, "/nonexistent/dir");
+    let notgz = src.path().join("x.tar.gz");
+    std::fs::write(&notgz, "plain").expect("write");
+    d.paas(&[
+        "deploy",
+        "clidemo",
+        "--source",
+        &notgz.display().to_string(),
+    ])
+    .fails(2, "not a gzipped tarball");
+    d.paas(&["deploy", "ghost", "--source", &dir])
+        .fails(1, "does not exist");
+}

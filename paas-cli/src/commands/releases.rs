@@ -69,7 +69,7 @@ pub async fn info(ctx: &Ctx, args: ReleaseInfoArgs) -> Result<()> {
 }
 
 /// Deploys without a release that the list should show on top: every one still building,
-/// and failed ones that started after the newest release was made.
+/// and failed ones that started after (or in the same second as) the newest release.
 fn unreleased<'a>(deployments: &'a [Deployment], newest: Option<&Release>) -> Vec<&'a Deployment> {
     deployments
         .iter()
@@ -77,7 +77,8 @@ fn unreleased<'a>(deployments: &'a [Deployment], newest: Option<&Release>) -> Ve
         .filter(|d| match d.status {
             DeploymentStatus::Building => true,
             DeploymentStatus::Failed => match newest {
-                Some(r) => later(&d.started_at, &r.created_at) == Ordering::Greater,
+                // Timestamps have whole seconds: a tie counts as newer.
+                Some(r) => later(&d.started_at, &r.created_at) != Ordering::Less,
                 None => true,
             },
             DeploymentStatus::Succeeded => false,
