@@ -186,7 +186,7 @@ fn handle(ctx: &Ctx, line: &[u8]) -> Result<Option<Outcome>> {
             }
             None
         }
-        DeployEvent::Done { release } => Some(Outcome::Released(release.into())),
+        DeployEvent::Done { release } => Some(Outcome::Released(release)),
         DeployEvent::Error { message, .. } => Some(Outcome::Failed(message)),
     })
 }
