@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# simulate.sh [EXAMPLE...]      (root; needs network access to the npm registry and PyPI)
+# simulate.sh [APP...]      (root; needs network access to the npm registry and PyPI)
 #
-# Builds each example app (default: all of examples/) with the built-in buildpacks the way
+# Builds each app (default: all of examples/ and buildpacks/test/fixtures/) with the built-in buildpacks the way
 # paasd does (detect in paasd's order, compile, release; each step in sandbox.sh), twice:
 # the second build changes the app's version string v1 -> v2, as a redeploy would, and must
 # reuse the cache. After each build the web process (Procfile first, else the buildpack's
@@ -24,16 +24,22 @@ say() { printf '%s\n' "$*"; }
 ok() { passed=$((passed + 1)); say "ok:   $*"; }
 bad() { failed=$((failed + 1)); say "FAIL: $*"; }
 
-# The file whose "v1" a redeploy changes, per example.
+# The file whose "v1" a redeploy changes, per app.
 version_file() {
   case $1 in
     node-hello) echo server.js ;;
-    python-hello) echo app.py ;;
-    go-hello) echo main.go ;;
-    static-hello) echo public/index.html ;;
+    python-hello | python-gunicorn) echo app.py ;;
+    go-hello | go-vendored) echo main.go ;;
+    static-hello | static-config) echo public/index.html ;;
     procfile-hello) echo server.py ;;
+    python-pyproject) echo hello_pkg/__init__.py ;;
     *) echo "" ;;
   esac
+}
+
+# An app's source: examples/NAME, else buildpacks/test/fixtures/NAME.
+src_of() {
+  if [[ -d "$repo/examples/$1" ]]; then echo "$repo/examples/$1"; else echo "$here/fixtures/$1"; fi
 }
 
 # sandbox WORK [K=V...] CMD...: one step in the build container of WORK.
@@ -120,15 +126,15 @@ serve() {
 
 port=5100
 if [[ $# == 0 ]]; then
-  mapfile -t examples < <(cd "$repo/examples" && ls)
-  set -- "${examples[@]}"
+  mapfile -t apps < <(cd "$repo/examples" && ls; cd "$here/fixtures" && ls)
+  set -- "${apps[@]}"
 fi
 
 for name in "$@"; do
   w="$sim/$name"
   rm -rf "$w"
   mkdir -p "$w/app"
-  cp -a "$repo/examples/$name/." "$w/app/"
+  cp -a "$(src_of "$name")/." "$w/app/"
   vf=$(version_file "$name")
   times=""
   for n in 1 2; do
@@ -138,7 +144,7 @@ for name in "$@"; do
       # A redeploy: fresh source with the version changed, same cache.
       rm -rf "$w/app"
       mkdir -p "$w/app"
-      cp -a "$repo/examples/$name/." "$w/app/"
+      cp -a "$(src_of "$name")/." "$w/app/"
       [[ -n "$vf" ]] && sed -i 's/\bv1\b/v2/g' "$w/app/$vf"
     fi
     if ! build "$w"; then
@@ -171,9 +177,10 @@ done
 # builds, and expects the build to fail with PATTERN in its output.
 broken() {
   local name=$1 base=$2 pattern=$3 mutation=$4 w="$sim/broken-$1"
+  [[ " $selected " == *" $base "* ]] || return 0
   rm -rf "$w"
   mkdir -p "$w/app"
-  cp -a "$repo/examples/$base/." "$w/app/"
+  cp -a "$(src_of "$base")/." "$w/app/"
   (cd "$w/app" && eval "$mutation")
   say "-----> broken: $name"
   if build "$w"; then
@@ -185,13 +192,14 @@ broken() {
   fi
 }
 
-if [[ ${SIMULATE_BROKEN:-1} == 1 && " $* " == *" node-hello "* && " $* " == *" go-hello "* ]]; then
+selected="$*"
+if [[ ${SIMULATE_BROKEN:-1} == 1 ]]; then
   broken node-bad-json node-hello "package.json is not valid JSON" "printf '{\"name\": \"x\",}' > package.json"
   broken node-bad-lock node-hello "npm ci failed" "sed -i 's/\"ms\": \"^2.1.3\"/\"ms\": \"^2.1.3\", \"left-pad\": \"1.3.0\"/' package.json"
   broken node-bad-build node-hello "npm run build failed" "sed -i 's/\"start\": \"node server.js\"/\"start\": \"node server.js\", \"build\": \"exit 3\"/' package.json"
   broken go-syntax go-hello "go build failed" "printf 'package main\nfunc main() {\n' > broken.go"
   broken go-121 go-hello "go.mod says go 1.21.0 but the stack has go 1.19" "sed -i 's/^go 1.19$/go 1.21.0/' go.mod"
-  broken go-three-part go-hello "Go 1.19 only reads" "sed -i 's/^go 1.19$/go 1.19.0/' go.mod"
+  broken go-three-part go-hello "only reads two-part go directives" "sed -i 's/^go 1.19$/go 1.19.0/' go.mod"
   broken go-no-vendor go-hello "no vendor/ directory" "printf 'require example.com/dep v1.0.0\n' >> go.mod"
   broken python-bad-req python-hello "pip install failed" "echo 'this-package-does-not-exist-paas-test==0.0.1' >> requirements.txt"
   broken python-bad-toml python-hello "pyproject.toml is not valid TOML" "rm requirements.txt; printf '[project\nname=1\n' > pyproject.toml"
