@@ -105,7 +105,7 @@ serve() {
   done
   body=$(curl -s "http://127.0.0.1:$port/")
   health=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health")
-  say "       GET / -> $body"
+  say "       GET / -> $(grep -m1 -o 'Hello from[^<]*' <<<"$body" || head -c 100 <<<"$body")"
   if [[ "$body" == *"$name"* && "$body" == *"$version"* ]]; then ok "$name: GET / names the app and $version"; else bad "$name: GET / is '$body'"; fi
   if [[ "$health" == 200 && "$(curl -s "http://127.0.0.1:$port/health")" == ok* ]]; then ok "$name: GET /health is 200 ok"; else bad "$name: GET /health is $health"; fi
   code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/no-such-page")
