@@ -28,6 +28,7 @@ bad() { failed=$((failed + 1)); say "FAIL: $*"; }
 version_file() {
   case $1 in
     node-hello) echo server.js ;;
+    node-build) echo server.js ;;
     python-hello | python-gunicorn) echo app.py ;;
     go-hello | go-vendored) echo main.go ;;
     static-hello | static-config) echo public/index.html ;;
@@ -57,6 +58,14 @@ build() {
   mkdir -p "$w/buildpacks" "$w/root" "$w/cache" "$w/env"
   for b in "${order[@]}"; do cp -a "$repo/buildpacks/$b" "$w/buildpacks/$b"; done
   chown -R 10000:10000 "$w/app" "$w/cache" "$w/buildpacks"
+  # Config vars: fixtures/NAME.env holds K=V lines.
+  rm -rf "$w/env"
+  mkdir -p "$w/env"
+  if [[ -f "$here/fixtures/${w##*/}.env" ]]; then
+    while IFS='=' read -r k v; do
+      [[ -n "$k" ]] && printf '%s' "$v" >"$w/env/$k"
+    done <"$here/fixtures/${w##*/}.env"
+  fi
   bp=""
   for b in "${order[@]}"; do
     if detected=$(sandbox "$w" "/buildpacks/$b/bin/detect" /app 2>>"$w/detect.log"); then
@@ -126,7 +135,7 @@ serve() {
 
 port=5100
 if [[ $# == 0 ]]; then
-  mapfile -t apps < <(cd "$repo/examples" && ls; cd "$here/fixtures" && ls)
+  mapfile -t apps < <(cd "$repo/examples" && ls; cd "$here/fixtures" && find . -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | sort)
   set -- "${apps[@]}"
 fi
 
@@ -152,6 +161,9 @@ for name in "$@"; do
       continue
     fi
     ok "$name: build $n"
+    if [[ -x "$here/fixtures/$name.check" ]]; then
+      if "$here/fixtures/$name.check" "$w/app"; then ok "$name: $name.check"; else bad "$name: $name.check"; fi
+    fi
     times+="${times:+ / }${build_secs}s"
     if [[ $n == 2 ]] && [[ $bp == nodejs || $bp == python ]]; then
       if grep -q -- '-----> Reusing cached' "$w/compile.log" && ! grep -q -- '-----> Installing dependencies' "$w/compile.log"; then
@@ -172,6 +184,27 @@ for name in "$@"; do
   done
   summary+=("$name ($bp): builds $times")
 done
+
+# new_deps NAME MUTATION: a third build of NAME (after the loop above, same cache) whose
+# dependencies changed (the shell MUTATION, run in the source): it must install again.
+new_deps() {
+  local name=$1 mutation=$2 w="$sim/$1"
+  [[ -d "$w/cache" ]] || return 0
+  rm -rf "$w/app"
+  mkdir -p "$w/app"
+  cp -a "$(src_of "$name")/." "$w/app/"
+  (cd "$w/app" && eval "$mutation")
+  say "-----> $name: build 3 (dependencies changed)"
+  if ! build "$w"; then
+    bad "$name: build 3 failed"
+  elif grep -q -- '-----> Installing dependencies' "$w/compile.log" && ! grep -q -- '-----> Reusing cached' "$w/compile.log"; then
+    ok "$name: build 3 installed the changed dependencies"
+  else
+    bad "$name: build 3 did not install the changed dependencies"
+  fi
+}
+new_deps python-hello "sed -i 's/^six==.*/six==1.16.0/' requirements.txt"
+new_deps node-build "sed -i 's/\"is-number\": \"^7.0.0\"/\"is-number\": \"7.0.0\"/' package.json"
 
 # broken NAME BASE PATTERN MUTATION: copies examples/BASE, runs the shell MUTATION in it,
 # builds, and expects the build to fail with PATTERN in its output.
