@@ -135,7 +135,7 @@ serve() {
 
 port=5100
 if [[ $# == 0 ]]; then
-  mapfile -t apps < <(cd "$repo/examples" && ls; cd "$here/fixtures" && find . -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | sort)
+  mapfile -t apps < <(for d in "$repo/examples" "$here/fixtures"; do find "$d" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | sort; done)
   set -- "${apps[@]}"
 fi
 
@@ -234,7 +234,7 @@ if [[ ${SIMULATE_BROKEN:-1} == 1 ]]; then
   broken go-121 go-hello "go.mod says go 1.21.0 but the stack has go 1.19" "sed -i 's/^go 1.19$/go 1.21.0/' go.mod"
   broken go-three-part go-hello "only reads two-part go directives" "sed -i 's/^go 1.19$/go 1.19.0/' go.mod"
   broken go-no-vendor go-hello "no vendor/ directory" "printf 'require example.com/dep v1.0.0\n' >> go.mod"
-  broken python-bad-req python-hello "pip install failed" "echo 'this-package-does-not-exist-paas-test==0.0.1' >> requirements.txt"
+  broken python-bad-req python-hello "pip install failed" "echo 'six >= = 1' >> requirements.txt"
   broken python-bad-toml python-hello "pyproject.toml is not valid TOML" "rm requirements.txt; printf '[project\nname=1\n' > pyproject.toml"
   broken static-bad-json static-hello "static.json is not valid JSON" "printf '{root: public}' > static.json"
   broken static-bad-root static-hello "is not a directory" "printf '{\"root\": \"dist\"}' > static.json"
