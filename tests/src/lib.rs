@@ -321,6 +321,24 @@ impl Daemon {
         Client::new(self.socket())
     }
 
+    /// Starts `paas run --json` in the background and returns it with the container's
+    /// address, read from the live `started` event. The reader must be kept: `paas run` is
+    /// attached, and a client that stops reading takes its container down.
+    pub fn run_with_ip(&self, app: &str, argv: &[&str]) -> Attached {
+        use std::io::BufRead;
+        let mut args = vec!["--json", "run", app, "--"];
+        args.extend_from_slice(argv);
+        let mut child = self.spawn_paas(&args);
+        let stdout = child.child.stdout.take().expect("stdout");
+        let mut first = String::new();
+        let mut reader = std::io::BufReader::new(stdout);
+        reader.read_line(&mut first).expect("started event");
+        let ev: serde_json::Value = serde_json::from_str(&first).expect("json event");
+        assert_eq!(ev["type"], "started", "{first}");
+        let ip = ev["ip"].as_str().expect("ip").to_string();
+        (child, ip, reader)
+    }
+
     /// `POST /apps/{app}/deploy` with `tarball` as the body, straight to the API (hostile
     /// archives the CLI would never make). Returns the status and either the NDJSON events
     /// (200) or the error body.
@@ -534,4 +552,23 @@ pub fn db_snapshot(db: &Path) -> String {
         }
     }
     out
+}
+
+/// A `paas run` in the background, the container's address, and its output reader.
+pub type Attached = (
+    Background,
+    String,
+    std::io::BufReader<std::process::ChildStdout>,
+);
+
+/// `GET /` over plain HTTP/1.0; None when nothing answers.
+pub fn http_get(addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
 }

@@ -15,25 +15,35 @@ fn deploy_example(d: &Daemon, name: &str, source: &std::path::Path) -> String {
     run.stderr.clone()
 }
 
-/// Starts the release's web process in a one-off container and fetches `/` from inside.
+/// Runs the release's web process in a container on the bridge and fetches `/` from the host
+/// at the container's `IP:5000` (the router arrives with the next issue).
 fn fetch_root(d: &Daemon, app: &str) -> String {
     let releases = d.paas(&["releases", app, "--json"]).json();
     let web = releases[0]["process_types"]["web"]
         .as_str()
         .unwrap_or_else(|| panic!("no web process: {releases}"))
         .to_string();
-    let script = format!(
-        r#"( {web} ) >/tmp/web.log 2>&1 &
-for i in $(seq 1 150); do
-  if out=$(/usr/bin/python3 -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:5000/", timeout=2).read().decode())' 2>/dev/null); then
-    echo "$out"; exit 0
-  fi
-  sleep 0.1
-done
-cat /tmp/web.log; exit 1"#
-    );
-    let run = d.paas(&["run", app, "--", &script]);
-    run.ok().to_string()
+    let (bg, ip, reader) = d.run_with_ip(app, &[&web]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut answer = None;
+    while answer.is_none() && std::time::Instant::now() < deadline {
+        answer = paas_tests::http_get(&format!("{ip}:5000"));
+        if answer.is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    // The run is attached: closing the client ends the container.
+    drop(reader);
+    let Some(answer) = answer else {
+        let mut bg = bg;
+        let _ = bg.child.kill();
+        let out = bg.finish();
+        panic!("{app}: no HTTP answer from {ip}:5000; the process said: {out:#?}");
+    };
+    drop(bg);
+    assert!(answer.starts_with("HTTP/1."), "{answer}");
+    assert!(answer.contains(" 200 "), "{answer}");
+    answer
 }
 
 fn example(name: &str) -> std::path::PathBuf {
@@ -150,4 +160,62 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         .status()
         .expect("cp");
     assert!(status.success());
+}
+
+#[test]
+fn broken_node_and_python_apps_fail_with_the_tools_own_words() {
+    if !have_root("broken_node_and_python_apps_fail_with_the_tools_own_words") {
+        return;
+    }
+    let d = Daemon::start();
+    // package.json that is not JSON.
+    let node = tempfile::tempdir().expect("tmp");
+    copy_dir(&example("node-hello"), node.path());
+    std::fs::write(
+        node.path().join("package.json"),
+        "{ \"name\": \"x\", oops }\n",
+    )
+    .expect("write");
+    d.paas(&["create", "badnode"]).ok();
+    let run = d.paas(&[
+        "deploy",
+        "badnode",
+        "--source",
+        &node.path().display().to_string(),
+    ]);
+    run.fails(1, "package.json is not valid JSON");
+    // A requirement PyPI does not have: pip's own message reaches the user.
+    let py = tempfile::tempdir().expect("tmp");
+    copy_dir(&example("python-hello"), py.path());
+    std::fs::write(
+        py.path().join("requirements.txt"),
+        "paas-no-such-package-4f2a==1.0\n",
+    )
+    .expect("write");
+    d.paas(&["create", "badpy"]).ok();
+    let run = d.paas(&[
+        "deploy",
+        "badpy",
+        "--source",
+        &py.path().display().to_string(),
+    ]);
+    run.fails(1, "python buildpack failed to compile");
+    assert!(
+        run.stderr
+            .contains("No matching distribution found for paas-no-such-package-4f2a"),
+        "{run:#?}"
+    );
+    // No release was created for either: v1 (the initial one) is all they have.
+    for app in ["badnode", "badpy"] {
+        let releases = d.paas(&["releases", app, "--json"]).json();
+        assert_eq!(
+            releases.as_array().map(Vec::len),
+            Some(1),
+            "{app}: {releases}"
+        );
+        assert_eq!(
+            d.paas(&["apps", "info", app, "--json"]).json()["status"],
+            "created"
+        );
+    }
 }

@@ -342,6 +342,42 @@ fn hostile_uploads_are_refused_and_change_nothing() {
             "'link'",
         ),
         (
+            "../../etc/x",
+            gz(|t| raw_entry(t, "../../etc/x", b'0', "", b"x")),
+            400,
+            "'../../etc/x'",
+        ),
+        (
+            "/etc/x",
+            gz(|t| raw_entry(t, "/etc/x", b'0', "", b"x")),
+            400,
+            "absolute",
+        ),
+        (
+            "a symlink to / and a file through it",
+            gz(|t| {
+                raw_entry(t, "root", b'2', "/", b"");
+                raw_entry(t, "root/etc/x", b'0', "", b"x");
+            }),
+            400,
+            "'root'",
+        ),
+        (
+            "10 GB sparse file",
+            gz(|t| {
+                let mut h = Vec::new();
+                raw_entry(&mut h, "sparse", b'S', "", b"");
+                // GNU header: real size 10 GiB at offset 483 (12 octal digits).
+                h[483..495].copy_from_slice(format!("{:012o}", 10u64 << 30).as_bytes());
+                h[148..156].copy_from_slice(b"        ");
+                let sum: u32 = h[..512].iter().map(|b| u32::from(*b)).sum();
+                h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+                t.extend_from_slice(&h);
+            }),
+            400,
+            "sparse",
+        ),
+        (
             "write through a symlink",
             gz(|t| {
                 raw_entry(t, "sub", b'2', ".", b"");
@@ -648,4 +684,46 @@ if grep -q broken "$build/app.txt"; then echo "       cannot build a broken app"
     .fails(2, "not a gzipped tarball");
     d.paas(&["deploy", "ghost", "--source", &dir])
         .fails(1, "does not exist");
+}
+
+#[test]
+fn a_million_empty_files_stop_at_the_entry_limit() {
+    // A lower limit than the default (200,000) keeps the test quick (file creation costs
+    // ~0.6 ms on this disk); the point is that unpacking stops at the limit, not after a
+    // million files.
+    let Some(d) = daemon(
+        "a_million_empty_files_stop_at_the_entry_limit",
+        "[build]\nmax_source_files = 2000\n",
+    ) else {
+        return;
+    };
+    d.paas(&["create", "many"]).ok();
+    // 1,000,000 header-only entries (~500 MB of tar, ~15 MB gzipped), made from one header
+    // whose name and checksum are patched in place.
+    let mut header = Vec::new();
+    raw_entry(&mut header, "f0000000", b'0', "", b"");
+    let base: u32 = header.iter().map(|b| u32::from(*b)).sum::<u32>()
+        - header[148..156].iter().map(|b| u32::from(*b)).sum::<u32>()
+        + 8 * u32::from(b' ')
+        - header[..8].iter().map(|b| u32::from(*b)).sum::<u32>();
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for i in 0..1_000_000u32 {
+        let name = format!("f{i:07}");
+        header[..8].copy_from_slice(name.as_bytes());
+        let sum = base + name.bytes().map(u32::from).sum::<u32>();
+        header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        std::io::Write::write_all(&mut e, &header).expect("gz");
+    }
+    std::io::Write::write_all(&mut e, &[0u8; 1024]).expect("gz");
+    let body = e.finish().expect("gz");
+    let (status, v) = d.deploy_raw("many", body);
+    assert_eq!(status, 413, "{v:?}");
+    let msg = v[0]["error"]["message"].as_str().unwrap_or("");
+    assert!(msg.contains("more than 2000 entries"), "{msg}");
+    assert_eq!(
+        std::fs::read_dir(d.state_dir().join("builds"))
+            .map(|r| r.count())
+            .unwrap_or(0),
+        0
+    );
 }

@@ -379,42 +379,6 @@ fn cgroups_and_scratch_dirs_go_away_with_the_daemon() {
     }
 }
 
-/// Starts `paas run --json` in the background and returns it with the container's address,
-/// read from the live `started` event.
-/// The reader must be kept: `paas run` is attached, and a client that stops reading takes its
-/// container down.
-type Attached = (
-    paas_tests::Background,
-    String,
-    std::io::BufReader<std::process::ChildStdout>,
-);
-
-fn run_with_ip(d: &Daemon, app: &str, argv: &[&str]) -> Attached {
-    use std::io::BufRead;
-    let mut args = vec!["--json", "run", app, "--"];
-    args.extend_from_slice(argv);
-    let mut child = d.spawn_paas(&args);
-    let stdout = child.child.stdout.take().expect("stdout");
-    let mut first = String::new();
-    let mut reader = std::io::BufReader::new(stdout);
-    reader.read_line(&mut first).expect("started event");
-    let ev: serde_json::Value = serde_json::from_str(&first).expect("json event");
-    assert_eq!(ev["type"], "started", "{first}");
-    let ip = ev["ip"].as_str().expect("ip").to_string();
-    (child, ip, reader)
-}
-
-fn http_get(addr: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s =
-        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
 #[test]
 fn the_host_reaches_containers_on_their_own_addresses() {
     let Some(d) = daemon_with_app("the_host_reaches_containers_on_their_own_addresses", "web")
@@ -422,8 +386,8 @@ fn the_host_reaches_containers_on_their_own_addresses() {
         return;
     };
     let server = ["timeout", "15", "python3", "-m", "http.server", "5000"];
-    let (a, ip_a, out_a) = run_with_ip(&d, "web", &server);
-    let (b, ip_b, out_b) = run_with_ip(&d, "web", &server);
+    let (a, ip_a, out_a) = d.run_with_ip("web", &server);
+    let (b, ip_b, out_b) = d.run_with_ip("web", &server);
     assert_ne!(ip_a, ip_b, "two containers got the same address");
     let subnet_prefix = format!("10.213.{}.", d.seq());
     for ip in [&ip_a, &ip_b] {
@@ -433,7 +397,7 @@ fn the_host_reaches_containers_on_their_own_addresses() {
         );
         let mut answer = None;
         wait_until(Duration::from_secs(10), || {
-            answer = http_get(&format!("{ip}:5000"));
+            answer = paas_tests::http_get(&format!("{ip}:5000"));
             answer.is_some()
         });
         let answer = answer.unwrap_or_else(|| panic!("no HTTP answer from {ip}:5000"));

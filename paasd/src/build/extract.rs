@@ -257,6 +257,9 @@ impl Extractor<'_> {
                 return Err(refuse("device files and FIFOs are not allowed"));
             }
             tar::EntryType::XGlobalHeader => {}
+            // A sparse entry can claim any size (a "10 GB" file in a few bytes); sources
+            // never need one.
+            tar::EntryType::GNUSparse => return Err(refuse("sparse files are not allowed")),
             other => {
                 return Err(refuse(&format!(
                     "unsupported entry type {:?}",

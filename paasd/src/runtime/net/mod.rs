@@ -249,6 +249,7 @@ impl Network {
         // rename afterwards.
         let peer = LinkUnspec::new_with_name("eth0")
             .setns_by_fd(ns.as_raw_fd())
+            .address(instance_mac(ip).to_vec())
             .build();
         let veth = LinkMessageBuilder::<LinkVeth>::new(host_if, "eth0")
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
@@ -500,6 +501,15 @@ pub fn check_ifname(name: &str) -> Result<(), NetError> {
 
 /// A stable, locally administered unicast MAC for the bridge, derived from its name (FNV-1a),
 /// so re-creating the bridge keeps the gateway's MAC.
+/// An instance's MAC follows from its address (as Docker does): when an address is handed out
+/// again, the host's neighbour entry for it is still right. A random MAC would leave the
+/// host sending to the previous instance's MAC for seconds until the stale entry is probed
+/// away.
+fn instance_mac(ip: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = ip.octets();
+    [0x02, 0x51, a, b, c, d]
+}
+
 fn bridge_mac(name: &str) -> [u8; 6] {
     let mut h: u32 = 0x811c_9dc5;
     for b in name.bytes() {
