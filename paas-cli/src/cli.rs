@@ -66,6 +66,8 @@ pub enum Command {
     Releases(ReleasesCmd),
     /// Show or change the buildpacks an app is built with (detected when none are set).
     Buildpacks(BuildpacksCmd),
+    /// Stacks apps run on: list them, or import a root filesystem tarball as a new one.
+    Stacks(StacksCmd),
     /// Run a one-off command in a fresh container with the app's config (like `heroku run`).
     /// One argument is a shell command line; several are an argv. Exits with the command's status.
     Run(RunArgs),
@@ -293,6 +295,29 @@ pub struct BuildpacksSetArgs {
     /// Buildpacks, in the order they run.
     #[arg(required = true, value_name = "BUILDPACK")]
     pub buildpacks: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StacksCmd {
+    #[command(subcommand)]
+    pub command: Option<StacksSub>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StacksSub {
+    /// List the stacks, one per line.
+    List,
+    /// Import a gzipped root filesystem tarball (e.g. from debootstrap) as stack NAME.
+    Import(StackImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StackImportArgs {
+    /// Name of the new stack (like an app name).
+    pub name: String,
+    /// The .tar.gz of a root filesystem.
+    #[arg(value_name = "TARBALL")]
+    pub tarball: PathBuf,
 }
 
 /// Global flags that take a separate value; their value is never a `topic:verb`.

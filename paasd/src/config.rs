@@ -48,6 +48,8 @@ pub struct FileConfig {
     pub stacks: std::collections::BTreeMap<String, PathBuf>,
     /// Where the built-in buildpacks live.
     pub buildpacks_dir: Option<PathBuf>,
+    /// Largest stack tarball `PUT /stacks/NAME` accepts (compressed; unpacked up to 4x).
+    pub max_stack_mb: Option<u64>,
     /// Limits on uploads and builds (`[build]`).
     #[serde(default)]
     pub build: BuildConfig,
@@ -134,6 +136,7 @@ pub struct Config {
     pub stacks: std::collections::BTreeMap<String, PathBuf>,
     pub buildpacks_dir: PathBuf,
     pub build: BuildConfig,
+    pub max_stack_mb: u64,
 }
 
 impl Config {
@@ -204,6 +207,7 @@ impl Config {
                 .or(file.buildpacks_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_BUILDPACKS_DIR)),
             build: file.build,
+            max_stack_mb: file.max_stack_mb.unwrap_or(4096),
             state_dir,
         })
     }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod oneoff;
 pub mod runtime;
 pub mod secrets;
+pub mod stacks;
 pub mod store;
 
 use std::fs::{self, File, OpenOptions};
@@ -49,15 +50,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let store = tokio::task::spawn_blocking(move || store::Store::open(&db_path))
         .await
         .map_err(|e| store::StoreError::Worker(e.to_string()))??;
+    // Configured stacks, plus the ones imported by an earlier run (a configured name wins).
+    let mut all_stacks = stacks::imported(&config.state_dir);
+    all_stacks.extend(config.stacks.clone());
+    let stack_names = Arc::new(std::sync::RwLock::new(
+        std::iter::once("host".to_string())
+            .chain(all_stacks.keys().cloned())
+            .collect::<Vec<_>>(),
+    ));
     let apps = apps::Apps::new(
         store.clone(),
         secrets,
         apps::Settings {
             base_domain: config.base_domain.clone(),
             max_instances_per_type: config.max_instances_per_type,
-            stacks: std::iter::once("host".to_string())
-                .chain(config.stacks.keys().cloned())
-                .collect(),
+            stacks: stack_names.clone(),
         },
     );
     let network = runtime::net::Network::setup(runtime::net::NetConfig {
@@ -79,7 +86,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let (state_dir, cg_parent, stacks) = (
         config.state_dir.clone(),
         config.cgroup_parent.clone(),
-        config.stacks.clone(),
+        all_stacks.clone(),
     );
     let runtime = tokio::task::spawn_blocking(move || {
         runtime::Runtime::new(&state_dir, &cg_parent, network, &stacks)
@@ -100,7 +107,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         config.state_dir.clone(),
     );
     builds.recover().await?;
+    let stacks = stacks::Stacks::new(
+        Arc::clone(&runtime),
+        &config.state_dir,
+        stack_names,
+        config.max_stack_mb,
+    );
     let state = Arc::new(api::State {
+        stacks,
         apps,
         store,
         runtime: Arc::clone(&runtime),

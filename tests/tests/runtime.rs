@@ -556,3 +556,78 @@ fn a_client_that_goes_away_takes_its_container_with_it() {
         .unwrap_or_else(|| panic!("scratch dirs left: {:?}", instance_dirs(&d)));
     assert!(d.cgroups().is_empty(), "{:?}", d.cgroups());
 }
+
+#[test]
+fn a_rootfs_tarball_imports_as_a_stack_that_survives_restarts() {
+    if !have_root("a_rootfs_tarball_imports_as_a_stack_that_survives_restarts") {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tmp");
+    let rootfs = work.path().join("rootfs");
+    tiny_rootfs(&rootfs);
+    // Absolute symlinks are normal in a root filesystem; they resolve inside the container.
+    std::os::unix::fs::symlink("/etc/stack-marker", rootfs.join("etc/marker-link")).expect("link");
+    let tgz = work.path().join("tiny.tar.gz");
+    let tar = std::process::Command::new("tar")
+        .arg("czf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(&rootfs)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(tar.success());
+    let mut d = Daemon::start();
+    let tgz_s = tgz.display().to_string();
+    let r = d.paas(&["stacks", "import", "tiny", &tgz_s]);
+    assert!(r.ok().contains("Imported stack tiny"), "{r:#?}");
+    assert_eq!(d.paas(&["stacks"]).ok(), "host\ntiny\n");
+    d.paas(&["stacks", "import", "tiny", &tgz_s])
+        .fails(1, "already exists");
+    d.paas(&["stacks", "import", "host", &tgz_s])
+        .fails(1, "already exists");
+    d.paas(&["stacks", "import", "Bad/Name", &tgz_s])
+        .fails(1, "stack name");
+
+    // Not a root filesystem: refused, and nothing of it stays.
+    let junk = work.path().join("junk.tar.gz");
+    std::fs::write(
+        &junk,
+        paas_tests::tarball(&[("README", "no bin here", 0o644)]),
+    )
+    .expect("w");
+    d.paas(&["stacks", "import", "junk", &junk.display().to_string()])
+        .fails(1, "not a root filesystem");
+    // A hostile one: refused, naming the entry.
+    let evil = work.path().join("evil.tar.gz");
+    std::fs::write(
+        &evil,
+        paas_tests::tarball_raw(&[("../../escape", b'0', "")]),
+    )
+    .expect("w");
+    d.paas(&["stacks", "import", "evil", &evil.display().to_string()])
+        .fails(1, "'../../escape'");
+    let left: Vec<String> = std::fs::read_dir(d.state_dir().join("stacks"))
+        .expect("stacks dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut left = left;
+    left.sort();
+    assert_eq!(left, ["host", "tiny"], "failed imports left files");
+
+    let check = |d: &Daemon| {
+        let r = d.paas(&[
+            "run",
+            "mini",
+            "cat /etc/stack-marker /etc/marker-link; ls /usr/bin",
+        ]);
+        assert_eq!(r.ok(), "tiny\ntiny\nbash\ncat\nid\nls\n", "{r:#?}");
+    };
+    d.paas(&["create", "mini", "--stack", "tiny"]).ok();
+    check(&d);
+    d.stop();
+    d.restart();
+    assert_eq!(d.paas(&["stacks"]).ok(), "host\ntiny\n");
+    check(&d);
+}

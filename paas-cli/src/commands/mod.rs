@@ -10,6 +10,7 @@ pub mod env;
 pub mod releases;
 pub mod run;
 pub mod scale;
+pub mod stacks;
 
 use anyhow::{Context as _, Result};
 use paas_api::client::segment;
@@ -19,7 +20,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::args::UsageError;
-use crate::cli::{AppsSub, BuildpacksSub, Cli, Command, DomainsSub, EnvSub, ReleasesSub};
+use crate::cli::{
+    AppsSub, BuildpacksSub, Cli, Command, DomainsSub, EnvSub, ReleasesSub, StacksSub,
+};
 
 /// What every command needs: the daemon handle and the output mode.
 pub struct Ctx {
@@ -68,6 +71,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             Some(BuildpacksSub::List(a)) => buildpacks::list(&ctx, &a.name).await,
             Some(BuildpacksSub::Set(a)) => buildpacks::set(&ctx, a).await,
             Some(BuildpacksSub::Clear(a)) => buildpacks::clear(&ctx, &a.name).await,
+        },
+        Command::Stacks(s) => match s.command {
+            None | Some(StacksSub::List) => stacks::list(&ctx).await,
+            Some(StacksSub::Import(a)) => stacks::import(&ctx, a).await,
         },
     }
 }

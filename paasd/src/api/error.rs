@@ -113,3 +113,25 @@ impl From<crate::build::DeployError> for ApiError {
         ApiError::new(status, code, e.to_string())
     }
 }
+
+impl From<crate::stacks::StackError> for ApiError {
+    fn from(e: crate::stacks::StackError) -> ApiError {
+        use crate::build::extract::ExtractError as X;
+        use crate::stacks::StackError as S;
+        let (status, code) = match &e {
+            S::InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
+            S::Exists(_) => (StatusCode::CONFLICT, "stack_exists"),
+            S::TooBig { .. } | S::Source(X::TooBig { .. } | X::TooManyEntries { .. }) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "stack_too_large")
+            }
+            S::Source(X::Refused { .. } | X::Format(_)) => {
+                (StatusCode::BAD_REQUEST, "stack_refused")
+            }
+            S::NotRootfs(_) => (StatusCode::UNPROCESSABLE_ENTITY, "not_a_rootfs"),
+            S::Source(X::Io { .. }) | S::Internal(_) => {
+                return ApiError::internal("importing a stack failed", &e);
+            }
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}

@@ -24,6 +24,7 @@ pub struct State {
     pub store: crate::store::Store,
     pub runtime: Arc<crate::runtime::Runtime>,
     pub builds: crate::build::Builds,
+    pub stacks: crate::stacks::Stacks,
     pub limits: body::Limits,
     pub started: Instant,
 }

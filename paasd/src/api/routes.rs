@@ -74,6 +74,24 @@ async fn dispatch(
         }
         (["apps"], _) => Err(not_allowed("GET, POST")),
 
+        (["stacks"], &Method::GET) => ok(&paas_api::StackList {
+            stacks: state.stacks.list(),
+        }),
+        (["stacks"], _) => Err(not_allowed("GET")),
+        (["stacks", name], &Method::PUT) => {
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            let name = name.to_string();
+            let pump = super::body::stream_into(req.into_body(), tx);
+            match state.stacks.import(name, rx).await {
+                Ok(imported) => created(&imported),
+                Err(e) => {
+                    let _ = pump.await;
+                    Err(e.into())
+                }
+            }
+        }
+        (["stacks", _], _) => Err(not_allowed("PUT")),
+
         (["apps", app, tail @ ..], _) => {
             let app = app_param(app)?;
             match (tail, &m) {

@@ -50,8 +50,9 @@ pub enum AppError {
 pub struct Settings {
     pub base_domain: String,
     pub max_instances_per_type: u32,
-    /// Stacks an app may ask for (`host` plus the configured ones).
-    pub stacks: Vec<String>,
+    /// Stacks an app may ask for (`host`, the configured and the imported ones); shared with
+    /// the stack service, which adds imports.
+    pub stacks: std::sync::Arc<std::sync::RwLock<Vec<String>>>,
 }
 
 #[derive(Clone)]
@@ -73,7 +74,13 @@ impl Apps {
     pub async fn create(&self, req: api::CreateApp) -> Result<api::App, AppError> {
         validate::app_name(&req.name).map_err(AppError::InvalidName)?;
         let stack = req.stack.unwrap_or_else(|| "host".to_string());
-        validate::stack(&stack, &self.settings.stacks).map_err(AppError::InvalidRequest)?;
+        let known = self
+            .settings
+            .stacks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        validate::stack(&stack, &known).map_err(AppError::InvalidRequest)?;
         if let Some(bp) = &req.buildpack {
             validate::buildpack(bp).map_err(AppError::InvalidRequest)?;
         }

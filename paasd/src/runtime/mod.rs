@@ -16,6 +16,7 @@ pub mod stack;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 pub use container::Container;
 pub use proto::{FromHelper, NetMode, Stream};
@@ -76,7 +77,8 @@ pub struct RunSpec {
 
 pub struct Runtime {
     instances: PathBuf,
-    stacks: std::collections::BTreeMap<String, stack::Stack>,
+    /// Stacks by name; imported stacks are added while paasd runs.
+    stacks: std::sync::RwLock<std::collections::BTreeMap<String, Arc<stack::Stack>>>,
     cgroups: cgroups::Cgroups,
     network: net::Network,
     seq: AtomicU64,
@@ -111,15 +113,15 @@ impl Runtime {
                 let mut m = std::collections::BTreeMap::new();
                 m.insert(
                     "host".to_string(),
-                    stack::Stack::Host(stack::HostStack::prepare(state_dir)?),
+                    Arc::new(stack::Stack::Host(stack::HostStack::prepare(state_dir)?)),
                 );
                 for (name, root) in rootfs_stacks {
                     m.insert(
                         name.clone(),
-                        stack::Stack::Rootfs(stack::RootfsStack::open(root)?),
+                        Arc::new(stack::Stack::Rootfs(stack::RootfsStack::open(root)?)),
                     );
                 }
-                m
+                std::sync::RwLock::new(m)
             },
             cgroups: cgroups::Cgroups::detect(cgroup_parent)?,
             network,
@@ -177,7 +179,27 @@ impl Runtime {
 
     /// Names of the stacks containers can run on.
     pub fn stacks(&self) -> Vec<String> {
-        self.stacks.keys().cloned().collect()
+        self.stacks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Adds a root filesystem directory as stack `name` (an imported tarball). Checks that it
+    /// looks like a root filesystem; an existing name is never replaced.
+    pub fn add_stack(&self, name: &str, root: &Path) -> Result<(), RuntimeError> {
+        let stack = Arc::new(stack::Stack::Rootfs(stack::RootfsStack::open(root)?));
+        let mut stacks = self.stacks.write().unwrap_or_else(|p| p.into_inner());
+        if stacks.contains_key(name) {
+            return Err(RuntimeError::Setup {
+                stage: "stack".into(),
+                error: format!("stack '{name}' already exists"),
+            });
+        }
+        stacks.insert(name.to_string(), stack);
+        Ok(())
     }
 
     /// The instance network (its subnet is where callers allocate addresses).
@@ -198,7 +220,10 @@ impl Runtime {
         let id = spec.id;
         let stack = self
             .stacks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .get(&spec.stack)
+            .cloned()
             .ok_or_else(|| RuntimeError::Setup {
                 stage: "stack".into(),
                 error: format!("unknown stack '{}'", spec.stack),
