@@ -27,7 +27,7 @@ bad() { failed=$((failed + 1)); say "FAIL: $*"; }
 # The file whose "v1" a redeploy changes, per app.
 version_file() {
   case $1 in
-    node-hello) echo server.js ;;
+    node-hello | node-express) echo server.js ;;
     node-build) echo server.js ;;
     python-hello | python-gunicorn) echo app.py ;;
     go-hello | go-vendored) echo main.go ;;
