@@ -134,8 +134,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     })?;
     tracing::info!(socket = %config.socket.display(), state_dir = %config.state_dir.display(), "paasd ready");
+    // Containers go first when the signal comes: attached `paas run` streams then end with
+    // their exit instead of holding the drain open for its whole timeout.
+    let stopping = Arc::clone(&runtime);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = tokio::task::spawn_blocking(move || stopping.shutdown()).await;
+    };
     api::serve(listener, state, shutdown).await;
     drop(socket_guard);
+    // Again: a request that raced the signal may have started one more.
     runtime.shutdown();
     tracing::info!("paasd stopped");
     Ok(())

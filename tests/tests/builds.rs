@@ -594,6 +594,11 @@ fn low_disk_refuses_deploys_and_old_slugs_are_collected() {
         d.paas(&["run", "gc", "--", "hello"]).ok().trim(),
         "hello from the slug: n3"
     );
+    // Destroying the app takes its slugs and build cache with it.
+    assert!(d.state_dir().join("cache/gc").is_dir());
+    d.paas(&["apps", "destroy", "gc", "--confirm", "gc"]).ok();
+    assert!(!d.state_dir().join("slugs/gc").exists(), "slugs left");
+    assert!(!d.state_dir().join("cache/gc").exists(), "cache left");
     drop(d);
 
     let Some(d) = daemon(

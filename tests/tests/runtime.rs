@@ -364,12 +364,26 @@ fn cgroups_and_scratch_dirs_go_away_with_the_daemon() {
     }
     assert!(d.cgroups().is_empty());
     assert!(instance_dirs(&d).is_empty());
+    // A container still running when paasd stops goes with it.
+    let (bg, _ip, reader) = d.run_with_ip("gone", &["sleep", "100"]);
+    assert!(
+        !d.cgroups().is_empty(),
+        "the running container has its cgroup"
+    );
     assert!(d.stop().success());
+    drop((bg, reader));
+    assert!(instance_dirs(&d).is_empty(), "{:?}", instance_dirs(&d));
+    assert!(
+        find_process(&["sleep", "100"]).is_none(),
+        "the container outlived paasd"
+    );
     let parent = d.cgroup_parent();
     for root in [
         "/sys/fs/cgroup/memory",
         "/sys/fs/cgroup/pids",
         "/sys/fs/cgroup/cpu",
+        "/sys/fs/cgroup/cpuacct",
+        "/sys/fs/cgroup/freezer",
         "/sys/fs/cgroup",
     ] {
         assert!(

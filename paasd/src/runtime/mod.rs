@@ -170,8 +170,11 @@ impl Runtime {
         self.cgroups.kind()
     }
 
-    /// Removes our (empty) cgroup parent; called when paasd stops.
+    /// Called when paasd stops: containers still running (a `paas run` whose client is still
+    /// attached, a build) are killed and their cgroups and dirs removed, then our cgroup
+    /// parent. Nothing is adopted across restarts yet, so nothing may outlive paasd.
     pub fn shutdown(&self) {
+        self.reap_leftovers();
         if let Err(e) = self.cgroups.remove_parent() {
             tracing::warn!(error = %e, "could not remove the cgroup parent");
         }
