@@ -39,27 +39,32 @@ pub fn tarball(files: &[(&str, &str, u32)]) -> Vec<u8> {
     gz.finish().expect("gzip")
 }
 
-/// A gzipped tarball of raw entries (name, type flag, link target), written header by
-/// header so hostile names survive (the tar crate's builder refuses them).
-pub fn tarball_raw(entries: &[(&str, u8, &str)]) -> Vec<u8> {
+/// Appends one tar entry written header by header, so hostile names and types survive (the
+/// tar crate's builder refuses them).
+pub fn raw_entry(out: &mut Vec<u8>, name: &str, kind: u8, link: &str, data: &[u8]) {
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    h[100..108].copy_from_slice(b"0000644\0");
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    h[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
+    h[136..148].copy_from_slice(b"00000000000\0");
+    h[156] = kind;
+    h[157..157 + link.len()].copy_from_slice(link.as_bytes());
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+}
+
+/// Gzips the raw entries `entries` appends, with the end-of-archive blocks.
+pub fn gz_raw(entries: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let mut t = Vec::new();
-    for (name, kind, link) in entries {
-        let mut h = [0u8; 512];
-        h[..name.len()].copy_from_slice(name.as_bytes());
-        h[100..108].copy_from_slice(b"0000644\0");
-        h[108..116].copy_from_slice(b"0000000\0");
-        h[116..124].copy_from_slice(b"0000000\0");
-        h[124..136].copy_from_slice(b"00000000000\0");
-        h[136..148].copy_from_slice(b"00000000000\0");
-        h[156] = *kind;
-        h[157..157 + link.len()].copy_from_slice(link.as_bytes());
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        h[148..156].copy_from_slice(b"        ");
-        let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
-        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-        t.extend_from_slice(&h);
-    }
+    entries(&mut t);
     t.extend_from_slice(&[0u8; 1024]);
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut e, &t).expect("gz");

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use paas_tests::{have_root, tarball, Daemon};
+use paas_tests::{gz_raw as gz, have_root, raw_entry, tarball, Daemon};
 use serde_json::Value;
 
 /// A test buildpack: detect says "Testpack"; compile installs `bin/hello` and proves the
@@ -279,36 +279,6 @@ fn failed_builds_and_release_phases_keep_the_previous_release() {
     let (_, events) = d.deploy_raw("keeps", tarball(&[("README", "x", 0o644)]));
     let last = events.last().expect("events");
     assert_eq!(last["code"], "detect_failed", "{events:?}");
-}
-
-/// A hostile tar entry, written with raw headers (the tar crate's builder refuses them).
-fn raw_entry(out: &mut Vec<u8>, name: &str, kind: u8, link: &str, data: &[u8]) {
-    let mut h = [0u8; 512];
-    h[..name.len()].copy_from_slice(name.as_bytes());
-    h[100..108].copy_from_slice(b"0000644\0");
-    h[108..116].copy_from_slice(b"0000000\0");
-    h[116..124].copy_from_slice(b"0000000\0");
-    h[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
-    h[136..148].copy_from_slice(b"00000000000\0");
-    h[156] = kind;
-    h[157..157 + link.len()].copy_from_slice(link.as_bytes());
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    out.extend_from_slice(&h);
-    out.extend_from_slice(data);
-    out.resize(out.len().div_ceil(512) * 512, 0);
-}
-
-fn gz(entries: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-    let mut t = Vec::new();
-    entries(&mut t);
-    t.extend_from_slice(&[0u8; 1024]);
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    std::io::Write::write_all(&mut e, &t).expect("gz");
-    e.finish().expect("gz")
 }
 
 #[test]

@@ -614,11 +614,8 @@ fn a_rootfs_tarball_imports_as_a_stack_that_survives_restarts() {
         .fails(1, "not a root filesystem");
     // A hostile one: refused, naming the entry.
     let evil = work.path().join("evil.tar.gz");
-    std::fs::write(
-        &evil,
-        paas_tests::tarball_raw(&[("../../escape", b'0', "")]),
-    )
-    .expect("w");
+    let hostile = paas_tests::gz_raw(|t| paas_tests::raw_entry(t, "../../escape", b'0', "", b""));
+    std::fs::write(&evil, hostile).expect("w");
     d.paas(&["stacks", "import", "evil", &evil.display().to_string()])
         .fails(1, "'../../escape'");
     let left: Vec<String> = std::fs::read_dir(d.state_dir().join("stacks"))

@@ -125,12 +125,7 @@ impl Apps {
         self.store
             .tx(move |tx| {
                 let app = find(tx, &name)?;
-                let r = store::releases::get(tx, app.id, version)?.ok_or_else(|| {
-                    AppError::ReleaseNotFound {
-                        app: app.name.clone(),
-                        version,
-                    }
-                })?;
+                let r = release_row(tx, &app, version)?;
                 this.release_view(tx, &r)
             })
             .await
@@ -226,16 +221,18 @@ impl Apps {
             .tx(move |tx| {
                 let app = find(tx, &name)?;
                 store::releases::set_status(tx, app.id, version, status)?;
-                let r = store::releases::get(tx, app.id, version)?.ok_or_else(|| {
-                    AppError::ReleaseNotFound {
-                        app: app.name.clone(),
-                        version,
-                    }
-                })?;
+                let r = release_row(tx, &app, version)?;
                 this.release_view(tx, &r)
             })
             .await
     }
+}
+
+fn release_row(tx: &Tx<'_>, app: &AppRow, version: u32) -> Result<ReleaseRow, AppError> {
+    store::releases::get(tx, app.id, version)?.ok_or_else(|| AppError::ReleaseNotFound {
+        app: app.name.clone(),
+        version,
+    })
 }
 
 /// Binds a release's sealed config to its app and version.

@@ -527,20 +527,7 @@ impl Build {
                         format!("copying buildpack '{}': {e}", bp.name),
                     )
                 })?;
-            let mut relayed = Vec::new();
-            let ran = self
-                .step(mounts)
-                .run(
-                    vec![format!("/buildpacks/{dir_name}/bin/detect"), "/app".into()],
-                    Networking::Loopback,
-                    true,
-                    &mut |l| relayed.push(l),
-                )
-                .await
-                .map_err(Failure::internal)?;
-            for l in relayed {
-                self.line(l).await;
-            }
+            let ran = self.query(mounts, &dir_name, "detect").await?;
             match ran.outcome {
                 Outcome::Exited(0) => {
                     let shown = ran
@@ -647,6 +634,31 @@ impl Build {
         Ok(())
     }
 
+    /// Runs a buildpack's `bin/detect` or `bin/release` (quick, no network) and returns its
+    /// stdout; stderr goes to the build log.
+    async fn query(
+        &mut self,
+        mounts: &Mounts,
+        dir: &str,
+        which: &str,
+    ) -> Result<step::Ran, Failure> {
+        let mut relayed = Vec::new();
+        let ran = self
+            .step(mounts)
+            .run(
+                vec![format!("/buildpacks/{dir}/bin/{which}"), "/app".into()],
+                Networking::Loopback,
+                true,
+                &mut |l| relayed.push(l),
+            )
+            .await
+            .map_err(Failure::internal)?;
+        for l in relayed {
+            self.line(l).await;
+        }
+        Ok(ran)
+    }
+
     /// Buildpacks' defaults, then the Procfile over them.
     async fn process_types(
         &mut self,
@@ -655,20 +667,7 @@ impl Build {
     ) -> Result<procfile::ProcessTypes, Failure> {
         let mut types = procfile::ProcessTypes::new();
         for (bp, dir) in chosen {
-            let mut relayed = Vec::new();
-            let ran = self
-                .step(mounts)
-                .run(
-                    vec![format!("/buildpacks/{dir}/bin/release"), "/app".into()],
-                    Networking::Loopback,
-                    true,
-                    &mut |l| relayed.push(l),
-                )
-                .await
-                .map_err(Failure::internal)?;
-            for l in relayed {
-                self.line(l).await;
-            }
+            let ran = self.query(mounts, dir, "release").await?;
             match ran.outcome {
                 Outcome::Exited(0) => {}
                 Outcome::TimedOut => return Err(self.timed_out()),
