@@ -702,3 +702,62 @@ fn a_million_empty_files_stop_at_the_entry_limit() {
         0
     );
 }
+
+#[test]
+fn buildpacks_chain_through_export_files() {
+    let Some(d) = daemon("buildpacks_chain_through_export_files", "") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let make = |name: &str, compile: &str| {
+        let bin = dir.path().join(name).join("bin");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        for (step, body) in [
+            ("detect", format!("echo {name}")),
+            ("compile", compile.to_string()),
+            ("release", "echo '--- {}'".to_string()),
+        ] {
+            let p = bin.join(step);
+            std::fs::write(
+                &p,
+                format!("#!/usr/bin/env bash\nset -euo pipefail\n{body}\n"),
+            )
+            .expect("write");
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .expect("chmod");
+        }
+        dir.path().join(name).display().to_string()
+    };
+    // The first leaves an export file next to itself; the second sees its variable.
+    let first = make(
+        "first",
+        r#"echo "export CHAINED_FROM=first-buildpack" > "$(dirname "$0")/../export""#,
+    );
+    let second = make(
+        "second",
+        r#"echo "       second sees CHAINED_FROM=${CHAINED_FROM:-unset}"; echo "web: echo $CHAINED_FROM" > "$1/Procfile""#,
+    );
+    d.paas(&["create", "chain"]).ok();
+    d.paas(&["buildpacks", "set", "chain", &first, &second])
+        .ok();
+    let (status, events) = d.deploy_raw("chain", tarball(&[("x", "y", 0o644)]));
+    assert_eq!(status, 200);
+    let out = output(&events);
+    assert!(out.contains("-----> first app detected"), "{out}");
+    assert!(out.contains("-----> second app detected"), "{out}");
+    assert!(
+        out.contains("second sees CHAINED_FROM=first-buildpack"),
+        "{out}"
+    );
+    let done = events.last().expect("events");
+    assert_eq!(
+        done["release"]["process_types"]["web"],
+        "echo first-buildpack"
+    );
+    assert_eq!(
+        done["release"]["deployment"]["buildpacks"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+}
