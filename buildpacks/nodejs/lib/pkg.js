@@ -1,6 +1,7 @@
 // Helpers for the nodejs buildpack, run with the stack's node.
 //   node pkg.js validate DIR        exit 1 with a message when package.json (or the lockfile) is not valid JSON
 //   node pkg.js has-script DIR NAME exit 0 when scripts.NAME is defined
+//   node pkg.js has-dev-deps DIR    exit 0 when devDependencies lists anything
 //   node pkg.js lifecycle DIR       print the root install lifecycle scripts that are defined
 //   node pkg.js cache-key DIR       print the sha256 of everything that decides what node_modules holds
 //   node pkg.js engines DIR         print a warning line when engines.node excludes the stack's node
@@ -49,6 +50,11 @@ switch (cmd) {
   case 'has-script': {
     const s = pkg().scripts;
     process.exit(s && typeof s[arg] === 'string' && s[arg].trim() !== '' ? 0 : 1);
+    break;
+  }
+  case 'has-dev-deps': {
+    const d = pkg().devDependencies;
+    process.exit(d && typeof d === 'object' && Object.keys(d).length > 0 ? 0 : 1);
     break;
   }
   case 'lifecycle': {
