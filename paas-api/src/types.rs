@@ -238,7 +238,7 @@ pub enum DeployEvent {
         line: String,
     },
     Done {
-        release: Release,
+        release: Box<Release>,
     },
     Error {
         code: String,
