@@ -71,9 +71,11 @@ fn main() -> anyhow::Result<()> {
                 if let FromHelper::Exited { code, .. } = ev {
                     ok = code == Some(0);
                     exited_at = Some(t.elapsed());
+                    paasd::runtime::timing::mark("exit seen");
                 }
             }
             inst.finish(false).await;
+            paasd::runtime::timing::mark("cleaned");
             anyhow::ensure!(ok, "/bin/true did not exit 0");
             if i >= 3 {
                 let exited = exited_at.unwrap_or_else(|| t.elapsed());

@@ -39,6 +39,7 @@ impl Container {
             .spawn()
             .map_err(RuntimeError::Helper)?;
         let helper_pid = helper.id().unwrap_or(0);
+        super::timing::mark("helper spawned");
         ours.set_nonblocking(true).map_err(RuntimeError::Helper)?;
         let stream = tokio::net::UnixStream::from_std(ours).map_err(RuntimeError::Helper)?;
         let (r, mut writer) = stream.into_split();
@@ -56,7 +57,10 @@ impl Container {
             helper_pid,
         };
         match c.next().await {
-            Some(FromHelper::Created { pid }) => c.pid = pid,
+            Some(FromHelper::Created { pid }) => {
+                super::timing::mark("got created");
+                c.pid = pid
+            }
             other => return Err(c.setup_failed(other).await),
         }
         if !spec.wait_for_start {

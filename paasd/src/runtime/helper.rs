@@ -20,13 +20,14 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
 use super::proto::{FromHelper, NetMode, Spec, Stream, ToHelper, MAX_LINE};
-use super::{rootfs, security};
+use super::{rootfs, security, timing};
 
 /// argv[1] that selects this mode.
 pub const HELPER_ARG: &str = "__runtime-helper";
 
 /// Entry point of the helper process; returns its exit code.
 pub fn main() -> i32 {
+    timing::mark("helper main");
     set_name("paas-helper");
     // SAFETY: fd 0 is the socketpair paasd passed as our stdin; we take ownership of it once.
     let ctrl = unsafe { UnixStream::from_raw_fd(0) };
@@ -46,6 +47,7 @@ pub fn main() -> i32 {
             return 2;
         }
     };
+    timing::mark("spec read");
     match run(&spec, &mut reader, &mut out) {
         Ok(()) => 0,
         Err((stage, error)) => {
@@ -95,6 +97,7 @@ fn run(
     let (err_r, err_w) = stage("pipe", pipe2(nix::fcntl::OFlag::O_CLOEXEC))?;
 
     let filters = stage("build seccomp filter", security::app_filter())?;
+    timing::mark("filter built");
     stage("unshare pid namespace", unshare(CloneFlags::CLONE_NEWPID))?;
     // SAFETY: this process is single-threaded (a fresh exec of paasd that started no runtime),
     // so the child may run arbitrary code after fork.
@@ -158,11 +161,13 @@ fn monitor(
     if n != 1 {
         return Err(abort(child_error(pipes.err)));
     }
+    timing::mark("monitor: child ready");
     for procs in &spec.cgroup_procs {
         std::fs::write(procs, child.as_raw().to_string())
             .map_err(|e| (format!("join cgroup {}", procs.display()), e.to_string()))
             .map_err(abort)?;
     }
+    timing::mark("monitor: cgroup joined");
     out.send(&FromHelper::Created {
         pid: child.as_raw(),
     });
@@ -194,6 +199,7 @@ fn monitor(
         let (stage, error) = errbuf.split_once('\n').unwrap_or(("setup", &errbuf));
         return Err((stage.to_string(), error.to_string()));
     }
+    timing::mark("monitor: exec seen");
     out.send(&FromHelper::Started);
     pump(child, ctrl_in, out, pipes.stdout, pipes.stderr);
     let status = loop {
@@ -207,6 +213,7 @@ fn monitor(
         Ok(WaitStatus::Signaled(_, s, _)) => (None, Some(s as i32)),
         _ => (None, None),
     };
+    timing::mark("monitor: reaped");
     out.send(&FromHelper::Exited { code, signal });
     Ok(())
 }
@@ -331,6 +338,7 @@ fn child(
 ) -> Result<std::convert::Infallible, StageError> {
     // A session of its own, without a controlling terminal: otherwise /dev/tty would be the
     // terminal of whoever started paasd (an admin's root shell), open to TIOCSTI.
+    timing::mark("child: forked");
     stage("setsid", nix::unistd::setsid())?;
     // If the monitor dies, so does the container: it is the container's only supervisor.
     stage(
@@ -342,6 +350,7 @@ fn child(
         flags |= CloneFlags::CLONE_NEWNET;
     }
     stage("unshare namespaces", unshare(flags))?;
+    timing::mark("child: unshared");
     stage("signal ready", std::fs::File::from(ready).write_all(b"r"))?;
     let mut byte = [0u8; 1];
     if std::fs::File::from(go).read(&mut byte).unwrap_or(0) != 1 {
@@ -352,7 +361,9 @@ fn child(
         "unshare cgroup namespace",
         unshare(CloneFlags::CLONE_NEWCGROUP),
     )?;
+    timing::mark("child: go");
     rootfs::setup(&spec.rootfs)?;
+    timing::mark("child: rootfs");
     stage("set hostname", nix::unistd::sethostname(&spec.hostname))?;
     stage("stdio", redirect_stdio(&stdout, &stderr))?;
     drop((stdout, stderr));
@@ -368,7 +379,9 @@ fn child(
             .map(String::as_str),
     )?;
     stage("chdir", nix::unistd::chdir(spec.cwd.as_str()))?;
+    timing::mark("child: pre-drop");
     security::drop_privileges(spec.uid, spec.gid, filters)?;
+    timing::mark("child: dropped");
     // The kernel clears the parent-death signal when credentials change: set it again, then
     // make sure the monitor did not die in between. (getppid() cannot tell: as PID 1 of its
     // namespace our parent is always 0.) The monitor holds the read end of the error pipe

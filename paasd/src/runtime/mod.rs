@@ -12,6 +12,7 @@ pub mod proto;
 mod rootfs;
 mod security;
 pub mod stack;
+pub mod timing;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -188,6 +189,7 @@ impl Runtime {
     }
 
     pub async fn run(&self, spec: RunSpec) -> Result<Instance, RuntimeError> {
+        timing::mark("run");
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         // 15 bytes at most: "vp" + pid + sequence, in hex.
         let host_if = format!("vp{:x}x{n:x}", std::process::id() & 0xffff);
@@ -228,12 +230,14 @@ impl Runtime {
         .map_err(|e| io(&app)(e.into()))?;
         std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).map_err(io(&app))?;
 
+        timing::mark("dirs made");
         let procs = {
             let cg = self.cgroups.create(&id, &spec.limits)?;
             let procs = cg.procs_files();
             scratch.cgroup = Some(cg);
             procs
         };
+        timing::mark("cgroup made");
         let hostname: String = id.chars().take(63).collect();
         // Generated /etc files go straight into the upper layer: plain writes, no overlay.
         let etc = upper.join("etc");
@@ -265,11 +269,13 @@ impl Runtime {
             },
             wait_for_start: matches!(spec.net, Networking::Bridge(_)),
         };
+        timing::mark("etc written");
         let created = match Container::create(&full).await {
             Ok(mut container) => match spec.net {
                 // The namespace exists, the command has not run: wire eth0, then start.
                 Networking::Bridge(ip) => {
                     let wired = self.network.attach(container.pid, ip, &host_if).await;
+                    timing::mark("attached");
                     let started = match wired {
                         Ok(()) => container.start().await,
                         Err(e) => Err(e.into()),
@@ -287,6 +293,7 @@ impl Runtime {
             Err(e) => Err(e),
         };
         let container = created?;
+        timing::mark("started");
         let _ = std::fs::write(dir.join("helper.pid"), container.helper_pid.to_string());
         let (dir, cgroup) = scratch.keep();
         Ok(Instance {

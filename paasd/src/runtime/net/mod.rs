@@ -245,6 +245,7 @@ impl Network {
         let ns = (&mut worker.ns)
             .await
             .map_err(|_| NetError::Worker(format!("the thread for pid {pid} died")))??;
+        super::timing::mark("netns opened");
         // The peer is created directly in the namespace and named eth0: no move and no
         // rename afterwards.
         let peer = LinkUnspec::new_with_name("eth0")
@@ -262,6 +263,7 @@ impl Network {
             "creating veth",
             format!("{host_if} (peer eth0 in the network namespace of pid {pid})"),
         ))?;
+        super::timing::mark("veth made");
         if let Err(e) = worker.configure().await {
             if let Err(cleanup) = self.delete_link(host_if).await {
                 tracing::warn!(link = host_if, error = %cleanup, "could not remove a half-attached veth");

@@ -93,6 +93,7 @@ fn run(
             source,
         })?;
         let conn = tokio::spawn(conn);
+        crate::runtime::timing::mark("netns socket");
         // Opening the socket overlapped with the host creating the veth; now wait for it.
         let r = match go.await {
             Ok(()) => configure(&handle, &inside).await,
@@ -164,6 +165,7 @@ async fn configure(handle: &rtnetlink::Handle, inside: &Inside) -> Result<(), Ne
         .set(LinkUnspec::new_with_name("lo").up().build())
         .execute();
     let (addr, up, lo) = tokio::join!(addr, up, lo);
+    crate::runtime::timing::mark("netns addr+up");
     addr.map_err(nl_error(
         "adding address",
         here(&format!("{}/{} on eth0", inside.ip, inside.prefix)),
