@@ -2,10 +2,10 @@
 //! forking happens in a fresh single-threaded process, never in the multi-threaded daemon.
 //!
 //! It reads a [`Spec`] from stdin (a socketpair), `unshare(CLONE_NEWPID)`s and forks. The child
-//! (PID 1 of the new namespace) enters new mount/uts/ipc(/net) namespaces, waits until the
-//! parent has put it in its cgroup, enters a cgroup namespace, builds the root filesystem,
-//! drops privileges and execs the command. The parent stays as the container's monitor: it
-//! forwards output lines and the exit status to paasd as [`FromHelper`] JSON lines.
+//! (PID 1 of the new namespace) joins its cgroup, enters new mount/uts/ipc/cgroup(/net)
+//! namespaces, builds the root filesystem, drops privileges and execs the command. The parent
+//! stays as the container's monitor: it forwards output lines and the exit status to paasd as
+//! [`FromHelper`] JSON lines.
 //! Must not hold platform logic: it executes a spec, nothing more.
 
 use std::ffi::CString;
@@ -162,12 +162,6 @@ fn monitor(
         return Err(abort(child_error(pipes.err)));
     }
     timing::mark("monitor: child ready");
-    for procs in &spec.cgroup_procs {
-        std::fs::write(procs, child.as_raw().to_string())
-            .map_err(|e| (format!("join cgroup {}", procs.display()), e.to_string()))
-            .map_err(abort)?;
-    }
-    timing::mark("monitor: cgroup joined");
     out.send(&FromHelper::Created {
         pid: child.as_raw(),
     });
@@ -345,7 +339,20 @@ fn child(
         "set parent death signal",
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL),
     )?;
-    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    // Into the cgroup first, so that everything the container makes, its namespaces included,
+    // is accounted to it. This process has one thread: writing 0 moves exactly it.
+    for file in &spec.cgroup_procs {
+        stage(
+            &format!("join cgroup {}", file.display()),
+            std::fs::write(file, "0"),
+        )?;
+    }
+    timing::mark("child: cgroup joined");
+    // The cgroup namespace makes the cgroup just joined the container's root.
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWCGROUP;
     if spec.net == NetMode::Private {
         flags |= CloneFlags::CLONE_NEWNET;
     }
@@ -356,11 +363,6 @@ fn child(
     if std::fs::File::from(go).read(&mut byte).unwrap_or(0) != 1 {
         return Err(("wait for start".into(), "aborted before start".into()));
     }
-    // Now in its cgroup: a cgroup namespace makes that cgroup the container's root.
-    stage(
-        "unshare cgroup namespace",
-        unshare(CloneFlags::CLONE_NEWCGROUP),
-    )?;
     timing::mark("child: go");
     rootfs::setup(&spec.rootfs)?;
     timing::mark("child: rootfs");

@@ -233,7 +233,7 @@ impl Runtime {
         timing::mark("dirs made");
         let procs = {
             let cg = self.cgroups.create(&id, &spec.limits)?;
-            let procs = cg.procs_files();
+            let procs = cg.self_join_files();
             scratch.cgroup = Some(cg);
             procs
         };

@@ -18,7 +18,8 @@ pub struct Spec {
     pub uid: u32,
     pub gid: u32,
     pub rootfs: Rootfs,
-    /// `cgroup.procs` files the container's first process is written into before it runs.
+    /// Files the container's first process writes `0` into, joining its cgroup before it runs
+    /// (see `Cgroup::self_join_files`).
     pub cgroup_procs: Vec<PathBuf>,
     pub net: NetMode,
     /// When true the helper reports [`FromHelper::Created`] and waits for [`ToHelper::Start`]

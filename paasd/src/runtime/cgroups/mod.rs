@@ -400,6 +400,19 @@ impl Cgroup {
         self.dirs().iter().map(|d| d.join("cgroup.procs")).collect()
     }
 
+    /// The files a *single-threaded* process writes `0` into to move itself in (the container
+    /// helper's child does, before it runs anything). On v1 that is `tasks`: the kernel moves
+    /// one thread without taking its global threadgroup lock, whose write side waits for an
+    /// RCU grace period (2-4 ms per hierarchy, and v1 has five). Moving the only thread moves
+    /// the whole process. On v2 `cgroup.threads` is for threaded cgroups only: `cgroup.procs`.
+    pub fn self_join_files(&self) -> Vec<PathBuf> {
+        let file = match self.inner {
+            Inner::V1(_) => "tasks",
+            Inner::V2(_) => "cgroup.procs",
+        };
+        self.dirs().iter().map(|d| d.join(file)).collect()
+    }
+
     /// Moves `pid` (its whole thread group) into the cgroup.
     pub fn add_pid(&self, pid: i32) -> Result<(), CgroupError> {
         if pid <= 0 {

@@ -398,6 +398,8 @@ mod tests {
         let dirs = cg.dirs();
         assert_eq!(dirs, g.dirs);
         assert_eq!(cg.procs_files().len(), dirs.len());
+        let tasks: Vec<PathBuf> = dirs.iter().map(|d| d.join("tasks")).collect();
+        assert_eq!(cg.self_join_files(), tasks);
         for d in &dirs {
             assert!(d.is_dir(), "{}", d.display());
         }
