@@ -20,7 +20,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
 use super::proto::{FromHelper, NetMode, Spec, Stream, ToHelper, MAX_LINE};
-use super::{rootfs, security, timing};
+use super::{net, rootfs, security, timing};
 
 /// argv[1] that selects this mode.
 pub const HELPER_ARG: &str = "__runtime-helper";
@@ -154,45 +154,36 @@ fn monitor(
         let _ = waitpid(child, None);
         e
     };
+    let mut errf = std::fs::File::from(pipes.err);
     let mut ready = [0u8; 1];
     let n = std::fs::File::from(pipes.ready)
         .read(&mut ready)
         .unwrap_or(0);
     if n != 1 {
-        return Err(abort(child_error(pipes.err)));
+        return Err(abort(child_error(&mut errf)));
     }
     timing::mark("monitor: child ready");
     out.send(&FromHelper::Created {
         pid: child.as_raw(),
     });
     if spec.wait_for_start {
-        let mut line = String::new();
-        let cmd = match ctrl_in.read_line(&mut line) {
-            Ok(n) if n > 0 => serde_json::from_str::<ToHelper>(&line).ok(),
-            _ => None,
-        };
-        if cmd != Some(ToHelper::Start) {
-            return Err(abort((
-                "wait for start".into(),
-                "paasd did not send start".into(),
-            )));
-        }
+        wait_for_start(ctrl_in, &mut errf).map_err(abort)?;
     }
-    let mut go = std::fs::File::from(pipes.go);
-    go.write_all(b"g")
-        .map_err(|e| ("start".to_string(), e.to_string()))
-        .map_err(abort)?;
-    drop(go);
+    let started = std::fs::File::from(pipes.go).write_all(b"g");
 
     // The error pipe closes on exec (CLOEXEC): EOF with no bytes means the command is running.
+    // A child that failed meanwhile (it sets up its root filesystem while waiting for go)
+    // has written why.
     let mut errbuf = String::new();
-    let mut errf = std::fs::File::from(pipes.err);
     let _ = errf.read_to_string(&mut errbuf);
     if !errbuf.is_empty() {
         let _ = waitpid(child, None);
         let (stage, error) = errbuf.split_once('\n').unwrap_or(("setup", &errbuf));
         return Err((stage.to_string(), error.to_string()));
     }
+    started
+        .map_err(|e| ("start".to_string(), e.to_string()))
+        .map_err(abort)?;
     timing::mark("monitor: exec seen");
     out.send(&FromHelper::Started);
     pump(child, ctrl_in, out, pipes.stdout, pipes.stderr);
@@ -212,10 +203,45 @@ fn monitor(
     Ok(())
 }
 
+/// Waits for paasd's [`ToHelper::Start`]. The child builds its root filesystem meanwhile; if
+/// that fails, its error is returned at once rather than after paasd's part.
+fn wait_for_start(
+    ctrl_in: &mut BufReader<UnixStream>,
+    err: &mut std::fs::File,
+) -> Result<(), StageError> {
+    loop {
+        if ctrl_in.buffer().is_empty() {
+            let mut fds = [
+                PollFd::new(ctrl_in.get_ref().as_fd(), PollFlags::POLLIN),
+                PollFd::new(err.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(("wait for start".into(), e.to_string())),
+            }
+            let fired = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            let (ctrl, child) = (fired(&fds[0]), fired(&fds[1]));
+            // Bytes or EOF on the error pipe before go: the child failed or died.
+            if child && !ctrl {
+                return Err(child_error(err));
+            }
+            if !ctrl {
+                continue;
+            }
+        }
+        let mut line = String::new();
+        return match ctrl_in.read_line(&mut line) {
+            Ok(n) if n > 0 && serde_json::from_str(&line).ok() == Some(ToHelper::Start) => Ok(()),
+            _ => Err(("wait for start".into(), "paasd did not send start".into())),
+        };
+    }
+}
+
 /// Reads a setup error the child wrote before it could exec.
-fn child_error(err: OwnedFd) -> StageError {
+fn child_error(err: &mut std::fs::File) -> StageError {
     let mut s = String::new();
-    let _ = std::fs::File::from(err).read_to_string(&mut s);
+    let _ = err.read_to_string(&mut s);
     match s.split_once('\n') {
         Some((stage, error)) => (stage.to_string(), error.to_string()),
         None if s.is_empty() => (
@@ -330,9 +356,9 @@ fn child(
     go: OwnedFd,
     err: &OwnedFd,
 ) -> Result<std::convert::Infallible, StageError> {
+    timing::mark("child: forked");
     // A session of its own, without a controlling terminal: otherwise /dev/tty would be the
     // terminal of whoever started paasd (an admin's root shell), open to TIOCSTI.
-    timing::mark("child: forked");
     stage("setsid", nix::unistd::setsid())?;
     // If the monitor dies, so does the container: it is the container's only supervisor.
     stage(
@@ -353,22 +379,16 @@ fn child(
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWCGROUP;
-    if spec.net == NetMode::Private {
+    if spec.net != NetMode::Host {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     stage("unshare namespaces", unshare(flags))?;
     timing::mark("child: unshared");
     stage("signal ready", std::fs::File::from(ready).write_all(b"r"))?;
-    let mut byte = [0u8; 1];
-    if std::fs::File::from(go).read(&mut byte).unwrap_or(0) != 1 {
-        return Err(("wait for start".into(), "aborted before start".into()));
-    }
-    timing::mark("child: go");
+    // paasd adds the network interface meanwhile, when there is one.
     rootfs::setup(&spec.rootfs)?;
     timing::mark("child: rootfs");
     stage("set hostname", nix::unistd::sethostname(&spec.hostname))?;
-    stage("stdio", redirect_stdio(&stdout, &stderr))?;
-    drop((stdout, stderr));
     let program = resolve(spec)?;
     let argv = cstrings("argv", spec.argv.iter().map(String::as_str))?;
     let envp = cstrings(
@@ -381,6 +401,19 @@ fn child(
             .map(String::as_str),
     )?;
     stage("chdir", nix::unistd::chdir(spec.cwd.as_str()))?;
+    let mut byte = [0u8; 1];
+    if std::fs::File::from(go).read(&mut byte).unwrap_or(0) != 1 {
+        return Err(("wait for start".into(), "aborted before start".into()));
+    }
+    timing::mark("child: go");
+    match &spec.net {
+        NetMode::Host => {}
+        NetMode::Private => stage("network", net::inside::configure(None))?,
+        NetMode::Veth(eth0) => stage("network", net::inside::configure(Some(eth0)))?,
+    }
+    timing::mark("child: network");
+    stage("stdio", redirect_stdio(&stdout, &stderr))?;
+    drop((stdout, stderr));
     timing::mark("child: pre-drop");
     security::drop_privileges(spec.uid, spec.gid, filters)?;
     timing::mark("child: dropped");

@@ -265,16 +265,18 @@ impl Runtime {
             cgroup_procs: procs,
             net: match spec.net {
                 Networking::Host => NetMode::Host,
-                Networking::Loopback | Networking::Bridge(_) => NetMode::Private,
+                Networking::Loopback => NetMode::Private,
+                Networking::Bridge(ip) => NetMode::Veth(self.network.eth0(ip)?),
             },
             wait_for_start: matches!(spec.net, Networking::Bridge(_)),
         };
         timing::mark("etc written");
         let created = match Container::create(&full).await {
             Ok(mut container) => match spec.net {
-                // The namespace exists, the command has not run: wire eth0, then start.
-                Networking::Bridge(ip) => {
-                    let wired = self.network.attach(container.pid, ip, &host_if).await;
+                // The namespace exists, the command has not run: add eth0 (the helper builds
+                // the rootfs meanwhile, then configures it), then start.
+                Networking::Bridge(_) => {
+                    let wired = self.network.connect(container.pid, &host_if).await;
                     timing::mark("attached");
                     let started = match wired {
                         Ok(()) => container.start().await,

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::net::Eth0;
+
 /// Everything the helper needs to build and start one container.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Spec {
@@ -51,8 +53,12 @@ pub struct Bind {
 pub enum NetMode {
     /// The host's network namespace (builds, which fetch dependencies).
     Host,
-    /// A new, empty network namespace (loopback only until paasd attaches an interface).
+    /// A new network namespace with only `lo`, which the helper brings up.
     Private,
+    /// A new network namespace whose `eth0` paasd adds between [`FromHelper::Created`] and
+    /// [`ToHelper::Start`] (so `wait_for_start` must be set); the helper brings up `lo`, and
+    /// `eth0` with this address and route.
+    Veth(Eth0),
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

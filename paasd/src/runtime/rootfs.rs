@@ -54,17 +54,13 @@ pub fn setup(r: &Rootfs) -> Result<(), StageError> {
     )
     .map_err(|e| err("make mounts private", e))?;
     mount_overlay(r)?;
-    super::timing::mark("rootfs: overlay");
     let t = &r.target;
     for b in &r.binds {
         bind_read_only(&b.source, &inside(t, &b.dest))?;
     }
-    super::timing::mark("rootfs: binds");
     mount_proc(t)?;
     mount_sys(t)?;
-    super::timing::mark("rootfs: proc+sys");
     mount_dev(t)?;
-    super::timing::mark("rootfs: dev");
     for dir in ["/tmp", "/run"] {
         let mode = if dir == "/tmp" {
             "mode=1777"
@@ -77,7 +73,6 @@ pub fn setup(r: &Rootfs) -> Result<(), StageError> {
             mode,
         )?;
     }
-    super::timing::mark("rootfs: tmpfs");
     for p in MASKED {
         mask(&inside(t, p))?;
     }
@@ -87,7 +82,6 @@ pub fn setup(r: &Rootfs) -> Result<(), StageError> {
             bind_read_only(&p, &p)?;
         }
     }
-    super::timing::mark("rootfs: masks");
     pivot(t)
 }
 

@@ -5,12 +5,14 @@
 //! time is benchmarked. Owns only the bridge, our nft table and veths on our bridge: must never
 //! modify other links, and must not choose addresses (the store's allocator does).
 
+pub mod inside;
 mod netns;
 mod nft;
 pub mod subnet;
 #[cfg(test)]
 mod tests;
 
+use std::fs::File;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
@@ -24,6 +26,7 @@ use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
 use tokio::sync::oneshot;
 
+pub use inside::Eth0;
 pub use subnet::{Subnet, SubnetError};
 
 /// Linux's IFNAMSIZ minus the terminating NUL.
@@ -224,46 +227,37 @@ impl Network {
         self.nat
     }
 
-    /// Gives the network namespace of `pid` an `eth0` with `ip`, a default route through the
-    /// gateway and `lo` up, connected to the bridge by the veth pair `host_if` <-> `eth0`.
-    /// On failure nothing is left behind (the host veth is deleted, taking its peer along).
-    pub async fn attach(&self, pid: i32, ip: Ipv4Addr, host_if: &str) -> Result<(), NetError> {
-        check_ifname(host_if)?;
+    /// What an instance with address `ip` configures inside its namespace (see [`inside`]);
+    /// fails unless `ip` is an instance address of the subnet.
+    pub fn eth0(&self, ip: Ipv4Addr) -> Result<Eth0, NetError> {
         if !self.subnet.is_assignable(ip) {
             return Err(NetError::Address {
                 ip,
                 subnet: self.subnet,
             });
         }
-        // The worker enters the namespace and opens its socket while we create the veth.
-        let mut worker = netns::Worker::spawn(netns::Inside {
-            pid,
+        Ok(Eth0 {
             ip,
             prefix: self.subnet.prefix(),
             gateway: self.gateway(),
-        })?;
+        })
+    }
+
+    /// Gives the network namespace of `pid` an `eth0` with `ip`, a default route through the
+    /// gateway and `lo` up, connected to the bridge by the veth pair `host_if` <-> `eth0`.
+    /// On failure nothing is left behind (the host veth is deleted, taking its peer along).
+    /// (Containers do the inside part themselves: see [`Network::connect`].)
+    pub async fn attach(&self, pid: i32, ip: Ipv4Addr, host_if: &str) -> Result<(), NetError> {
+        check_ifname(host_if)?;
+        let eth0 = self.eth0(ip)?;
+        // The worker enters the namespace while we create the veth.
+        let mut worker = netns::Worker::spawn(pid, eth0)?;
         let ns = (&mut worker.ns)
             .await
             .map_err(|_| NetError::Worker(format!("the thread for pid {pid} died")))??;
-        super::timing::mark("netns opened");
-        // The peer is created directly in the namespace and named eth0: no move and no
-        // rename afterwards.
-        let peer = LinkUnspec::new_with_name("eth0")
-            .setns_by_fd(ns.as_raw_fd())
-            .build();
-        let veth = LinkMessageBuilder::<LinkVeth>::new(host_if, "eth0")
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-            .controller(self.bridge_index)
-            .up()
-            .build();
-        let created = self.handle.link().add(veth).execute().await;
+        self.add_veth(&ns, pid, host_if).await?;
         // The fd had to stay open until the kernel read the request.
         drop(ns);
-        created.map_err(nl_error(
-            "creating veth",
-            format!("{host_if} (peer eth0 in the network namespace of pid {pid})"),
-        ))?;
-        super::timing::mark("veth made");
         if let Err(e) = worker.configure().await {
             if let Err(cleanup) = self.delete_link(host_if).await {
                 tracing::warn!(link = host_if, error = %cleanup, "could not remove a half-attached veth");
@@ -271,6 +265,40 @@ impl Network {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// The host half of [`Network::attach`], for an instance that configures `eth0` itself
+    /// (the container helper does, see [`inside::configure`]): creates the veth pair `host_if`
+    /// <-> `eth0`, its host end up on the bridge and `eth0` in the network namespace of `pid`.
+    /// On failure no link is left (the kernel creates the pair whole or not at all).
+    pub async fn connect(&self, pid: i32, host_if: &str) -> Result<(), NetError> {
+        check_ifname(host_if)?;
+        let ns = netns::open(pid)?;
+        let r = self.add_veth(&ns, pid, host_if).await;
+        super::timing::mark("veth made");
+        r
+    }
+
+    /// Creates the veth pair `host_if` <-> `eth0`, `eth0` directly in namespace `ns` (no move
+    /// and no rename afterwards), the host end up on the bridge.
+    async fn add_veth(&self, ns: &File, pid: i32, host_if: &str) -> Result<(), NetError> {
+        let peer = LinkUnspec::new_with_name(inside::ETH0)
+            .setns_by_fd(ns.as_raw_fd())
+            .build();
+        let veth = LinkMessageBuilder::<LinkVeth>::new(host_if, inside::ETH0)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+            .controller(self.bridge_index)
+            .up()
+            .build();
+        self.handle
+            .link()
+            .add(veth)
+            .execute()
+            .await
+            .map_err(nl_error(
+                "creating veth",
+                format!("{host_if} (peer eth0 in the network namespace of pid {pid})"),
+            ))
     }
 
     /// Deletes the host veth `host_if` (the kernel deletes its peer with it). A missing link is
