@@ -349,6 +349,7 @@ impl Instance {
     /// The container's mounts lived only in its own mount namespace and went with it.
     pub async fn finish(mut self, kill: bool) {
         self.container.finish(kill).await;
+        timing::mark("helper reaped");
         let (dir, cgroup) = (self.dir, self.cgroup.take());
         let _ = tokio::task::spawn_blocking(move || {
             if let Some(cg) = cgroup {
@@ -357,6 +358,7 @@ impl Instance {
                     tracing::warn!(cgroup = %name, error = %e, "could not remove container cgroup");
                 }
             }
+            timing::mark("cgroup removed");
             remove_instance_dir(&dir);
         })
         .await;
