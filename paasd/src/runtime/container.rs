@@ -22,13 +22,19 @@ pub struct Container {
     pub helper_pid: u32,
 }
 
-impl Container {
-    /// Starts the helper and waits until the container exists (namespaces made, cgroup joined).
-    /// With `spec.wait_for_start` the command has not run yet: call [`Container::start`].
-    pub async fn create(spec: &Spec) -> Result<Container, RuntimeError> {
+/// A helper process that has not been given its spec yet. Started first thing, it execs
+/// and loads while paasd prepares the instance; it waits for the spec on its stdin, and exits
+/// (killed, or at EOF) if dropped before [`Container::create`].
+pub struct Helper {
+    child: tokio::process::Child,
+    ours: std::os::unix::net::UnixStream,
+}
+
+impl Helper {
+    pub fn spawn() -> Result<Helper, RuntimeError> {
         let (ours, theirs) =
             std::os::unix::net::UnixStream::pair().map_err(RuntimeError::Helper)?;
-        let mut helper = tokio::process::Command::new("/proc/self/exe")
+        let child = tokio::process::Command::new("/proc/self/exe")
             .arg(HELPER_ARG)
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::null())
@@ -38,8 +44,21 @@ impl Container {
             .kill_on_drop(true)
             .spawn()
             .map_err(RuntimeError::Helper)?;
-        let helper_pid = helper.id().unwrap_or(0);
         super::timing::mark("helper spawned");
+        Ok(Helper { child, ours })
+    }
+}
+
+impl Container {
+    /// Gives the helper its spec and waits until the container exists (namespaces made,
+    /// cgroup joined). With `spec.wait_for_start` the command has not run yet: call
+    /// [`Container::start`].
+    pub async fn create(helper: Helper, spec: &Spec) -> Result<Container, RuntimeError> {
+        let Helper {
+            child: mut helper,
+            ours,
+        } = helper;
+        let helper_pid = helper.id().unwrap_or(0);
         ours.set_nonblocking(true).map_err(RuntimeError::Helper)?;
         let stream = tokio::net::UnixStream::from_std(ours).map_err(RuntimeError::Helper)?;
         let (r, mut writer) = stream.into_split();

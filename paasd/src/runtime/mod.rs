@@ -201,6 +201,8 @@ impl Runtime {
                 stage: "stack".into(),
                 error: format!("unknown stack '{}'", spec.stack),
             })?;
+        // The helper execs and loads while the instance is prepared.
+        let helper = container::Helper::spawn()?;
         let dir = self.instances.join(&id);
         // Removes the dir (and the cgroup once made) on every early return, and if this future
         // is dropped halfway.
@@ -271,7 +273,7 @@ impl Runtime {
             wait_for_start: matches!(spec.net, Networking::Bridge(_)),
         };
         timing::mark("etc written");
-        let created = match Container::create(&full).await {
+        let created = match Container::create(helper, &full).await {
             Ok(mut container) => match spec.net {
                 // The namespace exists, the command has not run: add eth0 (the helper builds
                 // the rootfs meanwhile, then configures it), then start.
