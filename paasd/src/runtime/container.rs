@@ -16,10 +16,11 @@ pub struct Container {
     helper: tokio::process::Child,
     lines: Lines<BufReader<OwnedReadHalf>>,
     writer: OwnedWriteHalf,
-    /// Host pid of the container's first process (PID 1 inside).
+    /// Host pid of the container's first process (PID 1 inside), once started.
     pub pid: i32,
     /// Pid of the helper that monitors it.
     pub helper_pid: u32,
+    wait_for_start: bool,
 }
 
 /// A helper process that has not been given its spec yet. Started first thing, it execs
@@ -50,9 +51,9 @@ impl Helper {
 }
 
 impl Container {
-    /// Gives the helper its spec and waits until the container exists (namespaces made,
-    /// cgroup joined). With `spec.wait_for_start` the command has not run yet: call
-    /// [`Container::start`].
+    /// Gives the helper its spec. It makes the container's namespaces (and veth) meanwhile;
+    /// with `spec.wait_for_start` it builds the root filesystem and runs the command only after
+    /// [`Container::start`] (paasd prepares the instance dir in between).
     pub async fn create(helper: Helper, spec: &Spec) -> Result<Container, RuntimeError> {
         let Helper {
             child: mut helper,
@@ -68,29 +69,32 @@ impl Container {
             let _ = helper.kill().await;
             return Err(RuntimeError::Helper(e));
         }
-        let mut c = Container {
+        Ok(Container {
             helper,
             lines: BufReader::new(r).lines(),
             writer,
             pid: 0,
             helper_pid,
-        };
-        match c.next().await {
-            Some(FromHelper::Created { pid }) => {
-                super::timing::mark("got created");
-                c.pid = pid
-            }
-            other => return Err(c.setup_failed(other).await),
-        }
-        if !spec.wait_for_start {
-            c.expect_started().await?;
-        }
-        Ok(c)
+            wait_for_start: spec.wait_for_start,
+        })
     }
 
-    /// Lets a container created with `wait_for_start` exec its command.
+    /// Lets the container run its command (sending [`ToHelper::Start`] if it waits for it) and
+    /// returns once it does.
     pub async fn start(&mut self) -> Result<(), RuntimeError> {
-        self.send(&ToHelper::Start).await?;
+        // A helper that failed already cannot read it; what it said comes next.
+        let sent = match self.wait_for_start {
+            true => self.send(&ToHelper::Start).await,
+            false => Ok(()),
+        };
+        match self.next().await {
+            Some(FromHelper::Created { pid }) => {
+                super::timing::mark("got created");
+                self.pid = pid;
+            }
+            other => return Err(self.setup_failed(other).await),
+        }
+        sent?;
         self.expect_started().await
     }
 

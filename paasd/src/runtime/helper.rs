@@ -174,11 +174,33 @@ fn monitor(
     if spec.wait_for_start {
         wait_for_start(ctrl_in, &mut errf).map_err(abort)?;
     }
-    let started = std::fs::File::from(pipes.go).write_all(b"g");
+    // "g": build the root filesystem; then, with a veth, "n": eth0 exists, configure it.
+    let mut go = std::fs::File::from(pipes.go);
+    let mut started = go.write_all(b"g");
+    if let (Ok(()), NetMode::Veth(veth)) = (&started, &spec.net) {
+        // The child builds its rootfs while the pair is made. It unshared its network
+        // namespace before it said ready: this is a new one, not the host's.
+        let made = std::fs::File::open(format!("/proc/{}/ns/net", child.as_raw()))
+            .map_err(|e| ("network".to_string(), format!("opening its namespace: {e}")))
+            .and_then(|ns| stage("network", net::veth::create(&ns, veth)));
+        if let Err(e) = made {
+            let _ = kill(child, Signal::SIGKILL);
+            let _ = waitpid(child, None);
+            // A child that failed first (taking its namespace along) wrote why.
+            let mut theirs = String::new();
+            let _ = errf.read_to_string(&mut theirs);
+            return Err(match theirs.split_once('\n') {
+                Some((stage, error)) => (stage.to_string(), error.to_string()),
+                None => e,
+            });
+        }
+        timing::mark("monitor: veth made");
+        started = go.write_all(b"n");
+    }
+    drop(go);
 
     // The error pipe closes on exec (CLOEXEC): EOF with no bytes means the command is running.
-    // A child that failed meanwhile (it sets up its root filesystem while waiting for go)
-    // has written why.
+    // A child that failed meanwhile has written why.
     let mut errbuf = String::new();
     let _ = errf.read_to_string(&mut errbuf);
     if !errbuf.is_empty() {
@@ -390,7 +412,11 @@ fn child(
     stage("unshare namespaces", unshare(flags))?;
     timing::mark("child: unshared");
     stage("signal ready", std::fs::File::from(ready).write_all(b"r"))?;
-    // paasd adds the network interface meanwhile, when there is one.
+    // paasd prepares the instance dir meanwhile; "g" says it is done.
+    let mut go = std::fs::File::from(go);
+    wait_for(&mut go, b'g')?;
+    timing::mark("child: go");
+    // The monitor makes the veth pair meanwhile, when there is one.
     rootfs::setup(&spec.rootfs)?;
     timing::mark("child: rootfs");
     stage("set hostname", nix::unistd::sethostname(&spec.hostname))?;
@@ -406,16 +432,16 @@ fn child(
             .map(String::as_str),
     )?;
     stage("chdir", nix::unistd::chdir(spec.cwd.as_str()))?;
-    let mut byte = [0u8; 1];
-    if std::fs::File::from(go).read(&mut byte).unwrap_or(0) != 1 {
-        return Err(("wait for start".into(), "aborted before start".into()));
-    }
-    timing::mark("child: go");
     match &spec.net {
         NetMode::Host => {}
         NetMode::Private => stage("network", net::inside::configure(None))?,
-        NetMode::Veth(eth0) => stage("network", net::inside::configure(Some(eth0)))?,
+        NetMode::Veth(veth) => {
+            wait_for(&mut go, b'n')?;
+            timing::mark("child: veth there");
+            stage("network", net::inside::configure(Some(&veth.eth0)))?;
+        }
     }
+    drop(go);
     timing::mark("child: network");
     stage("stdio", redirect_stdio(&stdout, &stderr))?;
     drop((stdout, stderr));
@@ -444,6 +470,15 @@ fn child(
             e.map_or_else(|| "failed".to_string(), |e| e.desc().to_lowercase())
         ),
     ))
+}
+
+/// Reads the monitor's next go-ahead, which must be `byte`; EOF means abort.
+fn wait_for(go: &mut std::fs::File, byte: u8) -> Result<(), StageError> {
+    let mut got = [0u8; 1];
+    match go.read(&mut got) {
+        Ok(1) if got[0] == byte => Ok(()),
+        _ => Err(("wait for start".into(), "aborted before start".into())),
+    }
 }
 
 fn monitor_gone(err: &OwnedFd) -> bool {

@@ -210,29 +210,6 @@ impl Runtime {
             dir: Some(dir.clone()),
             cgroup: None,
         };
-        let io = |p: &Path| {
-            let p = p.to_path_buf();
-            move |source| RuntimeError::Io { path: p, source }
-        };
-        for sub in ["upper", "work", "rootfs"] {
-            std::fs::create_dir_all(dir.join(sub)).map_err(io(&dir))?;
-        }
-        // The upper dir's own mode becomes the container's `/` (paasd runs with umask 077).
-        let upper = dir.join("upper");
-        std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755))
-            .map_err(io(&upper))?;
-        // /app belongs to the app user; everything else in the tree is root's.
-        let app = dir.join("upper/app");
-        std::fs::create_dir_all(&app).map_err(io(&app))?;
-        nix::unistd::chown(
-            &app,
-            Some(nix::unistd::Uid::from_raw(APP_UID)),
-            Some(nix::unistd::Gid::from_raw(APP_GID)),
-        )
-        .map_err(|e| io(&app)(e.into()))?;
-        std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).map_err(io(&app))?;
-
-        timing::mark("dirs made");
         let procs = {
             let cg = self.cgroups.create(&id, &spec.limits)?;
             let procs = cg.self_join_files();
@@ -241,15 +218,6 @@ impl Runtime {
         };
         timing::mark("cgroup made");
         let hostname: String = id.chars().take(63).collect();
-        // Generated /etc files go straight into the upper layer: plain writes, no overlay.
-        let etc = upper.join("etc");
-        std::fs::create_dir_all(&etc).map_err(io(&etc))?;
-        std::fs::set_permissions(&etc, std::fs::Permissions::from_mode(0o755)).map_err(io(&etc))?;
-        for (name, contents) in etc_files(&hostname) {
-            let p = etc.join(name);
-            std::fs::write(&p, contents).map_err(io(&p))?;
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).map_err(io(&p))?;
-        }
         let full = proto::Spec {
             hostname: hostname.clone(),
             argv: spec.argv,
@@ -268,35 +236,17 @@ impl Runtime {
             net: match spec.net {
                 Networking::Host => NetMode::Host,
                 Networking::Loopback => NetMode::Private,
-                Networking::Bridge(ip) => NetMode::Veth(self.network.eth0(ip)?),
+                // The helper makes the veth pair and configures eth0 itself.
+                Networking::Bridge(ip) => NetMode::Veth(self.network.veth(ip, &host_if)?),
             },
-            wait_for_start: matches!(spec.net, Networking::Bridge(_)),
+            wait_for_start: true,
         };
-        timing::mark("etc written");
-        let created = match Container::create(helper, &full).await {
-            Ok(mut container) => match spec.net {
-                // The namespace exists, the command has not run: add eth0 (the helper builds
-                // the rootfs meanwhile, then configures it), then start.
-                Networking::Bridge(_) => {
-                    let wired = self.network.connect(container.pid, &host_if).await;
-                    timing::mark("attached");
-                    let started = match wired {
-                        Ok(()) => container.start().await,
-                        Err(e) => Err(e.into()),
-                    };
-                    match started {
-                        Ok(()) => Ok(container),
-                        Err(e) => {
-                            container.finish(true).await;
-                            Err(e)
-                        }
-                    }
-                }
-                _ => Ok(container),
-            },
-            Err(e) => Err(e),
-        };
-        let container = created?;
+        // The helper makes the namespaces (and the veth) while the instance dir is prepared;
+        // it builds the rootfs from that dir once told to start.
+        let mut container = Container::create(helper, &full).await?;
+        prepare_dir(&dir, &hostname)?;
+        timing::mark("dir prepared");
+        container.start().await?;
         timing::mark("started");
         let _ = std::fs::write(dir.join("helper.pid"), container.helper_pid.to_string());
         let (dir, cgroup) = scratch.keep();
@@ -365,6 +315,41 @@ impl Instance {
         })
         .await;
     }
+}
+
+/// The instance's overlay dirs (`upper`, `work` and the `rootfs` mount point) and what the
+/// upper layer starts with: `/app` for the app user and the generated /etc files.
+fn prepare_dir(dir: &Path, hostname: &str) -> Result<(), RuntimeError> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| RuntimeError::Io { path: p, source }
+    };
+    for sub in ["upper", "work", "rootfs"] {
+        std::fs::create_dir_all(dir.join(sub)).map_err(io(dir))?;
+    }
+    // The upper dir's own mode becomes the container's `/` (paasd runs with umask 077).
+    let upper = dir.join("upper");
+    std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755)).map_err(io(&upper))?;
+    // /app belongs to the app user; everything else in the tree is root's.
+    let app = dir.join("upper/app");
+    std::fs::create_dir_all(&app).map_err(io(&app))?;
+    nix::unistd::chown(
+        &app,
+        Some(nix::unistd::Uid::from_raw(APP_UID)),
+        Some(nix::unistd::Gid::from_raw(APP_GID)),
+    )
+    .map_err(|e| io(&app)(e.into()))?;
+    std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).map_err(io(&app))?;
+    // Generated /etc files go straight into the upper layer: plain writes, no overlay.
+    let etc = upper.join("etc");
+    std::fs::create_dir_all(&etc).map_err(io(&etc))?;
+    std::fs::set_permissions(&etc, std::fs::Permissions::from_mode(0o755)).map_err(io(&etc))?;
+    for (name, contents) in etc_files(hostname) {
+        let p = etc.join(name);
+        std::fs::write(&p, contents).map_err(io(&p))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).map_err(io(&p))?;
+    }
+    Ok(())
 }
 
 fn remove_instance_dir(dir: &Path) {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use super::net::Eth0;
+pub use super::net::Veth;
 
 /// Everything the helper needs to build and start one container.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -24,8 +24,8 @@ pub struct Spec {
     /// (see `Cgroup::self_join_files`).
     pub cgroup_procs: Vec<PathBuf>,
     pub net: NetMode,
-    /// When true the helper reports [`FromHelper::Created`] and waits for [`ToHelper::Start`]
-    /// (paasd wires the network in between); otherwise it starts at once.
+    /// When true the container waits for [`ToHelper::Start`] before it builds its root
+    /// filesystem (paasd prepares the instance dir meanwhile); otherwise it goes on at once.
     pub wait_for_start: bool,
 }
 
@@ -48,17 +48,17 @@ pub struct Bind {
     pub dest: String,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum NetMode {
     /// The host's network namespace (builds, which fetch dependencies).
     Host,
     /// A new network namespace with only `lo`, which the helper brings up.
     Private,
-    /// A new network namespace whose `eth0` paasd adds between [`FromHelper::Created`] and
-    /// [`ToHelper::Start`] (so `wait_for_start` must be set); the helper brings up `lo`, and
-    /// `eth0` with this address and route.
-    Veth(Eth0),
+    /// A new network namespace connected to the bridge: the helper makes the veth pair (from
+    /// the host's namespace, while the container builds its rootfs) and brings up `lo`, and
+    /// `eth0` with its address and route.
+    Veth(Veth),
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

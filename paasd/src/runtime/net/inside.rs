@@ -9,14 +9,11 @@
 use std::io;
 use std::net::Ipv4Addr;
 
-use rtnetlink::packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
-};
-use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST};
 use rtnetlink::packet_route::RouteNetlinkMessage;
-use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use rtnetlink::{AddressMessageBuilder, LinkUnspec, RouteMessageBuilder};
 
+use super::rtnl::Rtnl;
 use super::NetError;
 
 /// The instance's side of its veth, as the helper configures it.
@@ -33,7 +30,7 @@ pub const ETH0: &str = "eth0";
 /// Brings `lo` up and, with `eth0`, configures the interface of that name (which must exist:
 /// paasd creates it from the host side). Acts on the calling thread's network namespace.
 pub fn configure(eth0: Option<&Eth0>) -> Result<(), NetError> {
-    let mut nl = Rtnl::open()?;
+    let mut nl = Rtnl::open("in the instance's network namespace")?;
     nl.ack(
         RouteNetlinkMessage::SetLink(LinkUnspec::new_with_name("lo").up().build()),
         NLM_F_REQUEST | NLM_F_ACK,
@@ -82,73 +79,4 @@ pub fn configure(eth0: Option<&Eth0>) -> Result<(), NetError> {
 fn fail(op: &'static str, target: impl Into<String>) -> impl FnOnce(io::Error) -> NetError {
     let target = format!("{} in the instance's network namespace", target.into());
     move |source| NetError::Netlink { op, target, source }
-}
-
-/// A blocking rtnetlink socket: one request at a time, answered before the next.
-struct Rtnl {
-    socket: Socket,
-    seq: u32,
-}
-
-impl Rtnl {
-    fn open() -> Result<Rtnl, NetError> {
-        let socket = Socket::new(NETLINK_ROUTE).map_err(|source| NetError::Socket {
-            place: "in the instance's network namespace".into(),
-            source,
-        })?;
-        Ok(Rtnl { socket, seq: 0 })
-    }
-
-    /// Sends `msg` and returns the kernel's answer: the reply message, or `None` for an ack.
-    fn request(
-        &mut self,
-        msg: RouteNetlinkMessage,
-        flags: u16,
-    ) -> io::Result<Option<RouteNetlinkMessage>> {
-        self.seq = self.seq.wrapping_add(1);
-        let mut req = NetlinkMessage::from(msg);
-        req.header.flags = flags;
-        req.header.sequence_number = self.seq;
-        req.finalize();
-        let mut buf = vec![0; req.buffer_len()];
-        req.serialize(&mut buf);
-        self.socket.send_to(&buf, &SocketAddr::new(0, 0), 0)?;
-        loop {
-            let (data, _) = self.socket.recv_from_full()?;
-            let mut rest = data.as_slice();
-            while !rest.is_empty() {
-                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                // Messages are padded to 4 bytes.
-                let len = (msg.header.length as usize).next_multiple_of(4);
-                if len == 0 {
-                    break;
-                }
-                rest = rest.get(len..).unwrap_or_default();
-                if msg.header.sequence_number != self.seq {
-                    continue;
-                }
-                match msg.payload {
-                    NetlinkPayload::Error(e) if e.code.is_some() => return Err(e.to_io()),
-                    NetlinkPayload::Error(_) | NetlinkPayload::Done(_) => return Ok(None),
-                    NetlinkPayload::InnerMessage(m) => return Ok(Some(m)),
-                    _ => {}
-                }
-            }
-        }
-    }
-
-    /// A request answered by an ack.
-    fn ack(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
-        self.request(msg, flags).map(|_| ())
-    }
-
-    fn link_index(&mut self, name: &str) -> io::Result<u32> {
-        let mut get = LinkMessage::default();
-        get.attributes.push(LinkAttribute::IfName(name.to_string()));
-        match self.request(RouteNetlinkMessage::GetLink(get), NLM_F_REQUEST)? {
-            Some(RouteNetlinkMessage::NewLink(link)) => Ok(link.header.index),
-            _ => Err(io::Error::from_raw_os_error(libc::ENODEV)),
-        }
-    }
 }

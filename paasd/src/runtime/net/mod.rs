@@ -8,9 +8,11 @@
 pub mod inside;
 mod netns;
 mod nft;
+mod rtnl;
 pub mod subnet;
 #[cfg(test)]
 mod tests;
+pub mod veth;
 
 use std::fs::File;
 use std::io;
@@ -19,15 +21,14 @@ use std::os::fd::AsRawFd;
 
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
-use rtnetlink::packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
-};
+use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
+use rtnetlink::{LinkBridge, LinkUnspec};
 use tokio::sync::oneshot;
 
 pub use inside::Eth0;
 pub use subnet::{Subnet, SubnetError};
+pub use veth::Veth;
 
 /// Linux's IFNAMSIZ minus the terminating NUL.
 pub const MAX_IFNAME: usize = 15;
@@ -229,7 +230,7 @@ impl Network {
 
     /// What an instance with address `ip` configures inside its namespace (see [`inside`]);
     /// fails unless `ip` is an instance address of the subnet.
-    pub fn eth0(&self, ip: Ipv4Addr) -> Result<Eth0, NetError> {
+    fn eth0(&self, ip: Ipv4Addr) -> Result<Eth0, NetError> {
         if !self.subnet.is_assignable(ip) {
             return Err(NetError::Address {
                 ip,
@@ -243,10 +244,22 @@ impl Network {
         })
     }
 
+    /// How a container with address `ip` joins the bridge through the veth pair `host_if`
+    /// <-> `eth0`; the container helper makes the pair ([`veth::create`]) and configures
+    /// `eth0` ([`inside::configure`]).
+    pub fn veth(&self, ip: Ipv4Addr, host_if: &str) -> Result<Veth, NetError> {
+        check_ifname(host_if)?;
+        Ok(Veth {
+            host_if: host_if.to_string(),
+            bridge: self.bridge_index,
+            eth0: self.eth0(ip)?,
+        })
+    }
+
     /// Gives the network namespace of `pid` an `eth0` with `ip`, a default route through the
     /// gateway and `lo` up, connected to the bridge by the veth pair `host_if` <-> `eth0`.
     /// On failure nothing is left behind (the host veth is deleted, taking its peer along).
-    /// (Containers do the inside part themselves: see [`Network::connect`].)
+    /// (Containers do all of it in their helper: see [`Network::veth`].)
     pub async fn attach(&self, pid: i32, ip: Ipv4Addr, host_if: &str) -> Result<(), NetError> {
         check_ifname(host_if)?;
         let eth0 = self.eth0(ip)?;
@@ -267,32 +280,12 @@ impl Network {
         Ok(())
     }
 
-    /// The host half of [`Network::attach`], for an instance that configures `eth0` itself
-    /// (the container helper does, see [`inside::configure`]): creates the veth pair `host_if`
-    /// <-> `eth0`, its host end up on the bridge and `eth0` in the network namespace of `pid`.
-    /// On failure no link is left (the kernel creates the pair whole or not at all).
-    pub async fn connect(&self, pid: i32, host_if: &str) -> Result<(), NetError> {
-        check_ifname(host_if)?;
-        let ns = netns::open(pid)?;
-        let r = self.add_veth(&ns, pid, host_if).await;
-        super::timing::mark("veth made");
-        r
-    }
-
     /// Creates the veth pair `host_if` <-> `eth0`, `eth0` directly in namespace `ns` (no move
     /// and no rename afterwards), the host end up on the bridge.
     async fn add_veth(&self, ns: &File, pid: i32, host_if: &str) -> Result<(), NetError> {
-        let peer = LinkUnspec::new_with_name(inside::ETH0)
-            .setns_by_fd(ns.as_raw_fd())
-            .build();
-        let veth = LinkMessageBuilder::<LinkVeth>::new(host_if, inside::ETH0)
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-            .controller(self.bridge_index)
-            .up()
-            .build();
         self.handle
             .link()
-            .add(veth)
+            .add(veth::message(ns.as_raw_fd(), host_if, self.bridge_index))
             .execute()
             .await
             .map_err(nl_error(
