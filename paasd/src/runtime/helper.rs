@@ -96,7 +96,7 @@ fn run(
     // child -> parent: stays open until exec (CLOEXEC); bytes on it are a setup error.
     let (err_r, err_w) = stage("pipe", pipe2(nix::fcntl::OFlag::O_CLOEXEC))?;
 
-    let filters = stage("build seccomp filter", security::app_filter())?;
+    let filter = stage("build seccomp filter", security::app_filter())?;
     timing::mark("filter built");
     stage("unshare pid namespace", unshare(CloneFlags::CLONE_NEWPID))?;
     // SAFETY: this process is single-threaded (a fresh exec of paasd that started no runtime),
@@ -104,7 +104,7 @@ fn run(
     match stage("fork", unsafe { fork() })? {
         ForkResult::Child => {
             drop((stdout_r, stderr_r, ready_r, go_w, err_r));
-            let code = match child(spec, &filters, stdout_w, stderr_w, ready_w, go_r, &err_w) {
+            let code = match child(spec, &filter, stdout_w, stderr_w, ready_w, go_r, &err_w) {
                 Ok(never) => match never {},
                 Err((stage, error)) => {
                     let mut f = std::fs::File::from(err_w);
@@ -376,7 +376,7 @@ fn flush(out: &mut Reporter, stream: Stream, buf: &mut Vec<u8>, eof: bool) {
 /// The container's first process, up to exec. Returns only on failure.
 fn child(
     spec: &Spec,
-    filters: &[seccompiler::BpfProgram],
+    filter: &seccompiler::BpfProgram,
     stdout: OwnedFd,
     stderr: OwnedFd,
     ready: OwnedFd,
@@ -446,7 +446,7 @@ fn child(
     stage("stdio", redirect_stdio(&stdout, &stderr))?;
     drop((stdout, stderr));
     timing::mark("child: pre-drop");
-    security::drop_privileges(spec.uid, spec.gid, filters)?;
+    security::drop_privileges(spec.uid, spec.gid, filter)?;
     timing::mark("child: dropped");
     // The kernel clears the parent-death signal when credentials change: set it again, then
     // make sure the monitor did not die in between. (getppid() cannot tell: as PID 1 of its
