@@ -39,7 +39,9 @@ pub fn configure(eth0: Option<&Eth0>) -> Result<(), NetError> {
     let Some(eth0) = eth0 else {
         return Ok(());
     };
-    let index = nl.link_index(ETH0).map_err(fail("finding", ETH0))?;
+    // An ioctl: a netlink lookup answers with the whole link, stats and all, to parse.
+    let index = nix::net::if_::if_nametoindex(ETH0)
+        .map_err(|e| fail("finding", ETH0)(e.into()))?;
     // The address first: with it and the link up the kernel adds the prefix route, which
     // the default route's gateway must be reachable through.
     let addr = AddressMessageBuilder::<Ipv4Addr>::new()

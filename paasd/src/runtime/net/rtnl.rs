@@ -4,8 +4,7 @@
 
 use std::io;
 
-use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
-use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
@@ -68,14 +67,5 @@ impl Rtnl {
     /// A request answered by an ack.
     pub fn ack(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
         self.request(msg, flags).map(|_| ())
-    }
-
-    pub fn link_index(&mut self, name: &str) -> io::Result<u32> {
-        let mut get = LinkMessage::default();
-        get.attributes.push(LinkAttribute::IfName(name.to_string()));
-        match self.request(RouteNetlinkMessage::GetLink(get), NLM_F_REQUEST)? {
-            Some(RouteNetlinkMessage::NewLink(link)) => Ok(link.header.index),
-            _ => Err(io::Error::from_raw_os_error(libc::ENODEV)),
-        }
     }
 }
