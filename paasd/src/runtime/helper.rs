@@ -2,8 +2,9 @@
 //! forking happens in a fresh single-threaded process, never in the multi-threaded daemon.
 //!
 //! It reads a [`Spec`] from stdin (a socketpair), `unshare(CLONE_NEWPID)`s and forks. The child
-//! (PID 1 of the new namespace) joins its cgroup, enters new mount/uts/ipc/cgroup(/net)
-//! namespaces, builds the root filesystem, drops privileges and execs the command. The parent
+//! (PID 1 of the new namespace) enters new mount/uts/ipc(/net) namespaces, then joins its
+//! cgroup and enters a cgroup namespace, builds the root filesystem, drops privileges and
+//! execs the command. The parent
 //! stays as the container's monitor: it forwards output lines and the exit status to paasd as
 //! [`FromHelper`] JSON lines.
 //! Must not hold platform logic: it executes a spec, nothing more.
@@ -14,7 +15,7 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sched::{unshare, CloneFlags};
+use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
@@ -174,16 +175,13 @@ fn monitor(
     if spec.wait_for_start {
         wait_for_start(ctrl_in, &mut errf).map_err(abort)?;
     }
-    // "g": build the root filesystem; then, with a veth, "n": eth0 exists, configure it.
+    // "g": join the cgroup and build the root filesystem; then, with a network namespace of
+    // its own, "n": its network is ready.
     let mut go = std::fs::File::from(pipes.go);
     let mut started = go.write_all(b"g");
-    if let (Ok(()), NetMode::Veth(veth)) = (&started, &spec.net) {
-        // The child builds its rootfs while the pair is made. It unshared its network
-        // namespace before it said ready: this is a new one, not the host's.
-        let made = std::fs::File::open(format!("/proc/{}/ns/net", child.as_raw()))
-            .map_err(|e| ("network".to_string(), format!("opening its namespace: {e}")))
-            .and_then(|ns| stage("network", net::veth::create(&ns, veth)));
-        if let Err(e) = made {
+    if started.is_ok() && spec.net != NetMode::Host {
+        // The child builds its rootfs meanwhile.
+        if let Err(e) = wire_network(child, &spec.net) {
             let _ = kill(child, Signal::SIGKILL);
             let _ = waitpid(child, None);
             // A child that failed first (taking its namespace along) wrote why.
@@ -194,7 +192,7 @@ fn monitor(
                 None => e,
             });
         }
-        timing::mark("monitor: veth made");
+        timing::mark("monitor: network wired");
         started = go.write_all(b"n");
     }
     drop(go);
@@ -228,6 +226,28 @@ fn monitor(
     timing::mark("monitor: reaped");
     out.send(&FromHelper::Exited { code, signal });
     Ok(())
+}
+
+/// Gives the child's network namespace its links: with a veth, the pair (made from the host's
+/// namespace, where the bridge is); then, from inside, `lo` up and `eth0` configured. The
+/// monitor stays in that namespace: it has no network business of its own left, and keeping
+/// the namespace until it has reported the exit costs nothing.
+fn wire_network(child: Pid, mode: &NetMode) -> Result<(), StageError> {
+    // The child unshared its network namespace before it said ready: a new one, not the host's.
+    let ns = std::fs::File::open(format!("/proc/{}/ns/net", child.as_raw()))
+        .map_err(|e| ("network".to_string(), format!("opening its namespace: {e}")))?;
+    let eth0 = match mode {
+        NetMode::Veth(veth) => {
+            stage("network", net::veth::create(&ns, veth))?;
+            Some(&veth.eth0)
+        }
+        _ => None,
+    };
+    stage(
+        "enter network namespace",
+        setns(&ns, CloneFlags::CLONE_NEWNET),
+    )?;
+    stage("network", net::inside::configure(eth0))
 }
 
 /// Waits for paasd's [`ToHelper::Start`]. The child builds its root filesystem meanwhile; if
@@ -392,31 +412,32 @@ fn child(
         "set parent death signal",
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL),
     )?;
-    // Into the cgroup first, so that everything the container makes, its namespaces included,
-    // is accounted to it. This process has one thread: writing 0 moves exactly it.
-    for file in &spec.cgroup_procs {
-        stage(
-            &format!("join cgroup {}", file.display()),
-            std::fs::write(file, "0"),
-        )?;
-    }
-    timing::mark("child: cgroup joined");
-    // The cgroup namespace makes the cgroup just joined the container's root.
-    let mut flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWCGROUP;
+    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     if spec.net != NetMode::Host {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     stage("unshare namespaces", unshare(flags))?;
     timing::mark("child: unshared");
     stage("signal ready", std::fs::File::from(ready).write_all(b"r"))?;
-    // paasd prepares the instance dir meanwhile; "g" says it is done.
+    // paasd creates the cgroup and prepares the instance dir meanwhile; "g" says it is done.
     let mut go = std::fs::File::from(go);
     wait_for(&mut go, b'g')?;
     timing::mark("child: go");
-    // The monitor makes the veth pair meanwhile, when there is one.
+    // This process has one thread: writing 0 moves exactly it. Nothing runs in the container
+    // before it is in.
+    for file in &spec.cgroup_procs {
+        stage(
+            &format!("join cgroup {}", file.display()),
+            std::fs::write(file, "0"),
+        )?;
+    }
+    // The cgroup namespace makes the cgroup just joined the container's root.
+    stage(
+        "unshare cgroup namespace",
+        unshare(CloneFlags::CLONE_NEWCGROUP),
+    )?;
+    timing::mark("child: cgroup joined");
+    // The monitor wires the network meanwhile, when there is one.
     rootfs::setup(&spec.rootfs)?;
     timing::mark("child: rootfs");
     stage("set hostname", nix::unistd::sethostname(&spec.hostname))?;
@@ -432,14 +453,9 @@ fn child(
             .map(String::as_str),
     )?;
     stage("chdir", nix::unistd::chdir(spec.cwd.as_str()))?;
-    match &spec.net {
-        NetMode::Host => {}
-        NetMode::Private => stage("network", net::inside::configure(None))?,
-        NetMode::Veth(veth) => {
-            wait_for(&mut go, b'n')?;
-            timing::mark("child: veth there");
-            stage("network", net::inside::configure(Some(&veth.eth0)))?;
-        }
+    // The monitor wires the network meanwhile.
+    if spec.net != NetMode::Host {
+        wait_for(&mut go, b'n')?;
     }
     drop(go);
     timing::mark("child: network");

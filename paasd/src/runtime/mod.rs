@@ -210,13 +210,7 @@ impl Runtime {
             dir: Some(dir.clone()),
             cgroup: None,
         };
-        let procs = {
-            let cg = self.cgroups.create(&id, &spec.limits)?;
-            let procs = cg.self_join_files();
-            scratch.cgroup = Some(cg);
-            procs
-        };
-        timing::mark("cgroup made");
+        let procs = self.cgroups.self_join_files(&id)?;
         let hostname: String = id.chars().take(63).collect();
         let full = proto::Spec {
             hostname: hostname.clone(),
@@ -241,9 +235,11 @@ impl Runtime {
             },
             wait_for_start: true,
         };
-        // The helper makes the namespaces (and the veth) while the instance dir is prepared;
-        // it builds the rootfs from that dir once told to start.
+        // The helper makes the namespaces (and the veth) while the cgroup and the instance dir
+        // are prepared; once told to start, it joins the cgroup and builds the rootfs.
         let mut container = Container::create(helper, &full).await?;
+        scratch.cgroup = Some(self.cgroups.create(&id, &spec.limits)?);
+        timing::mark("cgroup made");
         prepare_dir(&dir, &hostname)?;
         timing::mark("dir prepared");
         container.start().await?;

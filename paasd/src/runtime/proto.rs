@@ -21,11 +21,12 @@ pub struct Spec {
     pub gid: u32,
     pub rootfs: Rootfs,
     /// Files the container's first process writes `0` into, joining its cgroup before it runs
-    /// (see `Cgroup::self_join_files`).
+    /// (see `Cgroup::self_join_files`); they exist once the container may start.
     pub cgroup_procs: Vec<PathBuf>,
     pub net: NetMode,
-    /// When true the container waits for [`ToHelper::Start`] before it builds its root
-    /// filesystem (paasd prepares the instance dir meanwhile); otherwise it goes on at once.
+    /// When true the container waits for [`ToHelper::Start`] before it joins its cgroup and
+    /// builds its root filesystem (paasd makes both ready meanwhile); otherwise it goes on at
+    /// once.
     pub wait_for_start: bool,
 }
 

@@ -312,6 +312,20 @@ impl Cgroups {
         })
     }
 
+    /// What [`Cgroup::self_join_files`] will be for the cgroup `name`, before it is created
+    /// (the container helper gets them while paasd creates the cgroup).
+    pub fn self_join_files(&self, name: &str) -> Result<Vec<PathBuf>, CgroupError> {
+        validate_name(name)?;
+        Ok(match self {
+            Cgroups::V1(h) => h
+                .parent_dirs()
+                .iter()
+                .map(|d| d.join(name).join("tasks"))
+                .collect(),
+            Cgroups::V2(h) => vec![h.parent_dir().join(name).join("cgroup.procs")],
+        })
+    }
+
     /// Re-opens an existing cgroup by name (after a daemon restart); None if absent or the
     /// name is invalid. On v1, a cgroup present in only some hierarchies (a crash during
     /// create) is still returned so it can be destroyed.

@@ -1,10 +1,10 @@
 //! What happens inside an instance's network namespace: `lo` up and, when the instance has a
 //! veth, `eth0` up with its address and a default route through the gateway. Blocking
-//! netlink on a socket of its own, no async runtime: the container helper's child calls it
-//! (single-threaded, in the namespace since its `unshare`), and so does the worker thread of
-//! [`super::Network::attach`] after its `setns`. A netlink socket acts on the namespace of the
-//! thread that opens it, so this must only run in a thread that is inside the instance's
-//! namespace, never in one of paasd's own.
+//! netlink on a socket of its own, no async runtime: the container helper's monitor calls it
+//! (single-threaded, after `setns` into its container's namespace), and so does the worker
+//! thread of [`super::Network::attach`]. A netlink socket acts on the namespace of the thread
+//! that opens it, so this must only run in a thread that is inside the instance's namespace,
+//! never in one of paasd's own.
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -40,8 +40,7 @@ pub fn configure(eth0: Option<&Eth0>) -> Result<(), NetError> {
         return Ok(());
     };
     // An ioctl: a netlink lookup answers with the whole link, stats and all, to parse.
-    let index = nix::net::if_::if_nametoindex(ETH0)
-        .map_err(|e| fail("finding", ETH0)(e.into()))?;
+    let index = nix::net::if_::if_nametoindex(ETH0).map_err(|e| fail("finding", ETH0)(e.into()))?;
     // The address first: with it and the link up the kernel adds the prefix route, which
     // the default route's gateway must be reachable through.
     let addr = AddressMessageBuilder::<Ipv4Addr>::new()
