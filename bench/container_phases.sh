@@ -3,7 +3,7 @@
 # does, without crun) with PAAS_RUNTIME_TIMING=1 and prints, per phase mark of paasd and the
 # helper (one CLOCK_MONOTONIC timeline), the median, p10 and p90 of the step from the previous
 # mark and the median time since the start of the run. The first 3 runs are warm-up.
-# Usage: bench/container_phases.sh [N] (default 50). Needs root.
+# Usage: [MODE=no-spare] bench/container_phases.sh [N] (default 50). Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -15,7 +15,7 @@ cargo build --locked --release -q -p paasd --example container_start
 
 dir=$(mktemp -d /tmp/paas-bench-XXXXXX)
 trap 'rm -rf "$dir"' EXIT
-PAAS_RUNTIME_TIMING=1 target/release/examples/container_start "$dir/state" "$N" 2>"$dir/timing.log" >"$dir/result"
+PAAS_RUNTIME_TIMING=1 target/release/examples/container_start "$dir/state" "$N" "${MODE:-spare}" 2>"$dir/timing.log" >"$dir/result"
 read -r ours_med ours_p90 clean_med clean_p90 <"$dir/result"
 echo "spawn to exit: median $ours_med ms, p90 $ours_p90 ms (with timing on)"
 python3 - "$dir/timing.log" <<'PY'

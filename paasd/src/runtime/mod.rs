@@ -77,6 +77,7 @@ pub struct Runtime {
     cgroups: cgroups::Cgroups,
     network: net::Network,
     seq: AtomicU64,
+    spare: container::Spare,
 }
 
 /// A started container plus the cgroup and scratch dir it owns; [`Instance::finish`] reaps
@@ -122,6 +123,7 @@ impl Runtime {
             network,
             instances,
             seq: AtomicU64::new(0),
+            spare: container::Spare::default(),
         };
         rt.reap_leftovers();
         Ok(rt)
@@ -165,8 +167,15 @@ impl Runtime {
         self.cgroups.kind()
     }
 
-    /// Removes our (empty) cgroup parent; called when paasd stops.
+    /// Whether a helper process is kept started ahead of the next container (on by default;
+    /// see [`container::Spare`]). Benchmarks compare both.
+    pub fn set_spare_helper(&self, on: bool) {
+        self.spare.set_enabled(on);
+    }
+
+    /// Removes our (empty) cgroup parent and the spare helper; called when paasd stops.
     pub fn shutdown(&self) {
+        self.spare.clear();
         if let Err(e) = self.cgroups.remove_parent() {
             tracing::warn!(error = %e, "could not remove the cgroup parent");
         }
@@ -201,8 +210,8 @@ impl Runtime {
                 stage: "stack".into(),
                 error: format!("unknown stack '{}'", spec.stack),
             })?;
-        // The helper execs and loads while the instance is prepared.
-        let helper = container::Helper::spawn()?;
+        // The spare helper, or a new one that execs and loads while the instance is prepared.
+        let helper = self.spare.take()?;
         let dir = self.instances.join(&id);
         // Removes the dir (and the cgroup once made) on every early return, and if this future
         // is dropped halfway.
@@ -244,6 +253,7 @@ impl Runtime {
         timing::mark("dir prepared");
         container.start().await?;
         timing::mark("started");
+        self.spare.refill();
         let _ = std::fs::write(dir.join("helper.pid"), container.helper_pid.to_string());
         let (dir, cgroup) = scratch.keep();
         Ok(Instance {
