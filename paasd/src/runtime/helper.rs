@@ -4,9 +4,9 @@
 //! It reads a [`Spec`] from stdin (a socketpair), `unshare(CLONE_NEWPID)`s and forks. The child
 //! (PID 1 of the new namespace) enters new mount/uts/ipc(/net) namespaces, then joins its
 //! cgroup and enters a cgroup namespace, builds the root filesystem, drops privileges and
-//! execs the command. The parent
-//! stays as the container's monitor: it forwards output lines and the exit status to paasd as
-//! [`FromHelper`] JSON lines.
+//! execs the command. The parent stays as the container's monitor: it wires the child's
+//! network while the child builds its rootfs, then forwards output lines and the exit status
+//! to paasd as [`FromHelper`] JSON lines.
 //! Must not hold platform logic: it executes a spec, nothing more.
 
 use std::ffi::CString;
@@ -250,8 +250,8 @@ fn wire_network(child: Pid, mode: &NetMode) -> Result<(), StageError> {
     stage("network", net::inside::configure(eth0))
 }
 
-/// Waits for paasd's [`ToHelper::Start`]. The child builds its root filesystem meanwhile; if
-/// that fails, its error is returned at once rather than after paasd's part.
+/// Waits for paasd's [`ToHelper::Start`]. A child that dies meanwhile (it waits for "g" after
+/// making its namespaces) is reported at once, with its error.
 fn wait_for_start(
     ctrl_in: &mut BufReader<UnixStream>,
     err: &mut std::fs::File,
