@@ -247,10 +247,20 @@ impl Runtime {
         // The helper makes the namespaces (and the veth) while the cgroup and the instance dir
         // are prepared; once told to start, it joins the cgroup and builds the rootfs.
         let mut container = Container::create(helper, &full).await?;
-        scratch.cgroup = Some(self.cgroups.create(&id, &spec.limits)?);
-        timing::mark("cgroup made");
-        prepare_dir(&dir, &hostname)?;
+        // Both at once: cgroupfs and the state dir's disk do not wait for each other. Scoped
+        // and joined here, so that nothing is left half-made if this future is dropped.
+        let (cgroup, prepared) = std::thread::scope(|s| {
+            let prepared = s.spawn(|| prepare_dir(&dir, &hostname));
+            let cgroup = self.cgroups.create(&id, &spec.limits);
+            timing::mark("cgroup made");
+            let prepared = prepared
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (cgroup, prepared)
+        });
         timing::mark("dir prepared");
+        scratch.cgroup = Some(cgroup?);
+        prepared?;
         container.start().await?;
         timing::mark("started");
         self.spare.refill();
