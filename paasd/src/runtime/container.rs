@@ -82,7 +82,7 @@ impl Spare {
     }
 
     /// Starts a new spare in the background unless there is one (or spares are disabled).
-    /// It execs and loads at the lowest CPU priority, so that it does not compete with the
+    /// Once exec'd it loads at the lowest CPU priority, so that it does not compete with the
     /// container just started. Needs a tokio runtime.
     pub fn refill(&self) {
         if self.disabled.load(Ordering::Relaxed)
@@ -92,17 +92,18 @@ impl Spare {
         }
         let slot = Arc::clone(&self.slot);
         let runtime = tokio::runtime::Handle::current();
-        // A thread of its own: spawning blocks until the exec, and the new process inherits
-        // the nice value of the thread that spawns it (a pool thread must not keep it).
+        // A thread of its own: spawning blocks until the exec. Not niced before: until its
+        // exec the new process runs on paasd's memory, and a starved holder of its locks
+        // would stall paasd.
         let spawned = std::thread::Builder::new()
             .name("paas-spare".into())
             .spawn(move || {
                 let _runtime = runtime.enter();
-                // SAFETY: gettid has no preconditions.
-                let tid = unsafe { libc::gettid() } as u32;
-                set_nice(tid, 19);
                 match Helper::spawn() {
                     Ok(helper) => {
+                        if let Some(pid) = helper.child.id() {
+                            set_nice(pid, 19);
+                        }
                         if let Ok(mut slot) = slot.lock() {
                             // A concurrent refill won: ours is dropped, which kills it.
                             slot.get_or_insert(helper);
