@@ -92,7 +92,8 @@ fn run(
     let (stderr_r, stderr_w) = stage("pipe", pipe2(nix::fcntl::OFlag::O_CLOEXEC))?;
     // child -> parent: "namespaces ready" (one byte) and, on failure, the error text.
     let (ready_r, ready_w) = stage("pipe", pipe2(nix::fcntl::OFlag::O_CLOEXEC))?;
-    // parent -> child: "go" (one byte; EOF means abort).
+    // parent -> child: go-aheads, one byte each: "g" start, then without the host network
+    // "s" (its namespace exists) and "n" (its links are ready). EOF means abort.
     let (go_r, go_w) = stage("pipe", pipe2(nix::fcntl::OFlag::O_CLOEXEC))?;
     // child -> parent: stays open until exec (CLOEXEC); bytes on it are a setup error.
     let (err_r, err_w) = stage("pipe", pipe2(nix::fcntl::OFlag::O_CLOEXEC))?;
@@ -100,12 +101,19 @@ fn run(
     let filter = stage("build seccomp filter", security::app_filter())?;
     timing::mark("filter built");
     stage("unshare pid namespace", unshare(CloneFlags::CLONE_NEWPID))?;
+    let monitor_pid = std::process::id();
     // SAFETY: this process is single-threaded (a fresh exec of paasd that started no runtime),
     // so the child may run arbitrary code after fork.
     match stage("fork", unsafe { fork() })? {
         ForkResult::Child => {
             drop((stdout_r, stderr_r, ready_r, go_w, err_r));
-            let code = match child(spec, &filter, stdout_w, stderr_w, ready_w, go_r, &err_w) {
+            let ends = ChildEnds {
+                stdout: stdout_w,
+                stderr: stderr_w,
+                ready: ready_w,
+                go: go_r,
+            };
+            let code = match child(monitor_pid, spec, &filter, ends, &err_w) {
                 Ok(never) => match never {},
                 Err((stage, error)) => {
                     let mut f = std::fs::File::from(err_w);
@@ -176,12 +184,12 @@ fn monitor(
         wait_for_start(ctrl_in, &mut errf).map_err(abort)?;
     }
     // "g": join the cgroup and build the root filesystem; then, with a network namespace of
-    // its own, "n": its network is ready.
+    // its own, "s": it exists, and "n": its links are ready.
     let mut go = std::fs::File::from(pipes.go);
     let mut started = go.write_all(b"g");
     if started.is_ok() && spec.net != NetMode::Host {
         // The child builds its rootfs meanwhile.
-        if let Err(e) = wire_network(child, &spec.net) {
+        if let Err(e) = wire_network(&spec.net, &mut go) {
             let _ = kill(child, Signal::SIGKILL);
             let _ = waitpid(child, None);
             // A child that failed first (taking its namespace along) wrote why.
@@ -228,25 +236,30 @@ fn monitor(
     Ok(())
 }
 
-/// Gives the child's network namespace its links: with a veth, the pair (made from the host's
-/// namespace, where the bridge is); then, from inside, `lo` up and `eth0` configured. The
-/// monitor stays in that namespace: it has no network business of its own left, and keeping
-/// the namespace until it has reported the exit costs nothing.
-fn wire_network(child: Pid, mode: &NetMode) -> Result<(), StageError> {
-    // The child unshared its network namespace before it said ready: a new one, not the host's.
-    let ns = std::fs::File::open(format!("/proc/{}/ns/net", child.as_raw()))
-        .map_err(|e| ("network".to_string(), format!("opening its namespace: {e}")))?;
-    let eth0 = match mode {
-        NetMode::Veth(veth) => {
-            stage("network", net::veth::create(&ns, veth))?;
+/// Makes the container's network namespace and its links, while the child builds its rootfs:
+/// the monitor enters a new network namespace and says so ("s"; the child joins it before it
+/// mounts /sys); with a veth, it makes the pair from the host's side (over a socket opened
+/// before leaving the host's namespace, where the bridge is); then, from inside, brings up
+/// `lo` and configures `eth0`. The monitor has no network business of its own: being in the
+/// container's namespace until it has reported the exit costs nothing.
+fn wire_network(mode: &NetMode, go: &mut std::fs::File) -> Result<(), StageError> {
+    let mut host = match mode {
+        NetMode::Veth(_) => Some(stage("network", net::veth::host_socket())?),
+        _ => None,
+    };
+    stage(
+        "unshare network namespace",
+        unshare(CloneFlags::CLONE_NEWNET),
+    )?;
+    stage("start", go.write_all(b"s"))?;
+    let eth0 = match (mode, host.as_mut()) {
+        (NetMode::Veth(veth), Some(host)) => {
+            let ns = stage("network", std::fs::File::open("/proc/self/ns/net"))?;
+            stage("network", net::veth::create(host, &ns, veth))?;
             Some(&veth.eth0)
         }
         _ => None,
     };
-    stage(
-        "enter network namespace",
-        setns(&ns, CloneFlags::CLONE_NEWNET),
-    )?;
     stage("network", net::inside::configure(eth0))
 }
 
@@ -393,16 +406,28 @@ fn flush(out: &mut Reporter, stream: Stream, buf: &mut Vec<u8>, eof: bool) {
     }
 }
 
-/// The container's first process, up to exec. Returns only on failure.
-fn child(
-    spec: &Spec,
-    filter: &seccompiler::BpfProgram,
+/// The child's ends of the pipes it shares with the monitor (the error pipe apart).
+struct ChildEnds {
     stdout: OwnedFd,
     stderr: OwnedFd,
     ready: OwnedFd,
     go: OwnedFd,
+}
+
+/// The container's first process, up to exec. Returns only on failure.
+fn child(
+    monitor: u32,
+    spec: &Spec,
+    filter: &seccompiler::BpfProgram,
+    ends: ChildEnds,
     err: &OwnedFd,
 ) -> Result<std::convert::Infallible, StageError> {
+    let ChildEnds {
+        stdout,
+        stderr,
+        ready,
+        go,
+    } = ends;
     timing::mark("child: forked");
     // A session of its own, without a controlling terminal: otherwise /dev/tty would be the
     // terminal of whoever started paasd (an admin's root shell), open to TIOCSTI.
@@ -412,10 +437,9 @@ fn child(
         "set parent death signal",
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL),
     )?;
-    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
-    if spec.net != NetMode::Host {
-        flags |= CloneFlags::CLONE_NEWNET;
-    }
+    // The network namespace comes from the monitor, which makes it while this builds the
+    // rootfs.
+    let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     stage("unshare namespaces", unshare(flags))?;
     timing::mark("child: unshared");
     stage("signal ready", std::fs::File::from(ready).write_all(b"r"))?;
@@ -437,8 +461,22 @@ fn child(
         unshare(CloneFlags::CLONE_NEWCGROUP),
     )?;
     timing::mark("child: cgroup joined");
-    // The monitor wires the network meanwhile, when there is one.
-    rootfs::setup(&spec.rootfs)?;
+    rootfs::setup(&spec.rootfs, || {
+        if spec.net == NetMode::Host {
+            return Ok(());
+        }
+        wait_for(&mut go, b's')?;
+        timing::mark("child: netns there");
+        // The monitor's: our parent, alive (or we would be dead), so its pid is not reused.
+        let ns = stage(
+            "network namespace",
+            std::fs::File::open(format!("/proc/{monitor}/ns/net")),
+        )?;
+        stage(
+            "enter network namespace",
+            setns(&ns, CloneFlags::CLONE_NEWNET),
+        )
+    })?;
     timing::mark("child: rootfs");
     stage("set hostname", nix::unistd::sethostname(&spec.hostname))?;
     let program = resolve(spec)?;
@@ -453,7 +491,7 @@ fn child(
             .map(String::as_str),
     )?;
     stage("chdir", nix::unistd::chdir(spec.cwd.as_str()))?;
-    // The monitor wires the network meanwhile.
+    // The monitor configures the links meanwhile.
     if spec.net != NetMode::Host {
         wait_for(&mut go, b'n')?;
     }

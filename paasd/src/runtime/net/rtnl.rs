@@ -10,6 +10,7 @@ use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 use super::NetError;
 
+/// A netlink route socket (see the module doc).
 pub struct Rtnl {
     socket: Socket,
     seq: u32,

@@ -14,7 +14,7 @@ use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
 use serde::{Deserialize, Serialize};
 
 use super::inside::{Eth0, ETH0};
-use super::rtnl::Rtnl;
+pub use super::rtnl::Rtnl;
 use super::NetError;
 
 /// Everything the helper needs to connect an instance to the bridge (from [`super::Network::veth`]).
@@ -38,11 +38,16 @@ pub(super) fn message(ns_fd: i32, host_if: &str, bridge: u32) -> LinkMessage {
         .build()
 }
 
-/// Creates the pair for the instance whose network namespace is `ns`. Blocking; must run in
-/// the host's namespace, where the bridge is.
-pub fn create(ns: &File, v: &Veth) -> Result<(), NetError> {
-    let mut nl = Rtnl::open("in the host's network namespace")?;
-    nl.ack(
+/// A netlink socket for [`create`], opened in the host's network namespace (where the bridge
+/// is); it keeps acting there after its thread moves to another namespace.
+pub fn host_socket() -> Result<Rtnl, NetError> {
+    Rtnl::open("in the host's network namespace")
+}
+
+/// Creates the pair for the instance whose network namespace is `ns`, over `host` (from
+/// [`host_socket`]). Blocking.
+pub fn create(host: &mut Rtnl, ns: &File, v: &Veth) -> Result<(), NetError> {
+    host.ack(
         RouteNetlinkMessage::NewLink(message(ns.as_raw_fd(), &v.host_if, v.bridge)),
         NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
     )
