@@ -26,7 +26,7 @@ pub struct Spec {
     pub net: NetMode,
     /// When true the container waits for [`ToHelper::Start`] before it joins its cgroup and
     /// builds its root filesystem (paasd makes both ready meanwhile); otherwise it goes on at
-    /// once.
+    /// once, and both must be ready before the spec is sent.
     pub wait_for_start: bool,
 }
 
