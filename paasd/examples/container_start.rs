@@ -2,7 +2,8 @@
 //! namespaces, veth on a bridge, overlay rootfs, host stack binds, cgroup with limits, privilege drop, seccomp) N times
 //! through `paasd::runtime` and prints, in ms: median and p90 from spawn to the exit being
 //! seen, then median and p90 from spawn to everything removed (cgroup, scratch dir).
-//! Usage: container_start STATE_DIR [N]
+//! With `no-spare`, the runtime keeps no helper started ahead (every start execs its own).
+//! Usage: container_start STATE_DIR [N] [spare|no-spare]
 
 use std::time::Instant;
 
@@ -24,6 +25,11 @@ fn main() -> anyhow::Result<()> {
         .map(std::path::PathBuf::from)
         .ok_or_else(|| anyhow::anyhow!("usage: container_start STATE_DIR [N]"))?;
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(50);
+    let spare = match args.get(3).map(String::as_str) {
+        None | Some("spare") => true,
+        Some("no-spare") => false,
+        Some(other) => anyhow::bail!("unknown mode {other:?}: spare or no-spare"),
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -46,6 +52,7 @@ fn main() -> anyhow::Result<()> {
             network,
             &Default::default(),
         )?;
+        runtime.set_spare_helper(spare);
         let mut times = Vec::with_capacity(n);
         let mut cleaned = Vec::with_capacity(n);
         for i in 0..n + 3 {
@@ -73,9 +80,11 @@ fn main() -> anyhow::Result<()> {
                 if let FromHelper::Exited { code, .. } = ev {
                     ok = code == Some(0);
                     exited_at = Some(t.elapsed());
+                    paasd::runtime::timing::mark("exit seen");
                 }
             }
             inst.finish(false).await;
+            paasd::runtime::timing::mark("cleaned");
             anyhow::ensure!(ok, "/bin/true did not exit 0");
             if i >= 3 {
                 let exited = exited_at.unwrap_or_else(|| t.elapsed());

@@ -35,6 +35,29 @@ fn host_mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Live (not zombie) container helpers whose parent is `parent`.
+fn helpers_of(parent: i32) -> Vec<i32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // "pid (comm) state ppid ...": comm may hold spaces, so split after its ')'.
+            let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+            let mut f = rest.split(' ');
+            let (state, ppid) = (f.next(), f.next().and_then(|p| p.parse::<i32>().ok()));
+            state != Some("Z") && ppid == Some(parent) && is_helper(*pid)
+        })
+        .collect()
+}
+
+fn is_helper(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"__runtime-helper"))
+}
+
 fn instance_dirs(d: &Daemon) -> Vec<String> {
     std::fs::read_dir(d.state_dir().join("instances"))
         .map(|rd| {
@@ -364,6 +387,9 @@ fn cgroups_and_scratch_dirs_go_away_with_the_daemon() {
     }
     assert!(d.cgroups().is_empty());
     assert!(instance_dirs(&d).is_empty());
+    // One helper waits, started ahead, for the next container; it goes with the daemon.
+    let spare = helpers_of(d.pid().as_raw());
+    assert_eq!(spare.len(), 1, "spare helpers: {spare:?}");
     // A container still running when paasd stops goes with it.
     let (bg, _ip, reader) = d.run_with_ip("gone", &["sleep", "100"]);
     assert!(
@@ -372,6 +398,17 @@ fn cgroups_and_scratch_dirs_go_away_with_the_daemon() {
     );
     assert!(d.stop().success());
     drop((bg, reader));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while spare.iter().any(|pid| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        is_helper(*pid) && !stat.contains(") Z ")
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "spare helper {spare:?} outlived paasd"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(instance_dirs(&d).is_empty(), "{:?}", instance_dirs(&d));
     assert!(
         find_process(&["sleep", "100"]).is_none(),

@@ -4,6 +4,8 @@
 
 use std::os::fd::OwnedFd;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -16,19 +18,26 @@ pub struct Container {
     helper: tokio::process::Child,
     lines: Lines<BufReader<OwnedReadHalf>>,
     writer: OwnedWriteHalf,
-    /// Host pid of the container's first process (PID 1 inside).
+    /// Host pid of the container's first process (PID 1 inside), once started.
     pub pid: i32,
     /// Pid of the helper that monitors it.
     pub helper_pid: u32,
+    wait_for_start: bool,
 }
 
-impl Container {
-    /// Starts the helper and waits until the container exists (namespaces made, cgroup joined).
-    /// With `spec.wait_for_start` the command has not run yet: call [`Container::start`].
-    pub async fn create(spec: &Spec) -> Result<Container, RuntimeError> {
+/// A helper process that has not been given its spec yet. Started first thing, it execs
+/// and loads while paasd prepares the instance; it waits for the spec on its stdin, and exits
+/// (killed, or at EOF) if dropped before [`Container::create`].
+pub struct Helper {
+    child: tokio::process::Child,
+    ours: std::os::unix::net::UnixStream,
+}
+
+impl Helper {
+    pub fn spawn() -> Result<Helper, RuntimeError> {
         let (ours, theirs) =
             std::os::unix::net::UnixStream::pair().map_err(RuntimeError::Helper)?;
-        let mut helper = tokio::process::Command::new("/proc/self/exe")
+        let child = tokio::process::Command::new("/proc/self/exe")
             .arg(HELPER_ARG)
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::null())
@@ -38,6 +47,109 @@ impl Container {
             .kill_on_drop(true)
             .spawn()
             .map_err(RuntimeError::Helper)?;
+        super::timing::mark("helper spawned");
+        Ok(Helper { child, ours })
+    }
+}
+
+/// At most one helper started ahead of need ("spare"), so that a start does not wait for the
+/// exec and load of paasd (~1.3 ms on a small VM) but takes a helper that is already waiting
+/// for its spec. Taken by [`Spare::take`], started again in the background by
+/// [`Spare::refill`] once the container that took it runs. A spare holds nothing but its
+/// process: dropped (shutdown, [`Spare::set_enabled`]) it is killed, and if paasd dies it
+/// exits by itself at EOF on its stdin.
+#[derive(Clone, Default)]
+pub struct Spare {
+    slot: Arc<Mutex<Option<Helper>>>,
+    disabled: Arc<AtomicBool>,
+}
+
+impl Spare {
+    /// The spare helper if there is a live one, else a new one.
+    pub fn take(&self) -> Result<Helper, RuntimeError> {
+        let spare = self.slot.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(mut helper) = spare {
+            // Something killed it meanwhile: not usable. Otherwise back to normal priority
+            // before it forks the container (which inherits it).
+            if matches!(helper.child.try_wait(), Ok(None))
+                && helper.child.id().is_some_and(|pid| set_nice(pid, 0))
+            {
+                super::timing::mark("spare taken");
+                return Ok(helper);
+            }
+        }
+        Helper::spawn()
+    }
+
+    /// Starts a new spare in the background unless there is one (or spares are disabled).
+    /// Once exec'd it loads at the lowest CPU priority, so that it does not compete with the
+    /// container just started. Needs a tokio runtime.
+    pub fn refill(&self) {
+        if self.disabled.load(Ordering::Relaxed)
+            || self.slot.lock().map_or(true, |slot| slot.is_some())
+        {
+            return;
+        }
+        let slot = Arc::clone(&self.slot);
+        let runtime = tokio::runtime::Handle::current();
+        // A thread of its own: spawning blocks until the exec. Not niced before: until its
+        // exec the new process runs on paasd's memory, and a starved holder of its locks
+        // would stall paasd.
+        let spawned = std::thread::Builder::new()
+            .name("paas-spare".into())
+            .spawn(move || {
+                let _runtime = runtime.enter();
+                match Helper::spawn() {
+                    Ok(helper) => {
+                        if let Some(pid) = helper.child.id() {
+                            set_nice(pid, 19);
+                        }
+                        if let Ok(mut slot) = slot.lock() {
+                            // A concurrent refill won: ours is dropped, which kills it.
+                            slot.get_or_insert(helper);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not start a spare container helper")
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start a spare container helper");
+        }
+    }
+
+    /// Spares are on by default; off, every start execs its own helper.
+    pub fn set_enabled(&self, on: bool) {
+        self.disabled.store(!on, Ordering::Relaxed);
+        if !on {
+            self.clear();
+        }
+    }
+
+    /// Kills the spare, if any.
+    pub fn clear(&self) {
+        let spare = self.slot.lock().ok().and_then(|mut slot| slot.take());
+        drop(spare);
+    }
+}
+
+/// Sets the nice value of the thread `tid` (a process's main thread has its pid); false if
+/// the kernel refused.
+fn set_nice(tid: u32, nice: i32) -> bool {
+    // SAFETY: setpriority only reads its integer arguments.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) == 0 }
+}
+
+impl Container {
+    /// Gives the helper its spec. It makes the container's namespaces (and veth) meanwhile;
+    /// with `spec.wait_for_start` it builds the root filesystem and runs the command only after
+    /// [`Container::start`] (paasd prepares the instance dir in between).
+    pub async fn create(helper: Helper, spec: &Spec) -> Result<Container, RuntimeError> {
+        let Helper {
+            child: mut helper,
+            ours,
+        } = helper;
         let helper_pid = helper.id().unwrap_or(0);
         ours.set_nonblocking(true).map_err(RuntimeError::Helper)?;
         let stream = tokio::net::UnixStream::from_std(ours).map_err(RuntimeError::Helper)?;
@@ -48,26 +160,32 @@ impl Container {
             let _ = helper.kill().await;
             return Err(RuntimeError::Helper(e));
         }
-        let mut c = Container {
+        Ok(Container {
             helper,
             lines: BufReader::new(r).lines(),
             writer,
             pid: 0,
             helper_pid,
-        };
-        match c.next().await {
-            Some(FromHelper::Created { pid }) => c.pid = pid,
-            other => return Err(c.setup_failed(other).await),
-        }
-        if !spec.wait_for_start {
-            c.expect_started().await?;
-        }
-        Ok(c)
+            wait_for_start: spec.wait_for_start,
+        })
     }
 
-    /// Lets a container created with `wait_for_start` exec its command.
+    /// Lets the container run its command (sending [`ToHelper::Start`] if it waits for it) and
+    /// returns once it does.
     pub async fn start(&mut self) -> Result<(), RuntimeError> {
-        self.send(&ToHelper::Start).await?;
+        // A helper that failed already cannot read it; what it said comes next.
+        let sent = match self.wait_for_start {
+            true => self.send(&ToHelper::Start).await,
+            false => Ok(()),
+        };
+        match self.next().await {
+            Some(FromHelper::Created { pid }) => {
+                super::timing::mark("got created");
+                self.pid = pid;
+            }
+            other => return Err(self.setup_failed(other).await),
+        }
+        sent?;
         self.expect_started().await
     }
 

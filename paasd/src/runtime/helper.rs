@@ -2,10 +2,11 @@
 //! forking happens in a fresh single-threaded process, never in the multi-threaded daemon.
 //!
 //! It reads a [`Spec`] from stdin (a socketpair), `unshare(CLONE_NEWPID)`s and forks. The child
-//! (PID 1 of the new namespace) enters new mount/uts/ipc(/net) namespaces, waits until the
-//! parent has put it in its cgroup, enters a cgroup namespace, builds the root filesystem,
-//! drops privileges and execs the command. The parent stays as the container's monitor: it
-//! forwards output lines and the exit status to paasd as [`FromHelper`] JSON lines.
+//! (PID 1 of the new namespace) enters new mount/uts/ipc(/net) namespaces, then joins its
+//! cgroup and enters a cgroup namespace, builds the root filesystem, drops privileges and
+//! execs the command. The parent stays as the container's monitor: it wires the child's
+//! network while the child builds its rootfs, then forwards output lines and the exit status
+//! to paasd as [`FromHelper`] JSON lines.
 //! Must not hold platform logic: it executes a spec, nothing more.
 
 use std::ffi::CString;
@@ -14,19 +15,20 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sched::{unshare, CloneFlags};
+use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
 use super::proto::{FromHelper, NetMode, Spec, Stream, ToHelper, MAX_LINE};
-use super::{rootfs, security};
+use super::{net, rootfs, security, timing};
 
 /// argv[1] that selects this mode.
 pub const HELPER_ARG: &str = "__runtime-helper";
 
 /// Entry point of the helper process; returns its exit code.
 pub fn main() -> i32 {
+    timing::mark("helper main");
     set_name("paas-helper");
     // SAFETY: fd 0 is the socketpair paasd passed as our stdin; we take ownership of it once.
     let ctrl = unsafe { UnixStream::from_raw_fd(0) };
@@ -46,6 +48,7 @@ pub fn main() -> i32 {
             return 2;
         }
     };
+    timing::mark("spec read");
     match run(&spec, &mut reader, &mut out) {
         Ok(()) => 0,
         Err((stage, error)) => {
@@ -89,19 +92,28 @@ fn run(
     let (stderr_r, stderr_w) = stage("pipe", pipe2(nix::fcntl::OFlag::O_CLOEXEC))?;
     // child -> parent: "namespaces ready" (one byte) and, on failure, the error text.
     let (ready_r, ready_w) = stage("pipe", pipe2(nix::fcntl::OFlag::O_CLOEXEC))?;
-    // parent -> child: "go" (one byte; EOF means abort).
+    // parent -> child: go-aheads, one byte each: "g" start, then without the host network
+    // "s" (its namespace exists) and "n" (its links are ready). EOF means abort.
     let (go_r, go_w) = stage("pipe", pipe2(nix::fcntl::OFlag::O_CLOEXEC))?;
     // child -> parent: stays open until exec (CLOEXEC); bytes on it are a setup error.
     let (err_r, err_w) = stage("pipe", pipe2(nix::fcntl::OFlag::O_CLOEXEC))?;
 
-    let filters = stage("build seccomp filter", security::app_filter())?;
+    let filter = stage("build seccomp filter", security::app_filter())?;
+    timing::mark("filter built");
     stage("unshare pid namespace", unshare(CloneFlags::CLONE_NEWPID))?;
+    let monitor_pid = std::process::id();
     // SAFETY: this process is single-threaded (a fresh exec of paasd that started no runtime),
     // so the child may run arbitrary code after fork.
     match stage("fork", unsafe { fork() })? {
         ForkResult::Child => {
             drop((stdout_r, stderr_r, ready_r, go_w, err_r));
-            let code = match child(spec, &filters, stdout_w, stderr_w, ready_w, go_r, &err_w) {
+            let ends = ChildEnds {
+                stdout: stdout_w,
+                stderr: stderr_w,
+                ready: ready_w,
+                go: go_r,
+            };
+            let code = match child(monitor_pid, spec, &filter, ends, &err_w) {
                 Ok(never) => match never {},
                 Err((stage, error)) => {
                     let mut f = std::fs::File::from(err_w);
@@ -151,49 +163,61 @@ fn monitor(
         let _ = waitpid(child, None);
         e
     };
+    let mut errf = std::fs::File::from(pipes.err);
     let mut ready = [0u8; 1];
     let n = std::fs::File::from(pipes.ready)
         .read(&mut ready)
         .unwrap_or(0);
     if n != 1 {
-        return Err(abort(child_error(pipes.err)));
+        return Err(abort(child_error(&mut errf)));
     }
-    for procs in &spec.cgroup_procs {
-        std::fs::write(procs, child.as_raw().to_string())
-            .map_err(|e| (format!("join cgroup {}", procs.display()), e.to_string()))
-            .map_err(abort)?;
-    }
+    timing::mark("monitor: child ready");
+    // Holding the container's mount namespace moves its teardown (unmounting the rootfs and
+    // everything on it, which waits for an RCU grace period) from the exit of the container's
+    // last process, where it would delay the exit status by milliseconds, to the exit of this
+    // monitor right after it reported it. Best effort: without it the teardown just comes first.
+    let _mounts = std::fs::File::open(format!("/proc/{}/ns/mnt", child.as_raw())).ok();
     out.send(&FromHelper::Created {
         pid: child.as_raw(),
     });
     if spec.wait_for_start {
-        let mut line = String::new();
-        let cmd = match ctrl_in.read_line(&mut line) {
-            Ok(n) if n > 0 => serde_json::from_str::<ToHelper>(&line).ok(),
-            _ => None,
-        };
-        if cmd != Some(ToHelper::Start) {
-            return Err(abort((
-                "wait for start".into(),
-                "paasd did not send start".into(),
-            )));
-        }
+        wait_for_start(ctrl_in, &mut errf).map_err(abort)?;
     }
+    // "g": join the cgroup and build the root filesystem; then, with a network namespace of
+    // its own, "s": it exists, and "n": its links are ready.
     let mut go = std::fs::File::from(pipes.go);
-    go.write_all(b"g")
-        .map_err(|e| ("start".to_string(), e.to_string()))
-        .map_err(abort)?;
+    let mut started = go.write_all(b"g");
+    if started.is_ok() && spec.net != NetMode::Host {
+        // The child builds its rootfs meanwhile.
+        if let Err(e) = wire_network(&spec.net, &mut go) {
+            let _ = kill(child, Signal::SIGKILL);
+            let _ = waitpid(child, None);
+            // A child that failed first (taking its namespace along) wrote why.
+            let mut theirs = String::new();
+            let _ = errf.read_to_string(&mut theirs);
+            return Err(match theirs.split_once('\n') {
+                Some((stage, error)) => (stage.to_string(), error.to_string()),
+                None => e,
+            });
+        }
+        timing::mark("monitor: network wired");
+        started = go.write_all(b"n");
+    }
     drop(go);
 
     // The error pipe closes on exec (CLOEXEC): EOF with no bytes means the command is running.
+    // A child that failed meanwhile has written why.
     let mut errbuf = String::new();
-    let mut errf = std::fs::File::from(pipes.err);
     let _ = errf.read_to_string(&mut errbuf);
     if !errbuf.is_empty() {
         let _ = waitpid(child, None);
         let (stage, error) = errbuf.split_once('\n').unwrap_or(("setup", &errbuf));
         return Err((stage.to_string(), error.to_string()));
     }
+    started
+        .map_err(|e| ("start".to_string(), e.to_string()))
+        .map_err(abort)?;
+    timing::mark("monitor: exec seen");
     out.send(&FromHelper::Started);
     pump(child, ctrl_in, out, pipes.stdout, pipes.stderr);
     let status = loop {
@@ -207,14 +231,77 @@ fn monitor(
         Ok(WaitStatus::Signaled(_, s, _)) => (None, Some(s as i32)),
         _ => (None, None),
     };
+    timing::mark("monitor: reaped");
     out.send(&FromHelper::Exited { code, signal });
     Ok(())
 }
 
+/// Makes the container's network namespace and its links, while the child builds its rootfs:
+/// the monitor enters a new network namespace and says so ("s"; the child joins it before it
+/// mounts /sys); with a veth, it makes the pair from the host's side (over a socket opened
+/// before leaving the host's namespace, where the bridge is); then, from inside, brings up
+/// `lo` and configures `eth0`. The monitor has no network business of its own: being in the
+/// container's namespace until it has reported the exit costs nothing.
+fn wire_network(mode: &NetMode, go: &mut std::fs::File) -> Result<(), StageError> {
+    let mut host = match mode {
+        NetMode::Veth(_) => Some(stage("network", net::veth::host_socket())?),
+        _ => None,
+    };
+    stage(
+        "unshare network namespace",
+        unshare(CloneFlags::CLONE_NEWNET),
+    )?;
+    stage("start", go.write_all(b"s"))?;
+    let eth0 = match (mode, host.as_mut()) {
+        (NetMode::Veth(veth), Some(host)) => {
+            let ns = stage("network", std::fs::File::open("/proc/self/ns/net"))?;
+            stage("network", net::veth::create(host, &ns, veth))?;
+            Some(&veth.eth0)
+        }
+        _ => None,
+    };
+    stage("network", net::inside::configure(eth0))
+}
+
+/// Waits for paasd's [`ToHelper::Start`]. A child that dies meanwhile (it waits for "g" after
+/// making its namespaces) is reported at once, with its error.
+fn wait_for_start(
+    ctrl_in: &mut BufReader<UnixStream>,
+    err: &mut std::fs::File,
+) -> Result<(), StageError> {
+    loop {
+        if ctrl_in.buffer().is_empty() {
+            let mut fds = [
+                PollFd::new(ctrl_in.get_ref().as_fd(), PollFlags::POLLIN),
+                PollFd::new(err.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(("wait for start".into(), e.to_string())),
+            }
+            let fired = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            let (ctrl, child) = (fired(&fds[0]), fired(&fds[1]));
+            // Bytes or EOF on the error pipe before go: the child failed or died.
+            if child && !ctrl {
+                return Err(child_error(err));
+            }
+            if !ctrl {
+                continue;
+            }
+        }
+        let mut line = String::new();
+        return match ctrl_in.read_line(&mut line) {
+            Ok(n) if n > 0 && serde_json::from_str(&line).ok() == Some(ToHelper::Start) => Ok(()),
+            _ => Err(("wait for start".into(), "paasd did not send start".into())),
+        };
+    }
+}
+
 /// Reads a setup error the child wrote before it could exec.
-fn child_error(err: OwnedFd) -> StageError {
+fn child_error(err: &mut std::fs::File) -> StageError {
     let mut s = String::new();
-    let _ = std::fs::File::from(err).read_to_string(&mut s);
+    let _ = err.read_to_string(&mut s);
     match s.split_once('\n') {
         Some((stage, error)) => (stage.to_string(), error.to_string()),
         None if s.is_empty() => (
@@ -319,16 +406,29 @@ fn flush(out: &mut Reporter, stream: Stream, buf: &mut Vec<u8>, eof: bool) {
     }
 }
 
-/// The container's first process, up to exec. Returns only on failure.
-fn child(
-    spec: &Spec,
-    filters: &[seccompiler::BpfProgram],
+/// The child's ends of the pipes it shares with the monitor (the error pipe apart).
+struct ChildEnds {
     stdout: OwnedFd,
     stderr: OwnedFd,
     ready: OwnedFd,
     go: OwnedFd,
+}
+
+/// The container's first process, up to exec. Returns only on failure.
+fn child(
+    monitor: u32,
+    spec: &Spec,
+    filter: &seccompiler::BpfProgram,
+    ends: ChildEnds,
     err: &OwnedFd,
 ) -> Result<std::convert::Infallible, StageError> {
+    let ChildEnds {
+        stdout,
+        stderr,
+        ready,
+        go,
+    } = ends;
+    timing::mark("child: forked");
     // A session of its own, without a controlling terminal: otherwise /dev/tty would be the
     // terminal of whoever started paasd (an admin's root shell), open to TIOCSTI.
     stage("setsid", nix::unistd::setsid())?;
@@ -337,25 +437,48 @@ fn child(
         "set parent death signal",
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL),
     )?;
-    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
-    if spec.net == NetMode::Private {
-        flags |= CloneFlags::CLONE_NEWNET;
-    }
+    // The network namespace comes from the monitor, which makes it while this builds the
+    // rootfs.
+    let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     stage("unshare namespaces", unshare(flags))?;
+    timing::mark("child: unshared");
     stage("signal ready", std::fs::File::from(ready).write_all(b"r"))?;
-    let mut byte = [0u8; 1];
-    if std::fs::File::from(go).read(&mut byte).unwrap_or(0) != 1 {
-        return Err(("wait for start".into(), "aborted before start".into()));
+    // paasd creates the cgroup and prepares the instance dir meanwhile; "g" says it is done.
+    let mut go = std::fs::File::from(go);
+    wait_for(&mut go, b'g')?;
+    timing::mark("child: go");
+    // This process has one thread: writing 0 moves exactly it. Nothing runs in the container
+    // before it is in.
+    for file in &spec.cgroup_procs {
+        stage(
+            &format!("join cgroup {}", file.display()),
+            std::fs::write(file, "0"),
+        )?;
     }
-    // Now in its cgroup: a cgroup namespace makes that cgroup the container's root.
+    // The cgroup namespace makes the cgroup just joined the container's root.
     stage(
         "unshare cgroup namespace",
         unshare(CloneFlags::CLONE_NEWCGROUP),
     )?;
-    rootfs::setup(&spec.rootfs)?;
+    timing::mark("child: cgroup joined");
+    rootfs::setup(&spec.rootfs, || {
+        if spec.net == NetMode::Host {
+            return Ok(());
+        }
+        wait_for(&mut go, b's')?;
+        timing::mark("child: netns there");
+        // The monitor's: our parent, alive (or we would be dead), so its pid is not reused.
+        let ns = stage(
+            "network namespace",
+            std::fs::File::open(format!("/proc/{monitor}/ns/net")),
+        )?;
+        stage(
+            "enter network namespace",
+            setns(&ns, CloneFlags::CLONE_NEWNET),
+        )
+    })?;
+    timing::mark("child: rootfs");
     stage("set hostname", nix::unistd::sethostname(&spec.hostname))?;
-    stage("stdio", redirect_stdio(&stdout, &stderr))?;
-    drop((stdout, stderr));
     let program = resolve(spec)?;
     let argv = cstrings("argv", spec.argv.iter().map(String::as_str))?;
     let envp = cstrings(
@@ -368,7 +491,17 @@ fn child(
             .map(String::as_str),
     )?;
     stage("chdir", nix::unistd::chdir(spec.cwd.as_str()))?;
-    security::drop_privileges(spec.uid, spec.gid, filters)?;
+    // The monitor configures the links meanwhile.
+    if spec.net != NetMode::Host {
+        wait_for(&mut go, b'n')?;
+    }
+    drop(go);
+    timing::mark("child: network");
+    stage("stdio", redirect_stdio(&stdout, &stderr))?;
+    drop((stdout, stderr));
+    timing::mark("child: pre-drop");
+    security::drop_privileges(spec.uid, spec.gid, filter)?;
+    timing::mark("child: dropped");
     // The kernel clears the parent-death signal when credentials change: set it again, then
     // make sure the monitor did not die in between. (getppid() cannot tell: as PID 1 of its
     // namespace our parent is always 0.) The monitor holds the read end of the error pipe
@@ -391,6 +524,15 @@ fn child(
             e.map_or_else(|| "failed".to_string(), |e| e.desc().to_lowercase())
         ),
     ))
+}
+
+/// Reads the monitor's next go-ahead, which must be `byte`; EOF means abort.
+fn wait_for(go: &mut std::fs::File, byte: u8) -> Result<(), StageError> {
+    let mut got = [0u8; 1];
+    match go.read(&mut got) {
+        Ok(1) if got[0] == byte => Ok(()),
+        _ => Err(("wait for start".into(), "aborted before start".into())),
+    }
 }
 
 fn monitor_gone(err: &OwnedFd) -> bool {

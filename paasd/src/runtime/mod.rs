@@ -12,6 +12,7 @@ pub mod proto;
 mod rootfs;
 mod security;
 pub mod stack;
+pub mod timing;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -82,6 +83,7 @@ pub struct Runtime {
     cgroups: cgroups::Cgroups,
     network: net::Network,
     seq: AtomicU64,
+    spare: container::Spare,
 }
 
 /// A started container plus the cgroup and scratch dir it owns; [`Instance::finish`] reaps
@@ -127,6 +129,7 @@ impl Runtime {
             network,
             instances,
             seq: AtomicU64::new(0),
+            spare: container::Spare::default(),
         };
         rt.reap_leftovers();
         Ok(rt)
@@ -170,10 +173,18 @@ impl Runtime {
         self.cgroups.kind()
     }
 
-    /// Called when paasd stops: containers still running (a `paas run` whose client is still
-    /// attached, a build) are killed and their cgroups and dirs removed, then our cgroup
-    /// parent. Nothing is adopted across restarts yet, so nothing may outlive paasd.
+    /// Whether a helper process is kept started ahead of the next container (on by default;
+    /// see [`container::Spare`]). Benchmarks compare both.
+    pub fn set_spare_helper(&self, on: bool) {
+        self.spare.set_enabled(on);
+    }
+
+    /// Called when paasd stops: the spare helper goes, and containers still running (a `paas
+    /// run` whose client is still attached, a build) are killed and their cgroups and dirs
+    /// removed, then our cgroup parent. Nothing is adopted across restarts yet, so nothing
+    /// may outlive paasd.
     pub fn shutdown(&self) {
+        self.spare.clear();
         self.reap_leftovers();
         if let Err(e) = self.cgroups.remove_parent() {
             tracing::warn!(error = %e, "could not remove the cgroup parent");
@@ -217,6 +228,7 @@ impl Runtime {
     }
 
     pub async fn run(&self, spec: RunSpec) -> Result<Instance, RuntimeError> {
+        timing::mark("run");
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         // 15 bytes at most: "vp" + pid + sequence, in hex.
         let host_if = format!("vp{:x}x{n:x}", std::process::id() & 0xffff);
@@ -231,6 +243,8 @@ impl Runtime {
                 stage: "stack".into(),
                 error: format!("unknown stack '{}'", spec.stack),
             })?;
+        // The spare helper, or a new one that execs and loads while the instance is prepared.
+        let helper = self.spare.take()?;
         let dir = self.instances.join(&id);
         // Removes the dir (and the cgroup once made) on every early return, and if this future
         // is dropped halfway.
@@ -238,44 +252,8 @@ impl Runtime {
             dir: Some(dir.clone()),
             cgroup: None,
         };
-        let io = |p: &Path| {
-            let p = p.to_path_buf();
-            move |source| RuntimeError::Io { path: p, source }
-        };
-        for sub in ["upper", "work", "rootfs"] {
-            std::fs::create_dir_all(dir.join(sub)).map_err(io(&dir))?;
-        }
-        // The upper dir's own mode becomes the container's `/` (paasd runs with umask 077).
-        let upper = dir.join("upper");
-        std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755))
-            .map_err(io(&upper))?;
-        // /app belongs to the app user; everything else in the tree is root's.
-        let app = dir.join("upper/app");
-        std::fs::create_dir_all(&app).map_err(io(&app))?;
-        nix::unistd::chown(
-            &app,
-            Some(nix::unistd::Uid::from_raw(APP_UID)),
-            Some(nix::unistd::Gid::from_raw(APP_GID)),
-        )
-        .map_err(|e| io(&app)(e.into()))?;
-        std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).map_err(io(&app))?;
-
-        let procs = {
-            let cg = self.cgroups.create(&id, &spec.limits)?;
-            let procs = cg.procs_files();
-            scratch.cgroup = Some(cg);
-            procs
-        };
+        let procs = self.cgroups.self_join_files(&id)?;
         let hostname: String = id.chars().take(63).collect();
-        // Generated /etc files go straight into the upper layer: plain writes, no overlay.
-        let etc = upper.join("etc");
-        std::fs::create_dir_all(&etc).map_err(io(&etc))?;
-        std::fs::set_permissions(&etc, std::fs::Permissions::from_mode(0o755)).map_err(io(&etc))?;
-        for (name, contents) in etc_files(&hostname) {
-            let p = etc.join(name);
-            std::fs::write(&p, contents).map_err(io(&p))?;
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).map_err(io(&p))?;
-        }
         let full = proto::Spec {
             hostname: hostname.clone(),
             argv: spec.argv,
@@ -298,32 +276,32 @@ impl Runtime {
             cgroup_procs: procs,
             net: match spec.net {
                 Networking::Host => NetMode::Host,
-                Networking::Loopback | Networking::Bridge(_) => NetMode::Private,
+                Networking::Loopback => NetMode::Private,
+                // The helper makes the veth pair and configures eth0 itself.
+                Networking::Bridge(ip) => NetMode::Veth(self.network.veth(ip, &host_if)?),
             },
-            wait_for_start: matches!(spec.net, Networking::Bridge(_)),
+            wait_for_start: true,
         };
-        let created = match Container::create(&full).await {
-            Ok(mut container) => match spec.net {
-                // The namespace exists, the command has not run: wire eth0, then start.
-                Networking::Bridge(ip) => {
-                    let wired = self.network.attach(container.pid, ip, &host_if).await;
-                    let started = match wired {
-                        Ok(()) => container.start().await,
-                        Err(e) => Err(e.into()),
-                    };
-                    match started {
-                        Ok(()) => Ok(container),
-                        Err(e) => {
-                            container.finish(true).await;
-                            Err(e)
-                        }
-                    }
-                }
-                _ => Ok(container),
-            },
-            Err(e) => Err(e),
-        };
-        let container = created?;
+        // The helper makes the namespaces (and the veth) while the cgroup and the instance dir
+        // are prepared; once told to start, it joins the cgroup and builds the rootfs.
+        let mut container = Container::create(helper, &full).await?;
+        // Both at once: cgroupfs and the state dir's disk do not wait for each other. Scoped
+        // and joined here, so that nothing is left half-made if this future is dropped.
+        let (cgroup, prepared) = std::thread::scope(|s| {
+            let prepared = s.spawn(|| prepare_dir(&dir, &hostname));
+            let cgroup = self.cgroups.create(&id, &spec.limits);
+            timing::mark("cgroup made");
+            let prepared = prepared
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (cgroup, prepared)
+        });
+        timing::mark("dir prepared");
+        scratch.cgroup = Some(cgroup?);
+        prepared?;
+        container.start().await?;
+        timing::mark("started");
+        self.spare.refill();
         let _ = std::fs::write(dir.join("helper.pid"), container.helper_pid.to_string());
         let (dir, cgroup) = scratch.keep();
         Ok(Instance {
@@ -377,6 +355,7 @@ impl Instance {
     /// The container's mounts lived only in its own mount namespace and went with it.
     pub async fn finish(mut self, kill: bool) {
         self.container.finish(kill).await;
+        timing::mark("helper reaped");
         let (dir, cgroup) = (self.dir, self.cgroup.take());
         let _ = tokio::task::spawn_blocking(move || {
             if let Some(cg) = cgroup {
@@ -385,10 +364,46 @@ impl Instance {
                     tracing::warn!(cgroup = %name, error = %e, "could not remove container cgroup");
                 }
             }
+            timing::mark("cgroup removed");
             remove_instance_dir(&dir);
         })
         .await;
     }
+}
+
+/// The instance's overlay dirs (`upper`, `work` and the `rootfs` mount point) and what the
+/// upper layer starts with: `/app` for the app user and the generated /etc files.
+fn prepare_dir(dir: &Path, hostname: &str) -> Result<(), RuntimeError> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| RuntimeError::Io { path: p, source }
+    };
+    for sub in ["upper", "work", "rootfs"] {
+        std::fs::create_dir_all(dir.join(sub)).map_err(io(dir))?;
+    }
+    // The upper dir's own mode becomes the container's `/` (paasd runs with umask 077).
+    let upper = dir.join("upper");
+    std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755)).map_err(io(&upper))?;
+    // /app belongs to the app user; everything else in the tree is root's.
+    let app = dir.join("upper/app");
+    std::fs::create_dir_all(&app).map_err(io(&app))?;
+    nix::unistd::chown(
+        &app,
+        Some(nix::unistd::Uid::from_raw(APP_UID)),
+        Some(nix::unistd::Gid::from_raw(APP_GID)),
+    )
+    .map_err(|e| io(&app)(e.into()))?;
+    std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).map_err(io(&app))?;
+    // Generated /etc files go straight into the upper layer: plain writes, no overlay.
+    let etc = upper.join("etc");
+    std::fs::create_dir_all(&etc).map_err(io(&etc))?;
+    std::fs::set_permissions(&etc, std::fs::Permissions::from_mode(0o755)).map_err(io(&etc))?;
+    for (name, contents) in etc_files(hostname) {
+        let p = etc.join(name);
+        std::fs::write(&p, contents).map_err(io(&p))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).map_err(io(&p))?;
+    }
+    Ok(())
 }
 
 fn remove_instance_dir(dir: &Path) {

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::net::Veth;
+
 /// Everything the helper needs to build and start one container.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Spec {
@@ -18,11 +20,13 @@ pub struct Spec {
     pub uid: u32,
     pub gid: u32,
     pub rootfs: Rootfs,
-    /// `cgroup.procs` files the container's first process is written into before it runs.
+    /// Files the container's first process writes `0` into, joining its cgroup before it runs
+    /// (see `Cgroup::self_join_files`); they exist once the container may start.
     pub cgroup_procs: Vec<PathBuf>,
     pub net: NetMode,
-    /// When true the helper reports [`FromHelper::Created`] and waits for [`ToHelper::Start`]
-    /// (paasd wires the network in between); otherwise it starts at once.
+    /// When true the container waits for [`ToHelper::Start`] before it joins its cgroup and
+    /// builds its root filesystem (paasd makes both ready meanwhile); otherwise it goes on at
+    /// once, and both must be ready before the spec is sent.
     pub wait_for_start: bool,
 }
 
@@ -49,13 +53,17 @@ pub struct Bind {
     pub writable: bool,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum NetMode {
     /// The host's network namespace (builds, which fetch dependencies).
     Host,
-    /// A new, empty network namespace (loopback only until paasd attaches an interface).
+    /// A new network namespace with only `lo`, which the helper brings up.
     Private,
+    /// A new network namespace connected to the bridge: the helper makes the veth pair (from
+    /// the host's namespace, while the container builds its rootfs) and brings up `lo`, and
+    /// `eth0` with its address and route.
+    Veth(Veth),
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

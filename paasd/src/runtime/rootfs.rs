@@ -40,7 +40,12 @@ const READ_ONLY: &[&str] = &[
     "/proc/sysrq-trigger",
 ];
 
-pub fn setup(r: &Rootfs) -> Result<(), StageError> {
+/// `before_sys` runs right before /sys is mounted: sysfs shows the network namespace of
+/// whoever mounts it, and the container may enter its own only then.
+pub fn setup(
+    r: &Rootfs,
+    before_sys: impl FnOnce() -> Result<(), StageError>,
+) -> Result<(), StageError> {
     // paasd runs with umask 077; mount points made here (e.g. /etc/ssl for a bind) must be
     // traversable by the app user.
     nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
@@ -59,7 +64,6 @@ pub fn setup(r: &Rootfs) -> Result<(), StageError> {
         bind(&b.source, &inside(t, &b.dest), b.writable)?;
     }
     mount_proc(t)?;
-    mount_sys(t)?;
     mount_dev(t)?;
     for dir in ["/tmp", "/run"] {
         let mode = if dir == "/tmp" {
@@ -73,6 +77,8 @@ pub fn setup(r: &Rootfs) -> Result<(), StageError> {
             mode,
         )?;
     }
+    before_sys()?;
+    mount_sys(t)?;
     for p in MASKED {
         mask(&inside(t, p))?;
     }

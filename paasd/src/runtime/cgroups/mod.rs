@@ -312,6 +312,20 @@ impl Cgroups {
         })
     }
 
+    /// What [`Cgroup::self_join_files`] will be for the cgroup `name`, before it is created
+    /// (the container helper gets them while paasd creates the cgroup).
+    pub fn self_join_files(&self, name: &str) -> Result<Vec<PathBuf>, CgroupError> {
+        validate_name(name)?;
+        Ok(match self {
+            Cgroups::V1(h) => h
+                .parent_dirs()
+                .iter()
+                .map(|d| d.join(name).join("tasks"))
+                .collect(),
+            Cgroups::V2(h) => vec![h.parent_dir().join(name).join("cgroup.procs")],
+        })
+    }
+
     /// Re-opens an existing cgroup by name (after a daemon restart); None if absent or the
     /// name is invalid. On v1, a cgroup present in only some hierarchies (a crash during
     /// create) is still returned so it can be destroyed.
@@ -398,6 +412,19 @@ impl Cgroup {
     /// The `cgroup.procs` files a process must be written into to join.
     pub fn procs_files(&self) -> Vec<PathBuf> {
         self.dirs().iter().map(|d| d.join("cgroup.procs")).collect()
+    }
+
+    /// The files a *single-threaded* process writes `0` into to move itself in (the container
+    /// helper's child does, before it runs anything). On v1 that is `tasks`: the kernel moves
+    /// one thread without taking its global threadgroup lock, whose write side waits for an
+    /// RCU grace period (2-4 ms per hierarchy, and v1 has five). Moving the only thread moves
+    /// the whole process. On v2 `cgroup.threads` is for threaded cgroups only: `cgroup.procs`.
+    pub fn self_join_files(&self) -> Vec<PathBuf> {
+        let file = match self.inner {
+            Inner::V1(_) => "tasks",
+            Inner::V2(_) => "cgroup.procs",
+        };
+        self.dirs().iter().map(|d| d.join(file)).collect()
     }
 
     /// Moves `pid` (its whole thread group) into the cgroup.

@@ -398,6 +398,9 @@ mod tests {
         let dirs = cg.dirs();
         assert_eq!(dirs, g.dirs);
         assert_eq!(cg.procs_files().len(), dirs.len());
+        let tasks: Vec<PathBuf> = dirs.iter().map(|d| d.join("tasks")).collect();
+        assert_eq!(cg.self_join_files(), tasks);
+        assert_eq!(t.cgs.self_join_files("web.1").expect("files"), tasks);
         for d in &dirs {
             assert!(d.is_dir(), "{}", d.display());
         }

@@ -293,6 +293,11 @@ mod tests {
         assert_eq!(read(&dir.join("cpu.max")), "20000 100000");
         assert_eq!(read(&dir.join("pids.max")), "32");
         assert_eq!(cg.procs_files(), vec![dir.join("cgroup.procs")]);
+        assert_eq!(cg.self_join_files(), vec![dir.join("cgroup.procs")]);
+        assert_eq!(
+            cgs.self_join_files("web.1").expect("files"),
+            vec![dir.join("cgroup.procs")]
+        );
         // Never touches the root's own processes.
         assert_eq!(read(&r.join("cgroup.procs")), "1\n");
     }

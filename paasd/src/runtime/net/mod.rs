@@ -5,26 +5,30 @@
 //! time is benchmarked. Owns only the bridge, our nft table and veths on our bridge: must never
 //! modify other links, and must not choose addresses (the store's allocator does).
 
+pub mod inside;
 mod netns;
 mod nft;
+mod rtnl;
 pub mod subnet;
 #[cfg(test)]
 mod tests;
+pub mod veth;
 
+use std::fs::File;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
-use rtnetlink::packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
-};
+use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
+use rtnetlink::{LinkBridge, LinkUnspec};
 use tokio::sync::oneshot;
 
+pub use inside::Eth0;
 pub use subnet::{Subnet, SubnetError};
+pub use veth::Veth;
 
 /// Linux's IFNAMSIZ minus the terminating NUL.
 pub const MAX_IFNAME: usize = 15;
@@ -224,45 +228,49 @@ impl Network {
         self.nat
     }
 
-    /// Gives the network namespace of `pid` an `eth0` with `ip`, a default route through the
-    /// gateway and `lo` up, connected to the bridge by the veth pair `host_if` <-> `eth0`.
-    /// On failure nothing is left behind (the host veth is deleted, taking its peer along).
-    pub async fn attach(&self, pid: i32, ip: Ipv4Addr, host_if: &str) -> Result<(), NetError> {
-        check_ifname(host_if)?;
+    /// What an instance with address `ip` configures inside its namespace (see [`inside`]);
+    /// fails unless `ip` is an instance address of the subnet.
+    fn eth0(&self, ip: Ipv4Addr) -> Result<Eth0, NetError> {
         if !self.subnet.is_assignable(ip) {
             return Err(NetError::Address {
                 ip,
                 subnet: self.subnet,
             });
         }
-        // The worker enters the namespace and opens its socket while we create the veth.
-        let mut worker = netns::Worker::spawn(netns::Inside {
-            pid,
+        Ok(Eth0 {
             ip,
             prefix: self.subnet.prefix(),
             gateway: self.gateway(),
-        })?;
+        })
+    }
+
+    /// How a container with address `ip` joins the bridge through the veth pair `host_if`
+    /// <-> `eth0`; the container helper makes the pair ([`veth::create`]) and configures
+    /// `eth0` ([`inside::configure`]).
+    pub fn veth(&self, ip: Ipv4Addr, host_if: &str) -> Result<Veth, NetError> {
+        check_ifname(host_if)?;
+        Ok(Veth {
+            host_if: host_if.to_string(),
+            bridge: self.bridge_index,
+            eth0: self.eth0(ip)?,
+        })
+    }
+
+    /// Gives the network namespace of `pid` an `eth0` with `ip`, a default route through the
+    /// gateway and `lo` up, connected to the bridge by the veth pair `host_if` <-> `eth0`.
+    /// On failure nothing is left behind (the host veth is deleted, taking its peer along).
+    /// (Containers do all of it in their helper: see [`Network::veth`].)
+    pub async fn attach(&self, pid: i32, ip: Ipv4Addr, host_if: &str) -> Result<(), NetError> {
+        check_ifname(host_if)?;
+        let eth0 = self.eth0(ip)?;
+        // The worker enters the namespace while we create the veth.
+        let mut worker = netns::Worker::spawn(pid, eth0)?;
         let ns = (&mut worker.ns)
             .await
             .map_err(|_| NetError::Worker(format!("the thread for pid {pid} died")))??;
-        // The peer is created directly in the namespace and named eth0: no move and no
-        // rename afterwards.
-        let peer = LinkUnspec::new_with_name("eth0")
-            .setns_by_fd(ns.as_raw_fd())
-            .address(instance_mac(ip).to_vec())
-            .build();
-        let veth = LinkMessageBuilder::<LinkVeth>::new(host_if, "eth0")
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-            .controller(self.bridge_index)
-            .up()
-            .build();
-        let created = self.handle.link().add(veth).execute().await;
+        self.add_veth(&ns, pid, ip, host_if).await?;
         // The fd had to stay open until the kernel read the request.
         drop(ns);
-        created.map_err(nl_error(
-            "creating veth",
-            format!("{host_if} (peer eth0 in the network namespace of pid {pid})"),
-        ))?;
         if let Err(e) = worker.configure().await {
             if let Err(cleanup) = self.delete_link(host_if).await {
                 tracing::warn!(link = host_if, error = %cleanup, "could not remove a half-attached veth");
@@ -270,6 +278,31 @@ impl Network {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// Creates the veth pair `host_if` <-> `eth0`, `eth0` directly in namespace `ns` (no move
+    /// and no rename afterwards), the host end up on the bridge.
+    async fn add_veth(
+        &self,
+        ns: &File,
+        pid: i32,
+        ip: Ipv4Addr,
+        host_if: &str,
+    ) -> Result<(), NetError> {
+        self.handle
+            .link()
+            .add(veth::message(
+                ns.as_raw_fd(),
+                host_if,
+                self.bridge_index,
+                ip,
+            ))
+            .execute()
+            .await
+            .map_err(nl_error(
+                "creating veth",
+                format!("{host_if} (peer eth0 in the network namespace of pid {pid})"),
+            ))
     }
 
     /// Deletes the host veth `host_if` (the kernel deletes its peer with it). A missing link is
@@ -505,7 +538,7 @@ pub fn check_ifname(name: &str) -> Result<(), NetError> {
 /// again, the host's neighbour entry for it is still right. A random MAC would leave the
 /// host sending to the previous instance's MAC for seconds until the stale entry is probed
 /// away.
-fn instance_mac(ip: Ipv4Addr) -> [u8; 6] {
+pub(super) fn instance_mac(ip: Ipv4Addr) -> [u8; 6] {
     let [a, b, c, d] = ip.octets();
     [0x02, 0x51, a, b, c, d]
 }
