@@ -35,6 +35,17 @@ pub struct UploadBody {
     progress: ProgressBar,
 }
 
+/// Headers of an upload: the body is always a gzipped tarball.
+pub fn gzip_headers() -> paas_api::client::header::HeaderMap {
+    use paas_api::client::header;
+    let mut headers = header::HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/gzip"),
+    );
+    headers
+}
+
 impl Upload {
     /// Starts producing `source`. `attended` shows a progress bar on stderr (a bar for a
     /// tarball, whose size is known; a spinner with the byte count for a directory).

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 use bytes::{Buf, Bytes};
 use http_body_util::BodyExt;
-use paas_api::client::{self, header, Body};
+use paas_api::client::{self, Body};
 use paas_api::{App, ClientError, DeployEvent, Method, Release};
 
 use super::{app_path, typed, Ctx};
@@ -28,11 +28,7 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<()> {
     output::status(&announce(&args.source, &source));
     let upload = Upload::start(source, std::io::stderr().is_terminal());
     let progress = upload.progress.clone();
-    let mut headers = header::HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/gzip"),
-    );
+    let headers = crate::upload::gzip_headers();
     let sent = ctx
         .client
         .send_body(Method::POST, &path, headers, upload.body)

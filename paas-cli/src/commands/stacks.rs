@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 
 use anyhow::Result;
 use http_body_util::BodyExt;
-use paas_api::client::{self, header, segment};
+use paas_api::client::{self, segment};
 use paas_api::{Method, StackImported, StackList, API_PREFIX};
 
 use super::{typed, Ctx};
@@ -42,11 +42,7 @@ pub async fn import(ctx: &Ctx, args: StackImportArgs) -> Result<()> {
     output::status(&format!("-----> Uploading {}", args.tarball.display()));
     let upload = Upload::start(source, std::io::stderr().is_terminal());
     let progress = upload.progress.clone();
-    let mut headers = header::HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/gzip"),
-    );
+    let headers = crate::upload::gzip_headers();
     let path = format!("{API_PREFIX}/stacks/{}", segment(&args.name));
     let sent = ctx
         .client
