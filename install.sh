@@ -13,6 +13,7 @@ STATE=/var/lib/paas
 SOCKET=/run/paas/paasd.sock
 LOG=/var/log/paasd.log
 DEMO_APP=${DEMO_APP:-hello}
+BUILDPACKS=$PREFIX/share/paas/buildpacks
 
 paasd_pids() { pgrep -x paasd || true; }
 
@@ -30,6 +31,7 @@ do_uninstall() {
   need_root
   stop_paasd
   rm -f "$PREFIX/bin/paasd" "$PREFIX/bin/paas" "$SOCKET"
+  rm -rf "$BUILDPACKS"; rmdir "$PREFIX/share/paas" 2>/dev/null || true
   rmdir "$(dirname "$SOCKET")" 2>/dev/null || true
   # paasd keeps its bridge and NAT table across restarts (running apps need them).
   ip link del paas0 2>/dev/null || true
@@ -46,6 +48,8 @@ do_uninstall() {
 do_install() {
   need_root
   ensure_packages ca-certificates gcc git sqlite3 procps iproute2 nftables python3
+  # The built-in buildpacks take node, python and go from the host (the `host` stack).
+  ensure_stack_runtimes
   if [ -x bin/paasd ] && [ -x bin/paas ]; then
     step "using prebuilt binaries in ./bin"
     BIN=bin
@@ -61,6 +65,14 @@ do_install() {
   install -m 0755 "$BIN/paasd" "$PREFIX/bin/paasd"
   install -m 0755 "$BIN/paas" "$PREFIX/bin/paas"
 
+  step "installing buildpacks to $BUILDPACKS"
+  # Replaced as a whole (a removed file must not linger); builds copy them, never run them in place.
+  rm -rf "$BUILDPACKS.new"
+  mkdir -p "$(dirname "$BUILDPACKS")"
+  cp -a buildpacks "$BUILDPACKS.new"
+  rm -rf "$BUILDPACKS.new/test"
+  rm -rf "$BUILDPACKS" && mv "$BUILDPACKS.new" "$BUILDPACKS"
+
   getent group paas >/dev/null || groupadd --system paas
   install -d -m 0755 "$ETC" "$STATE"
   if [ ! -f "$ETC/paasd.toml" ]; then
@@ -71,6 +83,16 @@ do_install() {
 # socket_group = "paas"
 # http = "0.0.0.0:80"
 # base_domain = "paas.localhost"
+# buildpacks_dir = "/usr/local/share/paas/buildpacks"
+# [build]                 # limits of one deploy
+# memory_mb = 2048        # build container memory (no swap)
+# cpu_percent = 200       # CPU quota, % of one CPU
+# timeout_secs = 1200     # the whole build
+# max_upload_mb = 512     # compressed upload
+# max_source_mb = 2048    # unpacked source
+# max_source_files = 200000
+# min_free_disk_mb = 1024 # deploys are refused below this much free space
+# keep_releases = 10      # slugs kept for rollback
 TOML
   fi
 
@@ -80,7 +102,7 @@ TOML
     # systemd unit and socket hand-over arrive with the VPS issue; until then, a background daemon.
     step "starting paasd in the background (log: $LOG)"
     # setsid: paasd must not keep the admin's terminal as its controlling terminal.
-    setsid -f "$PREFIX/bin/paasd" >>"$LOG" 2>&1 < /dev/null
+    setsid -f "$PREFIX/bin/paasd" --buildpacks-dir "$BUILDPACKS" >>"$LOG" 2>&1 < /dev/null
     for _ in $(seq 1 100); do "$PREFIX/bin/paas" apps >/dev/null 2>&1 && break; sleep 0.1; done
     "$PREFIX/bin/paas" apps >/dev/null || die "paasd did not come up; see $LOG"
   fi
@@ -88,13 +110,29 @@ TOML
   if ! "$PREFIX/bin/paas" info "$DEMO_APP" >/dev/null 2>&1; then
     "$PREFIX/bin/paas" create "$DEMO_APP"
   fi
+  if [ "$("$PREFIX/bin/paas" info "$DEMO_APP" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')" != deployed ]; then
+    step "deploying examples/node-hello as $DEMO_APP"
+    "$PREFIX/bin/paas" deploy "$DEMO_APP" --source examples/node-hello
+  fi
   step "paasd is up; the demo app:"
   "$PREFIX/bin/paas" info "$DEMO_APP"
+  step "the demo app's web process, started from its slug and asked for / from inside its container:"
+  local probe
+  probe=$(cat <<'SH'
+(npm start >/dev/null 2>&1 &)
+for _ in $(seq 50); do
+  node -e 'require("http").get("http://127.0.0.1:5000/", r => r.pipe(process.stdout)).on("error", () => process.exit(1))' 2>/dev/null && exit 0
+  sleep 0.2
+done
+echo "the demo app did not answer" >&2; exit 1
+SH
+)
+  "$PREFIX/bin/paas" run "$DEMO_APP" -- "$probe"
   cat <<MSG
 
-Next: paas env set $DEMO_APP GREETING=hi · paas run $DEMO_APP -- sh -c 'echo \$GREETING; id'
-      paas releases $DEMO_APP
-(Builds, routing and git push arrive with the next issues; see README.)
+Next: paas deploy $DEMO_APP --source DIR · paas releases $DEMO_APP · paas releases info $DEMO_APP v2
+      paas env set $DEMO_APP GREETING=hi · paas run $DEMO_APP -- 'echo \$GREETING; id'
+(The HTTP router, which makes the URL above answer, and git push arrive with the next issues; see README.)
 MSG
 }
 

@@ -8,10 +8,13 @@ cd "$(dirname "$0")/.."
 need_root
 # nftables: egress NAT for instances; python3: the HTTP server the network tests run in a namespace.
 ensure_packages ca-certificates gcc git sqlite3 procps iproute2 util-linux nftables python3
+# Builds in the tests use the built-in buildpacks, which take their runtimes from the host.
+ensure_stack_runtimes
 ensure_rust
 
 step "cargo fmt --check"; cargo fmt --all -- --check
 step "cargo clippy"; cargo clippy --locked --workspace --all-targets -- -D warnings
 # Integration tests run the real binaries from target/debug, so build them first.
 step "cargo build"; cargo build --locked --workspace
+step "static-server tests"; python3 -m unittest buildpacks/test/test_static_server.py
 step "cargo test"; cargo test --locked --workspace -- --test-threads "${PAAS_TEST_THREADS:-4}"

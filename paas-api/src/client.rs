@@ -8,12 +8,17 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::types::ErrorBody;
+
+/// What [`Client::send_body`] accepts and what a caller needs to build a body of its own.
+pub use hyper::body::{Body, Frame, SizeHint};
+pub use hyper::header;
 
 /// Where the daemon listens when nothing else is said.
 pub const DEFAULT_SOCKET: &str = "/run/paas/paasd.sock";
@@ -138,6 +143,30 @@ impl Client {
         body: Option<Bytes>,
         content_type: &str,
     ) -> Result<Response<Incoming>, ClientError> {
+        let mut headers = HeaderMap::new();
+        if body.is_some() {
+            headers.insert(header::CONTENT_TYPE, self.header_value(content_type)?);
+        }
+        self.send_body(method, path, headers, Full::new(body.unwrap_or_default()))
+            .await
+    }
+
+    /// Sends any request body (e.g. a stream of chunks the caller produces while the request
+    /// is under way) with the given headers, and hands back the live response. A body without
+    /// an exact size goes out chunked. When the body fails, the request fails with
+    /// [`ClientError::Http`]; the caller knows better than hyper why its body failed.
+    pub async fn send_body<B>(
+        &self,
+        method: Method,
+        path: &str,
+        headers: HeaderMap,
+        body: B,
+    ) -> Result<Response<Incoming>, ClientError>
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|e| self.connect_error(e))?;
@@ -150,17 +179,26 @@ impl Client {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header(hyper::header::HOST, "paasd");
-        if body.is_some() {
-            req = req.header(hyper::header::CONTENT_TYPE, content_type);
+            .header(header::HOST, "paasd");
+        if let Some(h) = req.headers_mut() {
+            h.extend(headers);
         }
-        let req =
-            req.body(Full::new(body.unwrap_or_default()))
-                .map_err(|e| ClientError::Connect {
-                    path: self.socket.clone(),
-                    source: io::Error::new(io::ErrorKind::InvalidInput, e),
-                })?;
+        let req = req.body(body).map_err(|e| self.invalid_request(e))?;
         Ok(sender.send_request(req).await?)
+    }
+
+    fn header_value(&self, value: &str) -> Result<HeaderValue, ClientError> {
+        HeaderValue::from_str(value).map_err(|e| self.invalid_request(e))
+    }
+
+    fn invalid_request(
+        &self,
+        e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> ClientError {
+        ClientError::Connect {
+            path: self.socket.clone(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, e),
+        }
     }
 
     fn connect_error(&self, e: io::Error) -> ClientError {

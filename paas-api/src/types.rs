@@ -330,3 +330,17 @@ pub enum OutputStream {
     Stdout,
     Stderr,
 }
+
+/// `GET /stacks`: the stacks apps can use (`host` plus configured and imported ones).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StackList {
+    pub stacks: Vec<String>,
+}
+
+/// `PUT /stacks/{name}` (body: a gzipped root filesystem tarball) answers with this.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StackImported {
+    pub name: String,
+    pub files: u64,
+    pub bytes: u64,
+}

@@ -79,6 +79,22 @@ pub fn parse_type_counts(args: &[String]) -> Result<BTreeMap<String, i64>, Usage
     Ok(out)
 }
 
+/// A release version as users write it: `v3`, `V3` or `3`.
+pub fn parse_version(arg: &str) -> Result<u32, UsageError> {
+    let digits = arg
+        .strip_prefix('v')
+        .or_else(|| arg.strip_prefix('V'))
+        .unwrap_or(arg);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(UsageError(format!(
+            "invalid release '{arg}': expected a version like v3 or 3"
+        )));
+    }
+    digits
+        .parse::<u32>()
+        .map_err(|_| UsageError(format!("invalid release '{arg}': the number is too large")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +161,28 @@ mod tests {
         assert!(parse_type_count("web").is_err());
         assert!(parse_type_count("=3").is_err());
         assert!(parse_type_count("web=99999999999999999999").is_err());
+    }
+
+    #[test]
+    fn versions_with_or_without_v() {
+        assert_eq!(parse_version("v3"), Ok(3));
+        assert_eq!(parse_version("V12"), Ok(12));
+        assert_eq!(parse_version("3"), Ok(3));
+        assert_eq!(parse_version("007"), Ok(7));
+        for bad in [
+            "",
+            "v",
+            "vv3",
+            "v-1",
+            "-1",
+            "+3",
+            "3.0",
+            "v 3",
+            "three",
+            "v99999999999",
+        ] {
+            assert!(parse_version(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

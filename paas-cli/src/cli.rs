@@ -60,11 +60,35 @@ pub enum Command {
     Domains(DomainsCmd),
     /// Show or change how many instances of each process type run.
     Scale(ScaleArgs),
-    /// List an app's releases, newest first.
+    /// Build and release an app from a directory or a tarball (like `git push`).
+    Deploy(DeployArgs),
+    /// List an app's releases, newest first, or show one (`releases info APP v3`).
     Releases(ReleasesCmd),
+    /// Show or change the buildpacks an app is built with (detected when none are set).
+    Buildpacks(BuildpacksCmd),
+    /// Stacks apps run on: list them, or import a root filesystem tarball as a new one.
+    Stacks(StacksCmd),
     /// Run a one-off command in a fresh container with the app's config (like `heroku run`).
     /// One argument is a shell command line; several are an argv. Exits with the command's status.
     Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+A directory is packed as a gzipped tarball while it is uploaded. Files matched by a \
+.gitignore or .paasignore (same syntax; .paasignore wins, so `!dist/` ships a directory git \
+ignores) in the directory or below are left out, and so is .git/. Symlinks are sent as \
+symlinks. A .tar.gz/.tgz file is uploaded as it is.
+
+Build output goes to stderr; the release (`Released v3 of APP`) and the app's URLs go to \
+stdout; with --json, stdout gets paasd's NDJSON deploy events as they arrive. Exit 1 when \
+paasd refuses the source or the build or release fails.")]
+pub struct DeployArgs {
+    /// App to deploy.
+    pub name: String,
+    /// Directory or gzipped tarball (.tar.gz/.tgz) to deploy.
+    #[arg(long, value_name = "DIR|TARBALL", default_value = ".")]
+    pub source: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -231,6 +255,69 @@ pub struct ReleasesCmd {
 pub enum ReleasesSub {
     /// List releases, newest first.
     List(AppArg),
+    /// Show one release: what it was built from, how, by whom, and how long each phase took.
+    Info(ReleaseInfoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseInfoArgs {
+    /// App name.
+    pub name: String,
+    /// Release version, e.g. v3 or 3.
+    #[arg(value_name = "VERSION")]
+    pub release: String,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct BuildpacksCmd {
+    #[command(subcommand)]
+    pub command: Option<BuildpacksSub>,
+    /// App name.
+    #[arg(required = true)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BuildpacksSub {
+    /// List the app's buildpacks in the order they run, one per line.
+    List(AppArg),
+    /// Replace the app's buildpacks (built-in names, directories or git URLs), run in order.
+    Set(BuildpacksSetArgs),
+    /// Remove the app's buildpacks: the next deploy detects one again.
+    Clear(AppArg),
+}
+
+#[derive(Debug, Args)]
+pub struct BuildpacksSetArgs {
+    /// App name.
+    pub name: String,
+    /// Buildpacks, in the order they run.
+    #[arg(required = true, value_name = "BUILDPACK")]
+    pub buildpacks: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StacksCmd {
+    #[command(subcommand)]
+    pub command: Option<StacksSub>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StacksSub {
+    /// List the stacks, one per line.
+    List,
+    /// Import a gzipped root filesystem tarball (e.g. from debootstrap) as stack NAME.
+    Import(StackImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StackImportArgs {
+    /// Name of the new stack (like an app name).
+    pub name: String,
+    /// The .tar.gz of a root filesystem.
+    #[arg(value_name = "TARBALL")]
+    pub tarball: PathBuf,
 }
 
 /// Global flags that take a separate value; their value is never a `topic:verb`.
@@ -378,6 +465,68 @@ mod tests {
         assert!(parse(&["paas", "domains"]).is_err());
         assert!(parse(&["paas", "releases"]).is_err());
         assert!(parse(&["paas", "apps"]).is_ok());
+    }
+
+    #[test]
+    fn deploy_source_defaults_to_the_current_directory() {
+        match parse(&["paas", "deploy", "x"]).expect("parses").command {
+            Command::Deploy(d) => {
+                assert_eq!(d.name, "x");
+                assert_eq!(d.source, PathBuf::from("."));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match parse(&["paas", "deploy", "x", "--source", "app.tgz"])
+            .expect("parses")
+            .command
+        {
+            Command::Deploy(d) => assert_eq!(d.source, PathBuf::from("app.tgz")),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(parse(&["paas", "deploy"]).is_err());
+    }
+
+    #[test]
+    fn buildpacks_and_releases_verbs() {
+        match parse(&["paas", "buildpacks", "x"]).expect("parses").command {
+            Command::Buildpacks(BuildpacksCmd {
+                command: None,
+                name,
+            }) => assert_eq!(name.as_deref(), Some("x")),
+            other => panic!("unexpected {other:?}"),
+        }
+        match parse(&["paas", "buildpacks:set", "x", "nodejs", "/opt/bp"])
+            .expect("parses")
+            .command
+        {
+            Command::Buildpacks(BuildpacksCmd {
+                command: Some(BuildpacksSub::Set(a)),
+                ..
+            }) => assert_eq!(a.buildpacks, ["nodejs", "/opt/bp"]),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(parse(&["paas", "buildpacks", "set", "x"]).is_err());
+        assert!(matches!(
+            parse(&["paas", "buildpacks:clear", "x"])
+                .expect("parses")
+                .command,
+            Command::Buildpacks(BuildpacksCmd {
+                command: Some(BuildpacksSub::Clear(_)),
+                ..
+            })
+        ));
+        assert!(parse(&["paas", "buildpacks"]).is_err());
+        match parse(&["paas", "releases:info", "x", "v3"])
+            .expect("parses")
+            .command
+        {
+            Command::Releases(ReleasesCmd {
+                command: Some(ReleasesSub::Info(a)),
+                ..
+            }) => assert_eq!((a.name.as_str(), a.release.as_str()), ("x", "v3")),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(parse(&["paas", "releases", "info", "x"]).is_err());
     }
 
     #[test]

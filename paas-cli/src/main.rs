@@ -5,6 +5,8 @@ mod args;
 mod cli;
 mod commands;
 mod output;
+mod source;
+mod upload;
 
 use std::io;
 use std::process::ExitCode;

@@ -40,7 +40,8 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// Renders `key: value` lines with the values aligned.
+/// Renders `key: value` lines with the values aligned. The further lines of a multi-line
+/// value are indented to the value column.
 pub fn key_values(pairs: &[(&str, String)]) -> String {
     let width = pairs
         .iter()
@@ -53,10 +54,49 @@ pub fn key_values(pairs: &[(&str, String)]) -> String {
         out.push_str(key);
         out.push(':');
         out.push_str(&" ".repeat(pad));
-        out.push_str(value);
+        let mut lines = value.split('\n');
+        out.push_str(lines.next().unwrap_or(""));
+        for more in lines {
+            out.push('\n');
+            out.push_str(&" ".repeat(width + 2));
+            out.push_str(more);
+        }
         out.push('\n');
     }
     out
+}
+
+/// A duration for people: `850ms`, `12.3s`, `2m05s`, `1h02m`.
+pub fn duration_ms(ms: u64) -> String {
+    const MIN: u64 = 60;
+    const HOUR: u64 = 60 * MIN;
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let tenths = (ms + 50) / 100;
+    if tenths < 600 {
+        return format!("{}.{}s", tenths / 10, tenths % 10);
+    }
+    let secs = (ms + 500) / 1000;
+    if secs < HOUR {
+        format!("{}m{:02}s", secs / MIN, secs % MIN)
+    } else {
+        let mins = (secs + 30) / MIN;
+        format!("{}h{:02}m", mins / 60, mins % 60)
+    }
+}
+
+/// A byte count for people, in binary units: `512 B`, `4.50 MiB`.
+pub fn bytes(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
+}
+
+/// The first 8 hex digits of a checksum, the way git abbreviates; `-` when there is none.
+pub fn short_sha(sha: Option<&str>) -> String {
+    match sha {
+        Some(s) if !s.is_empty() => s.chars().take(8).collect(),
+        _ => "-".to_owned(),
+    }
 }
 
 /// `web=2 worker=1`, or an empty string for an empty formation.
@@ -165,6 +205,44 @@ a-much-longer-name   created    -
     fn key_values_align_values() {
         let rendered = key_values(&[("name", "x".to_owned()), ("buildpack", "-".to_owned())]);
         assert_eq!(rendered, "name:      x\nbuildpack: -\n");
+    }
+
+    #[test]
+    fn key_values_indent_continuation_lines() {
+        let rendered = key_values(&[
+            ("process types", "web: ./server\nworker: ./work".to_owned()),
+            ("size", "1 KiB".to_owned()),
+        ]);
+        assert_eq!(
+            rendered,
+            "process types: web: ./server\n               worker: ./work\nsize:          1 KiB\n"
+        );
+    }
+
+    #[test]
+    fn durations_for_people() {
+        assert_eq!(duration_ms(0), "0ms");
+        assert_eq!(duration_ms(999), "999ms");
+        assert_eq!(duration_ms(1000), "1.0s");
+        assert_eq!(duration_ms(12_345), "12.3s");
+        assert_eq!(duration_ms(12_350), "12.4s");
+        assert_eq!(duration_ms(59_949), "59.9s");
+        assert_eq!(duration_ms(59_950), "1m00s");
+        assert_eq!(duration_ms(125_000), "2m05s");
+        assert_eq!(duration_ms(3_599_499), "59m59s");
+        assert_eq!(duration_ms(3_600_000), "1h00m");
+        assert_eq!(duration_ms(3_720_000), "1h02m");
+        assert_eq!(duration_ms(90_000_000), "25h00m");
+    }
+
+    #[test]
+    fn bytes_and_checksums() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(4 * 1024 * 1024 + 512 * 1024), "4.50 MiB");
+        assert_eq!(short_sha(Some("0123456789abcdef")), "01234567");
+        assert_eq!(short_sha(Some("abc")), "abc");
+        assert_eq!(short_sha(Some("")), "-");
+        assert_eq!(short_sha(None), "-");
     }
 
     #[test]

@@ -54,45 +54,54 @@ fn main() -> anyhow::Result<()> {
             &Default::default(),
         )?;
         runtime.set_spare_helper(spare);
-        let mut times = Vec::with_capacity(n);
-        let mut cleaned = Vec::with_capacity(n);
-        for i in 0..n + 3 {
-            let t = Instant::now();
-            let mut inst = runtime
-                .run(RunSpec {
-                    id: runtime.new_id("bench"),
-                    argv: vec!["/bin/true".into()],
-                    env: vec![("PATH".into(), "/usr/bin:/bin".into())],
-                    net: Networking::Bridge(ip),
-                    stack: "host".into(),
-                    // The same limits a `paas run` gets by default.
-                    limits: Limits {
-                        memory_bytes: Some(512 << 20),
-                        cpu_percent: Some(100),
-                        pids: Some(512),
-                    },
-                })
-                .await?;
-            let mut ok = false;
-            let mut exited_at = None;
-            while let Some(ev) = inst.container.next().await {
-                if let FromHelper::Exited { code, .. } = ev {
-                    ok = code == Some(0);
-                    exited_at = Some(t.elapsed());
-                    paasd::runtime::timing::mark("exit seen");
+        // Measured in a block of its own so that a failure half-way still removes the
+        // benchmark's cgroups, bridge and NAT table below.
+        let measured = async {
+            let mut times = Vec::with_capacity(n);
+            let mut cleaned = Vec::with_capacity(n);
+            for i in 0..n + 3 {
+                let t = Instant::now();
+                let mut inst = runtime
+                    .run(RunSpec {
+                        id: runtime.new_id("bench"),
+                        argv: vec!["/bin/true".into()],
+                        env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+                        net: Networking::Bridge(ip),
+                        stack: "host".into(),
+                        layers: Vec::new(),
+                        binds: Vec::new(),
+                        // The same limits a `paas run` gets by default.
+                        limits: Limits {
+                            memory_bytes: Some(512 << 20),
+                            cpu_percent: Some(100),
+                            pids: Some(512),
+                        },
+                    })
+                    .await?;
+                let mut ok = false;
+                let mut exited_at = None;
+                while let Some(ev) = inst.container.next().await {
+                    if let FromHelper::Exited { code, .. } = ev {
+                        ok = code == Some(0);
+                        exited_at = Some(t.elapsed());
+                        paasd::runtime::timing::mark("exit seen");
+                    }
+                }
+                inst.finish(false).await;
+                paasd::runtime::timing::mark("cleaned");
+                anyhow::ensure!(ok, "/bin/true did not exit 0");
+                if i >= 3 {
+                    let exited = exited_at.unwrap_or_else(|| t.elapsed());
+                    times.push(exited.as_secs_f64() * 1000.0);
+                    cleaned.push(t.elapsed().as_secs_f64() * 1000.0);
                 }
             }
-            inst.finish(false).await;
-            paasd::runtime::timing::mark("cleaned");
-            anyhow::ensure!(ok, "/bin/true did not exit 0");
-            if i >= 3 {
-                let exited = exited_at.unwrap_or_else(|| t.elapsed());
-                times.push(exited.as_secs_f64() * 1000.0);
-                cleaned.push(t.elapsed().as_secs_f64() * 1000.0);
-            }
+            anyhow::Ok((times, cleaned))
         }
+        .await;
         runtime.shutdown();
         runtime.network().teardown().await?;
+        let (times, cleaned) = measured?;
         for (exited, cleaned) in times.iter().zip(&cleaned) {
             println!("{exited:.3} {cleaned:.3}");
         }

@@ -46,6 +46,53 @@ pub struct FileConfig {
     /// Extra stacks: name = root filesystem directory.
     #[serde(default)]
     pub stacks: std::collections::BTreeMap<String, PathBuf>,
+    /// Where the built-in buildpacks live.
+    pub buildpacks_dir: Option<PathBuf>,
+    /// Largest stack tarball `PUT /stacks/NAME` accepts (compressed; unpacked up to 4x).
+    pub max_stack_mb: Option<u64>,
+    /// Limits on uploads and builds (`[build]`).
+    #[serde(default)]
+    pub build: BuildConfig,
+}
+
+/// `[build]`: what one deploy may use. Defaults suit a small VPS.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BuildConfig {
+    /// Memory of a build container (no swap).
+    pub memory_mb: u64,
+    /// CPU quota of a build, in % of one CPU.
+    pub cpu_percent: u32,
+    pub pids: u64,
+    /// Wall-clock limit of a whole build (detect, compile, release phase).
+    pub timeout_secs: u64,
+    /// Compressed upload size.
+    pub max_upload_mb: u64,
+    /// Unpacked source size, entries and path length.
+    pub max_source_mb: u64,
+    pub max_source_files: u64,
+    pub max_path_bytes: usize,
+    /// A deploy is refused when less than this is free under the state dir.
+    pub min_free_disk_mb: u64,
+    /// Slugs of the newest N releases (and the current one) are kept for rollback.
+    pub keep_releases: u32,
+}
+
+impl Default for BuildConfig {
+    fn default() -> BuildConfig {
+        BuildConfig {
+            memory_mb: 2048,
+            cpu_percent: 200,
+            pids: 4096,
+            timeout_secs: 1200,
+            max_upload_mb: 512,
+            max_source_mb: 2048,
+            max_source_files: 200_000,
+            max_path_bytes: 1024,
+            min_free_disk_mb: 1024,
+            keep_releases: 10,
+        }
+    }
 }
 
 /// Overrides from the command line (same names as the file keys).
@@ -61,7 +108,11 @@ pub struct Overrides {
     pub cgroup_parent: Option<String>,
     pub bridge: Option<String>,
     pub subnet: Option<String>,
+    pub buildpacks_dir: Option<PathBuf>,
 }
+
+/// Installed location of the built-in buildpacks.
+pub const DEFAULT_BUILDPACKS_DIR: &str = "/usr/local/share/paas/buildpacks";
 
 /// The resolved configuration `paasd::run` works from.
 #[derive(Debug, Clone)]
@@ -83,6 +134,9 @@ pub struct Config {
     pub subnet: (std::net::Ipv4Addr, u8),
     /// Extra stacks by name (`[stacks]` in the config file); `host` is built in.
     pub stacks: std::collections::BTreeMap<String, PathBuf>,
+    pub buildpacks_dir: PathBuf,
+    pub build: BuildConfig,
+    pub max_stack_mb: u64,
 }
 
 impl Config {
@@ -148,6 +202,12 @@ impl Config {
                 .unwrap_or_else(|| "paas0".to_string()),
             subnet,
             stacks: file.stacks,
+            buildpacks_dir: o
+                .buildpacks_dir
+                .or(file.buildpacks_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_BUILDPACKS_DIR)),
+            build: file.build,
+            max_stack_mb: file.max_stack_mb.unwrap_or(4096),
             state_dir,
         })
     }
@@ -238,6 +298,17 @@ mod tests {
         ] {
             assert_eq!(parse_cidr(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn build_table_overrides_some_keys() {
+        let file: FileConfig =
+            toml::from_str("[build]\nmemory_mb = 256\ntimeout_secs = 60\n").expect("valid");
+        let c = Config::resolve(file, Overrides::default()).expect("valid");
+        assert_eq!(c.build.memory_mb, 256);
+        assert_eq!(c.build.timeout_secs, 60);
+        assert_eq!(c.build.keep_releases, 10);
+        assert!(toml::from_str::<FileConfig>("[build]\nmemory = 1\n").is_err());
     }
 
     #[test]

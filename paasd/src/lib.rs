@@ -3,10 +3,12 @@
 
 pub mod api;
 pub mod apps;
+pub mod build;
 pub mod config;
 pub mod oneoff;
 pub mod runtime;
 pub mod secrets;
+pub mod stacks;
 pub mod store;
 
 use std::fs::{self, File, OpenOptions};
@@ -48,15 +50,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let store = tokio::task::spawn_blocking(move || store::Store::open(&db_path))
         .await
         .map_err(|e| store::StoreError::Worker(e.to_string()))??;
+    // Configured stacks, plus the ones imported by an earlier run (a configured name wins).
+    let mut all_stacks = stacks::imported(&config.state_dir);
+    all_stacks.extend(config.stacks.clone());
+    let stack_names = Arc::new(std::sync::RwLock::new(
+        std::iter::once("host".to_string())
+            .chain(all_stacks.keys().cloned())
+            .collect::<Vec<_>>(),
+    ));
     let apps = apps::Apps::new(
         store.clone(),
         secrets,
         apps::Settings {
             base_domain: config.base_domain.clone(),
             max_instances_per_type: config.max_instances_per_type,
-            stacks: std::iter::once("host".to_string())
-                .chain(config.stacks.keys().cloned())
-                .collect(),
+            stacks: stack_names.clone(),
         },
     );
     let network = runtime::net::Network::setup(runtime::net::NetConfig {
@@ -78,7 +86,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let (state_dir, cg_parent, stacks) = (
         config.state_dir.clone(),
         config.cgroup_parent.clone(),
-        config.stacks.clone(),
+        all_stacks.clone(),
     );
     let runtime = tokio::task::spawn_blocking(move || {
         runtime::Runtime::new(&state_dir, &cg_parent, network, &stacks)
@@ -87,10 +95,30 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     .map_err(|e| store::StoreError::Worker(e.to_string()))??;
     tracing::info!(cgroups = runtime.cgroup_kind(), "container runtime ready");
     let runtime = Arc::new(runtime);
+    if !config.buildpacks_dir.is_dir() {
+        tracing::warn!(dir = %config.buildpacks_dir.display(), "built-in buildpacks not found; builds need buildpacks_dir");
+    }
+    let builds = build::Builds::new(
+        apps.clone(),
+        store.clone(),
+        Arc::clone(&runtime),
+        config.build.clone(),
+        config.buildpacks_dir.clone(),
+        config.state_dir.clone(),
+    );
+    builds.recover().await?;
+    let stacks = stacks::Stacks::new(
+        Arc::clone(&runtime),
+        &config.state_dir,
+        stack_names,
+        config.max_stack_mb,
+    );
     let state = Arc::new(api::State {
+        stacks,
         apps,
         store,
         runtime: Arc::clone(&runtime),
+        builds,
         limits: api::body::Limits {
             max_body_bytes: config.max_body_bytes,
             max_json_depth: config.max_json_depth,
@@ -106,8 +134,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     })?;
     tracing::info!(socket = %config.socket.display(), state_dir = %config.state_dir.display(), "paasd ready");
+    // Containers go first when the signal comes: attached `paas run` streams then end with
+    // their exit instead of holding the drain open for its whole timeout.
+    let stopping = Arc::clone(&runtime);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = tokio::task::spawn_blocking(move || stopping.shutdown()).await;
+    };
     api::serve(listener, state, shutdown).await;
     drop(socket_guard);
+    // Again: a request that raced the signal may have started one more.
     runtime.shutdown();
     tracing::info!("paasd stopped");
     Ok(())

@@ -40,6 +40,9 @@ struct Flags {
     /// Instance subnet (default 10.88.0.0/16).
     #[arg(long)]
     subnet: Option<String>,
+    /// Directory of the built-in buildpacks (default /usr/local/share/paas/buildpacks).
+    #[arg(long)]
+    buildpacks_dir: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -72,6 +75,7 @@ fn main() -> anyhow::Result<()> {
         cgroup_parent: flags.cgroup_parent,
         bridge: flags.bridge,
         subnet: flags.subnet,
+        buildpacks_dir: flags.buildpacks_dir,
     })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

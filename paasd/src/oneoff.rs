@@ -1,8 +1,9 @@
 //! One-off containers (`paas run APP -- CMD`), like `heroku run`: a fresh container with the
-//! app's config on its current release (the stack alone until builds exist), output streamed
-//! back, exit status reported. Owns turning a command into a runtime spec; must not mount or
-//! spawn anything itself.
+//! app's config on its current release (the stack alone before the first deploy), output
+//! streamed back, exit status reported. Release phases run the same way. Owns turning a
+//! command into a runtime spec; must not mount or spawn anything itself.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use paas_api::{OutputStream, RunEvent};
@@ -35,33 +36,62 @@ pub enum RunError {
     Store(#[from] StoreError),
 }
 
-/// Starts the command and returns its events; errors before the command runs come back here.
-///
-/// The setup runs in a task of its own: if the client disconnects while we wait here, the
-/// request future is dropped, and a half-made container (cgroup, address, helper) must still
-/// either start and be supervised or be cleaned up, never abandoned.
+/// A command to run once in a fresh container, attached: output streamed, exit reported.
+#[derive(Debug, Clone)]
+pub struct OneOff {
+    /// Instance id prefix (`APP-run`, `APP-release`).
+    pub prefix: String,
+    pub stack: String,
+    /// The release's slug layer, if it has one.
+    pub layers: Vec<std::path::PathBuf>,
+    pub env: Vec<(String, String)>,
+    /// Run with `bash -c` after `.profile.d` is sourced, like a Procfile command.
+    pub command: String,
+    pub limits: Limits,
+}
+
+/// The environment every app process gets: config vars over the platform's defaults, with
+/// `PORT`, `DYNO` and `PS` always the platform's (the router relies on `PORT`).
+pub fn process_env(config: &BTreeMap<String, String>, dyno: &str) -> Vec<(String, String)> {
+    let ps = dyno.split('.').next().unwrap_or(dyno);
+    let mut env: BTreeMap<String, String> = [
+        ("PATH", "/app/bin:/usr/local/bin:/usr/bin:/bin"),
+        ("HOME", "/app"),
+        ("LANG", "C.UTF-8"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    env.extend(config.clone());
+    for (k, v) in [("PORT", "5000"), ("DYNO", dyno), ("PS", ps)] {
+        env.insert(k.to_string(), v.to_string());
+    }
+    env.into_iter().collect()
+}
+
+/// `bash -c` of a Procfile-style command with the slug's `.profile.d/*.sh` sourced first,
+/// as Heroku does.
+pub fn launch_argv(command: &str) -> Vec<String> {
+    vec![
+        "bash".into(),
+        "-c".into(),
+        format!(
+            "for f in /app/.profile.d/*.sh; do [ -f \"$f\" ] && . \"$f\"; done; unset f\n{command}"
+        ),
+    ]
+}
+
+/// `paas run`: the command on the app's current release (the stack alone before any deploy).
 pub async fn run(
     apps: &Apps,
     store: &Store,
     runtime: &Arc<Runtime>,
-    app: String,
-    req: paas_api::RunRequest,
-) -> Result<mpsc::Receiver<RunEvent>, RunError> {
-    let (apps, store, runtime) = (apps.clone(), store.clone(), Arc::clone(runtime));
-    tokio::spawn(async move { start(&apps, &store, &runtime, app, req).await })
-        .await
-        .map_err(|e| RunError::Runtime(RuntimeError::Protocol(format!("run task: {e}"))))?
-}
-
-async fn start(
-    apps: &Apps,
-    store: &Store,
-    runtime: &Arc<Runtime>,
+    slugs: &crate::build::slug::Slugs,
     app: String,
     req: paas_api::RunRequest,
 ) -> Result<mpsc::Receiver<RunEvent>, RunError> {
     let limits = limits(&req)?;
-    let script = match req.command.as_slice() {
+    let command = match req.command.as_slice() {
         [] => return Err(RunError::EmptyCommand),
         [one] if one.trim().is_empty() => return Err(RunError::EmptyCommand),
         [one] => one.clone(),
@@ -71,20 +101,48 @@ async fn start(
             .collect::<Vec<_>>()
             .join(" "),
     };
-    let stack = apps.info(app.clone()).await?.stack;
-    let vars = apps.env(app.clone(), true).await?;
-    let mut env: Vec<(String, String)> = vec![
-        (
-            "PATH".into(),
-            "/app/bin:/usr/local/bin:/usr/bin:/bin".into(),
-        ),
-        ("HOME".into(), "/app".into()),
-        ("LANG".into(), "C.UTF-8".into()),
-        ("DYNO".into(), "run.1".into()),
-        ("PS".into(), "run".into()),
-    ];
-    env.extend(vars.vars);
-    let id = runtime.new_id(&format!("{app}-run"));
+    let target = apps.run_target(app.clone()).await?;
+    spawn(
+        store,
+        runtime,
+        OneOff {
+            prefix: format!("{app}-run"),
+            stack: target.stack,
+            layers: target
+                .slug_id
+                .map(|id| slugs.layer(&app, id))
+                .into_iter()
+                .collect(),
+            env: process_env(&target.config, "run.1"),
+            command,
+            limits,
+        },
+    )
+    .await
+}
+
+/// Starts the one-off and returns its events; errors before the command runs come back here.
+///
+/// The setup runs in a task of its own: if the client disconnects while we wait here, the
+/// request future is dropped, and a half-made container (cgroup, address, helper) must still
+/// either start and be supervised or be cleaned up, never abandoned.
+pub async fn spawn(
+    store: &Store,
+    runtime: &Arc<Runtime>,
+    o: OneOff,
+) -> Result<mpsc::Receiver<RunEvent>, RunError> {
+    let (store, runtime) = (store.clone(), Arc::clone(runtime));
+    tokio::spawn(async move { start(&store, &runtime, o).await })
+        .await
+        .map_err(|e| RunError::Runtime(RuntimeError::Protocol(format!("run task: {e}"))))?
+}
+
+async fn start(
+    store: &Store,
+    runtime: &Arc<Runtime>,
+    o: OneOff,
+) -> Result<mpsc::Receiver<RunEvent>, RunError> {
+    let id = runtime.new_id(&o.prefix);
     let subnet = runtime.network().subnet();
     let ip = {
         let id = id.clone();
@@ -95,11 +153,13 @@ async fn start(
     let started = runtime
         .run(RunSpec {
             id: id.clone(),
-            argv: vec!["bash".into(), "-c".into(), script],
-            env,
+            argv: launch_argv(&o.command),
+            env: o.env,
             net: Networking::Bridge(ip),
-            limits,
-            stack,
+            limits: o.limits,
+            stack: o.stack,
+            layers: o.layers,
+            binds: Vec::new(),
         })
         .await;
     let mut instance = match started {

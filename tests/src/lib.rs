@@ -10,6 +10,67 @@ use std::time::{Duration, Instant};
 use paas_api::Client;
 
 /// The directory holding `paasd` and `paas`: `$PAAS_BIN_DIR`, else next to the test binary.
+/// The workspace root (examples/, buildpacks/).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// A gzipped tarball of `files` (path, contents, mode); directories are implied.
+pub fn tarball(files: &[(&str, &str, u32)]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    {
+        let mut b = tar::Builder::new(&mut gz);
+        for (path, contents, mode) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(contents.len() as u64);
+            h.set_mode(*mode);
+            h.set_mtime(0);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_cksum();
+            b.append_data(&mut h, path, contents.as_bytes())
+                .expect("append");
+        }
+        b.finish().expect("finish");
+    }
+    gz.finish().expect("gzip")
+}
+
+/// Appends one tar entry written header by header, so hostile names and types survive (the
+/// tar crate's builder refuses them).
+pub fn raw_entry(out: &mut Vec<u8>, name: &str, kind: u8, link: &str, data: &[u8]) {
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    h[100..108].copy_from_slice(b"0000644\0");
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    h[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
+    h[136..148].copy_from_slice(b"00000000000\0");
+    h[156] = kind;
+    h[157..157 + link.len()].copy_from_slice(link.as_bytes());
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+}
+
+/// Gzips the raw entries `entries` appends, with the end-of-archive blocks.
+pub fn gz_raw(entries: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut t = Vec::new();
+    entries(&mut t);
+    t.extend_from_slice(&[0u8; 1024]);
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut e, &t).expect("gz");
+    e.finish().expect("gz")
+}
+
 pub fn bin_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("PAAS_BIN_DIR") {
         return PathBuf::from(d);
@@ -209,6 +270,8 @@ impl Daemon {
             .arg(self.bridge())
             .arg("--subnet")
             .arg(format!("10.213.{}.0/24", self.seq))
+            .arg("--buildpacks-dir")
+            .arg(repo_root().join("buildpacks"))
             .env("PAASD_LOG", "debug");
         c
     }
@@ -290,6 +353,60 @@ impl Daemon {
 
     pub fn client(&self) -> Client {
         Client::new(self.socket())
+    }
+
+    /// Starts `paas run --json` in the background and returns it with the container's
+    /// address, read from the live `started` event. The reader must be kept: `paas run` is
+    /// attached, and a client that stops reading takes its container down.
+    pub fn run_with_ip(&self, app: &str, argv: &[&str]) -> Attached {
+        use std::io::BufRead;
+        let mut args = vec!["--json", "run", app, "--"];
+        args.extend_from_slice(argv);
+        let mut child = self.spawn_paas(&args);
+        let stdout = child.child.stdout.take().expect("stdout");
+        let mut first = String::new();
+        let mut reader = std::io::BufReader::new(stdout);
+        reader.read_line(&mut first).expect("started event");
+        let ev: serde_json::Value = serde_json::from_str(&first).expect("json event");
+        assert_eq!(ev["type"], "started", "{first}");
+        let ip = ev["ip"].as_str().expect("ip").to_string();
+        (child, ip, reader)
+    }
+
+    /// `POST /apps/{app}/deploy` with `tarball` as the body, straight to the API (hostile
+    /// archives the CLI would never make). Returns the status and either the NDJSON events
+    /// (200) or the error body.
+    pub fn deploy_raw(&self, app: &str, tarball: Vec<u8>) -> (u16, Vec<serde_json::Value>) {
+        use http_body_util::BodyExt;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let resp = self
+                .client()
+                .send(
+                    paas_api::Method::POST,
+                    &format!("/api/v1/apps/{app}/deploy"),
+                    Some(bytes::Bytes::from(tarball)),
+                    "application/gzip",
+                )
+                .await
+                .expect("deploy request");
+            let status = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .expect("deploy body")
+                .to_bytes();
+            let values = body
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| serde_json::from_slice(l).expect("JSON line"))
+                .collect();
+            (status, values)
+        })
     }
 
     /// The real `paas` CLI aimed at this daemon, not yet run.
@@ -469,4 +586,23 @@ pub fn db_snapshot(db: &Path) -> String {
         }
     }
     out
+}
+
+/// A `paas run` in the background, the container's address, and its output reader.
+pub type Attached = (
+    Background,
+    String,
+    std::io::BufReader<std::process::ChildStdout>,
+);
+
+/// `GET /` over plain HTTP/1.0; None when nothing answers.
+pub fn http_get(addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
 }

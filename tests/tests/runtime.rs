@@ -390,7 +390,14 @@ fn cgroups_and_scratch_dirs_go_away_with_the_daemon() {
     // One helper waits, started ahead, for the next container; it goes with the daemon.
     let spare = helpers_of(d.pid().as_raw());
     assert_eq!(spare.len(), 1, "spare helpers: {spare:?}");
+    // A container still running when paasd stops goes with it.
+    let (bg, _ip, reader) = d.run_with_ip("gone", &["sleep", "100"]);
+    assert!(
+        !d.cgroups().is_empty(),
+        "the running container has its cgroup"
+    );
     assert!(d.stop().success());
+    drop((bg, reader));
     let deadline = Instant::now() + Duration::from_secs(5);
     while spare.iter().any(|pid| {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -402,11 +409,18 @@ fn cgroups_and_scratch_dirs_go_away_with_the_daemon() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert!(instance_dirs(&d).is_empty(), "{:?}", instance_dirs(&d));
+    assert!(
+        find_process(&["sleep", "100"]).is_none(),
+        "the container outlived paasd"
+    );
     let parent = d.cgroup_parent();
     for root in [
         "/sys/fs/cgroup/memory",
         "/sys/fs/cgroup/pids",
         "/sys/fs/cgroup/cpu",
+        "/sys/fs/cgroup/cpuacct",
+        "/sys/fs/cgroup/freezer",
         "/sys/fs/cgroup",
     ] {
         assert!(
@@ -416,42 +430,6 @@ fn cgroups_and_scratch_dirs_go_away_with_the_daemon() {
     }
 }
 
-/// Starts `paas run --json` in the background and returns it with the container's address,
-/// read from the live `started` event.
-/// The reader must be kept: `paas run` is attached, and a client that stops reading takes its
-/// container down.
-type Attached = (
-    paas_tests::Background,
-    String,
-    std::io::BufReader<std::process::ChildStdout>,
-);
-
-fn run_with_ip(d: &Daemon, app: &str, argv: &[&str]) -> Attached {
-    use std::io::BufRead;
-    let mut args = vec!["--json", "run", app, "--"];
-    args.extend_from_slice(argv);
-    let mut child = d.spawn_paas(&args);
-    let stdout = child.child.stdout.take().expect("stdout");
-    let mut first = String::new();
-    let mut reader = std::io::BufReader::new(stdout);
-    reader.read_line(&mut first).expect("started event");
-    let ev: serde_json::Value = serde_json::from_str(&first).expect("json event");
-    assert_eq!(ev["type"], "started", "{first}");
-    let ip = ev["ip"].as_str().expect("ip").to_string();
-    (child, ip, reader)
-}
-
-fn http_get(addr: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s =
-        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
 #[test]
 fn the_host_reaches_containers_on_their_own_addresses() {
     let Some(d) = daemon_with_app("the_host_reaches_containers_on_their_own_addresses", "web")
@@ -459,8 +437,8 @@ fn the_host_reaches_containers_on_their_own_addresses() {
         return;
     };
     let server = ["timeout", "15", "python3", "-m", "http.server", "5000"];
-    let (a, ip_a, out_a) = run_with_ip(&d, "web", &server);
-    let (b, ip_b, out_b) = run_with_ip(&d, "web", &server);
+    let (a, ip_a, out_a) = d.run_with_ip("web", &server);
+    let (b, ip_b, out_b) = d.run_with_ip("web", &server);
     assert_ne!(ip_a, ip_b, "two containers got the same address");
     let subnet_prefix = format!("10.213.{}.", d.seq());
     for ip in [&ip_a, &ip_b] {
@@ -470,7 +448,7 @@ fn the_host_reaches_containers_on_their_own_addresses() {
         );
         let mut answer = None;
         wait_until(Duration::from_secs(10), || {
-            answer = http_get(&format!("{ip}:5000"));
+            answer = paas_tests::http_get(&format!("{ip}:5000"));
             answer.is_some()
         });
         let answer = answer.unwrap_or_else(|| panic!("no HTTP answer from {ip}:5000"));
@@ -628,4 +606,76 @@ fn a_client_that_goes_away_takes_its_container_with_it() {
     wait_until(Duration::from_secs(10), || instance_dirs(&d).is_empty())
         .unwrap_or_else(|| panic!("scratch dirs left: {:?}", instance_dirs(&d)));
     assert!(d.cgroups().is_empty(), "{:?}", d.cgroups());
+}
+
+#[test]
+fn a_rootfs_tarball_imports_as_a_stack_that_survives_restarts() {
+    if !have_root("a_rootfs_tarball_imports_as_a_stack_that_survives_restarts") {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tmp");
+    let rootfs = work.path().join("rootfs");
+    tiny_rootfs(&rootfs);
+    // Absolute symlinks are normal in a root filesystem; they resolve inside the container.
+    std::os::unix::fs::symlink("/etc/stack-marker", rootfs.join("etc/marker-link")).expect("link");
+    let tgz = work.path().join("tiny.tar.gz");
+    let tar = std::process::Command::new("tar")
+        .arg("czf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(&rootfs)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(tar.success());
+    let mut d = Daemon::start();
+    let tgz_s = tgz.display().to_string();
+    let r = d.paas(&["stacks", "import", "tiny", &tgz_s]);
+    assert!(r.ok().contains("Imported stack tiny"), "{r:#?}");
+    assert_eq!(d.paas(&["stacks"]).ok(), "host\ntiny\n");
+    d.paas(&["stacks", "import", "tiny", &tgz_s])
+        .fails(1, "already exists");
+    d.paas(&["stacks", "import", "host", &tgz_s])
+        .fails(1, "already exists");
+    d.paas(&["stacks", "import", "Bad/Name", &tgz_s])
+        .fails(1, "stack name");
+
+    // Not a root filesystem: refused, and nothing of it stays.
+    let junk = work.path().join("junk.tar.gz");
+    std::fs::write(
+        &junk,
+        paas_tests::tarball(&[("README", "no bin here", 0o644)]),
+    )
+    .expect("w");
+    d.paas(&["stacks", "import", "junk", &junk.display().to_string()])
+        .fails(1, "not a root filesystem");
+    // A hostile one: refused, naming the entry.
+    let evil = work.path().join("evil.tar.gz");
+    let hostile = paas_tests::gz_raw(|t| paas_tests::raw_entry(t, "../../escape", b'0', "", b""));
+    std::fs::write(&evil, hostile).expect("w");
+    d.paas(&["stacks", "import", "evil", &evil.display().to_string()])
+        .fails(1, "'../../escape'");
+    let left: Vec<String> = std::fs::read_dir(d.state_dir().join("stacks"))
+        .expect("stacks dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut left = left;
+    left.sort();
+    assert_eq!(left, ["host", "tiny"], "failed imports left files");
+
+    let check = |d: &Daemon| {
+        let r = d.paas(&[
+            "run",
+            "mini",
+            "cat /etc/stack-marker /etc/marker-link; ls /usr/bin",
+        ]);
+        assert_eq!(r.ok(), "tiny\ntiny\nbash\ncat\nid\nls\n", "{r:#?}");
+    };
+    d.paas(&["create", "mini", "--stack", "tiny"]).ok();
+    check(&d);
+    d.stop();
+    d.restart();
+    assert_eq!(d.paas(&["stacks"]).ok(), "host\ntiny\n");
+    check(&d);
 }

@@ -3,11 +3,14 @@
 //! or format tables itself (that is `cli`/`args` and `output`).
 
 pub mod apps;
+pub mod buildpacks;
+pub mod deploy;
 pub mod domains;
 pub mod env;
 pub mod releases;
 pub mod run;
 pub mod scale;
+pub mod stacks;
 
 use anyhow::{Context as _, Result};
 use paas_api::client::segment;
@@ -17,7 +20,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::args::UsageError;
-use crate::cli::{AppsSub, Cli, Command, DomainsSub, EnvSub, ReleasesSub};
+use crate::cli::{
+    AppsSub, BuildpacksSub, Cli, Command, DomainsSub, EnvSub, ReleasesSub, StacksSub,
+};
 
 /// What every command needs: the daemon handle and the output mode.
 pub struct Ctx {
@@ -58,6 +63,18 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Releases(r) => match r.command {
             None => releases::list(&ctx, &required(r.name)?).await,
             Some(ReleasesSub::List(a)) => releases::list(&ctx, &a.name).await,
+            Some(ReleasesSub::Info(a)) => releases::info(&ctx, a).await,
+        },
+        Command::Deploy(a) => deploy::deploy(&ctx, a).await,
+        Command::Buildpacks(b) => match b.command {
+            None => buildpacks::list(&ctx, &required(b.name)?).await,
+            Some(BuildpacksSub::List(a)) => buildpacks::list(&ctx, &a.name).await,
+            Some(BuildpacksSub::Set(a)) => buildpacks::set(&ctx, a).await,
+            Some(BuildpacksSub::Clear(a)) => buildpacks::clear(&ctx, &a.name).await,
+        },
+        Command::Stacks(s) => match s.command {
+            None | Some(StacksSub::List) => stacks::list(&ctx).await,
+            Some(StacksSub::Import(a)) => stacks::import(&ctx, a).await,
         },
     }
 }

@@ -128,6 +128,41 @@ fn json_depth(bytes: &[u8]) -> usize {
     max
 }
 
+/// Streams a request body into `tx` chunk by chunk (an upload the receiver consumes as it
+/// arrives). When the receiver stops early (it refused the upload), the rest is drained like a
+/// refused JSON body, so the client gets the answer.
+pub fn stream_into(
+    mut body: Incoming,
+    tx: tokio::sync::mpsc::Sender<crate::build::upload::Chunk>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut seen = 0usize;
+        loop {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    seen += data.len();
+                    if tx.send(Ok(data)).await.is_err() {
+                        drain(body, seen).await;
+                        return;
+                    }
+                }
+                Some(Err(e)) => {
+                    let _ = tx
+                        .send(Err(std::io::Error::other(format!(
+                            "the upload was interrupted: {e}"
+                        ))))
+                        .await;
+                    return;
+                }
+                None => return,
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

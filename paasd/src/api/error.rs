@@ -61,6 +61,7 @@ impl From<AppError> for ApiError {
             AppError::DomainNotFound { .. } => (S::NOT_FOUND, "domain_not_found"),
             AppError::InvalidFormation(_) => (S::BAD_REQUEST, "invalid_formation"),
             AppError::InvalidRequest(_) => (S::BAD_REQUEST, "invalid_request"),
+            AppError::ReleaseNotFound { .. } => (S::NOT_FOUND, "release_not_found"),
             AppError::Store(_) | AppError::Secret(_) => {
                 return ApiError::internal("request failed", &e);
             }
@@ -84,5 +85,53 @@ impl From<crate::oneoff::RunError> for ApiError {
             RunError::Runtime(r) => ApiError::internal("starting a one-off container failed", &r),
             RunError::Store(r) => ApiError::internal("allocating an instance address failed", &r),
         }
+    }
+}
+
+impl From<crate::build::DeployError> for ApiError {
+    fn from(e: crate::build::DeployError) -> ApiError {
+        use crate::build::extract::ExtractError as X;
+        use crate::build::DeployError as D;
+        let e = match e {
+            D::App(a) => return a.into(),
+            other => other,
+        };
+        let (status, code) = match &e {
+            D::App(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            D::Busy { .. } => (StatusCode::CONFLICT, "deploy_in_progress"),
+            D::DiskLow { .. } => (StatusCode::INSUFFICIENT_STORAGE, "disk_low"),
+            D::UploadTooBig { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "upload_too_large"),
+            D::Source(X::TooBig { .. } | X::TooManyEntries { .. }) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "source_too_large")
+            }
+            D::Source(X::Refused { .. }) => (StatusCode::BAD_REQUEST, "source_refused"),
+            D::Source(X::Format(_)) => (StatusCode::BAD_REQUEST, "source_unreadable"),
+            D::Source(X::Io { .. }) | D::Store(_) | D::Io { .. } => {
+                return ApiError::internal("receiving a deploy failed", &e);
+            }
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl From<crate::stacks::StackError> for ApiError {
+    fn from(e: crate::stacks::StackError) -> ApiError {
+        use crate::build::extract::ExtractError as X;
+        use crate::stacks::StackError as S;
+        let (status, code) = match &e {
+            S::InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
+            S::Exists(_) => (StatusCode::CONFLICT, "stack_exists"),
+            S::TooBig { .. } | S::Source(X::TooBig { .. } | X::TooManyEntries { .. }) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "stack_too_large")
+            }
+            S::Source(X::Refused { .. } | X::Format(_)) => {
+                (StatusCode::BAD_REQUEST, "stack_refused")
+            }
+            S::NotRootfs(_) => (StatusCode::UNPROCESSABLE_ENTITY, "not_a_rootfs"),
+            S::Source(X::Io { .. }) | S::Internal(_) => {
+                return ApiError::internal("importing a stack failed", &e);
+            }
+        };
+        ApiError::new(status, code, e.to_string())
     }
 }

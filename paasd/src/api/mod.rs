@@ -23,6 +23,8 @@ pub struct State {
     pub apps: Apps,
     pub store: crate::store::Store,
     pub runtime: Arc<crate::runtime::Runtime>,
+    pub builds: crate::build::Builds,
+    pub stacks: crate::stacks::Stacks,
     pub limits: body::Limits,
     pub started: Instant,
 }
@@ -47,9 +49,11 @@ pub async fn serve(listener: UnixListener, state: Arc<State>, shutdown: impl Fut
                     }
                 };
                 let state = Arc::clone(&state);
+                // Who is on the other end, for the deployment record.
+                let peer_uid = stream.peer_cred().ok().map(|c| c.uid());
                 let service = service_fn(move |req| {
                     let state = Arc::clone(&state);
-                    async move { Ok::<_, std::convert::Infallible>(routes::handle(state, req).await) }
+                    async move { Ok::<_, std::convert::Infallible>(routes::handle(state, req, peer_uid).await) }
                 });
                 let conn = http1::Builder::new()
                     .timer(TokioTimer::new())

@@ -24,11 +24,15 @@ fn full(bytes: impl Into<Bytes>) -> Body {
 }
 
 /// Entry point of every request: never fails, errors become JSON error responses.
-pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+    peer_uid: Option<u32>,
+) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let started = std::time::Instant::now();
-    let resp = match dispatch(&state, req).await {
+    let resp = match dispatch(&state, req, peer_uid).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
@@ -36,7 +40,11 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body>
     resp
 }
 
-async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn dispatch(
+    state: &State,
+    req: Request<Incoming>,
+    peer_uid: Option<u32>,
+) -> Result<Response<Body>, ApiError> {
     let Some(rest) = req.uri().path().strip_prefix(paas_api::API_PREFIX) else {
         return Err(not_found(&req));
     };
@@ -66,12 +74,31 @@ async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Body
         }
         (["apps"], _) => Err(not_allowed("GET, POST")),
 
+        (["stacks"], &Method::GET) => ok(&paas_api::StackList {
+            stacks: state.stacks.list(),
+        }),
+        (["stacks"], _) => Err(not_allowed("GET")),
+        (["stacks", name], &Method::PUT) => {
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            let name = name.to_string();
+            let pump = super::body::stream_into(req.into_body(), tx);
+            match state.stacks.import(name, rx).await {
+                Ok(imported) => created(&imported),
+                Err(e) => {
+                    let _ = pump.await;
+                    Err(e.into())
+                }
+            }
+        }
+        (["stacks", _], _) => Err(not_allowed("PUT")),
+
         (["apps", app, tail @ ..], _) => {
             let app = app_param(app)?;
             match (tail, &m) {
                 ([], &Method::GET) => ok(&apps.info(app).await?),
                 ([], &Method::DELETE) => {
-                    apps.destroy(app).await?;
+                    apps.destroy(app.clone()).await?;
+                    state.builds.forget(&app);
                     no_content()
                 }
                 ([], _) => Err(not_allowed("GET, DELETE")),
@@ -107,11 +134,45 @@ async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Body
 
                 (["releases"], &Method::GET) => ok(&apps.releases(app).await?),
                 (["releases"], _) => Err(not_allowed("GET")),
+                (["releases", version], &Method::GET) => {
+                    let version = version_param(version)?;
+                    ok(&apps.release(app, version).await?)
+                }
+                (["releases", _], _) => Err(not_allowed("GET")),
+
+                (["buildpacks"], &Method::PUT) => {
+                    let body: paas_api::SetBuildpacks = read_json(req, limits).await?;
+                    ok(&apps.set_buildpacks(app, body.buildpacks).await?)
+                }
+                (["buildpacks"], _) => Err(not_allowed("PUT")),
+
+                (["deploy"], &Method::GET) => ok(&apps.deployments(app).await?),
+                (["deploy"], &Method::POST) => {
+                    let user = requester(&req, peer_uid);
+                    let (tx, rx) = tokio::sync::mpsc::channel(16);
+                    let pump = super::body::stream_into(req.into_body(), tx);
+                    match state.builds.deploy(app, user, rx).await {
+                        Ok(events) => Ok(ndjson(events)),
+                        Err(e) => {
+                            // Let the client finish sending (bounded) so it reads the answer.
+                            let _ = pump.await;
+                            Err(e.into())
+                        }
+                    }
+                }
+                (["deploy"], _) => Err(not_allowed("GET, POST")),
 
                 (["run"], &Method::POST) => {
                     let body: paas_api::RunRequest = read_json(req, limits).await?;
-                    let events =
-                        crate::oneoff::run(apps, &state.store, &state.runtime, app, body).await?;
+                    let events = crate::oneoff::run(
+                        apps,
+                        &state.store,
+                        &state.runtime,
+                        state.builds.slugs(),
+                        app,
+                        body,
+                    )
+                    .await?;
                     Ok(ndjson(events))
                 }
                 (["run"], _) => Err(not_allowed("POST")),
@@ -127,6 +188,50 @@ async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Body
 fn app_param(s: &str) -> Result<String, ApiError> {
     validate::app_name(s).map_err(|m| ApiError::bad_request("invalid_name", m))?;
     Ok(s.to_string())
+}
+
+/// `3` or `v3`.
+fn version_param(s: &str) -> Result<u32, ApiError> {
+    s.strip_prefix('v')
+        .unwrap_or(s)
+        .parse::<u32>()
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_version",
+                format!("'{s}' is not a release version (e.g. v3)"),
+            )
+        })
+}
+
+/// Who asked, for the record: the Unix user on the socket, plus the name a trusted front end
+/// (the git hook) passes in `X-Paas-User`.
+fn requester(req: &Request<Incoming>, peer_uid: Option<u32>) -> String {
+    let unix = peer_uid
+        .map(|uid| {
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+                .unwrap_or_else(|| format!("uid {uid}"))
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let via = req
+        .headers()
+        .get("x-paas-user")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| {
+            s.chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect::<String>()
+        })
+        .filter(|s| !s.is_empty());
+    match via {
+        Some(name) => format!("{name} ({unix})"),
+        None => unix,
+    }
 }
 
 fn json_response(status: StatusCode, value: &impl Serialize) -> Result<Response<Body>, ApiError> {

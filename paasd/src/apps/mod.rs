@@ -3,7 +3,10 @@
 //! the encryption of config values; must not speak HTTP (the API layer translates) nor SQL
 //! (it composes `store` queries inside one transaction).
 
+mod releases;
 pub mod validate;
+
+pub use releases::{BuildContext, RunTarget};
 
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
@@ -12,7 +15,7 @@ use paas_api as api;
 use paas_api::ReleaseStatus;
 
 use crate::secrets::{SecretBox, SecretError};
-use crate::store::{self, apps::AppRow, releases::ReleaseRow, Store, StoreError, Tx};
+use crate::store::{self, apps::AppRow, releases::Runs, Store, StoreError, Tx};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -34,6 +37,8 @@ pub enum AppError {
     InvalidFormation(String),
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("app '{app}' has no release v{version} (see `paas releases {app}`)")]
+    ReleaseNotFound { app: String, version: u32 },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -45,8 +50,9 @@ pub enum AppError {
 pub struct Settings {
     pub base_domain: String,
     pub max_instances_per_type: u32,
-    /// Stacks an app may ask for (`host` plus the configured ones).
-    pub stacks: Vec<String>,
+    /// Stacks an app may ask for (`host`, the configured and the imported ones); shared with
+    /// the stack service, which adds imports.
+    pub stacks: std::sync::Arc<std::sync::RwLock<Vec<String>>>,
 }
 
 #[derive(Clone)]
@@ -68,7 +74,13 @@ impl Apps {
     pub async fn create(&self, req: api::CreateApp) -> Result<api::App, AppError> {
         validate::app_name(&req.name).map_err(AppError::InvalidName)?;
         let stack = req.stack.unwrap_or_else(|| "host".to_string());
-        validate::stack(&stack, &self.settings.stacks).map_err(AppError::InvalidRequest)?;
+        let known = self
+            .settings
+            .stacks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        validate::stack(&stack, &known).map_err(AppError::InvalidRequest)?;
         if let Some(bp) = &req.buildpack {
             validate::buildpack(bp).map_err(AppError::InvalidRequest)?;
         }
@@ -96,7 +108,14 @@ impl Apps {
                         }
                     })?;
                 // Heroku semantics: every app starts with v1, "Initial release".
-                this.insert_release(tx, &app, "Initial release", &BTreeMap::new())?;
+                this.insert_release(
+                    tx,
+                    &app,
+                    "Initial release",
+                    &BTreeMap::new(),
+                    ReleaseStatus::Succeeded,
+                    &Runs::default(),
+                )?;
                 tracing::info!(app = %app.name, "app created");
                 this.app_view(tx, &app)
             })
@@ -218,11 +237,22 @@ impl Apps {
                     store::config_vars::put(tx, app.id, key, &sealed)?;
                 }
                 let description = describe_change(&current, &next);
-                let release = this.insert_release(tx, &app, &description, &next)?;
+                // A config change runs what the current release runs, with the new config.
+                let runs = store::releases::current(tx, app.id)?
+                    .map(|r| r.runs)
+                    .unwrap_or_default();
+                let release = this.insert_release(
+                    tx,
+                    &app,
+                    &description,
+                    &next,
+                    ReleaseStatus::Succeeded,
+                    &runs,
+                )?;
                 let keys: Vec<&String> = next.keys().collect();
                 tracing::info!(app = %app.name, version = release.version, ?keys, "config changed");
                 Ok(api::EnvChanged {
-                    release: Some(release_view(&release)),
+                    release: Some(this.release_view(tx, &release)?),
                     env: env_view(next, false),
                 })
             })
@@ -314,18 +344,6 @@ impl Apps {
             .await
     }
 
-    pub async fn releases(&self, name: String) -> Result<Vec<api::Release>, AppError> {
-        self.store
-            .tx(move |tx| {
-                let app = find(tx, &name)?;
-                Ok(store::releases::list(tx, app.id)?
-                    .iter()
-                    .map(release_view)
-                    .collect())
-            })
-            .await
-    }
-
     fn default_domain(&self, app: &str) -> String {
         format!("{app}.{}", self.settings.base_domain)
     }
@@ -337,14 +355,18 @@ impl Apps {
             .collect();
         let mut urls = vec![format!("http://{}", self.default_domain(&app.name))];
         urls.extend(domains.iter().map(|d| format!("http://{d}")));
+        let current = store::releases::current(tx, app.id)?;
         Ok(api::App {
             name: app.name.clone(),
             stack: app.stack.clone(),
-            buildpacks: app.buildpack.iter().cloned().collect(),
+            buildpacks: buildpacks_of(app),
             created_at: rfc3339(app.created_at),
-            // Builds (issue 4) move apps to Deployed; until then nothing has a slug.
-            status: api::AppStatus::Created,
-            release: store::releases::current(tx, app.id)?.map(|r| r.version),
+            status: if current.as_ref().is_some_and(|r| r.runs.slug_id.is_some()) {
+                api::AppStatus::Deployed
+            } else {
+                api::AppStatus::Created
+            },
+            release: current.map(|r| r.version),
             formation: store::formation::get(tx, app.id)?,
             domains,
             urls,
@@ -362,34 +384,18 @@ impl Apps {
             })
             .collect()
     }
+}
 
-    fn insert_release(
-        &self,
-        tx: &Tx<'_>,
-        app: &AppRow,
-        description: &str,
-        config: &BTreeMap<String, String>,
-    ) -> Result<ReleaseRow, AppError> {
-        let version = store::releases::next_version(tx, app.id)?;
-        let json = serde_json::to_vec(config)
-            .map_err(|e| StoreError::Corrupt(format!("config snapshot: {e}")))?;
-        let sealed = self
-            .secrets
-            .seal(&format!("release:{}:{version}", app.id), &json)?;
-        let keys: Vec<String> = config.keys().cloned().collect();
-        Ok(store::releases::insert(
-            tx,
-            app.id,
-            version,
-            &store::releases::NewRelease {
-                description,
-                status: ReleaseStatus::Succeeded,
-                config: &sealed,
-                config_keys: &keys,
-            },
-            store::now(),
-        )?)
-    }
+/// The app's buildpack list; stored one per line in `apps.buildpack` (names never hold
+/// whitespace).
+fn buildpacks_of(app: &AppRow) -> Vec<String> {
+    app.buildpack
+        .as_deref()
+        .unwrap_or("")
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 fn find(tx: &Tx<'_>, name: &str) -> Result<AppRow, AppError> {
@@ -414,18 +420,6 @@ fn env_view(vars: BTreeMap<String, String>, reveal: bool) -> api::EnvVars {
         })
         .collect();
     api::EnvVars { vars, redacted }
-}
-
-fn release_view(r: &ReleaseRow) -> api::Release {
-    api::Release {
-        version: r.version,
-        description: r.description.clone(),
-        status: r.status,
-        created_at: rfc3339(r.created_at),
-        config_keys: r.config_keys.clone(),
-        process_types: Default::default(),
-        deployment: None,
-    }
 }
 
 /// Heroku-style release descriptions: "Set A, B config vars", "Remove C config var".

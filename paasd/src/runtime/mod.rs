@@ -17,6 +17,7 @@ pub mod timing;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 pub use container::Container;
 pub use proto::{FromHelper, NetMode, Stream};
@@ -69,11 +70,16 @@ pub struct RunSpec {
     pub limits: cgroups::Limits,
     /// A name from [`Runtime::stacks`].
     pub stack: String,
+    /// Read-only layers above the stack, topmost first (a release's slug: a tree with `app/`).
+    pub layers: Vec<PathBuf>,
+    /// Host dirs mounted inside after the stack's own binds (a build's /app, /cache, /env).
+    pub binds: Vec<proto::Bind>,
 }
 
 pub struct Runtime {
     instances: PathBuf,
-    stacks: std::collections::BTreeMap<String, stack::Stack>,
+    /// Stacks by name; imported stacks are added while paasd runs.
+    stacks: std::sync::RwLock<std::collections::BTreeMap<String, Arc<stack::Stack>>>,
     cgroups: cgroups::Cgroups,
     network: net::Network,
     seq: AtomicU64,
@@ -109,15 +115,15 @@ impl Runtime {
                 let mut m = std::collections::BTreeMap::new();
                 m.insert(
                     "host".to_string(),
-                    stack::Stack::Host(stack::HostStack::prepare(state_dir)?),
+                    Arc::new(stack::Stack::Host(stack::HostStack::prepare(state_dir)?)),
                 );
                 for (name, root) in rootfs_stacks {
                     m.insert(
                         name.clone(),
-                        stack::Stack::Rootfs(stack::RootfsStack::open(root)?),
+                        Arc::new(stack::Stack::Rootfs(stack::RootfsStack::open(root)?)),
                     );
                 }
-                m
+                std::sync::RwLock::new(m)
             },
             cgroups: cgroups::Cgroups::detect(cgroup_parent)?,
             network,
@@ -173,9 +179,13 @@ impl Runtime {
         self.spare.set_enabled(on);
     }
 
-    /// Removes our (empty) cgroup parent and the spare helper; called when paasd stops.
+    /// Called when paasd stops: the spare helper goes, and containers still running (a `paas
+    /// run` whose client is still attached, a build) are killed and their cgroups and dirs
+    /// removed, then our cgroup parent. Nothing is adopted across restarts yet, so nothing
+    /// may outlive paasd.
     pub fn shutdown(&self) {
         self.spare.clear();
+        self.reap_leftovers();
         if let Err(e) = self.cgroups.remove_parent() {
             tracing::warn!(error = %e, "could not remove the cgroup parent");
         }
@@ -183,7 +193,27 @@ impl Runtime {
 
     /// Names of the stacks containers can run on.
     pub fn stacks(&self) -> Vec<String> {
-        self.stacks.keys().cloned().collect()
+        self.stacks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Adds a root filesystem directory as stack `name` (an imported tarball). Checks that it
+    /// looks like a root filesystem; an existing name is never replaced.
+    pub fn add_stack(&self, name: &str, root: &Path) -> Result<(), RuntimeError> {
+        let stack = Arc::new(stack::Stack::Rootfs(stack::RootfsStack::open(root)?));
+        let mut stacks = self.stacks.write().unwrap_or_else(|p| p.into_inner());
+        if stacks.contains_key(name) {
+            return Err(RuntimeError::Setup {
+                stage: "stack".into(),
+                error: format!("stack '{name}' already exists"),
+            });
+        }
+        stacks.insert(name.to_string(), stack);
+        Ok(())
     }
 
     /// The instance network (its subnet is where callers allocate addresses).
@@ -205,7 +235,10 @@ impl Runtime {
         let id = spec.id;
         let stack = self
             .stacks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .get(&spec.stack)
+            .cloned()
             .ok_or_else(|| RuntimeError::Setup {
                 stage: "stack".into(),
                 error: format!("unknown stack '{}'", spec.stack),
@@ -229,11 +262,16 @@ impl Runtime {
             uid: APP_UID,
             gid: APP_GID,
             rootfs: proto::Rootfs {
-                lower: vec![stack.lower().to_path_buf()],
+                lower: spec
+                    .layers
+                    .iter()
+                    .cloned()
+                    .chain([stack.lower().to_path_buf()])
+                    .collect(),
                 upper: dir.join("upper"),
                 work: dir.join("work"),
                 target: dir.join("rootfs"),
-                binds: stack.binds().to_vec(),
+                binds: stack.binds().iter().chain(&spec.binds).cloned().collect(),
             },
             cgroup_procs: procs,
             net: match spec.net {

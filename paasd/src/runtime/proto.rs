@@ -38,7 +38,8 @@ pub struct Rootfs {
     pub work: PathBuf,
     /// Where the merged tree is mounted before `pivot_root`.
     pub target: PathBuf,
-    /// Host paths made visible read-only inside (the `host` stack's /usr, certificates...).
+    /// Host paths made visible inside (the `host` stack's /usr, certificates, a build's
+    /// source and cache dirs...), in mount order.
     pub binds: Vec<Bind>,
 }
 
@@ -47,6 +48,9 @@ pub struct Bind {
     pub source: PathBuf,
     /// Absolute path inside the container.
     pub dest: String,
+    /// Read-only unless set (builds write their source dir and cache).
+    #[serde(default)]
+    pub writable: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -61,7 +61,7 @@ pub fn setup(
     mount_overlay(r)?;
     let t = &r.target;
     for b in &r.binds {
-        bind_read_only(&b.source, &inside(t, &b.dest))?;
+        bind(&b.source, &inside(t, &b.dest), b.writable)?;
     }
     mount_proc(t)?;
     mount_dev(t)?;
@@ -85,7 +85,7 @@ pub fn setup(
     for p in READ_ONLY {
         let p = inside(t, p);
         if p.exists() {
-            bind_read_only(&p, &p)?;
+            bind(&p, &p, false)?;
         }
     }
     pivot(t)
@@ -121,8 +121,9 @@ fn mount_overlay(r: &Rootfs) -> Result<(), StageError> {
     .map_err(|e| err("mount overlay rootfs", e))
 }
 
-/// Bind-mounts `src` on `dst` read-only, creating the mount point to match its type.
-fn bind_read_only(src: &Path, dst: &Path) -> Result<(), StageError> {
+/// Bind-mounts `src` on `dst` (read-only unless `writable`; never setuid), creating the mount
+/// point to match its type.
+fn bind(src: &Path, dst: &Path, writable: bool) -> Result<(), StageError> {
     let meta = std::fs::metadata(src).map_err(|e| err(format!("bind {}", src.display()), e))?;
     if meta.is_dir() {
         std::fs::create_dir_all(dst).map_err(|e| err(format!("mkdir {}", dst.display()), e))?;
@@ -132,7 +133,7 @@ fn bind_read_only(src: &Path, dst: &Path) -> Result<(), StageError> {
         }
         std::fs::write(dst, b"").map_err(|e| err(format!("create {}", dst.display()), e))?;
     }
-    let stage = || format!("bind {} read-only", src.display());
+    let stage = || format!("bind {}", src.display());
     mount(
         Some(src),
         dst,
@@ -141,14 +142,11 @@ fn bind_read_only(src: &Path, dst: &Path) -> Result<(), StageError> {
         None::<&str>,
     )
     .map_err(|e| err(stage(), e))?;
-    mount(
-        None::<&str>,
-        dst,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID,
-        None::<&str>,
-    )
-    .map_err(|e| err(stage(), e))
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    if !writable {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    mount(None::<&str>, dst, None::<&str>, flags, None::<&str>).map_err(|e| err(stage(), e))
 }
 
 fn tmpfs(dst: &Path, flags: MsFlags, data: &str) -> Result<(), StageError> {
@@ -178,7 +176,7 @@ fn mount_sys(t: &Path) -> Result<(), StageError> {
         Ok(()) => Ok(()),
         // Sharing the host's network namespace (builds) forbids a new sysfs: bind it read-only.
         Err(nix::errno::Errno::EPERM | nix::errno::Errno::EBUSY) => {
-            bind_read_only(Path::new("/sys"), &dst)
+            bind(Path::new("/sys"), &dst, false)
         }
         Err(e) => Err(err("mount /sys", e)),
     }

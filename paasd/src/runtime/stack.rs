@@ -98,6 +98,7 @@ impl RootfsStack {
             .map(|p| Bind {
                 source: PathBuf::from(p),
                 dest: p.to_string(),
+                writable: false,
             })
             .collect();
         Ok(RootfsStack {
@@ -151,6 +152,7 @@ impl HostStack {
                 binds.push(Bind {
                     source: host,
                     dest: format!("/{d}"),
+                    writable: false,
                 });
             }
         }

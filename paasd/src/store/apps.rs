@@ -66,3 +66,12 @@ pub fn delete(tx: &Tx<'_>, id: i64) -> Result<(), StoreError> {
     tx.execute("DELETE FROM apps WHERE id = ?1", [id])?;
     Ok(())
 }
+
+/// Stores the app's buildpack list (one per line), or none.
+pub fn set_buildpack(tx: &Tx<'_>, id: i64, buildpack: Option<&str>) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE apps SET buildpack = ?2 WHERE id = ?1",
+        params![id, buildpack],
+    )?;
+    Ok(())
+}

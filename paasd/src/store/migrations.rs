@@ -53,6 +53,36 @@ const MIGRATIONS: &[&str] = &[
         allocated_at  INTEGER NOT NULL
     );
     "#,
+    // 3: slugs, deployments (every deploy attempt), and what a release runs.
+    r#"
+    CREATE TABLE slugs (
+        id          INTEGER PRIMARY KEY,
+        app_id      INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        sha256      TEXT NOT NULL,
+        bytes       INTEGER NOT NULL,
+        created_at  INTEGER NOT NULL,
+        removed     INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE deployments (
+        id             INTEGER PRIMARY KEY,
+        app_id         INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        status         TEXT NOT NULL,
+        version        INTEGER,
+        source_sha256  TEXT NOT NULL,
+        source_bytes   INTEGER NOT NULL,
+        buildpacks     TEXT NOT NULL DEFAULT '[]',
+        user           TEXT NOT NULL,
+        started_at     INTEGER NOT NULL,
+        finished_at    INTEGER,
+        phases         TEXT NOT NULL DEFAULT '[]',
+        slug_id        INTEGER REFERENCES slugs(id),
+        error          TEXT
+    );
+    CREATE INDEX deployments_app ON deployments(app_id, id);
+    ALTER TABLE releases ADD COLUMN slug_id INTEGER REFERENCES slugs(id);
+    ALTER TABLE releases ADD COLUMN process_types TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE releases ADD COLUMN deployment_id INTEGER REFERENCES deployments(id);
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -7,9 +7,11 @@ mod migrations;
 pub mod addresses;
 pub mod apps;
 pub mod config_vars;
+pub mod deployments;
 pub mod domains;
 pub mod formation;
 pub mod releases;
+pub mod slugs;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

@@ -15,6 +15,15 @@ pub struct ReleaseRow {
     pub config: Vec<u8>,
     pub config_keys: Vec<String>,
     pub created_at: i64,
+    pub runs: Runs,
+}
+
+/// What a release runs: carried over unchanged by config-only releases.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Runs {
+    pub slug_id: Option<i64>,
+    pub process_types: std::collections::BTreeMap<String, String>,
+    pub deployment_id: Option<i64>,
 }
 
 pub struct NewRelease<'a> {
@@ -22,9 +31,11 @@ pub struct NewRelease<'a> {
     pub status: ReleaseStatus,
     pub config: &'a [u8],
     pub config_keys: &'a [String],
+    pub runs: &'a Runs,
 }
 
-const COLUMNS: &str = "version, description, status, config, config_keys, created_at";
+const COLUMNS: &str = "version, description, status, config, config_keys, created_at, slug_id, \
+                       process_types, deployment_id";
 
 fn status_str(s: ReleaseStatus) -> &'static str {
     match s {
@@ -57,6 +68,14 @@ fn row(r: &Row<'_>) -> rusqlite::Result<ReleaseRow> {
         config_keys: serde_json::from_str(&keys)
             .map_err(|e| bad(format!("release config_keys: {e}")))?,
         created_at: r.get(5)?,
+        runs: Runs {
+            slug_id: r.get(6)?,
+            process_types: {
+                let t: String = r.get(7)?;
+                serde_json::from_str(&t).map_err(|e| bad(format!("release process_types: {e}")))?
+            },
+            deployment_id: r.get(8)?,
+        },
     })
 }
 
@@ -78,10 +97,24 @@ pub fn insert(
 ) -> Result<ReleaseRow, StoreError> {
     let keys = serde_json::to_string(new.config_keys)
         .map_err(|e| StoreError::Corrupt(format!("config keys: {e}")))?;
+    let types = serde_json::to_string(&new.runs.process_types)
+        .map_err(|e| StoreError::Corrupt(format!("process types: {e}")))?;
     tx.execute(
-        "INSERT INTO releases (app_id, version, description, status, config, config_keys, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![app_id, version, new.description, status_str(new.status), new.config, keys, now],
+        "INSERT INTO releases (app_id, version, description, status, config, config_keys, created_at,
+                               slug_id, process_types, deployment_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            app_id,
+            version,
+            new.description,
+            status_str(new.status),
+            new.config,
+            keys,
+            now,
+            new.runs.slug_id,
+            types,
+            new.runs.deployment_id
+        ],
     )?;
     Ok(ReleaseRow {
         version,
@@ -90,6 +123,7 @@ pub fn insert(
         config: new.config.to_vec(),
         config_keys: new.config_keys.to_vec(),
         created_at: now,
+        runs: new.runs.clone(),
     })
 }
 
@@ -116,4 +150,47 @@ pub fn current(tx: &Tx<'_>, app_id: i64) -> Result<Option<ReleaseRow>, StoreErro
             row,
         )
         .optional()?)
+}
+
+/// One release by version.
+pub fn get(tx: &Tx<'_>, app_id: i64, version: u32) -> Result<Option<ReleaseRow>, StoreError> {
+    Ok(tx
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM releases WHERE app_id = ?1 AND version = ?2"),
+            params![app_id, version],
+            row,
+        )
+        .optional()?)
+}
+
+/// Releases may change only their status (a release phase decides it after the fact).
+pub fn set_status(
+    tx: &Tx<'_>,
+    app_id: i64,
+    version: u32,
+    status: ReleaseStatus,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE releases SET status = ?3 WHERE app_id = ?1 AND version = ?2",
+        params![app_id, version, status_str(status)],
+    )?;
+    Ok(())
+}
+
+/// Slugs that the newest `keep` releases, and the current release, run: garbage collection
+/// must leave these alone.
+pub fn slugs_in_use(tx: &Tx<'_>, app_id: i64, keep: u32) -> Result<Vec<i64>, StoreError> {
+    let mut stmt = tx.prepare(
+        "SELECT DISTINCT slug_id FROM (
+             SELECT slug_id FROM (SELECT slug_id FROM releases WHERE app_id = ?1
+                                  ORDER BY version DESC LIMIT ?2)
+             UNION
+             SELECT slug_id FROM (SELECT slug_id FROM releases WHERE app_id = ?1
+                                  AND status = 'succeeded' ORDER BY version DESC LIMIT 1)
+         ) WHERE slug_id IS NOT NULL",
+    )?;
+    let ids = stmt
+        .query_map(params![app_id, keep], |r| r.get(0))?
+        .collect::<Result<Vec<i64>, _>>()?;
+    Ok(ids)
 }

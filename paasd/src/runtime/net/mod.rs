@@ -268,7 +268,7 @@ impl Network {
         let ns = (&mut worker.ns)
             .await
             .map_err(|_| NetError::Worker(format!("the thread for pid {pid} died")))??;
-        self.add_veth(&ns, pid, host_if).await?;
+        self.add_veth(&ns, pid, ip, host_if).await?;
         // The fd had to stay open until the kernel read the request.
         drop(ns);
         if let Err(e) = worker.configure().await {
@@ -282,10 +282,21 @@ impl Network {
 
     /// Creates the veth pair `host_if` <-> `eth0`, `eth0` directly in namespace `ns` (no move
     /// and no rename afterwards), the host end up on the bridge.
-    async fn add_veth(&self, ns: &File, pid: i32, host_if: &str) -> Result<(), NetError> {
+    async fn add_veth(
+        &self,
+        ns: &File,
+        pid: i32,
+        ip: Ipv4Addr,
+        host_if: &str,
+    ) -> Result<(), NetError> {
         self.handle
             .link()
-            .add(veth::message(ns.as_raw_fd(), host_if, self.bridge_index))
+            .add(veth::message(
+                ns.as_raw_fd(),
+                host_if,
+                self.bridge_index,
+                ip,
+            ))
             .execute()
             .await
             .map_err(nl_error(
@@ -523,6 +534,15 @@ pub fn check_ifname(name: &str) -> Result<(), NetError> {
 
 /// A stable, locally administered unicast MAC for the bridge, derived from its name (FNV-1a),
 /// so re-creating the bridge keeps the gateway's MAC.
+/// An instance's MAC follows from its address (as Docker does): when an address is handed out
+/// again, the host's neighbour entry for it is still right. A random MAC would leave the
+/// host sending to the previous instance's MAC for seconds until the stale entry is probed
+/// away.
+pub(super) fn instance_mac(ip: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = ip.octets();
+    [0x02, 0x51, a, b, c, d]
+}
+
 fn bridge_mac(name: &str) -> [u8; 6] {
     let mut h: u32 = 0x811c_9dc5;
     for b in name.bytes() {

@@ -28,9 +28,18 @@ pub struct Veth {
     pub eth0: Eth0,
 }
 
-/// The request creating `host_if` <-> `eth0`, `eth0` in the namespace `ns_fd`.
-pub(super) fn message(ns_fd: i32, host_if: &str, bridge: u32) -> LinkMessage {
-    let peer = LinkUnspec::new_with_name(ETH0).setns_by_fd(ns_fd).build();
+/// The request creating `host_if` <-> `eth0`, `eth0` in the namespace `ns_fd` with the MAC
+/// that follows from `ip` (see [`super::instance_mac`]).
+pub(super) fn message(
+    ns_fd: i32,
+    host_if: &str,
+    bridge: u32,
+    ip: std::net::Ipv4Addr,
+) -> LinkMessage {
+    let peer = LinkUnspec::new_with_name(ETH0)
+        .setns_by_fd(ns_fd)
+        .address(super::instance_mac(ip).to_vec())
+        .build();
     LinkMessageBuilder::<LinkVeth>::new(host_if, ETH0)
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
         .controller(bridge)
@@ -48,7 +57,7 @@ pub fn host_socket() -> Result<Rtnl, NetError> {
 /// [`host_socket`]). Blocking.
 pub fn create(host: &mut Rtnl, ns: &File, v: &Veth) -> Result<(), NetError> {
     host.ack(
-        RouteNetlinkMessage::NewLink(message(ns.as_raw_fd(), &v.host_if, v.bridge)),
+        RouteNetlinkMessage::NewLink(message(ns.as_raw_fd(), &v.host_if, v.bridge, v.eth0.ip)),
         NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
     )
     .map_err(|source| NetError::Netlink {

@@ -1,0 +1,138 @@
+//! One build step (a buildpack's detect, compile or release) in a container of its own, with
+//! the build's dirs mounted, its output relayed line by line, and the build's deadline
+//! enforced. Owns turning an exit into a verdict (ok, failed, OOM, timed out); must not know
+//! what the step means.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::runtime::{
+    cgroups::Limits, proto::Bind, FromHelper, Networking, RunSpec, Runtime, RuntimeError, Stream,
+};
+
+/// The host dirs a build mounts into every step.
+#[derive(Debug, Clone)]
+pub struct Mounts {
+    /// `/app`: the source, turned into the slug in place.
+    pub app: PathBuf,
+    /// `/cache`: kept between builds of the app.
+    pub cache: PathBuf,
+    /// `/env`: one file per config var, read-only.
+    pub env: PathBuf,
+    /// `/buildpacks`: the build's own copies of its buildpacks.
+    pub buildpacks: PathBuf,
+}
+
+impl Mounts {
+    fn binds(&self) -> Vec<Bind> {
+        let b = |source: &PathBuf, dest: &str, writable: bool| Bind {
+            source: source.clone(),
+            dest: dest.into(),
+            writable,
+        };
+        vec![
+            b(&self.app, "/app", true),
+            b(&self.cache, "/cache", true),
+            b(&self.env, "/env", false),
+            b(&self.buildpacks, "/buildpacks", true),
+        ]
+    }
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Exited(i32),
+    Signaled(i32),
+    OutOfMemory,
+    TimedOut,
+}
+
+#[derive(Debug)]
+pub struct Ran {
+    pub outcome: Outcome,
+    /// Stdout lines, when asked to keep them (detect, release).
+    pub stdout: Vec<String>,
+}
+
+pub struct Step {
+    pub runtime: Arc<Runtime>,
+    pub id_prefix: String,
+    pub stack: String,
+    pub mounts: Mounts,
+    pub env: Vec<(String, String)>,
+    pub limits: Limits,
+    pub deadline: Instant,
+}
+
+impl Step {
+    /// Runs `argv`; every output line goes to `out` unless `keep_stdout` (then stdout is
+    /// returned instead and only stderr is relayed).
+    pub async fn run(
+        &self,
+        argv: Vec<String>,
+        net: Networking,
+        keep_stdout: bool,
+        out: &mut (dyn FnMut(String) + Send),
+    ) -> Result<Ran, RuntimeError> {
+        let mut instance = self
+            .runtime
+            .run(RunSpec {
+                id: self.runtime.new_id(&self.id_prefix),
+                argv,
+                env: self.env.clone(),
+                net,
+                limits: self.limits,
+                stack: self.stack.to_string(),
+                layers: Vec::new(),
+                binds: self.mounts.binds(),
+            })
+            .await?;
+        let mut stdout = Vec::new();
+        let mut outcome = None;
+        let sleep = tokio::time::sleep_until(self.deadline.into());
+        tokio::pin!(sleep);
+        let mut timed_out = false;
+        loop {
+            let msg = tokio::select! {
+                m = instance.container.next() => m,
+                () = &mut sleep, if !timed_out => {
+                    timed_out = true;
+                    let _ = instance.container.signal(libc::SIGKILL).await;
+                    continue;
+                }
+            };
+            let Some(msg) = msg else { break };
+            match msg {
+                FromHelper::Output { stream, line, .. } => {
+                    if keep_stdout && stream == Stream::Stdout {
+                        if stdout.len() < 10_000 {
+                            stdout.push(line);
+                        }
+                    } else {
+                        out(line);
+                    }
+                }
+                FromHelper::Exited { code, signal } => {
+                    outcome = Some(match (code, signal) {
+                        (Some(c), _) => Outcome::Exited(c),
+                        (None, Some(s)) => Outcome::Signaled(s),
+                        (None, None) => Outcome::Signaled(0),
+                    });
+                }
+                _ => {}
+            }
+        }
+        let oom = instance.oom_killed();
+        instance.finish(outcome.is_none()).await;
+        let outcome = if timed_out {
+            Outcome::TimedOut
+        } else if oom && outcome != Some(Outcome::Exited(0)) {
+            Outcome::OutOfMemory
+        } else {
+            outcome.unwrap_or(Outcome::Signaled(libc::SIGKILL))
+        };
+        Ok(Ran { outcome, stdout })
+    }
+}
