@@ -16,8 +16,7 @@ cargo build --locked --release -q -p paasd --example container_start
 dir=$(mktemp -d /tmp/paas-bench-XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 PAAS_RUNTIME_TIMING=1 target/release/examples/container_start "$dir/state" "$N" "${MODE:-spare}" 2>"$dir/timing.log" >"$dir/result"
-read -r ours_med ours_p90 clean_med clean_p90 <"$dir/result"
-echo "spawn to exit: median $ours_med ms, p90 $ours_p90 ms (with timing on)"
+python3 -c 'import statistics, sys; v = sorted(float(l.split()[0]) for l in open(sys.argv[1])); print(f"spawn to exit: median {statistics.median(v):.2f} ms, p90 {v[round((len(v) - 1) * 0.9)]:.2f} ms (with timing on)")' "$dir/result"
 python3 - "$dir/timing.log" <<'PY'
 import collections, statistics, sys
 runs, cur = [], None

@@ -164,6 +164,12 @@ fn monitor(
         e
     };
     let mut errf = std::fs::File::from(pipes.err);
+    // The container's network namespace, made while the child makes its other namespaces.
+    let mut netns = match spec.net {
+        NetMode::Host => None,
+        _ => Some(Netns::enter(&spec.net).map_err(abort)?),
+    };
+    timing::mark("monitor: netns made");
     let mut ready = [0u8; 1];
     let n = std::fs::File::from(pipes.ready)
         .read(&mut ready)
@@ -186,10 +192,10 @@ fn monitor(
     // "g": join the cgroup and build the root filesystem; then, with a network namespace of
     // its own, "s": it exists, and "n": its links are ready.
     let mut go = std::fs::File::from(pipes.go);
-    let mut started = go.write_all(b"g");
-    if started.is_ok() && spec.net != NetMode::Host {
+    let mut started = go.write_all(if netns.is_some() { b"gs" } else { b"g" });
+    if let (Ok(()), Some(netns)) = (&started, netns.as_mut()) {
         // The child builds its rootfs meanwhile.
-        if let Err(e) = wire_network(&spec.net, &mut go) {
+        if let Err(e) = netns.wire(&spec.net) {
             let _ = kill(child, Signal::SIGKILL);
             let _ = waitpid(child, None);
             // A child that failed first (taking its namespace along) wrote why.
@@ -236,31 +242,42 @@ fn monitor(
     Ok(())
 }
 
-/// Makes the container's network namespace and its links, while the child builds its rootfs:
-/// the monitor enters a new network namespace and says so ("s"; the child joins it before it
-/// mounts /sys); with a veth, it makes the pair from the host's side (over a socket opened
-/// before leaving the host's namespace, where the bridge is); then, from inside, brings up
-/// `lo` and configures `eth0`. The monitor has no network business of its own: being in the
-/// container's namespace until it has reported the exit costs nothing.
-fn wire_network(mode: &NetMode, go: &mut std::fs::File) -> Result<(), StageError> {
-    let mut host = match mode {
-        NetMode::Veth(_) => Some(stage("network", net::veth::host_socket())?),
-        _ => None,
-    };
-    stage(
-        "unshare network namespace",
-        unshare(CloneFlags::CLONE_NEWNET),
-    )?;
-    stage("start", go.write_all(b"s"))?;
-    let eth0 = match (mode, host.as_mut()) {
-        (NetMode::Veth(veth), Some(host)) => {
-            let ns = stage("network", std::fs::File::open("/proc/self/ns/net"))?;
-            stage("network", net::veth::create(host, &ns, veth))?;
-            Some(&veth.eth0)
-        }
-        _ => None,
-    };
-    stage("network", net::inside::configure(eth0))
+/// The container's network namespace, made by the monitor while the child makes its other
+/// namespaces; the child joins it ("s") before it mounts /sys. The monitor has no network
+/// business of its own: being in the container's namespace until it has reported the exit
+/// costs nothing.
+struct Netns {
+    /// A netlink socket left in the host's namespace (where the bridge is), for the veth.
+    host: Option<net::veth::Rtnl>,
+}
+
+impl Netns {
+    /// Moves the monitor into a new network namespace.
+    fn enter(mode: &NetMode) -> Result<Netns, StageError> {
+        let host = match mode {
+            NetMode::Veth(_) => Some(stage("network", net::veth::host_socket())?),
+            _ => None,
+        };
+        stage(
+            "unshare network namespace",
+            unshare(CloneFlags::CLONE_NEWNET),
+        )?;
+        Ok(Netns { host })
+    }
+
+    /// Its links, made while the child builds its rootfs: with a veth, the pair from the
+    /// host's side; then, from inside, `lo` up and `eth0` configured.
+    fn wire(&mut self, mode: &NetMode) -> Result<(), StageError> {
+        let eth0 = match (mode, self.host.as_mut()) {
+            (NetMode::Veth(veth), Some(host)) => {
+                let ns = stage("network", std::fs::File::open("/proc/self/ns/net"))?;
+                stage("network", net::veth::create(host, &ns, veth))?;
+                Some(&veth.eth0)
+            }
+            _ => None,
+        };
+        stage("network", net::inside::configure(eth0))
+    }
 }
 
 /// Waits for paasd's [`ToHelper::Start`]. A child that dies meanwhile (it waits for "g" after

@@ -532,8 +532,6 @@ pub fn check_ifname(name: &str) -> Result<(), NetError> {
     Ok(())
 }
 
-/// A stable, locally administered unicast MAC for the bridge, derived from its name (FNV-1a),
-/// so re-creating the bridge keeps the gateway's MAC.
 /// An instance's MAC follows from its address (as Docker does): when an address is handed out
 /// again, the host's neighbour entry for it is still right. A random MAC would leave the
 /// host sending to the previous instance's MAC for seconds until the stale entry is probed
@@ -543,6 +541,8 @@ pub(super) fn instance_mac(ip: Ipv4Addr) -> [u8; 6] {
     [0x02, 0x51, a, b, c, d]
 }
 
+/// A stable, locally administered unicast MAC for the bridge, derived from its name (FNV-1a),
+/// so re-creating the bridge keeps the gateway's MAC.
 fn bridge_mac(name: &str) -> [u8; 6] {
     let mut h: u32 = 0x811c_9dc5;
     for b in name.bytes() {
