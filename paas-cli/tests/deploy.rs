@@ -194,6 +194,16 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Asserts the exit code and that stderr mentions `needle`.
+fn fails(out: &std::process::Output, code: i32, needle: &str) {
+    assert_eq!(out.status.code(), Some(code), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(needle),
+        "stderr lacks {needle:?}: {}",
+        text(&out.stderr)
+    );
+}
+
 fn event(e: DeployEvent) -> String {
     serde_json::to_string(&e).expect("serialize")
 }
@@ -528,12 +538,7 @@ async fn bad_sources_are_usage_errors_and_a_missing_daemon_is_exit_3() {
         ],
     )
     .await;
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("does not exist"),
-        "{}",
-        text(&out.stderr)
-    );
+    fails(&out, 2, "does not exist");
     let out = paas(
         &nowhere,
         &[
@@ -544,12 +549,7 @@ async fn bad_sources_are_usage_errors_and_a_missing_daemon_is_exit_3() {
         ],
     )
     .await;
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("is not a gzipped tarball"),
-        "{}",
-        text(&out.stderr)
-    );
+    fails(&out, 2, "is not a gzipped tarball");
     let out = paas(
         &nowhere,
         &["deploy", "web", "--source", &src.path().to_string_lossy()],
