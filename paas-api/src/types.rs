@@ -344,3 +344,92 @@ pub struct StackImported {
     pub files: u64,
     pub bytes: u64,
 }
+
+/// What an instance is doing, as `paas ps` shows it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceState {
+    /// Started, waiting for its readiness check.
+    Starting,
+    /// Running; for web, ready and in the route table.
+    Up,
+    /// Out of the route table, finishing in-flight requests before it is stopped.
+    Draining,
+    /// Sent SIGTERM; SIGKILL follows after the grace period.
+    Stopping,
+    /// Exited; restarts after its backoff.
+    Restarting,
+    /// Kept crashing: not restarted until the next deploy, scale or restart.
+    Crashed,
+}
+
+/// The result of an instance's health check.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthState {
+    /// No check has passed or failed yet (or the process type has none).
+    Unknown,
+    Passing,
+    Failing,
+}
+
+/// One instance (dyno): `GET /apps/{app}/ps`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InstanceInfo {
+    /// `web.1`.
+    pub name: String,
+    pub process_type: String,
+    pub state: InstanceState,
+    pub release: u32,
+    /// `IP:PORT` the router sends requests to.
+    pub address: Option<String>,
+    /// RFC 3339, when its current process started.
+    pub started_at: Option<String>,
+    pub uptime_secs: Option<u64>,
+    /// How many times it was restarted after exiting.
+    pub restarts: u32,
+    pub health: HealthState,
+    /// The last check failure or exit, for a person to read.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InstanceList {
+    pub instances: Vec<InstanceInfo>,
+}
+
+/// Where a log line came from.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum LogSource {
+    /// An instance's stdout or stderr.
+    App,
+    /// An access line of the HTTP router.
+    Router,
+    /// Build and release-phase output.
+    Build,
+    /// What paasd did: deploys, starts, crashes, OOM kills, scaling.
+    Platform,
+}
+
+/// One line of an app's log stream.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LogLine {
+    /// RFC 3339 UTC with milliseconds.
+    pub ts: String,
+    pub source: LogSource,
+    /// `web.1` for app lines; `router`, `build` or `paasd` otherwise.
+    pub process: String,
+    /// The release the line came from (none for lines before the first release).
+    pub release: Option<u32>,
+    pub line: String,
+}
+
+/// `GET /apps/{app}/logs` streams NDJSON of these.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LogEvent {
+    Line(LogLine),
+    /// Lines this follower missed because it read too slowly.
+    Dropped { count: u64 },
+}
