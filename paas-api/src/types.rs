@@ -128,6 +128,64 @@ pub struct Release {
     /// The deploy that built this release's slug (config-only releases keep their slug's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment: Option<Deployment>,
+    /// How its rollout went: start, ready, switch and drain durations (empty until it was
+    /// rolled out, and for releases that never ran).
+    #[serde(default)]
+    pub rollout: Vec<PhaseTiming>,
+}
+
+/// `POST /apps/{app}/rollback`: a version (`"v3"` or `3`) or, without one, the release
+/// before the current one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    #[serde(default)]
+    pub release: Option<String>,
+}
+
+/// `PUT /apps/{app}/checks/{type}`: a health check (dokku's `app.json` fields). Without a
+/// path the check is a TCP connect.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// `startup`/`readiness` gate routing; `liveness` keeps running. Default `readiness`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Seconds one attempt may take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// Seconds between attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<u64>,
+    /// Seconds before the first attempt.
+    #[serde(
+        default,
+        rename = "initialDelay",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub initial_delay: Option<u64>,
+    /// Text the response body must contain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+/// `GET /apps/{app}/checks`: the checks in force per process type and where each came from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CheckList {
+    pub checks: BTreeMap<String, CheckInForce>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CheckInForce {
+    /// `paas` (set with `paas checks set`), `app.json` or `default`.
+    pub origin: String,
+    pub checks: Vec<HealthCheck>,
 }
 
 /// `PUT /apps/{app}/buildpacks`.
@@ -277,6 +335,9 @@ pub struct DaemonHealth {
     pub status: String,
     pub version: String,
     pub uptime_secs: u64,
+    /// The address the HTTP router listens on.
+    #[serde(default)]
+    pub router: Option<String>,
 }
 
 /// `POST /apps/{app}/run`: a one-off container on the app's current release.
@@ -431,5 +492,7 @@ pub struct LogLine {
 pub enum LogEvent {
     Line(LogLine),
     /// Lines this follower missed because it read too slowly.
-    Dropped { count: u64 },
+    Dropped {
+        count: u64,
+    },
 }

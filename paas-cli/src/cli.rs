@@ -68,6 +68,16 @@ pub enum Command {
     Buildpacks(BuildpacksCmd),
     /// Stacks apps run on: list them, or import a root filesystem tarball as a new one.
     Stacks(StacksCmd),
+    /// List an app's instances: state, release, uptime, restarts, address and health.
+    Ps(AppArg),
+    /// Restart an app's instances without downtime: replacements get ready before the old
+    /// ones are drained and stopped.
+    Restart(AppArg),
+    /// Roll back: a new release with an earlier release's build and config, rolled out.
+    Rollback(RollbackArgs),
+    /// Show or set health checks per process type (they gate routing and replace stuck
+    /// instances).
+    Checks(ChecksCmd),
     /// Run a one-off command in a fresh container with the app's config (like `heroku run`).
     /// One argument is a shell command line; several are an argv. Exits with the command's status.
     Run(RunArgs),
@@ -227,6 +237,80 @@ pub struct DomainArgs {
     pub name: String,
     /// Domain name, e.g. www.example.com.
     pub domain: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// App name.
+    pub name: String,
+    /// Release to go back to (e.g. v3); default: the one before the current release.
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct ChecksCmd {
+    #[command(subcommand)]
+    pub command: Option<ChecksSub>,
+    /// App name.
+    #[arg(required = true)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChecksSub {
+    /// Show the checks in force per process type and where they come from.
+    List(AppArg),
+    /// Set the check of a process type (over app.json's); used from the next rollout.
+    Set(ChecksSetArgs),
+    /// Remove a check set here: app.json's or the default applies again.
+    Clear(ChecksClearArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Without --path the check is a TCP connect to the port. startup and readiness checks must \
+pass before an instance gets traffic (a deploy fails if they never do, and the old release \
+keeps serving); liveness checks keep running and replace an instance that fails them \
+--attempts times in a row. Default for web: a TCP connect to $PORT within 60 s.")]
+pub struct ChecksSetArgs {
+    /// App name.
+    pub name: String,
+    /// Process type, e.g. web.
+    pub process_type: String,
+    /// HTTP path to GET (2xx or 3xx passes).
+    #[arg(long)]
+    pub path: Option<String>,
+    /// startup, readiness or liveness.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub kind: Option<String>,
+    /// Port inside the instance (default: $PORT, 5000).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Seconds one attempt may take (default 5).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Attempts before the check fails (default 60; liveness 3).
+    #[arg(long)]
+    pub attempts: Option<u32>,
+    /// Seconds between attempts (default 1; liveness 10).
+    #[arg(long, value_name = "SECS")]
+    pub wait: Option<u64>,
+    /// Seconds before the first attempt.
+    #[arg(long, value_name = "SECS")]
+    pub initial_delay: Option<u64>,
+    /// Text the response body must contain.
+    #[arg(long)]
+    pub content: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ChecksClearArgs {
+    /// App name.
+    pub name: String,
+    /// Process type, e.g. web.
+    pub process_type: String,
 }
 
 #[derive(Debug, Args)]

@@ -53,6 +53,47 @@ pub struct FileConfig {
     /// Limits on uploads and builds (`[build]`).
     #[serde(default)]
     pub build: BuildConfig,
+    /// How instances run, restart and are replaced (`[instances]`).
+    #[serde(default)]
+    pub instances: InstanceConfig,
+}
+
+/// `[instances]`: what one app instance may use and how the supervisor treats it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct InstanceConfig {
+    /// Memory of one instance (no swap); Heroku's standard dyno has 512 MB.
+    pub memory_mb: u64,
+    /// CPU quota of one instance, in % of one CPU.
+    pub cpu_percent: u32,
+    pub pids: u64,
+    /// After SIGTERM, how long an instance may take to exit before SIGKILL.
+    pub grace_secs: u64,
+    /// How long a stopping web instance may take to finish its in-flight requests.
+    pub drain_secs: u64,
+    /// First restart delay after a crash; doubles with each crash in a row.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_secs: u64,
+    /// After this many crashes in a row an instance is left `crashed`.
+    pub crash_limit: u32,
+    /// An instance that ran this long before exiting starts a fresh crash count.
+    pub crash_reset_secs: u64,
+}
+
+impl Default for InstanceConfig {
+    fn default() -> InstanceConfig {
+        InstanceConfig {
+            memory_mb: 512,
+            cpu_percent: 100,
+            pids: 512,
+            grace_secs: 30,
+            drain_secs: 30,
+            backoff_initial_ms: 1000,
+            backoff_max_secs: 300,
+            crash_limit: 5,
+            crash_reset_secs: 60,
+        }
+    }
 }
 
 /// `[build]`: what one deploy may use. Defaults suit a small VPS.
@@ -136,6 +177,7 @@ pub struct Config {
     pub stacks: std::collections::BTreeMap<String, PathBuf>,
     pub buildpacks_dir: PathBuf,
     pub build: BuildConfig,
+    pub instances: InstanceConfig,
     pub max_stack_mb: u64,
 }
 
@@ -207,6 +249,7 @@ impl Config {
                 .or(file.buildpacks_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_BUILDPACKS_DIR)),
             build: file.build,
+            instances: file.instances,
             max_stack_mb: file.max_stack_mb.unwrap_or(4096),
             state_dir,
         })

@@ -10,6 +10,7 @@ pub mod runtime;
 pub mod secrets;
 pub mod stacks;
 pub mod store;
+pub mod supervisor;
 
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
@@ -98,6 +99,26 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if !config.buildpacks_dir.is_dir() {
         tracing::warn!(dir = %config.buildpacks_dir.display(), "built-in buildpacks not found; builds need buildpacks_dir");
     }
+    // Failed releases left pending by a stop mid-rollout never ran.
+    store.tx(store::releases::fail_pending).await?;
+    let hooks = supervisor::Hooks {
+        publish: Arc::new(|table: Vec<supervisor::RoutedApp>| {
+            tracing::debug!(apps = table.len(), "route table published");
+        }),
+        inflight: Arc::new(|_| 0),
+        log: Arc::new(|app: &str, line: paas_api::LogLine| {
+            tracing::info!(%app, process = %line.process, "{}", line.line);
+        }),
+    };
+    let supervisor = supervisor::Supervisor::new(
+        Arc::clone(&runtime),
+        store.clone(),
+        apps.clone(),
+        build::slug::Slugs::new(&config.state_dir),
+        hooks,
+        config.base_domain.clone(),
+        config.instances.clone(),
+    );
     let builds = build::Builds::new(
         apps.clone(),
         store.clone(),
@@ -105,6 +126,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         config.build.clone(),
         config.buildpacks_dir.clone(),
         config.state_dir.clone(),
+        supervisor.clone(),
     );
     builds.recover().await?;
     let stacks = stacks::Stacks::new(
@@ -119,6 +141,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         store,
         runtime: Arc::clone(&runtime),
         builds,
+        supervisor: supervisor.clone(),
+        router_addr: None,
         limits: api::body::Limits {
             max_body_bytes: config.max_body_bytes,
             max_json_depth: config.max_json_depth,
@@ -137,10 +161,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     // Containers go first when the signal comes: attached `paas run` streams then end with
     // their exit instead of holding the drain open for its whole timeout.
     let stopping = Arc::clone(&runtime);
+    let stopping_sup = supervisor.clone();
     let shutdown = async move {
         shutdown.await;
+        stopping_sup.shutdown().await;
         let _ = tokio::task::spawn_blocking(move || stopping.shutdown()).await;
     };
+    {
+        let supervisor = supervisor.clone();
+        tokio::spawn(async move { supervisor.start_all().await });
+    }
     api::serve(listener, state, shutdown).await;
     drop(socket_guard);
     // Again: a request that raced the signal may have started one more.

@@ -3,6 +3,8 @@
 //! guards even when a test panics. Binaries come from the workspace target dir, so run
 //! `cargo build --workspace` first (the README test command does).
 
+pub mod load;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -605,4 +607,84 @@ pub fn http_get(addr: &str) -> Option<String> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     Some(out)
+}
+
+impl Daemon {
+    /// The router's address (paasd listens on a free loopback port in tests).
+    pub fn router(&self) -> std::net::SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(a) = self
+                .api_health()
+                .and_then(|v| v.get("router").and_then(|r| r.as_str()).map(str::to_string))
+                .and_then(|a| a.parse().ok())
+            {
+                return a;
+            }
+            assert!(Instant::now() < deadline, "paasd reports no router address");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `GET /api/v1/health` over the socket.
+    pub fn api_health(&self) -> Option<serde_json::Value> {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(self.socket()).ok()?;
+        s.write_all(b"GET /api/v1/health HTTP/1.0\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        serde_json::from_str(out.split_once("\r\n\r\n")?.1).ok()
+    }
+
+    /// `GET path` through the router with `Host: host`: (status, headers, body).
+    pub fn http(&self, host: &str, path: &str) -> (u16, String, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.router()).expect("connect to the router");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send");
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).expect("read the answer");
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, head.to_string(), body.to_string())
+    }
+}
+
+/// A copy of `examples/node-hello` whose answer names its version (`GREETING`, default
+/// `version`) and the instance (`DYNO`), to tell releases and instances apart.
+pub fn node_app(version: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("paas-app-")
+        .tempdir()
+        .expect("temp dir");
+    let src = repo_root().join("examples/node-hello");
+    for f in ["package.json", "package-lock.json", "server.js"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).expect("copy the example");
+    }
+    let server = std::fs::read_to_string(dir.path().join("server.js")).expect("read");
+    let server = server
+        .replace(
+            "const VERSION = 'v1';",
+            &format!("const VERSION = process.env.GREETING || '{version}';"),
+        )
+        .replace(
+            "body = `Hello from ${NAME} ${VERSION} (up ${ms(Date.now() - started)})\\n`;",
+            "body = `Hello from ${NAME} ${VERSION} on ${process.env.DYNO}\\n`;",
+        );
+    assert!(
+        server.contains("process.env.DYNO"),
+        "server.js changed; update node_app()"
+    );
+    std::fs::write(dir.path().join("server.js"), server).expect("write");
+    dir
 }

@@ -4,9 +4,11 @@
 
 pub mod apps;
 pub mod buildpacks;
+pub mod checks;
 pub mod deploy;
 pub mod domains;
 pub mod env;
+pub mod ps;
 pub mod releases;
 pub mod run;
 pub mod scale;
@@ -21,7 +23,7 @@ use serde_json::Value;
 
 use crate::args::UsageError;
 use crate::cli::{
-    AppsSub, BuildpacksSub, Cli, Command, DomainsSub, EnvSub, ReleasesSub, StacksSub,
+    AppsSub, BuildpacksSub, ChecksSub, Cli, Command, DomainsSub, EnvSub, ReleasesSub, StacksSub,
 };
 
 /// What every command needs: the daemon handle and the output mode.
@@ -60,6 +62,15 @@ pub async fn run(cli: Cli) -> Result<()> {
         },
         Command::Scale(a) => scale::scale(&ctx, a).await,
         Command::Run(a) => run::run(&ctx, a).await,
+        Command::Ps(a) => ps::ps(&ctx, &a.name).await,
+        Command::Restart(a) => ps::restart(&ctx, &a.name).await,
+        Command::Rollback(a) => ps::rollback(&ctx, a).await,
+        Command::Checks(c) => match c.command {
+            None => checks::list(&ctx, &required(c.name)?).await,
+            Some(ChecksSub::List(a)) => checks::list(&ctx, &a.name).await,
+            Some(ChecksSub::Set(a)) => checks::set(&ctx, a).await,
+            Some(ChecksSub::Clear(a)) => checks::clear(&ctx, a).await,
+        },
         Command::Releases(r) => match r.command {
             None => releases::list(&ctx, &required(r.name)?).await,
             Some(ReleasesSub::List(a)) => releases::list(&ctx, &a.name).await,

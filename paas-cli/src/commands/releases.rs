@@ -177,6 +177,9 @@ fn info_pairs(r: &Release) -> Vec<(&'static str, String)> {
             ),
         ),
     ];
+    if !r.rollout.is_empty() {
+        pairs.push(("rollout", timings(&r.rollout)));
+    }
     let Some(d) = &r.deployment else {
         pairs.push(("deployment", "none (no source deployed yet)".to_owned()));
         return pairs;
@@ -222,12 +225,16 @@ fn phases(d: &Deployment) -> String {
     if d.phases.is_empty() {
         return "none recorded".to_owned();
     }
-    let mut rows: Vec<(String, String)> = d
-        .phases
+    timings(&d.phases)
+}
+
+fn timings(phases: &[paas_api::PhaseTiming]) -> String {
+    let mut rows: Vec<(String, String)> = phases
         .iter()
         .map(|p| (p.phase.to_string(), output::duration_ms(p.ms)))
         .collect();
-    rows.push(("total".to_owned(), output::duration_ms(total_ms(d))));
+    let total: u64 = phases.iter().map(|p| p.ms).sum();
+    rows.push(("total".to_owned(), output::duration_ms(total)));
     let name_width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
     let time_width = rows.iter().map(|(_, t)| t.len()).max().unwrap_or(0);
     rows.iter()

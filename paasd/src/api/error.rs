@@ -135,3 +135,23 @@ impl From<crate::stacks::StackError> for ApiError {
         ApiError::new(status, code, e.to_string())
     }
 }
+
+impl From<crate::supervisor::SupervisorError> for ApiError {
+    fn from(e: crate::supervisor::SupervisorError) -> ApiError {
+        use crate::supervisor::SupervisorError as S;
+        let e = match e {
+            S::App(a) => return a.into(),
+            other => other,
+        };
+        let (status, code) = match &e {
+            S::App(_) | S::Store(_) => {
+                return ApiError::internal("supervising instances failed", &e)
+            }
+            S::NotDeployed(_) => (StatusCode::CONFLICT, "not_deployed"),
+            S::RolloutFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "rollout_failed"),
+            S::InvalidCheck(_) => (StatusCode::BAD_REQUEST, "invalid_check"),
+            S::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}

@@ -24,6 +24,9 @@ pub struct State {
     pub store: crate::store::Store,
     pub runtime: Arc<crate::runtime::Runtime>,
     pub builds: crate::build::Builds,
+    pub supervisor: crate::supervisor::Supervisor,
+    /// Where the HTTP router listens (known once it is bound).
+    pub router_addr: Option<std::net::SocketAddr>,
     pub stacks: crate::stacks::Stacks,
     pub limits: body::Limits,
     pub started: Instant,

@@ -64,13 +64,16 @@ async fn dispatch(
             status: "ok".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             uptime_secs: state.started.elapsed().as_secs(),
+            router: state.router_addr.map(|a| a.to_string()),
         }),
         (["health"], _) => Err(not_allowed("GET")),
 
         (["apps"], &Method::GET) => ok(&apps.list().await?),
         (["apps"], &Method::POST) => {
             let body: paas_api::CreateApp = read_json(req, limits).await?;
-            created(&apps.create(body).await?)
+            let app = apps.create(body).await?;
+            state.supervisor.routes_changed().await;
+            created(&app)
         }
         (["apps"], _) => Err(not_allowed("GET, POST")),
 
@@ -97,7 +100,10 @@ async fn dispatch(
             match (tail, &m) {
                 ([], &Method::GET) => ok(&apps.info(app).await?),
                 ([], &Method::DELETE) => {
+                    apps.info(app.clone()).await?;
+                    state.supervisor.stop_app(&app).await;
                     apps.destroy(app.clone()).await?;
+                    state.supervisor.routes_changed().await;
                     state.builds.forget(&app);
                     no_content()
                 }
@@ -106,31 +112,62 @@ async fn dispatch(
                 (["env"], &Method::GET) => ok(&apps.env(app, reveal).await?),
                 (["env"], &Method::PATCH) => {
                     let body = read_json(req, limits).await?;
-                    ok(&apps.patch_env(app, body).await?)
+                    let changed = apps.patch_env(app.clone(), body).await?;
+                    roll_config(state, app, changed).await
                 }
                 (["env"], &Method::PUT) => {
                     let body = read_json(req, limits).await?;
-                    ok(&apps.replace_env(app, body).await?)
+                    let changed = apps.replace_env(app.clone(), body).await?;
+                    roll_config(state, app, changed).await
                 }
                 (["env"], _) => Err(not_allowed("GET, PUT, PATCH")),
 
                 (["domains"], &Method::GET) => ok(&apps.domains(app).await?),
                 (["domains"], &Method::POST) => {
                     let body: paas_api::AddDomain = read_json(req, limits).await?;
-                    created(&apps.add_domain(app, body.domain).await?)
+                    let domain = apps.add_domain(app, body.domain).await?;
+                    state.supervisor.routes_changed().await;
+                    created(&domain)
                 }
                 (["domains"], _) => Err(not_allowed("GET, POST")),
                 (["domains", domain], &Method::DELETE) => {
                     apps.remove_domain(app, domain.to_string()).await?;
+                    state.supervisor.routes_changed().await;
                     no_content()
                 }
                 (["domains", _], _) => Err(not_allowed("DELETE")),
 
                 (["scale"], &Method::POST) => {
                     let body = read_json(req, limits).await?;
-                    ok(&apps.scale(app, body).await?)
+                    ok(&state.supervisor.scale(app, body).await?)
                 }
                 (["scale"], _) => Err(not_allowed("POST")),
+
+                (["ps"] | ["health"], &Method::GET) => ok(&state.supervisor.ps(app).await?),
+                (["ps"] | ["health"], _) => Err(not_allowed("GET")),
+
+                (["restart"], &Method::POST) => ok(&state.supervisor.restart(app).await?),
+                (["restart"], _) => Err(not_allowed("POST")),
+
+                (["rollback"], &Method::POST) => {
+                    let body: paas_api::RollbackRequest = read_json(req, limits).await?;
+                    let to = body.release.as_deref().map(version_param).transpose()?;
+                    ok(&state.supervisor.rollback(app, to).await?)
+                }
+                (["rollback"], _) => Err(not_allowed("POST")),
+
+                (["checks"], &Method::GET) => ok(&state.supervisor.checks(app).await?),
+                (["checks"], _) => Err(not_allowed("GET")),
+                (["checks", ptype], &Method::PUT) => {
+                    let ptype = ptype.to_string();
+                    let body: paas_api::HealthCheck = read_json(req, limits).await?;
+                    ok(&state.supervisor.set_check(app, ptype, Some(body)).await?)
+                }
+                (["checks", ptype], &Method::DELETE) => {
+                    let ptype = ptype.to_string();
+                    ok(&state.supervisor.set_check(app, ptype, None).await?)
+                }
+                (["checks", _], _) => Err(not_allowed("PUT, DELETE")),
 
                 (["releases"], &Method::GET) => ok(&apps.releases(app).await?),
                 (["releases"], _) => Err(not_allowed("GET")),
@@ -182,6 +219,19 @@ async fn dispatch(
         }
         _ => Err(not_found(&req)),
     }
+}
+
+/// A config change made a release: it is rolled out before the answer, so `paas env set`
+/// returns once the new config serves (or says why it could not).
+async fn roll_config(
+    state: &State,
+    app: String,
+    changed: paas_api::EnvChanged,
+) -> Result<Response<Body>, ApiError> {
+    if let Some(r) = &changed.release {
+        state.supervisor.config_changed(app, r.version).await?;
+    }
+    ok(&changed)
 }
 
 /// App names in paths are validated like in bodies, so `..` or `%2F` never reach a service.

@@ -4,9 +4,11 @@
 //! (it composes `store` queries inside one transaction).
 
 mod releases;
+mod running;
 pub mod validate;
 
 pub use releases::{BuildContext, RunTarget};
+pub use running::{default_quantity, RouteInfo, Runnable};
 
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
@@ -227,15 +229,7 @@ impl Apps {
                         env: env_view(current, false),
                     });
                 }
-                for key in current.keys().filter(|k| !next.contains_key(*k)) {
-                    store::config_vars::delete(tx, app.id, key)?;
-                }
-                for (key, value) in next.iter().filter(|(k, v)| current.get(*k) != Some(v)) {
-                    let sealed = this
-                        .secrets
-                        .seal(&var_context(app.id, key), value.as_bytes())?;
-                    store::config_vars::put(tx, app.id, key, &sealed)?;
-                }
+                this.put_vars(tx, &app, &next)?;
                 let description = describe_change(&current, &next);
                 // A config change runs what the current release runs, with the new config.
                 let runs = store::releases::current(tx, app.id)?
@@ -371,6 +365,26 @@ impl Apps {
             domains,
             urls,
         })
+    }
+
+    /// Makes the app's config vars exactly `next` (only changed keys are written).
+    fn put_vars(
+        &self,
+        tx: &Tx<'_>,
+        app: &AppRow,
+        next: &BTreeMap<String, String>,
+    ) -> Result<(), AppError> {
+        let current = self.load_vars(tx, app)?;
+        for key in current.keys().filter(|k| !next.contains_key(*k)) {
+            store::config_vars::delete(tx, app.id, key)?;
+        }
+        for (key, value) in next.iter().filter(|(k, v)| current.get(*k) != Some(v)) {
+            let sealed = self
+                .secrets
+                .seal(&var_context(app.id, key), value.as_bytes())?;
+            store::config_vars::put(tx, app.id, key, &sealed)?;
+        }
+        Ok(())
     }
 
     fn load_vars(&self, tx: &Tx<'_>, app: &AppRow) -> Result<BTreeMap<String, String>, AppError> {

@@ -102,6 +102,7 @@ impl Apps {
             config_keys: r.config_keys.clone(),
             process_types: r.runs.process_types.clone(),
             deployment,
+            rollout: r.rollout.clone(),
         })
     }
 
@@ -236,7 +237,7 @@ fn release_row(tx: &Tx<'_>, app: &AppRow, version: u32) -> Result<ReleaseRow, Ap
 }
 
 /// Binds a release's sealed config to its app and version.
-fn release_context(app_id: i64, version: u32) -> String {
+pub(super) fn release_context(app_id: i64, version: u32) -> String {
     format!("release:{app_id}:{version}")
 }
 

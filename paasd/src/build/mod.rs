@@ -77,6 +77,8 @@ struct Inner {
     buildpacks_dir: PathBuf,
     state_dir: PathBuf,
     slugs: slug::Slugs,
+    /// Rolls a built release out.
+    supervisor: crate::supervisor::Supervisor,
     /// Apps with a deploy in progress: who started it and when.
     busy: Mutex<HashMap<String, (String, Instant)>>,
 }
@@ -138,10 +140,12 @@ impl Builds {
         cfg: BuildConfig,
         buildpacks_dir: PathBuf,
         state_dir: PathBuf,
+        supervisor: crate::supervisor::Supervisor,
     ) -> Builds {
         Builds {
             inner: Arc::new(Inner {
                 slugs: slug::Slugs::new(&state_dir),
+                supervisor,
                 apps,
                 store,
                 runtime,
@@ -421,7 +425,39 @@ impl Build {
         self.compile(&mounts, &chosen).await?;
         let process_types = self.process_types(&mounts, &chosen).await?;
         let slug_id = self.slug(&mounts).await?;
-        self.release(slug_id, process_types).await
+        let release = self.release(slug_id, process_types).await?;
+        self.rollout(release.version).await
+    }
+
+    /// Starts the release's instances, switches traffic to them and stops the old ones;
+    /// the rollout's lines and phase timings become part of the deploy.
+    async fn rollout(&mut self, version: u32) -> Result<api::Release, Failure> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let supervisor = self.inner.supervisor.clone();
+        let app = self.app.clone();
+        // Its own task: a rollout, once begun, finishes whatever happens to this one.
+        let task = tokio::spawn(async move { supervisor.rollout(&app, version, Some(tx)).await });
+        while let Some(line) = rx.recv().await {
+            self.line(line).await;
+        }
+        let phases = task
+            .await
+            .map_err(Failure::internal)?
+            .map_err(|e| Failure::new("rollout_failed", e.to_string()))?;
+        for p in phases {
+            self.row.phases.push(p.clone());
+            self.emit(DeployEvent::Phase {
+                phase: p.phase,
+                ms: p.ms,
+            })
+            .await;
+        }
+        self.save().await;
+        self.inner
+            .apps
+            .release(self.app.clone(), version)
+            .await
+            .map_err(Failure::internal)
     }
 
     /// Env dir, cache dir and the buildpack copies.
@@ -756,11 +792,8 @@ impl Build {
             "Deploy {}",
             &self.row.source_sha256[..8.min(self.row.source_sha256.len())]
         );
-        let status = if release_cmd.is_some() {
-            ReleaseStatus::Pending
-        } else {
-            ReleaseStatus::Succeeded
-        };
+        // Pending until its rollout settles it.
+        let status = ReleaseStatus::Pending;
         let (release, config) = self
             .inner
             .apps
@@ -781,20 +814,16 @@ impl Build {
             .await;
         let verdict = self.release_phase(slug_id, &config, &command).await;
         self.phase(DeployPhase::ReleasePhase, t).await;
-        let status = if verdict.is_ok() {
-            ReleaseStatus::Succeeded
-        } else {
-            ReleaseStatus::Failed
-        };
-        let settled = self
-            .inner
-            .apps
-            .settle_release(self.app.clone(), release.version, status)
-            .await
-            .map_err(Failure::internal)?;
+        if verdict.is_err() {
+            self.inner
+                .apps
+                .settle_release(self.app.clone(), release.version, ReleaseStatus::Failed)
+                .await
+                .map_err(Failure::internal)?;
+        }
         verdict?;
         self.gc().await;
-        Ok(settled)
+        Ok(release)
     }
 
     async fn release_phase(

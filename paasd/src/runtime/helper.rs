@@ -375,6 +375,11 @@ fn pump(
                     Ok(n) if n > 0 => {
                         if let Ok(ToHelper::Signal { signal }) = serde_json::from_str(&line) {
                             if let Ok(sig) = Signal::try_from(signal) {
+                                // The container's first process is its namespace's init: the
+                                // kernel drops signals it has no handler for (a `bash -c`
+                                // running the app has none for SIGTERM). Its process group
+                                // (it called setsid) holds the app too, which does get it.
+                                let _ = kill(Pid::from_raw(-child.as_raw()), sig);
                                 let _ = kill(child, sig);
                             }
                         }

@@ -83,6 +83,17 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE releases ADD COLUMN process_types TEXT NOT NULL DEFAULT '{}';
     ALTER TABLE releases ADD COLUMN deployment_id INTEGER REFERENCES deployments(id);
     "#,
+    // 4: health checks set with `paas checks set` (over app.json's), and how each release's
+    // rollout went (start, ready, switch, drain durations).
+    r#"
+    CREATE TABLE checks (
+        app_id        INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        process_type  TEXT NOT NULL,
+        spec          TEXT NOT NULL,
+        PRIMARY KEY (app_id, process_type)
+    );
+    ALTER TABLE releases ADD COLUMN rollout TEXT NOT NULL DEFAULT '[]';
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

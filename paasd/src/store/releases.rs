@@ -16,6 +16,8 @@ pub struct ReleaseRow {
     pub config_keys: Vec<String>,
     pub created_at: i64,
     pub runs: Runs,
+    /// How its rollout went: start, ready, switch and drain durations (empty until then).
+    pub rollout: Vec<paas_api::PhaseTiming>,
 }
 
 /// What a release runs: carried over unchanged by config-only releases.
@@ -35,7 +37,7 @@ pub struct NewRelease<'a> {
 }
 
 const COLUMNS: &str = "version, description, status, config, config_keys, created_at, slug_id, \
-                       process_types, deployment_id";
+                       process_types, deployment_id, rollout";
 
 fn status_str(s: ReleaseStatus) -> &'static str {
     match s {
@@ -75,6 +77,10 @@ fn row(r: &Row<'_>) -> rusqlite::Result<ReleaseRow> {
                 serde_json::from_str(&t).map_err(|e| bad(format!("release process_types: {e}")))?
             },
             deployment_id: r.get(8)?,
+        },
+        rollout: {
+            let t: String = r.get(9)?;
+            serde_json::from_str(&t).map_err(|e| bad(format!("release rollout: {e}")))?
         },
     })
 }
@@ -124,6 +130,7 @@ pub fn insert(
         config_keys: new.config_keys.to_vec(),
         created_at: now,
         runs: new.runs.clone(),
+        rollout: Vec::new(),
     })
 }
 
@@ -175,6 +182,31 @@ pub fn set_status(
         params![app_id, version, status_str(status)],
     )?;
     Ok(())
+}
+
+/// Records how a release's rollout went.
+pub fn set_rollout(
+    tx: &Tx<'_>,
+    app_id: i64,
+    version: u32,
+    phases: &[paas_api::PhaseTiming],
+) -> Result<(), StoreError> {
+    let json = serde_json::to_string(phases)
+        .map_err(|e| StoreError::Corrupt(format!("rollout phases: {e}")))?;
+    tx.execute(
+        "UPDATE releases SET rollout = ?3 WHERE app_id = ?1 AND version = ?2",
+        params![app_id, version, json],
+    )?;
+    Ok(())
+}
+
+/// Releases left `pending` by a paasd that stopped mid-rollout (or mid release phase) never
+/// ran: they are failed, so the newest succeeded release is the one that runs.
+pub fn fail_pending(tx: &Tx<'_>) -> Result<usize, StoreError> {
+    Ok(tx.execute(
+        "UPDATE releases SET status = 'failed' WHERE status = 'pending'",
+        [],
+    )?)
 }
 
 /// Slugs that the newest `keep` releases, and the current release, run: garbage collection

@@ -1,0 +1,344 @@
+//! Health checks: which checks a process type gets (set with `paas checks set`, else the
+//! slug's `app.json` `healthchecks` in dokku's format, else the default TCP connect for
+//! `web`), and probing an instance once. Must not decide what a failure leads to: the
+//! instance task does.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use paas_api::HealthCheck;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The port every instance listens on (`PORT`).
+pub const APP_PORT: u16 = 5000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Must pass before the instance gets traffic (dokku's `startup` and `readiness`).
+    Readiness,
+    /// Checked while the instance runs; failing it `attempts` times in a row replaces it.
+    Liveness,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    Tcp,
+    Http {
+        path: String,
+        content: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub kind: Kind,
+    pub probe: Probe,
+    pub port: u16,
+    pub timeout: Duration,
+    pub attempts: u32,
+    pub wait: Duration,
+    pub initial_delay: Duration,
+}
+
+impl Check {
+    /// The default for `web`: a TCP connect to `PORT` succeeds within 60 s.
+    pub fn default_web() -> Check {
+        Check {
+            kind: Kind::Readiness,
+            probe: Probe::Tcp,
+            port: APP_PORT,
+            timeout: Duration::from_secs(2),
+            attempts: 600,
+            wait: Duration::from_millis(100),
+            initial_delay: Duration::ZERO,
+        }
+    }
+
+    /// Liveness for `web` when none is configured: the port keeps accepting (every 10 s,
+    /// three failures in a row replace the instance).
+    pub fn default_web_liveness() -> Check {
+        Check {
+            kind: Kind::Liveness,
+            probe: Probe::Tcp,
+            port: APP_PORT,
+            timeout: Duration::from_secs(5),
+            attempts: 3,
+            wait: Duration::from_secs(10),
+            initial_delay: Duration::ZERO,
+        }
+    }
+
+    /// The longest a readiness check can take before it has failed for good.
+    pub fn budget(&self) -> Duration {
+        self.initial_delay + (self.timeout + self.wait) * self.attempts
+    }
+
+    /// What it checks, for messages: `GET /health on :5000`.
+    pub fn describe(&self) -> String {
+        match &self.probe {
+            Probe::Tcp => format!("TCP connect to :{}", self.port),
+            Probe::Http { path, .. } => format!("GET {path} on :{}", self.port),
+        }
+    }
+
+    pub fn from_api(c: &HealthCheck) -> Result<Check, String> {
+        let kind = match c.kind.as_deref().unwrap_or("readiness") {
+            "startup" | "readiness" => Kind::Readiness,
+            "liveness" => Kind::Liveness,
+            other => {
+                return Err(format!(
+                    "check type '{other}': use startup, readiness or liveness"
+                ))
+            }
+        };
+        let probe = match &c.path {
+            None => Probe::Tcp,
+            Some(p)
+                if p.starts_with('/') && !p.bytes().any(|b| b.is_ascii_control() || b == b' ') =>
+            {
+                Probe::Http {
+                    path: p.clone(),
+                    content: c.content.clone(),
+                }
+            }
+            Some(p) => {
+                return Err(format!(
+                    "check path '{p}' must start with / and hold no spaces"
+                ))
+            }
+        };
+        let secs = |what: &str, v: Option<u64>, default: u64, max: u64| match v.unwrap_or(default) {
+            n if n <= max => Ok(Duration::from_secs(n)),
+            n => Err(format!("check {what} {n} s is more than {max} s")),
+        };
+        let attempts = c
+            .attempts
+            .unwrap_or(if kind == Kind::Liveness { 3 } else { 60 });
+        if !(1..=1000).contains(&attempts) {
+            return Err(format!("check attempts must be 1 to 1000, got {attempts}"));
+        }
+        let timeout = secs("timeout", c.timeout, 5, 300)?;
+        if timeout.is_zero() {
+            return Err("check timeout must be at least 1 s".into());
+        }
+        Ok(Check {
+            kind,
+            probe,
+            port: c.port.unwrap_or(APP_PORT),
+            timeout,
+            attempts,
+            wait: secs(
+                "wait",
+                c.wait,
+                if kind == Kind::Liveness { 10 } else { 1 },
+                3600,
+            )?,
+            initial_delay: secs("initialDelay", c.initial_delay, 0, 3600)?,
+        })
+    }
+}
+
+/// Where the checks in force came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Paas,
+    AppJson,
+    Default,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Paas => "paas",
+            Origin::AppJson => "app.json",
+            Origin::Default => "default",
+        }
+    }
+}
+
+/// The checks of one process type as configured: `paas checks set` (JSON list of
+/// [`HealthCheck`]) over `app.json`. Invalid entries of app.json are skipped with a note,
+/// since a deploy must not fail on an unrelated field.
+pub fn configured(
+    process_type: &str,
+    set: Option<&str>,
+    app_json: Option<&serde_json::Value>,
+) -> (Origin, Vec<HealthCheck>) {
+    if let Some(list) = set.and_then(|s| serde_json::from_str::<Vec<HealthCheck>>(s).ok()) {
+        return (Origin::Paas, list);
+    }
+    let from_json = app_json
+        .and_then(|v| v.get("healthchecks"))
+        .and_then(|h| h.get(process_type))
+        .and_then(|l| l.as_array())
+        .map(|l| l.iter().filter_map(lenient).collect::<Vec<_>>())
+        .unwrap_or_default();
+    if from_json.is_empty() {
+        (Origin::Default, Vec::new())
+    } else {
+        (Origin::AppJson, from_json)
+    }
+}
+
+/// dokku's check objects carry fields we don't use (name, uptime, listening...).
+fn lenient(v: &serde_json::Value) -> Option<HealthCheck> {
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    let n = |k: &str| v.get(k).and_then(serde_json::Value::as_u64);
+    Some(HealthCheck {
+        kind: s("type"),
+        path: s("path"),
+        port: n("port").and_then(|p| u16::try_from(p).ok()),
+        timeout: n("timeout"),
+        attempts: n("attempts").and_then(|p| u32::try_from(p).ok()),
+        wait: n("wait"),
+        initial_delay: n("initialDelay"),
+        content: s("content"),
+    })
+}
+
+/// Readiness and liveness checks in force for a process type.
+pub fn resolve(process_type: &str, configured: &[HealthCheck]) -> (Vec<Check>, Vec<String>) {
+    let mut checks = Vec::new();
+    let mut notes = Vec::new();
+    for c in configured {
+        match Check::from_api(c) {
+            Ok(c) => checks.push(c),
+            Err(e) => notes.push(format!("ignoring a {process_type} health check: {e}")),
+        }
+    }
+    if process_type == "web" {
+        if !checks.iter().any(|c| c.kind == Kind::Readiness) {
+            checks.push(Check::default_web());
+        }
+        if !checks.iter().any(|c| c.kind == Kind::Liveness) {
+            checks.push(Check::default_web_liveness());
+        }
+    }
+    (checks, notes)
+}
+
+/// `app.json` at the root of a slug's app dir, if it is there and parses.
+pub fn read_app_json(app_dir: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read(app_dir.join("app.json")).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// One attempt of `check` against the instance at `ip`.
+pub async fn probe(check: &Check, ip: Ipv4Addr, host: &str) -> Result<(), String> {
+    let addr = SocketAddr::from((ip, check.port));
+    match tokio::time::timeout(check.timeout, attempt(check, addr, host)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "{}: no answer within {} s",
+            check.describe(),
+            check.timeout.as_secs_f32()
+        )),
+    }
+}
+
+async fn attempt(check: &Check, addr: SocketAddr, host: &str) -> Result<(), String> {
+    let what = check.describe();
+    let mut conn = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("{what}: {e}"))?;
+    let Probe::Http { path, content } = &check.probe else {
+        return Ok(());
+    };
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: paas-health\r\nConnection: close\r\n\r\n"
+    );
+    conn.write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("{what}: {e}"))?;
+    // Enough for a status line and a small body; a check reads no more.
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    while buf.len() < 64 * 1024 {
+        match conn.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(format!("{what}: {e}")),
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| format!("{what}: not an HTTP response"))?;
+    if !(200..400).contains(&status) {
+        return Err(format!("{what}: status {status}"));
+    }
+    if let Some(want) = content {
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        if !body.contains(want.as_str()) {
+            return Err(format!("{what}: the body does not contain '{want}'"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn web_gets_default_checks_and_app_json_is_lenient() {
+        let (checks, notes) = resolve("web", &[]);
+        assert_eq!(
+            checks,
+            vec![Check::default_web(), Check::default_web_liveness()]
+        );
+        assert!(notes.is_empty());
+        assert!(resolve("worker", &[]).0.is_empty());
+
+        let json: serde_json::Value = serde_json::from_str(
+            r#"{"healthchecks":{"web":[{"type":"startup","name":"x","path":"/health","attempts":5,"wait":2,"uptime":3}]}}"#,
+        )
+        .expect("json");
+        let (origin, list) = configured("web", None, Some(&json));
+        assert_eq!(origin, Origin::AppJson);
+        let (checks, _) = resolve("web", &list);
+        assert_eq!(
+            checks[0].probe,
+            Probe::Http {
+                path: "/health".into(),
+                content: None
+            }
+        );
+        assert_eq!(checks[0].attempts, 5);
+        assert_eq!(checks[0].wait, Duration::from_secs(2));
+        assert_eq!(checks.len(), 2, "default liveness added");
+
+        let set = r#"[{"path":"/ready","timeout":3}]"#;
+        let (origin, list) = configured("web", Some(set), Some(&json));
+        assert_eq!(origin, Origin::Paas);
+        assert_eq!(list[0].path.as_deref(), Some("/ready"));
+    }
+
+    #[test]
+    fn bad_checks_are_refused_with_reasons() {
+        let bad = |c: HealthCheck| Check::from_api(&c).expect_err("refused");
+        assert!(bad(HealthCheck {
+            kind: Some("sometimes".into()),
+            ..Default::default()
+        })
+        .contains("startup"));
+        assert!(bad(HealthCheck {
+            path: Some("health".into()),
+            ..Default::default()
+        })
+        .contains("start with /"));
+        assert!(bad(HealthCheck {
+            attempts: Some(0),
+            ..Default::default()
+        })
+        .contains("attempts"));
+        assert!(bad(HealthCheck {
+            timeout: Some(0),
+            ..Default::default()
+        })
+        .contains("timeout"));
+    }
+}

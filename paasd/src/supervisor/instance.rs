@@ -1,0 +1,459 @@
+//! One instance (`web.1`) for its whole life: start its container, pass its output to the
+//! log stream, run its readiness and liveness checks, restart it with backoff when it exits,
+//! give up when it keeps crashing, and stop it gracefully (drain, SIGTERM, grace, SIGKILL)
+//! when told to. Must not decide how many instances run or which are routed: the
+//! supervisor does, from what this reports.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use paas_api::{HealthState, InstanceInfo, InstanceState, LogSource};
+use tokio::sync::watch;
+
+use super::backoff::Next;
+use super::health::{self, Check, Kind, APP_PORT};
+use super::Ctx;
+use crate::runtime::cgroups::Limits;
+use crate::runtime::{FromHelper, Networking, RunSpec};
+
+/// How far an instance got, for whoever waits for it (a rollout, a scale).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    Starting,
+    /// The container runs; its readiness check has not passed yet.
+    Started,
+    Ready,
+    /// It could not start, exited or failed its readiness check before it was ready.
+    Failed(String),
+}
+
+/// What to run, the same for every restart.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub stack: String,
+    pub layers: Vec<PathBuf>,
+    pub env: Vec<(String, String)>,
+    pub command: String,
+    pub limits: Limits,
+    pub checks: Vec<Check>,
+}
+
+#[derive(Debug)]
+struct Status {
+    state: InstanceState,
+    health: HealthState,
+    started_at: Option<SystemTime>,
+    restarts: u32,
+    last_error: Option<String>,
+}
+
+/// The supervisor's view of one instance; the task owns the container.
+#[derive(Debug)]
+pub struct Handle {
+    pub app: String,
+    pub process_type: String,
+    pub index: u32,
+    pub release: u32,
+    /// Unique across restarts of paasd: the key of its address.
+    pub key: String,
+    pub ip: Ipv4Addr,
+    /// Out of the route table: being replaced, scaled away or stopped.
+    leaving: AtomicBool,
+    status: Mutex<Status>,
+    progress: watch::Sender<Progress>,
+    stop: watch::Sender<bool>,
+}
+
+impl Handle {
+    pub fn new(
+        app: &str,
+        process_type: &str,
+        index: u32,
+        release: u32,
+        key: String,
+        ip: Ipv4Addr,
+    ) -> Handle {
+        Handle {
+            app: app.to_string(),
+            process_type: process_type.to_string(),
+            index,
+            release,
+            key,
+            ip,
+            leaving: AtomicBool::new(false),
+            status: Mutex::new(Status {
+                state: InstanceState::Starting,
+                health: HealthState::Unknown,
+                started_at: None,
+                restarts: 0,
+                last_error: None,
+            }),
+            progress: watch::channel(Progress::Starting).0,
+            stop: watch::channel(false).0,
+        }
+    }
+
+    /// `web.1`.
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.process_type, self.index)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((self.ip, APP_PORT))
+    }
+
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::SeqCst)
+    }
+
+    pub fn set_leaving(&self) {
+        self.leaving.store(true, Ordering::SeqCst);
+    }
+
+    /// Ready and not leaving: the router may send it requests.
+    pub fn routable(&self) -> bool {
+        !self.is_leaving() && self.lock().state == InstanceState::Up
+    }
+
+    /// Asks the task to stop the instance (drain, SIGTERM, grace, SIGKILL).
+    pub fn request_stop(&self) {
+        self.set_leaving();
+        self.stop.send_replace(true);
+    }
+
+    pub fn progress(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
+    }
+
+    pub fn info(&self) -> InstanceInfo {
+        let s = self.lock();
+        let started = s
+            .started_at
+            .filter(|_| !matches!(s.state, InstanceState::Crashed | InstanceState::Restarting));
+        InstanceInfo {
+            name: self.name(),
+            process_type: self.process_type.clone(),
+            state: s.state,
+            release: self.release,
+            address: Some(self.addr().to_string()),
+            started_at: started.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+            uptime_secs: started
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .map(|d| d.as_secs()),
+            restarts: s.restarts,
+            health: s.health,
+            last_error: s.last_error.clone(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_state(&self, state: InstanceState) {
+        self.lock().state = state;
+    }
+}
+
+enum Outcome {
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    Unhealthy(String),
+    Stop,
+}
+
+/// Runs the instance until it is told to stop; then frees its address and leaves the
+/// supervisor's list.
+pub async fn run(ctx: Arc<Ctx>, h: Arc<Handle>, launch: Launch) {
+    let mut stop = h.stop.subscribe();
+    let mut crashes = 0u32;
+    let name = h.name();
+    loop {
+        if *stop.borrow() || ctx.shutting_down() {
+            break;
+        }
+        {
+            let mut s = h.lock();
+            s.state = InstanceState::Starting;
+            s.health = HealthState::Unknown;
+            s.started_at = Some(SystemTime::now());
+        }
+        let began = Instant::now();
+        let spec = RunSpec {
+            id: ctx.runtime.new_id(&format!("{}-{name}", h.app)),
+            argv: crate::oneoff::launch_argv(&launch.command),
+            env: launch.env.clone(),
+            net: Networking::Bridge(h.ip),
+            limits: launch.limits,
+            stack: launch.stack.clone(),
+            layers: launch.layers.clone(),
+            binds: Vec::new(),
+        };
+        let reason = match ctx.runtime.run(spec).await {
+            Err(e) => format!("{name} could not start: {e}"),
+            Ok(mut inst) => {
+                h.progress.send_replace(Progress::Started);
+                ctx.platform(&h, format!("{name} started: {}", launch.command));
+                let outcome = supervise(&ctx, &h, &mut inst, &launch.checks, &mut stop).await;
+                let reason = match outcome {
+                    Outcome::Stop => {
+                        stop_gracefully(&ctx, &h, &mut inst).await;
+                        inst.finish(false).await;
+                        ctx.platform(&h, format!("{name} stopped"));
+                        break;
+                    }
+                    Outcome::Exited { code, signal } => {
+                        let oom = inst.oom_killed();
+                        inst.finish(false).await;
+                        if oom {
+                            format!(
+                                "{name} was killed: out of memory (its limit is {} MB)",
+                                launch.limits.memory_bytes.unwrap_or(0) >> 20
+                            )
+                        } else {
+                            match (code, signal) {
+                                (Some(c), _) => format!("{name} exited with code {c}"),
+                                (_, Some(s)) => format!("{name} was killed by signal {s}"),
+                                _ => format!("{name} ended"),
+                            }
+                        }
+                    }
+                    Outcome::Unhealthy(e) => {
+                        let _ = inst.container.signal(libc::SIGKILL).await;
+                        while let Some(msg) = inst.container.next().await {
+                            if matches!(msg, FromHelper::Exited { .. }) {
+                                break;
+                            }
+                        }
+                        inst.finish(false).await;
+                        format!("{name} failed its health check ({e}); replaced")
+                    }
+                };
+                reason
+            }
+        };
+        let was_up = h.lock().state == InstanceState::Up;
+        if *h.progress.borrow() != Progress::Ready {
+            h.progress.send_replace(Progress::Failed(reason.clone()));
+        }
+        crashes = ctx.policy.count(crashes, began.elapsed());
+        {
+            let mut s = h.lock();
+            s.last_error = Some(reason.clone());
+            s.health = HealthState::Unknown;
+        }
+        if was_up {
+            ctx.routes_changed();
+        }
+        if *stop.borrow() || ctx.shutting_down() {
+            ctx.platform(&h, reason);
+            break;
+        }
+        match ctx.policy.next(crashes) {
+            Next::GiveUp => {
+                h.set_state(InstanceState::Crashed);
+                ctx.platform(
+                    &h,
+                    format!(
+                        "{reason}; it crashed {} times in a row, so it is not restarted \
+                         (`paas restart {}` or a deploy tries again)",
+                        crashes, h.app
+                    ),
+                );
+                let _ = stop.wait_for(|s| *s).await;
+                break;
+            }
+            Next::RestartIn(delay) => {
+                {
+                    let mut s = h.lock();
+                    s.state = InstanceState::Restarting;
+                    s.restarts += 1;
+                }
+                ctx.platform(
+                    &h,
+                    format!("{reason}; restarting in {:.1} s", delay.as_secs_f32()),
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
+        }
+    }
+    ctx.instance_gone(&h).await;
+}
+
+/// Passes output on and runs the checks until the container exits, fails a check or is
+/// told to stop.
+async fn supervise(
+    ctx: &Arc<Ctx>,
+    h: &Arc<Handle>,
+    inst: &mut crate::runtime::Instance,
+    checks: &[Check],
+    stop: &mut watch::Receiver<bool>,
+) -> Outcome {
+    let host = format!("{}.{}", h.app, ctx.base_domain);
+    let readiness: Vec<Check> = checks
+        .iter()
+        .filter(|c| c.kind == Kind::Readiness)
+        .cloned()
+        .collect();
+    let liveness: Option<Check> = checks.iter().find(|c| c.kind == Kind::Liveness).cloned();
+    let ready = {
+        let (h, host) = (Arc::clone(h), host.clone());
+        async move {
+            for c in &readiness {
+                tokio::time::sleep(c.initial_delay).await;
+                let mut last = String::new();
+                let mut passed = false;
+                for attempt in 0..c.attempts {
+                    if attempt > 0 {
+                        tokio::time::sleep(c.wait).await;
+                    }
+                    match health::probe(c, h.ip, &host).await {
+                        Ok(()) => {
+                            passed = true;
+                            break;
+                        }
+                        Err(e) => last = e,
+                    }
+                }
+                if !passed {
+                    return Err(format!("{last} (after {} attempts)", c.attempts));
+                }
+            }
+            Ok(())
+        }
+    };
+    tokio::pin!(ready);
+    let mut is_ready = false;
+    let live = {
+        let (h, host) = (Arc::clone(h), host);
+        async move {
+            let Some(c) = liveness else {
+                return std::future::pending::<String>().await;
+            };
+            tokio::time::sleep(c.initial_delay).await;
+            let mut fails = 0;
+            loop {
+                tokio::time::sleep(c.wait).await;
+                match health::probe(&c, h.ip, &host).await {
+                    Ok(()) => {
+                        fails = 0;
+                        h.lock().health = HealthState::Passing;
+                    }
+                    Err(e) => {
+                        fails += 1;
+                        {
+                            let mut s = h.lock();
+                            s.health = HealthState::Failing;
+                            s.last_error = Some(e.clone());
+                        }
+                        if fails >= c.attempts {
+                            return format!("{e}, {fails} times in a row");
+                        }
+                    }
+                }
+            }
+        }
+    };
+    tokio::pin!(live);
+    loop {
+        tokio::select! {
+            msg = inst.container.next() => match msg {
+                Some(FromHelper::Output { line, ts_ms, .. }) => ctx.app_line(h, ts_ms, line),
+                Some(FromHelper::Exited { code, signal }) => return Outcome::Exited { code, signal },
+                Some(_) => {}
+                None => return Outcome::Exited { code: None, signal: None },
+            },
+            r = &mut ready, if !is_ready => match r {
+                Ok(()) => {
+                    is_ready = true;
+                    {
+                        let mut s = h.lock();
+                        s.state = InstanceState::Up;
+                        s.health = HealthState::Passing;
+                    }
+                    h.progress.send_replace(Progress::Ready);
+                    ctx.routes_changed();
+                }
+                Err(e) => {
+                    {
+                        let mut s = h.lock();
+                        s.health = HealthState::Failing;
+                        s.last_error = Some(e.clone());
+                    }
+                    h.progress.send_replace(Progress::Failed(format!(
+                        "{} did not pass its readiness check: {e}",
+                        h.name()
+                    )));
+                    return Outcome::Unhealthy(e);
+                }
+            },
+            e = &mut live, if is_ready => return Outcome::Unhealthy(e),
+            _ = stop.wait_for(|s| *s) => return Outcome::Stop,
+        }
+    }
+}
+
+/// Drain (the router no longer sends it requests; wait for those in flight), SIGTERM,
+/// the grace period, SIGKILL. Output keeps flowing to the log meanwhile.
+async fn stop_gracefully(ctx: &Arc<Ctx>, h: &Arc<Handle>, inst: &mut crate::runtime::Instance) {
+    h.set_state(InstanceState::Draining);
+    let addr = h.addr();
+    let drain_until = Instant::now() + ctx.cfg_drain;
+    while (ctx.hooks.inflight)(addr) > 0 && Instant::now() < drain_until {
+        tokio::select! {
+            msg = inst.container.next() => match msg {
+                Some(FromHelper::Output { line, ts_ms, .. }) => ctx.app_line(h, ts_ms, line),
+                Some(FromHelper::Exited { .. }) | None => return,
+                Some(_) => {}
+            },
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+    h.set_state(InstanceState::Stopping);
+    let _ = inst.container.signal(libc::SIGTERM).await;
+    let grace = tokio::time::sleep(ctx.cfg_grace);
+    tokio::pin!(grace);
+    let mut killed = false;
+    loop {
+        tokio::select! {
+            msg = inst.container.next() => match msg {
+                Some(FromHelper::Output { line, ts_ms, .. }) => ctx.app_line(h, ts_ms, line),
+                Some(FromHelper::Exited { .. }) | None => return,
+                Some(_) => {}
+            },
+            () = &mut grace, if !killed => {
+                killed = true;
+                ctx.platform(h, format!(
+                    "{} did not exit within {} s of SIGTERM; sending SIGKILL",
+                    h.name(),
+                    ctx.cfg_grace.as_secs()
+                ));
+                let _ = inst.container.signal(libc::SIGKILL).await;
+            }
+        }
+    }
+}
+
+/// An app's output line as a log line.
+pub fn log_line(h: &Handle, ts_ms: u64, line: String) -> paas_api::LogLine {
+    let ts = if ts_ms == 0 {
+        SystemTime::now()
+    } else {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(ts_ms)
+    };
+    paas_api::LogLine {
+        ts: humantime::format_rfc3339_millis(ts).to_string(),
+        source: LogSource::App,
+        process: h.name(),
+        release: Some(h.release),
+        line,
+    }
+}

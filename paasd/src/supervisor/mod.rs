@@ -1,0 +1,483 @@
+//! The supervisor: desired state (an app's current release and formation) made real as
+//! running instances, and kept so. Starts and stops instances, rolls releases out without
+//! dropping a request (start new -> ready -> switch routes -> drain old -> stop), scales,
+//! restarts, and publishes the route table the router reads. Must not speak HTTP nor SQL:
+//! it asks the app service for releases and reports through the hooks it is given.
+
+mod backoff;
+pub mod health;
+mod instance;
+mod rollout;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use paas_api as api;
+use paas_api::{LogLine, LogSource};
+use tokio::sync::{watch, Notify};
+
+use crate::apps::{AppError, Apps};
+use crate::build::slug::Slugs;
+use crate::config::InstanceConfig;
+use crate::runtime::Runtime;
+use crate::store::{self, Store, StoreError};
+
+pub use instance::Handle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error(transparent)]
+    App(#[from] AppError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("app '{0}' has nothing deployed yet: `paas deploy {0}` first")]
+    NotDeployed(String),
+    /// The new instances never got ready; the previous ones keep serving.
+    #[error("{0}")]
+    RolloutFailed(String),
+    #[error("{0}")]
+    InvalidCheck(String),
+    #[error("paasd is stopping")]
+    ShuttingDown,
+}
+
+/// One routed app: what the router needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutedApp {
+    pub app: String,
+    pub domains: Vec<String>,
+    pub upstreams: Vec<Upstream>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub instance: String,
+    pub release: u32,
+}
+
+/// How the supervisor reaches the router and the log stream (wired in `paasd::run`).
+#[derive(Clone)]
+pub struct Hooks {
+    /// Replaces the whole route table.
+    pub publish: Arc<dyn Fn(Vec<RoutedApp>) + Send + Sync>,
+    /// Requests in flight to an upstream (draining waits for 0).
+    pub inflight: Arc<dyn Fn(SocketAddr) -> usize + Send + Sync>,
+    /// Appends a line to an app's log stream; never blocks.
+    pub log: Arc<dyn Fn(&str, LogLine) + Send + Sync>,
+}
+
+/// Shared by the supervisor and its instance tasks.
+pub(crate) struct Ctx {
+    runtime: Arc<Runtime>,
+    store: Store,
+    apps: Apps,
+    slugs: Slugs,
+    hooks: Hooks,
+    base_domain: String,
+    cfg: InstanceConfig,
+    cfg_drain: Duration,
+    cfg_grace: Duration,
+    policy: backoff::Policy,
+    /// Instances by app.
+    registry: Mutex<BTreeMap<String, Arc<AppState>>>,
+    stopping: AtomicBool,
+    publish_requested: AtomicU64,
+    publish_wakeup: Arc<Notify>,
+    published: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct AppState {
+    /// Rollouts, scaling and restarts of one app happen one at a time.
+    ops: tokio::sync::Mutex<()>,
+    instances: Mutex<Vec<Arc<Handle>>>,
+}
+
+impl AppState {
+    fn list(&self) -> Vec<Arc<Handle>> {
+        self.instances
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl Ctx {
+    fn shutting_down(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    fn app_state(&self, app: &str) -> Arc<AppState> {
+        let mut r = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(r.entry(app.to_string()).or_default())
+    }
+
+    fn existing(&self, app: &str) -> Option<Arc<AppState>> {
+        let r = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        r.get(app).cloned()
+    }
+
+    fn platform(&self, h: &Handle, line: String) {
+        self.event(&h.app, Some(h.release), line);
+    }
+
+    /// A platform event in the app's log stream.
+    fn event(&self, app: &str, release: Option<u32>, line: String) {
+        tracing::info!(%app, "{line}");
+        (self.hooks.log)(
+            app,
+            LogLine {
+                ts: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                source: LogSource::Platform,
+                process: "paasd".into(),
+                release,
+                line,
+            },
+        );
+    }
+
+    fn app_line(&self, h: &Handle, ts_ms: u64, line: String) {
+        (self.hooks.log)(&h.app, instance::log_line(h, ts_ms, line));
+    }
+
+    /// Asks for the route table to be rebuilt; returns the generation that will hold it.
+    fn routes_changed(&self) -> u64 {
+        let g = self.publish_requested.fetch_add(1, Ordering::SeqCst) + 1;
+        self.publish_wakeup.notify_one();
+        g
+    }
+
+    /// Rebuilds the route table and waits until the router has it.
+    async fn publish_now(&self) {
+        let g = self.routes_changed();
+        let mut rx = self.published.subscribe();
+        let _ = rx.wait_for(|p| *p >= g).await;
+    }
+
+    async fn instance_gone(&self, h: &Arc<Handle>) {
+        if let Some(state) = self.existing(&h.app) {
+            state
+                .instances
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|x| !Arc::ptr_eq(x, h));
+        }
+        let key = h.key.clone();
+        let r = self
+            .store
+            .tx(move |tx| store::addresses::release(tx, &key))
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "could not release an instance address");
+        }
+        self.routes_changed();
+    }
+
+    async fn build_routes(&self) -> Result<Vec<RoutedApp>, AppError> {
+        let infos = self.apps.route_info().await?;
+        Ok(infos
+            .into_iter()
+            .map(|i| {
+                let upstreams = self
+                    .existing(&i.app)
+                    .map(|s| s.list())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|h| h.process_type == "web" && h.routable())
+                    .map(|h| Upstream {
+                        addr: h.addr(),
+                        instance: h.name(),
+                        release: h.release,
+                    })
+                    .collect();
+                RoutedApp {
+                    app: i.app,
+                    domains: i.domains,
+                    upstreams,
+                }
+            })
+            .collect())
+    }
+}
+
+/// The supervisor service (cheap to clone).
+#[derive(Clone)]
+pub struct Supervisor {
+    ctx: Arc<Ctx>,
+}
+
+impl Supervisor {
+    /// Starts the route publisher; nothing runs until [`Supervisor::start_all`].
+    pub fn new(
+        runtime: Arc<Runtime>,
+        store: Store,
+        apps: Apps,
+        slugs: Slugs,
+        hooks: Hooks,
+        base_domain: String,
+        cfg: InstanceConfig,
+    ) -> Supervisor {
+        let ctx = Arc::new(Ctx {
+            runtime,
+            store,
+            apps,
+            slugs,
+            hooks,
+            base_domain,
+            cfg_drain: Duration::from_secs(cfg.drain_secs),
+            cfg_grace: Duration::from_secs(cfg.grace_secs),
+            policy: backoff::Policy {
+                initial: Duration::from_millis(cfg.backoff_initial_ms),
+                max: Duration::from_secs(cfg.backoff_max_secs),
+                limit: cfg.crash_limit,
+                reset_after: Duration::from_secs(cfg.crash_reset_secs),
+            },
+            cfg,
+            registry: Mutex::new(BTreeMap::new()),
+            stopping: AtomicBool::new(false),
+            publish_requested: AtomicU64::new(0),
+            publish_wakeup: Arc::new(Notify::new()),
+            published: watch::channel(0).0,
+        });
+        let weak = Arc::downgrade(&ctx);
+        let wakeup = Arc::clone(&ctx.publish_wakeup);
+        tokio::spawn(async move {
+            loop {
+                wakeup.notified().await;
+                let Some(ctx) = weak.upgrade() else { return };
+                let g = ctx.publish_requested.load(Ordering::SeqCst);
+                match ctx.build_routes().await {
+                    Ok(table) => (ctx.hooks.publish)(table),
+                    Err(e) => tracing::error!(error = %e, "could not build the route table"),
+                }
+                ctx.published.send_replace(g);
+            }
+        });
+        Supervisor { ctx }
+    }
+
+    /// At paasd start: every app's current release at its formation.
+    pub async fn start_all(&self) {
+        self.ctx.routes_changed();
+        let names = match self.ctx.apps.names().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "could not list apps to start");
+                return;
+            }
+        };
+        for app in names {
+            if let Err(e) = self.apply_formation(&app).await {
+                tracing::warn!(%app, error = %e, "could not start the app's instances");
+            }
+        }
+    }
+
+    /// `paas ps APP`.
+    pub async fn ps(&self, app: String) -> Result<api::InstanceList, SupervisorError> {
+        self.ctx.apps.info(app.clone()).await?;
+        let mut instances: Vec<api::InstanceInfo> = self
+            .ctx
+            .existing(&app)
+            .map(|s| s.list())
+            .unwrap_or_default()
+            .iter()
+            .map(|h| h.info())
+            .collect();
+        instances.sort_by(|a, b| {
+            (&a.process_type, index_of(&a.name), a.release).cmp(&(
+                &b.process_type,
+                index_of(&b.name),
+                b.release,
+            ))
+        });
+        Ok(api::InstanceList { instances })
+    }
+
+    /// `paas scale`: stores the formation, then starts or drains and stops the difference.
+    pub async fn scale(
+        &self,
+        app: String,
+        req: api::ScaleRequest,
+    ) -> Result<api::Formation, SupervisorError> {
+        let formation = self.ctx.apps.scale(app.clone(), req).await?;
+        self.apply_formation(&app).await?;
+        Ok(formation)
+    }
+
+    /// Rolls release `version` out; see [`rollout`]. Settles its status and records the
+    /// phase timings. `progress` gets lines for a person watching the deploy.
+    pub async fn rollout(
+        &self,
+        app: &str,
+        version: u32,
+        progress: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    ) -> Result<Vec<api::PhaseTiming>, SupervisorError> {
+        rollout::rollout(&self.ctx, app, version, progress).await
+    }
+
+    /// `paas restart`: the current release rolled out again, instance by instance ready
+    /// before the old ones go.
+    pub async fn restart(&self, app: String) -> Result<api::Release, SupervisorError> {
+        let current = self
+            .ctx
+            .apps
+            .runnable(app.clone(), None)
+            .await?
+            .ok_or_else(|| SupervisorError::NotDeployed(app.clone()))?;
+        self.ctx
+            .event(&app, Some(current.version), "restart requested".into());
+        rollout::rollout(&self.ctx, &app, current.version, None).await?;
+        Ok(self.ctx.apps.release(app, current.version).await?)
+    }
+
+    /// `paas rollback APP [--to vN]`: a new release with vN's slug and config, rolled out.
+    pub async fn rollback(
+        &self,
+        app: String,
+        to: Option<u32>,
+    ) -> Result<api::Release, SupervisorError> {
+        let r = self.ctx.apps.rollback(app.clone(), to).await?;
+        self.ctx.event(
+            &app,
+            Some(r.version),
+            format!("{}: rolling out", r.description),
+        );
+        rollout::rollout(&self.ctx, &app, r.version, None).await?;
+        Ok(self.ctx.apps.release(app, r.version).await?)
+    }
+
+    /// A config change made `version`: roll it out when something runs.
+    pub async fn config_changed(&self, app: String, version: u32) -> Result<(), SupervisorError> {
+        if self
+            .ctx
+            .apps
+            .runnable(app.clone(), Some(version))
+            .await?
+            .is_none()
+        {
+            return Ok(());
+        }
+        self.ctx
+            .event(&app, Some(version), "config changed: rolling out".into());
+        rollout::rollout(&self.ctx, &app, version, None).await?;
+        Ok(())
+    }
+
+    /// Domains or the app list changed: the router's table follows.
+    pub async fn routes_changed(&self) {
+        self.ctx.publish_now().await;
+    }
+
+    /// The app is being destroyed: its instances are drained and stopped.
+    pub async fn stop_app(&self, app: &str) {
+        let Some(state) = self.ctx.existing(app) else {
+            self.ctx.publish_now().await;
+            return;
+        };
+        let _op = state.ops.lock().await;
+        rollout::stop_all(&self.ctx, state.list()).await;
+        self.ctx
+            .registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(app);
+        self.ctx.publish_now().await;
+    }
+
+    /// `GET /apps/{app}/checks`.
+    pub async fn checks(&self, app: String) -> Result<api::CheckList, SupervisorError> {
+        let current = self.ctx.apps.runnable(app.clone(), None).await?;
+        let set = self.ctx.apps.checks(app.clone()).await?;
+        let app_json = current
+            .as_ref()
+            .and_then(|r| health::read_app_json(&self.app_dir(&app, r.slug_id)));
+        let mut types: Vec<String> = current
+            .map(|r| r.formation.keys().cloned().collect())
+            .unwrap_or_default();
+        types.extend(set.keys().cloned());
+        if types.is_empty() {
+            types.push("web".into());
+        }
+        types.sort();
+        types.dedup();
+        let checks = types
+            .into_iter()
+            .map(|t| {
+                let (origin, list) =
+                    health::configured(&t, set.get(&t).map(String::as_str), app_json.as_ref());
+                (
+                    t,
+                    api::CheckInForce {
+                        origin: origin.as_str().into(),
+                        checks: list,
+                    },
+                )
+            })
+            .collect();
+        Ok(api::CheckList { checks })
+    }
+
+    /// `paas checks set APP TYPE ...` (None: back to app.json or the default). Applies from
+    /// the next rollout.
+    pub async fn set_check(
+        &self,
+        app: String,
+        process_type: String,
+        check: Option<api::HealthCheck>,
+    ) -> Result<api::CheckList, SupervisorError> {
+        let spec = match check {
+            Some(c) => {
+                health::Check::from_api(&c).map_err(SupervisorError::InvalidCheck)?;
+                Some(
+                    serde_json::to_string(&vec![c])
+                        .map_err(|e| SupervisorError::InvalidCheck(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
+        self.ctx
+            .apps
+            .set_check(app.clone(), process_type, spec)
+            .await?;
+        self.checks(app).await
+    }
+
+    /// paasd is stopping: instances get SIGTERM (and SIGKILL after a short grace); none is
+    /// restarted.
+    pub async fn shutdown(&self) {
+        self.ctx.stopping.store(true, Ordering::SeqCst);
+        let all: Vec<Arc<Handle>> = {
+            let r = self.ctx.registry.lock().unwrap_or_else(|p| p.into_inner());
+            r.values().flat_map(|s| s.list()).collect()
+        };
+        let stop = rollout::stop_all(&self.ctx, all);
+        if tokio::time::timeout(Duration::from_secs(10), stop)
+            .await
+            .is_err()
+        {
+            tracing::warn!("instances still stopping after 10 s; the runtime kills them");
+        }
+    }
+
+    fn app_dir(&self, app: &str, slug_id: i64) -> std::path::PathBuf {
+        self.ctx.slugs.layer(app, slug_id).join("app")
+    }
+
+    /// Starts or stops instances so the app runs its current release at its formation.
+    async fn apply_formation(&self, app: &str) -> Result<(), SupervisorError> {
+        rollout::apply_formation(&self.ctx, app).await
+    }
+}
+
+/// `web.12` -> 12, for sorting.
+fn index_of(name: &str) -> u32 {
+    name.rsplit('.')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,339 @@
+//! Issue 5: releases serve traffic through the router, scale, roll out without dropping a
+//! request, refuse releases that never get healthy, and restart crashing instances with
+//! backoff. Real paasd, real containers, real HTTP through the router. Needs root (skips
+//! loudly otherwise; never skips under CI).
+
+use std::time::{Duration, Instant};
+
+use paas_tests::{have_root, load, node_app, Daemon};
+use serde_json::Value;
+
+const BASE: &str = "paas.localhost";
+
+fn daemon(test: &str, config: &str) -> Option<Daemon> {
+    if !have_root(test) {
+        return None;
+    }
+    Some(Daemon::start_with_config(config))
+}
+
+fn deploy(d: &Daemon, app: &str, dir: &std::path::Path) -> String {
+    let r = d.paas(&["deploy", app, "--source", &dir.display().to_string()]);
+    assert!(
+        r.status.success(),
+        "deploy failed: {r:#?}\nlog:\n{}",
+        d.log_text()
+    );
+    format!("{}{}", r.stdout, r.stderr)
+}
+
+fn ps(d: &Daemon, app: &str) -> Vec<Value> {
+    d.paas(&["--json", "ps", app]).json()["instances"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Waits until `cond` holds on `paas ps` (or panics with what it saw).
+fn wait_ps(d: &Daemon, app: &str, what: &str, max: Duration, cond: impl Fn(&[Value]) -> bool) {
+    let deadline = Instant::now() + max;
+    loop {
+        let list = ps(d, app);
+        if cond(&list) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {max:?}; ps: {list:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_router_serves_apps_by_host_and_says_404_and_503() {
+    let Some(d) = daemon("router", "") else {
+        return;
+    };
+    let app = node_app("v1");
+    d.paas(&["create", "web1"]).ok();
+    let out = deploy(&d, "web1", app.path());
+    assert!(out.contains("Routing to v2"), "{out}");
+
+    let (status, head, body) = d.http(&format!("web1.{BASE}"), "/");
+    assert_eq!(status, 200, "{head}\n{body}");
+    assert_eq!(body, "Hello from node-hello v1 on web.1\n");
+    assert!(
+        head.to_ascii_lowercase().contains("x-request-id"),
+        "a request id comes back: {head}"
+    );
+    // Case and port in Host do not matter.
+    assert_eq!(d.http(&format!("WEB1.{BASE}:80"), "/").0, 200);
+
+    d.paas(&["domains", "add", "web1", "www.example.test"]).ok();
+    let (status, _, body) = d.http("www.example.test", "/");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "Hello from node-hello v1 on web.1\n")
+    );
+
+    let (status, _, body) = d.http("nobody.example.test", "/");
+    assert_eq!(status, 404);
+    assert!(
+        body.contains("nobody.example.test"),
+        "404 names the host: {body}"
+    );
+
+    d.paas(&["scale", "web1", "web=0"]).ok();
+    assert!(ps(&d, "web1").is_empty(), "scaled to 0: nothing runs");
+    let (status, _, body) = d.http(&format!("web1.{BASE}"), "/");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.to_lowercase().contains("web1"),
+        "503 names the app: {body}"
+    );
+
+    // ps shows what runs; releases info shows the rollout phases.
+    d.paas(&["scale", "web1", "web=1"]).ok();
+    let list = ps(&d, "web1");
+    assert_eq!(list.len(), 1, "{list:#?}");
+    assert_eq!(list[0]["state"], "up");
+    assert_eq!(list[0]["health"], "passing");
+    assert_eq!(list[0]["release"], 2);
+    let info = d.paas(&["releases", "info", "web1", "v2"]).ok().to_string();
+    for phase in ["start", "ready", "switch", "drain"] {
+        assert!(info.contains(phase), "releases info lacks {phase}: {info}");
+    }
+    d.paas(&["apps", "destroy", "web1", "--confirm", "web1"])
+        .ok();
+    assert_eq!(d.http(&format!("web1.{BASE}"), "/").0, 404);
+    assert!(d.helper_pids().is_empty(), "destroy stops every instance");
+}
+
+#[test]
+fn scaling_spreads_requests_and_drains_what_goes() {
+    let Some(d) = daemon("scale", "") else { return };
+    let app = node_app("v1");
+    d.paas(&["create", "sc"]).ok();
+    deploy(&d, "sc", app.path());
+    d.paas(&["scale", "sc", "web=3"]).ok();
+    let list = ps(&d, "sc");
+    let mut addrs: Vec<String> = list
+        .iter()
+        .map(|i| i["address"].as_str().unwrap_or("").to_string())
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 3, "three distinct addresses: {list:#?}");
+    assert!(list.iter().all(|i| i["state"] == "up"), "{list:#?}");
+
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        let (status, _, body) = d.http(&format!("sc.{BASE}"), "/");
+        assert_eq!(status, 200, "{body}");
+        seen.insert(body);
+    }
+    assert_eq!(seen.len(), 3, "all three instances get requests: {seen:?}");
+
+    d.paas(&["scale", "sc", "web=1"]).ok();
+    let list = ps(&d, "sc");
+    assert_eq!(list.len(), 1, "two drained and gone: {list:#?}");
+    assert_eq!(list[0]["name"], "web.1");
+    assert_eq!(d.helper_pids().len(), 1, "one container left");
+    for _ in 0..5 {
+        assert_eq!(
+            d.http(&format!("sc.{BASE}"), "/").2,
+            "Hello from node-hello v1 on web.1\n"
+        );
+    }
+}
+
+#[test]
+fn no_request_fails_while_deploying_configuring_rolling_back_scaling_and_restarting() {
+    let Some(d) = daemon("zero-downtime", "") else {
+        return;
+    };
+    let v1 = node_app("v1");
+    let v2 = node_app("v2");
+    d.paas(&["create", "zd"]).ok();
+    deploy(&d, "zd", v1.path());
+    let host = format!("zd.{BASE}");
+    let router = d.router();
+    let step = |what: &str, run: &dyn Fn(), expect_after: &str| {
+        let l = load::start(router, &host, 50, Duration::from_secs(240));
+        l.wait_for_more(200, Duration::from_secs(10));
+        run();
+        l.wait_for_more(200, Duration::from_secs(10));
+        let c = l.stop();
+        println!(
+            "{what}: {} ok, {} failed; bodies: {:?}",
+            c.ok, c.failed, c.bodies
+        );
+        assert_eq!(c.failed, 0, "{what}: failed requests: {:?}", c.errors);
+        assert!(c.ok > 400, "{what}: the load ran ({} ok)", c.ok);
+        let last = c.first_seen.last().cloned().unwrap_or_default();
+        assert!(
+            last.starts_with(expect_after),
+            "{what}: answers end up from {expect_after:?}; order seen {:?}",
+            c.first_seen
+        );
+    };
+    step(
+        "deploy v2",
+        &|| {
+            deploy(&d, "zd", v2.path());
+        },
+        "Hello from node-hello v2",
+    );
+    step(
+        "env set",
+        &|| {
+            d.paas(&["env", "set", "zd", "GREETING=v3"]).ok();
+        },
+        "Hello from node-hello v3",
+    );
+    step(
+        "rollback",
+        &|| {
+            d.paas(&["rollback", "zd"]).ok();
+        },
+        "Hello from node-hello v2",
+    );
+    step(
+        "scale 1->3->1",
+        &|| {
+            d.paas(&["scale", "zd", "web=3"]).ok();
+            d.paas(&["scale", "zd", "web=1"]).ok();
+        },
+        "Hello from node-hello v2 on web.1",
+    );
+    step(
+        "restart",
+        &|| {
+            d.paas(&["restart", "zd"]).ok();
+        },
+        "Hello from node-hello v2 on web.1",
+    );
+    let releases = d.paas(&["--json", "releases", "zd"]).json();
+    let statuses: Vec<(u64, String)> = releases
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|r| {
+            (
+                r["version"].as_u64().unwrap_or(0),
+                r["status"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(statuses[0], (5, "succeeded".to_string()), "{statuses:?}");
+}
+
+#[test]
+fn a_release_that_never_gets_healthy_fails_and_the_old_one_keeps_serving() {
+    let Some(d) = daemon("unhealthy", "") else {
+        return;
+    };
+    let good = node_app("v1");
+    d.paas(&["create", "uh"]).ok();
+    deploy(&d, "uh", good.path());
+    d.paas(&[
+        "checks",
+        "set",
+        "uh",
+        "web",
+        "--path",
+        "/health",
+        "--attempts",
+        "3",
+        "--wait",
+        "1",
+        "--timeout",
+        "2",
+    ])
+    .ok();
+    let checks = d.paas(&["checks", "uh"]).ok().to_string();
+    assert!(checks.contains("GET /health"), "{checks}");
+
+    let bad = node_app("v2");
+    let server = bad.path().join("server.js");
+    let text = std::fs::read_to_string(&server).expect("read");
+    std::fs::write(
+        &server,
+        text.replace("body = 'ok\\n';", "status = 500; body = 'broken\\n';"),
+    )
+    .expect("write");
+    let l = load::start(
+        d.router(),
+        &format!("uh.{BASE}"),
+        20,
+        Duration::from_secs(120),
+    );
+    l.wait_for_more(100, Duration::from_secs(10));
+    let r = d.paas(&[
+        "deploy",
+        "uh",
+        "--source",
+        &bad.path().display().to_string(),
+    ]);
+    l.wait_for_more(100, Duration::from_secs(10));
+    let c = l.stop();
+    println!("during the failed deploy: {} ok, {} failed", c.ok, c.failed);
+    r.fails(1, "did not pass its readiness check");
+    assert!(
+        r.stderr.contains("GET /health on :5000: status 500"),
+        "the check's last error is shown: {}",
+        r.stderr
+    );
+    assert_eq!(c.failed, 0, "{:?}", c.errors);
+    assert_eq!(
+        c.bodies.keys().collect::<Vec<_>>(),
+        vec!["Hello from node-hello v1 on web.1\n"],
+        "only the old release answered"
+    );
+    let list = ps(&d, "uh");
+    assert_eq!(list.len(), 1, "the new instances are gone: {list:#?}");
+    assert_eq!(list[0]["release"], 2);
+    let releases = d.paas(&["--json", "releases", "uh"]).json();
+    assert_eq!(releases[0]["version"], 3);
+    assert_eq!(releases[0]["status"], "failed");
+}
+
+#[test]
+fn a_crashing_instance_backs_off_then_shows_crashed() {
+    let Some(d) = daemon(
+        "crash",
+        "[instances]\nbackoff_initial_ms = 300\ncrash_limit = 3\n",
+    ) else {
+        return;
+    };
+    // Serves for a moment (so the deploy succeeds), then exits 3.
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        dir.path().join("Procfile"),
+        "web: python3 -c \"import socket,time; s=socket.socket(); s.bind(('0.0.0.0',5000)); s.listen(); print('up', flush=True); time.sleep(1.5); raise SystemExit(3)\"\n",
+    )
+    .expect("procfile");
+    d.paas(&["create", "cr"]).ok();
+    deploy(&d, "cr", dir.path());
+    wait_ps(&d, "cr", "crashed", Duration::from_secs(60), |l| {
+        l.first().is_some_and(|i| i["state"] == "crashed")
+    });
+    let list = ps(&d, "cr");
+    assert_eq!(list[0]["restarts"], 3, "{list:#?}");
+    assert!(
+        list[0]["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("exited with code 3"),
+        "{list:#?}"
+    );
+    // The router has nobody to send requests to.
+    assert_eq!(d.http(&format!("cr.{BASE}"), "/").0, 503);
+    // A restart tries again.
+    let r = d.paas(&["restart", "cr"]);
+    assert!(r.status.success(), "{r:#?}");
+    wait_ps(&d, "cr", "restarted", Duration::from_secs(10), |l| {
+        l.first().is_some_and(|i| i["restarts"] == 0)
+    });
+}
