@@ -10,7 +10,8 @@ use paas_tests::{gz_raw as gz, have_root, raw_entry, tarball, Daemon};
 use serde_json::Value;
 
 /// A test buildpack: detect says "Testpack"; compile installs `bin/hello` and proves the
-/// cache persists; release declares `web`. `compile_extra` runs at the end of compile.
+/// cache persists; release declares `console` (no instance runs by default: these tests are
+/// about builds; `serving.rs` runs web processes). `compile_extra` runs at the end of compile.
 fn testpack(dir: &Path, compile_extra: &str) -> String {
     let bin = dir.join("testpack/bin");
     std::fs::create_dir_all(&bin).expect("mkdir");
@@ -41,7 +42,7 @@ if [ -f "$env/GREETING" ]; then echo "       env: GREETING=$(cat "$env/GREETING"
     );
     write(
         "release",
-        "printf -- '---\\ndefault_process_types:\\n  web: hello\\n'\n",
+        "printf -- '---\\ndefault_process_types:\\n  console: hello\\n'\n",
     );
     dir.join("testpack").display().to_string()
 }
@@ -133,7 +134,7 @@ fn a_configured_buildpack_builds_releases_and_runs_the_slug() {
     assert_eq!(done["release"]["version"], 3, "{done}");
     assert_eq!(done["release"]["status"], "succeeded");
     let types = &done["release"]["process_types"];
-    assert_eq!(types["web"], "hello", "the buildpack's default: {types}");
+    assert_eq!(types["console"], "hello", "the buildpack's default: {types}");
     assert_eq!(types["worker"], "sleep 1000", "the Procfile's: {types}");
     let phases: Vec<String> = events_of("phase", &events)
         .iter()
@@ -147,7 +148,11 @@ fn a_configured_buildpack_builds_releases_and_runs_the_slug() {
             "detect",
             "compile",
             "slug",
-            "release_phase"
+            "release_phase",
+            "start",
+            "ready",
+            "switch",
+            "drain"
         ],
         "{events:?}"
     );
@@ -623,7 +628,7 @@ if grep -q broken "$build/app.txt"; then echo "       cannot build a broken app"
 
     let info = d.paas(&["releases", "info", "clidemo", "v2"]);
     let text = info.ok();
-    for needle in ["compile", "slug", "total", "root", "web"] {
+    for needle in ["compile", "slug", "total", "root", "console"] {
         assert!(
             text.contains(needle),
             "releases info lacks {needle}: {text}"
@@ -735,7 +740,7 @@ fn buildpacks_chain_through_export_files() {
     );
     let second = make(
         "second",
-        r#"echo "       second sees CHAINED_FROM=${CHAINED_FROM:-unset}"; echo "web: echo $CHAINED_FROM" > "$1/Procfile""#,
+        r#"echo "       second sees CHAINED_FROM=${CHAINED_FROM:-unset}"; echo "worker: echo $CHAINED_FROM" > "$1/Procfile""#,
     );
     d.paas(&["create", "chain"]).ok();
     d.paas(&["buildpacks", "set", "chain", &first, &second])
@@ -751,7 +756,7 @@ fn buildpacks_chain_through_export_files() {
     );
     let done = events.last().expect("events");
     assert_eq!(
-        done["release"]["process_types"]["web"],
+        done["release"]["process_types"]["worker"],
         "echo first-buildpack"
     );
     assert_eq!(

@@ -116,14 +116,16 @@ pub async fn rollout(
             "v{version} did not get ready: {reason}; the previous release keeps serving"
         )));
     }
-    say(
-        &progress,
-        format!(
-            "       {} instance(s) ready in {:.1} s",
-            new.len(),
-            (start_ms + ready_ms).as_secs_f32()
-        ),
-    );
+    if !new.is_empty() {
+        say(
+            &progress,
+            format!(
+                "       {} instance(s) ready in {:.1} s",
+                new.len(),
+                (start_ms + ready_ms).as_secs_f32()
+            ),
+        );
+    }
     // The switch: one table without the old instances.
     let t_switch = Instant::now();
     for h in &old {
