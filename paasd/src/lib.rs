@@ -6,6 +6,7 @@ pub mod apps;
 pub mod build;
 pub mod config;
 pub mod oneoff;
+pub mod router;
 pub mod runtime;
 pub mod secrets;
 pub mod stacks;

@@ -1,0 +1,224 @@
+//! The bodies that cross the router, and the bookkeeping that ends when a response ends.
+//!
+//! Owns [`UpstreamBody`] (what is sent upstream: the client's body, or nothing, which can be
+//! sent again on a retry), [`ProxyBody`] (what the client gets: the upstream's body or one of
+//! our pages, counted as it goes) and [`Finish`], which runs exactly once per request when the
+//! response is over or abandoned: the connection back to the pool, the in-flight count down,
+//! stats, the access line. It must not decide anything about routing or retries.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::HeaderValue;
+
+use super::pool::{InflightGuard, Sender};
+use super::snapshot::AppRoute;
+use super::{AccessLine, Router};
+
+/// The body of a request to an upstream.
+pub(crate) enum UpstreamBody {
+    /// The request had no body, so it can be replayed on another upstream.
+    Empty,
+    Client(Incoming),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Empty => Poll::Ready(None),
+            UpstreamBody::Client(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Empty => true,
+            UpstreamBody::Client(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Empty => SizeHint::with_exact(0),
+            UpstreamBody::Client(b) => b.size_hint(),
+        }
+    }
+}
+
+/// Status logged for a request whose client went away before it had a response (nginx's
+/// convention).
+pub(crate) const CLIENT_CLOSED: u16 = 499;
+
+/// Everything to settle once a request is over. Settles on drop, so no path (error, client
+/// gone, panic in a body) skips the access line or leaks an in-flight count.
+pub(crate) struct Finish {
+    router: Arc<Router>,
+    start: Instant,
+    method: String,
+    path: String,
+    request_id: HeaderValue,
+    pub app: Option<Arc<AppRoute>>,
+    /// Index of the upstream in `app` that answered.
+    pub upstream: Option<usize>,
+    pub status: u16,
+    bytes: u64,
+    pub inflight: Option<InflightGuard>,
+    /// The upstream connection, pooled again only if its response was read to the end.
+    pub conn: Option<Sender>,
+    complete: bool,
+}
+
+impl Finish {
+    pub fn new(
+        router: Arc<Router>,
+        start: Instant,
+        method: &hyper::Method,
+        uri: &hyper::Uri,
+        request_id: HeaderValue,
+    ) -> Finish {
+        Finish {
+            router,
+            start,
+            method: method.as_str().to_owned(),
+            path: uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
+            request_id,
+            app: None,
+            upstream: None,
+            status: CLIENT_CLOSED,
+            bytes: 0,
+            inflight: None,
+            conn: None,
+            complete: false,
+        }
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if let (Some(tx), Some(guard), true) = (self.conn.take(), &self.inflight, self.complete) {
+            guard.backend().checkin(tx, &self.router.pool);
+        }
+        // Down before the access line: whoever waits for a drained instance may stop it now.
+        self.inflight = None;
+        let took = self.start.elapsed();
+        let (mut instance, mut release) = (None, None);
+        let app = match &self.app {
+            Some(app) => {
+                app.stats.record(self.status, self.bytes, took);
+                if let Some(up) = self.upstream.and_then(|i| app.upstreams.get(i)) {
+                    instance = Some(up.instance.clone());
+                    release = Some(up.release);
+                }
+                app.name.clone()
+            }
+            None => String::new(),
+        };
+        (self.router.access)(AccessLine {
+            app,
+            method: std::mem::take(&mut self.method),
+            path: std::mem::take(&mut self.path),
+            status: self.status,
+            bytes: self.bytes,
+            duration: took,
+            instance,
+            release,
+            request_id: self.request_id.to_str().unwrap_or_default().to_owned(),
+        });
+    }
+}
+
+/// The body of a response to a client.
+pub(crate) struct ProxyBody {
+    kind: Kind,
+    finish: Option<Finish>,
+}
+
+enum Kind {
+    Upstream(Incoming),
+    Page(Option<Bytes>),
+}
+
+impl ProxyBody {
+    pub fn upstream(body: Incoming, finish: Finish) -> ProxyBody {
+        ProxyBody {
+            kind: Kind::Upstream(body),
+            finish: Some(finish),
+        }
+    }
+
+    pub fn page(body: Bytes, finish: Finish) -> ProxyBody {
+        ProxyBody {
+            kind: Kind::Page(Some(body)),
+            finish: Some(finish),
+        }
+    }
+
+    fn settle(&mut self, complete: bool) {
+        if let Some(mut f) = self.finish.take() {
+            f.complete = complete;
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = match &mut this.kind {
+            Kind::Upstream(b) => ready!(Pin::new(b).poll_frame(cx)),
+            Kind::Page(p) => p.take().map(|b| Ok(Frame::data(b))),
+        };
+        match &polled {
+            Some(Ok(frame)) => {
+                if let (Some(data), Some(f)) = (frame.data_ref(), this.finish.as_mut()) {
+                    f.bytes += data.len() as u64;
+                }
+                // hyper stops polling once the body says it has ended, so settle now rather
+                // than waiting for a `None` that may never be asked for.
+                if this.is_end_stream() {
+                    this.settle(true);
+                }
+            }
+            Some(Err(_)) => this.settle(false),
+            None => this.settle(true),
+        }
+        Poll::Ready(polled)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Upstream(b) => b.is_end_stream(),
+            Kind::Page(p) => p.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Upstream(b) => b.size_hint(),
+            Kind::Page(p) => SizeHint::with_exact(p.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        // An empty body (204, HEAD, Content-Length: 0) is never polled; it still completed.
+        let complete = self.is_end_stream();
+        self.settle(complete);
+    }
+}

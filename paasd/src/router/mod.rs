@@ -1,0 +1,201 @@
+//! The HTTP router: Host → app → one of its ready upstreams (DESIGN §10).
+//!
+//! This module owns the [`Router`] itself: the accept loop and connection tasks, the
+//! published route snapshot and its atomic swap, and the registry that keeps per-address and
+//! per-app state alive across swaps. It must not query the store or know how instances are
+//! started: the supervisor builds a [`RouteTable`] and calls [`Router::publish`].
+//!
+//! The parts: `table` (host matching, upstream choice), `snapshot` (a table bound to live
+//! state), `pool` (per-address connections and in-flight count), `proxy` (one request),
+//! `headers`, `body` (bodies and per-request bookkeeping), `stats`, `pages` (error pages).
+
+mod body;
+mod headers;
+mod pages;
+mod pool;
+mod proxy;
+mod snapshot;
+mod stats;
+mod table;
+#[cfg(test)]
+mod tests;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::header::HeaderValue;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+pub use stats::{AppStats, LatencyBucket};
+pub use table::{RouteTable, Upstream};
+
+use pool::PoolConfig;
+use snapshot::{AppRoute, Registry, Snapshot};
+
+/// One request as the router saw it, for the app's log stream (source `router`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLine {
+    /// Empty when the Host matched no app.
+    pub app: String,
+    pub method: String,
+    /// Path and query, as requested.
+    pub path: String,
+    /// The status sent to the client; 499 if the client left before a response.
+    pub status: u16,
+    /// Response body bytes sent to the client.
+    pub bytes: u64,
+    /// From the request's arrival to its response's last byte (or abandonment).
+    pub duration: Duration,
+    /// The instance that answered, if one did.
+    pub instance: Option<String>,
+    pub release: Option<u32>,
+    pub request_id: String,
+}
+
+/// Receives one [`AccessLine`] per request, on the request path: it must be cheap and must
+/// not block (hand the line to a channel).
+pub type AccessSink = Arc<dyn Fn(AccessLine) + Send + Sync>;
+
+#[derive(Debug, Clone)]
+pub struct RouterOptions {
+    /// TCP connect to an upstream; a timeout is retried on another upstream like a refusal.
+    pub connect_timeout: Duration,
+    /// From sending a request upstream to its response headers; beyond it the client gets 504.
+    pub response_timeout: Duration,
+    /// How long an upstream keep-alive connection may sit unused before it is dropped. Below
+    /// the common app-server defaults (Node's 5 s) so that we, not the app, close idle
+    /// connections: the app closing one just as we reuse it is the race retries exist for.
+    pub idle_timeout: Duration,
+    /// For a client to send a request's headers; also how long an idle client keep-alive
+    /// connection is kept (hyper starts the same timer when it waits for the next request).
+    pub client_header_timeout: Duration,
+    /// Further attempts on other upstreams after one failed in a retryable way.
+    pub max_retries: u32,
+    /// Idle keep-alive connections kept per upstream address.
+    pub max_idle_per_upstream: usize,
+}
+
+impl Default for RouterOptions {
+    fn default() -> Self {
+        RouterOptions {
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(4),
+            client_header_timeout: Duration::from_secs(60),
+            max_retries: 2,
+            max_idle_per_upstream: 256,
+        }
+    }
+}
+
+pub struct Router {
+    opts: RouterOptions,
+    pool: PoolConfig,
+    current: ArcSwap<Snapshot>,
+    /// Only `publish`, `inflight` and `stats` take this; the request path never does.
+    registry: Mutex<Registry>,
+    access: AccessSink,
+}
+
+impl Router {
+    pub fn new(opts: RouterOptions, access: AccessSink) -> Arc<Router> {
+        let mut registry = Registry::default();
+        let empty = Snapshot::bind(RouteTable::new(""), &mut registry);
+        Arc::new(Router {
+            pool: PoolConfig {
+                connect_timeout: opts.connect_timeout,
+                idle_timeout: opts.idle_timeout,
+                max_idle: opts.max_idle_per_upstream,
+            },
+            opts,
+            current: ArcSwap::from_pointee(empty),
+            registry: Mutex::new(registry),
+            access,
+        })
+    }
+
+    /// Atomic swap of the whole table: requests in flight keep the snapshot they started
+    /// with; no connection is dropped.
+    pub fn publish(&self, table: RouteTable) {
+        let mut reg = self.registry();
+        let snap = Snapshot::bind(table, &mut reg);
+        // Stored under the lock, so two racing publishes land in the order they bound.
+        self.current.store(Arc::new(snap));
+    }
+
+    /// Requests currently in flight to this upstream address, counted from picking it until
+    /// its response's last byte went to the client.
+    pub fn inflight(&self, addr: SocketAddr) -> usize {
+        self.registry()
+            .backends
+            .get(&addr)
+            .and_then(std::sync::Weak::upgrade)
+            .map_or(0, |b| b.inflight())
+    }
+
+    /// The app's counters, if the published table routes it.
+    pub fn stats(&self, app: &str) -> Option<AppStats> {
+        let cell = self.registry().stats.get(app)?.clone();
+        Some(cell.snapshot())
+    }
+
+    /// Serves HTTP/1.1 on the listener until `shutdown` resolves, then stops accepting and
+    /// lets in-flight requests finish (idle keep-alive connections are closed at once).
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(self.opts.client_header_timeout)
+            .keep_alive(true);
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                a = listener.accept() => a,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, typically: give connections time to close
+                    // instead of spinning on the error.
+                    tracing::warn!("router: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let ip = HeaderValue::from_str(&peer.ip().to_canonical().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+            let router = self.clone();
+            let service = service_fn(move |req| {
+                let fut = proxy::forward(router.clone(), req, ip.clone());
+                async move { Ok::<_, Infallible>(fut.await) }
+            });
+            let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(%peer, "router: client connection: {e}");
+                }
+            });
+        }
+        drop(listener);
+        graceful.shutdown().await;
+    }
+
+    fn route(&self, host: &str) -> Option<Arc<AppRoute>> {
+        self.current.load().route(host).cloned()
+    }
+
+    /// Nothing under this lock can panic halfway through a change that matters (maps of
+    /// weak pointers and counters), so a poisoned lock is still usable.
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,187 @@
+//! One upstream address as the router sees it over time: requests in flight to it and its
+//! idle keep-alive connections.
+//!
+//! Owns connecting (timeout, TCP_NODELAY, HTTP/1 handshake), the idle stack and the in-flight
+//! counter. A `Backend` is shared by every published table that lists its address, which is
+//! what keeps counters and warm connections across table swaps. It must not choose between
+//! upstreams or decide about retries: that is the proxy's job.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::body::UpstreamBody;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    #[error("connect to {addr}: timed out after {after:?}")]
+    Timeout { addr: SocketAddr, after: Duration },
+    #[error("connect to {addr}: {source}")]
+    Io {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP handshake with {addr}: {source}")]
+    Handshake {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
+}
+
+pub(crate) type Sender = SendRequest<UpstreamBody>;
+
+pub(crate) struct Backend {
+    addr: SocketAddr,
+    inflight: AtomicUsize,
+    /// A stack: the most recently used connection is the warmest and the least likely to have
+    /// been closed by the upstream's own idle timeout.
+    idle: Mutex<Vec<Idle>>,
+}
+
+struct Idle {
+    tx: Sender,
+    since: Instant,
+}
+
+/// A connection ready for one request. `reused` says it sat in the pool, where the upstream
+/// may have closed it just as we send: the one failure a retry is meant to hide.
+pub(crate) struct Conn {
+    pub tx: Sender,
+    pub reused: bool,
+}
+
+/// Counts one request in flight to a backend until dropped.
+pub(crate) struct InflightGuard(Arc<Backend>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl InflightGuard {
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.0
+    }
+}
+
+/// What a backend needs from the router's options.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PoolConfig {
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_idle: usize,
+}
+
+impl Backend {
+    pub fn new(addr: SocketAddr) -> Backend {
+        Backend {
+            addr,
+            inflight: AtomicUsize::new(0),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Acquire)
+    }
+
+    pub fn enter(self: &Arc<Self>) -> InflightGuard {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        InflightGuard(self.clone())
+    }
+
+    /// A poisoned lock only means another request panicked mid-push or mid-pop; the stack is
+    /// still a valid Vec, so keep using it.
+    fn idle(&self) -> MutexGuard<'_, Vec<Idle>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A pooled connection that is still open, else a new one.
+    pub async fn checkout(&self, cfg: &PoolConfig) -> Result<Conn, ConnectError> {
+        loop {
+            let Some(idle) = self.idle().pop() else { break };
+            if idle.since.elapsed() > cfg.idle_timeout {
+                // The stack is ordered by age: everything below is older still.
+                self.clear_idle();
+                break;
+            }
+            if idle.tx.is_closed() {
+                continue;
+            }
+            let mut tx = idle.tx;
+            // A connection goes back to the pool when its response body ended, which can be a
+            // moment before hyper's connection task has noticed; it is ready right after.
+            if tx.is_ready() {
+                return Ok(Conn { tx, reused: true });
+            }
+            if let Ok(Ok(())) = tokio::time::timeout(cfg.connect_timeout, tx.ready()).await {
+                return Ok(Conn { tx, reused: true });
+            }
+        }
+        self.connect(cfg).await.map(|tx| Conn { tx, reused: false })
+    }
+
+    async fn connect(&self, cfg: &PoolConfig) -> Result<Sender, ConnectError> {
+        let addr = self.addr;
+        let stream = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ConnectError::Timeout {
+                addr,
+                after: cfg.connect_timeout,
+            })?
+            .map_err(|source| ConnectError::Io { addr, source })?;
+        // Small requests and responses must not wait for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        let (mut tx, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| ConnectError::Handshake { addr, source })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%addr, "upstream connection ended: {e}");
+            }
+        });
+        tx.ready()
+            .await
+            .map_err(|source| ConnectError::Handshake { addr, source })?;
+        Ok(tx)
+    }
+
+    /// Returns a connection whose response was read to the end.
+    pub fn checkin(&self, tx: Sender, cfg: &PoolConfig) {
+        if tx.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.idle();
+        // The bottom of the stack is the oldest; drop what has expired there while we hold the
+        // lock anyway, so a pool that shrinks after a burst does not keep sockets forever.
+        let expired = idle
+            .iter()
+            .take_while(|i| now.duration_since(i.since) > cfg.idle_timeout)
+            .count();
+        if expired > 0 {
+            idle.drain(..expired);
+        }
+        if idle.len() < cfg.max_idle {
+            idle.push(Idle { tx, since: now });
+        }
+    }
+
+    /// Drops every idle connection: called when a pooled one turned out dead, since its
+    /// siblings (same instance, same moment) most likely are too.
+    pub fn clear_idle(&self) {
+        let drained = std::mem::take(&mut *self.idle());
+        drop(drained);
+    }
+}

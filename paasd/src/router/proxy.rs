@@ -1,0 +1,243 @@
+//! Forwarding one request: route it, rewrite its headers, send it to an upstream, retry what
+//! is safe to retry, and turn failures into the right page.
+//!
+//! Retry rule: an attempt may be repeated on another upstream only if the upstream cannot
+//! have seen it (connect failed, or hyper handed the request back unsent), or if it failed
+//! before any response byte and is replayable (idempotent method, empty body). Nothing is
+//! retried once response headers arrived, nor after a response timeout (the upstream may
+//! still be working on it). This module must not hold locks, and it touches the route table
+//! only through the snapshot it loaded (plus one reload when retrying).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::body::{Body, Incoming};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, Uri, Version};
+
+use super::body::{Finish, ProxyBody, UpstreamBody};
+use super::headers::{self, X_REQUEST_ID};
+use super::pages::Page;
+use super::pool::{Conn, ConnectError};
+use super::snapshot::AppRoute;
+use super::Router;
+
+/// Why the last attempt failed, for choosing between 502 and 504 and for the log.
+enum Failure {
+    None,
+    Connect(ConnectError),
+    Upstream(hyper::Error),
+    Timeout,
+}
+
+impl Failure {
+    fn page<'a>(&self, app: &'a str) -> Page<'a> {
+        match self {
+            Failure::Timeout | Failure::Connect(ConnectError::Timeout { .. }) => {
+                Page::GatewayTimeout(app)
+            }
+            _ => Page::BadGateway(app),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::None => f.write_str("no upstream left to try"),
+            Failure::Connect(e) => e.fmt(f),
+            Failure::Upstream(e) => write!(f, "upstream failed before responding: {e}"),
+            Failure::Timeout => f.write_str("no response headers within the response timeout"),
+        }
+    }
+}
+
+/// A copy of an empty-bodied idempotent request, to send again after a failed attempt.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    fn request(&self) -> Request<UpstreamBody> {
+        let mut req = Request::new(UpstreamBody::Empty);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+pub(crate) async fn forward(
+    router: Arc<Router>,
+    req: Request<Incoming>,
+    client_ip: HeaderValue,
+) -> Response<ProxyBody> {
+    let start = Instant::now();
+    let (mut parts, body) = req.into_parts();
+    let request_id = headers::request_id(&parts.headers);
+    let mut finish = Finish::new(
+        router.clone(),
+        start,
+        &parts.method,
+        &parts.uri,
+        request_id.clone(),
+    );
+    let html = wants_html(&parts.headers);
+
+    let host_value = match parts.headers.get(header::HOST) {
+        Some(h) => h.clone(),
+        None => match parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            Some(h) => {
+                parts.headers.insert(header::HOST, h.clone());
+                h
+            }
+            None => return page(finish, Page::NoHost, html, request_id),
+        },
+    };
+    // A Host that is not visible ASCII cannot name any app.
+    let host = host_value.to_str().unwrap_or_default();
+    let Some(mut route) = router.route(host) else {
+        return page(finish, Page::UnknownHost(host), html, request_id);
+    };
+    finish.app = Some(route.clone());
+    if route.backends.is_empty() {
+        return page(finish, Page::NoInstances(&route.name), html, request_id);
+    }
+
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::add_forwarded(&mut parts.headers, &client_ip, &host_value);
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), request_id.clone());
+    if parts.uri.scheme().is_some() {
+        // Absolute-form from the client; upstreams expect origin-form.
+        parts.uri = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+    }
+    parts.version = Version::HTTP_11;
+    let empty = body.is_end_stream();
+    let replay =
+        (empty && parts.method.is_idempotent() && router.opts.max_retries > 0).then(|| Replay {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+        });
+    let body = if empty {
+        UpstreamBody::Empty
+    } else {
+        UpstreamBody::Client(body)
+    };
+    let mut pending = Some(Request::from_parts(parts, body));
+
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last = Failure::None;
+    for attempt in 0..=router.opts.max_retries {
+        if attempt > 0 {
+            // A rollout may have swapped the table since this request started, and the
+            // upstreams that just failed may be the ones it retired: follow the new table.
+            if let Some(now) = router.route(host) {
+                if !Arc::ptr_eq(&now, &route) {
+                    route = now;
+                    tried.clear();
+                    finish.app = Some(route.clone());
+                }
+            }
+        }
+        let Some(idx) = route.pick(&tried) else { break };
+        let backend = &route.backends[idx];
+        let guard = backend.enter();
+        let Conn { mut tx, reused } = match backend.checkout(&router.pool).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::debug!(app = %route.name, addr = %backend.addr(), "attempt {attempt}: {e}");
+                tried.push(idx);
+                last = Failure::Connect(e);
+                continue;
+            }
+        };
+        let Some(req) = pending
+            .take()
+            .or_else(|| replay.as_ref().map(Replay::request))
+        else {
+            break;
+        };
+        match tokio::time::timeout(router.opts.response_timeout, tx.try_send_request(req)).await {
+            Ok(Ok(resp)) => return respond(finish, route, idx, guard, tx, resp, request_id),
+            Ok(Err(mut e)) => {
+                if reused {
+                    backend.clear_idle();
+                }
+                tracing::debug!(app = %route.name, addr = %backend.addr(), reused, "attempt {attempt}: {}", e.error());
+                pending = e.take_message();
+                tried.push(idx);
+                last = Failure::Upstream(e.into_error());
+                if pending.is_none() && replay.is_none() {
+                    break;
+                }
+            }
+            Err(_) => {
+                // Dropping the send future closed that connection; it is not pooled again.
+                last = Failure::Timeout;
+                break;
+            }
+        }
+    }
+    let rid = request_id.to_str().unwrap_or_default();
+    tracing::warn!(app = %route.name, request_id = rid, "{last}");
+    let route = finish.app.clone().unwrap_or(route);
+    page(finish, last.page(&route.name), html, request_id)
+}
+
+fn respond(
+    mut finish: Finish,
+    route: Arc<AppRoute>,
+    idx: usize,
+    guard: super::pool::InflightGuard,
+    tx: super::pool::Sender,
+    resp: Response<Incoming>,
+    request_id: HeaderValue,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    if !parts.headers.contains_key(&X_REQUEST_ID) {
+        parts.headers.insert(X_REQUEST_ID.clone(), request_id);
+    }
+    finish.status = parts.status.as_u16();
+    finish.app = Some(route);
+    finish.upstream = Some(idx);
+    finish.inflight = Some(guard);
+    finish.conn = Some(tx);
+    Response::from_parts(parts, ProxyBody::upstream(body, finish))
+}
+
+fn page(
+    mut finish: Finish,
+    page: Page<'_>,
+    html: bool,
+    request_id: HeaderValue,
+) -> Response<ProxyBody> {
+    let (body, content_type) = page.render(html, &request_id);
+    finish.status = page.status().as_u16();
+    let mut resp = Response::new(ProxyBody::page(body, finish));
+    *resp.status_mut() = page.status();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, content_type);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(X_REQUEST_ID.clone(), request_id);
+    resp
+}
+
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}

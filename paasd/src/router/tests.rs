@@ -1,0 +1,880 @@
+//! The router over real TCP on 127.0.0.1: small hyper upstreams on ephemeral ports, the
+//! Router on another, and hyper clients asserting what a user would see.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderMap, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+// ---------- upstreams ----------
+
+/// A hyper server answering its name, recording what it received. With `hold`, every
+/// request waits for a permit first.
+struct TestUpstream {
+    addr: SocketAddr,
+    name: &'static str,
+    hits: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<HeaderMap>>>,
+    hold: Option<Arc<Semaphore>>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl TestUpstream {
+    async fn start(name: &'static str) -> TestUpstream {
+        Self::start_with(name, false).await
+    }
+
+    async fn start_with(name: &'static str, hold: bool) -> TestUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream addr");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let hold = hold.then(|| Arc::new(Semaphore::new(0)));
+        let tasks: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (h, s, g, t) = (hits.clone(), seen.clone(), hold.clone(), tasks.clone());
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (h, s, g) = (h.clone(), s.clone(), g.clone());
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let (h, s, g) = (h.clone(), s.clone(), g.clone());
+                        async move {
+                            s.lock().expect("seen").push(req.headers().clone());
+                            h.fetch_add(1, Ordering::SeqCst);
+                            let _ = req.into_body().collect().await;
+                            let _permit = match &g {
+                                Some(sem) => Some(sem.acquire().await.expect("semaphore")),
+                                None => None,
+                            };
+                            let mut resp = Response::new(Full::new(Bytes::from(name)));
+                            let h = resp.headers_mut();
+                            h.insert("connection", HeaderValue::from_static("x-up"));
+                            h.insert("x-up", HeaderValue::from_static("hop"));
+                            h.insert("keep-alive", HeaderValue::from_static("timeout=30"));
+                            h.insert("x-served-by", HeaderValue::from_static(name));
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                let conn = tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+                t.lock().expect("tasks").push(conn);
+            }
+        });
+        tasks.lock().expect("tasks").push(accept);
+        TestUpstream {
+            addr,
+            name,
+            hits,
+            seen,
+            hold,
+            tasks,
+        }
+    }
+
+    fn upstream(&self, release: u32) -> Upstream {
+        Upstream {
+            addr: self.addr,
+            instance: format!("web.{}", self.name),
+            release,
+        }
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far.
+    fn connections(&self) -> usize {
+        self.tasks.lock().expect("tasks").len().saturating_sub(1)
+    }
+
+    fn release(&self) {
+        if let Some(sem) = &self.hold {
+            sem.add_permits(10_000);
+        }
+    }
+
+    /// Like a killed process: listener and every connection closed at once.
+    fn kill(&self) {
+        for t in self.tasks.lock().expect("tasks").drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for TestUpstream {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A raw upstream that answers the first request of every connection and then closes the
+/// connection when the second one arrives, without answering: the keep-alive race.
+struct FlakyUpstream {
+    addr: SocketAddr,
+    requests: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl FlakyUpstream {
+    async fn start() -> FlakyUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind flaky");
+        let addr = listener.local_addr().expect("flaky addr");
+        let requests = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (r, c) = (requests.clone(), connections.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                c.fetch_add(1, Ordering::SeqCst);
+                let r = r.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    if read_request(&mut stream, &mut buf).await.is_none() {
+                        return;
+                    }
+                    r.fetch_add(1, Ordering::SeqCst);
+                    let resp = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nflaky";
+                    if stream.write_all(resp).await.is_err() {
+                        return;
+                    }
+                    if read_request(&mut stream, &mut buf).await.is_some() {
+                        r.fetch_add(1, Ordering::SeqCst);
+                    }
+                    // Dropped without an answer.
+                });
+            }
+        });
+        FlakyUpstream {
+            addr,
+            requests,
+            connections,
+            task,
+        }
+    }
+}
+
+impl Drop for FlakyUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads one request (headers plus a Content-Length body) from `stream`.
+async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let mut chunk = [0u8; 4096];
+                let n = stream.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            buf.drain(..end + 4 + len);
+            return Some(());
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// An address nothing listens on.
+async fn refused_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    l.local_addr().expect("addr")
+}
+
+// ---------- the router and clients ----------
+
+struct Harness {
+    router: Arc<Router>,
+    addr: SocketAddr,
+    lines: Arc<Mutex<Vec<AccessLine>>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Harness {
+    async fn start(opts: RouterOptions) -> Harness {
+        let lines: Arc<Mutex<Vec<AccessLine>>> = Arc::default();
+        let l = lines.clone();
+        let sink: AccessSink = Arc::new(move |line| l.lock().expect("lines").push(line));
+        let router = Router::new(opts, sink);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind router");
+        let addr = listener.local_addr().expect("router addr");
+        let (stop, rx) = oneshot::channel();
+        let task = tokio::spawn(router.clone().serve(listener, async {
+            let _ = rx.await;
+        }));
+        Harness {
+            router,
+            addr,
+            lines,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn client(&self) -> Client {
+        Client::connect(self.addr).await
+    }
+
+    fn lines(&self) -> Vec<AccessLine> {
+        self.lines.lock().expect("lines").clone()
+    }
+}
+
+fn table(apps: &[(&str, &[&str], Vec<Upstream>)]) -> RouteTable {
+    let mut t = RouteTable::new("paas.test");
+    for (app, domains, ups) in apps {
+        let domains: Vec<String> = domains.iter().map(|d| d.to_string()).collect();
+        t.add_app(app, &domains, ups.clone());
+    }
+    t
+}
+
+struct Got {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+/// One keep-alive client connection.
+struct Client {
+    tx: SendRequest<Full<Bytes>>,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).await.expect("connect router");
+        let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        Client { tx }
+    }
+
+    async fn get(&mut self, host: &str) -> Got {
+        self.send("GET", host, &[], "").await.expect("request")
+    }
+
+    async fn send(
+        &mut self,
+        method: &str,
+        host: &str,
+        headers: &[(&str, &str)],
+        body: &'static str,
+    ) -> Result<Got, hyper::Error> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri("/some/path?q=1")
+            .header("host", host);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(Bytes::from(body))).expect("request");
+        self.tx.ready().await?;
+        let resp = self.tx.send_request(req).await?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Got {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+// ---------- tests ----------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_routes_by_host_and_custom_domain() {
+    let (a, b) = (
+        TestUpstream::start("a1").await,
+        TestUpstream::start("b1").await,
+    );
+    let h = Harness::start(RouterOptions::default()).await;
+    h.router.publish(table(&[
+        ("a", &[], vec![a.upstream(1)]),
+        ("b", &["www.B.example"], vec![b.upstream(2)]),
+    ]));
+    let mut c = h.client().await;
+    for (host, want) in [
+        ("a.paas.test", "a1"),
+        ("A.Paas.Test:8080", "a1"),
+        ("a.paas.test.", "a1"),
+        ("b.paas.test", "b1"),
+        ("www.b.example", "b1"),
+        ("WWW.B.EXAMPLE:80", "b1"),
+    ] {
+        let got = c.get(host).await;
+        assert_eq!(
+            (got.status, got.body.as_str()),
+            (StatusCode::OK, want),
+            "{host}"
+        );
+    }
+    // The upstream got the Host header as the client sent it.
+    let seen = b.seen.lock().expect("seen").clone();
+    assert_eq!(header(&seen[2], "host"), Some("WWW.B.EXAMPLE:80"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_unknown_host_is_404_and_no_instances_is_503() {
+    let h = Harness::start(RouterOptions::default()).await;
+    h.router.publish(table(&[("idle", &[], vec![])]));
+    let mut c = h.client().await;
+
+    let got = c.get("nope.paas.test").await;
+    assert_eq!(got.status, StatusCode::NOT_FOUND);
+    assert!(
+        got.body.contains("No app is served at host nope.paas.test"),
+        "{}",
+        got.body
+    );
+    let rid = header(&got.headers, "x-request-id")
+        .expect("request id")
+        .to_string();
+    assert!(got.body.contains(&rid));
+
+    let html = c
+        .send("GET", "<b>.paas.test", &[("accept", "text/html")], "")
+        .await
+        .expect("request");
+    assert_eq!(html.status, StatusCode::NOT_FOUND);
+    assert!(
+        html.body.contains("<code>&lt;b&gt;.paas.test</code>"),
+        "{}",
+        html.body
+    );
+    assert_eq!(
+        header(&html.headers, "content-type"),
+        Some("text/html; charset=utf-8")
+    );
+
+    let got = c.get("idle.paas.test").await;
+    assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        got.body.contains("App idle has no web instance ready"),
+        "{}",
+        got.body
+    );
+
+    wait_for("access lines", || h.lines().len() == 3).await;
+    let lines = h.lines();
+    assert_eq!((lines[0].app.as_str(), lines[0].status), ("", 404));
+    assert_eq!(lines[0].request_id, rid);
+    assert_eq!(lines[0].path, "/some/path?q=1");
+    assert_eq!((lines[2].app.as_str(), lines[2].status), ("idle", 503));
+    assert_eq!(lines[2].instance, None);
+    let stats = h.router.stats("idle").expect("stats of a routed app");
+    assert_eq!((stats.requests, stats.status), (1, [0, 0, 0, 0, 1]));
+    assert!(h.router.stats("nope").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_forwards_headers_and_request_ids() {
+    let up = TestUpstream::start("u1").await;
+    let h = Harness::start(RouterOptions::default()).await;
+    h.router
+        .publish(table(&[("web", &[], vec![up.upstream(7)])]));
+    let mut c = h.client().await;
+
+    let got = c
+        .send(
+            "GET",
+            "web.paas.test:8080",
+            &[
+                ("x-forwarded-for", "203.0.113.9"),
+                ("x-forwarded-proto", "https"),
+                ("connection", "keep-alive, x-secret"),
+                ("x-secret", "1"),
+                ("keep-alive", "timeout=5"),
+                ("x-kept", "yes"),
+            ],
+            "",
+        )
+        .await
+        .expect("request");
+    assert_eq!(got.status, StatusCode::OK);
+    let seen = up.seen.lock().expect("seen")[0].clone();
+    assert_eq!(header(&seen, "host"), Some("web.paas.test:8080"));
+    assert_eq!(
+        header(&seen, "x-forwarded-for"),
+        Some("203.0.113.9, 127.0.0.1")
+    );
+    assert_eq!(header(&seen, "x-forwarded-proto"), Some("http"));
+    assert_eq!(
+        header(&seen, "x-forwarded-host"),
+        Some("web.paas.test:8080")
+    );
+    assert_eq!(header(&seen, "x-kept"), Some("yes"));
+    for gone in ["x-secret", "keep-alive"] {
+        assert!(seen.get(gone).is_none(), "{gone} reached the upstream");
+    }
+    let rid = header(&seen, "x-request-id")
+        .expect("generated id")
+        .to_string();
+    assert_eq!(rid.len(), 36, "{rid}");
+    assert_eq!(header(&got.headers, "x-request-id"), Some(rid.as_str()));
+    // Hop-by-hop headers of the upstream's response stay on its hop.
+    assert_eq!(header(&got.headers, "x-served-by"), Some("u1"));
+    assert!(got.headers.get("x-up").is_none());
+    assert!(got.headers.get("keep-alive").is_none());
+
+    // A sane id is kept; a long or odd one is replaced.
+    let got = c
+        .send(
+            "GET",
+            "web.paas.test",
+            &[("x-request-id", "trace-42.a:b")],
+            "",
+        )
+        .await
+        .expect("request");
+    assert_eq!(header(&got.headers, "x-request-id"), Some("trace-42.a:b"));
+    let long = "x".repeat(129);
+    for bad in [long.as_str(), "a b", "a;b"] {
+        let got = c
+            .send("GET", "web.paas.test", &[("x-request-id", bad)], "")
+            .await
+            .expect("request");
+        let id = header(&got.headers, "x-request-id").expect("id");
+        assert_ne!(id, bad);
+        assert_eq!(id.len(), 36);
+    }
+    let seen = up.seen.lock().expect("seen").clone();
+    assert_eq!(header(&seen[1], "x-request-id"), Some("trace-42.a:b"));
+    assert_ne!(header(&seen[2], "x-request-id"), Some(long.as_str()));
+
+    // A HEAD answer has no body to poll; it still finishes its bookkeeping.
+    let got = c
+        .send("HEAD", "web.paas.test", &[], "")
+        .await
+        .expect("head");
+    assert_eq!((got.status, got.body.as_str()), (StatusCode::OK, ""));
+
+    wait_for("access lines", || h.lines().len() == 6).await;
+    let lines = h.lines();
+    let first = &lines[0];
+    assert_eq!(
+        (
+            first.app.as_str(),
+            first.method.as_str(),
+            first.status,
+            first.bytes
+        ),
+        ("web", "GET", 200, 2)
+    );
+    assert_eq!(
+        (first.instance.as_deref(), first.release),
+        (Some("web.u1"), Some(7))
+    );
+    assert_eq!(first.request_id, rid);
+    assert_eq!(lines[5].method, "HEAD");
+    // All six went over one pooled upstream connection.
+    assert_eq!(up.connections(), 1);
+    assert_eq!(h.router.inflight(up.addr), 0);
+    let stats = h.router.stats("web").expect("stats");
+    assert_eq!((stats.requests, stats.status[1], stats.bytes), (6, 6, 10));
+    assert!(stats.p50 <= stats.p99 && stats.p99 > Duration::ZERO);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_round_robin_when_idle() {
+    let ups = [
+        TestUpstream::start("r1").await,
+        TestUpstream::start("r2").await,
+        TestUpstream::start("r3").await,
+    ];
+    let h = Harness::start(RouterOptions::default()).await;
+    h.router.publish(table(&[(
+        "web",
+        &[],
+        ups.iter().map(|u| u.upstream(1)).collect(),
+    )]));
+    let mut c = h.client().await;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut order = Vec::new();
+    for _ in 0..30 {
+        let got = c.get("web.paas.test").await;
+        assert_eq!(got.status, StatusCode::OK);
+        order.push(got.body.clone());
+        *seen.entry(got.body).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen.values().all(|n| *n == 10), "{seen:?}");
+    // Strict rotation, not just an even count.
+    assert!(
+        order
+            .windows(3)
+            .all(|w| w[0] != w[1] && w[1] != w[2] && w[0] != w[2]),
+        "{order:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_least_connections_spreads_and_avoids_busy() {
+    // Three upstreams that hold every request: one at a time, each new request must go to
+    // the one with the fewest in flight.
+    let ups = [
+        TestUpstream::start_with("h1", true).await,
+        TestUpstream::start_with("h2", true).await,
+        TestUpstream::start_with("h3", true).await,
+    ];
+    let h = Harness::start(RouterOptions::default()).await;
+    h.router.publish(table(&[(
+        "web",
+        &[],
+        ups.iter().map(|u| u.upstream(1)).collect(),
+    )]));
+    let total = |ups: &[TestUpstream]| ups.iter().map(TestUpstream::hits).sum::<usize>();
+    let mut pending = Vec::new();
+    for i in 1..=9 {
+        let addr = h.addr;
+        pending.push(tokio::spawn(async move {
+            Client::connect(addr).await.get("web.paas.test").await
+        }));
+        wait_for("the request to reach an upstream", || total(&ups) == i).await;
+    }
+    for u in &ups {
+        assert_eq!((u.name, u.hits()), (u.name, 3));
+        assert_eq!(h.router.inflight(u.addr), 3);
+    }
+    for u in &ups {
+        u.release();
+    }
+    for p in pending {
+        assert_eq!(p.await.expect("task").status, StatusCode::OK);
+    }
+    wait_for("in-flight counts to drop", || {
+        ups.iter().all(|u| h.router.inflight(u.addr) == 0)
+    })
+    .await;
+
+    // One busy upstream among idle ones gets nothing more while the others are free.
+    let busy = TestUpstream::start_with("busy", true).await;
+    let free = [
+        TestUpstream::start("f1").await,
+        TestUpstream::start("f2").await,
+    ];
+    h.router.publish(table(&[(
+        "web",
+        &[],
+        vec![busy.upstream(1), free[0].upstream(1), free[1].upstream(1)],
+    )]));
+    let mut held = Vec::new();
+    let mut c = h.client().await;
+    for _ in 0..20 {
+        if busy.hits() == 0 {
+            // Until the busy one has its request, use fresh connections: a held one would
+            // block a keep-alive client.
+            let addr = h.addr;
+            let t =
+                tokio::spawn(async move { Client::connect(addr).await.get("web.paas.test").await });
+            let before = free[0].hits() + free[1].hits();
+            wait_for("a pick", || {
+                busy.hits() == 1 || free[0].hits() + free[1].hits() > before
+            })
+            .await;
+            if busy.hits() == 1 {
+                held.push(t);
+            } else {
+                assert_eq!(t.await.expect("task").status, StatusCode::OK);
+            }
+        } else {
+            let got = c.get("web.paas.test").await;
+            assert_eq!(got.status, StatusCode::OK);
+            assert_ne!(got.body, "busy");
+        }
+    }
+    assert_eq!(busy.hits(), 1);
+    assert_eq!(h.router.inflight(busy.addr), 1);
+    busy.release();
+    for t in held {
+        assert_eq!(t.await.expect("task").body, "busy");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_swap_under_load_drops_nothing() {
+    let a = [
+        TestUpstream::start("a1").await,
+        TestUpstream::start("a2").await,
+    ];
+    let b = [
+        TestUpstream::start("b1").await,
+        TestUpstream::start("b2").await,
+    ];
+    let h = Harness::start(RouterOptions::default()).await;
+    h.router.publish(table(&[(
+        "web",
+        &[],
+        a.iter().map(|u| u.upstream(1)).collect(),
+    )]));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    // (sent at, first letter of the answering upstream)
+    let answers: Arc<Mutex<Vec<(Instant, char)>>> = Arc::default();
+    let failures: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut clients = Vec::new();
+    for _ in 0..50 {
+        let (stop, answers, failures, addr) =
+            (stop.clone(), answers.clone(), failures.clone(), h.addr);
+        clients.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
+                match c.send("GET", "web.paas.test", &[], "").await {
+                    Ok(got) if got.status == StatusCode::OK => {
+                        let first = got.body.chars().next().unwrap_or('?');
+                        answers.lock().expect("answers").push((sent, first));
+                    }
+                    Ok(got) => failures
+                        .lock()
+                        .expect("failures")
+                        .push(format!("{}: {}", got.status, got.body)),
+                    Err(e) => {
+                        failures
+                            .lock()
+                            .expect("failures")
+                            .push(format!("client: {e}"));
+                        c = Client::connect(addr).await;
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    h.router.publish(table(&[(
+        "web",
+        &[],
+        b.iter().map(|u| u.upstream(2)).collect(),
+    )]));
+    // What the supervisor does: out of the table first, wait for the drain, then stop.
+    wait_for("A to drain", || {
+        a.iter().all(|u| h.router.inflight(u.addr) == 0)
+    })
+    .await;
+    let killed_at = Instant::now();
+    for u in &a {
+        u.kill();
+    }
+    let a_hits: usize = a.iter().map(TestUpstream::hits).sum();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.expect("client task");
+    }
+
+    let failures = failures.lock().expect("failures").clone();
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    let answers = answers.lock().expect("answers").clone();
+    let from = |c: char| answers.iter().filter(|(_, f)| *f == c).count();
+    assert!(
+        from('a') > 0 && from('b') > 0,
+        "a: {}, b: {}",
+        from('a'),
+        from('b')
+    );
+    // Every request A took was answered, so the drain waited for all of them...
+    assert_eq!(from('a'), a_hits);
+    // ...and nothing sent after the drain went to A.
+    let late_a = answers
+        .iter()
+        .filter(|(t, f)| *f == 'a' && *t > killed_at)
+        .count();
+    assert_eq!(late_a, 0, "requests sent after the drain reached A");
+    assert!(answers.iter().any(|(t, f)| *f == 'b' && *t > killed_at));
+    assert!(b.iter().all(|u| u.hits() > 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_retries_refused_and_closed_upstreams() {
+    let good = TestUpstream::start("good").await;
+    let flaky = FlakyUpstream::start().await;
+    let refused = refused_addr().await;
+    let h = Harness::start(RouterOptions::default()).await;
+    let dead = Upstream {
+        addr: refused,
+        instance: "web.9".into(),
+        release: 1,
+    };
+    let flaky_up = Upstream {
+        addr: flaky.addr,
+        instance: "web.8".into(),
+        release: 1,
+    };
+    h.router.publish(table(&[
+        ("mixed", &[], vec![dead.clone(), good.upstream(1)]),
+        ("flaky", &[], vec![flaky_up]),
+        ("dead", &[], vec![dead]),
+    ]));
+    let mut c = h.client().await;
+
+    // A refused connect sent nothing: any request, POST with a body included, goes elsewhere.
+    for method in ["GET", "POST", "GET", "POST", "DELETE", "PUT"] {
+        let got = c
+            .send(method, "mixed.paas.test", &[], "payload")
+            .await
+            .expect("request");
+        assert_eq!(
+            (got.status, got.body.as_str()),
+            (StatusCode::OK, "good"),
+            "{method}"
+        );
+    }
+
+    // A pooled connection the upstream closes as we reuse it: GETs are replayed on a new one.
+    for i in 0..6 {
+        let got = c.get("flaky.paas.test").await;
+        assert_eq!(
+            (got.status, got.body.as_str()),
+            (StatusCode::OK, "flaky"),
+            "GET {i}"
+        );
+    }
+    assert!(flaky.connections.load(Ordering::SeqCst) >= 3);
+
+    // A POST that reached the upstream is never sent twice: the client gets a 502.
+    let posted = flaky.requests.load(Ordering::SeqCst);
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let got = c
+            .send("POST", "flaky.paas.test", &[], "once")
+            .await
+            .expect("request");
+        statuses.push(got.status);
+    }
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::BAD_GATEWAY]);
+    assert_eq!(flaky.requests.load(Ordering::SeqCst), posted + 2);
+
+    // Nothing answers at all: 502 after the bounded retries.
+    let got = c.get("dead.paas.test").await;
+    assert_eq!(got.status, StatusCode::BAD_GATEWAY);
+    assert!(got.body.contains("App dead did not answer"), "{}", got.body);
+    let stats = h.router.stats("dead").expect("stats");
+    assert_eq!(stats.status[4], 1);
+    assert_eq!(h.router.inflight(refused), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_response_timeout_is_504() {
+    let slow = TestUpstream::start_with("slow", true).await;
+    let h = Harness::start(RouterOptions {
+        response_timeout: Duration::from_millis(200),
+        ..RouterOptions::default()
+    })
+    .await;
+    h.router
+        .publish(table(&[("web", &[], vec![slow.upstream(1)])]));
+    let mut c = h.client().await;
+    let got = c.get("web.paas.test").await;
+    assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(got.body.contains("did not answer in time"), "{}", got.body);
+    // Not retried: the upstream may still be working on it.
+    assert_eq!(slow.hits(), 1);
+    wait_for("the in-flight count", || h.router.inflight(slow.addr) == 0).await;
+    slow.release();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_shutdown_lets_requests_finish() {
+    let slow = TestUpstream::start_with("slow", true).await;
+    let mut h = Harness::start(RouterOptions::default()).await;
+    h.router
+        .publish(table(&[("web", &[], vec![slow.upstream(1)])]));
+    let addr = h.addr;
+    let inflight =
+        tokio::spawn(async move { Client::connect(addr).await.get("web.paas.test").await });
+    wait_for("the request upstream", || slow.hits() == 1).await;
+    let _ = h.stop.take().map(|s| s.send(()));
+    // Stopped accepting...
+    wait_for("the listener to close", || {
+        std::net::TcpStream::connect(addr).is_err()
+    })
+    .await;
+    assert!(!h.task.is_finished());
+    // ...but the request in flight completes.
+    slow.release();
+    let got = inflight.await.expect("task");
+    assert_eq!((got.status, got.body.as_str()), (StatusCode::OK, "slow"));
+    tokio::time::timeout(WAIT, &mut h.task)
+        .await
+        .expect("serve returns")
+        .expect("serve task");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_keeps_counters_across_swaps() {
+    let up = TestUpstream::start_with("u", true).await;
+    let h = Harness::start(RouterOptions::default()).await;
+    h.router
+        .publish(table(&[("web", &[], vec![up.upstream(1)])]));
+    let addr = h.addr;
+    let held = tokio::spawn(async move { Client::connect(addr).await.get("web.paas.test").await });
+    wait_for("the request upstream", || up.hits() == 1).await;
+    // Same address in the next table (another release): the in-flight count carries over.
+    h.router
+        .publish(table(&[("web", &[], vec![up.upstream(2)])]));
+    assert_eq!(h.router.inflight(up.addr), 1);
+    // Out of the table: still counted until the response is done.
+    h.router.publish(table(&[("web", &[], vec![])]));
+    assert_eq!(h.router.inflight(up.addr), 1);
+    up.release();
+    assert_eq!(held.await.expect("task").status, StatusCode::OK);
+    wait_for("the drain", || h.router.inflight(up.addr) == 0).await;
+    let stats = h.router.stats("web").expect("stats");
+    assert_eq!(stats.requests, 1);
+}
