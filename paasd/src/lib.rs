@@ -40,6 +40,11 @@ pub enum DaemonError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Socket(#[from] api::socket::SocketError),
+    #[error("router: cannot listen on {addr}: {source}")]
+    Http {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("container runtime: {0}")]
     Runtime(#[from] runtime::RuntimeError),
 }
@@ -102,11 +107,28 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     // Failed releases left pending by a stop mid-rollout never ran.
     store.tx(store::releases::fail_pending).await?;
-    let hooks = supervisor::Hooks {
-        publish: Arc::new(|table: Vec<supervisor::RoutedApp>| {
-            tracing::debug!(apps = table.len(), "route table published");
+    let router = router::Router::new(
+        router::RouterOptions::default(),
+        Arc::new(|line: router::AccessLine| {
+            tracing::debug!(app = %line.app, status = line.status, path = %line.path, "request");
         }),
-        inflight: Arc::new(|_| 0),
+    );
+    let http = tokio::net::TcpListener::bind(config.http)
+        .await
+        .map_err(|source| DaemonError::Http {
+            addr: config.http,
+            source,
+        })?;
+    let router_addr = http.local_addr().ok();
+    let hooks = supervisor::Hooks {
+        publish: {
+            let router = Arc::clone(&router);
+            Arc::new(move |table| router.publish(table))
+        },
+        inflight: {
+            let router = Arc::clone(&router);
+            Arc::new(move |addr| router.inflight(addr))
+        },
         log: Arc::new(|app: &str, line: paas_api::LogLine| {
             tracing::info!(%app, process = %line.process, "{}", line.line);
         }),
@@ -143,7 +165,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         runtime: Arc::clone(&runtime),
         builds,
         supervisor: supervisor.clone(),
-        router_addr: None,
+        router_addr,
         limits: api::body::Limits {
             max_body_bytes: config.max_body_bytes,
             max_json_depth: config.max_json_depth,
@@ -172,7 +194,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let supervisor = supervisor.clone();
         tokio::spawn(async move { supervisor.start_all().await });
     }
+    // The router stops accepting when paasd stops; requests in flight finish.
+    let (router_stop, router_stopped) = tokio::sync::oneshot::channel::<()>();
+    let router_task = tokio::spawn(Arc::clone(&router).serve(http, async move {
+        let _ = router_stopped.await;
+    }));
+    tracing::info!(http = ?router_addr, "router listening");
     api::serve(listener, state, shutdown).await;
+    let _ = router_stop.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), router_task).await;
     drop(socket_guard);
     // Again: a request that raced the signal may have started one more.
     runtime.shutdown();

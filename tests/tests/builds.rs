@@ -134,7 +134,10 @@ fn a_configured_buildpack_builds_releases_and_runs_the_slug() {
     assert_eq!(done["release"]["version"], 3, "{done}");
     assert_eq!(done["release"]["status"], "succeeded");
     let types = &done["release"]["process_types"];
-    assert_eq!(types["console"], "hello", "the buildpack's default: {types}");
+    assert_eq!(
+        types["console"], "hello",
+        "the buildpack's default: {types}"
+    );
     assert_eq!(types["worker"], "sleep 1000", "the Procfile's: {types}");
     let phases: Vec<String> = events_of("phase", &events)
         .iter()

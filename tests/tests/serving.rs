@@ -171,11 +171,16 @@ fn no_request_fails_while_deploying_configuring_rolling_back_scaling_and_restart
         );
         assert_eq!(c.failed, 0, "{what}: failed requests: {:?}", c.errors);
         assert!(c.ok > 400, "{what}: the load ran ({} ok)", c.ok);
-        let last = c.first_seen.last().cloned().unwrap_or_default();
+        let (status, _, now) = d.http(&host, "/");
         assert!(
-            last.starts_with(expect_after),
-            "{what}: answers end up from {expect_after:?}; order seen {:?}",
+            status == 200 && now.starts_with(expect_after),
+            "{what}: answers are now from {expect_after:?}, got {status} {now:?}; seen {:?}",
             c.first_seen
+        );
+        assert!(
+            c.bodies.keys().any(|b| b.starts_with(expect_after)),
+            "{what}: the load saw the new answers too: {:?}",
+            c.bodies
         );
     };
     step(

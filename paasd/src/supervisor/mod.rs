@@ -22,6 +22,7 @@ use tokio::sync::{watch, Notify};
 use crate::apps::{AppError, Apps};
 use crate::build::slug::Slugs;
 use crate::config::InstanceConfig;
+use crate::router::{RouteTable, Upstream};
 use crate::runtime::Runtime;
 use crate::store::{self, Store, StoreError};
 
@@ -44,26 +45,11 @@ pub enum SupervisorError {
     ShuttingDown,
 }
 
-/// One routed app: what the router needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoutedApp {
-    pub app: String,
-    pub domains: Vec<String>,
-    pub upstreams: Vec<Upstream>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
-    pub addr: SocketAddr,
-    pub instance: String,
-    pub release: u32,
-}
-
 /// How the supervisor reaches the router and the log stream (wired in `paasd::run`).
 #[derive(Clone)]
 pub struct Hooks {
-    /// Replaces the whole route table.
-    pub publish: Arc<dyn Fn(Vec<RoutedApp>) + Send + Sync>,
+    /// Replaces the router's whole table.
+    pub publish: Arc<dyn Fn(RouteTable) + Send + Sync>,
     /// Requests in flight to an upstream (draining waits for 0).
     pub inflight: Arc<dyn Fn(SocketAddr) -> usize + Send + Sync>,
     /// Appends a line to an app's log stream; never blocks.
@@ -177,11 +163,11 @@ impl Ctx {
         self.routes_changed();
     }
 
-    async fn build_routes(&self) -> Result<Vec<RoutedApp>, AppError> {
+    async fn build_routes(&self) -> Result<RouteTable, AppError> {
         let infos = self.apps.route_info().await?;
-        Ok(infos
-            .into_iter()
-            .map(|i| {
+        let mut table = RouteTable::new(&self.base_domain);
+        for i in infos {
+            {
                 let upstreams = self
                     .existing(&i.app)
                     .map(|s| s.list())
@@ -194,13 +180,10 @@ impl Ctx {
                         release: h.release,
                     })
                     .collect();
-                RoutedApp {
-                    app: i.app,
-                    domains: i.domains,
-                    upstreams,
-                }
-            })
-            .collect())
+                table.add_app(&i.app, &i.domains, upstreams);
+            }
+        }
+        Ok(table)
     }
 }
 
