@@ -53,6 +53,39 @@ pub struct FileConfig {
     /// Limits on uploads and builds (`[build]`).
     #[serde(default)]
     pub build: BuildConfig,
+    /// The app log stream (`[logs]`).
+    #[serde(default)]
+    pub logs: LogsConfig,
+}
+
+/// `[logs]`: how much of each app's log stream is kept on disk (`STATE/logs/APP/stream/`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// Disk one app's stream may use; the oldest lines go first (at least 1).
+    pub max_mb_per_app: u64,
+    /// Size of one segment file, the unit rotation deletes (at most a quarter of the cap).
+    pub segment_mb: u64,
+}
+
+impl Default for LogsConfig {
+    fn default() -> LogsConfig {
+        LogsConfig {
+            max_mb_per_app: 32,
+            segment_mb: 4,
+        }
+    }
+}
+
+impl LogsConfig {
+    /// The log service's sizes (the rest at their defaults).
+    pub fn service(&self) -> crate::logs::LogConfig {
+        crate::logs::LogConfig {
+            max_bytes_per_app: self.max_mb_per_app.saturating_mul(1 << 20),
+            segment_bytes: self.segment_mb.saturating_mul(1 << 20),
+            ..crate::logs::LogConfig::default()
+        }
+    }
 }
 
 /// `[build]`: what one deploy may use. Defaults suit a small VPS.
@@ -136,6 +169,7 @@ pub struct Config {
     pub stacks: std::collections::BTreeMap<String, PathBuf>,
     pub buildpacks_dir: PathBuf,
     pub build: BuildConfig,
+    pub logs: LogsConfig,
     pub max_stack_mb: u64,
 }
 
@@ -207,6 +241,7 @@ impl Config {
                 .or(file.buildpacks_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_BUILDPACKS_DIR)),
             build: file.build,
+            logs: file.logs,
             max_stack_mb: file.max_stack_mb.unwrap_or(4096),
             state_dir,
         })
@@ -309,6 +344,16 @@ mod tests {
         assert_eq!(c.build.timeout_secs, 60);
         assert_eq!(c.build.keep_releases, 10);
         assert!(toml::from_str::<FileConfig>("[build]\nmemory = 1\n").is_err());
+    }
+
+    #[test]
+    fn logs_table() {
+        let c = Config::resolve(FileConfig::default(), Overrides::default()).expect("valid");
+        assert_eq!(c.logs.service().max_bytes_per_app, 32 << 20);
+        let file: FileConfig = toml::from_str("[logs]\nmax_mb_per_app = 8\n").expect("valid");
+        let c = Config::resolve(file, Overrides::default()).expect("valid");
+        assert_eq!((c.logs.max_mb_per_app, c.logs.segment_mb), (8, 4));
+        assert!(toml::from_str::<FileConfig>("[logs]\nmax_mb = 1\n").is_err());
     }
 
     #[test]

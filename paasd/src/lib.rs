@@ -5,6 +5,7 @@ pub mod api;
 pub mod apps;
 pub mod build;
 pub mod config;
+pub mod logs;
 pub mod oneoff;
 pub mod runtime;
 pub mod secrets;
