@@ -41,6 +41,8 @@ pub enum DaemonError {
     Socket(#[from] api::socket::SocketError),
     #[error("container runtime: {0}")]
     Runtime(#[from] runtime::RuntimeError),
+    #[error("app logs: {0}")]
+    Logs(#[from] logs::LogError),
 }
 
 /// Runs the daemon until `shutdown` resolves, then drains requests and returns.
@@ -99,6 +101,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if !config.buildpacks_dir.is_dir() {
         tracing::warn!(dir = %config.buildpacks_dir.display(), "built-in buildpacks not found; builds need buildpacks_dir");
     }
+    let logs = logs::Logs::new(&config.state_dir.join("logs"), config.logs.service())?;
     let builds = build::Builds::new(
         apps.clone(),
         store.clone(),
@@ -106,6 +109,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         config.build.clone(),
         config.buildpacks_dir.clone(),
         config.state_dir.clone(),
+        logs.clone(),
     );
     builds.recover().await?;
     let stacks = stacks::Stacks::new(
@@ -120,6 +124,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         store,
         runtime: Arc::clone(&runtime),
         builds,
+        logs: logs.clone(),
         limits: api::body::Limits {
             max_body_bytes: config.max_body_bytes,
             max_json_depth: config.max_json_depth,
@@ -138,14 +143,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     // Containers go first when the signal comes: attached `paas run` streams then end with
     // their exit instead of holding the drain open for its whole timeout.
     let stopping = Arc::clone(&runtime);
+    let followed = logs.clone();
     let shutdown = async move {
         shutdown.await;
+        // `logs --follow` streams end too, or they would hold the drain open.
+        followed.close_followers();
         let _ = tokio::task::spawn_blocking(move || stopping.shutdown()).await;
     };
     api::serve(listener, state, shutdown).await;
     drop(socket_guard);
     // Again: a request that raced the signal may have started one more.
     runtime.shutdown();
+    logs.flush().await;
     tracing::info!("paasd stopped");
     Ok(())
 }

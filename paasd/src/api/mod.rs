@@ -4,6 +4,7 @@
 
 pub mod body;
 pub mod error;
+pub mod logs;
 pub mod routes;
 pub mod socket;
 
@@ -25,6 +26,7 @@ pub struct State {
     pub runtime: Arc<crate::runtime::Runtime>,
     pub builds: crate::build::Builds,
     pub stacks: crate::stacks::Stacks,
+    pub logs: crate::logs::Logs,
     pub limits: body::Limits,
     pub started: Instant,
 }

@@ -77,6 +77,8 @@ struct Inner {
     buildpacks_dir: PathBuf,
     state_dir: PathBuf,
     slugs: slug::Slugs,
+    /// The app log stream: build output (source `build`) and deploy events go there too.
+    logs: crate::logs::Logs,
     /// Apps with a deploy in progress: who started it and when.
     busy: Mutex<HashMap<String, (String, Instant)>>,
 }
@@ -138,6 +140,7 @@ impl Builds {
         cfg: BuildConfig,
         buildpacks_dir: PathBuf,
         state_dir: PathBuf,
+        logs: crate::logs::Logs,
     ) -> Builds {
         Builds {
             inner: Arc::new(Inner {
@@ -148,6 +151,7 @@ impl Builds {
                 cfg,
                 buildpacks_dir,
                 state_dir,
+                logs,
                 busy: Mutex::new(HashMap::new()),
             }),
         }
@@ -374,6 +378,10 @@ struct Build {
 impl Build {
     async fn run(mut self, phases: Vec<PhaseTiming>) {
         self.open_log();
+        self.platform(format!(
+            "Deploy {} started by {}",
+            self.row.id, self.row.user
+        ));
         self.emit(DeployEvent::Started {
             id: self.row.id as u64,
         })
@@ -395,6 +403,10 @@ impl Build {
                     release.version, self.app
                 ))
                 .await;
+                self.platform(format!(
+                    "Release v{} created by {} (deploy {})",
+                    release.version, self.row.user, self.row.id
+                ));
                 DeployEvent::Done {
                     release: Box::new(release),
                 }
@@ -403,6 +415,7 @@ impl Build {
                 self.row.status = DeploymentStatus::Failed;
                 self.row.error = Some(f.message.clone());
                 self.line(format!(" !     {}", f.message)).await;
+                self.platform(format!("Deploy {} failed: {}", self.row.id, f.message));
                 DeployEvent::Error {
                     code: f.code.to_string(),
                     message: f.message,
@@ -919,7 +932,22 @@ impl Build {
         if let Some(f) = self.log.as_mut() {
             let _ = writeln!(f, "{line}");
         }
+        self.inner.logs.append(
+            &self.app,
+            api::LogLine {
+                ts: crate::logs::now(),
+                source: api::LogSource::Build,
+                process: crate::logs::BUILD_PROCESS.into(),
+                release: self.row.version,
+                line: line.clone(),
+            },
+        );
         self.emit(DeployEvent::Output { line }).await;
+    }
+
+    /// A deploy event in the app's log stream (tagged with the release once it exists).
+    fn platform(&self, msg: String) {
+        self.inner.logs.platform(&self.app, self.row.version, msg);
     }
 
     /// Sends to the client if it is still there; a gone client never stops the build.
