@@ -7,6 +7,7 @@ pub mod buildpacks;
 pub mod deploy;
 pub mod domains;
 pub mod env;
+pub mod logs;
 pub mod releases;
 pub mod run;
 pub mod scale;
@@ -60,6 +61,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         },
         Command::Scale(a) => scale::scale(&ctx, a).await,
         Command::Run(a) => run::run(&ctx, a).await,
+        Command::Logs(a) => logs::logs(&ctx, a).await,
         Command::Releases(r) => match r.command {
             None => releases::list(&ctx, &required(r.name)?).await,
             Some(ReleasesSub::List(a)) => releases::list(&ctx, &a.name).await,
