@@ -431,5 +431,7 @@ pub struct LogLine {
 pub enum LogEvent {
     Line(LogLine),
     /// Lines this follower missed because it read too slowly.
-    Dropped { count: u64 },
+    Dropped {
+        count: u64,
+    },
 }
