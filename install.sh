@@ -93,6 +93,9 @@ do_install() {
 # max_source_files = 200000
 # min_free_disk_mb = 1024 # deploys are refused below this much free space
 # keep_releases = 10      # slugs kept for rollback
+# [logs]                  # each app's log stream (paas logs)
+# max_mb_per_app = 32     # disk per app; the oldest lines go first
+# segment_mb = 4          # rotation unit (at most a quarter of the cap)
 TOML
   fi
 

@@ -81,6 +81,37 @@ pub enum Command {
     /// Run a one-off command in a fresh container with the app's config (like `heroku run`).
     /// One argument is a shell command line; several are an argv. Exits with the command's status.
     Run(RunArgs),
+    /// Show an app's log stream: app output, router access lines, builds and platform events.
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Lines look like `2026-11-23T10:00:00.123Z app[web.1] v12: listening`: the time (UTC), where \
+the line came from (app[INSTANCE], router, build or paasd) and the release it belongs to. \
+With --json, stdout gets paasd's NDJSON events as they arrive. When --follow reads too \
+slowly, paasd skips lines for it and a note on stderr says how many.")]
+pub struct LogsArgs {
+    /// App whose logs to show.
+    pub name: String,
+    /// How many of the newest lines to show (default 100; with --follow, before the new ones).
+    #[arg(long, short = 'n', value_name = "N")]
+    pub tail: Option<u64>,
+    /// Only lines since then: a duration back from now (2h, 30m) or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Only lines of this release (v12).
+    #[arg(long, value_name = "VERSION")]
+    pub release: Option<String>,
+    /// Keep going: print new lines as they come, until interrupted.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only a process type (web) or one instance (web.1).
+    #[arg(long, value_name = "TYPE|INSTANCE")]
+    pub ps: Option<String>,
+    /// Only lines from this source: app, router, build or platform.
+    #[arg(long, value_name = "SOURCE")]
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -611,6 +642,28 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(parse(&["paas", "releases", "info", "x"]).is_err());
+    }
+
+    #[test]
+    fn logs_flags() {
+        match parse(&[
+            "paas", "logs", "x", "-f", "-n", "5", "--since", "2h", "--ps", "web",
+        ])
+        .expect("parses")
+        .command
+        {
+            Command::Logs(a) => {
+                assert_eq!(a.name, "x");
+                assert!(a.follow);
+                assert_eq!(a.tail, Some(5));
+                assert_eq!(a.since.as_deref(), Some("2h"));
+                assert_eq!(a.ps.as_deref(), Some("web"));
+                assert_eq!((a.release, a.source), (None, None));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(parse(&["paas", "logs"]).is_err());
+        assert!(parse(&["paas", "logs", "x", "--tail", "many"]).is_err());
     }
 
     #[test]

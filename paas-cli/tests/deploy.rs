@@ -244,6 +244,7 @@ fn release(version: u32) -> Release {
         config_keys: vec!["DATABASE_URL".to_owned()],
         process_types: [("web".to_owned(), "npm start".to_owned())].into(),
         deployment: Some(deployment(Some(version), DeploymentStatus::Succeeded)),
+        rollout: vec![],
     }
 }
 

@@ -56,6 +56,9 @@ pub struct FileConfig {
     /// How instances run, restart and are replaced (`[instances]`).
     #[serde(default)]
     pub instances: InstanceConfig,
+    /// The app log stream (`[logs]`).
+    #[serde(default)]
+    pub logs: LogsConfig,
 }
 
 /// `[instances]`: what one app instance may use and how the supervisor treats it.
@@ -92,6 +95,36 @@ impl Default for InstanceConfig {
             backoff_max_secs: 300,
             crash_limit: 5,
             crash_reset_secs: 60,
+        }
+    }
+}
+
+/// `[logs]`: how much of each app's log stream is kept on disk (`STATE/logs/APP/stream/`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// Disk one app's stream may use; the oldest lines go first (at least 1).
+    pub max_mb_per_app: u64,
+    /// Size of one segment file, the unit rotation deletes (at most a quarter of the cap).
+    pub segment_mb: u64,
+}
+
+impl Default for LogsConfig {
+    fn default() -> LogsConfig {
+        LogsConfig {
+            max_mb_per_app: 32,
+            segment_mb: 4,
+        }
+    }
+}
+
+impl LogsConfig {
+    /// The log service's sizes (the rest at their defaults).
+    pub fn service(&self) -> crate::logs::LogConfig {
+        crate::logs::LogConfig {
+            max_bytes_per_app: self.max_mb_per_app.saturating_mul(1 << 20),
+            segment_bytes: self.segment_mb.saturating_mul(1 << 20),
+            ..crate::logs::LogConfig::default()
         }
     }
 }
@@ -178,6 +211,7 @@ pub struct Config {
     pub buildpacks_dir: PathBuf,
     pub build: BuildConfig,
     pub instances: InstanceConfig,
+    pub logs: LogsConfig,
     pub max_stack_mb: u64,
 }
 
@@ -250,6 +284,7 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_BUILDPACKS_DIR)),
             build: file.build,
             instances: file.instances,
+            logs: file.logs,
             max_stack_mb: file.max_stack_mb.unwrap_or(4096),
             state_dir,
         })
@@ -352,6 +387,16 @@ mod tests {
         assert_eq!(c.build.timeout_secs, 60);
         assert_eq!(c.build.keep_releases, 10);
         assert!(toml::from_str::<FileConfig>("[build]\nmemory = 1\n").is_err());
+    }
+
+    #[test]
+    fn logs_table() {
+        let c = Config::resolve(FileConfig::default(), Overrides::default()).expect("valid");
+        assert_eq!(c.logs.service().max_bytes_per_app, 32 << 20);
+        let file: FileConfig = toml::from_str("[logs]\nmax_mb_per_app = 8\n").expect("valid");
+        let c = Config::resolve(file, Overrides::default()).expect("valid");
+        assert_eq!((c.logs.max_mb_per_app, c.logs.segment_mb), (8, 4));
+        assert!(toml::from_str::<FileConfig>("[logs]\nmax_mb = 1\n").is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod api;
 pub mod apps;
 pub mod build;
 pub mod config;
+pub mod logs;
 pub mod oneoff;
 pub mod router;
 pub mod runtime;
@@ -47,6 +48,8 @@ pub enum DaemonError {
     },
     #[error("container runtime: {0}")]
     Runtime(#[from] runtime::RuntimeError),
+    #[error("app logs: {0}")]
+    Logs(#[from] logs::LogError),
 }
 
 /// Runs the daemon until `shutdown` resolves, then drains requests and returns.
@@ -105,14 +108,26 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if !config.buildpacks_dir.is_dir() {
         tracing::warn!(dir = %config.buildpacks_dir.display(), "built-in buildpacks not found; builds need buildpacks_dir");
     }
+    let logs = logs::Logs::new(&config.state_dir.join("logs"), config.logs.service())?;
     // Failed releases left pending by a stop mid-rollout never ran.
     store.tx(store::releases::fail_pending).await?;
-    let router = router::Router::new(
-        router::RouterOptions::default(),
-        Arc::new(|line: router::AccessLine| {
-            tracing::debug!(app = %line.app, status = line.status, path = %line.path, "request");
-        }),
-    );
+    let router = router::Router::new(router::RouterOptions::default(), {
+        let logs = logs.clone();
+        Arc::new(move |a: router::AccessLine| {
+            // Requests for unknown hosts belong to no app's stream.
+            if !a.app.is_empty() {
+                let access = logs::Access {
+                    method: &a.method,
+                    path: &a.path,
+                    status: a.status,
+                    bytes: a.bytes,
+                    duration: a.duration,
+                    instance: a.instance.as_deref(),
+                };
+                logs.router(&a.app, a.release, &access);
+            }
+        })
+    });
     let http = tokio::net::TcpListener::bind(config.http)
         .await
         .map_err(|source| DaemonError::Http {
@@ -129,9 +144,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             let router = Arc::clone(&router);
             Arc::new(move |addr| router.inflight(addr))
         },
-        log: Arc::new(|app: &str, line: paas_api::LogLine| {
-            tracing::info!(%app, process = %line.process, "{}", line.line);
-        }),
+        log: {
+            let logs = logs.clone();
+            Arc::new(move |app: &str, line: paas_api::LogLine| logs.append(app, line))
+        },
     };
     let supervisor = supervisor::Supervisor::new(
         Arc::clone(&runtime),
@@ -143,13 +159,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         config.instances.clone(),
     );
     let builds = build::Builds::new(
-        apps.clone(),
-        store.clone(),
-        Arc::clone(&runtime),
+        build::Services {
+            apps: apps.clone(),
+            store: store.clone(),
+            runtime: Arc::clone(&runtime),
+            supervisor: supervisor.clone(),
+            logs: logs.clone(),
+        },
         config.build.clone(),
         config.buildpacks_dir.clone(),
         config.state_dir.clone(),
-        supervisor.clone(),
     );
     builds.recover().await?;
     let stacks = stacks::Stacks::new(
@@ -166,6 +185,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         builds,
         supervisor: supervisor.clone(),
         router_addr,
+        logs: logs.clone(),
         limits: api::body::Limits {
             max_body_bytes: config.max_body_bytes,
             max_json_depth: config.max_json_depth,
@@ -185,8 +205,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     // their exit instead of holding the drain open for its whole timeout.
     let stopping = Arc::clone(&runtime);
     let stopping_sup = supervisor.clone();
+    let followed = logs.clone();
     let shutdown = async move {
         shutdown.await;
+        // `logs --follow` streams end too, or they would hold the drain open.
+        followed.close_followers();
         stopping_sup.shutdown().await;
         let _ = tokio::task::spawn_blocking(move || stopping.shutdown()).await;
     };
@@ -206,6 +229,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     drop(socket_guard);
     // Again: a request that raced the signal may have started one more.
     runtime.shutdown();
+    logs.flush().await;
     tracing::info!("paasd stopped");
     Ok(())
 }

@@ -333,6 +333,18 @@ fn a_crashing_instance_backs_off_then_shows_crashed() {
             .contains("exited with code 3"),
         "{list:#?}"
     );
+    // The backoff doubles: 0.3 s, 0.6 s, 1.2 s.
+    let platform = d
+        .paas(&["logs", "cr", "--source", "platform"])
+        .ok()
+        .to_string();
+    let delays: Vec<&str> = platform
+        .lines()
+        .filter_map(|l| l.split("restarting in ").nth(1))
+        .collect();
+    println!("{platform}");
+    assert_eq!(delays, ["0.3 s", "0.6 s", "1.2 s"], "{platform}");
+    assert!(platform.contains("not restarted"), "{platform}");
     // The router has nobody to send requests to.
     assert_eq!(d.http(&format!("cr.{BASE}"), "/").0, 503);
     // A restart tries again.
@@ -341,4 +353,136 @@ fn a_crashing_instance_backs_off_then_shows_crashed() {
     wait_ps(&d, "cr", "restarted", Duration::from_secs(10), |l| {
         l.first().is_some_and(|i| i["restarts"] == 0)
     });
+}
+
+#[test]
+fn app_output_reaches_followers_fast_and_platform_events_and_rotation_work() {
+    let Some(d) = daemon(
+        "logs-run",
+        "[instances]\nmemory_mb = 64\nbackoff_initial_ms = 60000\n[logs]\nmax_mb_per_app = 1\nsegment_mb = 1\n",
+    ) else {
+        return;
+    };
+    let app = node_app("v1");
+    d.paas(&["create", "lg"]).ok();
+    deploy(&d, "lg", app.path());
+
+    // A follower sees the app's own line for a request.
+    let mut follow = d
+        .paas_command(&["logs", "lg", "--follow", "--source", "app", "--tail", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("paas logs --follow");
+    let (tx, rx) = std::sync::mpsc::channel::<(Instant, String)>();
+    let out = follow.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send((Instant::now(), line)).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mut latencies = Vec::new();
+    for n in 0..5 {
+        let mark = format!("/mark-{n}");
+        let sent = Instant::now();
+        assert_eq!(d.http(&format!("lg.{BASE}"), &mark).0, 404);
+        let answered = sent.elapsed();
+        let (at, line) = loop {
+            let (at, line) = rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the follower sees the app's line");
+            if line.contains(&mark) {
+                break (at, line);
+            }
+        };
+        assert!(line.contains("app[web.1]"), "{line}");
+        latencies.push((at - sent).saturating_sub(answered));
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    println!("app line -> follower, after the response: {latencies:?}");
+
+    // Router access lines and platform events are in the stream.
+    let router = d
+        .paas(&["logs", "lg", "--source", "router"])
+        .ok()
+        .to_string();
+    assert!(
+        router.contains("path=\"/mark-4\"")
+            && router.contains("status=404")
+            && router.contains("web.1"),
+        "{router}"
+    );
+    let platform = d
+        .paas(&["logs", "lg", "--source", "platform"])
+        .ok()
+        .to_string();
+    assert!(platform.contains("web.1 started"), "{platform}");
+    assert!(platform.contains("v2 is live"), "{platform}");
+
+    // OOM kills are reported as such.
+    let hog = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        hog.path().join("Procfile"),
+        "hog: python3 -c \"x = bytearray(300 * 1024 * 1024); import time; time.sleep(60)\"\n",
+    )
+    .expect("procfile");
+    d.paas(&["create", "hog"]).ok();
+    deploy(&d, "hog", hog.path());
+    d.paas(&["scale", "hog", "hog=1"]).ok();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let p = d
+            .paas(&["logs", "hog", "--source", "platform"])
+            .ok()
+            .to_string();
+        if p.contains("hog.1 was killed: out of memory (its limit is 64 MB)") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no OOM event: {p}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // A worker printing 100k lines: the stream stays under its cap and keeps the newest.
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        dir.path().join("Procfile"),
+        "chatty: python3 -c \"[print('line', i, 'x' * 40) for i in range(100000)]; import time; time.sleep(600)\"\n",
+    )
+    .expect("procfile");
+    d.paas(&["create", "ps2"]).ok();
+    deploy(&d, "ps2", dir.path());
+    d.paas(&["scale", "ps2", "chatty=1"]).ok();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let tail = d
+            .paas(&["logs", "ps2", "--ps", "chatty", "--tail", "1"])
+            .ok()
+            .to_string();
+        if tail == last && tail.contains("line 99") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lines did not arrive: {tail}"
+        );
+        last = tail;
+    }
+    println!("last line kept: {last}");
+    let stream = d.state_dir().join("logs/ps2/stream");
+    let bytes: u64 = std::fs::read_dir(&stream)
+        .expect("stream dir")
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    println!("ps2's log stream after 100k lines: {bytes} bytes on disk (cap 1 MiB)");
+    assert!(bytes <= 1 << 20, "{bytes} bytes over the 1 MiB cap");
+    assert!(bytes > 256 << 10, "the newest lines are kept: {bytes}");
 }

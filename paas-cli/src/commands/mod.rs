@@ -8,6 +8,7 @@ pub mod checks;
 pub mod deploy;
 pub mod domains;
 pub mod env;
+pub mod logs;
 pub mod ps;
 pub mod releases;
 pub mod run;
@@ -71,6 +72,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             Some(ChecksSub::Set(a)) => checks::set(&ctx, a).await,
             Some(ChecksSub::Clear(a)) => checks::clear(&ctx, a).await,
         },
+        Command::Logs(a) => logs::logs(&ctx, a).await,
         Command::Releases(r) => match r.command {
             None => releases::list(&ctx, &required(r.name)?).await,
             Some(ReleasesSub::List(a)) => releases::list(&ctx, &a.name).await,

@@ -284,6 +284,7 @@ mod tests {
             config_keys: vec![],
             process_types: Default::default(),
             deployment,
+            rollout: vec![],
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod body;
 pub mod error;
+pub mod logs;
 pub mod routes;
 pub mod socket;
 
@@ -28,6 +29,7 @@ pub struct State {
     /// Where the HTTP router listens (known once it is bound).
     pub router_addr: Option<std::net::SocketAddr>,
     pub stacks: crate::stacks::Stacks,
+    pub logs: crate::logs::Logs,
     pub limits: body::Limits,
     pub started: Instant,
 }

@@ -105,6 +105,7 @@ async fn dispatch(
                     apps.destroy(app.clone()).await?;
                     state.supervisor.routes_changed().await;
                     state.builds.forget(&app);
+                    state.logs.remove_app(&app).await;
                     no_content()
                 }
                 ([], _) => Err(not_allowed("GET, DELETE")),
@@ -214,6 +215,9 @@ async fn dispatch(
                 }
                 (["run"], _) => Err(not_allowed("POST")),
 
+                (["logs"], &Method::GET) => super::logs::get(state, app, req.uri().query()).await,
+                (["logs"], _) => Err(not_allowed("GET")),
+
                 _ => Err(not_found(&req)),
             }
         }
@@ -310,7 +314,9 @@ fn no_content() -> Result<Response<Body>, ApiError> {
 
 /// Streams events as NDJSON, one line per event, as they happen. The body reads the channel
 /// itself, so when hyper drops it (client gone) the sender sees the channel close at once.
-fn ndjson<T: Serialize + Send + 'static>(events: tokio::sync::mpsc::Receiver<T>) -> Response<Body> {
+pub(super) fn ndjson<T: Serialize + Send + 'static>(
+    events: tokio::sync::mpsc::Receiver<T>,
+) -> Response<Body> {
     let mut resp = Response::new(NdjsonBody(events).boxed());
     resp.headers_mut().insert(
         CONTENT_TYPE,

@@ -79,6 +79,8 @@ struct Inner {
     slugs: slug::Slugs,
     /// Rolls a built release out.
     supervisor: crate::supervisor::Supervisor,
+    /// The app log stream: build output (source `build`) and deploy events go there too.
+    logs: crate::logs::Logs,
     /// Apps with a deploy in progress: who started it and when.
     busy: Mutex<HashMap<String, (String, Instant)>>,
 }
@@ -132,16 +134,31 @@ impl Failure {
     }
 }
 
+/// The services a build talks to.
+pub struct Services {
+    pub apps: Apps,
+    pub store: Store,
+    pub runtime: Arc<Runtime>,
+    /// Rolls a built release out.
+    pub supervisor: crate::supervisor::Supervisor,
+    /// Build output and deploy events go into the app's log stream.
+    pub logs: crate::logs::Logs,
+}
+
 impl Builds {
     pub fn new(
-        apps: Apps,
-        store: Store,
-        runtime: Arc<Runtime>,
+        services: Services,
         cfg: BuildConfig,
         buildpacks_dir: PathBuf,
         state_dir: PathBuf,
-        supervisor: crate::supervisor::Supervisor,
     ) -> Builds {
+        let Services {
+            apps,
+            store,
+            runtime,
+            supervisor,
+            logs,
+        } = services;
         Builds {
             inner: Arc::new(Inner {
                 slugs: slug::Slugs::new(&state_dir),
@@ -152,6 +169,7 @@ impl Builds {
                 cfg,
                 buildpacks_dir,
                 state_dir,
+                logs,
                 busy: Mutex::new(HashMap::new()),
             }),
         }
@@ -378,6 +396,10 @@ struct Build {
 impl Build {
     async fn run(mut self, phases: Vec<PhaseTiming>) {
         self.open_log();
+        self.platform(format!(
+            "Deploy {} started by {}",
+            self.row.id, self.row.user
+        ));
         self.emit(DeployEvent::Started {
             id: self.row.id as u64,
         })
@@ -399,6 +421,10 @@ impl Build {
                     release.version, self.app
                 ))
                 .await;
+                self.platform(format!(
+                    "Release v{} created by {} (deploy {})",
+                    release.version, self.row.user, self.row.id
+                ));
                 DeployEvent::Done {
                     release: Box::new(release),
                 }
@@ -407,6 +433,7 @@ impl Build {
                 self.row.status = DeploymentStatus::Failed;
                 self.row.error = Some(f.message.clone());
                 self.line(format!(" !     {}", f.message)).await;
+                self.platform(format!("Deploy {} failed: {}", self.row.id, f.message));
                 DeployEvent::Error {
                     code: f.code.to_string(),
                     message: f.message,
@@ -445,7 +472,7 @@ impl Build {
             .map_err(Failure::internal)?
             .map_err(|e| Failure::new("rollout_failed", e.to_string()))?;
         for p in phases {
-            self.row.phases.push(p.clone());
+            self.row.phases.push(p);
             self.emit(DeployEvent::Phase {
                 phase: p.phase,
                 ms: p.ms,
@@ -948,7 +975,22 @@ impl Build {
         if let Some(f) = self.log.as_mut() {
             let _ = writeln!(f, "{line}");
         }
+        self.inner.logs.append(
+            &self.app,
+            api::LogLine {
+                ts: crate::logs::now(),
+                source: api::LogSource::Build,
+                process: crate::logs::BUILD_PROCESS.into(),
+                release: self.row.version,
+                line: line.clone(),
+            },
+        );
         self.emit(DeployEvent::Output { line }).await;
+    }
+
+    /// A deploy event in the app's log stream (tagged with the release once it exists).
+    fn platform(&self, msg: String) {
+        self.inner.logs.platform(&self.app, self.row.version, msg);
     }
 
     /// Sends to the client if it is still there; a gone client never stops the build.

@@ -45,6 +45,9 @@ pub enum SupervisorError {
     ShuttingDown,
 }
 
+/// Appends a line to an app's log stream.
+pub type LogHook = Arc<dyn Fn(&str, LogLine) + Send + Sync>;
+
 /// How the supervisor reaches the router and the log stream (wired in `paasd::run`).
 #[derive(Clone)]
 pub struct Hooks {
@@ -53,7 +56,7 @@ pub struct Hooks {
     /// Requests in flight to an upstream (draining waits for 0).
     pub inflight: Arc<dyn Fn(SocketAddr) -> usize + Send + Sync>,
     /// Appends a line to an app's log stream; never blocks.
-    pub log: Arc<dyn Fn(&str, LogLine) + Send + Sync>,
+    pub log: LogHook,
 }
 
 /// Shared by the supervisor and its instance tasks.

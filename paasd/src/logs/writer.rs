@@ -1,0 +1,265 @@
+//! The one writer: a dedicated thread that takes lines off the append queue in batches,
+//! writes them to each app's [`AppStream`], hands them to the app's followers, and flushes
+//! after every batch (so at least every [`BATCH_TIME`]). Also serves the commands that need
+//! a consistent point in the stream (subscribe, end position, flush, remove). Must not block
+//! appenders (they only ever push onto an unbounded channel whose length they bound
+//! themselves) and must not parse or filter lines.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use paas_api::{LogLine, LogSource};
+use tokio::sync::oneshot;
+
+use super::follow::{Hub, Subscription};
+use super::store::{AppStream, End, Limits, STREAM_DIR};
+
+/// A batch ends after this long even if more lines are waiting, so lines reach the files
+/// (and readers) at least this often under load.
+pub const BATCH_TIME: Duration = Duration::from_millis(50);
+/// The same disk error is logged at most this often per app.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+pub enum Cmd {
+    Line {
+        app: String,
+        line: LogLine,
+    },
+    Subscribe {
+        app: String,
+        reply: oneshot::Sender<Subscription>,
+    },
+    End {
+        app: String,
+        reply: oneshot::Sender<Option<End>>,
+    },
+    Flush {
+        reply: oneshot::Sender<()>,
+    },
+    Remove {
+        app: String,
+        reply: oneshot::Sender<()>,
+    },
+    /// Ends every follower; later subscriptions end at once.
+    CloseFollowers,
+    /// Tests: stop taking lines until the sender is dropped, to fill the queue.
+    #[cfg(test)]
+    Pause(std::sync::mpsc::Receiver<()>),
+}
+
+/// What appenders and the writer share besides the channel.
+#[derive(Default)]
+pub struct Shared {
+    /// Lines sent and not yet taken by the writer.
+    pub queued: AtomicUsize,
+    /// Lines refused because the queue was full, per app, not yet reported.
+    pub dropped: Mutex<HashMap<String, u64>>,
+    pub any_dropped: AtomicBool,
+}
+
+pub struct Writer {
+    root: PathBuf,
+    limits: Limits,
+    queue_lines: usize,
+    shared: Arc<Shared>,
+    streams: HashMap<String, AppStream>,
+    hub: Hub,
+    closed: bool,
+    warned: HashMap<String, Instant>,
+}
+
+impl Writer {
+    pub fn new(
+        root: PathBuf,
+        limits: Limits,
+        queue_lines: usize,
+        follow_buffer: usize,
+        shared: Arc<Shared>,
+    ) -> Writer {
+        Writer {
+            root,
+            limits,
+            queue_lines,
+            shared,
+            streams: HashMap::new(),
+            hub: Hub::new(follow_buffer),
+            closed: false,
+            warned: HashMap::new(),
+        }
+    }
+
+    /// Runs until every `Logs` handle is gone, then flushes and returns.
+    pub fn run(mut self, rx: Receiver<Cmd>) {
+        while let Ok(cmd) = rx.recv() {
+            let started = Instant::now();
+            self.handle(cmd);
+            while started.elapsed() < BATCH_TIME {
+                match rx.try_recv() {
+                    Ok(cmd) => self.handle(cmd),
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            self.flush_all();
+            self.report_drops();
+        }
+        self.flush_all();
+        for stream in self.streams.values_mut() {
+            let _ = stream.sync();
+        }
+    }
+
+    fn handle(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Line { app, line } => {
+                self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+                self.write(&app, line);
+            }
+            Cmd::Subscribe { app, reply } => {
+                if self.closed {
+                    return;
+                }
+                let end = self.end(&app);
+                let live = self.hub.subscribe(&app);
+                let _ = reply.send(Subscription { live, end });
+            }
+            Cmd::End { app, reply } => {
+                let _ = reply.send(self.end(&app));
+            }
+            Cmd::Flush { reply } => {
+                self.flush_all();
+                for (app, stream) in &mut self.streams {
+                    if let Err(e) = stream.sync() {
+                        tracing::warn!(%app, error = %e, "syncing a log segment failed");
+                    }
+                }
+                let _ = reply.send(());
+            }
+            Cmd::Remove { app, reply } => {
+                self.streams.remove(&app);
+                self.hub.close(&app);
+                let dir = self.root.join(&app);
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(dir = %dir.display(), error = %e, "could not remove an app's logs");
+                    }
+                }
+                let _ = reply.send(());
+            }
+            Cmd::CloseFollowers => {
+                self.closed = true;
+                self.hub.close_all();
+            }
+            #[cfg(test)]
+            Cmd::Pause(until) => {
+                let _ = until.recv();
+            }
+        }
+    }
+
+    fn write(&mut self, app: &str, line: LogLine) {
+        let line = Arc::new(line);
+        match serde_json::to_vec(&*line) {
+            Ok(mut bytes) => {
+                bytes.push(b'\n');
+                let result = self.stream(app).and_then(|s| s.append(&bytes));
+                if let Err(e) = result {
+                    self.warn(app, "writing to the log stream failed", &e);
+                }
+            }
+            Err(e) => tracing::warn!(%app, error = %e, "encoding a log line failed"),
+        }
+        // Followers get the line even when the disk refused it.
+        self.hub.publish(app, &line);
+    }
+
+    /// The app's stream, loaded from disk the first time.
+    fn stream(&mut self, app: &str) -> std::io::Result<&mut AppStream> {
+        if !self.streams.contains_key(app) {
+            let dir = self.root.join(app).join(STREAM_DIR);
+            let stream = AppStream::open(dir, self.limits)?;
+            self.streams.insert(app.to_string(), stream);
+        }
+        self.streams
+            .get_mut(app)
+            .ok_or_else(|| std::io::Error::other("stream vanished"))
+    }
+
+    /// Where the app's stream ends now, its buffered lines flushed first.
+    fn end(&mut self, app: &str) -> Option<End> {
+        let stream = match self.stream(app) {
+            Ok(s) => s,
+            Err(e) => {
+                self.warn(app, "opening the log stream failed", &e);
+                return None;
+            }
+        };
+        let flushed = stream.flush();
+        let end = stream.end();
+        if let Err(e) = flushed {
+            self.warn(app, "flushing the log stream failed", &e);
+        }
+        end
+    }
+
+    fn flush_all(&mut self) {
+        let mut failed = Vec::new();
+        for (app, stream) in &mut self.streams {
+            if stream.is_dirty() {
+                if let Err(e) = stream.flush() {
+                    failed.push((app.clone(), e));
+                }
+            }
+        }
+        for (app, e) in failed {
+            self.warn(&app, "flushing the log stream failed", &e);
+        }
+    }
+
+    /// Once the queue has room again, says in each app's stream how many lines it lost.
+    fn report_drops(&mut self) {
+        if !self.shared.any_dropped.load(Ordering::Acquire)
+            || self.shared.queued.load(Ordering::Acquire) > self.queue_lines / 2
+        {
+            return;
+        }
+        self.shared.any_dropped.store(false, Ordering::Release);
+        let dropped = std::mem::take(
+            &mut *self
+                .shared
+                .dropped
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for (app, count) in dropped {
+            tracing::warn!(%app, count, "log lines dropped: the log writer fell behind");
+            let line = LogLine {
+                ts: super::timestamp(std::time::SystemTime::now()),
+                source: LogSource::Platform,
+                process: super::PLATFORM_PROCESS.into(),
+                release: None,
+                line: format!(
+                    "{count} log line{} dropped: they came faster than they could be written",
+                    if count == 1 { " was" } else { "s were" }
+                ),
+            };
+            self.write(&app, line);
+        }
+        self.flush_all();
+    }
+
+    fn warn(&mut self, app: &str, what: &str, e: &std::io::Error) {
+        let now = Instant::now();
+        let recent = self
+            .warned
+            .get(app)
+            .is_some_and(|t| now.duration_since(*t) < WARN_EVERY);
+        if !recent {
+            tracing::warn!(%app, error = %e, "{what}");
+            self.warned.insert(app.to_string(), now);
+        }
+    }
+}
