@@ -47,7 +47,7 @@ do_uninstall() {
 
 do_install() {
   need_root
-  ensure_packages ca-certificates gcc git sqlite3 procps iproute2 nftables python3
+  ensure_packages ca-certificates gcc git sqlite3 procps iproute2 nftables python3 curl
   # The built-in buildpacks take node, python and go from the host (the `host` stack).
   ensure_stack_runtimes
   if [ -x bin/paasd ] && [ -x bin/paas ]; then
@@ -119,23 +119,22 @@ TOML
   fi
   step "paasd is up; the demo app:"
   "$PREFIX/bin/paas" info "$DEMO_APP"
-  step "the demo app's web process, started from its slug and asked for / from inside its container:"
-  local probe
-  probe=$(cat <<'SH'
-(npm start >/dev/null 2>&1 &)
-for _ in $(seq 50); do
-  node -e 'require("http").get("http://127.0.0.1:5000/", r => r.pipe(process.stdout)).on("error", () => process.exit(1))' 2>/dev/null && exit 0
-  sleep 0.2
-done
-echo "the demo app did not answer" >&2; exit 1
-SH
-)
-  "$PREFIX/bin/paas" run "$DEMO_APP" -- "$probe"
+  local url="http://$DEMO_APP.paas.localhost/"
+  step "the demo app answers at $url (through paasd's router on :80):"
+  local answer=""
+  for _ in $(seq 1 100); do
+    answer=$(curl -fsS --max-time 5 -H "Host: $DEMO_APP.paas.localhost" http://127.0.0.1/ 2>/dev/null) && break
+    sleep 0.2
+  done
+  [ -n "$answer" ] || die "the demo app did not answer through the router; see $LOG and 'paas ps $DEMO_APP'"
+  echo "$answer"
+  echo "$url"
   cat <<MSG
 
-Next: paas deploy $DEMO_APP --source DIR · paas releases $DEMO_APP · paas releases info $DEMO_APP v2
-      paas env set $DEMO_APP GREETING=hi · paas run $DEMO_APP -- 'echo \$GREETING; id'
-(The HTTP router, which makes the URL above answer, and git push arrive with the next issues; see README.)
+Next: curl $url · paas ps $DEMO_APP · paas scale $DEMO_APP web=3 · paas logs $DEMO_APP --follow
+      paas env set $DEMO_APP GREETING=hi · paas rollback $DEMO_APP · paas releases info $DEMO_APP v2
+(*.localhost resolves to this machine; set base_domain in /etc/paas/paasd.toml for a real domain.
+ git push arrives with the next issue; see README.)
 MSG
 }
 
