@@ -103,6 +103,20 @@ pub struct Router {
     access: AccessSink,
 }
 
+/// A listener for [`Router::serve`]: `SO_REUSEADDR`, so a restarted paasd can bind its port
+/// again while connections of the previous one sit in TIME_WAIT, and a backlog that holds a
+/// burst of new clients.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
 impl Router {
     pub fn new(opts: RouterOptions, access: AccessSink) -> Arc<Router> {
         let mut registry = Registry::default();
