@@ -179,7 +179,11 @@ fn a_configured_buildpack_builds_releases_and_runs_the_slug() {
     assert_eq!(dep["source_bytes"], source.len());
     assert_eq!(dep["buildpacks"][0], bp.as_str());
     assert_eq!(dep["user"], "root");
-    assert_eq!(dep["phases"].as_array().map(Vec::len), Some(6), "{dep}");
+    assert_eq!(
+        dep["phases"].as_array().map(Vec::len),
+        Some(10),
+        "build phases then start, ready, switch, drain: {dep}"
+    );
     let slug_sha = dep["slug_sha256"].as_str().expect("slug checksum");
     let slugs = d.state_dir().join("slugs/built");
     let tarballs: Vec<_> = std::fs::read_dir(&slugs)
