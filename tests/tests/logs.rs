@@ -29,7 +29,7 @@ fn buildpack(dir: &Path, compile: &str) -> String {
         ("compile", compile),
         (
             "release",
-            "printf -- '---\\ndefault_process_types:\\n  web: sleep 1000\\n'",
+            "printf -- '---\\ndefault_process_types:\\n  worker: sleep 1000\\n'",
         ),
     ] {
         let p = bin.join(name);
@@ -222,7 +222,8 @@ fn a_deploy_lands_in_the_stream_and_survives_a_restart() {
     d.stop();
     d.restart();
     let again = d.paas(&["logs", "hello", "--source", "platform"]);
-    assert_eq!(again.ok(), out);
+    // Everything from before, then the instance stopped with paasd and started again.
+    assert!(again.ok().starts_with(out.as_str()), "{again:#?}");
     let stream = d.state_dir().join("logs/hello/stream");
     assert!(stream.is_dir(), "{}", stream.display());
 
@@ -383,7 +384,8 @@ fn rotation_keeps_an_app_printing_100k_lines_under_the_cap() {
     println!("deploy printing 100k lines took {:?}", t.elapsed());
     let stream = d.state_dir().join("logs/noisy/stream");
     // Let the writer catch up with the last lines (it flushes after every batch).
-    let last = d.paas(&["logs", "noisy", "--source", "build", "--tail", "5"]);
+    // The last build lines are the slug and rollout steps after the 100k.
+    let last = d.paas(&["logs", "noisy", "--source", "build", "--tail", "15"]);
     let used = disk_bytes(&stream);
     let deploy_log = disk_bytes(&d.state_dir().join("logs/noisy"));
     println!(
