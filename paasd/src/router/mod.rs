@@ -168,11 +168,17 @@ impl Router {
             .header_read_timeout(self.opts.client_header_timeout)
             .keep_alive(true);
         tokio::pin!(shutdown);
+        let mut sweep = tokio::time::interval(self.opts.idle_timeout.max(Duration::from_secs(1)));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let accepted = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
                 a = listener.accept() => a,
+                _ = sweep.tick() => {
+                    self.expire_idle();
+                    continue;
+                }
             };
             let (stream, peer) = match accepted {
                 Ok(a) => a,
@@ -201,6 +207,18 @@ impl Router {
         }
         drop(listener);
         graceful.shutdown().await;
+    }
+
+    fn expire_idle(&self) {
+        let backends: Vec<_> = self
+            .registry()
+            .backends
+            .values()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect();
+        for b in backends {
+            b.expire_idle(&self.pool);
+        }
     }
 
     fn route(&self, host: &str) -> Option<Arc<AppRoute>> {
