@@ -4,7 +4,7 @@
 # keep-alive connections: wrk's requests/s, p50 and p99, and the proxy's CPU time per
 # request, for both, then the ratios ours/nginx.
 #
-# Usage: [ROUNDS=3] [NGINX_KEEPALIVE=512] bench/router.sh [--standalone | --paasd] [SECONDS]
+# Usage: [ROUNDS=5] [NGINX_KEEPALIVE=512] bench/router.sh [--standalone | --paasd] [SECONDS]
 #   Each of ROUNDS rounds runs every (connections, proxy) pair for SECONDS (default 10) after a
 #   2 s warm-up, alternating which proxy goes first; the table shows medians.
 #   --paasd       real paasd (release build): deploys examples/go-hello as `gob`, scales it
@@ -35,7 +35,7 @@ cd "$(dirname "$0")/.."
 
 MODE=auto
 SECS=10
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 for a in "$@"; do
   case "$a" in
     --standalone) MODE=standalone ;;

@@ -743,6 +743,14 @@ async fn router_swap_under_load_drops_nothing() {
     assert_eq!(late_a, 0, "requests sent after the drain reached A");
     assert!(answers.iter().any(|(t, f)| *f == 'b' && *t > killed_at));
     assert!(b.iter().all(|u| u.hits() > 0));
+    // One access line per request, under load and across the swap.
+    wait_for("every access line", || {
+        h.lines.lock().expect("lines").len() >= answers.len()
+    })
+    .await;
+    assert_eq!(h.lines.lock().expect("lines").len(), answers.len());
+    let stats = h.router.stats("web").expect("stats");
+    assert_eq!(stats.requests as usize, answers.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
