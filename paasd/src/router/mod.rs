@@ -103,9 +103,11 @@ pub struct Router {
     access: AccessSink,
 }
 
-/// A listener for [`Router::serve`]: `SO_REUSEADDR`, so a restarted paasd can bind its port
-/// again while connections of the previous one sit in TIME_WAIT, and a backlog that holds a
-/// burst of new clients.
+/// A listener for [`Router::serve`]: `SO_REUSEADDR` (as `TcpListener::bind`), so a restarted
+/// paasd can bind its port again while connections of the previous one sit in TIME_WAIT, and a
+/// backlog of 4096 (capped by `net.core.somaxconn`) instead of tokio's 128: hundreds of
+/// clients connecting at once would otherwise overflow the queue, and each dropped SYN costs
+/// its client a one-second retransmit.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
