@@ -4,7 +4,7 @@
 # keep-alive connections: wrk's requests/s, p50 and p99, and the proxy's CPU time per
 # request, for both, then the ratios ours/nginx.
 #
-# Usage: [ROUNDS=3] [NGINX_KEEPALIVE=512] bench/router.sh [--standalone | --paasd] [SECONDS]
+# Usage: [ROUNDS=5] [NGINX_KEEPALIVE=512] bench/router.sh [--standalone | --paasd] [SECONDS]
 #   Each of ROUNDS rounds runs every (connections, proxy) pair for SECONDS (default 10) after a
 #   2 s warm-up, alternating which proxy goes first; the table shows medians.
 #   --paasd       real paasd (release build): deploys examples/go-hello as `gob`, scales it
@@ -35,7 +35,7 @@ cd "$(dirname "$0")/.."
 
 MODE=auto
 SECS=10
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 for a in "$@"; do
   case "$a" in
     --standalone) MODE=standalone ;;
@@ -69,13 +69,20 @@ fi
 dir=$(mktemp -d /tmp/paas-bench-router-XXXXXX)
 pids=()
 paasd_pid=
+# paasd mode: a bridge, subnet and cgroup parent of the benchmark's own, removed at the end
+# (instances outlive paasd by design, so the app is destroyed before paasd stops).
 bridge="pbrt$$"; bridge=${bridge:0:15}
+cgparent="paas-bench-router-$$"
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   if [ -n "$paasd_pid" ]; then
-    kill "$paasd_pid" 2>/dev/null && wait "$paasd_pid" 2>/dev/null || true
+    target/release/paas --socket "$dir/s.sock" apps destroy gob --confirm gob >/dev/null 2>&1 || true
+    kill "$paasd_pid" 2>/dev/null || true
+    wait "$paasd_pid" 2>/dev/null || true
     ip link del "$bridge" 2>/dev/null || true
     nft delete table inet "paas_$bridge" 2>/dev/null || true
+    find /sys/fs/cgroup/*/"$cgparent" /sys/fs/cgroup/"$cgparent" -depth -type d \
+      -exec rmdir {} + 2>/dev/null || true
   fi
   wait 2>/dev/null || true
   rm -rf "$dir"
@@ -122,7 +129,7 @@ else
   : > "$dir/paasd.toml"
   target/release/paasd --config "$dir/paasd.toml" --socket "$dir/s.sock" --state-dir "$dir/state" \
     --http "127.0.0.1:$OUR_PORT" --base-domain paas.test --buildpacks-dir "$PWD/buildpacks" \
-    --bridge "$bridge" --subnet 10.216.0.0/24 --cgroup-parent "paas-bench-router-$$" \
+    --bridge "$bridge" --subnet 10.216.0.0/24 --cgroup-parent "$cgparent" \
     2>"$dir/paasd.log" &
   paasd_pid=$!
   for _ in $(seq 1 200); do [ -S "$dir/s.sock" ] && break; sleep 0.05; done

@@ -3,7 +3,8 @@
 //!
 //! Usage: router --listen ADDR --route HOST=ADDR[,ADDR...] [--route ...]
 //!               [--base-domain D] [--threads N] [--access-log]
-//! Each HOST becomes a custom domain of an app named after its first label. Without
+//! Each HOST becomes a custom domain of an app named after its first label; `HOST=` with no
+//! address gives an app without instances. Without
 //! `--access-log` the access sink only counts lines (printed at exit), which is what the
 //! benchmark compares against nginx with `access_log off`.
 
@@ -39,8 +40,10 @@ fn main() -> anyhow::Result<()> {
         let Some((host, addrs)) = route.split_once('=') else {
             bail!("--route {route:?}: expected HOST=ADDR[,ADDR...]");
         };
+        // `HOST=` routes an app with no instance (a 503), for trying the error page.
         let upstreams = addrs
             .split(',')
+            .filter(|a| !a.is_empty())
             .enumerate()
             .map(|(i, a)| {
                 Ok(Upstream {

@@ -103,9 +103,11 @@ pub struct Router {
     access: AccessSink,
 }
 
-/// A listener for [`Router::serve`]: `SO_REUSEADDR`, so a restarted paasd can bind its port
-/// again while connections of the previous one sit in TIME_WAIT, and a backlog that holds a
-/// burst of new clients.
+/// A listener for [`Router::serve`]: `SO_REUSEADDR` (as `TcpListener::bind`), so a restarted
+/// paasd can bind its port again while connections of the previous one sit in TIME_WAIT, and a
+/// backlog of 4096 (capped by `net.core.somaxconn`) instead of tokio's 128: hundreds of
+/// clients connecting at once would otherwise overflow the queue, and each dropped SYN costs
+/// its client a one-second retransmit.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
@@ -168,11 +170,17 @@ impl Router {
             .header_read_timeout(self.opts.client_header_timeout)
             .keep_alive(true);
         tokio::pin!(shutdown);
+        let mut sweep = tokio::time::interval(self.opts.idle_timeout.max(Duration::from_secs(1)));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let accepted = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
                 a = listener.accept() => a,
+                _ = sweep.tick() => {
+                    self.expire_idle();
+                    continue;
+                }
             };
             let (stream, peer) = match accepted {
                 Ok(a) => a,
@@ -201,6 +209,18 @@ impl Router {
         }
         drop(listener);
         graceful.shutdown().await;
+    }
+
+    fn expire_idle(&self) {
+        let backends: Vec<_> = self
+            .registry()
+            .backends
+            .values()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect();
+        for b in backends {
+            b.expire_idle(&self.pool);
+        }
     }
 
     fn route(&self, host: &str) -> Option<Arc<AppRoute>> {

@@ -164,18 +164,22 @@ impl Backend {
         }
         let now = Instant::now();
         let mut idle = self.idle();
-        // The bottom of the stack is the oldest; drop what has expired there while we hold the
-        // lock anyway, so a pool that shrinks after a burst does not keep sockets forever.
-        let expired = idle
-            .iter()
-            .take_while(|i| now.duration_since(i.since) > cfg.idle_timeout)
-            .count();
-        if expired > 0 {
-            idle.drain(..expired);
-        }
+        // While we hold the lock anyway: a pool that shrinks after a burst sheds its surplus.
+        expire(&mut idle, now, cfg.idle_timeout);
         if idle.len() < cfg.max_idle {
             idle.push(Idle { tx, since: now });
         }
+    }
+
+    /// Closes the connections idle for longer than the idle timeout; for the router's
+    /// periodic sweep, since an app that gets no more requests never calls `checkin` again.
+    pub fn expire_idle(&self, cfg: &PoolConfig) {
+        let expired = {
+            let mut idle = self.idle();
+            expire(&mut idle, Instant::now(), cfg.idle_timeout)
+        };
+        // Closing sockets outside the lock.
+        drop(expired);
     }
 
     /// Drops every idle connection: called when a pooled one turned out dead, since its
@@ -184,4 +188,13 @@ impl Backend {
         let drained = std::mem::take(&mut *self.idle());
         drop(drained);
     }
+}
+
+/// Removes the expired bottom of an idle stack (the oldest entries) and returns it.
+fn expire(idle: &mut Vec<Idle>, now: Instant, timeout: Duration) -> Vec<Idle> {
+    let n = idle
+        .iter()
+        .take_while(|i| now.duration_since(i.since) > timeout)
+        .count();
+    idle.drain(..n).collect()
 }

@@ -112,6 +112,12 @@ impl TestUpstream {
         self.tasks.lock().expect("tasks").len().saturating_sub(1)
     }
 
+    /// Connections still open (the first task is the accept loop).
+    fn open_connections(&self) -> usize {
+        let tasks = self.tasks.lock().expect("tasks");
+        tasks.iter().skip(1).filter(|t| !t.is_finished()).count()
+    }
+
     fn release(&self) {
         if let Some(sem) = &self.hold {
             sem.add_permits(10_000);
@@ -737,6 +743,14 @@ async fn router_swap_under_load_drops_nothing() {
     assert_eq!(late_a, 0, "requests sent after the drain reached A");
     assert!(answers.iter().any(|(t, f)| *f == 'b' && *t > killed_at));
     assert!(b.iter().all(|u| u.hits() > 0));
+    // One access line per request, under load and across the swap.
+    wait_for("every access line", || {
+        h.lines.lock().expect("lines").len() >= answers.len()
+    })
+    .await;
+    assert_eq!(h.lines.lock().expect("lines").len(), answers.len());
+    let stats = h.router.stats("web").expect("stats");
+    assert_eq!(stats.requests as usize, answers.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -877,4 +891,27 @@ async fn router_keeps_counters_across_swaps() {
     wait_for("the drain", || h.router.inflight(up.addr) == 0).await;
     let stats = h.router.stats("web").expect("stats");
     assert_eq!(stats.requests, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_closes_idle_upstream_connections() {
+    let up = TestUpstream::start("u").await;
+    let h = Harness::start(RouterOptions {
+        idle_timeout: Duration::from_millis(200),
+        ..RouterOptions::default()
+    })
+    .await;
+    h.router
+        .publish(table(&[("web", &[], vec![up.upstream(1)])]));
+    let mut c = h.client().await;
+    assert_eq!(c.get("web.paas.test").await.status, StatusCode::OK);
+    assert_eq!(up.open_connections(), 1);
+    // No more requests: the periodic sweep, not a later checkout, closes it.
+    wait_for("the idle connection to close", || {
+        up.open_connections() == 0
+    })
+    .await;
+    // And the next request simply opens a new one.
+    assert_eq!(c.get("web.paas.test").await.body, "u");
+    assert_eq!(up.connections(), 2);
 }
