@@ -128,12 +128,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
         })
     });
-    let http = tokio::net::TcpListener::bind(config.http)
-        .await
-        .map_err(|source| DaemonError::Http {
-            addr: config.http,
-            source,
-        })?;
+    // A deep accept backlog: hundreds of clients connecting at once must not overflow it.
+    let http = router::bind(config.http).map_err(|source| DaemonError::Http {
+        addr: config.http,
+        source,
+    })?;
     let router_addr = http.local_addr().ok();
     let hooks = supervisor::Hooks {
         publish: {
