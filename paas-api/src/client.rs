@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -17,7 +16,7 @@ use serde::Serialize;
 use crate::types::ErrorBody;
 
 /// What [`Client::send_body`] accepts and what a caller needs to build a body of its own.
-pub use hyper::body::{Body, Frame, SizeHint};
+pub use hyper::body::{Body, Frame, Incoming, SizeHint};
 pub use hyper::header;
 
 /// Where the daemon listens when nothing else is said.

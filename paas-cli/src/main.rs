@@ -4,6 +4,7 @@
 mod args;
 mod cli;
 mod commands;
+mod ndjson;
 mod output;
 mod source;
 mod upload;

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
-use bytes::{Buf, Bytes};
+use bytes::Buf;
 use http_body_util::BodyExt;
 use paas_api::client::{self, Body};
 use paas_api::{App, ClientError, DeployEvent, Method, Release};
@@ -115,29 +115,18 @@ async fn follow<B>(ctx: &Ctx, app: &str, body: &mut B) -> Result<Release>
 where
     B: Body + Unpin,
     B::Data: Buf,
+    B::Error: std::fmt::Display,
 {
-    let mut pending: Vec<u8> = Vec::new();
+    let mut lines = crate::ndjson::Lines::new(body);
     let mut outcome = None;
-    'stream: while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
-            break;
-        };
-        let Ok(mut data) = frame.into_data() else {
-            continue;
-        };
-        let data: Bytes = data.copy_to_bytes(data.remaining());
-        pending.extend_from_slice(&data);
-        while let Some(i) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=i).collect();
-            outcome = handle(ctx, &line[..line.len() - 1])?;
+    // A broken stream ends it like a closed one: the deploy's fate is then unknown.
+    'stream: while let Ok(Some(batch)) = lines.next_batch().await {
+        for line in batch {
+            outcome = handle(ctx, &line)?;
             if outcome.is_some() {
                 break 'stream;
             }
         }
-    }
-    if outcome.is_none() && !pending.is_empty() {
-        // A last line without its newline.
-        outcome = handle(ctx, &std::mem::take(&mut pending))?;
     }
     match outcome {
         Some(Outcome::Released(release)) => Ok(*release),

@@ -6,8 +6,7 @@
 use std::io::Write;
 
 use anyhow::Result;
-use http_body_util::BodyExt;
-use paas_api::client::{self, segment};
+use paas_api::client::segment;
 use paas_api::{LogEvent, LogLine, LogSource, Method};
 
 use super::{app_path, Ctx};
@@ -16,28 +15,10 @@ use crate::output;
 
 pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Result<()> {
     let path = format!("{}{}", app_path(&args.name, "/logs")?, query(&args));
-    let resp = ctx
-        .client
-        .send(Method::GET, &path, None, "application/json")
-        .await?;
-    let status = resp.status();
-    let mut body = resp.into_body();
-    if !status.is_success() {
-        let bytes = body.collect().await?.to_bytes();
-        return Err(client::api_error(status, &bytes).into());
-    }
-    let mut pending: Vec<u8> = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else {
-            continue;
-        };
-        pending.extend_from_slice(&data);
-        let Some(last) = pending.iter().rposition(|b| *b == b'\n') else {
-            continue;
-        };
+    let mut lines = crate::ndjson::open(ctx, Method::GET, &path, None).await?;
+    while let Some(batch) = lines.next_batch().await? {
         // Everything complete in this chunk goes out in one write.
-        let complete: Vec<u8> = pending.drain(..=last).collect();
-        print_events(ctx.json, &complete)?;
+        print_events(ctx.json, &batch)?;
     }
     if args.follow {
         output::status("(the log stream ended: paasd stopped or the app was destroyed)");
@@ -68,10 +49,10 @@ fn query(args: &LogsArgs) -> String {
     }
 }
 
-/// Prints complete NDJSON lines: data to stdout, skipped-line notes to stderr.
-fn print_events(json: bool, ndjson: &[u8]) -> Result<()> {
+/// Prints NDJSON lines: data to stdout, skipped-line notes to stderr.
+fn print_events(json: bool, lines: &[Vec<u8>]) -> Result<()> {
     let mut out = String::new();
-    for raw in ndjson.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+    for raw in lines.iter().filter(|l| !l.is_empty()) {
         let event: LogEvent = serde_json::from_slice(raw).map_err(|e| {
             anyhow::anyhow!("paasd sent a log event this client does not understand: {e}")
         })?;

@@ -5,8 +5,7 @@
 use std::io::Write;
 
 use anyhow::Result;
-use http_body_util::BodyExt;
-use paas_api::{client, Method, OutputStream, RunEvent, RunRequest};
+use paas_api::{Method, OutputStream, RunEvent, RunRequest};
 
 use super::{app_path, Ctx};
 use crate::cli::RunArgs;
@@ -30,32 +29,17 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<()> {
         cpu_percent: args.cpu,
         pids: args.pids,
     })?;
-    let resp = ctx
-        .client
-        .send(
-            Method::POST,
-            &app_path(&args.name, "/run")?,
-            Some(body.into()),
-            "application/json",
-        )
-        .await?;
-    let status = resp.status();
-    let mut body = resp.into_body();
-    if !status.is_success() {
-        let bytes = body.collect().await?.to_bytes();
-        return Err(client::api_error(status, &bytes).into());
-    }
-    let mut pending: Vec<u8> = Vec::new();
+    let mut lines = crate::ndjson::open(
+        ctx,
+        Method::POST,
+        &app_path(&args.name, "/run")?,
+        Some(body.into()),
+    )
+    .await?;
     let mut outcome: Option<u8> = None;
-    while let Some(frame) = body.frame().await {
-        let frame = frame?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        pending.extend_from_slice(&data);
-        while let Some(i) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=i).collect();
-            if let Some(code) = handle(ctx, &line[..line.len() - 1])? {
+    while let Some(batch) = lines.next_batch().await? {
+        for line in batch {
+            if let Some(code) = handle(ctx, &line)? {
                 outcome = Some(code);
             }
         }

@@ -450,7 +450,7 @@ pub fn log_line(h: &Handle, ts_ms: u64, line: String) -> paas_api::LogLine {
         SystemTime::UNIX_EPOCH + Duration::from_millis(ts_ms)
     };
     paas_api::LogLine {
-        ts: humantime::format_rfc3339_millis(ts).to_string(),
+        ts: crate::logs::timestamp(ts),
         source: LogSource::App,
         process: h.name(),
         release: Some(h.release),

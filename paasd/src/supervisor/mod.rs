@@ -120,9 +120,9 @@ impl Ctx {
         (self.hooks.log)(
             app,
             LogLine {
-                ts: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                ts: crate::logs::now(),
                 source: LogSource::Platform,
-                process: "paasd".into(),
+                process: crate::logs::PLATFORM_PROCESS.into(),
                 release,
                 line,
             },
