@@ -317,7 +317,8 @@ impl Apps {
             .await
     }
 
-    /// Stores new desired counts. `instances` is an alias of `web`. Nothing runs yet (issue 5).
+    /// Stores new desired counts. `instances` is an alias of `web`. The supervisor starts or
+    /// stops instances to match (`Supervisor::scale`).
     pub async fn scale(
         &self,
         name: String,
