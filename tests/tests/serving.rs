@@ -249,8 +249,10 @@ fn a_release_that_never_gets_healthy_fails_and_the_old_one_keeps_serving() {
         "web",
         "--path",
         "/health",
+        // Enough attempts for node to be listening on a loaded machine, so the last
+        // error is the app's 500 and not a refused connect.
         "--attempts",
-        "3",
+        "15",
         "--wait",
         "1",
         "--timeout",
