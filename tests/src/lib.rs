@@ -227,6 +227,14 @@ impl Daemon {
     /// Kills what is left in this daemon's cgroups and removes them and the parent.
     fn remove_cgroups(&self) {
         let parent = self.cgroup_parent();
+        // A daemon killed between freezing a cgroup and thawing it (v1 kill path) leaves its
+        // processes frozen: SIGKILL is only delivered once they run again.
+        for cg in self.cgroups() {
+            let state = cg.join("freezer.state");
+            if state.exists() {
+                let _ = std::fs::write(&state, "THAWED");
+            }
+        }
         for cg in self.cgroups() {
             let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap_or_default();
             for pid in procs.lines().filter_map(|l| l.trim().parse().ok()) {

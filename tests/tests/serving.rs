@@ -488,3 +488,84 @@ fn app_output_reaches_followers_fast_and_platform_events_and_rotation_work() {
     assert!(bytes <= 1 << 20, "{bytes} bytes over the 1 MiB cap");
     assert!(bytes > 256 << 10, "the newest lines are kept: {bytes}");
 }
+
+#[test]
+fn an_instance_failing_its_liveness_check_is_replaced_without_failing_a_request() {
+    let Some(d) = daemon("liveness", "[instances]\nbackoff_initial_ms = 200\n") else {
+        return;
+    };
+    // Healthy until somebody GETs /sick; from then on /health answers 500 (`/` still works).
+    let app = node_app("v1");
+    let server = app.path().join("server.js");
+    let text = std::fs::read_to_string(&server).expect("read");
+    let sick = text
+        .replace(
+            "} else if (url.pathname === '/health') {\n    body = 'ok\\n';",
+            "} else if (url.pathname === '/sick') {\n    global.sick = true;\n    body = 'sick now\\n';\n  } else if (url.pathname === '/health') {\n    if (global.sick) { status = 500; body = 'sick\\n'; } else { body = 'ok\\n'; }",
+        );
+    assert!(sick.contains("global.sick = true"), "server.js changed");
+    std::fs::write(&server, sick).expect("write");
+    d.paas(&["create", "lv"]).ok();
+    d.paas(&[
+        "checks",
+        "set",
+        "lv",
+        "web",
+        "--type",
+        "liveness",
+        "--path",
+        "/health",
+        "--attempts",
+        "2",
+        "--wait",
+        "1",
+        "--timeout",
+        "1",
+    ])
+    .ok();
+    deploy(&d, "lv", app.path());
+    d.paas(&["scale", "lv", "web=2"]).ok();
+    wait_ps(&d, "lv", "two up", Duration::from_secs(60), |l| {
+        l.len() == 2 && l.iter().all(|i| i["state"] == "up")
+    });
+    let host = format!("lv.{BASE}");
+    let l = load::start(d.router(), &host, 10, Duration::from_secs(120));
+    l.wait_for_more(100, Duration::from_secs(10));
+    let (status, _, body) = d.http(&host, "/sick");
+    assert_eq!((status, body.as_str()), (200, "sick now\n"));
+    wait_ps(
+        &d,
+        "lv",
+        "the sick one replaced",
+        Duration::from_secs(60),
+        |l| {
+            l.len() == 2
+                && l.iter().all(|i| i["state"] == "up")
+                && l.iter().any(|i| i["restarts"] == 1)
+        },
+    );
+    l.wait_for_more(100, Duration::from_secs(10));
+    let c = l.stop();
+    println!("during the replacement: {} ok, {} failed", c.ok, c.failed);
+    assert_eq!(c.failed, 0, "{:?}", c.errors);
+    let list = ps(&d, "lv");
+    let replaced = list
+        .iter()
+        .find(|i| i["restarts"] == 1)
+        .expect("one was replaced");
+    let why = replaced["last_error"].as_str().unwrap_or("");
+    assert!(
+        why.contains("failed its health check") && why.contains("status 500"),
+        "{list:#?}"
+    );
+    let platform = d
+        .paas(&["logs", "lv", "--source", "platform"])
+        .ok()
+        .to_string();
+    assert!(
+        platform.contains("failed its health check") && platform.contains("replaced"),
+        "{platform}"
+    );
+    // The replacement is healthy again.
+    assert_eq!(d.http(&host, "/health").0, 200);
+}

@@ -100,12 +100,7 @@ async fn dispatch(
             match (tail, &m) {
                 ([], &Method::GET) => ok(&apps.info(app).await?),
                 ([], &Method::DELETE) => {
-                    apps.info(app.clone()).await?;
-                    state.supervisor.stop_app(&app).await;
-                    apps.destroy(app.clone()).await?;
-                    state.supervisor.routes_changed().await;
-                    state.builds.forget(&app);
-                    state.logs.remove_app(&app).await;
+                    state.builds.destroy_app(app).await?;
                     no_content()
                 }
                 ([], _) => Err(not_allowed("GET, DELETE")),

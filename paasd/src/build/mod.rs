@@ -206,8 +206,22 @@ impl Builds {
         Ok(())
     }
 
+    /// Destroys an app: its instances drain and stop, its rows go, the router forgets its
+    /// hosts, then its slugs, build cache, git repo and log stream. Refused while a deploy of
+    /// it runs (the deploy lock is held throughout, so none can start meanwhile).
+    pub async fn destroy_app(&self, app: String) -> Result<(), DeployError> {
+        self.inner.apps.info(app.clone()).await?;
+        let _lock = self.lock(&app, "destroy")?;
+        self.inner.supervisor.stop_app(&app).await;
+        self.inner.apps.destroy(app.clone()).await?;
+        self.inner.supervisor.routes_changed().await;
+        self.forget(&app);
+        self.inner.logs.remove_app(&app).await;
+        Ok(())
+    }
+
     /// Removes an app's slugs and build cache (the app was destroyed).
-    pub fn forget(&self, app: &str) {
+    fn forget(&self, app: &str) {
         self.inner.slugs.remove_app(app);
         let cache = self.inner.state_dir.join("cache").join(app);
         if let Err(e) = fs::remove_dir_all(&cache) {

@@ -224,6 +224,12 @@ pub async fn run(ctx: Arc<Ctx>, h: Arc<Handle>, launch: Launch) {
                         }
                     }
                     Outcome::Unhealthy(e) => {
+                        // Out of the route table before it dies, so no request is sent to
+                        // an instance that is about to be killed.
+                        if h.lock().state == InstanceState::Up {
+                            h.set_state(InstanceState::Stopping);
+                            ctx.publish_now().await;
+                        }
                         let _ = inst.container.signal(libc::SIGKILL).await;
                         while let Some(msg) = inst.container.next().await {
                             if matches!(msg, FromHelper::Exited { .. }) {
