@@ -496,3 +496,53 @@ pub enum LogEvent {
         count: u64,
     },
 }
+
+/// `POST /keys`: allow a public key to `git push` (the text of an OpenSSH `.pub` file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddKey {
+    pub name: String,
+    pub public_key: String,
+}
+
+/// A key allowed to `git push`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SshKey {
+    pub name: String,
+    /// `ssh-ed25519`, `ssh-rsa`, ...
+    pub key_type: String,
+    /// `SHA256:...`, as `ssh-keygen -lf` prints it.
+    pub fingerprint: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+}
+
+/// Which git service an SSH session asks for.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum GitService {
+    /// `git push`.
+    ReceivePack,
+    /// `git clone` / `git fetch`.
+    UploadPack,
+}
+
+/// `POST /git/{app}`: the git shell asks for the app's bare repo on behalf of a key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitAccess {
+    pub service: GitService,
+    /// The key name from the forced command.
+    pub key: String,
+}
+
+/// The answer: where the repo is and what a push of it deploys.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GitRepo {
+    pub app: String,
+    pub path: String,
+    /// Branches whose push deploys (`main`, `master`).
+    pub branches: Vec<String>,
+    /// The push created the app.
+    pub created: bool,
+}

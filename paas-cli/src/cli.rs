@@ -83,6 +83,43 @@ pub enum Command {
     Run(RunArgs),
     /// Show an app's log stream: app output, router access lines, builds and platform events.
     Logs(LogsArgs),
+    /// SSH keys allowed to `git push` (run on the server; lists them when no subcommand is
+    /// given).
+    Keys(KeysCmd),
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "A key added here may push to any app: `git remote add paas paas@HOST:APP`, then `git push paas main`. It can run nothing else over SSH."
+)]
+pub struct KeysCmd {
+    #[command(subcommand)]
+    pub command: Option<KeysSub>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysSub {
+    /// List the keys: name, type, fingerprint, when added.
+    List,
+    /// Allow a public key to push (the .pub file, or - for standard input).
+    Add(KeyAddArgs),
+    /// Stop accepting a key (its pushes are refused from now on).
+    Remove(KeyNameArg),
+}
+
+#[derive(Debug, Args)]
+pub struct KeyAddArgs {
+    /// A name for the key, e.g. alice or ci.
+    pub name: String,
+    /// The public key file (e.g. ~/.ssh/id_ed25519.pub), or - to read it from stdin.
+    #[arg(value_name = "PUBKEY-FILE|-")]
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyNameArg {
+    /// The key's name.
+    pub name: String,
 }
 
 #[derive(Debug, Args)]

@@ -59,6 +59,38 @@ pub struct FileConfig {
     /// The app log stream (`[logs]`).
     #[serde(default)]
     pub logs: LogsConfig,
+    /// `git push` over SSH (`[git]`).
+    #[serde(default)]
+    pub git: GitConfig,
+}
+
+/// `[git]`: how `git push paas@host:app main` reaches paasd.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GitConfig {
+    /// The system user people push as (`paas@host`). paasd writes its authorized_keys and
+    /// owns the bare repos as this user.
+    pub user: String,
+    /// Default: `~USER/.ssh/authorized_keys`.
+    pub authorized_keys: Option<PathBuf>,
+    /// The forced command of every key. Default: `paas-git-shell` next to paasd's binary.
+    pub shell: Option<PathBuf>,
+    /// Pushing to an app that does not exist creates it (as dokku does).
+    pub create_on_push: bool,
+    /// Branches whose push deploys; pushes of other refs are refused.
+    pub branches: Vec<String>,
+}
+
+impl Default for GitConfig {
+    fn default() -> GitConfig {
+        GitConfig {
+            user: "paas".to_string(),
+            authorized_keys: None,
+            shell: None,
+            create_on_push: true,
+            branches: vec!["main".to_string(), "master".to_string()],
+        }
+    }
 }
 
 /// `[instances]`: what one app instance may use and how the supervisor treats it.
@@ -212,6 +244,7 @@ pub struct Config {
     pub build: BuildConfig,
     pub instances: InstanceConfig,
     pub logs: LogsConfig,
+    pub git: GitConfig,
     pub max_stack_mb: u64,
 }
 
@@ -285,6 +318,7 @@ impl Config {
             build: file.build,
             instances: file.instances,
             logs: file.logs,
+            git: file.git,
             max_stack_mb: file.max_stack_mb.unwrap_or(4096),
             state_dir,
         })

@@ -5,6 +5,7 @@ pub mod api;
 pub mod apps;
 pub mod build;
 pub mod config;
+pub mod git;
 pub mod logs;
 pub mod oneoff;
 pub mod router;
@@ -50,6 +51,8 @@ pub enum DaemonError {
     Runtime(#[from] runtime::RuntimeError),
     #[error("app logs: {0}")]
     Logs(#[from] logs::LogError),
+    #[error("git push: {0}")]
+    Git(#[from] git::GitError),
 }
 
 /// Runs the daemon until `shutdown` resolves, then drains requests and returns.
@@ -176,7 +179,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         stack_names,
         config.max_stack_mb,
     );
+    let git = git::Git::new(
+        store.clone(),
+        apps.clone(),
+        config.git.clone(),
+        config.state_dir.clone(),
+        &config.socket,
+    )?;
+    // Keys keep working when the socket or shell path changed; a missing git user only
+    // matters once somebody pushes, so it is not fatal here.
+    if let Err(e) = git.sync_keys().await {
+        tracing::warn!(error = %e, "could not rewrite the git user's authorized_keys");
+    }
     let state = Arc::new(api::State {
+        git,
         stacks,
         apps,
         store,

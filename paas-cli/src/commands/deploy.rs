@@ -23,12 +23,24 @@ use crate::upload::Upload;
 const INDENT: &str = "       ";
 
 pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<()> {
-    let path = app_path(&args.name, "/deploy")?;
     let source = Source::open(&args.source, &mut |w| output::status(&w))?;
     output::status(&announce(&args.source, &source));
+    deploy_source(ctx, &args.name, source, None).await
+}
+
+/// Uploads `source`, follows the build and prints the release. `who` names the pusher in
+/// the deployment record (`X-Paas-User`), e.g. the git key.
+pub async fn deploy_source(ctx: &Ctx, name: &str, source: Source, who: Option<&str>) -> Result<()> {
+    let path = app_path(name, "/deploy")?;
     let upload = Upload::start(source, std::io::stderr().is_terminal());
     let progress = upload.progress.clone();
-    let headers = crate::upload::gzip_headers();
+    let mut headers = crate::upload::gzip_headers();
+    if let Some(who) = who {
+        use paas_api::client::header::HeaderValue;
+        if let Ok(v) = HeaderValue::from_str(who) {
+            headers.insert("x-paas-user", v);
+        }
+    }
     let sent = ctx
         .client
         .send_body(Method::POST, &path, headers, upload.body)
@@ -46,17 +58,13 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<()> {
         return Err(client::api_error(status, &bytes).into());
     }
     output::status(&format!("{INDENT}{} uploaded", output::bytes(uploaded)));
-    let release = follow(ctx, &args.name, &mut body).await?;
+    let release = follow(ctx, name, &mut body).await?;
     if ctx.json {
         return Ok(());
     }
-    output::line(&format!("Released v{} of {}", release.version, args.name))?;
+    output::line(&format!("Released v{} of {}", release.version, name))?;
     // The URLs are a courtesy: the deploy has succeeded whether or not they can be read.
-    if let Ok(app) = ctx
-        .get(&app_path(&args.name, "")?)
-        .await
-        .and_then(typed::<App>)
-    {
+    if let Ok(app) = ctx.get(&app_path(name, "")?).await.and_then(typed::<App>) {
         for url in &app.urls {
             output::line(url)?;
         }

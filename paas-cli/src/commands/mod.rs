@@ -8,6 +8,7 @@ pub mod checks;
 pub mod deploy;
 pub mod domains;
 pub mod env;
+pub mod keys;
 pub mod logs;
 pub mod ps;
 pub mod releases;
@@ -24,7 +25,8 @@ use serde_json::Value;
 
 use crate::args::UsageError;
 use crate::cli::{
-    AppsSub, BuildpacksSub, ChecksSub, Cli, Command, DomainsSub, EnvSub, ReleasesSub, StacksSub,
+    AppsSub, BuildpacksSub, ChecksSub, Cli, Command, DomainsSub, EnvSub, KeysSub, ReleasesSub,
+    StacksSub,
 };
 
 /// What every command needs: the daemon handle and the output mode.
@@ -84,6 +86,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             Some(BuildpacksSub::List(a)) => buildpacks::list(&ctx, &a.name).await,
             Some(BuildpacksSub::Set(a)) => buildpacks::set(&ctx, a).await,
             Some(BuildpacksSub::Clear(a)) => buildpacks::clear(&ctx, &a.name).await,
+        },
+        Command::Keys(k) => match k.command {
+            None | Some(KeysSub::List) => keys::list(&ctx).await,
+            Some(KeysSub::Add(a)) => keys::add(&ctx, a).await,
+            Some(KeysSub::Remove(a)) => keys::remove(&ctx, &a.name).await,
         },
         Command::Stacks(s) => match s.command {
             None | Some(StacksSub::List) => stacks::list(&ctx).await,

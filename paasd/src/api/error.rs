@@ -155,3 +155,24 @@ impl From<crate::supervisor::SupervisorError> for ApiError {
         ApiError::new(status, code, e.to_string())
     }
 }
+
+impl From<crate::git::GitError> for ApiError {
+    fn from(e: crate::git::GitError) -> ApiError {
+        use crate::git::GitError as G;
+        let e = match e {
+            G::App(a) => return a.into(),
+            other => other,
+        };
+        let (status, code) = match &e {
+            G::App(_) | G::Store(_) | G::Io { .. } | G::Config(_) => {
+                return ApiError::internal("git service failed", &e)
+            }
+            G::InvalidKey(_) => (StatusCode::BAD_REQUEST, "invalid_key"),
+            G::KeyExists(_) | G::DuplicateKey(_) => (StatusCode::CONFLICT, "key_exists"),
+            G::KeyNotFound(_) => (StatusCode::NOT_FOUND, "key_not_found"),
+            G::NoApp(_) => (StatusCode::NOT_FOUND, "app_not_found"),
+            G::NoUser(_) => (StatusCode::CONFLICT, "no_git_user"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}

@@ -30,6 +30,7 @@ pub struct State {
     pub router_addr: Option<std::net::SocketAddr>,
     pub stacks: crate::stacks::Stacks,
     pub logs: crate::logs::Logs,
+    pub git: crate::git::Git,
     pub limits: body::Limits,
     pub started: Instant,
 }

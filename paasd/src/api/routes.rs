@@ -95,6 +95,29 @@ async fn dispatch(
         }
         (["stacks", _], _) => Err(not_allowed("PUT")),
 
+        (["keys"], &Method::GET) => ok(&state.git.keys().await?),
+        (["keys"], &Method::POST) => {
+            let body: paas_api::AddKey = read_json(req, limits).await?;
+            created(&state.git.add_key(body).await?)
+        }
+        (["keys"], _) => Err(not_allowed("GET, POST")),
+        (["keys", name], &Method::DELETE) => {
+            state.git.remove_key(name.to_string()).await?;
+            no_content()
+        }
+        (["keys", _], _) => Err(not_allowed("DELETE")),
+
+        (["git", app], &Method::POST) => {
+            let app = app_param(app)?;
+            let body: paas_api::GitAccess = read_json(req, limits).await?;
+            let repo = state.git.access(app, body).await?;
+            if repo.created {
+                state.supervisor.routes_changed().await;
+            }
+            ok(&repo)
+        }
+        (["git", _], _) => Err(not_allowed("POST")),
+
         (["apps", app, tail @ ..], _) => {
             let app = app_param(app)?;
             match (tail, &m) {

@@ -220,9 +220,10 @@ impl Builds {
         Ok(())
     }
 
-    /// Removes an app's slugs and build cache (the app was destroyed).
+    /// Removes an app's slugs, build cache and git repo (the app was destroyed).
     fn forget(&self, app: &str) {
         self.inner.slugs.remove_app(app);
+        crate::git::repos::remove(&crate::git::repos::path(&self.inner.state_dir, app));
         let cache = self.inner.state_dir.join("cache").join(app);
         if let Err(e) = fs::remove_dir_all(&cache) {
             if e.kind() != io::ErrorKind::NotFound {

@@ -94,6 +94,17 @@ const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE releases ADD COLUMN rollout TEXT NOT NULL DEFAULT '[]';
     "#,
+    // 5: SSH public keys allowed to `git push` (rendered into the git user's
+    // authorized_keys with a forced command).
+    r#"
+    CREATE TABLE ssh_keys (
+        name         TEXT PRIMARY KEY,
+        key_type     TEXT NOT NULL,
+        blob         TEXT NOT NULL UNIQUE,
+        fingerprint  TEXT NOT NULL,
+        created_at   INTEGER NOT NULL
+    );
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

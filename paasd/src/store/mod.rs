@@ -11,6 +11,7 @@ pub mod config_vars;
 pub mod deployments;
 pub mod domains;
 pub mod formation;
+pub mod keys;
 pub mod releases;
 pub mod slugs;
 
