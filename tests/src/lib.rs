@@ -4,6 +4,7 @@
 //! `cargo build --workspace` first (the README test command does).
 
 pub mod load;
+pub mod sshd;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
