@@ -11,6 +11,7 @@
 # PAAS_SOCKET=/run/paas/paasd.sock PAAS_HTTP=0.0.0.0:80 PAAS_USER=paas PAAS_HOME=/home/paas
 # PAAS_BRIDGE=paas0 PAAS_SUBNET=10.88.0.0/16 PAAS_CGROUP_PARENT=paas PAAS_LOG=/var/log/paasd.log
 # PAAS_SYSTEMD=auto|yes|no (no: run paasd in the background even when systemd is PID 1)
+# PAAS_UNIT_DIR=/etc/systemd/system
 # DEMO_APP=hello
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -31,7 +32,8 @@ PAAS_SYSTEMD=${PAAS_SYSTEMD:-auto}
 DEMO_APP=${DEMO_APP:-hello}
 BUILDPACKS=$PREFIX/share/paas/buildpacks
 UNIT_NAME=paasd.service
-UNIT=/etc/systemd/system/$UNIT_NAME
+PAAS_UNIT_DIR=${PAAS_UNIT_DIR:-/etc/systemd/system}
+UNIT=$PAAS_UNIT_DIR/$UNIT_NAME
 # paas-git-shell is sshd's forced command for `git push`; optional only while a build lacks it.
 BINARIES=(paasd paas paas-git-shell)
 
@@ -46,6 +48,9 @@ CHANGES=()
 changed() { CHANGES+=("$*"); step "$*"; }
 
 paas() { "$PREFIX/bin/paas" --socket "$PAAS_SOCKET" "$@"; }
+
+# systemd is the service manager here (PAAS_SYSTEMD=yes asserts it).
+systemd_is_up() { [ "$PAAS_SYSTEMD" = yes ] || [ -d /run/systemd/system ]; }
 
 use_systemd() {
   case $PAAS_SYSTEMD in
@@ -490,14 +495,14 @@ unmount_state() {
 do_uninstall() {
   local purge=$1 pid b
   need_root
-  if [ -f "$UNIT" ] && [ -d /run/systemd/system ]; then
+  if [ -f "$UNIT" ] && systemd_is_up; then
     step "stopping and disabling $UNIT_NAME"
     systemctl disable --now "$UNIT_NAME" || true
   fi
   if pid=$(state_pid); then stop_pid "$pid"; fi
   if [ -f "$UNIT" ]; then
     rm -f "$UNIT"
-    if [ -d /run/systemd/system ]; then
+    if systemd_is_up; then
       systemctl daemon-reload
       systemctl reset-failed "$UNIT_NAME" 2>/dev/null || true
     fi
@@ -536,6 +541,6 @@ case "${1:-}" in
     esac ;;
   "") do_install ;;
   --unit) render_unit ;;
-  -h | --help) sed -n '2,15p' "$0" ;;
+  -h | --help) sed -n '2,16p' "$0" ;;
   *) die "unknown option $1 (see --help)" ;;
 esac
