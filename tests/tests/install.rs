@@ -232,10 +232,59 @@ fn exists(cmd: &mut Command) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// A stand-in for `systemctl` when systemd is not PID 1 (CI): records every call in
+/// `$FAKE_SYSTEMD/calls` and emulates the verbs install.sh uses for one unit, running its
+/// ExecStart in the background (MainPID in `$FAKE_SYSTEMD/pid`) and, like Type=notify, returning
+/// from start only once the API socket is there.
+const FAKE_SYSTEMCTL: &str = r#"#!/bin/bash
+set -u
+d=$FAKE_SYSTEMD
+echo "$*" >> "$d/calls"
+unit=$PAAS_UNIT_DIR/paasd.service
+main() { local p; p=$(cat "$d/pid" 2>/dev/null) && [ -d "/proc/$p" ] && echo "$p"; }
+stop() {
+  local p; p=$(main) || return 0
+  kill -TERM "$p"
+  for _ in $(seq 1 400); do [ -d "/proc/$p" ] || break; sleep 0.1; done
+  rm -f "$d/pid"
+}
+start() {
+  main >/dev/null && return 0
+  local exec; exec=$(sed -n 's/^ExecStart=//p' "$unit")
+  eval "set -- $exec"
+  setsid -f bash -c 'echo $$ > "$0"; exec "$@"' "$d/pid" "$@" >> "$d/paasd.log" 2>&1 < /dev/null
+  for _ in $(seq 1 300); do [ -S "$PAAS_SOCKET" ] && main >/dev/null && return 0; sleep 0.1; done
+  echo "fake systemctl: paasd did not come up" >&2; return 1
+}
+[ "$1" = -q ] && shift
+case "$1" in
+  daemon-reload|reset-failed) ;;
+  is-enabled) [ -f "$d/enabled" ] ;;
+  enable) touch "$d/enabled" ;;
+  is-active) main >/dev/null ;;
+  show) main || echo 0 ;;
+  start) start ;;
+  restart) stop; start ;;
+  stop) stop ;;
+  disable) rm -f "$d/enabled"; [ "${2:-}" = --now ] && stop; true ;;
+  *) echo "fake systemctl: unsupported: $*" >&2; exit 1 ;;
+esac
+"#;
+
+/// How install.sh is to run paasd.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `PAAS_SYSTEMD=no`: setsid in the background.
+    Background,
+    /// `PAAS_SYSTEMD=yes` with [`FAKE_SYSTEMCTL`] first on PATH.
+    FakeSystemd,
+}
+
 /// One install.sh installation in a temp dir; `--uninstall --purge` on drop unless the test
 /// did it, then removes by hand whatever a broken uninstall may have left.
 struct Install {
     dir: tempfile::TempDir,
+    mode: Mode,
     user: String,
     bridge: String,
     subnet: String,
@@ -247,17 +296,21 @@ struct Install {
 }
 
 impl Install {
-    fn new() -> Install {
+    fn new(mode: Mode) -> Install {
         let dir = tempfile::Builder::new()
             .prefix("paas-install-")
             .tempdir()
             .expect("temp dir");
         let pid = std::process::id();
+        // Unique per test process and per mode (the two install tests run in parallel); the
+        // harness's daemons use `pt...` bridges and 10.213.N.0/24.
+        let n = u32::from(mode == Mode::FakeSystemd);
         let inst = Install {
-            user: format!("paasi{}", pid % 10000),
-            bridge: format!("pi{:x}", pid & 0xfffff),
-            subnet: format!("10.214.{}.0/24", pid % 250),
-            cgroup_parent: format!("paas-install-{pid}"),
+            mode,
+            user: format!("paasi{}{n}", pid % 10000),
+            bridge: format!("pi{:x}x{n}", pid & 0xfffff),
+            subnet: format!("10.{}.{}.0/24", 214 + n, pid % 250),
+            cgroup_parent: format!("paas-install-{pid}-{n}"),
             port: free_port(),
             pids: Vec::new(),
             purged: false,
@@ -265,7 +318,27 @@ impl Install {
         };
         inst.forget_leftover_user();
         inst.stage();
+        if mode == Mode::FakeSystemd {
+            let fake = inst.path("fake-systemd");
+            std::fs::create_dir_all(fake.join("bin")).expect("fake systemd dir");
+            std::fs::create_dir_all(inst.path("units")).expect("unit dir");
+            let ctl = fake.join("bin/systemctl");
+            std::fs::write(&ctl, FAKE_SYSTEMCTL).expect("fake systemctl");
+            std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
         inst
+    }
+
+    /// The systemctl calls recorded so far (FakeSystemd), and forgets them.
+    fn systemctl_calls(&self) -> Vec<String> {
+        let f = self.path("fake-systemd/calls");
+        let calls = std::fs::read_to_string(&f).unwrap_or_default();
+        let _ = std::fs::remove_file(&f);
+        calls.lines().map(str::to_string).collect()
+    }
+
+    fn unit(&self) -> PathBuf {
+        self.path("units/paasd.service")
     }
 
     fn path(&self, p: &str) -> PathBuf {
@@ -346,7 +419,17 @@ impl Install {
             .env("PAAS_SUBNET", &self.subnet)
             .env("PAAS_CGROUP_PARENT", &self.cgroup_parent)
             .env("PAAS_LOG", self.path("log/paasd.log"))
-            .env("PAAS_SYSTEMD", "no");
+            .env("PAAS_UNIT_DIR", self.path("units"));
+        match self.mode {
+            Mode::Background => c.env("PAAS_SYSTEMD", "no"),
+            Mode::FakeSystemd => {
+                let path = std::env::var("PATH").unwrap_or_default();
+                let fake = self.path("fake-systemd");
+                c.env("PAAS_SYSTEMD", "yes")
+                    .env("FAKE_SYSTEMD", &fake)
+                    .env("PATH", format!("{}:{path}", fake.join("bin").display()))
+            }
+        };
         c
     }
 
@@ -472,6 +555,66 @@ fn mtime(p: &Path) -> SystemTime {
         .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
+/// What `install.sh --uninstall --purge` must have removed.
+fn assert_nothing_left(inst: &Install, gone: &Run) {
+    gone.ok();
+    assert!(
+        gone.stdout.contains("paas uninstalled (purged"),
+        "{gone:#?}"
+    );
+    for b in ["paasd", "paas", "paas-git-shell"] {
+        assert!(
+            !inst.prefix().join("bin").join(b).exists(),
+            "{b} is still installed"
+        );
+    }
+    assert!(
+        !inst.prefix().join("share/paas").exists(),
+        "buildpacks are left"
+    );
+    assert!(
+        !exists(Command::new("ip").args(["link", "show", &inst.bridge])),
+        "bridge {} is left",
+        inst.bridge
+    );
+    assert!(
+        !exists(Command::new("nft").args([
+            "list",
+            "table",
+            "inet",
+            &format!("paas_{}", inst.bridge)
+        ])),
+        "nftables table paas_{} is left",
+        inst.bridge
+    );
+    assert_eq!(
+        inst.mounts_under_state(),
+        Vec::<PathBuf>::new(),
+        "mounts left"
+    );
+    assert_eq!(inst.cgroups(), Vec::<PathBuf>::new(), "cgroups left");
+    assert!(
+        nix::unistd::User::from_name(&inst.user)
+            .expect("getpwnam")
+            .is_none(),
+        "user {} is left",
+        inst.user
+    );
+    assert!(
+        nix::unistd::Group::from_name(&inst.user)
+            .expect("getgrnam")
+            .is_none(),
+        "group {} is left",
+        inst.user
+    );
+    for p in ["state", "etc", "log/paasd.log", "home", "run/paasd.sock"] {
+        assert!(!inst.path(p).exists(), "{p} is left");
+    }
+    for pid in &inst.pids {
+        assert!(!alive(*pid), "paasd {pid} still runs");
+    }
+}
+
 /// The demo app's answer through the router, waiting up to 60 s for it.
 fn demo_answer(inst: &Install) -> String {
     let end = Instant::now() + Duration::from_secs(60);
@@ -492,7 +635,7 @@ fn install_twice_then_uninstall_purge_leaves_nothing() {
     if !have_root("install_twice_then_uninstall_purge_leaves_nothing") {
         return;
     }
-    let mut inst = Install::new();
+    let mut inst = Install::new(Mode::Background);
     let prefix = inst.prefix();
     let git_shell = bin_dir().join("paas-git-shell").exists();
     // Once the workspace builds the git-push shell, install.sh must install it.
@@ -704,63 +847,114 @@ fn install_twice_then_uninstall_purge_leaves_nothing() {
     );
 
     let gone = inst.uninstall();
-    gone.ok();
-    assert!(
-        gone.stdout.contains("paas uninstalled (purged"),
-        "{gone:#?}"
-    );
-    for b in ["paasd", "paas", "paas-git-shell"] {
-        assert!(
-            !prefix.join("bin").join(b).exists(),
-            "{b} is still installed"
-        );
-    }
-    assert!(!prefix.join("share/paas").exists(), "buildpacks are left");
-    assert!(
-        !exists(Command::new("ip").args(["link", "show", &inst.bridge])),
-        "bridge {} is left",
-        inst.bridge
-    );
-    assert!(
-        !exists(Command::new("nft").args([
-            "list",
-            "table",
-            "inet",
-            &format!("paas_{}", inst.bridge)
-        ])),
-        "nftables table paas_{} is left",
-        inst.bridge
-    );
-    assert_eq!(
-        inst.mounts_under_state(),
-        Vec::<PathBuf>::new(),
-        "mounts left"
-    );
-    assert_eq!(inst.cgroups(), Vec::<PathBuf>::new(), "cgroups left");
-    assert!(
-        nix::unistd::User::from_name(&inst.user)
-            .expect("getpwnam")
-            .is_none(),
-        "user {} is left",
-        inst.user
-    );
-    assert!(
-        nix::unistd::Group::from_name(&inst.user)
-            .expect("getgrnam")
-            .is_none(),
-        "group {} is left",
-        inst.user
-    );
-    for p in ["state", "etc", "log/paasd.log", "home", "run/paasd.sock"] {
-        assert!(!inst.path(p).exists(), "{p} is left");
-    }
-    for pid in &inst.pids {
-        assert!(!alive(*pid), "paasd {pid} still runs");
-    }
+    assert_nothing_left(&inst, &gone);
     assert!(
         outside.path().join("keep").exists(),
         "--purge deleted through a mount"
     );
     // A second uninstall finds nothing to do and succeeds.
     inst.uninstall().ok();
+}
+
+#[test]
+fn install_under_systemd_installs_the_unit_and_restarts_only_on_change() {
+    if !have_root("install_under_systemd_installs_the_unit_and_restarts_only_on_change") {
+        return;
+    }
+    // systemd is not PID 1 here: install.sh drives a recording stand-in for systemctl.
+    let mut inst = Install::new(Mode::FakeSystemd);
+    let first = inst.run(&[]);
+    first.ok();
+    let calls = inst.systemctl_calls();
+    for want in [
+        "daemon-reload",
+        "enable -q paasd.service",
+        "start paasd.service",
+    ] {
+        assert!(
+            calls.iter().any(|c| c == want),
+            "no `systemctl {want}` in {calls:?}"
+        );
+    }
+    assert!(
+        first
+            .stdout
+            .contains(&format!("installed {}", inst.unit().display())),
+        "{first:#?}"
+    );
+    assert!(first
+        .stdout
+        .contains("started paasd (systemd unit paasd.service)"));
+    assert!(demo_answer(&inst).starts_with("Hello from node-hello v1"));
+    // The installed unit runs the installed paasd on this install's locations, and is valid.
+    let unit = std::fs::read_to_string(inst.unit()).expect("installed unit");
+    let exec = unit
+        .lines()
+        .find(|l| l.starts_with("ExecStart="))
+        .expect("ExecStart");
+    for part in [
+        format!("ExecStart={}/bin/paasd ", inst.prefix().display()),
+        format!("--config {}/paasd.toml", inst.path("etc").display()),
+        format!("--state-dir {}", inst.state().display()),
+        format!("--socket {}", inst.socket().display()),
+        format!("--http 127.0.0.1:{}", inst.port),
+        format!("--bridge {}", inst.bridge),
+        format!("--cgroup-parent {}", inst.cgroup_parent),
+    ] {
+        assert!(exec.contains(&part), "{exec:?} lacks {part:?}");
+    }
+    assert!(unit.contains("KillMode=process") && unit.contains("Type=notify"));
+    let (ok, out) = systemd_verify(&inst.unit());
+    assert!(
+        ok && out.trim().is_empty(),
+        "systemd-analyze verify:\n{out}"
+    );
+    let pid = inst.paasd_pid().expect("paasd runs");
+
+    // Second run: nothing to do, and systemd is asked nothing but questions.
+    let second = inst.run(&[]);
+    second.ok();
+    assert!(
+        second.stdout.contains("install.sh: nothing changed"),
+        "{second:#?}"
+    );
+    let calls = inst.systemctl_calls();
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.starts_with("is-") || c.starts_with("-q is-") || c.starts_with("show ")),
+        "a second run changes no service state: {calls:?}"
+    );
+    assert_eq!(inst.paasd_pid(), Some(pid));
+
+    // A changed binary: `systemctl restart`, a new paasd, the app back without a redeploy.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(inst.stage_dir().join("bin/paasd"))
+        .and_then(|mut f| f.write_all(b"\0"))
+        .expect("change the staged paasd");
+    let third = inst.run(&[]);
+    third.ok();
+    assert!(
+        third.stdout.contains("restarted paasd (systemd)"),
+        "{third:#?}"
+    );
+    let calls = inst.systemctl_calls();
+    assert!(
+        calls.iter().any(|c| c == "restart paasd.service"),
+        "{calls:?}"
+    );
+    assert!(!calls.iter().any(|c| c == "daemon-reload"), "{calls:?}");
+    let new_pid = inst.paasd_pid().expect("paasd runs again");
+    assert_ne!(new_pid, pid);
+    assert!(demo_answer(&inst).starts_with("Hello from node-hello v1"));
+
+    let gone = inst.uninstall();
+    let calls = inst.systemctl_calls();
+    assert!(
+        calls.iter().any(|c| c == "disable --now paasd.service"),
+        "{calls:?}"
+    );
+    assert!(!inst.unit().exists(), "the unit is left");
+    assert_nothing_left(&inst, &gone);
 }
