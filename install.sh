@@ -39,7 +39,16 @@ BINARIES=(paasd paas paas-git-shell)
 
 case $PAAS_CGROUP_PARENT in
   "" | /* | *..* | *[!A-Za-z0-9._/-]*) die "PAAS_CGROUP_PARENT '$PAAS_CGROUP_PARENT' must be a relative cgroup path" ;;
+  # --uninstall kills everything below it: never a systemd unit's cgroup.
+  *.slice | *.scope | *.service) die "PAAS_CGROUP_PARENT '$PAAS_CGROUP_PARENT' must be paasd's own subtree, not a systemd unit" ;;
 esac
+# --purge deletes these recursively: absolute, and never a system directory.
+for d in "$PAAS_ETC" "$PAAS_STATE" "$PAAS_HOME"; do
+  case ${d%/} in
+    "" | [!/]* | */.. | */../* | /bin | /boot | /dev | /etc | /home | /lib* | /opt | /proc | /root | /run | /sbin | /srv | /sys | /tmp | /usr | /usr/* | /var | /var/lib | /var/log)
+      die "'$d' cannot be a paas directory (PAAS_ETC, PAAS_STATE, PAAS_HOME)" ;;
+  esac
+done
 [[ $PAAS_USER =~ ^[a-z_][a-z0-9_-]{0,30}$ ]] || die "PAAS_USER '$PAAS_USER' is not a valid user name"
 case $PAAS_SYSTEMD in auto | yes | no) ;; *) die "PAAS_SYSTEMD must be auto, yes or no" ;; esac
 
