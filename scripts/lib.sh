@@ -8,7 +8,9 @@ need_root() {
   [ "$(id -u)" -eq 0 ] || die "run this as root (sudo $0)"
 }
 
-# Installs the Debian packages that are missing; runs apt-get update at most once.
+# Installs the Debian packages that are missing; runs apt-get update at most once. Appends
+# what it installed to INSTALLED_PACKAGES (install.sh reports what it changed).
+INSTALLED_PACKAGES=()
 ensure_packages() {
   local missing=()
   for p in "$@"; do
@@ -19,6 +21,7 @@ ensure_packages() {
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  INSTALLED_PACKAGES+=("${missing[@]}")
 }
 
 # Puts cargo on PATH: an existing rustup install, else rustup from its official installer.

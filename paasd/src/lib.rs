@@ -7,6 +7,7 @@ pub mod build;
 pub mod config;
 pub mod git;
 pub mod logs;
+pub mod notify;
 pub mod oneoff;
 pub mod router;
 pub mod runtime;
@@ -216,6 +217,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     })?;
     tracing::info!(socket = %config.socket.display(), state_dir = %config.state_dir.display(), "paasd ready");
+    // Both listeners are bound, so connections queue from here on: tell systemd (Type=notify).
+    notify::ready(&format!(
+        "serving the API on {} and apps on {}",
+        config.socket.display(),
+        router_addr.map_or_else(|| config.http.to_string(), |a| a.to_string())
+    ));
     // Containers go first when the signal comes: attached `paas run` streams then end with
     // their exit instead of holding the drain open for its whole timeout.
     let stopping = Arc::clone(&runtime);
@@ -223,6 +230,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let followed = logs.clone();
     let shutdown = async move {
         shutdown.await;
+        notify::stopping("stopping: draining requests and stopping instances");
         // `logs --follow` streams end too, or they would hold the drain open.
         followed.close_followers();
         stopping_sup.shutdown().await;

@@ -1,0 +1,24 @@
+//! The systemd readiness protocol (`Type=notify`, sd_notify(3)): paasd tells the service
+//! manager when it is ready to serve and when it begins to stop, so `systemctl start` returns
+//! only once the API socket and the router accept connections, and `systemctl status` shows
+//! what paasd is doing. Without `$NOTIFY_SOCKET` (tests, the background mode of install.sh)
+//! every call is a no-op.
+
+use sd_notify::NotifyState;
+
+/// `READY=1`: the API socket and the router are listening.
+pub fn ready(status: &str) {
+    send(&[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+/// `STOPPING=1`: shutdown has begun (draining and stopping instances may take a while).
+pub fn stopping(status: &str) {
+    send(&[NotifyState::Stopping, NotifyState::Status(status)]);
+}
+
+fn send(states: &[NotifyState<'_>]) {
+    // A service manager that cannot be told is not a reason to stop serving.
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "cannot notify the service manager (NOTIFY_SOCKET)");
+    }
+}
