@@ -77,7 +77,7 @@ paasd_flags() {
   [ "$PAAS_SOCKET" != /run/paas/paasd.sock ] && FLAGS+=(--socket "$PAAS_SOCKET")
   [ "$PAAS_STATE" != /var/lib/paas ] && FLAGS+=(--state-dir "$PAAS_STATE")
   [ "$PAAS_HTTP" != 0.0.0.0:80 ] && FLAGS+=(--http "$PAAS_HTTP")
-  [ "$PAAS_USER" != paas ] && FLAGS+=(--socket-group "$PAAS_USER")
+  [ "$PAAS_USER" != paas ] && FLAGS+=(--socket-group "$PAAS_USER" --git-user "$PAAS_USER")
   [ "$PAAS_BRIDGE" != paas0 ] && FLAGS+=(--bridge "$PAAS_BRIDGE")
   [ "$PAAS_SUBNET" != 10.88.0.0/16 ] && FLAGS+=(--subnet "$PAAS_SUBNET")
   [ "$PAAS_CGROUP_PARENT" != paas ] && FLAGS+=(--cgroup-parent "$PAAS_CGROUP_PARENT")

@@ -215,6 +215,7 @@ pub struct Overrides {
     pub bridge: Option<String>,
     pub subnet: Option<String>,
     pub buildpacks_dir: Option<PathBuf>,
+    pub git_user: Option<String>,
 }
 
 /// Installed location of the built-in buildpacks.
@@ -318,7 +319,10 @@ impl Config {
             build: file.build,
             instances: file.instances,
             logs: file.logs,
-            git: file.git,
+            git: GitConfig {
+                user: o.git_user.unwrap_or(file.git.user),
+                ..file.git
+            },
             max_stack_mb: file.max_stack_mb.unwrap_or(4096),
             state_dir,
         })

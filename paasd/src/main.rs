@@ -43,6 +43,9 @@ struct Flags {
     /// Directory of the built-in buildpacks (default /usr/local/share/paas/buildpacks).
     #[arg(long)]
     buildpacks_dir: Option<PathBuf>,
+    /// The system user `git push` logs in as ([git] user; default paas).
+    #[arg(long)]
+    git_user: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -76,6 +79,7 @@ fn main() -> anyhow::Result<()> {
         bridge: flags.bridge,
         subnet: flags.subnet,
         buildpacks_dir: flags.buildpacks_dir,
+        git_user: flags.git_user,
     })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

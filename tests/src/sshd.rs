@@ -15,11 +15,23 @@ pub struct Sshd {
     child: Option<Child>,
     dir: tempfile::TempDir,
     pub port: u16,
+    /// Who pushes log in as.
+    user: String,
 }
 
 impl Sshd {
-    /// Starts sshd; keys paasd writes to [`Sshd::authorized_keys`] take effect at once.
+    /// Starts sshd for root; keys paasd writes to [`Sshd::authorized_keys`] take effect at once.
     pub fn start() -> Sshd {
+        Sshd::start_as(None)
+    }
+
+    /// Starts sshd for `user` (the git user an install created), reading its own
+    /// `~/.ssh/authorized_keys` as the system sshd would.
+    pub fn start_for_user(user: &str) -> Sshd {
+        Sshd::start_as(Some(user))
+    }
+
+    fn start_as(user: Option<&str>) -> Sshd {
         let dir = tempfile::Builder::new()
             .prefix("paas-sshd-")
             .tempdir()
@@ -30,14 +42,21 @@ impl Sshd {
         // sshd refuses to start without its privilege separation directory.
         std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
         let port = free_port();
+        let login = match user {
+            None => format!(
+                "AuthorizedKeysFile {}\nPermitRootLogin forced-commands-only\nAllowUsers root\n",
+                d.join("authorized_keys").display()
+            ),
+            Some(u) => format!(
+                "AuthorizedKeysFile .ssh/authorized_keys\nPermitRootLogin no\nAllowUsers {u}\n"
+            ),
+        };
         let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nPidFile {pid}\n\
-             AuthorizedKeysFile {keys}\nPermitRootLogin forced-commands-only\nAllowUsers root\n\
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nPidFile {pid}\n{login}\
              PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
              UsePAM no\nStrictModes no\nLogLevel VERBOSE\n",
             host = d.join("host_key").display(),
             pid = d.join("sshd.pid").display(),
-            keys = d.join("authorized_keys").display(),
         );
         std::fs::write(d.join("sshd_config"), config).expect("config");
         let log = std::fs::File::create(d.join("sshd.log")).expect("log");
@@ -52,6 +71,7 @@ impl Sshd {
             child: Some(child),
             dir,
             port,
+            user: user.unwrap_or("root").to_string(),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -94,14 +114,18 @@ impl Sshd {
 
     /// A git remote URL for `app` on this server.
     pub fn remote(&self, app: &str) -> String {
-        format!("root@127.0.0.1:{app}")
+        format!("{}@127.0.0.1:{app}", self.user)
     }
 
     /// `ssh` to this server with `remote_command`, as a pusher would.
     pub fn ssh(&self, remote_command: &str) -> Command {
         let mut c = Command::new("sh");
         c.arg("-c")
-            .arg(format!("{} root@127.0.0.1 \"$1\"", self.ssh_command()))
+            .arg(format!(
+                "{} {}@127.0.0.1 \"$1\"",
+                self.ssh_command(),
+                self.user
+            ))
             .arg("sh")
             .arg(remote_command);
         c

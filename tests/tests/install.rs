@@ -13,7 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use paas_tests::{bin, bin_dir, have_root, repo_root, Daemon, Run};
+use paas_tests::sshd::{git, Sshd};
+use paas_tests::{bin, bin_dir, have_root, node_app, repo_root, Daemon, Run};
 
 /// A paasd the test spawned itself; stopped with SIGTERM (SIGKILL after 10 s) on drop.
 struct Spawned(Child);
@@ -773,6 +774,10 @@ fn install_twice_then_uninstall_purge_leaves_nothing() {
     assert_eq!(stamps, stamps2, "no file was rewritten");
     assert!(demo_answer(&inst).starts_with("Hello from node-hello v1"));
 
+    if git_shell {
+        push_as_the_installed_git_user(&inst);
+    }
+
     // A new paasd binary (here: one more byte at the end of the ELF file) is installed and
     // replaces the running daemon; the app comes back on the same release.
     let staged = inst.stage_dir().join("bin/paasd");
@@ -957,4 +962,70 @@ fn install_under_systemd_installs_the_unit_and_restarts_only_on_change() {
     );
     assert!(!inst.unit().exists(), "the unit is left");
     assert_nothing_left(&inst, &gone);
+}
+
+/// The VPS path for real: `paas keys add` on the installed daemon writes the installed git
+/// user's `~/.ssh/authorized_keys`; an sshd configured like the system's (that user,
+/// `.ssh/authorized_keys`) runs the installed `paas-git-shell` as that unprivileged user,
+/// which reaches the API through the socket's group and pushes into a repo it owns.
+fn push_as_the_installed_git_user(inst: &Install) {
+    // The temp dir stands in for / here: the git user must reach the socket, state and
+    // binaries below it, as it reaches /run, /var/lib and /usr/local on a server.
+    std::fs::set_permissions(inst.dir.path(), std::fs::Permissions::from_mode(0o711))
+        .expect("chmod temp dir");
+    let sshd = Sshd::start_for_user(&inst.user);
+    inst.paas(&[
+        "keys",
+        "add",
+        "tester",
+        &sshd.client_pub().display().to_string(),
+    ])
+    .ok();
+    let keys = std::fs::read_to_string(inst.home().join(".ssh/authorized_keys")).expect("keys");
+    let shell = inst.prefix().join("bin/paas-git-shell");
+    assert!(
+        keys.contains(&format!("command=\"'{}' --socket", shell.display()))
+            && keys.contains("paas-key:tester"),
+        "{keys}"
+    );
+    let app = node_app("v7");
+    let work = tempfile::tempdir().expect("dir");
+    for f in ["package.json", "package-lock.json", "server.js"] {
+        std::fs::copy(app.path().join(f), work.path().join(f)).expect("copy");
+    }
+    for args in [
+        &["init", "-q"][..],
+        &["add", "-A"],
+        &["commit", "-q", "-m", "v7"],
+    ] {
+        let r = Run::of(&mut git(work.path(), args));
+        assert!(r.status.success(), "{r:#?}");
+    }
+    let mut push = git(work.path(), &["push", &sshd.remote("pushed"), "main"]);
+    push.env("GIT_SSH_COMMAND", sshd.ssh_command());
+    let r = Run::of(&mut push);
+    assert!(r.status.success(), "push as {} failed: {r:#?}", inst.user);
+    println!(
+        "git push as {}: {} lines of remote output",
+        inst.user,
+        r.stderr.lines().filter(|l| l.starts_with("remote:")).count()
+    );
+    assert!(
+        r.stderr.contains("remote: Released v2 of pushed"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        inst.get("pushed.paas.localhost"),
+        Some((200, "Hello from node-hello v7 on web.1\n".to_string()))
+    );
+    let user = nix::unistd::User::from_name(&inst.user)
+        .expect("getpwnam")
+        .expect("git user");
+    let repo = std::fs::metadata(inst.state().join("git/pushed.git/HEAD")).expect("repo");
+    assert_eq!(
+        repo.uid(),
+        user.uid.as_raw(),
+        "the repo belongs to the git user"
+    );
 }
