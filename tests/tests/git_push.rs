@@ -15,12 +15,17 @@ const BASE: &str = "paas.localhost";
 
 /// A daemon that writes its keys where the test's sshd reads them, plus that sshd.
 fn setup(test: &str) -> Option<(Daemon, Sshd)> {
+    setup_with(test, "")
+}
+
+/// Like [`setup`] with more `[git]` keys.
+fn setup_with(test: &str, git_keys: &str) -> Option<(Daemon, Sshd)> {
     if !have_root(test) {
         return None;
     }
     let sshd = Sshd::start();
     let d = Daemon::start_with_config(&format!(
-        "[git]\nuser = \"root\"\nauthorized_keys = \"{}\"\n",
+        "[git]\nuser = \"root\"\nauthorized_keys = \"{}\"\n{git_keys}",
         sshd.authorized_keys().display()
     ));
     let out = d
@@ -353,4 +358,25 @@ fn wait_until(max: Duration, what: &str, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "{what}: not within {max:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn pushing_to_an_unknown_app_is_refused_when_create_on_push_is_off() {
+    let Some((d, sshd)) = setup_with("git push no create", "create_on_push = false\n") else {
+        return;
+    };
+    let repo = repo_of(node_app("v1").path());
+    let r = push(&sshd, repo.path(), "nope", "main");
+    assert_ne!(r.code(), 0, "{r:#?}");
+    assert!(
+        r.stderr.contains("app 'nope' does not exist") && r.stderr.contains("paas create nope"),
+        "{}",
+        r.stderr
+    );
+    d.paas(&["info", "nope"]).fails(1, "does not exist");
+    // Once the app exists, the push deploys it.
+    d.paas(&["create", "nope"]).ok();
+    let r = push(&sshd, repo.path(), "nope", "main");
+    assert!(r.status.success(), "{r:#?}");
+    assert_eq!(d.http(&format!("nope.{BASE}"), "/").0, 200);
 }

@@ -1008,7 +1008,10 @@ fn push_as_the_installed_git_user(inst: &Install) {
     println!(
         "git push as {}: {} lines of remote output",
         inst.user,
-        r.stderr.lines().filter(|l| l.starts_with("remote:")).count()
+        r.stderr
+            .lines()
+            .filter(|l| l.starts_with("remote:"))
+            .count()
     );
     assert!(
         r.stderr.contains("remote: Released v2 of pushed"),
