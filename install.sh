@@ -50,6 +50,10 @@ for d in "$PAAS_ETC" "$PAAS_STATE" "$PAAS_HOME"; do
   esac
 done
 [[ $PAAS_USER =~ ^[a-z_][a-z0-9_-]{0,30}$ ]] || die "PAAS_USER '$PAAS_USER' is not a valid user name"
+# The git user's group may use the whole API, and its authorized_keys belong to paasd.
+[ "$PAAS_USER" != root ] || die "PAAS_USER cannot be root: pushes log in as a user of their own"
+# The comment install.sh gives the user it creates: only such a user is deleted by --purge.
+USER_COMMENT="paas (git push)"
 case $PAAS_SYSTEMD in auto | yes | no) ;; *) die "PAAS_SYSTEMD must be auto, yes or no" ;; esac
 
 # What this run changed, reported at the end ("nothing changed" on a second run).
@@ -133,22 +137,25 @@ install_if_changed() {
 # A directory with this mode and owner; created or fixed (and reported) when it differs.
 ensure_dir() {
   local dir=$1 mode=$2 owner=$3
+  # The git user owns some of these: never follow a link it may have planted.
+  [ ! -L "$dir" ] || die "$dir is a symbolic link; refusing to follow it (remove it and run again)"
   if [ ! -d "$dir" ]; then
     install -d -m "$mode" -o "${owner%:*}" -g "${owner#*:}" "$dir"
     changed "created $dir"
   elif [ "$(stat -c '%a %U:%G' "$dir")" != "${mode#0} $owner" ]; then
-    chmod "$mode" "$dir" && chown "$owner" "$dir"
+    chmod "$mode" "$dir" && chown -h "$owner" "$dir"
     changed "set $dir to $mode $owner"
   fi
 }
 
 ensure_file() {
   local file=$1 mode=$2 owner=$3
+  [ ! -L "$file" ] || die "$file is a symbolic link; refusing to follow it (remove it and run again)"
   if [ ! -f "$file" ]; then
     install -m "$mode" -o "${owner%:*}" -g "${owner#*:}" /dev/null "$file"
     changed "created $file"
   elif [ "$(stat -c '%a %U:%G' "$file")" != "${mode#0} $owner" ]; then
-    chmod "$mode" "$file" && chown "$owner" "$file"
+    chmod "$mode" "$file" && chown -h "$owner" "$file"
     changed "set $file to $mode $owner"
   fi
 }
@@ -196,10 +203,12 @@ ensure_user() {
     # Password '*': no password login, but not "locked" ('!'), which sshd refuses even for
     # keys when UsePAM is off.
     useradd --system --gid "$PAAS_USER" --home-dir "$PAAS_HOME" --no-create-home \
-      --shell /bin/sh --password '*' --comment "paas (git push)" "$PAAS_USER"
+      --shell /bin/sh --password '*' --comment "$USER_COMMENT" "$PAAS_USER"
     changed "created user $PAAS_USER (home $PAAS_HOME)"
   else
     local shell
+    [ "$(getent passwd "$PAAS_USER" | cut -d: -f5)" = "$USER_COMMENT" ] ||
+      echo "warning: using the existing user $PAAS_USER for git push; its group may use the paas API, and --purge will not delete it" >&2
     shell=$(getent passwd "$PAAS_USER" | cut -d: -f7)
     case $shell in
       */nologin | */false) echo "warning: user $PAAS_USER has shell $shell; git push over ssh needs a real shell (usermod -s /bin/sh $PAAS_USER)" >&2 ;;
@@ -534,9 +543,14 @@ do_uninstall() {
     rm -rf --one-file-system "$PAAS_STATE"
     rm -rf "$PAAS_ETC"
     rm -f "$PAAS_LOG"
-    # -r: with its home (~/.ssh/authorized_keys) and mail spool.
-    if getent passwd "$PAAS_USER" >/dev/null; then userdel -r "$PAAS_USER" 2>/dev/null || userdel "$PAAS_USER"; fi
-    if getent group "$PAAS_USER" >/dev/null; then groupdel "$PAAS_USER"; fi
+    # Only the user (and its group) install.sh created: never an account that was there before.
+    if [ "$(getent passwd "$PAAS_USER" | cut -d: -f5)" = "$USER_COMMENT" ]; then
+      # -r: with its home (~/.ssh/authorized_keys) and mail spool.
+      userdel -r "$PAAS_USER" 2>/dev/null || userdel "$PAAS_USER"
+      if getent group "$PAAS_USER" >/dev/null; then groupdel "$PAAS_USER"; fi
+    elif getent passwd "$PAAS_USER" >/dev/null; then
+      echo "note: user $PAAS_USER was not created by install.sh; left in place" >&2
+    fi
   fi
   echo "paas uninstalled$([ "$purge" = yes ] && echo " (purged state, config and user $PAAS_USER)")"
 }

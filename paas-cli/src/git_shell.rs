@@ -25,7 +25,6 @@ use crate::source::Source;
 
 /// Set for the hook (git passes its environment on): which key pushed.
 const KEY_ENV: &str = "PAAS_GIT_KEY";
-const ZERO: &str = "0000000000000000000000000000000000000000";
 
 /// `paas-git-shell`'s `main`.
 pub fn main() -> ExitCode {
@@ -127,13 +126,33 @@ async fn shell(ctx: &Ctx, socket: &std::path::Path, key: &str) -> Result<()> {
         GitService::UploadPack => "upload-pack",
     };
     use std::os::unix::process::CommandExt;
-    // exec: git now owns the SSH channel; nothing of ours may write to it any more.
-    let err = Command::new("git")
+    // Only what git needs passes on: a client may send environment variables sshd accepts
+    // (AcceptEnv), and GIT_* ones would reconfigure git.
+    let mut git = Command::new("git");
+    git.env_clear()
         .arg(sub)
         .arg(&repo.path)
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .env(KEY_ENV, key)
-        .env("PAAS_SOCKET", socket)
-        .exec();
+        .env("PAAS_SOCKET", socket);
+    for var in ["HOME", "LANG", "USER", "LOGNAME"] {
+        if let Some(v) = std::env::var_os(var) {
+            git.env(var, v);
+        }
+    }
+    // Protocol v2 negotiation; only its plain form.
+    if let Ok(p) = std::env::var("GIT_PROTOCOL") {
+        if p.strip_prefix("version=")
+            .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        {
+            git.env("GIT_PROTOCOL", p);
+        }
+    }
+    // exec: git now owns the SSH channel; nothing of ours may write to it any more.
+    let err = git.exec();
     Err(anyhow!("cannot run git {sub}: {err}"))
 }
 
@@ -218,7 +237,7 @@ fn choose(updates: &[Update], branches: &[String]) -> Result<Option<(String, Str
         let branch = u.name.strip_prefix("refs/heads/");
         match branch {
             Some(b) if branches.iter().any(|x| x == b) => {
-                if u.new == ZERO {
+                if is_zero(&u.new) {
                     bail!("deleting branch {b} is refused: it is what this app deploys");
                 }
                 if deploy.is_some() {
@@ -240,6 +259,11 @@ fn choose(updates: &[Update], branches: &[String]) -> Result<Option<(String, Str
     Ok(deploy)
 }
 
+/// The all-zero object id git uses for "no object" (a created or deleted ref), any hash.
+fn is_zero(id: &str) -> bool {
+    !id.is_empty() && id.bytes().all(|b| b == b'0')
+}
+
 /// The pre-receive hook: deploy the pushed commit, or refuse the push.
 async fn hook(ctx: &Ctx, app: &str, branches: &[String]) -> Result<()> {
     let updates = parse_updates(std::io::stdin().lock())?;
@@ -247,6 +271,15 @@ async fn hook(ctx: &Ctx, app: &str, branches: &[String]) -> Result<()> {
         return Ok(());
     };
     let short = &commit[..commit.len().min(7)];
+    // git refuses a branch pointing at anything but a commit, but only after this hook: a
+    // tag or tree pushed as main must not be deployed first.
+    let kind = Command::new("git")
+        .args(["cat-file", "-t", &commit])
+        .output()
+        .context("running git cat-file")?;
+    if String::from_utf8_lossy(&kind.stdout).trim() != "commit" {
+        bail!("{branch} must point at a commit; {short} is not one");
+    }
     output::status(&format!("-----> Deploying {app} from {branch} ({short})"));
     // The archive is spooled to a temp file: the upload code sends files and directories,
     // and git archive's gzip is as good as ours.
@@ -340,6 +373,8 @@ mod tests {
     #[test]
     fn only_deploy_branches_pass() {
         let b = ["main".to_string(), "master".to_string()];
+        const ZERO: &str = "0000000000000000000000000000000000000000";
+        assert!(is_zero(ZERO) && !is_zero("") && !is_zero("00a0"));
         let up = |name: &str, new: &str| Update {
             new: new.into(),
             name: name.into(),

@@ -186,6 +186,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         config.git.clone(),
         config.state_dir.clone(),
         &config.socket,
+        config.build.max_upload_mb.saturating_mul(1 << 20),
     )?;
     // Keys keep working when the socket or shell path changed; a missing git user only
     // matters once somebody pushes, so it is not fatal here.

@@ -47,6 +47,7 @@ impl Sshd {
                 "AuthorizedKeysFile {}\nPermitRootLogin forced-commands-only\nAllowUsers root\n",
                 d.join("authorized_keys").display()
             ),
+            // As a server's sshd: StrictModes checks the home, ~/.ssh and the file.
             Some(u) => format!(
                 "AuthorizedKeysFile .ssh/authorized_keys\nPermitRootLogin no\nAllowUsers {u}\n"
             ),
@@ -54,7 +55,8 @@ impl Sshd {
         let config = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nPidFile {pid}\n{login}\
              PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             UsePAM no\nStrictModes no\nLogLevel VERBOSE\n",
+             UsePAM no\nStrictModes {strict}\nLogLevel VERBOSE\n",
+            strict = if user.is_some() { "yes" } else { "no" },
             host = d.join("host_key").display(),
             pid = d.join("sshd.pid").display(),
         );

@@ -312,6 +312,23 @@ fn the_forced_command_refuses_anything_but_git_and_removed_keys() {
     let r = shell("");
     assert_ne!(r.code(), 0);
     assert!(r.stderr.contains("only takes git pushes"), "{r:#?}");
+    // git's own options never pass for an app name.
+    for sneaky in [
+        "git-upload-pack '--upload-pack=touch /tmp/x'",
+        "git-receive-pack '-x'",
+    ] {
+        let r = shell(sneaky);
+        assert_ne!(r.code(), 0, "{sneaky}");
+        assert!(
+            r.stderr.contains("invalid app name") || r.stderr.contains("is not an app name"),
+            "{sneaky}: {r:#?}"
+        );
+    }
+    // Fetching an app that does not exist is refused without creating it.
+    let r = shell("git-upload-pack 'ghost'");
+    assert_ne!(r.code(), 0);
+    assert!(r.stderr.contains("app 'ghost' does not exist"), "{r:#?}");
+    d.paas(&["info", "ghost"]).fails(1, "does not exist");
     assert!(!d.state_dir().join("git").join("etc.git").exists());
 
     // The admin's own line in authorized_keys survives paasd's rewrites.

@@ -1031,4 +1031,25 @@ fn push_as_the_installed_git_user(inst: &Install) {
         user.uid.as_raw(),
         "the repo belongs to the git user"
     );
+
+    // The git user reaches the socket (its group), but may only push through it.
+    let r = Run::of(
+        Command::new("runuser")
+            .args(["-u", &inst.user, "--"])
+            .arg(inst.prefix().join("bin/paas"))
+            .arg("--socket")
+            .arg(inst.socket())
+            .args(["env", "pushed"]),
+    );
+    r.fails(1, "the git user may only push");
+
+    // A link the git user plants where paasd writes its keys is not followed.
+    let victim = inst.path("victim");
+    std::fs::write(&victim, "keep\n").expect("victim");
+    let planted = inst.home().join(".ssh/.authorized_keys.paas-new");
+    std::os::unix::fs::symlink(&victim, &planted).expect("plant a link");
+    inst.paas(&["keys", "remove", "tester"]).ok();
+    assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "keep\n");
+    let keys = std::fs::read_to_string(inst.home().join(".ssh/authorized_keys")).expect("keys");
+    assert!(!keys.contains("paas-key:tester"), "{keys}");
 }

@@ -2,6 +2,7 @@
 //! streaming client never blocks another) and graceful shutdown (stop accepting, let
 //! in-flight requests finish, bounded). Translates HTTP to service calls; no business logic.
 
+pub mod access;
 pub mod body;
 pub mod error;
 pub mod logs;

@@ -54,6 +54,7 @@ async fn dispatch(
         .map(percent_decode)
         .collect::<Result<_, _>>()?;
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    super::access::check(state.git.push_uid(), peer_uid, req.method(), &segs)?;
     let reveal = query_flag(req.uri().query(), "reveal");
     let limits = state.limits;
     let apps = &state.apps;
@@ -204,7 +205,11 @@ async fn dispatch(
 
                 (["deploy"], &Method::GET) => ok(&apps.deployments(app).await?),
                 (["deploy"], &Method::POST) => {
-                    let user = requester(&req, peer_uid);
+                    let user = requester(
+                        &req,
+                        peer_uid,
+                        super::access::may_name_user(state.git.push_uid(), peer_uid),
+                    );
                     let (tx, rx) = tokio::sync::mpsc::channel(16);
                     let pump = super::body::stream_into(req.into_body(), tx);
                     match state.builds.deploy(app, user, rx).await {
@@ -279,7 +284,7 @@ fn version_param(s: &str) -> Result<u32, ApiError> {
 
 /// Who asked, for the record: the Unix user on the socket, plus the name a trusted front end
 /// (the git hook) passes in `X-Paas-User`.
-fn requester(req: &Request<Incoming>, peer_uid: Option<u32>) -> String {
+fn requester(req: &Request<Incoming>, peer_uid: Option<u32>, may_name: bool) -> String {
     let unix = peer_uid
         .map(|uid| {
             nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
@@ -289,9 +294,9 @@ fn requester(req: &Request<Incoming>, peer_uid: Option<u32>) -> String {
                 .unwrap_or_else(|| format!("uid {uid}"))
         })
         .unwrap_or_else(|| "unknown".into());
-    let via = req
-        .headers()
-        .get("x-paas-user")
+    let via = may_name
+        .then(|| req.headers().get("x-paas-user"))
+        .flatten()
         .and_then(|v| v.to_str().ok())
         .map(|s| {
             s.chars()

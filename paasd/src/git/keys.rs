@@ -23,6 +23,11 @@ const MAX_BLOB_BYTES: usize = 8192;
 /// Comment that marks the lines paasd writes (lines without it are the admin's and kept).
 const MARK: &str = "paas-key:";
 
+/// `restrict` turns off every forwarding, the pty and `~/.ssh/rc`, including kinds OpenSSH
+/// adds later; the explicit `no-*` list says the same to anyone reading the file (and to an
+/// sshd older than 7.2).
+const OPTIONS: &str = "restrict,no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty";
+
 pub const HEADER: &str =
     "# Lines ending in paas-key:NAME are managed by paasd (`paas keys`); other lines are kept.";
 
@@ -136,7 +141,7 @@ pub fn render(existing: &str, command: &str, keys: &[Line<'_>]) -> String {
     out.push('\n');
     for k in keys {
         out.push_str(&format!(
-            "command=\"{command} {name}\",no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty {ty} {blob} {MARK}{name}\n",
+            "command=\"{command} {name}\",{OPTIONS} {ty} {blob} {MARK}{name}\n",
             name = k.name,
             ty = k.key_type,
             blob = k.blob,
@@ -236,7 +241,7 @@ mod tests {
         assert_eq!(
             first,
             format!(
-                "{admin}{HEADER}\ncommand=\"'/usr/bin/paas-git-shell' --socket '/run/paas.sock' alice\",no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty ssh-ed25519 AAAAx paas-key:alice\n"
+                "{admin}{HEADER}\ncommand=\"'/usr/bin/paas-git-shell' --socket '/run/paas.sock' alice\",restrict,no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty ssh-ed25519 AAAAx paas-key:alice\n"
             )
         );
         // Removing the last key leaves the admin's line and the header only.

@@ -6,10 +6,9 @@
 
 pub mod keys;
 pub mod repos;
+mod safe_file;
 
-use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use paas_api as api;
@@ -56,19 +55,21 @@ pub struct Git {
     state_dir: PathBuf,
     /// The forced command without the key name, shell-quoted (`'/x/paas-git-shell' --socket '/s'`).
     command: String,
-    /// Shell-quoted parts for the repo hooks.
-    shell: String,
-    socket: String,
+    /// The largest pack a push may send (`receive.maxInputSize`).
+    max_push_bytes: u64,
+    /// The git user's uid, unless it is root (tests): the API limits that user to pushing.
+    push_uid: Option<u32>,
 }
 
 impl Git {
-    /// Checks the `[git]` settings that end up in shell commands.
+    /// Checks the `[git]` settings that end up in shell commands and writes the repos' hook.
     pub fn new(
         store: Store,
         apps: Apps,
         cfg: GitConfig,
         state_dir: PathBuf,
         socket: &Path,
+        max_push_bytes: u64,
     ) -> Result<Git, GitError> {
         let shell_path = match &cfg.shell {
             Some(p) => p.clone(),
@@ -95,15 +96,31 @@ impl Git {
                 "[git] branches is empty: no push could ever deploy".into(),
             ));
         }
+        if !shell_path.exists() {
+            tracing::warn!(path = %shell_path.display(), "paas-git-shell not found: git pushes will fail until it is installed there");
+        }
+        let hook = repos::hook(&shell, &socket, &cfg.branches);
+        repos::write_hook(&state_dir, &hook)
+            .map_err(io_err("writing the git hook under the state dir"))?;
+        let push_uid = nix::unistd::User::from_name(&cfg.user)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw())
+            .filter(|uid| *uid != 0);
         Ok(Git {
+            push_uid,
             store,
             apps,
             command: format!("{shell} --socket {socket}"),
-            shell,
-            socket,
             cfg,
             state_dir,
+            max_push_bytes,
         })
+    }
+
+    /// The uid `git push` arrives as (none when that is root).
+    pub fn push_uid(&self) -> Option<u32> {
+        self.push_uid
     }
 
     pub async fn add_key(&self, req: api::AddKey) -> Result<api::SshKey, GitError> {
@@ -155,13 +172,18 @@ impl Git {
     }
 
     /// At start-up: rewrites authorized_keys so the forced commands carry this daemon's
-    /// current socket and shell paths. Nothing to do while no key was ever added.
+    /// current socket and shell paths, and lines of keys this database does not know (an
+    /// older install's) go. Nothing to do while there is no key and no file.
     pub async fn sync_keys(&self) -> Result<(), GitError> {
         let this = self.clone();
         self.store
             .tx(move |tx| {
                 let all = store::keys::list(tx)?;
-                if !all.is_empty() {
+                let file_exists = this
+                    .user()
+                    .map(|u| this.authorized_keys_path(&u).exists())
+                    .unwrap_or(false);
+                if !all.is_empty() || file_exists {
                     this.write_authorized_keys(&all)?;
                 }
                 Ok(())
@@ -188,15 +210,23 @@ impl Git {
             Err(AppError::NotFound(_))
                 if req.service == api::GitService::ReceivePack && self.cfg.create_on_push =>
             {
-                self.apps
+                match self
+                    .apps
                     .create(api::CreateApp {
                         name: app.clone(),
                         stack: None,
                         buildpack: None,
                     })
-                    .await?;
-                tracing::info!(app = %app, key = %req.key, "app created by a git push");
-                created = true;
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::info!(app = %app, key = %req.key, "app created by a git push");
+                        created = true;
+                    }
+                    // A push racing this one created it first.
+                    Err(AppError::AlreadyExists(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
             Err(AppError::NotFound(_)) if req.service == api::GitService::ReceivePack => {
                 return Err(GitError::NoApp(app))
@@ -204,16 +234,23 @@ impl Git {
             Err(e) => return Err(e.into()),
         }
         let repo = repos::path(&self.state_dir, &app);
-        let hook = repos::hook(&self.shell, &self.socket, &app, &self.cfg.branches);
         let owner = self.owner()?;
         let r = repo.clone();
-        tokio::task::spawn_blocking(move || repos::ensure(&r, &hook, owner))
-            .await
-            .map_err(|e| GitError::Io {
-                context: "preparing the git repo".into(),
-                source: io::Error::other(e),
-            })?
-            .map_err(io_err(format!("preparing the git repo {}", repo.display())))?;
+        let hooks = repos::hooks_dir(&self.state_dir);
+        let max_input_bytes = self.max_push_bytes;
+        tokio::task::spawn_blocking(move || {
+            let settings = repos::Settings {
+                hooks_dir: &hooks,
+                max_input_bytes,
+            };
+            repos::ensure(&r, &settings, owner)
+        })
+        .await
+        .map_err(|e| GitError::Io {
+            context: "preparing the git repo".into(),
+            source: io::Error::other(e),
+        })?
+        .map_err(io_err(format!("preparing the git repo {}", repo.display())))?;
         Ok(api::GitRepo {
             app,
             path: repo.to_string_lossy().into_owned(),
@@ -245,25 +282,29 @@ impl Git {
     }
 
     /// Replaces the file atomically (sshd never sees half of it), keeping the admin's own
-    /// lines; owned by the git user, 0600 (sshd's StrictModes insists).
+    /// lines; owned by the git user, 0600 (sshd's StrictModes insists). The directory is the
+    /// git user's, so nothing in it is followed (see `safe_file`); it must exist already
+    /// (install.sh makes it): one made by root here would be unreadable to sshd's checks.
     fn write_authorized_keys(&self, all: &[KeyRow]) -> Result<(), GitError> {
         let user = self.user()?;
         let path = self.authorized_keys_path(&user);
-        let dir = path
-            .parent()
-            .ok_or_else(|| GitError::Config(format!("{} has no directory", path.display())))?;
-        if !dir.exists() {
-            fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-                .map_err(io_err(format!("setting the mode of {}", dir.display())))?;
-            std::os::unix::fs::chown(dir, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
-                .map_err(io_err(format!("chown {}", dir.display())))?;
-        }
-        let existing = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(io_err(format!("reading {}", path.display()))(e)),
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
+        else {
+            return Err(GitError::Config(format!(
+                "[git] authorized_keys {} is not a file path",
+                path.display()
+            )));
         };
+        if !dir.is_dir() {
+            return Err(GitError::Config(format!(
+                "{} does not exist; create it for the git user '{}' (mode 0700; install.sh does)",
+                dir.display(),
+                self.cfg.user
+            )));
+        }
+        let existing = safe_file::read(dir, name)
+            .map_err(io_err(format!("reading {}", path.display())))?
+            .unwrap_or_default();
         let lines: Vec<keys::Line<'_>> = all
             .iter()
             .map(|k| keys::Line {
@@ -273,14 +314,15 @@ impl Git {
             })
             .collect();
         let text = keys::render(&existing, &self.command, &lines);
-        let tmp = path.with_extension("paas-new");
-        fs::write(&tmp, text).map_err(io_err(format!("writing {}", tmp.display())))?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))
-            .map_err(io_err(format!("setting the mode of {}", tmp.display())))?;
-        std::os::unix::fs::chown(&tmp, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
-            .map_err(io_err(format!("chown {}", tmp.display())))?;
-        fs::rename(&tmp, &path).map_err(io_err(format!("replacing {}", path.display())))?;
-        Ok(())
+        safe_file::replace(
+            dir,
+            name,
+            text.as_bytes(),
+            0o600,
+            user.uid.as_raw(),
+            user.gid.as_raw(),
+        )
+        .map_err(io_err(format!("replacing {}", path.display())))
     }
 }
 
