@@ -20,10 +20,14 @@
 #     ours with one runtime thread (standalone: `--threads 1`; paasd mode: every paasd
 #     thread pinned to CPU 0). Only one proxy runs at a time.
 #   - CPU 1 runs wrk (one thread) and, in standalone mode, both upstreams.
-#     In paasd mode the go-hello containers are left where the kernel puts them.
+#     In paasd mode the go-hello instances and their monitors are moved there too.
 #   - Access logs: off for both. nginx has `access_log off`; the standalone router's sink
 #     only counts lines. In paasd mode paasd's sink is whatever paasd wires (the logs
 #     module), so there ours does more work than nginx.
+#   - paasd mode: paasd runs one tokio worker thread (TOKIO_WORKER_THREADS, PAASD_WORKERS to
+#     change it), as nginx runs one worker; go-hello runs with LOG_REQUESTS=false so that
+#     the app's own per-request lines (relayed by paasd on CPU 0 whichever proxy is measured)
+#     do not count against either proxy.
 #   - Both add X-Forwarded-For/Proto/Host and X-Request-Id and keep Host; both keep
 #     keep-alive connections to the upstreams (nginx `keepalive $NGINX_KEEPALIVE`, default
 #     512 so it does not churn connections at 500 clients; ours keeps up to 256 idle per
@@ -127,6 +131,8 @@ else
   step "paasd mode: building the workspace"
   cargo build --locked --release -q --workspace
   : > "$dir/paasd.toml"
+  # One runtime thread, as nginx gets one worker process: both proxies alone on one CPU.
+  TOKIO_WORKER_THREADS=${PAASD_WORKERS:-1} \
   target/release/paasd --config "$dir/paasd.toml" --socket "$dir/s.sock" --state-dir "$dir/state" \
     --http "127.0.0.1:$OUR_PORT" --base-domain paas.test --buildpacks-dir "$PWD/buildpacks" \
     --bridge "$bridge" --subnet 10.216.0.0/24 --cgroup-parent "$cgparent" \
@@ -137,6 +143,9 @@ else
   step "deploying examples/go-hello as gob, web=2"
   $P apps create gob >/dev/null
   $P deploy gob --source examples/go-hello >"$dir/deploy.log" 2>&1 || { cat "$dir/deploy.log"; die "deploy failed"; }
+  # go-hello logs a line per request, which paasd relays into the log stream on the proxy's
+  # CPU during both proxies' runs but which would count as ours: the app stays quiet.
+  $P env set gob LOG_REQUESTS=false >/dev/null
   $P scale gob web=2 >/dev/null
   UPSTREAMS=()
   for _ in $(seq 1 300); do
@@ -152,6 +161,14 @@ for i in json.load(sys.stdin)["instances"]:
   wait_port 127.0.0.1 "$OUR_PORT"
   # Every paasd thread on the proxy CPU (threads started later inherit it).
   taskset -a -cp "$PROXY_CPU" "$paasd_pid" >/dev/null
+  # The instances (and their monitors) run with wrk on the other CPU, as the upstreams do in
+  # standalone mode: left to the kernel they land on the proxy's CPU and preempt whichever
+  # proxy is measured (thousands of involuntary switches a second).
+  for f in /sys/fs/cgroup/cpu/"$cgparent"/*/cgroup.procs /sys/fs/cgroup/"$cgparent"/*/cgroup.procs; do
+    [ -f "$f" ] || continue
+    for p in $(cat "$f"); do taskset -a -cp "$LOAD_CPU" "$p" >/dev/null 2>&1 || true; done
+  done
+  for p in $(pgrep -P "$paasd_pid" -f __runtime-helper); do taskset -a -cp "$LOAD_CPU" "$p" >/dev/null 2>&1 || true; done
   our_pid=$paasd_pid
   OURS_LABEL="paasd --http (its router)"
 fi

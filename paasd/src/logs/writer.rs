@@ -21,6 +21,12 @@ use super::store::{AppStream, End, Limits, STREAM_DIR};
 /// A batch ends after this long even if more lines are waiting, so lines reach the files
 /// (and readers) at least this often under load.
 pub const BATCH_TIME: Duration = Duration::from_millis(50);
+/// When a batch had more than one line (lines are arriving faster than one at a time), the
+/// writer rests this long before taking the next batch. Waking per line would cost a thread
+/// wake-up and a write per request at router rates, on CPUs the router needs (measured: p99
+/// behind nginx's in `bench/router.sh --paasd`); resting bounds wake-ups to ~100/s and keeps
+/// `--follow` well inside its 100 ms.
+pub const COALESCE: Duration = Duration::from_millis(10);
 /// The same disk error is logged at most this often per app.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -97,14 +103,21 @@ impl Writer {
         while let Ok(cmd) = rx.recv() {
             let started = Instant::now();
             self.handle(cmd);
+            let mut handled = 1usize;
             while started.elapsed() < BATCH_TIME {
                 match rx.try_recv() {
-                    Ok(cmd) => self.handle(cmd),
+                    Ok(cmd) => {
+                        self.handle(cmd);
+                        handled += 1;
+                    }
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             }
             self.flush_all();
             self.report_drops();
+            if handled > 1 && !self.closed {
+                std::thread::sleep(COALESCE);
+            }
         }
         self.flush_all();
         for stream in self.streams.values_mut() {
