@@ -23,6 +23,8 @@ use crate::commands::{seg, Ctx};
 use crate::output;
 use crate::source::Source;
 
+/// How long the shell waits for paasd to hand out a repo.
+const ACCESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Set for the hook (git passes its environment on): which key pushed.
 const KEY_ENV: &str = "PAAS_GIT_KEY";
 
@@ -104,19 +106,34 @@ async fn run(args: Vec<String>) -> Result<()> {
 
 /// The SSH session: check the command, get the repo, hand over to git.
 async fn shell(ctx: &Ctx, socket: &std::path::Path, key: &str) -> Result<()> {
-    let original = std::env::var("SSH_ORIGINAL_COMMAND").unwrap_or_default();
+    let original = match std::env::var("SSH_ORIGINAL_COMMAND") {
+        Ok(c) => c,
+        Err(std::env::VarError::NotPresent) => String::new(),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            bail!("that command is not allowed: this account only takes `git push` of an app")
+        }
+    };
     let (service, app) = parse_command(&original, key)?;
     let access = GitAccess {
         service,
         key: key.to_string(),
     };
-    let value = ctx
-        .request(
+    // A wedged paasd must fail the push, not hold the pusher's terminal forever.
+    let value = tokio::time::timeout(
+        ACCESS_TIMEOUT,
+        ctx.request(
             Method::POST,
             &format!("{API_PREFIX}/git/{}", seg(&app, "app name")?),
             Some(&access),
+        ),
+    )
+    .await
+    .map_err(|_| {
+        anyhow!(
+            "paasd did not answer within {} s; try again later",
+            ACCESS_TIMEOUT.as_secs()
         )
-        .await?;
+    })??;
     let repo: GitRepo = crate::commands::typed(value)?;
     if repo.created {
         output::status(&format!("-----> Created app {}", repo.app));
