@@ -439,6 +439,9 @@ async fn appends_beyond_a_full_queue_are_counted_and_reported() {
         l.append("busy", app_line("web.1", None, &format!("line {i}")));
     }
     println!("25 appends against a stuck writer took {:?}", t.elapsed());
+    // Stuck for longer than a batch may last (as on a loaded machine): the lines and the
+    // flush then arrive in a later batch than the pause, and the drop note must still be in.
+    std::thread::sleep(writer::BATCH_TIME + Duration::from_millis(30));
     drop(release);
     l.flush().await;
     let lines = l.query("busy", &LogFilter::default()).await.expect("query");

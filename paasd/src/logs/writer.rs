@@ -139,10 +139,14 @@ impl Writer {
                 let live = self.hub.subscribe(&app);
                 let _ = reply.send(Subscription { live, end });
             }
+            // Drops are reported before a reader is told where the stream ends: lines appended
+            // before its call are in, and so is the note about those that were not.
             Cmd::End { app, reply } => {
+                self.report_drops();
                 let _ = reply.send(self.end(&app));
             }
             Cmd::Flush { reply } => {
+                self.report_drops();
                 self.flush_all();
                 for (app, stream) in &mut self.streams {
                     if let Err(e) = stream.sync() {
