@@ -31,17 +31,7 @@ const KEY_ENV: &str = "PAAS_GIT_KEY";
 /// `paas-git-shell`'s `main`.
 pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            output::status(&format!("paas: cannot start: {e}"));
-            return ExitCode::from(crate::EXIT_FAILURE);
-        }
-    };
-    match runtime.block_on(run(args)) {
+    match crate::block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             output::status(&format!("paas: {e:#}"));

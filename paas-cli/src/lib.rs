@@ -32,20 +32,21 @@ const EXIT_UNREACHABLE: u8 = 3;
 pub fn main() -> ExitCode {
     let argv = cli::rewrite_colon_alias(std::env::args_os().collect());
     let cli = Cli::parse_from(argv);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            output::status(&format!("error: cannot start the async runtime: {e}"));
-            return ExitCode::from(EXIT_FAILURE);
-        }
-    };
-    match runtime.block_on(commands::run(cli)) {
+    match block_on(commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => report(&e),
     }
+}
+
+/// Runs `work` on a single-threaded runtime (both binaries do one thing at a time).
+pub fn block_on<T>(
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(work)
 }
 
 /// Prints the error to stderr and picks the exit code.

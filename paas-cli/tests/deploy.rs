@@ -285,6 +285,16 @@ fn successful_build() -> Vec<String> {
     ]
 }
 
+/// `paas deploy web --source DIR` of a fresh [`source_tree`].
+async fn deploy_tree(socket: &Path) -> Output {
+    let src = source_tree();
+    paas(
+        socket,
+        &["deploy", "web", "--source", &src.path().to_string_lossy()],
+    )
+    .await
+}
+
 fn source_tree() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
@@ -321,12 +331,7 @@ async fn deploy_of_a_directory_streams_a_tarball_and_prints_the_release() {
         vec![("GET /api/v1/apps/web", StatusCode::OK, app_json("web", &[]))],
     )
     .await;
-    let src = source_tree();
-    let out = paas(
-        &fake.socket,
-        &["deploy", "web", "--source", &src.path().to_string_lossy()],
-    )
-    .await;
+    let out = deploy_tree(&fake.socket).await;
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(stdout, "Released v3 of web\nhttp://web.paas.test\n");
@@ -398,12 +403,7 @@ async fn a_failed_build_exits_1_with_the_message() {
         vec![],
     )
     .await;
-    let src = source_tree();
-    let out = paas(
-        &fake.socket,
-        &["deploy", "web", "--source", &src.path().to_string_lossy()],
-    )
-    .await;
+    let out = deploy_tree(&fake.socket).await;
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_eq!(text(&out.stdout), "");
@@ -425,12 +425,7 @@ async fn a_refused_upload_exits_1_with_the_message() {
         vec![],
     )
     .await;
-    let src = source_tree();
-    let out = paas(
-        &fake.socket,
-        &["deploy", "web", "--source", &src.path().to_string_lossy()],
-    )
-    .await;
+    let out = deploy_tree(&fake.socket).await;
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -488,12 +483,7 @@ async fn a_stream_without_an_end_leaves_the_outcome_open() {
         vec![],
     )
     .await;
-    let src = source_tree();
-    let out = paas(
-        &fake.socket,
-        &["deploy", "web", "--source", &src.path().to_string_lossy()],
-    )
-    .await;
+    let out = deploy_tree(&fake.socket).await;
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
