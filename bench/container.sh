@@ -26,7 +26,7 @@ ROUNDS=${ROUNDS:-4}
 per=$(((N + ROUNDS - 1) / ROUNDS))
 ensure_packages crun python3 util-linux
 ensure_rust
-cargo build --locked --release -q -p paasd --example container_start
+cargo build --locked --release -q -p paas-runtime --example container_start
 
 dir=$(mktemp -d /tmp/paas-bench-XXXXXX)
 trap 'rm -rf "$dir"' EXIT

@@ -11,7 +11,7 @@ need_root
 N=${1:-50}
 ensure_packages python3
 ensure_rust
-cargo build --locked --release -q -p paasd --example container_start
+cargo build --locked --release -q -p paas-runtime --example container_start
 
 dir=$(mktemp -d /tmp/paas-bench-XXXXXX)
 trap 'rm -rf "$dir"' EXIT

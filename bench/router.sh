@@ -110,7 +110,7 @@ NGINX_PORT=$(free_port)
 
 if [ "$MODE" = standalone ]; then
   step "standalone mode: building the router and upstream examples"
-  cargo build --locked --release -q -p paasd --example router --example hello_upstream
+  cargo build --locked --release -q -p paas-router --example router --example hello_upstream
   UPSTREAMS=()
   for name in web.1 web.2; do
     port=$(free_port)

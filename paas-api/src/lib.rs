@@ -1,6 +1,8 @@
 //! `paas-api`: the only crate whose types cross the daemon socket. Wire types in
 //! [`types`], the Unix-socket client in [`client`]. No platform logic lives here.
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod types;
 

@@ -3,6 +3,8 @@
 //! runtime, and mapping the outcome to an exit code. Must not contain command logic or output
 //! formatting.
 
+#![forbid(unsafe_code)]
+
 pub mod args;
 pub mod cli;
 pub mod commands;

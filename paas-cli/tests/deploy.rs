@@ -2,6 +2,8 @@
 //! NDJSON deploy stream, exit codes, what goes to stdout and what to stderr. The fake speaks
 //! the API contract with `paas_api` types, so a wire change breaks these tests too.
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::Read;

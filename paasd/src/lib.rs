@@ -1,6 +1,8 @@
 //! paasd: the paas daemon as a library. [`run`] is the real entry point (`main.rs` only
 //! parses flags and waits for signals), so tests and embedders drive the same code.
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod apps;
 pub mod build;
@@ -9,8 +11,6 @@ pub mod git;
 pub mod logs;
 pub mod notify;
 pub mod oneoff;
-pub mod router;
-pub mod runtime;
 pub mod secrets;
 pub mod stacks;
 pub mod store;
@@ -49,7 +49,7 @@ pub enum DaemonError {
         source: std::io::Error,
     },
     #[error("container runtime: {0}")]
-    Runtime(#[from] runtime::RuntimeError),
+    Runtime(#[from] paas_runtime::RuntimeError),
     #[error("app logs: {0}")]
     Logs(#[from] logs::LogError),
     #[error("git push: {0}")]
@@ -81,13 +81,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             stacks: stack_names.clone(),
         },
     );
-    let network = runtime::net::Network::setup(runtime::net::NetConfig {
+    let network = paas_runtime::net::Network::setup(paas_runtime::net::NetConfig {
         bridge: config.bridge.clone(),
         subnet: config.subnet.0,
         prefix: config.subnet.1,
     })
     .await
-    .map_err(runtime::RuntimeError::from)?;
+    .map_err(paas_runtime::RuntimeError::from)?;
     // No instance is adopted yet, so every address on record belongs to a dead container.
     store
         .tx(|tx| {
@@ -103,7 +103,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         all_stacks.clone(),
     );
     let runtime = tokio::task::spawn_blocking(move || {
-        runtime::Runtime::new(&state_dir, &cg_parent, network, &stacks)
+        paas_runtime::Runtime::new(&state_dir, &cg_parent, network, &stacks)
     })
     .await
     .map_err(|e| store::StoreError::Worker(e.to_string()))??;
@@ -115,9 +115,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let logs = logs::Logs::new(&config.state_dir.join("logs"), config.logs.service())?;
     // Failed releases left pending by a stop mid-rollout never ran.
     store.tx(store::releases::fail_pending).await?;
-    let router = router::Router::new(router::RouterOptions::default(), {
+    let router = paas_router::Router::new(paas_router::RouterOptions::default(), {
         let logs = logs.clone();
-        Arc::new(move |a: router::AccessLine| {
+        Arc::new(move |a: paas_router::AccessLine| {
             // Requests for unknown hosts belong to no app's stream.
             if !a.app.is_empty() {
                 let access = logs::Access {
@@ -133,7 +133,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         })
     });
     // A deep accept backlog: hundreds of clients connecting at once must not overflow it.
-    let http = router::bind(config.http).map_err(|source| DaemonError::Http {
+    let http = paas_router::bind(config.http).map_err(|source| DaemonError::Http {
         addr: config.http,
         source,
     })?;

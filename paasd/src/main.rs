@@ -1,5 +1,7 @@
 //! `paasd` binary: parse flags, initialise logging, wait for SIGTERM/SIGINT, call [`paasd::run`].
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -52,9 +54,9 @@ fn main() -> anyhow::Result<()> {
     // The container helper mode: a fresh single-threaded process that may fork (see runtime).
     if std::env::args_os()
         .nth(1)
-        .is_some_and(|a| a == paasd::runtime::helper::HELPER_ARG)
+        .is_some_and(|a| a == paas_runtime::helper::HELPER_ARG)
     {
-        std::process::exit(paasd::runtime::helper::main());
+        std::process::exit(paas_runtime::helper::main());
     }
     let flags = Flags::parse();
     // Private by default: the database, key and logs are root's. Set before any thread starts;

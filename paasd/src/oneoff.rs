@@ -10,9 +10,9 @@ use paas_api::{OutputStream, RunEvent};
 use tokio::sync::mpsc;
 
 use crate::apps::{AppError, Apps};
-use crate::runtime::cgroups::Limits;
-use crate::runtime::{FromHelper, Networking, RunSpec, Runtime, RuntimeError, Stream};
 use crate::store::{self, Store, StoreError};
+use paas_runtime::cgroups::Limits;
+use paas_runtime::{FromHelper, Networking, RunSpec, Runtime, RuntimeError, Stream};
 
 /// Defaults for a one-off container (Heroku's standard dyno is 512 MB).
 pub const DEFAULT_MEMORY_MB: u64 = 512;

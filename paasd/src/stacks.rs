@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::apps::validate;
 use crate::build::{extract, upload};
-use crate::runtime::{Runtime, RuntimeError};
+use paas_runtime::{Runtime, RuntimeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {

@@ -3,6 +3,8 @@
 //! guards even when a test panics. Binaries come from the workspace target dir, so run
 //! `cargo build --workspace` first (the README test command does).
 
+#![forbid(unsafe_code)]
+
 pub mod load;
 pub mod sshd;
 

@@ -2,6 +2,8 @@
 //! build containers through `paas deploy`, then run from their slugs. Needs root and the
 //! registries (npm, PyPI) that `scripts/test.sh` can reach; skips loudly otherwise.
 
+#![forbid(unsafe_code)]
+
 use paas_tests::{have_root, repo_root, Daemon};
 
 /// Deploys `examples/NAME` as app NAME; returns the deploy's stderr (the build log).

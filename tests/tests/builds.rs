@@ -3,6 +3,8 @@
 //! release phase), failures that leave the previous release alone, the per-app lock, and the
 //! build limits. Needs root (skips loudly otherwise; never skips under CI).
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 use std::time::Duration;
 

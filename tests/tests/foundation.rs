@@ -2,6 +2,8 @@
 //! the paas-api client. Checks what a user sees: output, exit codes, error messages, and
 //! that bad input leaves the database untouched.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;

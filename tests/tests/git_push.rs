@@ -3,6 +3,8 @@
 //! (`paas-git-shell`) and the repo's pre-receive hook into a real paasd; the app answers
 //! through the router. Needs root (skips loudly otherwise; never skips under CI).
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -4,6 +4,8 @@
 //! subnet, cgroup parent, router port) in a temp dir or unique to this test process, so it
 //! neither touches a real install nor collides with tests running in parallel.
 
+#![forbid(unsafe_code)]
+
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;

@@ -5,6 +5,8 @@
 //! (App output arrives with the supervisor.) Needs root (skips loudly otherwise; never
 //! skips under CI).
 
+#![forbid(unsafe_code)]
+
 use std::io::BufRead;
 use std::path::Path;
 use std::sync::mpsc;

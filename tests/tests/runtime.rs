@@ -1,6 +1,8 @@
 //! Issue 3: containers made by paasd's own runtime, checked from inside with `paas run`
 //! against real kernel objects. Needs root (skips loudly otherwise; never skips under CI).
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -3,6 +3,8 @@
 //! backoff. Real paasd, real containers, real HTTP through the router. Needs root (skips
 //! loudly otherwise; never skips under CI).
 
+#![forbid(unsafe_code)]
+
 use std::time::{Duration, Instant};
 
 use paas_tests::{have_root, load, node_app, Daemon};

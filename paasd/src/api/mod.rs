@@ -24,7 +24,7 @@ use crate::apps::Apps;
 pub struct State {
     pub apps: Apps,
     pub store: crate::store::Store,
-    pub runtime: Arc<crate::runtime::Runtime>,
+    pub runtime: Arc<paas_runtime::Runtime>,
     pub builds: crate::build::Builds,
     pub supervisor: crate::supervisor::Supervisor,
     /// Where the HTTP router listens (known once it is bound).

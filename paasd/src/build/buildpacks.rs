@@ -7,7 +7,7 @@ use std::io;
 use std::os::unix::fs::{lchown, symlink};
 use std::path::{Path, PathBuf};
 
-use crate::runtime::{APP_GID, APP_UID};
+use paas_runtime::{APP_GID, APP_UID};
 
 /// Built-ins, in the order detection tries them.
 pub const BUILTIN_ORDER: &[&str] = &["nodejs", "python", "go", "static", "procfile"];

@@ -27,9 +27,9 @@ use tokio::sync::mpsc;
 
 use crate::apps::{AppError, Apps, BuildContext};
 use crate::config::BuildConfig;
-use crate::runtime::{cgroups::Limits, Networking, Runtime, APP_GID, APP_UID};
 use crate::store::{self, deployments::DeploymentRow, releases::Runs, Store, StoreError};
 use buildpacks::Buildpack;
+use paas_runtime::{cgroups::Limits, Networking, Runtime, APP_GID, APP_UID};
 use step::{Mounts, Outcome, Step};
 
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::runtime::{
+use paas_runtime::{
     cgroups::Limits, proto::Bind, FromHelper, Networking, RunSpec, Runtime, RuntimeError, Stream,
 };
 

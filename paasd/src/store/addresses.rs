@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use rusqlite::{params, OptionalExtension};
 
 use super::{StoreError, Tx};
-use crate::runtime::net::Subnet;
+use paas_runtime::net::Subnet;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddressRow {

@@ -38,7 +38,7 @@ pub enum StoreError {
     #[error("stored row is invalid: {0}")]
     Corrupt(String),
     #[error("address pool: {0}")]
-    Subnet(#[from] crate::runtime::net::SubnetError),
+    Subnet(#[from] paas_runtime::net::SubnetError),
     #[error("no free address left in {0}")]
     AddressesExhausted(String),
 }

@@ -16,8 +16,8 @@ use tokio::sync::watch;
 use super::backoff::Next;
 use super::health::{self, Check, Kind, APP_PORT};
 use super::Ctx;
-use crate::runtime::cgroups::Limits;
-use crate::runtime::{FromHelper, Networking, RunSpec};
+use paas_runtime::cgroups::Limits;
+use paas_runtime::{FromHelper, Networking, RunSpec};
 
 /// How far an instance got, for whoever waits for it (a rollout, a scale).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,7 +299,7 @@ pub async fn run(ctx: Arc<Ctx>, h: Arc<Handle>, launch: Launch) {
 async fn supervise(
     ctx: &Arc<Ctx>,
     h: &Arc<Handle>,
-    inst: &mut crate::runtime::Instance,
+    inst: &mut paas_runtime::Instance,
     checks: &[Check],
     stop: &mut watch::Receiver<bool>,
 ) -> Outcome {
@@ -409,7 +409,7 @@ async fn supervise(
 
 /// Drain (the router no longer sends it requests; wait for those in flight), SIGTERM,
 /// the grace period, SIGKILL. Output keeps flowing to the log meanwhile.
-async fn stop_gracefully(ctx: &Arc<Ctx>, h: &Arc<Handle>, inst: &mut crate::runtime::Instance) {
+async fn stop_gracefully(ctx: &Arc<Ctx>, h: &Arc<Handle>, inst: &mut paas_runtime::Instance) {
     h.set_state(InstanceState::Draining);
     let addr = h.addr();
     let drain_until = Instant::now() + ctx.cfg_drain;

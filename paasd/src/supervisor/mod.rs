@@ -22,9 +22,9 @@ use tokio::sync::{watch, Notify};
 use crate::apps::{AppError, Apps};
 use crate::build::slug::Slugs;
 use crate::config::InstanceConfig;
-use crate::router::{RouteTable, Upstream};
-use crate::runtime::Runtime;
 use crate::store::{self, Store, StoreError};
+use paas_router::{RouteTable, Upstream};
+use paas_runtime::Runtime;
 
 pub use instance::Handle;
 

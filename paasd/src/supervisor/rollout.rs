@@ -14,8 +14,8 @@ use super::health;
 use super::instance::{self, Handle, Launch, Progress};
 use super::{Ctx, SupervisorError};
 use crate::apps::Runnable;
-use crate::runtime::cgroups::Limits;
 use crate::store;
+use paas_runtime::cgroups::Limits;
 
 fn say(progress: &Option<UnboundedSender<String>>, line: String) {
     if let Some(p) = progress {

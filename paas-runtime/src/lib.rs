@@ -1,5 +1,6 @@
 //! Containers, made directly on the kernel: namespaces, overlay rootfs, pivot_root, privilege
-//! drop, seccomp (cgroups and networking join here). The only module with `unsafe`. Owns
+//! drop, seccomp (cgroups and networking join here). The only crate with `unsafe` (every other
+//! crate has `#![forbid(unsafe_code)]`). Owns
 //! per-instance scratch dirs under `STATE/instances/ID` and their cleanup, including
 //! leftovers of a crashed paasd. Must not know about apps or releases: callers hand it
 //! argv, env and a name.

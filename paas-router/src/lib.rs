@@ -9,6 +9,8 @@
 //! state), `pool` (per-address connections and in-flight count), `proxy` (one request),
 //! `headers`, `body` (bodies and per-request bookkeeping), `stats`, `pages` (error pages).
 
+#![forbid(unsafe_code)]
+
 mod body;
 mod headers;
 mod pages;

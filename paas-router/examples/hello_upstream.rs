@@ -4,6 +4,8 @@
 //!
 //! Usage: hello_upstream --listen ADDR [--name NAME] [--threads N]
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 
 use anyhow::Context;
@@ -39,7 +41,7 @@ fn main() -> anyhow::Result<()> {
     };
     rt.block_on(async move {
         let listener =
-            paasd::router::bind(args.listen).with_context(|| format!("bind {}", args.listen))?;
+            paas_router::bind(args.listen).with_context(|| format!("bind {}", args.listen))?;
         loop {
             let (stream, _) = match listener.accept().await {
                 Ok(a) => a,

@@ -1,16 +1,18 @@
 //! Benchmark driver for bench/container.sh: starts `/bin/true` in a full container (helper,
 //! namespaces, veth on a bridge, overlay rootfs, host stack binds, cgroup with limits,
-//! privilege drop, seccomp) N times (after 3 unrecorded) through `paasd::runtime` and prints
+//! privilege drop, seccomp) N times (after 3 unrecorded) through `paas_runtime` and prints
 //! one line per start, in ms: spawn to the exit being seen, spawn to everything removed
 //! (cgroup, scratch dir, helper).
 //! With `no-spare`, the runtime keeps no helper started ahead (every start execs its own).
 //! Usage: container_start STATE_DIR [N] [spare|no-spare]
 
+#![forbid(unsafe_code)]
+
 use std::time::Instant;
 
-use paasd::runtime::cgroups::Limits;
-use paasd::runtime::net::{NetConfig, Network};
-use paasd::runtime::{helper, FromHelper, Networking, RunSpec, Runtime};
+use paas_runtime::cgroups::Limits;
+use paas_runtime::net::{NetConfig, Network};
+use paas_runtime::{helper, FromHelper, Networking, RunSpec, Runtime};
 
 fn main() -> anyhow::Result<()> {
     // Like paasd, this binary is its own container helper.
@@ -84,11 +86,11 @@ fn main() -> anyhow::Result<()> {
                     if let FromHelper::Exited { code, .. } = ev {
                         ok = code == Some(0);
                         exited_at = Some(t.elapsed());
-                        paasd::runtime::timing::mark("exit seen");
+                        paas_runtime::timing::mark("exit seen");
                     }
                 }
                 inst.finish(false).await;
-                paasd::runtime::timing::mark("cleaned");
+                paas_runtime::timing::mark("cleaned");
                 anyhow::ensure!(ok, "/bin/true did not exit 0");
                 if i >= 3 {
                     let exited = exited_at.unwrap_or_else(|| t.elapsed());

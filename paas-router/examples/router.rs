@@ -1,4 +1,4 @@
-//! `paasd::router::Router` on its own, with a static table: for bench/router.sh (standalone
+//! `paas_router::Router` on its own, with a static table: for bench/router.sh (standalone
 //! mode) and for poking at the router by hand without a supervisor.
 //!
 //! Usage: router --listen ADDR --route HOST=ADDR[,ADDR...] [--route ...]
@@ -8,13 +8,15 @@
 //! `--access-log` the access sink only counts lines (printed at exit), which is what the
 //! benchmark compares against nginx with `access_log off`.
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use paasd::router::{AccessLine, AccessSink, RouteTable, Router, RouterOptions, Upstream};
+use paas_router::{AccessLine, AccessSink, RouteTable, Router, RouterOptions, Upstream};
 
 #[derive(Parser)]
 struct Args {
@@ -97,7 +99,7 @@ fn main() -> anyhow::Result<()> {
         let router = Router::new(RouterOptions::default(), sink);
         router.publish(table);
         let listener =
-            paasd::router::bind(args.listen).with_context(|| format!("bind {}", args.listen))?;
+            paas_router::bind(args.listen).with_context(|| format!("bind {}", args.listen))?;
         eprintln!("router: listening on {}", listener.local_addr()?);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         router
