@@ -36,8 +36,9 @@ ensure_rust() {
   cargo --version >&2
 }
 
-# The language runtimes the built-in buildpacks take from the host stack (DESIGN section 8):
-# node + npm (the distribution's unless one is already installed), python3 with venv, go.
+# The language runtimes the built-in buildpacks take from the host stack
+# (../docs/design.md section 8): node + npm (the distribution's unless one is already
+# installed), python3 with venv, go.
 ensure_stack_runtimes() {
   local want=(python3 python3-venv golang-go)
   command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || want+=(nodejs npm)
