@@ -11,6 +11,75 @@ pub const DEFAULT_CONFIG_FILE: &str = "/etc/paas/paasd.toml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/paas";
 pub const DEFAULT_KEY_FILE: &str = "/etc/paas/secret.key";
 
+/// A size in mebibytes, as the config file spells it (`memory_mb = 512`). Code that needs
+/// bytes asks [`MiB::bytes`], so no `<< 20` is scattered around.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(transparent)]
+pub struct MiB(pub u64);
+
+impl MiB {
+    /// The size in bytes (saturating: an absurd config value means "no limit", not a wrap).
+    pub fn bytes(self) -> u64 {
+        self.0.saturating_mul(1 << 20)
+    }
+}
+
+impl std::fmt::Display for MiB {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} MB", self.0)
+    }
+}
+
+/// Every path under the state dir, built in one place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatePaths {
+    pub root: PathBuf,
+}
+
+impl StatePaths {
+    pub fn new(root: &Path) -> StatePaths {
+        StatePaths {
+            root: root.to_path_buf(),
+        }
+    }
+    pub fn db(&self) -> PathBuf {
+        self.root.join("paas.db")
+    }
+    pub fn lock(&self) -> PathBuf {
+        self.root.join("paasd.lock")
+    }
+    /// The key file when the state dir is not the default one.
+    pub fn key_file(&self) -> PathBuf {
+        self.root.join("secret.key")
+    }
+    /// Scratch trees of running builds (`builds/APP-ID/`).
+    pub fn builds(&self) -> PathBuf {
+        self.root.join("builds")
+    }
+    /// The build cache of one app.
+    pub fn cache(&self, app: &str) -> PathBuf {
+        self.root.join("cache").join(app)
+    }
+    pub fn slugs(&self) -> PathBuf {
+        self.root.join("slugs")
+    }
+    /// Bare repos (`git/APP.git`) and the shared hooks dir.
+    pub fn git(&self) -> PathBuf {
+        self.root.join("git")
+    }
+    /// App log streams and build logs (`logs/APP/`).
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+    pub fn app_logs(&self, app: &str) -> PathBuf {
+        self.logs().join(app)
+    }
+    /// Imported stacks (`stacks/NAME/`), next to the runtime's `stacks/host` skeleton.
+    pub fn stacks(&self) -> PathBuf {
+        self.root.join("stacks")
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {}: {source}", .path.display())]
@@ -49,7 +118,7 @@ pub struct FileConfig {
     /// Where the built-in buildpacks live.
     pub buildpacks_dir: Option<PathBuf>,
     /// Largest stack tarball `PUT /stacks/NAME` accepts (compressed; unpacked up to 4x).
-    pub max_stack_mb: Option<u64>,
+    pub max_stack_mb: Option<MiB>,
     /// Limits on uploads and builds (`[build]`).
     #[serde(default)]
     pub build: BuildConfig,
@@ -98,7 +167,7 @@ impl Default for GitConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct InstanceConfig {
     /// Memory of one instance (no swap); Heroku's standard dyno has 512 MB.
-    pub memory_mb: u64,
+    pub memory_mb: MiB,
     /// CPU quota of one instance, in % of one CPU.
     pub cpu_percent: u32,
     pub pids: u64,
@@ -118,7 +187,7 @@ pub struct InstanceConfig {
 impl Default for InstanceConfig {
     fn default() -> InstanceConfig {
         InstanceConfig {
-            memory_mb: 512,
+            memory_mb: MiB(512),
             cpu_percent: 100,
             pids: 512,
             grace_secs: 30,
@@ -136,27 +205,16 @@ impl Default for InstanceConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct LogsConfig {
     /// Disk one app's stream may use; the oldest lines go first (at least 1).
-    pub max_mb_per_app: u64,
+    pub max_mb_per_app: MiB,
     /// Size of one segment file, the unit rotation deletes (at most a quarter of the cap).
-    pub segment_mb: u64,
+    pub segment_mb: MiB,
 }
 
 impl Default for LogsConfig {
     fn default() -> LogsConfig {
         LogsConfig {
-            max_mb_per_app: 32,
-            segment_mb: 4,
-        }
-    }
-}
-
-impl LogsConfig {
-    /// The log service's sizes (the rest at their defaults).
-    pub fn service(&self) -> crate::logs::LogConfig {
-        crate::logs::LogConfig {
-            max_bytes_per_app: self.max_mb_per_app.saturating_mul(1 << 20),
-            segment_bytes: self.segment_mb.saturating_mul(1 << 20),
-            ..crate::logs::LogConfig::default()
+            max_mb_per_app: MiB(32),
+            segment_mb: MiB(4),
         }
     }
 }
@@ -166,20 +224,20 @@ impl LogsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct BuildConfig {
     /// Memory of a build container (no swap).
-    pub memory_mb: u64,
+    pub memory_mb: MiB,
     /// CPU quota of a build, in % of one CPU.
     pub cpu_percent: u32,
     pub pids: u64,
     /// Wall-clock limit of a whole build (detect, compile, release phase).
     pub timeout_secs: u64,
     /// Compressed upload size.
-    pub max_upload_mb: u64,
+    pub max_upload_mb: MiB,
     /// Unpacked source size, entries and path length.
-    pub max_source_mb: u64,
+    pub max_source_mb: MiB,
     pub max_source_files: u64,
     pub max_path_bytes: usize,
     /// A deploy is refused when less than this is free under the state dir.
-    pub min_free_disk_mb: u64,
+    pub min_free_disk_mb: MiB,
     /// Slugs of the newest N releases (and the current one) are kept for rollback.
     pub keep_releases: u32,
 }
@@ -187,34 +245,59 @@ pub struct BuildConfig {
 impl Default for BuildConfig {
     fn default() -> BuildConfig {
         BuildConfig {
-            memory_mb: 2048,
+            memory_mb: MiB(2048),
             cpu_percent: 200,
             pids: 4096,
             timeout_secs: 1200,
-            max_upload_mb: 512,
-            max_source_mb: 2048,
+            max_upload_mb: MiB(512),
+            max_source_mb: MiB(2048),
             max_source_files: 200_000,
             max_path_bytes: 1024,
-            min_free_disk_mb: 1024,
+            min_free_disk_mb: MiB(1024),
             keep_releases: 10,
         }
     }
 }
 
-/// Overrides from the command line (same names as the file keys).
-#[derive(Debug, Default, Clone)]
+/// Overrides from the command line (same names as the file keys). `paasd`'s flags are this
+/// struct, so flags and file keys cannot drift apart.
+#[derive(Debug, Default, Clone, clap::Args)]
 pub struct Overrides {
+    /// Config file (default /etc/paas/paasd.toml, read if it exists).
+    #[arg(long)]
     pub config: Option<PathBuf>,
+    /// API socket path (default /run/paas/paasd.sock).
+    #[arg(long)]
     pub socket: Option<PathBuf>,
+    /// State directory: database, key (unless --key-file), slugs, logs (default /var/lib/paas).
+    #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Config-var encryption key file (default /etc/paas/secret.key, or STATE_DIR/secret.key).
+    #[arg(long)]
     pub key_file: Option<PathBuf>,
+    /// Group allowed to use the API socket (default paas).
+    #[arg(long)]
     pub socket_group: Option<String>,
+    /// Router listen address (default 0.0.0.0:80).
+    #[arg(long)]
     pub http: Option<SocketAddr>,
+    /// Apps are served at APP.BASE_DOMAIN (default paas.localhost).
+    #[arg(long)]
     pub base_domain: Option<String>,
+    /// cgroup subtree for containers (default paas).
+    #[arg(long)]
     pub cgroup_parent: Option<String>,
+    /// Bridge for instance networking (default paas0).
+    #[arg(long)]
     pub bridge: Option<String>,
+    /// Instance subnet (default 10.88.0.0/16).
+    #[arg(long)]
     pub subnet: Option<String>,
+    /// Directory of the built-in buildpacks (default /usr/local/share/paas/buildpacks).
+    #[arg(long)]
     pub buildpacks_dir: Option<PathBuf>,
+    /// The system user `git push` logs in as ([git] user; default paas).
+    #[arg(long)]
     pub git_user: Option<String>,
 }
 
@@ -246,7 +329,7 @@ pub struct Config {
     pub instances: InstanceConfig,
     pub logs: LogsConfig,
     pub git: GitConfig,
-    pub max_stack_mb: u64,
+    pub max_stack_mb: MiB,
 }
 
 impl Config {
@@ -273,7 +356,7 @@ impl Config {
             if state_dir == Path::new(DEFAULT_STATE_DIR) {
                 PathBuf::from(DEFAULT_KEY_FILE)
             } else {
-                state_dir.join("secret.key")
+                StatePaths::new(&state_dir).key_file()
             }
         });
         let subnet_text = o
@@ -323,17 +406,14 @@ impl Config {
                 user: o.git_user.unwrap_or(file.git.user),
                 ..file.git
             },
-            max_stack_mb: file.max_stack_mb.unwrap_or(4096),
+            max_stack_mb: file.max_stack_mb.unwrap_or(MiB(4096)),
             state_dir,
         })
     }
 
-    pub fn db_path(&self) -> PathBuf {
-        self.state_dir.join("paas.db")
-    }
-
-    pub fn lock_path(&self) -> PathBuf {
-        self.state_dir.join("paasd.lock")
+    /// Paths under the state dir.
+    pub fn paths(&self) -> StatePaths {
+        StatePaths::new(&self.state_dir)
     }
 }
 
@@ -370,7 +450,7 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(c.key_file, Path::new("/tmp/x/secret.key"));
-        assert_eq!(c.db_path(), Path::new("/tmp/x/paas.db"));
+        assert_eq!(c.paths().db(), Path::new("/tmp/x/paas.db"));
     }
 
     #[test]
@@ -421,7 +501,8 @@ mod tests {
         let file: FileConfig =
             toml::from_str("[build]\nmemory_mb = 256\ntimeout_secs = 60\n").expect("valid");
         let c = Config::resolve(file, Overrides::default()).expect("valid");
-        assert_eq!(c.build.memory_mb, 256);
+        assert_eq!(c.build.memory_mb, MiB(256));
+        assert_eq!(c.build.memory_mb.bytes(), 256 << 20);
         assert_eq!(c.build.timeout_secs, 60);
         assert_eq!(c.build.keep_releases, 10);
         assert!(toml::from_str::<FileConfig>("[build]\nmemory = 1\n").is_err());
@@ -430,10 +511,10 @@ mod tests {
     #[test]
     fn logs_table() {
         let c = Config::resolve(FileConfig::default(), Overrides::default()).expect("valid");
-        assert_eq!(c.logs.service().max_bytes_per_app, 32 << 20);
+        assert_eq!(c.logs.max_mb_per_app.bytes(), 32 << 20);
         let file: FileConfig = toml::from_str("[logs]\nmax_mb_per_app = 8\n").expect("valid");
         let c = Config::resolve(file, Overrides::default()).expect("valid");
-        assert_eq!((c.logs.max_mb_per_app, c.logs.segment_mb), (8, 4));
+        assert_eq!((c.logs.max_mb_per_app, c.logs.segment_mb), (MiB(8), MiB(4)));
         assert!(toml::from_str::<FileConfig>("[logs]\nmax_mb = 1\n").is_err());
     }
 

@@ -3,18 +3,25 @@
 
 #![forbid(unsafe_code)]
 
+pub mod addresses;
 pub mod api;
+pub mod app_files;
 pub mod apps;
 pub mod build;
 pub mod config;
 pub mod git;
+pub mod launch;
+pub mod locks;
 pub mod logs;
 pub mod notify;
 pub mod oneoff;
+pub mod routing;
 pub mod secrets;
+pub mod slugs;
 pub mod stacks;
 pub mod store;
 pub mod supervisor;
+pub mod tarball;
 
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
@@ -48,6 +55,10 @@ pub enum DaemonError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("{what} failed: {error}")]
+    Task { what: &'static str, error: String },
+    #[error(transparent)]
+    Address(#[from] addresses::AddressError),
     #[error("container runtime: {0}")]
     Runtime(#[from] paas_runtime::RuntimeError),
     #[error("app logs: {0}")]
@@ -60,7 +71,8 @@ pub enum DaemonError {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     let _lock = prepare_state_dir(&config)?;
     let secrets = secrets::SecretBox::load_or_create(&config.key_file)?;
-    let db_path = config.db_path();
+    let paths = config.paths();
+    let db_path = paths.db();
     let store = tokio::task::spawn_blocking(move || store::Store::open(&db_path))
         .await
         .map_err(|e| store::StoreError::Worker(e.to_string()))??;
@@ -72,6 +84,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             .chain(all_stacks.keys().cloned())
             .collect::<Vec<_>>(),
     ));
+    // Apps, domains and instances change what the router must know; the supervisor publishes.
+    let routes = routing::RouteSignal::new();
     let apps = apps::Apps::new(
         store.clone(),
         secrets,
@@ -79,6 +93,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             base_domain: config.base_domain.clone(),
             max_instances_per_type: config.max_instances_per_type,
             stacks: stack_names.clone(),
+            routes: routes.clone(),
         },
     );
     let network = paas_runtime::net::Network::setup(paas_runtime::net::NetConfig {
@@ -89,14 +104,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     .await
     .map_err(paas_runtime::RuntimeError::from)?;
     // No instance is adopted yet, so every address on record belongs to a dead container.
-    store
-        .tx(|tx| {
-            for row in store::addresses::list(tx)? {
-                store::addresses::release(tx, &row.instance)?;
-            }
-            Ok::<_, store::StoreError>(())
-        })
-        .await?;
+    let addresses = addresses::Addresses::new(store.clone(), network.subnet());
+    addresses.release_all().await?;
     let (state_dir, cg_parent, stacks) = (
         config.state_dir.clone(),
         config.cgroup_parent.clone(),
@@ -106,13 +115,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         paas_runtime::Runtime::new(&state_dir, &cg_parent, network, &stacks)
     })
     .await
-    .map_err(|e| store::StoreError::Worker(e.to_string()))??;
+    .map_err(|e| DaemonError::Task {
+        what: "starting the container runtime",
+        error: e.to_string(),
+    })??;
     tracing::info!(cgroups = runtime.cgroup_kind(), "container runtime ready");
     let runtime = Arc::new(runtime);
     if !config.buildpacks_dir.is_dir() {
         tracing::warn!(dir = %config.buildpacks_dir.display(), "built-in buildpacks not found; builds need buildpacks_dir");
     }
-    let logs = logs::Logs::new(&config.state_dir.join("logs"), config.logs.service())?;
+    let logs = logs::Logs::new(&paths.logs(), logs::LogConfig::from_settings(&config.logs))?;
     // Failed releases left pending by a stop mid-rollout never ran.
     store.tx(store::releases::fail_pending).await?;
     let router = paas_router::Router::new(paas_router::RouterOptions::default(), {
@@ -152,33 +164,44 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             Arc::new(move |app: &str, line: paas_api::LogLine| logs.append(app, line))
         },
     };
+    let slugs = slugs::Slugs::new(&paths.slugs());
+    let locks = locks::AppLocks::new();
     let supervisor = supervisor::Supervisor::new(
-        Arc::clone(&runtime),
-        store.clone(),
-        apps.clone(),
-        build::slug::Slugs::new(&config.state_dir),
-        hooks,
+        supervisor::Services {
+            runtime: Arc::clone(&runtime),
+            routes,
+            addresses: addresses.clone(),
+            locks: locks.clone(),
+            apps: apps.clone(),
+            slugs: slugs.clone(),
+            hooks,
+        },
         config.base_domain.clone(),
         config.instances.clone(),
     );
+    let oneoffs =
+        oneoff::OneOffs::new(apps.clone(), addresses, Arc::clone(&runtime), slugs.clone());
     let builds = build::Builds::new(
         build::Services {
             apps: apps.clone(),
             store: store.clone(),
             runtime: Arc::clone(&runtime),
+            oneoffs: oneoffs.clone(),
+            locks,
+            slugs,
             supervisor: supervisor.clone(),
             logs: logs.clone(),
         },
         config.build.clone(),
         config.buildpacks_dir.clone(),
-        config.state_dir.clone(),
+        paths.clone(),
     );
     builds.recover().await?;
     let stacks = stacks::Stacks::new(
         Arc::clone(&runtime),
         &config.state_dir,
         stack_names,
-        config.max_stack_mb,
+        config.max_stack_mb.bytes(),
     );
     let git = git::Git::new(
         store.clone(),
@@ -186,7 +209,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         config.git.clone(),
         config.state_dir.clone(),
         &config.socket,
-        config.build.max_upload_mb.saturating_mul(1 << 20),
+        config.build.max_upload_mb.bytes(),
     )?;
     // Keys keep working when the socket or shell path changed; a missing git user only
     // matters once somebody pushes, so it is not fatal here.
@@ -197,8 +220,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         git,
         stacks,
         apps,
-        store,
-        runtime: Arc::clone(&runtime),
+        oneoffs,
         builds,
         supervisor: supervisor.clone(),
         router_addr,
@@ -271,7 +293,7 @@ fn prepare_state_dir(config: &Config) -> Result<Flock<File>, DaemonError> {
         .mode(0o755)
         .create(dir)
         .map_err(io)?;
-    let lock_path = config.lock_path();
+    let lock_path = config.paths().lock();
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)

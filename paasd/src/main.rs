@@ -2,9 +2,6 @@
 
 #![forbid(unsafe_code)]
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-
 use anyhow::Context;
 use clap::Parser;
 
@@ -12,42 +9,8 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "paasd", version)]
 struct Flags {
-    /// Config file (default /etc/paas/paasd.toml, read if it exists).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// API socket path (default /run/paas/paasd.sock).
-    #[arg(long)]
-    socket: Option<PathBuf>,
-    /// State directory: database, key (unless --key-file), slugs, logs (default /var/lib/paas).
-    #[arg(long)]
-    state_dir: Option<PathBuf>,
-    /// Config-var encryption key file (default /etc/paas/secret.key, or STATE_DIR/secret.key).
-    #[arg(long)]
-    key_file: Option<PathBuf>,
-    /// Group allowed to use the API socket (default paas).
-    #[arg(long)]
-    socket_group: Option<String>,
-    /// Router listen address (default 0.0.0.0:80).
-    #[arg(long)]
-    http: Option<SocketAddr>,
-    /// Apps are served at APP.BASE_DOMAIN (default paas.localhost).
-    #[arg(long)]
-    base_domain: Option<String>,
-    /// cgroup subtree for containers (default paas).
-    #[arg(long)]
-    cgroup_parent: Option<String>,
-    /// Bridge for instance networking (default paas0).
-    #[arg(long)]
-    bridge: Option<String>,
-    /// Instance subnet (default 10.88.0.0/16).
-    #[arg(long)]
-    subnet: Option<String>,
-    /// Directory of the built-in buildpacks (default /usr/local/share/paas/buildpacks).
-    #[arg(long)]
-    buildpacks_dir: Option<PathBuf>,
-    /// The system user `git push` logs in as ([git] user; default paas).
-    #[arg(long)]
-    git_user: Option<String>,
+    #[command(flatten)]
+    overrides: paasd::Overrides,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -69,20 +32,7 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let config = paasd::Config::load(paasd::Overrides {
-        config: flags.config,
-        socket: flags.socket,
-        state_dir: flags.state_dir,
-        key_file: flags.key_file,
-        socket_group: flags.socket_group,
-        http: flags.http,
-        base_domain: flags.base_domain,
-        cgroup_parent: flags.cgroup_parent,
-        bridge: flags.bridge,
-        subnet: flags.subnet,
-        buildpacks_dir: flags.buildpacks_dir,
-        git_user: flags.git_user,
-    })?;
+    let config = paasd::Config::load(flags.overrides)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("paasd")

@@ -3,16 +3,17 @@
 //! streamed back, exit status reported. Release phases run the same way. Owns turning a
 //! command into a runtime spec; must not mount or spawn anything itself.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use paas_api::{OutputStream, RunEvent};
 use tokio::sync::mpsc;
 
+use crate::addresses::{AddressError, Addresses};
 use crate::apps::{AppError, Apps};
-use crate::store::{self, Store, StoreError};
+use crate::launch::{launch_argv, process_env};
+use crate::slugs::Slugs;
 use paas_runtime::cgroups::Limits;
-use paas_runtime::{FromHelper, Networking, RunSpec, Runtime, RuntimeError, Stream};
+use paas_runtime::{FromHelper, RunSpec, Runtime, RuntimeError, Stream};
 
 /// Defaults for a one-off container (Heroku's standard dyno is 512 MB).
 pub const DEFAULT_MEMORY_MB: u64 = 512;
@@ -33,7 +34,7 @@ pub enum RunError {
     #[error(transparent)]
     Runtime(RuntimeError),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Address(#[from] AddressError),
 }
 
 /// A command to run once in a fresh container, attached: output streamed, exit reported.
@@ -50,195 +51,157 @@ pub struct OneOff {
     pub limits: Limits,
 }
 
-/// The environment every app process gets: config vars over the platform's defaults, with
-/// `PORT`, `DYNO` and `PS` always the platform's (the router relies on `PORT`).
-pub fn process_env(config: &BTreeMap<String, String>, dyno: &str) -> Vec<(String, String)> {
-    let ps = dyno.split('.').next().unwrap_or(dyno);
-    let mut env: BTreeMap<String, String> = [
-        ("PATH", "/app/bin:/usr/local/bin:/usr/bin:/bin"),
-        ("HOME", "/app"),
-        ("LANG", "C.UTF-8"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    env.extend(config.clone());
-    for (k, v) in [("PORT", "5000"), ("DYNO", dyno), ("PS", ps)] {
-        env.insert(k.to_string(), v.to_string());
+/// The one-off service: what `paas run` and release phases start.
+#[derive(Clone)]
+pub struct OneOffs {
+    apps: Apps,
+    addresses: Addresses,
+    runtime: Arc<Runtime>,
+    slugs: Slugs,
+}
+
+impl OneOffs {
+    pub fn new(apps: Apps, addresses: Addresses, runtime: Arc<Runtime>, slugs: Slugs) -> OneOffs {
+        OneOffs {
+            apps,
+            addresses,
+            runtime,
+            slugs,
+        }
     }
-    env.into_iter().collect()
-}
 
-/// `bash -c` of a Procfile-style command with the slug's `.profile.d/*.sh` sourced first,
-/// as Heroku does.
-pub fn launch_argv(command: &str) -> Vec<String> {
-    vec![
-        "bash".into(),
-        "-c".into(),
-        format!(
-            "for f in /app/.profile.d/*.sh; do [ -f \"$f\" ] && . \"$f\"; done; unset f\n{command}"
-        ),
-    ]
-}
-
-/// `paas run`: the command on the app's current release (the stack alone before any deploy).
-pub async fn run(
-    apps: &Apps,
-    store: &Store,
-    runtime: &Arc<Runtime>,
-    slugs: &crate::build::slug::Slugs,
-    app: String,
-    req: paas_api::RunRequest,
-) -> Result<mpsc::Receiver<RunEvent>, RunError> {
-    let limits = limits(&req)?;
-    let command = match req.command.as_slice() {
-        [] => return Err(RunError::EmptyCommand),
-        [one] if one.trim().is_empty() => return Err(RunError::EmptyCommand),
-        [one] => one.clone(),
-        many => many
-            .iter()
-            .map(|a| shell_quote(a))
-            .collect::<Vec<_>>()
-            .join(" "),
-    };
-    let target = apps.run_target(app.clone()).await?;
-    spawn(
-        store,
-        runtime,
-        OneOff {
+    /// `paas run`: the command on the app's current release (the stack alone before any deploy).
+    pub async fn run(
+        &self,
+        app: String,
+        req: paas_api::RunRequest,
+    ) -> Result<mpsc::Receiver<RunEvent>, RunError> {
+        let limits = limits(&req)?;
+        let command = match req.command.as_slice() {
+            [] => return Err(RunError::EmptyCommand),
+            [one] if one.trim().is_empty() => return Err(RunError::EmptyCommand),
+            [one] => one.clone(),
+            many => many
+                .iter()
+                .map(|a| shell_quote(a))
+                .collect::<Vec<_>>()
+                .join(" "),
+        };
+        let target = self.apps.run_target(app.clone()).await?;
+        self.spawn(OneOff {
             prefix: format!("{app}-run"),
             stack: target.stack,
             layers: target
                 .slug_id
-                .map(|id| slugs.layer(&app, id))
+                .map(|id| self.slugs.layer(&app, id))
                 .into_iter()
                 .collect(),
             env: process_env(&target.config, "run.1"),
             command,
             limits,
-        },
-    )
-    .await
-}
-
-/// Starts the one-off and returns its events; errors before the command runs come back here.
-///
-/// The setup runs in a task of its own: if the client disconnects while we wait here, the
-/// request future is dropped, and a half-made container (cgroup, address, helper) must still
-/// either start and be supervised or be cleaned up, never abandoned.
-pub async fn spawn(
-    store: &Store,
-    runtime: &Arc<Runtime>,
-    o: OneOff,
-) -> Result<mpsc::Receiver<RunEvent>, RunError> {
-    let (store, runtime) = (store.clone(), Arc::clone(runtime));
-    tokio::spawn(async move { start(&store, &runtime, o).await })
-        .await
-        .map_err(|e| RunError::Runtime(RuntimeError::Protocol(format!("run task: {e}"))))?
-}
-
-async fn start(
-    store: &Store,
-    runtime: &Arc<Runtime>,
-    o: OneOff,
-) -> Result<mpsc::Receiver<RunEvent>, RunError> {
-    let id = runtime.new_id(&o.prefix);
-    let subnet = runtime.network().subnet();
-    let ip = {
-        let id = id.clone();
-        store
-            .tx(move |tx| store::addresses::allocate(tx, &id, subnet.network(), subnet.prefix()))
-            .await?
-    };
-    let started = runtime
-        .run(RunSpec {
-            id: id.clone(),
-            argv: launch_argv(&o.command),
-            env: o.env,
-            net: Networking::Bridge(ip),
-            limits: o.limits,
-            stack: o.stack,
-            layers: o.layers,
-            binds: Vec::new(),
         })
-        .await;
-    let mut instance = match started {
-        Ok(i) => i,
-        Err(e) => {
-            release(store, id).await;
-            return Err(match e {
-                RuntimeError::Setup { stage, error } if stage == "exec" || stage == "chdir" => {
-                    RunError::Start(error)
-                }
-                other => RunError::Runtime(other),
-            });
-        }
-    };
-    let (tx, rx) = mpsc::channel(256);
-    let store = store.clone();
-    tokio::spawn(async move {
-        let _ = tx
-            .send(RunEvent::Started {
-                id: instance.id.clone(),
-                ip: Some(ip.to_string()),
+        .await
+    }
+
+    /// Starts the one-off and returns its events; errors before the command runs come back here.
+    ///
+    /// The setup runs in a task of its own: if the client disconnects while we wait here, the
+    /// request future is dropped, and a half-made container (cgroup, address, helper) must still
+    /// either start and be supervised or be cleaned up, never abandoned.
+    pub async fn spawn(&self, o: OneOff) -> Result<mpsc::Receiver<RunEvent>, RunError> {
+        let this = self.clone();
+        tokio::spawn(async move { this.start(o).await })
+            .await
+            .map_err(|e| RunError::Runtime(RuntimeError::Protocol(format!("run task: {e}"))))?
+    }
+
+    async fn start(&self, o: OneOff) -> Result<mpsc::Receiver<RunEvent>, RunError> {
+        let id = self.runtime.new_id(&o.prefix);
+        let lease = self.addresses.allocate(&id).await?;
+        let ip = lease.ip;
+        let started = self
+            .runtime
+            .run(RunSpec {
+                id: id.clone(),
+                argv: launch_argv(&o.command),
+                env: o.env,
+                net: lease.networking(),
+                limits: o.limits,
+                stack: o.stack,
+                layers: o.layers,
+                binds: Vec::new(),
             })
             .await;
-        let mut exited = false;
-        let mut client_gone = false;
-        loop {
-            // A silent command must notice its client leaving too, not only at the next line.
-            let msg = tokio::select! {
-                msg = instance.container.next() => msg,
-                () = tx.closed(), if !client_gone => {
+        let mut instance = match started {
+            Ok(i) => i,
+            Err(e) => {
+                self.addresses.release(&id).await;
+                return Err(match e {
+                    RuntimeError::Setup { stage, error } if stage == "exec" || stage == "chdir" => {
+                        RunError::Start(error)
+                    }
+                    other => RunError::Runtime(other),
+                });
+            }
+        };
+        let (tx, rx) = mpsc::channel(256);
+        let addresses = self.addresses.clone();
+        tokio::spawn(async move {
+            let _ = tx
+                .send(RunEvent::Started {
+                    id: instance.id.clone(),
+                    ip: Some(ip.to_string()),
+                })
+                .await;
+            let mut exited = false;
+            let mut client_gone = false;
+            loop {
+                // A silent command must notice its client leaving too, not only at the next line.
+                let msg = tokio::select! {
+                    msg = instance.container.next() => msg,
+                    () = tx.closed(), if !client_gone => {
+                        client_gone = true;
+                        tracing::info!(id = %instance.id, "run client went away; killing the container");
+                        let _ = instance.container.signal(libc::SIGKILL).await;
+                        continue;
+                    }
+                };
+                let Some(msg) = msg else { break };
+                let ev = match msg {
+                    FromHelper::Output { stream, line, .. } => RunEvent::Output {
+                        stream: match stream {
+                            Stream::Stdout => OutputStream::Stdout,
+                            Stream::Stderr => OutputStream::Stderr,
+                        },
+                        line,
+                    },
+                    FromHelper::Exited { code, signal } => {
+                        exited = true;
+                        let oom = instance.oom_killed();
+                        RunEvent::Exited { code, signal, oom }
+                    }
+                    _ => continue,
+                };
+                // `paas run` is attached, like `heroku run`: once nobody reads its output the
+                // container is killed (SIGKILL from the parent namespace reaches even PID 1).
+                if tx.send(ev).await.is_err() && !client_gone {
                     client_gone = true;
                     tracing::info!(id = %instance.id, "run client went away; killing the container");
                     let _ = instance.container.signal(libc::SIGKILL).await;
-                    continue;
                 }
-            };
-            let Some(msg) = msg else { break };
-            let ev = match msg {
-                FromHelper::Output { stream, line, .. } => RunEvent::Output {
-                    stream: match stream {
-                        Stream::Stdout => OutputStream::Stdout,
-                        Stream::Stderr => OutputStream::Stderr,
-                    },
-                    line,
-                },
-                FromHelper::Exited { code, signal } => {
-                    exited = true;
-                    let oom = instance.oom_killed();
-                    RunEvent::Exited { code, signal, oom }
-                }
-                _ => continue,
-            };
-            // `paas run` is attached, like `heroku run`: once nobody reads its output the
-            // container is killed (SIGKILL from the parent namespace reaches even PID 1).
-            if tx.send(ev).await.is_err() && !client_gone {
-                client_gone = true;
-                tracing::info!(id = %instance.id, "run client went away; killing the container");
-                let _ = instance.container.signal(libc::SIGKILL).await;
             }
-        }
-        if !exited {
-            let _ = tx
-                .send(RunEvent::Error {
-                    message: "the container's monitor ended without an exit status".into(),
-                })
-                .await;
-        }
-        let id = instance.id.clone();
-        instance.finish(!exited).await;
-        release(&store, id).await;
-    });
-    Ok(rx)
-}
-
-/// Gives the instance's address back; a failure only leaks one address until restart.
-async fn release(store: &Store, id: String) {
-    let r = store.tx(move |tx| store::addresses::release(tx, &id)).await;
-    if let Err(e) = r {
-        tracing::warn!(error = %e, "could not release an instance address");
+            if !exited {
+                let _ = tx
+                    .send(RunEvent::Error {
+                        message: "the container's monitor ended without an exit status".into(),
+                    })
+                    .await;
+            }
+            let id = instance.id.clone();
+            instance.finish(!exited).await;
+            addresses.release(&id).await;
+        });
+        Ok(rx)
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::mpsc;
 
 use crate::apps::validate;
-use crate::build::{extract, upload};
+use crate::tarball::{self, extract, upload, TarballError};
 use paas_runtime::{Runtime, RuntimeError};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,17 +33,18 @@ pub struct Stacks {
     dir: PathBuf,
     /// Shared with the app service, which checks `paas create --stack` against it.
     names: Arc<RwLock<Vec<String>>>,
-    max_mb: u64,
+    /// Compressed bytes an imported tarball may have.
+    max_upload: u64,
 }
 
 /// Stacks imported by an earlier paasd (every dir under `STATE/stacks` but the host
 /// skeleton); half-finished imports are removed.
 pub fn imported(state_dir: &Path) -> std::collections::BTreeMap<String, PathBuf> {
-    let dir = state_dir.join("stacks");
+    let dir = crate::config::StatePaths::new(state_dir).stacks();
     let mut out = std::collections::BTreeMap::new();
     for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(".import-") {
+        if tarball::is_scratch(&name) || name.starts_with(".import-") {
             let _ = std::fs::remove_dir_all(e.path());
         } else if name != "host" && validate::app_name(&name).is_ok() && e.path().is_dir() {
             out.insert(name, e.path());
@@ -57,13 +58,13 @@ impl Stacks {
         runtime: Arc<Runtime>,
         state_dir: &Path,
         names: Arc<RwLock<Vec<String>>>,
-        max_mb: u64,
+        max_upload: u64,
     ) -> Stacks {
         Stacks {
             runtime,
-            dir: state_dir.join("stacks"),
+            dir: crate::config::StatePaths::new(state_dir).stacks(),
             names,
-            max_mb,
+            max_upload,
         }
     }
 
@@ -83,51 +84,34 @@ impl Stacks {
         if self.runtime.stacks().contains(&name) {
             return Err(StackError::Exists(name));
         }
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let scratch = self.dir.join(format!(".import-{name}-{nanos}"));
         let target = self.dir.join(&name);
-        let limit = self.max_mb.saturating_mul(1 << 20);
-        let (s, t) = (scratch.clone(), target.clone());
-        let unpacked = tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&s).map_err(|e| StackError::Internal(e.to_string()))?;
-            // The stack's `/` is this dir: world-readable like any root.
-            std::fs::set_permissions(&s, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-                .map_err(|e| StackError::Internal(e.to_string()))?;
-            let mut reader = upload::ChannelReader::new(upload, limit);
-            let r = extract::extract_gz(
-                &mut reader,
-                &s,
-                extract::Kind::Rootfs,
-                extract::Limits {
-                    max_bytes: limit.saturating_mul(4),
+        let max_upload = self.max_upload;
+        let landed = tarball::receive(
+            upload,
+            tarball::Intake {
+                dest: target.clone(),
+                // The stack's `/` is this dir: world-readable like any root.
+                mode: 0o755,
+                owner: None,
+                kind: tarball::Kind::Rootfs,
+                max_upload,
+                limits: tarball::Limits {
+                    max_bytes: max_upload.saturating_mul(4),
                     max_entries: 2_000_000,
                     max_path: 4096,
                 },
-            );
-            if reader.over_limit {
-                return Err(StackError::TooBig {
-                    limit_mb: limit >> 20,
-                });
-            }
-            let summary = r.map_err(StackError::Source)?;
-            if t.exists() {
-                return Err(StackError::Exists(t.display().to_string()));
-            }
-            std::fs::rename(&s, &t).map_err(|e| StackError::Internal(e.to_string()))?;
-            Ok(summary)
-        })
+            },
+        )
         .await
-        .map_err(|e| StackError::Internal(e.to_string()))?;
-        let summary = match unpacked {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&scratch);
-                return Err(e);
-            }
-        };
+        .map_err(|e| match e {
+            TarballError::UploadTooLarge { limit } => StackError::TooBig {
+                limit_mb: limit >> 20,
+            },
+            TarballError::Archive(a) => StackError::Source(a),
+            TarballError::Exists(p) => StackError::Exists(p.display().to_string()),
+            TarballError::Io { .. } => StackError::Internal(e.to_string()),
+        })?;
+        let summary = landed.summary;
         if let Err(e) = self.runtime.add_stack(&name, &target) {
             let _ = std::fs::remove_dir_all(&target);
             return Err(match e {

@@ -133,7 +133,7 @@ fn json_depth(bytes: &[u8]) -> usize {
 /// refused JSON body, so the client gets the answer.
 pub fn stream_into(
     mut body: Incoming,
-    tx: tokio::sync::mpsc::Sender<crate::build::upload::Chunk>,
+    tx: tokio::sync::mpsc::Sender<crate::tarball::Chunk>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut seen = 0usize;

@@ -83,15 +83,15 @@ impl From<crate::oneoff::RunError> for ApiError {
                 e.to_string(),
             ),
             RunError::Runtime(r) => ApiError::internal("starting a one-off container failed", &r),
-            RunError::Store(r) => ApiError::internal("allocating an instance address failed", &r),
+            RunError::Address(r) => ApiError::internal("allocating an instance address failed", &r),
         }
     }
 }
 
 impl From<crate::build::DeployError> for ApiError {
     fn from(e: crate::build::DeployError) -> ApiError {
-        use crate::build::extract::ExtractError as X;
         use crate::build::DeployError as D;
+        use crate::tarball::ExtractError as X;
         let e = match e {
             D::App(a) => return a.into(),
             other => other,
@@ -116,8 +116,8 @@ impl From<crate::build::DeployError> for ApiError {
 
 impl From<crate::stacks::StackError> for ApiError {
     fn from(e: crate::stacks::StackError) -> ApiError {
-        use crate::build::extract::ExtractError as X;
         use crate::stacks::StackError as S;
+        use crate::tarball::ExtractError as X;
         let (status, code) = match &e {
             S::InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
             S::Exists(_) => (StatusCode::CONFLICT, "stack_exists"),
@@ -144,7 +144,7 @@ impl From<crate::supervisor::SupervisorError> for ApiError {
             other => other,
         };
         let (status, code) = match &e {
-            S::App(_) | S::Store(_) => {
+            S::App(_) | S::Address(_) => {
                 return ApiError::internal("supervising instances failed", &e)
             }
             S::NotDeployed(_) => (StatusCode::CONFLICT, "not_deployed"),

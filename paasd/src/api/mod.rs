@@ -23,8 +23,7 @@ use crate::apps::Apps;
 /// What handlers can reach.
 pub struct State {
     pub apps: Apps,
-    pub store: crate::store::Store,
-    pub runtime: Arc<paas_runtime::Runtime>,
+    pub oneoffs: crate::oneoff::OneOffs,
     pub builds: crate::build::Builds,
     pub supervisor: crate::supervisor::Supervisor,
     /// Where the HTTP router listens (known once it is bound).

@@ -72,9 +72,7 @@ async fn dispatch(
         (["apps"], &Method::GET) => ok(&apps.list().await?),
         (["apps"], &Method::POST) => {
             let body: paas_api::CreateApp = read_json(req, limits).await?;
-            let app = apps.create(body).await?;
-            state.supervisor.routes_changed().await;
-            created(&app)
+            created(&apps.create(body).await?)
         }
         (["apps"], _) => Err(not_allowed("GET, POST")),
 
@@ -111,11 +109,7 @@ async fn dispatch(
         (["git", app], &Method::POST) => {
             let app = app_param(app)?;
             let body: paas_api::GitAccess = read_json(req, limits).await?;
-            let repo = state.git.access(app, body).await?;
-            if repo.created {
-                state.supervisor.routes_changed().await;
-            }
-            ok(&repo)
+            ok(&state.git.access(app, body).await?)
         }
         (["git", _], _) => Err(not_allowed("POST")),
 
@@ -145,14 +139,11 @@ async fn dispatch(
                 (["domains"], &Method::GET) => ok(&apps.domains(app).await?),
                 (["domains"], &Method::POST) => {
                     let body: paas_api::AddDomain = read_json(req, limits).await?;
-                    let domain = apps.add_domain(app, body.domain).await?;
-                    state.supervisor.routes_changed().await;
-                    created(&domain)
+                    created(&apps.add_domain(app, body.domain).await?)
                 }
                 (["domains"], _) => Err(not_allowed("GET, POST")),
                 (["domains", domain], &Method::DELETE) => {
                     apps.remove_domain(app, domain.to_string()).await?;
-                    state.supervisor.routes_changed().await;
                     no_content()
                 }
                 (["domains", _], _) => Err(not_allowed("DELETE")),
@@ -209,7 +200,8 @@ async fn dispatch(
                         &req,
                         peer_uid,
                         super::access::may_name_user(state.git.push_uid(), peer_uid),
-                    );
+                    )
+                    .await;
                     let (tx, rx) = tokio::sync::mpsc::channel(16);
                     let pump = super::body::stream_into(req.into_body(), tx);
                     match state.builds.deploy(app, user, rx).await {
@@ -225,15 +217,7 @@ async fn dispatch(
 
                 (["run"], &Method::POST) => {
                     let body: paas_api::RunRequest = read_json(req, limits).await?;
-                    let events = crate::oneoff::run(
-                        apps,
-                        &state.store,
-                        &state.runtime,
-                        state.builds.slugs(),
-                        app,
-                        body,
-                    )
-                    .await?;
+                    let events = state.oneoffs.run(app, body).await?;
                     Ok(ndjson(events))
                 }
                 (["run"], _) => Err(not_allowed("POST")),
@@ -283,17 +267,22 @@ fn version_param(s: &str) -> Result<u32, ApiError> {
 }
 
 /// Who asked, for the record: the Unix user on the socket, plus the name a trusted front end
-/// (the git hook) passes in `X-Paas-User`.
-fn requester(req: &Request<Incoming>, peer_uid: Option<u32>, may_name: bool) -> String {
-    let unix = peer_uid
-        .map(|uid| {
+/// (the git hook) passes in `X-Paas-User`. The uid is looked up on a blocking thread: NSS may
+/// read files or ask a directory service.
+async fn requester(req: &Request<Incoming>, peer_uid: Option<u32>, may_name: bool) -> String {
+    let unix = match peer_uid {
+        Some(uid) => tokio::task::spawn_blocking(move || {
             nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
                 .ok()
                 .flatten()
                 .map(|u| u.name)
-                .unwrap_or_else(|| format!("uid {uid}"))
         })
-        .unwrap_or_else(|| "unknown".into());
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| format!("uid {uid}")),
+        None => "unknown".into(),
+    };
     let via = may_name
         .then(|| req.headers().get("x-paas-user"))
         .flatten()

@@ -55,6 +55,9 @@ pub struct Settings {
     /// Stacks an app may ask for (`host`, the configured and the imported ones); shared with
     /// the stack service, which adds imports.
     pub stacks: std::sync::Arc<std::sync::RwLock<Vec<String>>>,
+    /// Creating or destroying an app and changing its domains change what the router must
+    /// know: those operations return once the router has it.
+    pub routes: crate::routing::RouteSignal,
 }
 
 #[derive(Clone)]
@@ -87,7 +90,8 @@ impl Apps {
             validate::buildpack(bp).map_err(AppError::InvalidRequest)?;
         }
         let this = self.clone();
-        self.store
+        let created = self
+            .store
             .tx(move |tx| {
                 if store::apps::find(tx, &req.name)?.is_some() {
                     return Err(AppError::AlreadyExists(req.name));
@@ -121,7 +125,9 @@ impl Apps {
                 tracing::info!(app = %app.name, "app created");
                 this.app_view(tx, &app)
             })
-            .await
+            .await?;
+        self.settings.routes.changed().await;
+        Ok(created)
     }
 
     pub async fn list(&self) -> Result<Vec<api::App>, AppError> {
@@ -153,9 +159,11 @@ impl Apps {
                 let app = find(tx, &name)?;
                 store::apps::delete(tx, app.id)?;
                 tracing::info!(app = %app.name, "app destroyed");
-                Ok(())
+                Ok::<_, AppError>(())
             })
-            .await
+            .await?;
+        self.settings.routes.changed().await;
+        Ok(())
     }
 
     pub async fn env(&self, name: String, reveal: bool) -> Result<api::EnvVars, AppError> {
@@ -272,7 +280,8 @@ impl Apps {
     pub async fn add_domain(&self, name: String, domain: String) -> Result<api::Domain, AppError> {
         let domain = validate::domain(&domain).map_err(AppError::InvalidDomain)?;
         let this = self.clone();
-        self.store
+        let added = self
+            .store
             .tx(move |tx| {
                 let app = find(tx, &name)?;
                 if let Some(owner) = store::domains::owner(tx, &domain)? {
@@ -297,7 +306,9 @@ impl Apps {
                     created_at: rfc3339(now),
                 })
             })
-            .await
+            .await?;
+        self.settings.routes.changed().await;
+        Ok(added)
     }
 
     pub async fn remove_domain(&self, name: String, domain: String) -> Result<(), AppError> {
@@ -312,9 +323,11 @@ impl Apps {
                     });
                 }
                 tracing::info!(app = %app.name, %domain, "domain removed");
-                Ok(())
+                Ok::<_, AppError>(())
             })
-            .await
+            .await?;
+        self.settings.routes.changed().await;
+        Ok(())
     }
 
     /// Stores new desired counts. `instances` is an alias of `web`. The supervisor starts or

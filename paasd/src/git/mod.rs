@@ -234,23 +234,25 @@ impl Git {
             Err(e) => return Err(e.into()),
         }
         let repo = repos::path(&self.state_dir, &app);
-        let owner = self.owner()?;
         let r = repo.clone();
         let hooks = repos::hooks_dir(&self.state_dir);
         let max_input_bytes = self.max_push_bytes;
+        let this = self.clone();
+        // The user lookup (NSS) and the repo's git commands block: not on an async worker.
         tokio::task::spawn_blocking(move || {
+            let owner = this.owner()?;
             let settings = repos::Settings {
                 hooks_dir: &hooks,
                 max_input_bytes,
             };
             repos::ensure(&r, &settings, owner)
+                .map_err(io_err(format!("preparing the git repo {}", r.display())))
         })
         .await
         .map_err(|e| GitError::Io {
             context: "preparing the git repo".into(),
             source: io::Error::other(e),
-        })?
-        .map_err(io_err(format!("preparing the git repo {}", repo.display())))?;
+        })??;
         Ok(api::GitRepo {
             app,
             path: repo.to_string_lossy().into_owned(),

@@ -16,7 +16,7 @@ pub fn path(state_dir: &Path, app: &str) -> PathBuf {
 }
 
 fn root(state_dir: &Path) -> PathBuf {
-    state_dir.join("git")
+    crate::config::StatePaths::new(state_dir).git()
 }
 
 /// The hooks every repo runs. App names cannot start with a dot, so no repo is called this.

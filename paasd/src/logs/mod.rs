@@ -76,6 +76,15 @@ impl Default for LogConfig {
 }
 
 impl LogConfig {
+    /// The sizes from `[logs]` in paasd.toml, the rest at their defaults.
+    pub fn from_settings(c: &crate::config::LogsConfig) -> LogConfig {
+        LogConfig {
+            max_bytes_per_app: c.max_mb_per_app.bytes(),
+            segment_bytes: c.segment_mb.bytes(),
+            ..LogConfig::default()
+        }
+    }
+
     /// The limits actually applied: the cap and segment size made consistent.
     fn limits(&self) -> store::Limits {
         let max_bytes = self.max_bytes_per_app.max(4 * MIN_SEGMENT_BYTES);

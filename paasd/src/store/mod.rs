@@ -37,10 +37,6 @@ pub enum StoreError {
     Worker(String),
     #[error("stored row is invalid: {0}")]
     Corrupt(String),
-    #[error("address pool: {0}")]
-    Subnet(#[from] paas_runtime::net::SubnetError),
-    #[error("no free address left in {0}")]
-    AddressesExhausted(String),
 }
 
 impl StoreError {

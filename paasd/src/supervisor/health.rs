@@ -4,7 +4,6 @@
 //! instance task does.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
 use std::time::Duration;
 
 use paas_api::HealthCheck;
@@ -216,12 +215,6 @@ pub fn resolve(process_type: &str, configured: &[HealthCheck]) -> (Vec<Check>, V
         }
     }
     (checks, notes)
-}
-
-/// `app.json` at the root of a slug's app dir, if it is there and parses.
-pub fn read_app_json(app_dir: &Path) -> Option<serde_json::Value> {
-    let text = std::fs::read(app_dir.join("app.json")).ok()?;
-    serde_json::from_slice(&text).ok()
 }
 
 /// One attempt of `check` against the instance at `ip`.

@@ -186,7 +186,7 @@ pub async fn run(ctx: Arc<Ctx>, h: Arc<Handle>, launch: Launch) {
         let began = Instant::now();
         let spec = RunSpec {
             id: ctx.runtime.new_id(&format!("{}-{name}", h.app)),
-            argv: crate::oneoff::launch_argv(&launch.command),
+            argv: crate::launch::launch_argv(&launch.command),
             env: launch.env.clone(),
             net: Networking::Bridge(h.ip),
             limits: launch.limits,

@@ -11,18 +11,19 @@ mod rollout;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use paas_api as api;
 use paas_api::{LogLine, LogSource};
-use tokio::sync::{watch, Notify};
 
+use crate::addresses::{AddressError, Addresses};
 use crate::apps::{AppError, Apps};
-use crate::build::slug::Slugs;
 use crate::config::InstanceConfig;
-use crate::store::{self, Store, StoreError};
+use crate::locks::AppLocks;
+use crate::routing::RouteSignal;
+use crate::slugs::Slugs;
 use paas_router::{RouteTable, Upstream};
 use paas_runtime::Runtime;
 
@@ -33,7 +34,7 @@ pub enum SupervisorError {
     #[error(transparent)]
     App(#[from] AppError),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Address(#[from] AddressError),
     #[error("app '{0}' has nothing deployed yet: `paas deploy {0}` first")]
     NotDeployed(String),
     /// The new instances never got ready; the previous ones keep serving.
@@ -62,7 +63,8 @@ pub struct Hooks {
 /// Shared by the supervisor and its instance tasks.
 pub(crate) struct Ctx {
     runtime: Arc<Runtime>,
-    store: Store,
+    addresses: Addresses,
+    locks: AppLocks,
     apps: Apps,
     slugs: Slugs,
     hooks: Hooks,
@@ -74,15 +76,12 @@ pub(crate) struct Ctx {
     /// Instances by app.
     registry: Mutex<BTreeMap<String, Arc<AppState>>>,
     stopping: AtomicBool,
-    publish_requested: AtomicU64,
-    publish_wakeup: Arc<Notify>,
-    published: watch::Sender<u64>,
+    /// Rebuild requests for the route table, shared with the app service.
+    routes: RouteSignal,
 }
 
 #[derive(Default)]
 struct AppState {
-    /// Rollouts, scaling and restarts of one app happen one at a time.
-    ops: tokio::sync::Mutex<()>,
     instances: Mutex<Vec<Arc<Handle>>>,
 }
 
@@ -135,16 +134,12 @@ impl Ctx {
 
     /// Asks for the route table to be rebuilt; returns the generation that will hold it.
     fn routes_changed(&self) -> u64 {
-        let g = self.publish_requested.fetch_add(1, Ordering::SeqCst) + 1;
-        self.publish_wakeup.notify_one();
-        g
+        self.routes.request()
     }
 
     /// Rebuilds the route table and waits until the router has it.
     async fn publish_now(&self) {
-        let g = self.routes_changed();
-        let mut rx = self.published.subscribe();
-        let _ = rx.wait_for(|p| *p >= g).await;
+        self.routes.changed().await;
     }
 
     async fn instance_gone(&self, h: &Arc<Handle>) {
@@ -155,14 +150,7 @@ impl Ctx {
                 .unwrap_or_else(|p| p.into_inner())
                 .retain(|x| !Arc::ptr_eq(x, h));
         }
-        let key = h.key.clone();
-        let r = self
-            .store
-            .tx(move |tx| store::addresses::release(tx, &key))
-            .await;
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "could not release an instance address");
-        }
+        self.addresses.release(&h.key).await;
         self.routes_changed();
     }
 
@@ -190,6 +178,19 @@ impl Ctx {
     }
 }
 
+/// What the supervisor works with.
+pub struct Services {
+    pub runtime: Arc<Runtime>,
+    /// The route table's rebuild signal; this supervisor runs its only publisher.
+    pub routes: RouteSignal,
+    pub addresses: Addresses,
+    /// The per-app lock it shares with deploys.
+    pub locks: AppLocks,
+    pub apps: Apps,
+    pub slugs: Slugs,
+    pub hooks: Hooks,
+}
+
 /// The supervisor service (cheap to clone).
 #[derive(Clone)]
 pub struct Supervisor {
@@ -198,18 +199,20 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Starts the route publisher; nothing runs until [`Supervisor::start_all`].
-    pub fn new(
-        runtime: Arc<Runtime>,
-        store: Store,
-        apps: Apps,
-        slugs: Slugs,
-        hooks: Hooks,
-        base_domain: String,
-        cfg: InstanceConfig,
-    ) -> Supervisor {
+    pub fn new(services: Services, base_domain: String, cfg: InstanceConfig) -> Supervisor {
+        let Services {
+            runtime,
+            routes,
+            addresses,
+            locks,
+            apps,
+            slugs,
+            hooks,
+        } = services;
         let ctx = Arc::new(Ctx {
             runtime,
-            store,
+            addresses,
+            locks,
             apps,
             slugs,
             hooks,
@@ -225,22 +228,19 @@ impl Supervisor {
             cfg,
             registry: Mutex::new(BTreeMap::new()),
             stopping: AtomicBool::new(false),
-            publish_requested: AtomicU64::new(0),
-            publish_wakeup: Arc::new(Notify::new()),
-            published: watch::channel(0).0,
+            routes,
         });
         let weak = Arc::downgrade(&ctx);
-        let wakeup = Arc::clone(&ctx.publish_wakeup);
+        let signal = ctx.routes.clone();
         tokio::spawn(async move {
             loop {
-                wakeup.notified().await;
+                let g = signal.next_request().await;
                 let Some(ctx) = weak.upgrade() else { return };
-                let g = ctx.publish_requested.load(Ordering::SeqCst);
                 match ctx.build_routes().await {
                     Ok(table) => (ctx.hooks.publish)(table),
                     Err(e) => tracing::error!(error = %e, "could not build the route table"),
                 }
-                ctx.published.send_replace(g);
+                signal.published(g);
             }
         });
         Supervisor { ctx }
@@ -354,18 +354,13 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Domains or the app list changed: the router's table follows.
-    pub async fn routes_changed(&self) {
-        self.ctx.publish_now().await;
-    }
-
     /// The app is being destroyed: its instances are drained and stopped.
     pub async fn stop_app(&self, app: &str) {
         let Some(state) = self.ctx.existing(app) else {
             self.ctx.publish_now().await;
             return;
         };
-        let _op = state.ops.lock().await;
+        let _turn = self.ctx.locks.turn(app).await;
         rollout::stop_all(&self.ctx, state.list()).await;
         self.ctx
             .registry
@@ -381,7 +376,7 @@ impl Supervisor {
         let set = self.ctx.apps.checks(app.clone()).await?;
         let app_json = current
             .as_ref()
-            .and_then(|r| health::read_app_json(&self.app_dir(&app, r.slug_id)));
+            .and_then(|r| crate::app_files::app_json(&self.app_dir(&app, r.slug_id)));
         let mut types: Vec<String> = current
             .map(|r| r.formation.keys().cloned().collect())
             .unwrap_or_default();

@@ -14,7 +14,6 @@ use super::health;
 use super::instance::{self, Handle, Launch, Progress};
 use super::{Ctx, SupervisorError};
 use crate::apps::Runnable;
-use crate::store;
 use paas_runtime::cgroups::Limits;
 
 fn say(progress: &Option<UnboundedSender<String>>, line: String) {
@@ -42,7 +41,7 @@ pub async fn rollout(
         return Err(SupervisorError::ShuttingDown);
     }
     let state = ctx.app_state(app);
-    let _op = state.ops.lock().await;
+    let _turn = ctx.locks.turn(app).await;
     let r = ctx
         .apps
         .runnable(app.to_string(), Some(version))
@@ -175,7 +174,7 @@ async fn settle(ctx: &Ctx, app: &str, version: u32, status: ReleaseStatus, phase
 /// (and waits for their readiness), drains and stops extra ones (highest numbers first).
 pub async fn apply_formation(ctx: &Arc<Ctx>, app: &str) -> Result<(), SupervisorError> {
     let state = ctx.app_state(app);
-    let _op = state.ops.lock().await;
+    let _turn = ctx.locks.turn(app).await;
     let Some(r) = ctx.apps.runnable(app.to_string(), None).await? else {
         return Ok(());
     };
@@ -254,15 +253,9 @@ async fn start(
 ) -> Result<(Arc<Handle>, Duration), SupervisorError> {
     let name = format!("{process_type}.{index}");
     let key = ctx.runtime.new_id(&format!("{}-{name}", r.app));
-    let subnet = ctx.runtime.network().subnet();
-    let ip = {
-        let key = key.clone();
-        ctx.store
-            .tx(move |tx| store::addresses::allocate(tx, &key, subnet.network(), subnet.prefix()))
-            .await?
-    };
+    let ip = ctx.addresses.allocate(&key).await?.ip;
     let layer = ctx.slugs.layer(&r.app, r.slug_id);
-    let app_json = health::read_app_json(&layer.join("app"));
+    let app_json = crate::app_files::app_json(&layer.join("app"));
     let (_, configured) = health::configured(
         process_type,
         r.checks.get(process_type).map(String::as_str),
@@ -280,14 +273,14 @@ async fn start(
     let launch = Launch {
         stack: r.stack.clone(),
         layers: vec![layer],
-        env: crate::oneoff::process_env(&r.config, &name),
+        env: crate::launch::process_env(&r.config, &name),
         command: r
             .process_types
             .get(process_type)
             .cloned()
             .unwrap_or_default(),
         limits: Limits {
-            memory_bytes: Some(ctx.cfg.memory_mb << 20),
+            memory_bytes: Some(ctx.cfg.memory_mb.bytes()),
             cpu_percent: Some(ctx.cfg.cpu_percent),
             pids: Some(ctx.cfg.pids),
         },

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::upload::hex;
+use crate::tarball::upload::hex;
 
 #[derive(Debug, Clone)]
 pub struct Slugs {
@@ -25,9 +25,10 @@ pub struct Packed {
 }
 
 impl Slugs {
-    pub fn new(state_dir: &Path) -> Slugs {
+    /// Slugs live under `root` (`STATE/slugs`, from `StatePaths::slugs`).
+    pub fn new(root: &Path) -> Slugs {
         Slugs {
-            root: state_dir.join("slugs"),
+            root: root.to_path_buf(),
         }
     }
 
@@ -146,7 +147,7 @@ mod tests {
         fs::create_dir_all(app.join("bin")).expect("mkdir");
         fs::write(app.join("bin/web"), "#!/bin/sh\necho hi\n").expect("write");
         std::os::unix::fs::symlink("/etc/passwd", app.join("link")).expect("symlink");
-        let slugs = Slugs::new(state.path());
+        let slugs = Slugs::new(&state.path().join("slugs"));
         let packed = slugs.pack("demo", &app).expect("pack");
         let bytes = fs::read(&packed.tarball).expect("read");
         assert_eq!(packed.bytes, bytes.len() as u64);

@@ -21,9 +21,7 @@ pub struct ChannelReader {
     limit: u64,
     /// When the last byte arrived (the end of the "receive" phase).
     pub ended_at: Option<std::time::Instant>,
-    /// Set once the upload passed its limit; layers above may reword the error (gzip does),
-    /// so this is what callers check.
-    pub over_limit: bool,
+    over_limit: bool,
 }
 
 /// What came through, once the upload ended.
@@ -33,8 +31,12 @@ pub struct Received {
     pub bytes: u64,
 }
 
-/// The marker in the io::Error raised when the upload passes its limit.
-pub const OVER_LIMIT: &str = "the upload is larger than the limit";
+/// The error inside the `io::Error` a read returns once the upload passed its limit.
+#[derive(Debug, thiserror::Error)]
+#[error("the upload is larger than the limit of {limit} bytes")]
+pub struct OverLimit {
+    pub limit: u64,
+}
 
 impl ChannelReader {
     pub fn new(rx: mpsc::Receiver<Chunk>, limit: u64) -> ChannelReader {
@@ -47,6 +49,12 @@ impl ChannelReader {
             ended_at: None,
             over_limit: false,
         }
+    }
+
+    /// True once the upload passed its limit. Layers above the reader may reword its error
+    /// (gzip does), so this, not the error, is what callers check.
+    pub fn over_limit(&self) -> bool {
+        self.over_limit
     }
 
     /// Reads what is left (trailing bytes after the archive still belong to the upload and
@@ -68,10 +76,7 @@ impl Read for ChannelReader {
                     self.bytes += chunk.len() as u64;
                     if self.bytes > self.limit {
                         self.over_limit = true;
-                        return Err(io::Error::other(format!(
-                            "{OVER_LIMIT} of {} bytes",
-                            self.limit
-                        )));
+                        return Err(io::Error::other(OverLimit { limit: self.limit }));
                     }
                     self.hasher.update(&chunk);
                     self.current = chunk;
@@ -90,6 +95,7 @@ impl Read for ChannelReader {
     }
 }
 
+/// Lower-case hex, as checksums are shown and stored.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -126,6 +132,8 @@ mod tests {
         drop(tx);
         let mut r = ChannelReader::new(rx, 10);
         let err = r.read(&mut [0u8; 4]).expect_err("over");
-        assert!(err.to_string().contains(OVER_LIMIT));
+        assert!(r.over_limit());
+        let inner = err.get_ref().and_then(|e| e.downcast_ref::<OverLimit>());
+        assert_eq!(inner.map(|o| o.limit), Some(10));
     }
 }

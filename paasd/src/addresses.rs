@@ -1,0 +1,229 @@
+//! The one owner of instance addresses on the bridge: allocate (lowest free host after the
+//! gateway, persisted so a restart knows what is taken), hand the runtime what to attach, and
+//! release. Instances and one-offs both go through it. Owns the choice of address; the
+//! arithmetic is the runtime's `Subnet`, the rows are `store::addresses`. Must not make links
+//! or namespaces (the runtime does).
+
+use std::net::Ipv4Addr;
+
+use crate::store::{self, Store, StoreError, Tx};
+use paas_runtime::net::Subnet;
+use paas_runtime::Networking;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AddressError {
+    #[error("no free address left in {0}")]
+    Exhausted(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An address held by one instance until [`Addresses::release`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub instance: String,
+    pub ip: Ipv4Addr,
+}
+
+impl Lease {
+    /// What the runtime attaches for this lease: a veth on the bridge with this address.
+    pub fn networking(&self) -> Networking {
+        Networking::Bridge(self.ip)
+    }
+}
+
+#[derive(Clone)]
+pub struct Addresses {
+    store: Store,
+    subnet: Subnet,
+}
+
+impl Addresses {
+    pub fn new(store: Store, subnet: Subnet) -> Addresses {
+        Addresses { store, subnet }
+    }
+
+    /// An address for `instance` (a retried start gets the one it holds).
+    pub async fn allocate(&self, instance: &str) -> Result<Lease, AddressError> {
+        let (key, subnet) = (instance.to_string(), self.subnet);
+        let ip = self.store.tx(move |tx| allocate(tx, &key, &subnet)).await?;
+        Ok(Lease {
+            instance: instance.to_string(),
+            ip,
+        })
+    }
+
+    /// Gives `instance`'s address back. A failure only leaks one address until the next start
+    /// (which frees them all), so it is logged, not returned.
+    pub async fn release(&self, instance: &str) {
+        let key = instance.to_string();
+        let r = self
+            .store
+            .tx(move |tx| store::addresses::release(tx, &key))
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(%instance, error = %e, "could not release an instance address");
+        }
+    }
+
+    /// At start: no instance is running yet, so every address on record is free again.
+    pub async fn release_all(&self) -> Result<usize, AddressError> {
+        let n = self
+            .store
+            .tx(|tx| {
+                let rows = store::addresses::list(tx)?;
+                for row in &rows {
+                    store::addresses::release(tx, &row.instance)?;
+                }
+                Ok::<_, StoreError>(rows.len())
+            })
+            .await?;
+        Ok(n)
+    }
+}
+
+/// The address of `instance` in `subnet`, inside the caller's transaction: the one it already
+/// holds there, else the lowest free host address after the gateway.
+fn allocate(tx: &Tx<'_>, instance: &str, subnet: &Subnet) -> Result<Ipv4Addr, AddressError> {
+    if let Some(ip) = store::addresses::held(tx, instance)? {
+        if subnet.is_assignable(ip) {
+            return Ok(ip);
+        }
+        // Held in a subnet the host no longer uses: useless now, give it up.
+        store::addresses::release(tx, instance)?;
+    }
+    let used = store::addresses::used(tx)?;
+    let ip = subnet
+        .first_free(&used)
+        .ok_or_else(|| AddressError::Exhausted(subnet.to_string()))?;
+    store::addresses::insert(tx, instance, ip)?;
+    Ok(ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().expect("test address")
+    }
+
+    fn net(a: &str, prefix: u8) -> Subnet {
+        Subnet::new(ip(a), prefix).expect("subnet")
+    }
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("paas.db")).expect("open");
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn allocations_are_distinct_lowest_first_and_skip_reserved() {
+        let (_d, store) = store().await;
+        let a = Addresses::new(store, net("10.213.0.0", 24));
+        let mut got = Vec::new();
+        for i in 0..20 {
+            got.push(a.allocate(&format!("web.{i}")).await.expect("allocate").ip);
+        }
+        assert_eq!(got[0], ip("10.213.0.2"), "network and gateway are skipped");
+        assert_eq!(got[19], ip("10.213.0.21"));
+        assert_eq!(got.iter().collect::<HashSet<_>>().len(), 20, "{got:?}");
+        // Asking again for an instance that holds one is not a second allocation.
+        let again = a.allocate("web.3").await.expect("again");
+        assert_eq!(again.ip, got[3]);
+        assert_eq!(again.networking(), Networking::Bridge(got[3]));
+    }
+
+    #[tokio::test]
+    async fn released_addresses_are_reused_lowest_first() {
+        let (_d, store) = store().await;
+        let a = Addresses::new(store.clone(), net("10.213.0.0", 24));
+        for i in 0..5 {
+            a.allocate(&format!("a.{i}")).await.expect("allocate");
+        }
+        a.release("a.1").await;
+        a.release("a.3").await;
+        a.release("a.3").await;
+        for (who, want) in [
+            ("b.1", "10.213.0.3"),
+            ("b.2", "10.213.0.5"),
+            ("b.3", "10.213.0.7"),
+        ] {
+            assert_eq!(a.allocate(who).await.expect("allocate").ip, ip(want));
+        }
+        let rows = store.tx(store::addresses::list).await.expect("list");
+        let owners: Vec<(String, &str)> = rows
+            .iter()
+            .map(|r| (r.ip.to_string(), r.instance.as_str()))
+            .collect();
+        assert_eq!(
+            owners,
+            [
+                ("10.213.0.2".to_string(), "a.0"),
+                ("10.213.0.3".to_string(), "b.1"),
+                ("10.213.0.4".to_string(), "a.2"),
+                ("10.213.0.5".to_string(), "b.2"),
+                ("10.213.0.6".to_string(), "a.4"),
+                ("10.213.0.7".to_string(), "b.3"),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_subnet_is_an_error_until_something_is_released() {
+        let (_d, store) = store().await;
+        // A /29 has 6 hosts; one is the gateway.
+        let a = Addresses::new(store, net("10.213.0.8", 29));
+        for i in 0..5 {
+            a.allocate(&format!("w.{i}")).await.expect("allocate");
+        }
+        let err = a.allocate("w.5").await.expect_err("full");
+        assert!(
+            matches!(&err, AddressError::Exhausted(s) if s == "10.213.0.8/29"),
+            "{err:?}"
+        );
+        assert_eq!(err.to_string(), "no free address left in 10.213.0.8/29");
+        a.release("w.2").await;
+        assert_eq!(
+            a.allocate("w.5").await.expect("after").ip,
+            ip("10.213.0.12")
+        );
+    }
+
+    #[tokio::test]
+    async fn holdings_in_another_subnet_are_replaced() {
+        let (_d, store) = store().await;
+        let old = Addresses::new(store.clone(), net("10.99.0.0", 24));
+        let new = Addresses::new(store.clone(), net("10.213.0.0", 24));
+        assert_eq!(old.allocate("x").await.expect("old").ip, ip("10.99.0.2"));
+        assert_eq!(new.allocate("x").await.expect("new").ip, ip("10.213.0.2"));
+        assert_eq!(
+            store.tx(store::addresses::list).await.expect("list").len(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn allocations_survive_a_restart_and_release_all_frees_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("paas.db");
+        let subnet = net("10.213.0.0", 24);
+        let a = Addresses::new(Store::open(&path).expect("open"), subnet);
+        let first = a.allocate("web.1").await.expect("a").ip;
+        a.allocate("web.2").await.expect("b");
+        drop(a);
+
+        let a = Addresses::new(Store::open(&path).expect("reopen"), subnet);
+        let third = a.allocate("web.3").await.expect("c").ip;
+        assert_eq!(third, ip("10.213.0.4"), "the first two are still taken");
+        assert_eq!(a.allocate("web.1").await.expect("again").ip, first);
+        assert_eq!(a.release_all().await.expect("release all"), 3);
+        assert_eq!(
+            a.allocate("web.9").await.expect("fresh").ip,
+            ip("10.213.0.2")
+        );
+    }
+}

@@ -1,0 +1,512 @@
+//! The build pipeline: one running build after its upload landed. Owns the order of the
+//! phases (prepare, detect, compile, process types, slug, then `release.rs`'s steps), the
+//! deployment record as it goes, and where the output goes (client, build log file, app log
+//! stream). Must not decide what a buildpack may do (the step container does) or touch SQL.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{lchown, OpenOptionsExt, PermissionsExt};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use paas_api::{self as api, DeployEvent, DeployPhase, DeploymentStatus, PhaseTiming};
+use tokio::sync::mpsc;
+
+use super::buildpacks::{self, Buildpack};
+use super::step::{self, Mounts, Outcome, Step};
+use super::{make_dir, procfile, timing, Failure, Inner, Scratch};
+use crate::apps::BuildContext;
+use crate::store::{self, deployments::DeploymentRow};
+use paas_runtime::{cgroups::Limits, Networking, APP_GID, APP_UID};
+
+/// One running build: everything after the upload.
+pub(super) struct Build {
+    pub(super) inner: Arc<Inner>,
+    pub(super) app: String,
+    pub(super) ctx: BuildContext,
+    pub(super) row: DeploymentRow,
+    pub(super) scratch: Scratch,
+    pub(super) events: mpsc::Sender<DeployEvent>,
+    /// The deployment's log file (`logs/APP/deploy-ID.log`): the output outlives the client.
+    pub(super) log: Option<fs::File>,
+    pub(super) deadline: Instant,
+}
+
+impl Build {
+    pub(super) async fn run(mut self, phases: Vec<PhaseTiming>) {
+        self.open_log();
+        self.platform(format!(
+            "Deploy {} started by {}",
+            self.row.id, self.row.user
+        ));
+        self.emit(DeployEvent::Started {
+            id: self.row.id as u64,
+        })
+        .await;
+        for p in phases {
+            self.emit(DeployEvent::Phase {
+                phase: p.phase,
+                ms: p.ms,
+            })
+            .await;
+        }
+        let result = self.build().await;
+        self.row.finished_at = Some(store::now());
+        let event = match result {
+            Ok(release) => {
+                self.row.status = DeploymentStatus::Succeeded;
+                self.line(format!(
+                    "-----> Released v{} of {}",
+                    release.version, self.app
+                ))
+                .await;
+                self.platform(format!(
+                    "Release v{} created by {} (deploy {})",
+                    release.version, self.row.user, self.row.id
+                ));
+                DeployEvent::Done {
+                    release: Box::new(release),
+                }
+            }
+            Err(f) => {
+                self.row.status = DeploymentStatus::Failed;
+                self.row.error = Some(f.message.clone());
+                self.line(format!(" !     {}", f.message)).await;
+                self.platform(format!("Deploy {} failed: {}", self.row.id, f.message));
+                DeployEvent::Error {
+                    code: f.code.to_string(),
+                    message: f.message,
+                }
+            }
+        };
+        self.save().await;
+        tracing::info!(app = %self.app, deployment = self.row.id, status = %self.row.status, "deploy finished");
+        // Sent last, so a client that saw the end also sees the final record.
+        self.emit(event).await;
+        // The client's stream ends only after this (the sender goes with `self`), so a deploy
+        // that returned has left no build dir behind.
+        std::mem::replace(&mut self.scratch, Scratch(PathBuf::new()))
+            .remove()
+            .await;
+    }
+
+    async fn build(&mut self) -> Result<api::Release, Failure> {
+        let mounts = self.prepare().await?;
+        let chosen = self.detect(&mounts).await?;
+        self.compile(&mounts, &chosen).await?;
+        let process_types = self.process_types(&mounts, &chosen).await?;
+        let slug_id = self.slug(&mounts).await?;
+        let release = self.release(slug_id, process_types).await?;
+        self.rollout(release.version).await
+    }
+
+    /// Env dir, cache dir and the buildpack copies.
+    async fn prepare(&mut self) -> Result<Mounts, Failure> {
+        let root = self.scratch.0.clone();
+        let mounts = Mounts {
+            app: root.join("app"),
+            cache: self.inner.paths.cache(&self.app),
+            env: root.join("env"),
+            buildpacks: root.join("buildpacks"),
+        };
+        let config = self.ctx.config.clone();
+        let m = mounts.clone();
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            make_dir(&m.cache, 0o700, true)?;
+            make_dir(&m.buildpacks, 0o755, true)?;
+            make_dir(&m.env, 0o700, true)?;
+            for (k, v) in &config {
+                let p = m.env.join(k);
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o400)
+                    .open(&p)?;
+                f.write_all(v.as_bytes())?;
+                lchown(&p, Some(APP_UID), Some(APP_GID))?;
+            }
+            fs::set_permissions(&m.env, fs::Permissions::from_mode(0o500))
+        })
+        .await
+        .map_err(Failure::internal)?
+        .map_err(Failure::internal)?;
+        Ok(mounts)
+    }
+
+    fn step(&self, mounts: &Mounts) -> Step {
+        Step {
+            runtime: Arc::clone(&self.inner.runtime),
+            id_prefix: format!("{}-build", self.app),
+            stack: self.ctx.stack.clone(),
+            mounts: mounts.clone(),
+            env: self.build_env(),
+            limits: self.limits(),
+            deadline: self.deadline,
+        }
+    }
+
+    /// Builds and release phases get the same memory, CPU and pids limits.
+    pub(super) fn limits(&self) -> Limits {
+        let c = &self.inner.cfg;
+        Limits {
+            memory_bytes: Some(c.memory_mb.bytes()),
+            cpu_percent: Some(c.cpu_percent),
+            pids: Some(c.pids),
+        }
+    }
+
+    fn build_env(&self) -> Vec<(String, String)> {
+        let ca = "/etc/ssl/certs/ca-certificates.crt";
+        [
+            ("PATH", "/app/bin:/usr/local/bin:/usr/bin:/bin"),
+            ("HOME", "/app"),
+            ("LANG", "C.UTF-8"),
+            ("STACK", self.ctx.stack.as_str()),
+            ("SSL_CERT_FILE", ca),
+            ("NODE_EXTRA_CA_CERTS", ca),
+            ("PIP_CERT", ca),
+            ("REQUESTS_CA_BUNDLE", ca),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// Picks the buildpacks: the app's configured ones (each must detect), else the first
+    /// built-in that detects. Copies them into the build.
+    async fn detect(&mut self, mounts: &Mounts) -> Result<Vec<(Buildpack, String)>, Failure> {
+        let t = Instant::now();
+        let configured = !self.ctx.buildpacks.is_empty();
+        let candidates: Vec<Buildpack> = if configured {
+            self.ctx
+                .buildpacks
+                .iter()
+                .map(|r| buildpacks::resolve(r, &self.inner.buildpacks_dir))
+                .collect::<Result<_, _>>()
+                .map_err(|m| Failure::new("buildpack_not_found", m))?
+        } else {
+            buildpacks::builtins(&self.inner.buildpacks_dir)
+                .map_err(|m| Failure::new("buildpack_not_found", m))?
+        };
+        self.line("-----> Detecting buildpack".into()).await;
+        let mut chosen = Vec::new();
+        for (i, bp) in candidates.into_iter().enumerate() {
+            let dir_name = format!("{i}-{}", dir_name(&bp));
+            let dest = mounts.buildpacks.join(&dir_name);
+            let src = bp.clone();
+            tokio::task::spawn_blocking(move || buildpacks::copy_into(&src, &dest))
+                .await
+                .map_err(Failure::internal)?
+                .map_err(|e| {
+                    Failure::new(
+                        "buildpack_not_found",
+                        format!("copying buildpack '{}': {e}", bp.name),
+                    )
+                })?;
+            let ran = self.query(mounts, &dir_name, "detect").await?;
+            match ran.outcome {
+                Outcome::Exited(0) => {
+                    let shown = ran
+                        .stdout
+                        .first()
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty());
+                    self.line(format!(
+                        "-----> {} app detected",
+                        shown.unwrap_or_else(|| bp.name.clone())
+                    ))
+                    .await;
+                    chosen.push((bp, dir_name));
+                    if !configured {
+                        break;
+                    }
+                }
+                Outcome::TimedOut => return Err(self.timed_out()),
+                other if configured => {
+                    return Err(Failure::new(
+                        "detect_failed",
+                        format!(
+                            "buildpack '{}' does not apply to this app (bin/detect: {})",
+                            bp.name,
+                            describe(&other)
+                        ),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        if chosen.is_empty() {
+            return Err(Failure::new(
+                "no_buildpack",
+                "no buildpack detected this app: add a package.json, requirements.txt, go.mod, \
+                 public/ or a Procfile, or choose one with `paas buildpacks set APP NAME`",
+            ));
+        }
+        self.row.buildpacks = chosen.iter().map(|(b, _)| b.name.clone()).collect();
+        self.phase(DeployPhase::Detect, t).await;
+        Ok(chosen)
+    }
+
+    async fn compile(
+        &mut self,
+        mounts: &Mounts,
+        chosen: &[(Buildpack, String)],
+    ) -> Result<(), Failure> {
+        let t = Instant::now();
+        for (bp, dir) in chosen {
+            // Earlier buildpacks' `export` files shape the environment of later ones.
+            let script = "for f in /buildpacks/*/export; do [ -f \"$f\" ] && . \"$f\"; done; \
+                          exec \"/buildpacks/$1/bin/compile\" /app /cache /env";
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let step = self.step(mounts);
+            let mut relay = |l| {
+                let _ = tx.send(l);
+            };
+            let run = step.run(
+                vec![
+                    "bash".into(),
+                    "-c".into(),
+                    script.into(),
+                    "compile".into(),
+                    dir.clone(),
+                ],
+                Networking::Host,
+                false,
+                &mut relay,
+            );
+            // Output is relayed while the step runs, not after.
+            tokio::pin!(run);
+            let ran = loop {
+                tokio::select! {
+                    r = &mut run => break r,
+                    Some(l) = rx.recv() => self.line(l).await,
+                }
+            };
+            while let Ok(l) = rx.try_recv() {
+                self.line(l).await;
+            }
+            let ran = ran.map_err(Failure::internal)?;
+            match ran.outcome {
+                Outcome::Exited(0) => {}
+                Outcome::TimedOut => return Err(self.timed_out()),
+                Outcome::OutOfMemory => {
+                    return Err(Failure::new(
+                        "build_oom",
+                        format!(
+                            "the build ran out of memory and was killed (limit {} MB, build.memory_mb in paasd.toml)",
+                            self.inner.cfg.memory_mb
+                        ),
+                    ))
+                }
+                other => {
+                    return Err(Failure::new(
+                        "build_failed",
+                        format!("the {} buildpack failed to compile this app ({})", bp.name, describe(&other)),
+                    ))
+                }
+            }
+        }
+        self.phase(DeployPhase::Compile, t).await;
+        Ok(())
+    }
+
+    /// Runs a buildpack's `bin/detect` or `bin/release` (quick, no network) and returns its
+    /// stdout; stderr goes to the build log.
+    async fn query(
+        &mut self,
+        mounts: &Mounts,
+        dir: &str,
+        which: &str,
+    ) -> Result<step::Ran, Failure> {
+        let mut relayed = Vec::new();
+        let ran = self
+            .step(mounts)
+            .run(
+                vec![format!("/buildpacks/{dir}/bin/{which}"), "/app".into()],
+                Networking::Loopback,
+                true,
+                &mut |l| relayed.push(l),
+            )
+            .await
+            .map_err(Failure::internal)?;
+        for l in relayed {
+            self.line(l).await;
+        }
+        Ok(ran)
+    }
+
+    /// Buildpacks' defaults, then the Procfile over them.
+    async fn process_types(
+        &mut self,
+        mounts: &Mounts,
+        chosen: &[(Buildpack, String)],
+    ) -> Result<procfile::ProcessTypes, Failure> {
+        let mut types = procfile::ProcessTypes::new();
+        for (bp, dir) in chosen {
+            let ran = self.query(mounts, dir, "release").await?;
+            match ran.outcome {
+                Outcome::Exited(0) => {}
+                Outcome::TimedOut => return Err(self.timed_out()),
+                other => {
+                    return Err(Failure::new(
+                        "build_failed",
+                        format!(
+                            "bin/release of the {} buildpack failed ({})",
+                            bp.name,
+                            describe(&other)
+                        ),
+                    ))
+                }
+            }
+            let defaults = procfile::parse_release_yaml(&ran.stdout.join("\n"))
+                .map_err(|m| Failure::new("build_failed", format!("{} buildpack: {m}", bp.name)))?;
+            types.extend(defaults);
+        }
+        if let Some(text) = crate::app_files::read(&mounts.app, "Procfile")
+            .map_err(|e| Failure::new("invalid_procfile", e.to_string()))?
+        {
+            let declared =
+                procfile::parse_procfile(&text).map_err(|m| Failure::new("invalid_procfile", m))?;
+            types.extend(declared);
+        }
+        if types.is_empty() {
+            self.line(
+                " !     No process types: add a Procfile (e.g. `web: ./server`) to run this app"
+                    .into(),
+            )
+            .await;
+        } else {
+            let list: Vec<String> = types.keys().cloned().collect();
+            self.line(format!("-----> Process types: {}", list.join(", ")))
+                .await;
+        }
+        Ok(types)
+    }
+
+    async fn slug(&mut self, mounts: &Mounts) -> Result<i64, Failure> {
+        let t = Instant::now();
+        self.line("-----> Compressing slug".into()).await;
+        let slugs = self.inner.slugs.clone();
+        let (app, dir) = (self.app.clone(), mounts.app.clone());
+        let packed = tokio::task::spawn_blocking(move || slugs.pack(&app, &dir))
+            .await
+            .map_err(Failure::internal)?
+            .map_err(Failure::internal)?;
+        let (sha, bytes, app_id) = (packed.sha256.clone(), packed.bytes, self.ctx.app_id);
+        let row = self
+            .inner
+            .store
+            .tx(move |tx| store::slugs::insert(tx, app_id, &sha, bytes, store::now()))
+            .await
+            .map_err(Failure::internal)?;
+        let slugs = self.inner.slugs.clone();
+        let (app, dir, id) = (self.app.clone(), mounts.app.clone(), row.id);
+        tokio::task::spawn_blocking(move || slugs.store(&app, id, &packed, &dir))
+            .await
+            .map_err(Failure::internal)?
+            .map_err(Failure::internal)?;
+        self.row.slug_id = Some(row.id);
+        self.line(format!(
+            "       Done: {:.1} MB, sha256 {}",
+            row.bytes as f64 / 1048576.0,
+            &row.sha256[..12]
+        ))
+        .await;
+        self.phase(DeployPhase::Slug, t).await;
+        Ok(row.id)
+    }
+
+    pub(super) fn timed_out(&self) -> Failure {
+        Failure::new(
+            "build_timeout",
+            format!(
+                "the build took longer than {} s and was stopped (build.timeout_secs in paasd.toml)",
+                self.inner.cfg.timeout_secs
+            ),
+        )
+    }
+
+    pub(super) async fn phase(&mut self, phase: DeployPhase, since: Instant) {
+        let t = timing(phase, since.elapsed());
+        self.row.phases.push(t);
+        self.save().await;
+        self.emit(DeployEvent::Phase { phase, ms: t.ms }).await;
+    }
+
+    pub(super) async fn save(&self) {
+        let row = self.row.clone();
+        if let Err(e) = self
+            .inner
+            .store
+            .tx(move |tx| store::deployments::update(tx, &row))
+            .await
+        {
+            tracing::error!(error = %e, deployment = self.row.id, "could not save the deployment record");
+        }
+    }
+
+    fn open_log(&mut self) {
+        let dir = self.inner.paths.app_logs(&self.app);
+        let path = dir.join(format!("deploy-{}.log", self.row.id));
+        self.log = fs::create_dir_all(&dir)
+            .and_then(|()| fs::OpenOptions::new().create(true).append(true).open(&path))
+            .map_err(|e| tracing::warn!(path = %path.display(), error = %e, "no build log file"))
+            .ok();
+    }
+
+    pub(super) async fn line(&mut self, line: String) {
+        if let Some(f) = self.log.as_mut() {
+            let _ = writeln!(f, "{line}");
+        }
+        self.inner.logs.append(
+            &self.app,
+            api::LogLine {
+                ts: crate::logs::now(),
+                source: api::LogSource::Build,
+                process: crate::logs::BUILD_PROCESS.into(),
+                release: self.row.version,
+                line: line.clone(),
+            },
+        );
+        self.emit(DeployEvent::Output { line }).await;
+    }
+
+    /// A deploy event in the app's log stream (tagged with the release once it exists).
+    pub(super) fn platform(&self, msg: String) {
+        self.inner.logs.platform(&self.app, self.row.version, msg);
+    }
+
+    /// Sends to the client if it is still there; a gone client never stops the build.
+    pub(super) async fn emit(&self, ev: DeployEvent) {
+        if !self.events.is_closed() {
+            let _ = self.events.send(ev).await;
+        }
+    }
+}
+
+/// A buildpack's dir name inside the build: the built-in name or the directory's last part.
+fn dir_name(bp: &Buildpack) -> String {
+    bp.source
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "buildpack".into())
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn describe(o: &Outcome) -> String {
+    match o {
+        Outcome::Exited(c) => format!("exit status {c}"),
+        Outcome::Signaled(s) => format!("killed by signal {s}"),
+        Outcome::OutOfMemory => "out of memory".into(),
+        Outcome::TimedOut => "timed out".into(),
+    }
+}
