@@ -4,7 +4,9 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+use crate::args::UsageError;
 
 const AFTER_HELP: &str = "\
 Exit codes:
@@ -54,7 +56,8 @@ pub enum Command {
     Info(AppArg),
     /// Destroy an app and everything it owns (same as `apps destroy`).
     Destroy(DestroyArgs),
-    /// Show or change an app's config vars.
+    /// Show or change an app's config vars (also: `config`, `config:set`, `config:get`...).
+    #[command(visible_alias = "config")]
     Env(EnvCmd),
     /// Show or change an app's domains.
     Domains(DomainsCmd),
@@ -68,8 +71,9 @@ pub enum Command {
     Buildpacks(BuildpacksCmd),
     /// Stacks apps run on: list them, or import a root filesystem tarball as a new one.
     Stacks(StacksCmd),
-    /// List an app's instances: state, release, uptime, restarts, address and health.
-    Ps(AppArg),
+    /// List an app's instances: state, release, uptime, restarts, address and health
+    /// (also `ps:report`, `ps:scale`, `ps:restart`).
+    Ps(PsCmd),
     /// Restart an app's instances without downtime: replacements get ready before the old
     /// ones are drained and stopped.
     Restart(AppArg),
@@ -132,16 +136,18 @@ pub struct LogsArgs {
     /// App whose logs to show.
     pub name: String,
     /// How many of the newest lines to show (default 100; with --follow, before the new ones).
+    /// The older spelling `--tail N` still works.
     #[arg(long, short = 'n', value_name = "N")]
-    pub tail: Option<u64>,
+    pub num: Option<u64>,
     /// Only lines since then: a duration back from now (2h, 30m) or an RFC 3339 time.
     #[arg(long, value_name = "WHEN")]
     pub since: Option<String>,
     /// Only lines of this release (v12).
     #[arg(long, value_name = "VERSION")]
     pub release: Option<String>,
-    /// Keep going: print new lines as they come, until interrupted.
-    #[arg(long, short = 'f')]
+    /// Keep going: print new lines as they come, until interrupted (`--tail`, `-t`: Heroku's
+    /// spelling).
+    #[arg(long, short = 'f', visible_alias = "tail", visible_short_alias = 't')]
     pub follow: bool,
     /// Only a process type (web) or one instance (web.1).
     #[arg(long, value_name = "TYPE|INSTANCE")]
@@ -249,6 +255,37 @@ pub enum EnvSub {
     Set(EnvSetArgs),
     /// Remove config vars (creates a release).
     Unset(EnvUnsetArgs),
+    /// Print one var's value, unredacted, for scripts (fails if it is not set).
+    Get(EnvGetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EnvGetArgs {
+    /// App name.
+    pub name: String,
+    /// The variable.
+    #[arg(value_name = "KEY")]
+    pub key: String,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct PsCmd {
+    #[command(subcommand)]
+    pub command: Option<PsSub>,
+    /// App name.
+    #[arg(required = true)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PsSub {
+    /// List the app's instances (same as `ps APP`).
+    Report(AppArg),
+    /// Change how many instances of each process type run (same as `scale`).
+    Scale(ScaleArgs),
+    /// Restart the app's instances without downtime (same as `restart`).
+    Restart(AppArg),
 }
 
 #[derive(Debug, Args)]
@@ -409,6 +446,17 @@ pub enum ReleasesSub {
     List(AppArg),
     /// Show one release: what it was built from, how, by whom, and how long each phase took.
     Info(ReleaseInfoArgs),
+    /// Roll back to a release (default: the one before the current); same as `rollback`.
+    Rollback(ReleasesRollbackArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReleasesRollbackArgs {
+    /// App name.
+    pub name: String,
+    /// Release to go back to, e.g. v3 (default: the one before the current release).
+    #[arg(value_name = "VERSION")]
+    pub release: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -475,53 +523,120 @@ pub struct StackImportArgs {
 /// Global flags that take a separate value; their value is never a `topic:verb`.
 const FLAGS_WITH_VALUE: &[&str] = &["--socket"];
 
+/// Everything done to argv before clap sees it: [`rewrite_colon_alias`] (refusing a
+/// `topic:verb` whose topic has no such verb, listing the ones it has) and the older
+/// `logs --tail N` spelling of `--num N` (`--tail` alone is Heroku's follow).
+pub fn rewrite(args: Vec<OsString>) -> Result<Vec<OsString>, UsageError> {
+    if let Some(i) = command_position(&args) {
+        if let Some((topic, verb)) = args[i].to_str().and_then(split_topic_verb) {
+            check_verb(topic, verb)?;
+        }
+    }
+    let mut args = rewrite_colon_alias(args);
+    if let Some(i) = command_position(&args) {
+        if args[i] == "logs" {
+            old_logs_tail(&mut args[i + 1..]);
+        }
+    }
+    Ok(args)
+}
+
 /// Rewrites dokku-style `topic:verb` (the first non-flag argument) into `topic verb`.
 /// Everything else is passed through untouched for clap to judge.
-pub fn rewrite_colon_alias(args: Vec<OsString>) -> Vec<OsString> {
-    let mut out = Vec::with_capacity(args.len() + 1);
-    let mut iter = args.into_iter();
-    // argv[0], the program name.
-    out.extend(iter.next());
-    let mut done = false;
+pub fn rewrite_colon_alias(mut args: Vec<OsString>) -> Vec<OsString> {
+    let Some(i) = command_position(&args) else {
+        return args;
+    };
+    let split = args[i]
+        .to_str()
+        .and_then(split_topic_verb)
+        .map(|(t, v)| (OsString::from(t), OsString::from(v)));
+    if let Some((topic, verb)) = split {
+        args[i] = topic;
+        args.insert(i + 1, verb);
+    }
+    args
+}
+
+/// Index of the first argument after argv[0] that is neither a global flag nor its value;
+/// `None` when there is none, or `--` or a non-UTF-8 argument comes first.
+fn command_position(args: &[OsString]) -> Option<usize> {
     let mut skip_value = false;
-    for arg in iter {
-        if done {
-            out.push(arg);
-            continue;
-        }
+    for (i, arg) in args.iter().enumerate().skip(1) {
         if skip_value {
             skip_value = false;
-            out.push(arg);
             continue;
         }
-        let Some(s) = arg.to_str() else {
-            done = true;
-            out.push(arg);
-            continue;
-        };
+        let s = arg.to_str()?;
         if s == "--" {
-            done = true;
+            return None;
         } else if s.starts_with('-') {
             skip_value = FLAGS_WITH_VALUE.contains(&s);
         } else {
-            done = true;
-            if let Some((topic, verb)) = s.split_once(':') {
-                if !topic.is_empty() && !verb.is_empty() {
-                    out.push(OsString::from(topic));
-                    out.push(OsString::from(verb));
-                    continue;
-                }
+            return Some(i);
+        }
+    }
+    None
+}
+
+fn split_topic_verb(s: &str) -> Option<(&str, &str)> {
+    s.split_once(':')
+        .filter(|(topic, verb)| !topic.is_empty() && !verb.is_empty())
+}
+
+/// `topic:verb` where `topic` is a command (or its alias) without a subcommand `verb`: says
+/// which ones it has. Unknown topics are left to clap.
+fn check_verb(topic: &str, verb: &str) -> Result<(), UsageError> {
+    let cli = Cli::command();
+    let Some(cmd) = cli.find_subcommand(topic) else {
+        return Ok(());
+    };
+    if cmd.find_subcommand(verb).is_some() {
+        return Ok(());
+    }
+    let verbs: Vec<String> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name())
+        .filter(|v| *v != "help")
+        .map(|v| format!("{topic}:{v}"))
+        .collect();
+    Err(UsageError(if verbs.is_empty() {
+        format!("unknown command '{topic}:{verb}': `paas {topic}` has no subcommands (see `paas {topic} --help`)")
+    } else {
+        format!(
+            "unknown command '{topic}:{verb}'; the {topic} commands are {} (see `paas {topic} --help`)",
+            verbs.join(", ")
+        )
+    }))
+}
+
+/// `logs ... --tail N` / `--tail=N` (a count, the older spelling) becomes `--num N`; any other
+/// `--tail` stays, and clap reads it as `--follow` (Heroku). Stops at `--`.
+fn old_logs_tail(args: &mut [OsString]) {
+    let is_count = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    for i in 0..args.len() {
+        let Some(s) = args[i].to_str() else { continue };
+        if s == "--" {
+            return;
+        }
+        if s == "--tail"
+            && args
+                .get(i + 1)
+                .and_then(|n| n.to_str())
+                .is_some_and(is_count)
+        {
+            args[i] = OsString::from("--num");
+        } else if let Some(n) = s.strip_prefix("--tail=") {
+            if is_count(n) {
+                args[i] = OsString::from(format!("--num={n}"));
             }
         }
-        out.push(arg);
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     fn rw(args: &[&str]) -> Vec<String> {
         rewrite_colon_alias(args.iter().map(OsString::from).collect())
@@ -587,9 +702,202 @@ mod tests {
     }
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(rewrite_colon_alias(
-            args.iter().map(OsString::from).collect(),
-        ))
+        Cli::try_parse_from(
+            rewrite(args.iter().map(OsString::from).collect()).expect("a known topic:verb"),
+        )
+    }
+
+    #[test]
+    fn heroku_and_dokku_names_parse_to_the_same_commands() {
+        match parse(&["paas", "config", "x"]).expect("parses").command {
+            Command::Env(EnvCmd {
+                command: None,
+                list,
+            }) => assert_eq!(list.name.as_deref(), Some("x")),
+            other => panic!("unexpected {other:?}"),
+        }
+        match parse(&["paas", "config:set", "x", "A=1", "B=2"])
+            .expect("parses")
+            .command
+        {
+            Command::Env(EnvCmd {
+                command: Some(EnvSub::Set(a)),
+                ..
+            }) => assert_eq!((a.name.as_str(), a.pairs.len()), ("x", 2)),
+            other => panic!("unexpected {other:?}"),
+        }
+        match parse(&["paas", "config:unset", "x", "A"])
+            .expect("parses")
+            .command
+        {
+            Command::Env(EnvCmd {
+                command: Some(EnvSub::Unset(a)),
+                ..
+            }) => assert_eq!(a.keys, ["A"]),
+            other => panic!("unexpected {other:?}"),
+        }
+        match parse(&["paas", "config:get", "x", "A"])
+            .expect("parses")
+            .command
+        {
+            Command::Env(EnvCmd {
+                command: Some(EnvSub::Get(a)),
+                ..
+            }) => assert_eq!((a.name.as_str(), a.key.as_str()), ("x", "A")),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(
+            parse(&["paas", "config:get", "x"]).is_err(),
+            "the key is required"
+        );
+        match parse(&["paas", "ps:scale", "x", "web=2"])
+            .expect("parses")
+            .command
+        {
+            Command::Ps(PsCmd {
+                command: Some(PsSub::Scale(a)),
+                ..
+            }) => assert_eq!(
+                (a.name.as_str(), a.counts.as_slice()),
+                ("x", &["web=2".to_owned()][..])
+            ),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            parse(&["paas", "ps:restart", "x"]).expect("parses").command,
+            Command::Ps(PsCmd {
+                command: Some(PsSub::Restart(AppArg { .. })),
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(&["paas", "ps:report", "x"]).expect("parses").command,
+            Command::Ps(PsCmd {
+                command: Some(PsSub::Report(AppArg { .. })),
+                ..
+            })
+        ));
+        match parse(&["paas", "ps", "x"]).expect("parses").command {
+            Command::Ps(PsCmd {
+                command: None,
+                name,
+            }) => assert_eq!(name.as_deref(), Some("x")),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(parse(&["paas", "ps"]).is_err());
+        assert!(matches!(
+            parse(&["paas", "apps:info", "x"]).expect("parses").command,
+            Command::Apps(AppsCmd {
+                command: Some(AppsSub::Info(_))
+            })
+        ));
+        assert!(matches!(
+            parse(&["paas", "domains:add", "x", "a.example.com"])
+                .expect("parses")
+                .command,
+            Command::Domains(DomainsCmd {
+                command: Some(DomainsSub::Add(_)),
+                ..
+            })
+        ));
+        for (args, want) in [
+            (&["paas", "releases:rollback", "x", "v3"][..], Some("v3")),
+            (&["paas", "releases:rollback", "x"][..], None),
+        ] {
+            match parse(args).expect("parses").command {
+                Command::Releases(ReleasesCmd {
+                    command: Some(ReleasesSub::Rollback(a)),
+                    ..
+                }) => assert_eq!((a.name.as_str(), a.release.as_deref()), ("x", want)),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    fn logs_of(args: &[&str]) -> LogsArgs {
+        match parse(args).expect("parses").command {
+            Command::Logs(a) => a,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn logs_tail_follows_like_heroku_and_tail_n_still_counts() {
+        for args in [
+            &["paas", "logs", "x", "--tail"][..],
+            &["paas", "logs", "x", "-t"],
+            &["paas", "logs", "--tail", "x"],
+            &["paas", "logs", "x", "-f"],
+        ] {
+            let a = logs_of(args);
+            assert!(
+                a.follow && a.num.is_none() && a.name == "x",
+                "{args:?}: {a:?}"
+            );
+        }
+        for args in [
+            &["paas", "logs", "x", "--tail", "5"][..],
+            &["paas", "logs", "x", "--tail=5"],
+            &["paas", "logs", "x", "--num", "5"],
+            &["paas", "logs", "x", "-n", "5"],
+        ] {
+            let a = logs_of(args);
+            assert!(!a.follow && a.num == Some(5), "{args:?}: {a:?}");
+        }
+        let a = logs_of(&["paas", "logs", "x", "--tail", "--num", "7"]);
+        assert!(a.follow && a.num == Some(7), "{a:?}");
+        let a = logs_of(&["paas", "logs", "x", "-t", "-n", "7"]);
+        assert!(a.follow && a.num == Some(7), "{a:?}");
+        // Only `logs` gets this reading.
+        assert_eq!(
+            rw(&["paas", "run", "x", "--", "tail", "--tail", "5"]),
+            ["paas", "run", "x", "--", "tail", "--tail", "5"]
+        );
+        let kept: Vec<String> = rewrite(
+            ["paas", "run", "x", "cmd", "--tail", "5"]
+                .iter()
+                .map(OsString::from)
+                .collect(),
+        )
+        .expect("rewrite")
+        .into_iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+        assert_eq!(kept, ["paas", "run", "x", "cmd", "--tail", "5"]);
+    }
+
+    fn unknown(args: &[&str]) -> String {
+        rewrite(args.iter().map(OsString::from).collect())
+            .expect_err("refused")
+            .0
+    }
+
+    #[test]
+    fn an_unknown_verb_of_a_known_topic_lists_the_verbs() {
+        let m = unknown(&["paas", "config:foo", "x"]);
+        assert!(
+            m.contains("unknown command 'config:foo'")
+                && m.contains("config:set")
+                && m.contains("config:unset")
+                && m.contains("config:get"),
+            "{m}"
+        );
+        let m = unknown(&["paas", "ps:nosuch", "x"]);
+        assert!(
+            m.contains("ps:scale") && m.contains("ps:restart") && m.contains("ps:report"),
+            "{m}"
+        );
+        let m = unknown(&["paas", "--json", "apps:nope"]);
+        assert!(
+            m.contains("apps:create") && m.contains("apps:info") && m.contains("apps:destroy"),
+            "{m}"
+        );
+        let m = unknown(&["paas", "logs:drains", "x"]);
+        assert!(m.contains("`paas logs` has no subcommands"), "{m}");
+        // Unknown topics are clap's to refuse; known verbs pass.
+        assert!(rewrite(vec!["paas".into(), "nosuch:thing".into()]).is_ok());
+        assert!(rewrite(vec!["paas".into(), "env:set".into()]).is_ok());
+        assert!(rewrite(vec!["paas".into(), "config:unset".into()]).is_ok());
     }
 
     #[test]
@@ -692,7 +1000,7 @@ mod tests {
             Command::Logs(a) => {
                 assert_eq!(a.name, "x");
                 assert!(a.follow);
-                assert_eq!(a.tail, Some(5));
+                assert_eq!(a.num, Some(5));
                 assert_eq!(a.since.as_deref(), Some("2h"));
                 assert_eq!(a.ps.as_deref(), Some("web"));
                 assert_eq!((a.release, a.source), (None, None));

@@ -32,7 +32,10 @@ const EXIT_UNREACHABLE: u8 = 3;
 
 /// `paas`'s `main`.
 pub fn main() -> ExitCode {
-    let argv = cli::rewrite_colon_alias(std::env::args_os().collect());
+    let argv = match cli::rewrite(std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(usage) => return report(&usage.into()),
+    };
     let cli = Cli::parse_from(argv);
     match block_on(commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,

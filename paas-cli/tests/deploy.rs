@@ -282,6 +282,10 @@ fn successful_build() -> Vec<String> {
             phase: DeployPhase::Compile,
             ms: 12_345,
         }),
+        // paasd's closing line (kept in its build log); the CLI says it once, on stdout.
+        event(DeployEvent::Output {
+            line: "-----> Released v3 of web".to_owned(),
+        }),
         // Built as JSON so this test does not care whether the variant boxes its release.
         json!({"type": "done", "release": release(3)}).to_string(),
     ]
@@ -337,6 +341,7 @@ async fn deploy_of_a_directory_streams_a_tarball_and_prints_the_release() {
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(stdout, "Released v3 of web\nhttp://web.paas.test\n");
+    assert!(!stderr.contains("Released"), "said twice: {stderr}");
     assert!(
         stderr.starts_with("-----> Uploading source from ") && stderr.contains("(3 files)\n"),
         "{stderr}"
@@ -413,6 +418,70 @@ async fn a_failed_build_exits_1_with_the_message() {
         stderr
             .ends_with("-----> No buildpack detected\nerror: no buildpack could build this app\n"),
         "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_start_ends_with_where_to_look() {
+    let fake = Fake::start(
+        Deploy::Events(vec![
+            event(DeployEvent::Started { id: 9 }),
+            event(DeployEvent::Output {
+                line: " !     web.1 exited with code 3".to_owned(),
+            }),
+            event(DeployEvent::Error {
+                code: "rollout_failed".to_owned(),
+                message: "v3 did not get ready: web.1 exited with code 3; the previous release keeps serving".to_owned(),
+            }),
+        ]),
+        vec![],
+    )
+    .await;
+    let out = deploy_tree(&fake.socket).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.ends_with(
+            "error: v3 did not get ready: web.1 exited with code 3; the previous release keeps serving\n\
+             see its output with: paas logs web --ps web.1\n"
+        ),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_restart_ends_with_where_to_look_and_a_missing_app_is_not_restarted() {
+    let fake = Fake::start(
+        Deploy::Events(vec![]),
+        vec![
+            ("GET /api/v1/apps/web", StatusCode::OK, app_json("web", &[])),
+            (
+                "POST /api/v1/apps/web/restart",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"error": {"code": "rollout_failed", "message": "v3 did not get ready: worker.2 was killed by signal 9; the previous release keeps serving"}}),
+            ),
+        ],
+    )
+    .await;
+    let out = paas(&fake.socket, &["ps:restart", "web"]).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("Restarting web...\n"), "{stderr}");
+    assert!(
+        stderr.ends_with("\nsee its output with: paas logs web --ps worker.2\n"),
+        "{stderr}"
+    );
+    // The fake knows no app `gone`: nothing is restarted, nothing says so.
+    let out = paas(&fake.socket, &["restart", "gone"]).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("Restarting"), "{stderr}");
+    assert!(
+        !fake
+            .requests()
+            .iter()
+            .any(|(m, p, _)| m == Method::POST && p == "/api/v1/apps/gone/restart"),
+        "no restart was sent"
     );
 }
 

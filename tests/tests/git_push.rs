@@ -124,6 +124,13 @@ fn git_push_deploys_and_a_second_push_rolls_out_without_a_failed_request() {
             r.stderr
         );
     }
+    // Once: paasd's own closing build line is not repeated by the hook.
+    assert_eq!(
+        r.stderr.matches("Released v").count(),
+        1,
+        "push output:\n{}",
+        r.stderr
+    );
     let host = format!("gp.{BASE}");
     let (status, _, body) = d.http(&host, "/");
     assert_eq!(

@@ -58,7 +58,9 @@ pub async fn deploy_source(ctx: &Ctx, name: &str, source: Source, who: Option<&s
         return Err(client::api_error(status, &bytes).into());
     }
     output::status(&format!("{INDENT}{} uploaded", output::bytes(uploaded)));
-    let release = follow(ctx, name, &mut body).await?;
+    let release = follow(ctx, name, &mut body)
+        .await
+        .map_err(|e| super::with_logs_hint(name, e))?;
     if ctx.json {
         return Ok(());
     }
@@ -110,6 +112,14 @@ async fn upload_failed(
     }
 }
 
+/// paasd's closing build line, `-----> Released v3 of APP`.
+fn is_release_line(line: &str, app: &str) -> bool {
+    line.strip_prefix("-----> Released v")
+        .and_then(|rest| rest.strip_suffix(app))
+        .and_then(|rest| rest.strip_suffix(" of "))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// What the stream ended with.
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
@@ -130,7 +140,7 @@ where
     // A broken stream ends it like a closed one: the deploy's fate is then unknown.
     'stream: while let Ok(Some(batch)) = lines.next_batch().await {
         for line in batch {
-            outcome = handle(ctx, &line)?;
+            outcome = handle(ctx, app, &line)?;
             if outcome.is_some() {
                 break 'stream;
             }
@@ -147,7 +157,7 @@ where
 }
 
 /// Shows one event; returns the outcome once the stream says how the deploy ended.
-fn handle(ctx: &Ctx, line: &[u8]) -> Result<Option<Outcome>> {
+fn handle(ctx: &Ctx, app: &str, line: &[u8]) -> Result<Option<Outcome>> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
@@ -174,7 +184,9 @@ fn handle(ctx: &Ctx, line: &[u8]) -> Result<Option<Outcome>> {
             None
         }
         DeployEvent::Output { line } => {
-            if human {
+            // paasd's own `-----> Released vN of APP` (kept in the build log) would say it a
+            // second time: this client prints the release on stdout once the stream ends.
+            if human && !is_release_line(&line, app) {
                 output::status(&line);
             }
             None
@@ -182,4 +194,24 @@ fn handle(ctx: &Ctx, line: &[u8]) -> Result<Option<Outcome>> {
         DeployEvent::Done { release } => Some(Outcome::Released(release)),
         DeployEvent::Error { message, .. } => Some(Outcome::Failed(message)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_paasd_release_line_is_recognised() {
+        assert!(is_release_line("-----> Released v3 of web", "web"));
+        assert!(is_release_line("-----> Released v12 of my-app", "my-app"));
+        for other in [
+            "-----> Released v3 of other",
+            "-----> Released v of web",
+            "-----> Released vx of web",
+            "       Released v3 of web",
+            "-----> Released v3 of web!",
+        ] {
+            assert!(!is_release_line(other, "web"), "{other}");
+        }
+    }
 }

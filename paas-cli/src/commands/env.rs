@@ -4,9 +4,9 @@
 use anyhow::Result;
 use paas_api::{EnvChanged, EnvPatch, EnvVars, Method};
 
-use super::{app_path, required, typed, Ctx};
+use super::{app_path, required, typed, with_logs_hint, Ctx};
 use crate::args::parse_key_values;
-use crate::cli::{EnvListArgs, EnvSetArgs, EnvUnsetArgs};
+use crate::cli::{EnvGetArgs, EnvListArgs, EnvSetArgs, EnvUnsetArgs};
 use crate::output;
 
 /// `GET /apps/{app}/env[?reveal=true]`.
@@ -22,6 +22,10 @@ pub async fn list(ctx: &Ctx, args: EnvListArgs) -> Result<()> {
         return output::json(&value);
     }
     let env: EnvVars = typed(value)?;
+    if env.vars.is_empty() {
+        output::status(&format!("{name} has no config vars"));
+        return Ok(());
+    }
     let mut text = String::new();
     for (key, value) in &env.vars {
         text.push_str(&format!("{key}={value}\n"));
@@ -35,6 +39,25 @@ pub async fn list(ctx: &Ctx, args: EnvListArgs) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// `GET /apps/{app}/env?reveal=true`, printing one value as it is (plus a newline) for
+/// scripts: `$(paas config:get APP K)`. A var that is not set is an error, not an empty line.
+pub async fn get(ctx: &Ctx, args: EnvGetArgs) -> Result<()> {
+    let value = ctx.get(&app_path(&args.name, "/env?reveal=true")?).await?;
+    let env: EnvVars = typed(value)?;
+    let Some(v) = env.vars.get(&args.key) else {
+        anyhow::bail!(
+            "{} is not set on {} (see `paas env {}`)",
+            args.key,
+            args.name,
+            args.name
+        );
+    };
+    if ctx.json {
+        return output::json(&serde_json::json!({ &args.key: v }));
+    }
+    output::out(&format!("{v}\n"))
 }
 
 /// `PATCH /apps/{app}/env` with each `K=V` as `"K": "V"`.
@@ -61,7 +84,8 @@ async fn patch_env(
 ) -> Result<()> {
     let value = ctx
         .request(Method::PATCH, &app_path(name, "/env")?, Some(patch))
-        .await?;
+        .await
+        .map_err(|e| with_logs_hint(name, e))?;
     let changed: EnvChanged = typed(value.clone())?;
     let outcome = match &changed.release {
         Some(r) => format!("done, v{}", r.version),

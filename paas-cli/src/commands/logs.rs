@@ -1,4 +1,4 @@
-//! `paas logs APP [--tail N] [--since 2h] [--release v12] [--follow] [--ps web] [--source S]`:
+//! `paas logs APP [--num N] [--since 2h] [--release v12] [--follow] [--ps web] [--source S]`:
 //! reads `GET /apps/{app}/logs` as NDJSON and prints each line Heroku-style (or the events
 //! as they are with `--json`) as it arrives; skipped lines are noted on stderr. Must not
 //! judge the filters: paasd does, and its message reaches the user unchanged.
@@ -34,7 +34,7 @@ fn query(args: &LogsArgs) -> String {
             pairs.push(format!("{key}={}", segment(v)));
         }
     };
-    add("tail", args.tail.map(|n| n.to_string()).as_deref());
+    add("tail", args.num.map(|n| n.to_string()).as_deref());
     add("since", args.since.as_deref());
     add("release", args.release.as_deref());
     add("ps", args.ps.as_deref());
@@ -150,7 +150,7 @@ mod tests {
     fn filters_become_an_encoded_query() {
         let mut a = LogsArgs {
             name: "x".into(),
-            tail: None,
+            num: None,
             since: None,
             release: None,
             follow: false,
@@ -158,7 +158,7 @@ mod tests {
             source: None,
         };
         assert_eq!(query(&a), "");
-        a.tail = Some(5);
+        a.num = Some(5);
         a.since = Some("2026-11-23T11:00:00+01:00".into());
         a.ps = Some("web".into());
         a.follow = true;

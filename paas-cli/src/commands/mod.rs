@@ -25,8 +25,8 @@ use serde_json::Value;
 
 use crate::args::UsageError;
 use crate::cli::{
-    AppsSub, BuildpacksSub, ChecksSub, Cli, Command, DomainsSub, EnvSub, KeysSub, ReleasesSub,
-    StacksSub,
+    AppsSub, BuildpacksSub, ChecksSub, Cli, Command, DomainsSub, EnvSub, KeysSub, PsSub,
+    ReleasesSub, RollbackArgs, StacksSub,
 };
 
 /// What every command needs: the daemon handle and the output mode.
@@ -56,6 +56,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             Some(EnvSub::List(a)) => env::list(&ctx, a).await,
             Some(EnvSub::Set(a)) => env::set(&ctx, a).await,
             Some(EnvSub::Unset(a)) => env::unset(&ctx, a).await,
+            Some(EnvSub::Get(a)) => env::get(&ctx, a).await,
         },
         Command::Domains(d) => match d.command {
             None => domains::list(&ctx, &required(d.name)?).await,
@@ -65,7 +66,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         },
         Command::Scale(a) => scale::scale(&ctx, a).await,
         Command::Run(a) => run::run(&ctx, a).await,
-        Command::Ps(a) => ps::ps(&ctx, &a.name).await,
+        Command::Ps(p) => match p.command {
+            None => ps::ps(&ctx, &required(p.name)?).await,
+            Some(PsSub::Report(a)) => ps::ps(&ctx, &a.name).await,
+            Some(PsSub::Restart(a)) => ps::restart(&ctx, &a.name).await,
+            Some(PsSub::Scale(a)) => scale::scale(&ctx, a).await,
+        },
         Command::Restart(a) => ps::restart(&ctx, &a.name).await,
         Command::Rollback(a) => ps::rollback(&ctx, a).await,
         Command::Checks(c) => match c.command {
@@ -79,6 +85,13 @@ pub async fn run(cli: Cli) -> Result<()> {
             None => releases::list(&ctx, &required(r.name)?).await,
             Some(ReleasesSub::List(a)) => releases::list(&ctx, &a.name).await,
             Some(ReleasesSub::Info(a)) => releases::info(&ctx, a).await,
+            Some(ReleasesSub::Rollback(a)) => {
+                let args = RollbackArgs {
+                    name: a.name,
+                    to: a.release,
+                };
+                ps::rollback(&ctx, args).await
+            }
         },
         Command::Deploy(a) => deploy::deploy(&ctx, a).await,
         Command::Buildpacks(b) => match b.command {
@@ -145,9 +158,83 @@ impl Ctx {
     }
 }
 
+/// Adds where to look to an error that names an instance which exited, was killed or failed
+/// its check (a rollout that never got ready): `paas logs APP --ps web.1` ends the message.
+pub fn with_logs_hint(app: &str, e: anyhow::Error) -> anyhow::Error {
+    let message = match e.downcast_ref::<paas_api::ClientError>() {
+        Some(c) if c.is_unreachable() => return e,
+        Some(c) => c.to_string(),
+        None => format!("{e:#}"),
+    };
+    match failed_instance(&message) {
+        Some(instance) => {
+            anyhow::anyhow!("{message}\nsee its output with: paas logs {app} --ps {instance}")
+        }
+        None => e,
+    }
+}
+
+/// The instance (`web.1`) a failure message is about, if it names one the way paasd does.
+fn failed_instance(message: &str) -> Option<&str> {
+    const ENDINGS: [&str; 3] = [
+        " exited with code ",
+        " was killed",
+        " failed its health check",
+    ];
+    ENDINGS.iter().find_map(|ending| {
+        let before = &message[..message.find(ending)?];
+        let word = before.rsplit([' ', ':', '(']).next()?;
+        let (kind, n) = word.split_once('.')?;
+        let ok = !kind.is_empty()
+            && kind
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            && !n.is_empty()
+            && n.bytes().all(|b| b.is_ascii_digit());
+        ok.then_some(word)
+    })
+}
+
 /// Reads the daemon's JSON as a wire type for human output.
 pub fn typed<T: DeserializeOwned>(value: Value) -> Result<T> {
     serde_json::from_value(value).context(
         "paasd sent a response this client does not understand (is paas older than paasd?)",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_instance_gets_a_logs_hint() {
+        let e = anyhow::anyhow!(
+            "v3 did not get ready: web.1 exited with code 1; the previous release keeps serving"
+        );
+        let hinted = format!("{:#}", with_logs_hint("shop", e));
+        assert!(
+            hinted.ends_with("\nsee its output with: paas logs shop --ps web.1"),
+            "{hinted}"
+        );
+        assert_eq!(
+            failed_instance("v2 did not get ready: my_worker.12 was killed by signal 9"),
+            Some("my_worker.12")
+        );
+        assert_eq!(
+            failed_instance(
+                "v2 did not get ready: web.2 failed its health check (timeout); replaced"
+            ),
+            Some("web.2")
+        );
+        for other in [
+            "app 'x' does not exist",
+            "the process exited with code 1",
+            "web. exited with code 1",
+            ".1 exited with code 1",
+        ] {
+            assert_eq!(failed_instance(other), None, "{other}");
+            let kept = format!("{:#}", with_logs_hint("x", anyhow::anyhow!("{other}")));
+            assert_eq!(kept, other);
+        }
+    }
 }

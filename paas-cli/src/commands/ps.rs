@@ -5,7 +5,7 @@
 use anyhow::Result;
 use paas_api::{InstanceList, Method, Release, RollbackRequest};
 
-use super::{app_path, typed, Ctx};
+use super::{app_path, typed, with_logs_hint, Ctx};
 use crate::args::parse_version;
 use crate::cli::RollbackArgs;
 use crate::output;
@@ -55,10 +55,13 @@ pub async fn ps(ctx: &Ctx, name: &str) -> Result<()> {
 
 /// `POST /apps/{app}/restart`.
 pub async fn restart(ctx: &Ctx, name: &str) -> Result<()> {
+    // An app that does not exist is said so before "Restarting..." suggests otherwise.
+    ctx.get(&app_path(name, "")?).await?;
     output::status(&format!("Restarting {name}..."));
     let value = ctx
         .request::<()>(Method::POST, &app_path(name, "/restart")?, None)
-        .await?;
+        .await
+        .map_err(|e| with_logs_hint(name, e))?;
     if ctx.json {
         return output::json(&value);
     }
@@ -73,6 +76,7 @@ pub async fn rollback(ctx: &Ctx, args: RollbackArgs) -> Result<()> {
         Some(v) => Some(format!("v{}", parse_version(v)?)),
         None => None,
     };
+    ctx.get(&app_path(&args.name, "")?).await?;
     output::status(&format!("Rolling back {}...", args.name));
     let value = ctx
         .request(
@@ -80,7 +84,8 @@ pub async fn rollback(ctx: &Ctx, args: RollbackArgs) -> Result<()> {
             &app_path(&args.name, "/rollback")?,
             Some(&RollbackRequest { release }),
         )
-        .await?;
+        .await
+        .map_err(|e| with_logs_hint(&args.name, e))?;
     if ctx.json {
         return output::json(&value);
     }

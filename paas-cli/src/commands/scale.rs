@@ -8,7 +8,7 @@ use anyhow::Result;
 use paas_api::{App, Formation, Method, ScaleRequest};
 use serde_json::{json, Value};
 
-use super::{app_path, typed, Ctx};
+use super::{app_path, typed, with_logs_hint, Ctx};
 use crate::args::{parse_type_counts, UsageError};
 use crate::cli::ScaleArgs;
 use crate::output;
@@ -25,7 +25,8 @@ pub async fn scale(ctx: &Ctx, args: ScaleArgs) -> Result<()> {
             &app_path(&args.name, "/scale")?,
             Some(&request),
         )
-        .await?;
+        .await
+        .map_err(|e| with_logs_hint(&args.name, e))?;
     let formation: Formation = typed(value.clone())?;
     let now = output::formation(&formation.formation);
     output::status(&format!(

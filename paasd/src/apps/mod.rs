@@ -17,7 +17,12 @@ use paas_api as api;
 use paas_api::ReleaseStatus;
 
 use crate::secrets::{SecretBox, SecretError};
-use crate::store::{self, apps::AppRow, releases::Runs, Store, StoreError, Tx};
+use crate::store::{
+    self,
+    apps::AppRow,
+    releases::{ReleaseRow, Runs},
+    Store, StoreError, Tx,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -287,12 +292,21 @@ impl Apps {
                 if let Some(owner) = store::domains::owner(tx, &domain)? {
                     return Err(AppError::DomainTaken { domain, app: owner });
                 }
-                // `<other>.<base-domain>` is another app's default URL: taking it would hijack it.
+                // `<app>.<base-domain>` routes to the app already; `<other>.<base-domain>` is
+                // another app's default URL: taking it would hijack it.
+                let base = this.settings.base_domain.to_ascii_lowercase();
                 if let Some(label) = domain
-                    .strip_suffix(&this.settings.base_domain)
+                    .strip_suffix(base.as_str())
                     .and_then(|rest| rest.strip_suffix('.'))
                 {
-                    if label != app.name && store::apps::find(tx, label)?.is_some() {
+                    if label == app.name {
+                        return Err(AppError::InvalidDomain(format!(
+                            "'{domain}' is the default domain of '{}': it routes there already, \
+                             no need to add it (custom domains are names outside {base})",
+                            app.name
+                        )));
+                    }
+                    if store::apps::find(tx, label)?.is_some() {
                         let owner = label.to_string();
                         return Err(AppError::DomainTaken { domain, app: owner });
                     }
@@ -341,12 +355,17 @@ impl Apps {
         self.store
             .tx(move |tx| {
                 let app = find(tx, &name)?;
+                let built = built_release(tx, app.id)?;
+                if let Some(release) = &built {
+                    let stored = store::formation::get(tx, app.id)?;
+                    check_types(&app.name, release, &stored, &wanted)?;
+                }
                 for (ptype, n) in &wanted {
                     store::formation::set(tx, app.id, ptype, *n)?;
                 }
                 tracing::info!(app = %app.name, ?wanted, "scaled");
                 Ok(api::Formation {
-                    formation: store::formation::get(tx, app.id)?,
+                    formation: formation_of(tx, app.id, built.as_ref())?,
                 })
             })
             .await
@@ -364,6 +383,7 @@ impl Apps {
         let mut urls = vec![format!("http://{}", self.default_domain(&app.name))];
         urls.extend(domains.iter().map(|d| format!("http://{d}")));
         let current = store::releases::current(tx, app.id)?;
+        let built = current.as_ref().filter(|r| r.runs.slug_id.is_some());
         Ok(api::App {
             name: app.name.clone(),
             stack: app.stack.clone(),
@@ -374,8 +394,8 @@ impl Apps {
             } else {
                 api::AppStatus::Created
             },
-            release: current.map(|r| r.version),
-            formation: store::formation::get(tx, app.id)?,
+            release: current.as_ref().map(|r| r.version),
+            formation: formation_of(tx, app.id, built)?,
             domains,
             urls,
         })
@@ -477,6 +497,72 @@ fn describe_change(before: &BTreeMap<String, String>, after: &BTreeMap<String, S
     }
 }
 
+/// The current release when it has something built to run (process types).
+fn built_release(tx: &Tx<'_>, app_id: i64) -> Result<Option<ReleaseRow>, AppError> {
+    Ok(store::releases::current(tx, app_id)?.filter(|r| r.runs.slug_id.is_some()))
+}
+
+/// Process types of a release that instances can be scaled for (`release` is the release
+/// phase, run once per release, never scaled).
+fn scalable_types(release: &ReleaseRow) -> impl Iterator<Item = &String> {
+    release
+        .runs
+        .process_types
+        .keys()
+        .filter(|t| t.as_str() != "release")
+}
+
+/// The desired formation: for a built app, every process type of its current release with
+/// its scaled count (or the default: one `web`); before the first build, what was scaled so far.
+fn formation_of(
+    tx: &Tx<'_>,
+    app_id: i64,
+    built: Option<&ReleaseRow>,
+) -> Result<BTreeMap<String, u32>, AppError> {
+    let stored = store::formation::get(tx, app_id)?;
+    Ok(match built {
+        Some(release) => scalable_types(release)
+            .map(|t| {
+                let n = stored
+                    .get(t)
+                    .copied()
+                    .unwrap_or_else(|| default_quantity(t));
+                (t.clone(), n)
+            })
+            .collect(),
+        None => stored,
+    })
+}
+
+/// Every type scaled must be one the current release runs. Scaling one it does not run to 0
+/// is let through when a count for it is stored (set before the first build), so it can be
+/// cleared.
+fn check_types(
+    app: &str,
+    release: &ReleaseRow,
+    stored: &BTreeMap<String, u32>,
+    wanted: &BTreeMap<String, u32>,
+) -> Result<(), AppError> {
+    let known: Vec<&String> = scalable_types(release).collect();
+    for (ptype, n) in wanted {
+        if known.contains(&ptype) || (*n == 0 && stored.contains_key(ptype)) {
+            continue;
+        }
+        let names: Vec<&str> = known.iter().map(|t| t.as_str()).collect();
+        return Err(AppError::InvalidFormation(format!(
+            "unknown process type '{ptype}': v{} of {app} runs {} (its Procfile or buildpack \
+             defines them)",
+            release.version,
+            if names.is_empty() {
+                "no process types".to_string()
+            } else {
+                names.join(", ")
+            }
+        )));
+    }
+    Ok(())
+}
+
 /// Validates a scale request: known shape, process type names, counts in `0..=max`.
 fn parse_scale(req: &api::ScaleRequest, max: u32) -> Result<BTreeMap<String, u32>, AppError> {
     if req.is_empty() {
@@ -569,6 +655,44 @@ mod tests {
             json!({"web": 1e300}),
         ] {
             assert!(parse_scale(&r(bad.clone()), 100).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn scaling_is_limited_to_the_release_s_process_types() {
+        let release = ReleaseRow {
+            version: 3,
+            description: String::new(),
+            status: ReleaseStatus::Succeeded,
+            config: vec![],
+            config_keys: vec![],
+            created_at: 0,
+            runs: Runs {
+                slug_id: Some(1),
+                process_types: BTreeMap::from([
+                    ("web".into(), "npm start".into()),
+                    ("worker".into(), "node w.js".into()),
+                    ("release".into(), "migrate".into()),
+                ]),
+                deployment_id: None,
+            },
+            rollout: vec![],
+        };
+        let want = |pairs: &[(&str, u32)]| -> BTreeMap<String, u32> {
+            pairs.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+        };
+        let stored = want(&[("old", 2)]);
+        assert!(check_types("x", &release, &stored, &want(&[("web", 2), ("worker", 0)])).is_ok());
+        // A count stored before the first build can be cleared, not raised.
+        assert!(check_types("x", &release, &stored, &want(&[("old", 0)])).is_ok());
+        for bad in [("old", 1), ("nosuch", 0), ("release", 1)] {
+            let e = check_types("x", &release, &stored, &want(&[bad])).expect_err("refused");
+            let m = e.to_string();
+            assert!(
+                m.contains(&format!("unknown process type '{}'", bad.0))
+                    && m.contains("v3 of x runs web, worker"),
+                "{m}"
+            );
         }
     }
 

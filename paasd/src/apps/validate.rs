@@ -67,6 +67,9 @@ pub fn domain(input: &str) -> Result<String, String> {
             printable(input)
         ))
     };
+    if input.chars().any(char::is_whitespace) {
+        return err("it contains a space");
+    }
     let d = input
         .strip_suffix('.')
         .unwrap_or(input)
@@ -213,6 +216,14 @@ mod tests {
             &format!("{}.com", "a".repeat(64)),
         ] {
             assert!(domain(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_space_is_named_as_such() {
+        for bad in ["my domain", "exa mple.com", "a.com ", "a\tb.com"] {
+            let m = domain(bad).expect_err(bad);
+            assert!(m.contains("contains a space"), "{bad}: {m}");
         }
     }
 
