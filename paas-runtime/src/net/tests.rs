@@ -36,19 +36,74 @@ fn root_or_skip(test: &str) -> bool {
     false
 }
 
-/// Our network on `bridge` with the test subnet 10.213.<third>.0/24.
-async fn test_net(bridge: &str, third: u8) -> Network {
+/// The second octet of every test subnet here. paasd's default is 10.88.0.0/16 and the
+/// integration harness's daemons use 10.213.x.0/24, so these tests never share a subnet (and
+/// thus a route) with a paasd running on the same machine.
+const SECOND: u8 = 214;
+
+/// This test process's block of eight /24s in 10.214.0.0/16: one that no route on the host
+/// uses yet, held with an exclusive lock file for the process's lifetime, so two test runs at
+/// once (or a run beside anything else routing there) never pick the same subnets.
+fn block() -> u8 {
+    static BLOCK: std::sync::OnceLock<(u8, nix::fcntl::Flock<std::fs::File>)> =
+        std::sync::OnceLock::new();
+    BLOCK
+        .get_or_init(|| {
+            let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+            // Destinations are little-endian hex: 10.214.X.0 is 00XXD60A.
+            let routed = |third: u8| {
+                routes
+                    .lines()
+                    .skip(1)
+                    .filter_map(|l| l.split_whitespace().nth(1))
+                    .filter_map(|d| u32::from_str_radix(d, 16).ok())
+                    .any(|d| d.to_le_bytes()[..3] == [10, SECOND, third])
+            };
+            for base in (8..=240u8).step_by(8) {
+                if (base..base + 8).any(routed) {
+                    continue;
+                }
+                let path =
+                    std::env::temp_dir().join(format!("paas-net-test-10.{SECOND}.{base}.lock"));
+                let Ok(f) = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                else {
+                    continue;
+                };
+                // Held until the process exits; the kernel drops it even after a kill.
+                if let Ok(held) =
+                    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+                {
+                    return (base, held);
+                }
+            }
+            panic!("no free block of test subnets in 10.{SECOND}.0.0/16");
+        })
+        .0
+}
+
+/// Address `.host` in this process's test subnet number `k` (0..8).
+fn tip(k: u8, host: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, SECOND, block() + k, host)
+}
+
+/// Test subnet number `k` as `a.b.c.0/24`.
+fn cidr(k: u8) -> String {
+    format!("{}/24", tip(k, 0))
+}
+
+/// Our network on `bridge` with this process's test subnet number `k`.
+async fn test_net(bridge: &str, k: u8) -> Network {
     Network::setup(NetConfig {
         bridge: bridge.to_string(),
-        subnet: Ipv4Addr::new(10, 213, third, 0),
+        subnet: tip(k, 0),
         prefix: 24,
     })
     .await
     .expect("setup")
-}
-
-fn ip(s: &str) -> Ipv4Addr {
-    s.parse().expect("test address")
 }
 
 /// `<kind><pid><tag>`: unique per test and process, ≤ 15 characters with a 2-digit suffix.
@@ -60,10 +115,22 @@ fn exists(link: &str) -> bool {
     Path::new("/sys/class/net").join(link).exists()
 }
 
-fn host_links() -> BTreeSet<String> {
+fn all_host_links() -> BTreeSet<String> {
     std::fs::read_dir("/sys/class/net")
         .expect("read /sys/class/net")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The host's links this test process could have made: every name it hands out carries its
+/// pid ([`name`]). Links of anything else running on the host (a paasd with instances coming
+/// and going) must not make a test here pass or fail.
+fn host_links() -> BTreeSet<String> {
+    let pid = std::process::id();
+    let (bridges, veths) = (format!("pt{pid}"), format!("vt{pid}"));
+    all_host_links()
+        .into_iter()
+        .filter(|n| n.starts_with(&bridges) || n.starts_with(&veths))
         .collect()
 }
 
@@ -122,7 +189,7 @@ fn delete_table(bridge: &str) {
 
 /// Removes links and tables named like ours by test processes that no longer exist.
 fn remove_stale() {
-    let stale: Vec<String> = host_links()
+    let stale: Vec<String> = all_host_links()
         .into_iter()
         .filter(|n| of_dead_test(n))
         .collect();
@@ -151,8 +218,26 @@ fn of_dead_test(n: &str) -> bool {
     } else {
         !suffix.is_empty() && suffix.chars().all(|c| c.is_ascii_digit())
     };
-    pid.len() >= 2 && tag_ok && suffix_ok && !Path::new("/proc").join(&pid).exists()
+    if pid.len() < 2 || !tag_ok || !suffix_ok {
+        return false;
+    }
+    // A "pid" above pid_max is a leftover a test made on purpose; it encodes the test
+    // process that made it, which alone may treat it as dead while it runs.
+    match pid
+        .parse::<u32>()
+        .ok()
+        .and_then(|p| p.checked_sub(FAKE_DEAD))
+    {
+        Some(owner) => {
+            owner == std::process::id() || !Path::new("/proc").join(owner.to_string()).exists()
+        }
+        None => !Path::new("/proc").join(&pid).exists(),
+    }
 }
+
+/// Above the kernel's largest pid_max (4,194,304): `FAKE_DEAD + our pid` is never a live
+/// process, so it names a "leftover of a killed run" unique to this test process.
+const FAKE_DEAD: u32 = 5_000_000;
 
 /// The tags the tests below use in [`name`].
 const TAGS: &str = "sabl";
@@ -406,7 +491,7 @@ async fn setup_is_idempotent_converges_and_teardown_removes_everything() {
     let _guard = HostGuard::new(&bridge);
     let cfg = |third: u8| NetConfig {
         bridge: bridge.clone(),
-        subnet: Ipv4Addr::new(10, 213, third, 0),
+        subnet: tip(third, 0),
         prefix: 24,
     };
 
@@ -418,7 +503,7 @@ async fn setup_is_idempotent_converges_and_teardown_removes_everything() {
     eprintln!("setup again (all present): {:?}", t.elapsed());
     drop(again);
 
-    assert_eq!(net.gateway(), ip("10.213.1.1"));
+    assert_eq!(net.gateway(), tip(1, 1));
     assert!(
         net.nat(),
         "NAT is off: is nft installed (apt-get install nftables)?"
@@ -440,7 +525,7 @@ async fn setup_is_idempotent_converges_and_teardown_removes_everything() {
         "1"
     );
     // The gateway address is ours: we can bind it.
-    TcpListener::bind((ip("10.213.1.1"), 0)).expect("gateway address is local");
+    TcpListener::bind((tip(1, 1), 0)).expect("gateway address is local");
     let table = nft::table_name(&bridge);
     assert!(nft_tables().contains(&format!("table inet {table}")));
     let rules = Command::new("nft")
@@ -450,7 +535,8 @@ async fn setup_is_idempotent_converges_and_teardown_removes_everything() {
     let rules = String::from_utf8_lossy(&rules.stdout);
     assert!(
         rules.contains(&format!(
-            "ip saddr 10.213.1.0/24 oifname != \"{bridge}\" masquerade"
+            "ip saddr {} oifname != \"{bridge}\" masquerade",
+            cidr(1)
         )),
         "{rules}"
     );
@@ -464,9 +550,9 @@ async fn setup_is_idempotent_converges_and_teardown_removes_everything() {
     let net = Network::setup(cfg(2))
         .await
         .expect("setup with a new subnet");
-    TcpListener::bind((ip("10.213.2.1"), 0)).expect("new gateway address");
+    TcpListener::bind((tip(2, 1), 0)).expect("new gateway address");
     assert!(
-        TcpListener::bind((ip("10.213.1.1"), 0)).is_err(),
+        TcpListener::bind((tip(1, 1), 0)).is_err(),
         "the old gateway address is gone"
     );
     let rules = Command::new("nft")
@@ -475,7 +561,7 @@ async fn setup_is_idempotent_converges_and_teardown_removes_everything() {
         .expect("nft list table");
     let rules = String::from_utf8_lossy(&rules.stdout);
     assert!(
-        rules.contains("10.213.2.0/24") && !rules.contains("10.213.1.0/24"),
+        rules.contains(&cidr(2)) && !rules.contains(&cidr(1)),
         "{rules}"
     );
 
@@ -499,7 +585,7 @@ async fn attach_connects_two_namespaces_and_detach_removes_their_veths() {
     guard.veths = vec![va.clone(), vb.clone()];
     let net = test_net(&bridge, 3).await;
     let (a, b) = (NsProc::spawn(), NsProc::spawn());
-    let (ip_a, ip_b) = (ip("10.213.3.2"), ip("10.213.3.3"));
+    let (ip_a, ip_b) = (tip(3, 2), tip(3, 3));
 
     let t = Instant::now();
     net.attach(a.pid(), ip_a, &va).await.expect("attach a");
@@ -566,13 +652,13 @@ async fn bad_requests_are_refused_and_leave_nothing_behind() {
     guard.veths = (1..=6).map(v).collect();
 
     for (bad, what) in [
-        (("x/y", "10.213.4.0", 24), "bridge name"),
-        (("ptx", "10.213.4.1", 24), "host bits"),
-        (("ptx", "10.213.4.0", 31), "prefix"),
+        (("x/y", tip(4, 0), 24), "bridge name"),
+        (("ptx", tip(4, 1), 24), "host bits"),
+        (("ptx", tip(4, 0), 31), "prefix"),
     ] {
         let r = Network::setup(NetConfig {
             bridge: bad.0.to_string(),
-            subnet: ip(bad.1),
+            subnet: bad.1,
             prefix: bad.2,
         })
         .await;
@@ -585,34 +671,35 @@ async fn bad_requests_are_refused_and_leave_nothing_behind() {
 
     // Our own pid is in the host namespace: wiring it would rewire the host.
     let e = net
-        .attach(std::process::id() as i32, ip("10.213.4.2"), &v(1))
+        .attach(std::process::id() as i32, tip(4, 2), &v(1))
         .await
         .expect_err("host namespace");
     assert!(matches!(e, NetError::Namespace { .. }), "{e}");
     assert!(e.to_string().contains("host's network namespace"), "{e}");
 
     let e = net
-        .attach(i32::MAX, ip("10.213.4.2"), &v(2))
+        .attach(i32::MAX, tip(4, 2), &v(2))
         .await
         .expect_err("no such pid");
     assert!(matches!(e, NetError::Namespace { .. }), "{e}");
 
-    for addr in ["10.213.4.0", "10.213.4.1", "10.213.4.255", "10.213.5.2"] {
-        let e = net.attach(ns.pid(), ip(addr), &v(3)).await.expect_err(addr);
+    for addr in [tip(4, 0), tip(4, 1), tip(4, 255), tip(5, 2)] {
+        let addr_s = addr.to_string();
+        let e = net.attach(ns.pid(), addr, &v(3)).await.expect_err(&addr_s);
         assert!(matches!(e, NetError::Address { .. }), "{addr}: {e}");
     }
     let e = net
-        .attach(ns.pid(), ip("10.213.4.2"), "vt-much-too-long")
+        .attach(ns.pid(), tip(4, 2), "vt-much-too-long")
         .await
         .expect_err("long name");
     assert!(matches!(e, NetError::Name { .. }), "{e}");
 
     // A second eth0 in one namespace: the kernel refuses the pair as a whole.
-    net.attach(ns.pid(), ip("10.213.4.2"), &v(4))
+    net.attach(ns.pid(), tip(4, 2), &v(4))
         .await
         .expect("first attach");
     let e = net
-        .attach(ns.pid(), ip("10.213.4.3"), &v(5))
+        .attach(ns.pid(), tip(4, 3), &v(5))
         .await
         .expect_err("second eth0");
     assert_eq!(e.errno(), Some(libc::EEXIST), "{e}");
@@ -621,7 +708,7 @@ async fn bad_requests_are_refused_and_leave_nothing_behind() {
     // A host link name that is taken: nothing is created in the namespace either.
     let ns2 = NsProc::spawn();
     let e = net
-        .attach(ns2.pid(), ip("10.213.4.3"), &bridge)
+        .attach(ns2.pid(), tip(4, 3), &bridge)
         .await
         .expect_err("taken host name");
     assert_eq!(e.errno(), Some(libc::EEXIST), "{e}");
@@ -665,7 +752,7 @@ async fn fifty_attach_detach_cycles_leak_no_links() {
 
     let (mut attach, mut detach) = (Vec::new(), Vec::new());
     for (i, host_if) in names.iter().enumerate() {
-        let addr = Ipv4Addr::new(10, 213, 5, 2 + i as u8);
+        let addr = tip(5, 2 + i as u8);
         let t = Instant::now();
         net.attach(ns.pid(), addr, host_if)
             .await
@@ -724,6 +811,10 @@ fn only_names_of_dead_test_processes_count_as_leftovers() {
         assert_eq!(of_dead_test(n), want, "{n}");
     }
     assert!(!of_dead_test(&format!("pt{alive}s")), "ours is alive");
+    // A planted leftover counts as dead for the process that planted it, and for nobody else
+    // while that process lives (pid 1 is always alive).
+    assert!(of_dead_test(&format!("pt{}s", FAKE_DEAD + alive)));
+    assert!(!of_dead_test(&format!("pt{}s", FAKE_DEAD + 1)));
 }
 
 #[tokio::test]
@@ -732,8 +823,9 @@ async fn leftovers_of_a_killed_run_are_removed() {
         return;
     }
     let _serial = SERIAL.lock().await;
-    // pid 9999999 is above the kernel's pid_max: as if its test process had been killed.
-    let stale = "pt9999999s";
+    // A pid above the kernel's pid_max: as if its test process had been killed. It encodes
+    // ours, so a test run beside this one leaves it alone.
+    let stale = &format!("pt{}s", FAKE_DEAD + std::process::id());
     let ip_forward = std::fs::read_to_string(IP_FORWARD).ok();
     let net = test_net(stale, 6).await;
     let mut guard = HostGuard::new(&name("pt", 's'));
