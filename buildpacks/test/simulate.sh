@@ -33,6 +33,7 @@ version_file() {
     go-hello | go-vendored) echo main.go ;;
     static-hello | static-config) echo public/index.html ;;
     procfile-hello) echo server.py ;;
+    worker-only) echo worker.py ;;
     python-pyproject) echo hello_pkg/__init__.py ;;
     *) echo "" ;;
   esac

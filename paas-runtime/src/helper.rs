@@ -3,8 +3,8 @@
 //!
 //! It reads a [`Spec`] from stdin (a socketpair), `unshare(CLONE_NEWPID)`s and forks. The child
 //! (PID 1 of the new namespace) enters new mount/uts/ipc(/net) namespaces, then joins its
-//! cgroup and enters a cgroup namespace, builds the root filesystem, drops privileges and
-//! execs the command. The parent stays as the container's monitor: it wires the child's
+//! cgroup and enters a cgroup namespace, builds the root filesystem, drops privileges, forks
+//! the command (which execs) and stays as the container's init (`init.rs`). The parent stays as the container's monitor: it wires the child's
 //! network while the child builds its rootfs, then forwards output lines and the exit status
 //! to paasd as [`FromHelper`] JSON lines.
 //! Must not hold platform logic: it executes a spec, nothing more.
@@ -21,7 +21,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
 use super::proto::{FromHelper, NetMode, Spec, Stream, ToHelper, MAX_LINE};
-use super::{net, rootfs, security, timing};
+use super::{init, net, rootfs, security, timing};
 
 /// argv[1] that selects this mode.
 pub const HELPER_ARG: &str = "__runtime-helper";
@@ -97,6 +97,8 @@ fn run(
     let (go_r, go_w) = stage("pipe", pipe2(nix::fcntl::OFlag::O_CLOEXEC))?;
     // child -> parent: stays open until exec (CLOEXEC); bytes on it are a setup error.
     let (err_r, err_w) = stage("pipe", pipe2(nix::fcntl::OFlag::O_CLOEXEC))?;
+    // init -> parent: how the command ended (`init::Ended::record`), written as the init exits.
+    let (status_r, status_w) = stage("pipe", pipe2(nix::fcntl::OFlag::O_CLOEXEC))?;
 
     let filter = stage("build seccomp filter", security::app_filter())?;
     timing::mark("filter built");
@@ -106,12 +108,13 @@ fn run(
     // so the child may run arbitrary code after fork.
     match stage("fork", unsafe { fork() })? {
         ForkResult::Child => {
-            drop((stdout_r, stderr_r, ready_r, go_w, err_r));
+            drop((stdout_r, stderr_r, ready_r, go_w, err_r, status_r));
             let ends = ChildEnds {
                 stdout: stdout_w,
                 stderr: stderr_w,
                 ready: ready_w,
                 go: go_r,
+                status: status_w,
             };
             let code = match child(monitor_pid, spec, &filter, ends, &err_w) {
                 Ok(never) => match never {},
@@ -125,7 +128,7 @@ fn run(
             unsafe { libc::_exit(code) }
         }
         ForkResult::Parent { child } => {
-            drop((stdout_w, stderr_w, ready_w, go_r, err_w));
+            drop((stdout_w, stderr_w, ready_w, go_r, err_w, status_w));
             monitor(
                 spec,
                 child,
@@ -137,6 +140,7 @@ fn run(
                     ready: ready_r,
                     go: go_w,
                     err: err_r,
+                    status: status_r,
                 },
             )
         }
@@ -149,6 +153,7 @@ struct Pipes {
     ready: OwnedFd,
     go: OwnedFd,
     err: OwnedFd,
+    status: OwnedFd,
 }
 
 fn monitor(
@@ -232,9 +237,16 @@ fn monitor(
             other => break other,
         }
     };
-    let (code, signal) = match status {
-        Ok(WaitStatus::Exited(_, c)) => (Some(c), None),
-        Ok(WaitStatus::Signaled(_, s, _)) => (None, Some(s as i32)),
+    // The init says how the command ended (its own exit code cannot say "signal"); without
+    // its record (the init itself was killed, e.g. SIGKILL from paasd or the OOM killer), its
+    // own wait status is the container's.
+    let mut record = String::new();
+    let _ = std::fs::File::from(pipes.status).read_to_string(&mut record);
+    let (code, signal) = match (init::Ended::parse(&record), status) {
+        (Some(init::Ended::Exited(c)), _) => (Some(c), None),
+        (Some(init::Ended::Signaled(s)), _) => (None, Some(s)),
+        (None, Ok(WaitStatus::Exited(_, c))) => (Some(c), None),
+        (None, Ok(WaitStatus::Signaled(_, s, _))) => (None, Some(s as i32)),
         _ => (None, None),
     };
     timing::mark("monitor: reaped");
@@ -375,11 +387,9 @@ fn pump(
                     Ok(n) if n > 0 => {
                         if let Ok(ToHelper::Signal { signal }) = serde_json::from_str(&line) {
                             if let Ok(sig) = Signal::try_from(signal) {
-                                // The container's first process is its namespace's init: the
-                                // kernel drops signals it has no handler for (a `bash -c`
-                                // running the app has none for SIGTERM). Its process group
-                                // (it called setsid) holds the app too, which does get it.
-                                let _ = kill(Pid::from_raw(-child.as_raw()), sig);
+                                // To the container's init, which passes the stop signals on
+                                // to every process inside (once each); SIGKILL takes the init
+                                // and with it the whole namespace.
                                 let _ = kill(child, sig);
                             }
                         }
@@ -434,6 +444,8 @@ struct ChildEnds {
     stderr: OwnedFd,
     ready: OwnedFd,
     go: OwnedFd,
+    /// The init's report of how the command ended.
+    status: OwnedFd,
 }
 
 /// The container's first process, up to exec. Returns only on failure.
@@ -449,6 +461,7 @@ fn child(
         stderr,
         ready,
         go,
+        status,
     } = ends;
     timing::mark("child: forked");
     // A session of its own, without a controlling terminal: otherwise /dev/tty would be the
@@ -534,6 +547,24 @@ fn child(
     )?;
     if monitor_gone(err) {
         return Err(("start".into(), "the container monitor exited".into()));
+    }
+    // This process becomes the container's init (PID 1); the command runs as its child.
+    let mask = stage("block signals", init::block())?;
+    // SAFETY: this process has one thread (forked from the single-threaded helper, and it
+    // started none), so the child may run arbitrary code after fork.
+    match stage("fork the command", unsafe { fork() })? {
+        ForkResult::Parent { child: command } => {
+            // Our copy of the error pipe must close, or the monitor would never see the
+            // command's exec close it.
+            // SAFETY: `err` is our caller's descriptor, but this frame never returns (the init
+            // exits from `supervise`), so it is closed exactly once and never used again here;
+            // the command's copy stays open until its exec.
+            unsafe { libc::close(std::os::fd::AsRawFd::as_raw_fd(err)) };
+            set_name("paas-init");
+            init::supervise(command, &mask, status);
+        }
+        // The command must not hold the init's status pipe.
+        ForkResult::Child => drop(status),
     }
     stage("reset signals", reset_signals())?;
     set_name("paas-exec");

@@ -8,6 +8,7 @@
 pub mod cgroups;
 pub mod container;
 pub mod helper;
+pub mod init;
 pub mod net;
 pub mod proto;
 mod rootfs;

@@ -82,9 +82,22 @@ fn a_container_is_isolated_and_unprivileged() {
     assert_ne!(name.ok().trim(), host.to_string_lossy(), "own hostname");
     assert!(name.stdout.trim().starts_with("iso-run"), "{name:#?}");
 
-    // PID 1 is the command itself (bash execs a lone simple command).
-    let pid1 = d.paas(&["run", "iso", "--", "cat", "/proc/1/cmdline"]);
-    assert!(pid1.ok().starts_with("cat\0/proc/1/cmdline"), "{pid1:#?}");
+    // PID 1 is our init (issue 13); the command is its child (bash execs a lone simple
+    // command, so `cat` itself is PID 2).
+    let pid1 = d.paas(&["run", "iso", "--", "cat", "/proc/1/comm"]);
+    assert_eq!(pid1.ok().trim(), "paas-init", "{pid1:#?}");
+    let own = d.paas(&["run", "iso", "--", "cat", "/proc/self/stat"]);
+    let own_fields: Vec<&str> = own
+        .ok()
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    assert_eq!(own.stdout.split_whitespace().next(), Some("2"), "{own:#?}");
+    assert_eq!(
+        own_fields.get(1),
+        Some(&"1"),
+        "parent is the init: {own:#?}"
+    );
 
     // Only the container's own processes are visible.
     let procs = run("ls /proc | grep -cE '^[0-9]+$'");

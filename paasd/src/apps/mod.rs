@@ -513,7 +513,8 @@ fn scalable_types(release: &ReleaseRow) -> impl Iterator<Item = &String> {
 }
 
 /// The desired formation: for a built app, every process type of its current release with
-/// its scaled count (or the default: one `web`); before the first build, what was scaled so far.
+/// its scaled count (or the default: one `web`, or one `worker` when there is no `web`);
+/// before the first build, what was scaled so far.
 fn formation_of(
     tx: &Tx<'_>,
     app_id: i64,
@@ -526,7 +527,7 @@ fn formation_of(
                 let n = stored
                     .get(t)
                     .copied()
-                    .unwrap_or_else(|| default_quantity(t));
+                    .unwrap_or_else(|| default_quantity(t, release.runs.process_types.keys()));
                 (t.clone(), n)
             })
             .collect(),

@@ -34,9 +34,17 @@ pub struct RouteInfo {
     pub domains: Vec<String>,
 }
 
-/// Instances a process type runs when nobody scaled it: one `web`, no others (Heroku).
-pub fn default_quantity(process_type: &str) -> u32 {
-    u32::from(process_type == "web")
+/// Instances a process type runs when nobody scaled it: one `web`, no others (Heroku); an
+/// app without a `web` type runs one `worker` (dokku), so a worker-only app starts at all.
+pub fn default_quantity<'a>(
+    process_type: &str,
+    mut all_types: impl Iterator<Item = &'a String>,
+) -> u32 {
+    match process_type {
+        "web" => 1,
+        "worker" => u32::from(!all_types.any(|t| t == "web")),
+        _ => 0,
+    }
 }
 
 impl Apps {
@@ -65,19 +73,18 @@ impl Apps {
                     return Ok(None);
                 };
                 let scaled = store::formation::get(tx, app.id)?;
-                let formation = row
-                    .runs
-                    .process_types
-                    .keys()
-                    .filter(|t| *t != "release")
-                    .map(|t| {
-                        let n = scaled
-                            .get(t)
-                            .copied()
-                            .unwrap_or_else(|| default_quantity(t));
-                        (t.clone(), n)
-                    })
-                    .collect();
+                let formation =
+                    row.runs
+                        .process_types
+                        .keys()
+                        .filter(|t| *t != "release")
+                        .map(|t| {
+                            let n = scaled.get(t).copied().unwrap_or_else(|| {
+                                default_quantity(t, row.runs.process_types.keys())
+                            });
+                            (t.clone(), n)
+                        })
+                        .collect();
                 Ok(Some(Runnable {
                     app: app.name.clone(),
                     stack: app.stack.clone(),
@@ -236,5 +243,26 @@ impl Apps {
         )?;
         Ok(serde_json::from_slice(&plain)
             .map_err(|e| StoreError::Corrupt(format!("release config: {e}")))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_quantity;
+
+    fn types(t: &[&str]) -> Vec<String> {
+        t.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn one_web_by_default_or_one_worker_when_there_is_no_web() {
+        let with_web = types(&["web", "worker", "clock"]);
+        let q = |t: &str, all: &Vec<String>| default_quantity(t, all.iter());
+        assert_eq!(q("web", &with_web), 1);
+        assert_eq!(q("worker", &with_web), 0);
+        assert_eq!(q("clock", &with_web), 0);
+        let worker_only = types(&["worker", "clock"]);
+        assert_eq!(q("worker", &worker_only), 1);
+        assert_eq!(q("clock", &worker_only), 0);
     }
 }

@@ -407,8 +407,10 @@ async fn supervise(
     }
 }
 
-/// Drain (the router no longer sends it requests; wait for those in flight), SIGTERM,
-/// the grace period, SIGKILL. Output keeps flowing to the log meanwhile.
+/// Drain (the router no longer sends it requests; wait for those in flight), SIGTERM, the
+/// grace period, SIGKILL. Returns as soon as the instance has exited, so a rollout is as fast
+/// as the app's shutdown. Output keeps flowing to the log meanwhile, and how the instance
+/// ended (signal or code, seconds after SIGTERM) goes to the platform log.
 async fn stop_gracefully(ctx: &Arc<Ctx>, h: &Arc<Handle>, inst: &mut paas_runtime::Instance) {
     h.set_state(InstanceState::Draining);
     let addr = h.addr();
@@ -417,13 +419,18 @@ async fn stop_gracefully(ctx: &Arc<Ctx>, h: &Arc<Handle>, inst: &mut paas_runtim
         tokio::select! {
             msg = inst.container.next() => match msg {
                 Some(FromHelper::Output { line, ts_ms, .. }) => ctx.app_line(h, ts_ms, line),
-                Some(FromHelper::Exited { .. }) | None => return,
+                Some(FromHelper::Exited { code, signal }) => {
+                    ctx.platform(h, format!("{} exited while draining: {}", h.name(), ended(code, signal)));
+                    return;
+                }
+                None => return,
                 Some(_) => {}
             },
             () = tokio::time::sleep(Duration::from_millis(20)) => {}
         }
     }
     h.set_state(InstanceState::Stopping);
+    let sent = Instant::now();
     let _ = inst.container.signal(libc::SIGTERM).await;
     let grace = tokio::time::sleep(ctx.cfg_grace);
     tokio::pin!(grace);
@@ -432,7 +439,16 @@ async fn stop_gracefully(ctx: &Arc<Ctx>, h: &Arc<Handle>, inst: &mut paas_runtim
         tokio::select! {
             msg = inst.container.next() => match msg {
                 Some(FromHelper::Output { line, ts_ms, .. }) => ctx.app_line(h, ts_ms, line),
-                Some(FromHelper::Exited { .. }) | None => return,
+                Some(FromHelper::Exited { code, signal }) => {
+                    ctx.platform(h, format!(
+                        "{} stopped {:.1} s after SIGTERM: {}",
+                        h.name(),
+                        sent.elapsed().as_secs_f64(),
+                        ended(code, signal)
+                    ));
+                    return;
+                }
+                None => return,
                 Some(_) => {}
             },
             () = &mut grace, if !killed => {
@@ -445,6 +461,22 @@ async fn stop_gracefully(ctx: &Arc<Ctx>, h: &Arc<Handle>, inst: &mut paas_runtim
                 let _ = inst.container.signal(libc::SIGKILL).await;
             }
         }
+    }
+}
+
+/// How a process ended, for people: "exited on SIGTERM", "exited with code 0", "killed by
+/// SIGKILL".
+pub fn ended(code: Option<i32>, signal: Option<i32>) -> String {
+    let name = |s: i32| {
+        nix::sys::signal::Signal::try_from(s)
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|_| format!("signal {s}"))
+    };
+    match (code, signal) {
+        (_, Some(s)) if s == libc::SIGKILL => "killed by SIGKILL".to_string(),
+        (_, Some(s)) => format!("exited on {}", name(s)),
+        (Some(c), None) => format!("exited with code {c}"),
+        (None, None) => "ended without an exit status".to_string(),
     }
 }
 
@@ -461,5 +493,19 @@ pub fn log_line(h: &Handle, ts_ms: u64, line: String) -> paas_api::LogLine {
         process: h.name(),
         release: Some(h.release),
         line,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ended;
+
+    #[test]
+    fn endings_read_like_a_person_would_say_them() {
+        assert_eq!(ended(None, Some(libc::SIGTERM)), "exited on SIGTERM");
+        assert_eq!(ended(None, Some(libc::SIGKILL)), "killed by SIGKILL");
+        assert_eq!(ended(Some(0), None), "exited with code 0");
+        assert_eq!(ended(Some(143), None), "exited with code 143");
+        assert_eq!(ended(None, None), "ended without an exit status");
     }
 }
