@@ -183,3 +183,51 @@ class StaticServerTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class DotStaticTest(unittest.TestCase):
+    """dokku's `.static`: the app's root is the site (hidden files stay hidden), or
+    $NGINX_ROOT; a root outside the app is refused."""
+
+    def serve(self, app, extra_env):
+        port = free_port()
+        env = dict(os.environ, PORT=str(port), **extra_env)
+        if "NGINX_ROOT" not in extra_env:
+            env.pop("NGINX_ROOT", None)
+        proc = subprocess.Popen([sys.executable, SERVER], cwd=app, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.addCleanup(lambda: (proc.poll() is None and proc.kill(), proc.wait()))
+        for _ in range(100):
+            if proc.poll() is not None:
+                return proc, None
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return proc, port
+            except OSError:
+                time.sleep(0.05)
+        return proc, None
+
+    def get(self, port, path):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+        conn.close()
+        return resp.status, body
+
+    def test_root_nginx_root_and_escape(self):
+        with tempfile.TemporaryDirectory() as app:
+            for name, text in {".static": "", "index.html": "root page", ".env": "S=1",
+                               "_site/index.html": "built page"}.items():
+                os.makedirs(os.path.dirname(os.path.join(app, name)), exist_ok=True)
+                with open(os.path.join(app, name), "w", encoding="utf-8") as f:
+                    f.write(text)
+            _, port = self.serve(app, {})
+            self.assertEqual(self.get(port, "/"), (200, b"root page"))
+            self.assertEqual(self.get(port, "/.env")[0], 404)
+            self.assertEqual(self.get(port, "/.static")[0], 404)
+            _, port = self.serve(app, {"NGINX_ROOT": "_site"})
+            self.assertEqual(self.get(port, "/"), (200, b"built page"))
+            proc, port = self.serve(app, {"NGINX_ROOT": "../"})
+            self.assertIsNone(port)
+            self.assertIn(b"must stay inside the app", proc.stderr.read())

@@ -5,9 +5,10 @@
 //!   `git-receive-pack 'APP'` (push) and `git-upload-pack 'APP'` (clone/fetch), asks paasd
 //!   for the app's repo (paasd creates the app on a first push) and runs git on it.
 //! - `paas-git-shell [--socket S] hook APP --branch B...`: the pre-receive hook. A push of a
-//!   deploy branch is archived and deployed through the API, exactly like `paas deploy`,
-//!   with the build and rollout output going back to the pusher (`remote: ...`). A failed
-//!   deploy fails the hook, so git refuses the ref update and `git push` exits non-zero.
+//!   deploy branch is archived (with its git submodules, `submodules.rs`) and deployed
+//!   through the API, exactly like `paas deploy`, with the build and rollout output going
+//!   back to the pusher (`remote: ...`). A failed deploy fails the hook, so git refuses the
+//!   ref update and `git push` exits non-zero.
 //!
 //! Must not deploy by itself or touch paasd's state: everything goes through the API, and
 //! the deploy runs in paasd (a pusher who disconnects does not stop it).
@@ -295,17 +296,23 @@ async fn hook(ctx: &Ctx, app: &str, branches: &[String]) -> Result<()> {
         .tempdir()
         .context("making a temp dir for the archive")?;
     let tarball = dir.path().join("source.tar.gz");
-    let out = Command::new("git")
-        .args(["archive", "--format=tar.gz", "-o"])
-        .arg(&tarball)
-        .arg(&commit)
-        .output()
-        .context("running git archive")?;
-    if !out.status.success() {
-        bail!(
-            "git archive {short} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+    if crate::submodules::has_gitmodules(None, &commit) {
+        // Submodules are fetched from their URLs and go into the archive too.
+        let n = crate::submodules::archive(&commit, &tarball, &mut |l| output::status(&l))?;
+        output::status(&format!("-----> Included {n} submodule(s)"));
+    } else {
+        let out = Command::new("git")
+            .args(["archive", "--format=tar.gz", "-o"])
+            .arg(&tarball)
+            .arg(&commit)
+            .output()
+            .context("running git archive")?;
+        if !out.status.success() {
+            bail!(
+                "git archive {short} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
     }
     let source = Source::open(&tarball, &mut |w| output::status(&w))?;
     let key = std::env::var(KEY_ENV).unwrap_or_else(|_| "unknown key".into());

@@ -12,6 +12,7 @@ pub mod git_shell;
 pub mod ndjson;
 pub mod output;
 pub mod source;
+pub mod submodules;
 pub mod upload;
 
 use std::io;

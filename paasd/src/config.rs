@@ -74,6 +74,10 @@ impl StatePaths {
     pub fn app_logs(&self, app: &str) -> PathBuf {
         self.logs().join(app)
     }
+    /// Git-URL buildpacks, cloned once per URL and ref (`buildpacks/NAME-KEY/`).
+    pub fn buildpacks(&self) -> PathBuf {
+        self.root.join("buildpacks")
+    }
     /// Imported stacks (`stacks/NAME/`), next to the runtime's `stacks/host` skeleton.
     pub fn stacks(&self) -> PathBuf {
         self.root.join("stacks")

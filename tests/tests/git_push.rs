@@ -406,3 +406,80 @@ fn pushing_to_an_unknown_app_is_refused_when_create_on_push_is_off() {
     assert!(r.status.success(), "{r:#?}");
     assert_eq!(d.http(&format!("nope.{BASE}"), "/").0, 200);
 }
+
+#[test]
+fn git_push_includes_submodules_and_an_unreachable_one_fails_the_push() {
+    let Some((d, sshd)) = setup("git push submodules") else {
+        return;
+    };
+    // The submodule: a bare repo on this machine.
+    let sub = tempfile::Builder::new()
+        .prefix("paas-sub-")
+        .tempdir()
+        .expect("dir");
+    let work = sub.path().join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    std::fs::write(work.join("greeting.txt"), "from the submodule\n").expect("write");
+    run_ok(git(&work, &["init", "-q"]));
+    commit_all(&work, "lib");
+    let bare = sub.path().join("lib.git");
+    run_ok(git(
+        sub.path(),
+        &["clone", "-q", "--bare", "work", &bare.display().to_string()],
+    ));
+
+    let app = node_app("v1");
+    let repo = repo_of(app.path());
+    run_ok(git(
+        repo.path(),
+        &[
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "add",
+            "-q",
+            &bare.display().to_string(),
+            "vendor/lib",
+        ],
+    ));
+    commit_all(repo.path(), "with a submodule");
+    let r = push(&sshd, repo.path(), "subm", "main");
+    assert!(r.status.success(), "{r:#?}\n{}", d.log_text());
+    assert!(
+        r.stderr
+            .contains("remote: -----> Fetching submodule vendor/lib"),
+        "{}",
+        r.stderr
+    );
+    let run = d.paas(&["run", "subm", "--", "cat", "vendor/lib/greeting.txt"]);
+    assert_eq!(run.ok(), "from the submodule\n");
+    let before = releases(&d, "subm");
+
+    // A submodule URL the server cannot reach fails the push, naming the submodule and URL.
+    let gone = "/nonexistent/paas-no-such-lib.git";
+    run_ok(git(
+        repo.path(),
+        &[
+            "config",
+            "-f",
+            ".gitmodules",
+            "submodule.vendor/lib.url",
+            gone,
+        ],
+    ));
+    commit_all(repo.path(), "moved submodule");
+    let r = push(&sshd, repo.path(), "subm", "main");
+    assert_ne!(r.code(), 0, "{r:#?}");
+    assert!(
+        r.stderr
+            .contains(&format!("submodule 'vendor/lib' ({gone})"))
+            && r.stderr.contains("pre-receive hook declined"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(releases(&d, "subm"), before, "nothing deployed");
+    assert_eq!(
+        d.http(&format!("subm.{BASE}"), "/").2,
+        "Hello from node-hello v1 on web.1\n"
+    );
+}

@@ -4,7 +4,8 @@
 //   node pkg.js has-dev-deps DIR    exit 0 when devDependencies lists anything
 //   node pkg.js lifecycle DIR       print the root install lifecycle scripts that are defined
 //   node pkg.js cache-key DIR       print the sha256 of everything that decides what node_modules holds
-//   node pkg.js engines DIR         print a warning line when engines.node excludes the stack's node
+//   node pkg.js engines DIR         exit 3 with a message when engines.node excludes the stack's node
+//                                   (a warning line when the range cannot be read)
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -100,19 +101,16 @@ switch (cmd) {
     const p = pkg();
     const want = p.engines && p.engines.node;
     if (typeof want !== 'string') break;
-    let semver = null;
-    for (const candidate of [
-      '/usr/lib/node_modules/npm/node_modules/semver',
-      '/usr/share/nodejs/semver',
-      '/usr/share/nodejs/npm/node_modules/semver',
-    ]) {
-      try { semver = require(candidate); break; } catch (_) { /* try the next */ }
-    }
-    if (!semver) {
-      console.log(`package.json asks for node ${want}; the stack has ${process.version} (not checked)`);
-    } else if (!semver.satisfies(process.version, want)) {
-      console.log(`package.json asks for node ${want} but the stack has ${process.version}; ` +
-        'building with the stack\'s node anyway (runtimes are not downloaded)');
+    const ok = require('./semver-range').satisfies(process.version, want);
+    if (ok === null) {
+      console.log(`package.json engines.node is '${want}', which this buildpack cannot check; ` +
+        `building with the stack's node ${process.version}`);
+    } else if (!ok) {
+      console.log(`package.json engines.node asks for '${want}', but the stack has node ${process.version}. ` +
+        'Builds use the stack\'s node (runtimes are not downloaded): widen engines.node to include ' +
+        `${process.version.split('.')[0].slice(1)} (e.g. '>=${process.version.split('.')[0].slice(1)}') ` +
+        'if the app runs on it, or install a matching node on the server.');
+      process.exit(3);
     }
     break;
   }

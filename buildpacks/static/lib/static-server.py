@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """static-server: the web server of paas's static buildpack (python3 standard library only).
 
-Serves the site root (static.json's "root", default public/) of the app directory (the
-current directory, /app at run time) on 0.0.0.0:$PORT:
+Serves the site root (static.json's "root"; else, when the app has dokku's `.static` file,
+$NGINX_ROOT or the app directory itself; else public/) of the app directory (the current
+directory, /app at run time) on 0.0.0.0:$PORT:
 
 - GET and HEAD; any other method gets 405.
 - A directory is served by its index.html (no listings); /dir without the slash is
@@ -74,6 +75,9 @@ def fatal(message):
 
 def load_config(app_dir):
     config = {"root": "public", "clean_urls": False, "error_page": None}
+    if os.path.isfile(os.path.join(app_dir, ".static")):
+        # dokku's marker: the app's root is the site, or $NGINX_ROOT (relative to the app).
+        config["root"] = os.environ.get("NGINX_ROOT") or "."
     path = os.path.join(app_dir, "static.json")
     if os.path.exists(path):
         try:
@@ -84,7 +88,10 @@ def load_config(app_dir):
         if not isinstance(data, dict):
             fatal("static.json must hold a JSON object")
         config.update({k: v for k, v in data.items() if k in config})
+    app = os.path.realpath(app_dir)
     root = os.path.realpath(os.path.join(app_dir, str(config["root"])))
+    if os.path.isabs(str(config["root"])) or not (root == app or root.startswith(app + os.sep)):
+        fatal(f"the site root {config['root']} must stay inside the app (a relative path)")
     if not os.path.isdir(root):
         fatal(f"the site root {config['root']} is not a directory")
     config["root"] = root

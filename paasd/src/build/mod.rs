@@ -7,6 +7,7 @@
 
 pub mod buildpacks;
 mod destroy;
+pub mod gitpacks;
 mod intake;
 mod pipeline;
 pub mod procfile;

@@ -14,6 +14,7 @@ use paas_api::{self as api, DeployEvent, DeployPhase, DeploymentStatus, PhaseTim
 use tokio::sync::mpsc;
 
 use super::buildpacks::{self, Buildpack};
+use super::gitpacks;
 use super::step::{self, Mounts, Outcome, Step};
 use super::{make_dir, procfile, timing, Failure, Inner, Scratch};
 use crate::apps::BuildContext;
@@ -173,21 +174,36 @@ impl Build {
         .collect()
     }
 
-    /// Picks the buildpacks: the app's configured ones (each must detect), else the first
-    /// built-in that detects. Copies them into the build.
+    /// Picks the buildpacks: the app's own list (`paas buildpacks set`, else app.json
+    /// `buildpacks`, else `.buildpacks`, else `BUILDPACK_URL` in `.env`; each must detect),
+    /// else the first built-in that detects. Clones git URLs, copies them into the build.
     async fn detect(&mut self, mounts: &Mounts) -> Result<Vec<(Buildpack, String)>, Failure> {
         let t = Instant::now();
-        let configured = !self.ctx.buildpacks.is_empty();
-        let candidates: Vec<Buildpack> = if configured {
-            self.ctx
-                .buildpacks
-                .iter()
-                .map(|r| buildpacks::resolve(r, &self.inner.buildpacks_dir))
-                .collect::<Result<_, _>>()
-                .map_err(|m| Failure::new("buildpack_not_found", m))?
-        } else {
-            buildpacks::builtins(&self.inner.buildpacks_dir)
-                .map_err(|m| Failure::new("buildpack_not_found", m))?
+        let selection = buildpacks::select(&self.ctx.buildpacks, &mounts.app)
+            .map_err(|e| Failure::new("buildpack_not_found", e.to_string()))?;
+        let configured = selection.is_some();
+        let from = selection
+            .as_ref()
+            .map(|s| format!(" (from {})", s.origin.describe()))
+            .unwrap_or_default();
+        let candidates: Vec<Buildpack> = match selection {
+            Some(sel) => {
+                if sel.origin != buildpacks::Origin::Config {
+                    self.line(format!(
+                        "-----> Buildpacks from {}: {}",
+                        sel.origin.describe(),
+                        sel.references.join(", ")
+                    ))
+                    .await;
+                }
+                let mut out = Vec::new();
+                for r in &sel.references {
+                    out.push(self.resolve_buildpack(r, &from).await?);
+                }
+                out
+            }
+            None => buildpacks::builtins(&self.inner.buildpacks_dir)
+                .map_err(|m| Failure::new("buildpack_not_found", m))?,
         };
         self.line("-----> Detecting buildpack".into()).await;
         let mut chosen = Vec::new();
@@ -227,7 +243,7 @@ impl Build {
                     return Err(Failure::new(
                         "detect_failed",
                         format!(
-                            "buildpack '{}' does not apply to this app (bin/detect: {})",
+                            "buildpack '{}'{from} does not apply to this app (bin/detect: {})",
                             bp.name,
                             describe(&other)
                         ),
@@ -239,13 +255,49 @@ impl Build {
         if chosen.is_empty() {
             return Err(Failure::new(
                 "no_buildpack",
-                "no buildpack detected this app: add a package.json, requirements.txt, go.mod, \
-                 public/ or a Procfile, or choose one with `paas buildpacks set APP NAME`",
+                "no buildpack detected this app: add a package.json, requirements.txt, go.mod \
+                 (or .godir), public/ (or .static) or a Procfile, or choose one with `paas \
+                 buildpacks set APP NAME` or a .buildpacks file",
             ));
         }
         self.row.buildpacks = chosen.iter().map(|(b, _)| b.name.clone()).collect();
         self.phase(DeployPhase::Detect, t).await;
         Ok(chosen)
+    }
+
+    /// One reference of the app's list: a built-in or directory as it is, a git URL cloned
+    /// (or found in the clone cache) first.
+    async fn resolve_buildpack(
+        &mut self,
+        reference: &str,
+        from: &str,
+    ) -> Result<Buildpack, Failure> {
+        let not_found = |m: String| Failure::new("buildpack_not_found", format!("{m}{from}"));
+        let kind = buildpacks::classify(reference).map_err(not_found)?;
+        buildpacks::outside_state(&kind, &self.inner.paths.root).map_err(not_found)?;
+        let buildpacks::Reference::Git(git) = kind else {
+            return buildpacks::resolve(reference, &self.inner.buildpacks_dir).map_err(not_found);
+        };
+        let fetched = gitpacks::fetch(
+            &git,
+            &self.inner.paths.buildpacks(),
+            &self.inner.paths.builds(),
+            gitpacks::CLONE_TIMEOUT.min(self.deadline.saturating_duration_since(Instant::now())),
+        )
+        .await
+        .map_err(|e| Failure::new("buildpack_fetch_failed", format!("{e}{from}")))?;
+        let short = &fetched.commit[..fetched.commit.len().min(12)];
+        if fetched.cached {
+            self.line(format!(
+                "-----> Using cached buildpack {git} (commit {short}; remove {} to fetch it again)",
+                fetched.entry.display()
+            ))
+            .await;
+        } else {
+            self.line(format!("-----> Cloned buildpack {git} (commit {short})"))
+                .await;
+        }
+        buildpacks::check_dir(reference, fetched.dir).map_err(not_found)
     }
 
     async fn compile(
@@ -485,12 +537,10 @@ impl Build {
     }
 }
 
-/// A buildpack's dir name inside the build: the built-in name or the directory's last part.
+/// A buildpack's dir name inside the build: the built-in name, the directory's last part or
+/// the git repository's name.
 fn dir_name(bp: &Buildpack) -> String {
-    bp.source
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "buildpack".into())
+    bp.label()
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
