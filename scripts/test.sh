@@ -19,5 +19,5 @@ step "cargo fmt --check"; cargo fmt --all -- --check
 step "cargo clippy"; cargo clippy --locked --workspace --all-targets -- -D warnings
 # Integration tests run the real binaries from target/debug, so build them first.
 step "cargo build"; cargo build --locked --workspace
-step "static-server tests"; python3 -m unittest buildpacks/test/test_static_server.py
+step "buildpack helper tests (python)"; python3 -m unittest buildpacks/test/test_static_server.py buildpacks/test/test_versions.py
 step "cargo test"; cargo test --locked --workspace -- --test-threads "${PAAS_TEST_THREADS:-4}"
