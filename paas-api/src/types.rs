@@ -173,6 +173,13 @@ pub struct HealthCheck {
     /// Text the response body must contain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// A label for messages (dokku's `name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Seconds the instance must have run before the check can pass (dokku's `uptime`);
+    /// without a path or port, the check is that alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime: Option<u64>,
 }
 
 /// `GET /apps/{app}/checks`: the checks in force per process type and where each came from.
