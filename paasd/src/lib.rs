@@ -6,6 +6,7 @@
 pub mod addresses;
 pub mod api;
 pub mod app_files;
+pub mod app_json;
 pub mod apps;
 pub mod build;
 pub mod config;

@@ -70,13 +70,7 @@ impl Apps {
                     .process_types
                     .keys()
                     .filter(|t| *t != "release")
-                    .map(|t| {
-                        let n = scaled
-                            .get(t)
-                            .copied()
-                            .unwrap_or_else(|| default_quantity(t));
-                        (t.clone(), n)
-                    })
+                    .map(|t| (t.clone(), super::quantity(&scaled, &row, t)))
                     .collect();
                 Ok(Some(Runnable {
                     app: app.name.clone(),

@@ -1,5 +1,5 @@
 //! The build pipeline: one running build after its upload landed. Owns the order of the
-//! phases (prepare, detect, compile, process types, slug, then `release.rs`'s steps), the
+//! phases (app.json, prepare, detect, compile, process types, slug, then `release.rs`'s steps), the
 //! deployment record as it goes, and where the output goes (client, build log file, app log
 //! stream). Must not decide what a buildpack may do (the step container does) or touch SQL.
 
@@ -92,13 +92,17 @@ impl Build {
     }
 
     async fn build(&mut self) -> Result<api::Release, Failure> {
+        let app_json = self.read_app_json().await?;
         let mounts = self.prepare().await?;
         let chosen = self.detect(&mounts).await?;
         self.compile(&mounts, &chosen).await?;
         let process_types = self.process_types(&mounts, &chosen).await?;
         let slug_id = self.slug(&mounts).await?;
-        let release = self.release(slug_id, process_types).await?;
-        self.rollout(release.version).await
+        let (release, config) = self.release(slug_id, process_types, &app_json).await?;
+        let live = self.rollout(release.version).await?;
+        self.postdeploy(&app_json, slug_id, &config, live.version)
+            .await;
+        Ok(live)
     }
 
     /// Env dir, cache dir and the buildpack copies.

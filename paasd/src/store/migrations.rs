@@ -105,6 +105,10 @@ const MIGRATIONS: &[&str] = &[
         created_at   INTEGER NOT NULL
     );
     "#,
+    // 6: app.json: each release's `formation` quantities (used for types never scaled).
+    r#"
+    ALTER TABLE releases ADD COLUMN formation TEXT NOT NULL DEFAULT '{}';
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
