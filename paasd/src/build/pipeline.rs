@@ -31,6 +31,8 @@ pub(super) struct Build {
     /// The deployment's log file (`logs/APP/deploy-ID.log`): the output outlives the client.
     pub(super) log: Option<fs::File>,
     pub(super) deadline: Instant,
+    /// The app's deploy claim, released just before the last event goes out.
+    pub(super) claim: Option<crate::locks::Claim>,
 }
 
 impl Build {
@@ -82,13 +84,13 @@ impl Build {
         };
         self.save().await;
         tracing::info!(app = %self.app, deployment = self.row.id, status = %self.row.status, "deploy finished");
-        // Sent last, so a client that saw the end also sees the final record.
-        self.emit(event).await;
-        // The client's stream ends only after this (the sender goes with `self`), so a deploy
-        // that returned has left no build dir behind.
+        // A client that saw the end has seen the final record, no build dir is left, and
+        // the app is free for its next deploy (clients stop reading at the last event).
         std::mem::replace(&mut self.scratch, Scratch(PathBuf::new()))
             .remove()
             .await;
+        drop(self.claim.take());
+        self.emit(event).await;
     }
 
     async fn build(&mut self) -> Result<api::Release, Failure> {
