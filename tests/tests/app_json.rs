@@ -3,12 +3,13 @@
 //! fails if that part were ignored: a malformed file fails the deploy with its line and
 //! column, unknown keys warn once, `env` sets defaults and secrets once and refuses a
 //! deploy missing a required var, `formation` starts the named quantities, predeploy and
-//! postdeploy scripts run at their moments. Real
+//! postdeploy scripts run at their moments, and `cron` entries run in their minute. Real
 //! paasd, real containers. Needs root (skips loudly otherwise; never skips under CI).
 
 #![forbid(unsafe_code)]
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use paas_tests::{have_root, Daemon, Run};
 use serde_json::Value;
@@ -329,4 +330,56 @@ fn a_failing_postdeploy_is_reported_and_the_release_serves() {
     assert!(!out.contains("first-deploy-2"), "{out}");
     assert!(out.contains("Skipping scripts.postdeploy"), "{out}");
     assert!(out.contains("post-4"), "dokku's runs every time: {out}");
+}
+
+#[test]
+fn cron_entries_run_in_their_minute_and_log_as_cron() {
+    let Some(d) = daemon("cron") else { return };
+    d.paas(&["create", "tick"]).ok();
+    let dir = app(r#"{"cron": [
+        {"command": "echo cron-tick-$((40+2)) $GREETING", "schedule": "* * * * *"},
+        {"command": "echo never", "schedule": "0 0 31 2 *"}
+    ], "env": {"GREETING": "configured"}}"#);
+    deploy_ok(&d, "tick", dir.path());
+    let list = d.paas(&["--json", "cron", "tick"]).json();
+    assert_eq!(list["entries"][0]["schedule"], "* * * * *", "{list}");
+    assert_eq!(list["entries"][0]["process"], "cron.1", "{list}");
+    assert_eq!(list["entries"][1]["next_run_at"], Value::Null, "{list}");
+
+    // A once-a-minute entry runs within ~60 s (plus the container start).
+    let deadline = Instant::now() + Duration::from_secs(80);
+    let logs = loop {
+        let logs = d
+            .paas(&["logs", "tick", "--source", "cron"])
+            .ok()
+            .to_string();
+        if logs.contains("cron-tick-42 configured") {
+            break logs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no cron output within 80 s: {logs}\nlog:\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    assert!(logs.contains("cron[cron.1]"), "{logs}");
+    // The run is recorded once it ended.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = d.paas(&["--json", "cron", "tick"]).json();
+        let run = &list["entries"][0]["last_run"];
+        if run["outcome"] == "exited" {
+            assert_eq!(run["exit_code"], 0, "{list}");
+            assert!(list["entries"][1]["last_run"].is_null(), "{list}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "run not recorded: {list}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let table = d.paas(&["cron:list", "tick"]).ok().to_string();
+    assert!(
+        table.contains("* * * * *") && table.contains("exit 0"),
+        "{table}"
+    );
 }

@@ -3,10 +3,12 @@
 //! the encryption of config values; must not speak HTTP (the API layer translates) nor SQL
 //! (it composes `store` queries inside one transaction).
 
+mod cron;
 mod releases;
 mod running;
 pub mod validate;
 
+pub use cron::CronRun;
 pub use releases::{generate_secret, BuildContext, EnvDefaults, RunTarget};
 pub use running::{default_quantity, RouteInfo, Runnable};
 
