@@ -383,3 +383,36 @@ fn cron_entries_run_in_their_minute_and_log_as_cron() {
         "{table}"
     );
 }
+
+#[test]
+fn the_node_appjson_example_deploys_as_its_app_json_says() {
+    let Some(d) = daemon("example") else { return };
+    d.paas(&["create", "ex"]).ok();
+    let src = paas_tests::repo_root().join("examples/node-appjson");
+    let out = deploy_ok(&d, "ex", &src);
+    for want in [
+        "app.json: setting config vars GREETING (default), SESSION_SECRET (generated secret)",
+        "predeploy: migrating",
+        "postdeploy (first deploy only): loading seed data",
+        "postdeploy: postdeploy.1 deployed; would tell nobody",
+    ] {
+        assert!(out.contains(want), "{want:?} missing in:\n{out}");
+    }
+    assert!(!out.contains(" !     "), "no warnings, no failures: {out}");
+    let list = ps(&d, "ex");
+    assert_eq!(
+        (count(&list, "web"), count(&list, "worker")),
+        (2, 1),
+        "{list:#?}"
+    );
+    let b = body(&d, "ex");
+    assert!(
+        b.starts_with("Hello from node-appjson v1 (web.") && b.ends_with("secret set: true)\n"),
+        "{b}"
+    );
+    let cron = d.paas(&["cron", "ex"]).ok().to_string();
+    assert!(
+        cron.contains("*/5 * * * *") && cron.contains("node tasks.js report"),
+        "{cron}"
+    );
+}
