@@ -173,6 +173,13 @@ pub struct HealthCheck {
     /// Text the response body must contain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// A label for messages (dokku's `name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Seconds the instance must have run before the check can pass (dokku's `uptime`);
+    /// without a path or port, the check is that alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime: Option<u64>,
 }
 
 /// `GET /apps/{app}/checks`: the checks in force per process type and where each came from.
@@ -471,6 +478,8 @@ pub enum LogSource {
     Build,
     /// What paasd did: deploys, starts, crashes, OOM kills, scaling.
     Platform,
+    /// Output of app.json `cron` runs (process `cron.N`, N the entry's place in the list).
+    Cron,
 }
 
 /// One line of an app's log stream.
@@ -495,6 +504,37 @@ pub enum LogEvent {
     Dropped {
         count: u64,
     },
+}
+
+/// `GET /apps/{app}/cron`: the app.json `cron` entries of the current release.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CronList {
+    pub entries: Vec<CronEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CronEntry {
+    /// Five crontab fields, UTC.
+    pub schedule: String,
+    pub command: String,
+    /// `cron.1`: the process name of its lines in `paas logs --source cron`.
+    pub process: String,
+    /// RFC 3339, UTC.
+    pub next_run_at: Option<String>,
+    pub last_run: Option<CronRun>,
+}
+
+/// How the last run of a cron entry went.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CronRun {
+    pub release: u32,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub exit_code: Option<i32>,
+    /// `running`, `exited` (see `exit_code`), `signaled`, `oom`, `failed` (did not start) or
+    /// `lost` (paasd stopped meanwhile, or the container's monitor went away).
+    pub outcome: String,
 }
 
 /// `POST /keys`: allow a public key to `git push` (the text of an OpenSSH `.pub` file).

@@ -82,6 +82,9 @@ pub enum Command {
     /// Show or set health checks per process type (they gate routing and replace stuck
     /// instances).
     Checks(ChecksCmd),
+    /// List an app's cron entries (app.json `cron`): schedule, command, next and last run
+    /// (also `cron:list`).
+    Cron(CronCmd),
     /// Run a one-off command in a fresh container with the app's config (like `heroku run`).
     /// One argument is a shell command line; several are an argv. Exits with the command's status.
     Run(RunArgs),
@@ -152,7 +155,7 @@ pub struct LogsArgs {
     /// Only a process type (web) or one instance (web.1).
     #[arg(long, value_name = "TYPE|INSTANCE")]
     pub ps: Option<String>,
-    /// Only lines from this source: app, router, build or platform.
+    /// Only lines from this source: app, router, build, platform or cron.
     #[arg(long, value_name = "SOURCE")]
     pub source: Option<String>,
 }
@@ -351,6 +354,28 @@ pub struct RollbackArgs {
     /// Release to go back to (e.g. v3); default: the one before the current release.
     #[arg(long, value_name = "VERSION")]
     pub to: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "Entries come from the app.json of the current release; each runs at the \
+minutes its schedule names (UTC) as a one-off on that release. Their output is in \
+`paas logs APP --source cron`."
+)]
+pub struct CronCmd {
+    #[command(subcommand)]
+    pub command: Option<CronSub>,
+    /// App name.
+    #[arg(required = true)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CronSub {
+    /// List the entries with their next and last run.
+    List(AppArg),
 }
 
 #[derive(Debug, Args)]

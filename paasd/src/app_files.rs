@@ -1,6 +1,7 @@
 //! Files an app controls (its Procfile, `app.json`), read one way: as root we never follow a
 //! symlink the app planted (it could point at any host file), never block on a FIFO, accept
-//! only a regular file, and read at most 256 KiB. Must not interpret the contents.
+//! only a regular file, and read at most 256 KiB. Must not interpret the contents (the
+//! `app_json` module does).
 
 use std::fs;
 use std::io::{self, Read};
@@ -35,10 +36,11 @@ pub fn read(app_dir: &Path, name: &str) -> io::Result<Option<String>> {
 }
 
 /// `app.json` at the top of an app's tree, if it is there, readable the one safe way, and
-/// parses.
+/// parses (`//` and `/* */` comments allowed, as the deploy allows them: `app_json`). The
+/// deploy already refused a malformed one, so `None` here means there is none.
 pub fn app_json(app_dir: &Path) -> Option<serde_json::Value> {
     let text = read(app_dir, "app.json").ok()??;
-    serde_json::from_str(&text).ok()
+    serde_json::from_str(&crate::app_json::strip_comments(&text)).ok()
 }
 
 #[cfg(test)]
@@ -84,5 +86,11 @@ mod tests {
         assert!(app_json(dir.path()).is_some());
         fs::write(dir.path().join("app.json"), "{ nope").expect("write");
         assert_eq!(app_json(dir.path()), None);
+        fs::write(
+            dir.path().join("app.json"),
+            "{ // checks\n\"healthchecks\": {}}",
+        )
+        .expect("write");
+        assert!(app_json(dir.path()).is_some(), "comments are allowed");
     }
 }

@@ -6,9 +6,11 @@
 pub mod addresses;
 pub mod api;
 pub mod app_files;
+pub mod app_json;
 pub mod apps;
 pub mod build;
 pub mod config;
+pub mod cron;
 pub mod git;
 pub mod launch;
 pub mod locks;
@@ -181,6 +183,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     );
     let oneoffs =
         oneoff::OneOffs::new(apps.clone(), addresses, Arc::clone(&runtime), slugs.clone());
+    let cron = cron::Cron::new(apps.clone(), oneoffs.clone(), slugs.clone(), logs.clone());
     let builds = build::Builds::new(
         build::Services {
             apps: apps.clone(),
@@ -223,6 +226,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         oneoffs,
         builds,
         supervisor: supervisor.clone(),
+        cron: cron.clone(),
         router_addr,
         logs: logs.clone(),
         limits: api::body::Limits {
@@ -263,6 +267,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let supervisor = supervisor.clone();
         tokio::spawn(async move { supervisor.start_all().await });
     }
+    cron.start().await;
     // The router stops accepting when paasd stops; requests in flight finish.
     let (router_stop, router_stopped) = tokio::sync::oneshot::channel::<()>();
     let router_task = tokio::spawn(Arc::clone(&router).serve(http, async move {

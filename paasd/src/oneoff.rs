@@ -1,7 +1,8 @@
 //! One-off containers (`paas run APP -- CMD`), like `heroku run`: a fresh container with the
 //! app's config on its current release (the stack alone before the first deploy), output
-//! streamed back, exit status reported. Release phases run the same way. Owns turning a
-//! command into a runtime spec; must not mount or spawn anything itself.
+//! streamed back, exit status reported. Release phases, app.json scripts and cron runs run
+//! the same way. Owns turning a command into a runtime spec; must not mount or spawn
+//! anything itself.
 
 use std::sync::Arc;
 
@@ -202,6 +203,15 @@ impl OneOffs {
             addresses.release(&id).await;
         });
         Ok(rx)
+    }
+}
+
+/// A one-off's limits when nobody asked for others (cron runs).
+pub fn default_limits() -> Limits {
+    Limits {
+        memory_bytes: Some(DEFAULT_MEMORY_MB * 1024 * 1024),
+        cpu_percent: Some(DEFAULT_CPU_PERCENT),
+        pids: Some(DEFAULT_PIDS),
     }
 }
 

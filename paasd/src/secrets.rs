@@ -33,6 +33,15 @@ pub enum SecretError {
     Encrypt,
 }
 
+/// 32 bytes from the OS's random source as 64 lowercase hex characters (app.json's
+/// `"generator": "secret"`).
+pub fn random_hex() -> String {
+    XChaCha20Poly1305::generate_key(&mut OsRng)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The loaded key. Cloning shares nothing mutable; the cipher is cheap to rebuild.
 #[derive(Clone)]
 pub struct SecretBox {

@@ -153,7 +153,10 @@ impl Daemon {
             child: None,
             log: dir.path().join("paasd.log"),
             dir,
-            seq: SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 250,
+            // Offset by the pid: test binaries running side by side (other suites, other
+            // checkouts) must not share a subnet, or one's router reaches the other's apps.
+            seq: (SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + std::process::id() * 17)
+                % 250,
         };
         d.restart();
         d

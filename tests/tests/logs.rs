@@ -216,7 +216,7 @@ fn a_deploy_lands_in_the_stream_and_survives_a_restart() {
     );
     assert_eq!(bad.stdout, "");
     d.paas(&["logs", "hello", "--source", "stdout"])
-        .fails(1, "give app, router, build or platform");
+        .fails(1, "give app, router, build, platform or cron");
     d.paas(&["logs", "nope"])
         .fails(1, "app 'nope' does not exist");
 

@@ -23,6 +23,7 @@ pub async fn set(ctx: &Ctx, a: ChecksSetArgs) -> Result<()> {
         wait: a.wait,
         initial_delay: a.initial_delay,
         content: a.content,
+        ..HealthCheck::default()
     };
     let path = app_path(
         &a.name,

@@ -96,6 +96,7 @@ fn human(l: &LogLine) -> String {
         (LogSource::Router, p) => format!("router[{p}]"),
         (LogSource::Build, p) => format!("build[{p}]"),
         (LogSource::Platform, p) => format!("paasd[{p}]"),
+        (LogSource::Cron, p) => format!("cron[{p}]"),
     };
     let release = l.release.map(|v| format!(" v{v}")).unwrap_or_default();
     // A line must stay one line on a terminal.

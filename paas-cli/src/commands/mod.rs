@@ -5,6 +5,7 @@
 pub mod apps;
 pub mod buildpacks;
 pub mod checks;
+pub mod cron;
 pub mod deploy;
 pub mod domains;
 pub mod env;
@@ -25,7 +26,7 @@ use serde_json::Value;
 
 use crate::args::UsageError;
 use crate::cli::{
-    AppsSub, BuildpacksSub, ChecksSub, Cli, Command, DomainsSub, EnvSub, KeysSub, PsSub,
+    AppsSub, BuildpacksSub, ChecksSub, Cli, Command, CronSub, DomainsSub, EnvSub, KeysSub, PsSub,
     ReleasesSub, RollbackArgs, StacksSub,
 };
 
@@ -79,6 +80,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             Some(ChecksSub::List(a)) => checks::list(&ctx, &a.name).await,
             Some(ChecksSub::Set(a)) => checks::set(&ctx, a).await,
             Some(ChecksSub::Clear(a)) => checks::clear(&ctx, a).await,
+        },
+        Command::Cron(c) => match c.command {
+            None => cron::list(&ctx, &required(c.name)?).await,
+            Some(CronSub::List(a)) => cron::list(&ctx, &a.name).await,
         },
         Command::Logs(a) => logs::logs(&ctx, a).await,
         Command::Releases(r) => match r.command {

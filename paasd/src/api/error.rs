@@ -70,6 +70,14 @@ impl From<AppError> for ApiError {
     }
 }
 
+impl From<crate::cron::CronError> for ApiError {
+    fn from(e: crate::cron::CronError) -> ApiError {
+        match e {
+            crate::cron::CronError::App(a) => a.into(),
+        }
+    }
+}
+
 impl From<crate::oneoff::RunError> for ApiError {
     fn from(e: crate::oneoff::RunError) -> ApiError {
         use crate::oneoff::RunError;

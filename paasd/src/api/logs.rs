@@ -174,7 +174,7 @@ mod tests {
         assert!(message("since=yesterday").contains("give a duration like 2h"));
         assert!(message("tail=lots").contains("whole number"));
         assert!(message("release=x").contains("like v12"));
-        assert!(message("source=stdout").contains("app, router, build or platform"));
+        assert!(message("source=stdout").contains("app, router, build, platform or cron"));
         assert!(message("ps=a/b").contains("process type like web"));
         assert!(message("follow=maybe").contains("true or false"));
         assert!(message("lines=5").contains("unknown parameter 'lines'"));

@@ -26,6 +26,8 @@ pub struct State {
     pub oneoffs: crate::oneoff::OneOffs,
     pub builds: crate::build::Builds,
     pub supervisor: crate::supervisor::Supervisor,
+    /// app.json `cron`: `GET /apps/{app}/cron`.
+    pub cron: crate::cron::Cron,
     /// Where the HTTP router listens (known once it is bound).
     pub router_addr: Option<std::net::SocketAddr>,
     pub stacks: crate::stacks::Stacks,

@@ -180,6 +180,9 @@ async fn dispatch(
                 }
                 (["checks", _], _) => Err(not_allowed("PUT, DELETE")),
 
+                (["cron"], &Method::GET) => ok(&state.cron.list(app).await?),
+                (["cron"], _) => Err(not_allowed("GET")),
+
                 (["releases"], &Method::GET) => ok(&apps.releases(app).await?),
                 (["releases"], _) => Err(not_allowed("GET")),
                 (["releases", version], &Method::GET) => {

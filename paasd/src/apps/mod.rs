@@ -3,11 +3,13 @@
 //! the encryption of config values; must not speak HTTP (the API layer translates) nor SQL
 //! (it composes `store` queries inside one transaction).
 
+mod cron;
 mod releases;
 mod running;
 pub mod validate;
 
-pub use releases::{BuildContext, RunTarget};
+pub use cron::CronRun;
+pub use releases::{generate_secret, BuildContext, EnvDefaults, RunTarget};
 pub use running::{default_quantity, RouteInfo, Runnable};
 
 use std::collections::BTreeMap;
@@ -371,6 +373,11 @@ impl Apps {
             .await
     }
 
+    /// The most instances `paas scale` (and app.json `formation`) may ask for per type.
+    pub fn max_instances_per_type(&self) -> u32 {
+        self.settings.max_instances_per_type
+    }
+
     fn default_domain(&self, app: &str) -> String {
         format!("{app}.{}", self.settings.base_domain)
     }
@@ -513,8 +520,8 @@ fn scalable_types(release: &ReleaseRow) -> impl Iterator<Item = &String> {
 }
 
 /// The desired formation: for a built app, every process type of its current release with
-/// its scaled count (or the default: one `web`, or one `worker` when there is no `web`);
-/// before the first build, what was scaled so far.
+/// its scaled count (else its app.json `formation` quantity, else one `web`, or one `worker`
+/// when there is no `web`); before the first build, what was scaled so far.
 fn formation_of(
     tx: &Tx<'_>,
     app_id: i64,
@@ -523,16 +530,20 @@ fn formation_of(
     let stored = store::formation::get(tx, app_id)?;
     Ok(match built {
         Some(release) => scalable_types(release)
-            .map(|t| {
-                let n = stored
-                    .get(t)
-                    .copied()
-                    .unwrap_or_else(|| default_quantity(t, release.runs.process_types.keys()));
-                (t.clone(), n)
-            })
+            .map(|t| (t.clone(), quantity(&stored, release, t)))
             .collect(),
         None => stored,
     })
+}
+
+/// Instances of `process_type` for `release`: `paas scale` wins, then the release's app.json
+/// `formation`, then the default (one `web`, or one `worker` when there is no `web`).
+fn quantity(scaled: &BTreeMap<String, u32>, release: &ReleaseRow, process_type: &str) -> u32 {
+    scaled
+        .get(process_type)
+        .or_else(|| release.runs.formation.get(process_type))
+        .copied()
+        .unwrap_or_else(|| default_quantity(process_type, release.runs.process_types.keys()))
 }
 
 /// Every type scaled must be one the current release runs. Scaling one it does not run to 0
@@ -676,6 +687,7 @@ mod tests {
                     ("release".into(), "migrate".into()),
                 ]),
                 deployment_id: None,
+                formation: BTreeMap::new(),
             },
             rollout: vec![],
         };
@@ -695,6 +707,31 @@ mod tests {
                 "{m}"
             );
         }
+    }
+
+    #[test]
+    fn a_scale_beats_app_json_formation_which_beats_the_default() {
+        let mut release = ReleaseRow {
+            version: 2,
+            description: String::new(),
+            status: ReleaseStatus::Succeeded,
+            config: vec![],
+            config_keys: vec![],
+            created_at: 0,
+            runs: Runs::default(),
+            rollout: vec![],
+        };
+        release.runs.formation = BTreeMap::from([("web".into(), 3), ("worker".into(), 2)]);
+        let scaled = BTreeMap::from([("worker".to_string(), 0)]);
+        assert_eq!(quantity(&scaled, &release, "web"), 3, "app.json");
+        assert_eq!(quantity(&scaled, &release, "worker"), 0, "paas scale wins");
+        assert_eq!(
+            quantity(&scaled, &release, "clock"),
+            0,
+            "default for non-web"
+        );
+        release.runs.formation.clear();
+        assert_eq!(quantity(&scaled, &release, "web"), 1, "default web");
     }
 
     #[test]

@@ -20,6 +20,29 @@ pub struct BuildContext {
     pub stack: String,
     pub buildpacks: Vec<String>,
     pub config: BTreeMap<String, String>,
+    /// A release built by a deploy has gone live before (Heroku's `scripts.postdeploy` runs
+    /// only after the first one that did).
+    pub deployed_before: bool,
+}
+
+/// Config vars a deploy sets from app.json `env`, decided against the config at its start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvDefaults {
+    /// Set only when the app still has no value (a `paas config:set` meanwhile wins).
+    pub if_absent: BTreeMap<String, String>,
+    /// Set whatever the app has (`"sync": true`).
+    pub overwrite: BTreeMap<String, String>,
+}
+
+impl EnvDefaults {
+    pub fn is_empty(&self) -> bool {
+        self.if_absent.is_empty() && self.overwrite.is_empty()
+    }
+}
+
+/// A new random secret for app.json's `"generator": "secret"`: 64 hex characters.
+pub fn generate_secret() -> String {
+    crate::secrets::random_hex()
 }
 
 /// What `paas run` (and later the supervisor) starts from: the current release.
@@ -178,31 +201,48 @@ impl Apps {
         self.store
             .tx(move |tx| {
                 let app = find(tx, &name)?;
+                let deployed_before = store::releases::list(tx, app.id)?
+                    .iter()
+                    .any(|r| r.runs.slug_id.is_some() && r.status == ReleaseStatus::Succeeded);
                 Ok(BuildContext {
                     app_id: app.id,
                     stack: app.stack.clone(),
                     buildpacks: buildpacks_of(&app),
                     config: this.load_vars(tx, &app)?,
+                    deployed_before,
                 })
             })
             .await
     }
 
     /// Makes the release a build produced, with the config as it is now (a config change
-    /// during the build is not lost). `status` is `Pending` when a release phase must run
-    /// first. Returns the release and its config.
+    /// during the build is not lost) plus app.json's `env` (set as config vars in the same
+    /// transaction: sealed like any other, one release for both). `status` is `Pending` when
+    /// a release phase must run first. Returns the release and its config.
     pub async fn release_build(
         &self,
         name: String,
         description: String,
         runs: Runs,
         status: ReleaseStatus,
+        env: EnvDefaults,
     ) -> Result<(api::Release, BTreeMap<String, String>), AppError> {
+        for (k, v) in env.if_absent.iter().chain(&env.overwrite) {
+            validate::env_key(k).map_err(AppError::InvalidEnv)?;
+            validate::env_value(k, v).map_err(AppError::InvalidEnv)?;
+        }
         let this = self.clone();
         self.store
             .tx(move |tx| {
                 let app = find(tx, &name)?;
-                let config = this.load_vars(tx, &app)?;
+                let mut config = this.load_vars(tx, &app)?;
+                if !env.is_empty() {
+                    for (k, v) in env.if_absent {
+                        config.entry(k).or_insert(v);
+                    }
+                    config.extend(env.overwrite);
+                    this.put_vars(tx, &app, &config)?;
+                }
                 let r = this.insert_release(tx, &app, &description, &config, status, &runs)?;
                 tracing::info!(app = %app.name, version = r.version, "release made from a build");
                 Ok((this.release_view(tx, &r)?, config))

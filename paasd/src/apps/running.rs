@@ -73,18 +73,13 @@ impl Apps {
                     return Ok(None);
                 };
                 let scaled = store::formation::get(tx, app.id)?;
-                let formation =
-                    row.runs
-                        .process_types
-                        .keys()
-                        .filter(|t| *t != "release")
-                        .map(|t| {
-                            let n = scaled.get(t).copied().unwrap_or_else(|| {
-                                default_quantity(t, row.runs.process_types.keys())
-                            });
-                            (t.clone(), n)
-                        })
-                        .collect();
+                let formation = row
+                    .runs
+                    .process_types
+                    .keys()
+                    .filter(|t| *t != "release")
+                    .map(|t| (t.clone(), super::quantity(&scaled, &row, t)))
+                    .collect();
                 Ok(Some(Runnable {
                     app: app.name.clone(),
                     stack: app.stack.clone(),

@@ -107,11 +107,9 @@ impl Builds {
             events: tx,
             log: None,
             deadline: Instant::now() + Duration::from_secs(inner.cfg.timeout_secs),
+            claim: Some(claim),
         };
-        tokio::spawn(async move {
-            build.run(phases).await;
-            drop(claim);
-        });
+        tokio::spawn(build.run(phases));
         Ok(rx)
     }
 

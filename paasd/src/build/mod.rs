@@ -1,14 +1,16 @@
 //! Builds (DESIGN section 8): an uploaded source tarball becomes a slug and a release.
 //! The service ([`Builds`]) and its shared state live here; each job has its own file:
-//! `intake.rs` (checks, claim, upload, deployment record), `pipeline.rs` (detect, compile,
-//! process types, slug: the order of the phases), `release.rs` (release, release phase,
-//! rollout, slug clean-up), `destroy.rs` (destroying an app). Must not speak HTTP, hold SQL,
+//! `intake.rs` (checks, claim, upload, deployment record), `manifest.rs` (the source's
+//! app.json: warnings, config vars, formation), `pipeline.rs` (detect, compile, process
+//! types, slug: the order of the phases), `release.rs` (release, predeploy and release
+//! phase, rollout, postdeploy, slug clean-up), `destroy.rs` (destroying an app). Must not speak HTTP, hold SQL,
 //! or mount anything (the runtime does).
 
 pub mod buildpacks;
 mod destroy;
 pub mod gitpacks;
 mod intake;
+mod manifest;
 mod pipeline;
 pub mod procfile;
 mod release;

@@ -1,5 +1,5 @@
 //! The build pipeline: one running build after its upload landed. Owns the order of the
-//! phases (prepare, detect, compile, process types, slug, then `release.rs`'s steps), the
+//! phases (app.json, prepare, detect, compile, process types, slug, then `release.rs`'s steps), the
 //! deployment record as it goes, and where the output goes (client, build log file, app log
 //! stream). Must not decide what a buildpack may do (the step container does) or touch SQL.
 
@@ -32,6 +32,8 @@ pub(super) struct Build {
     /// The deployment's log file (`logs/APP/deploy-ID.log`): the output outlives the client.
     pub(super) log: Option<fs::File>,
     pub(super) deadline: Instant,
+    /// The app's deploy claim, released just before the last event goes out.
+    pub(super) claim: Option<crate::locks::Claim>,
 }
 
 impl Build {
@@ -83,23 +85,27 @@ impl Build {
         };
         self.save().await;
         tracing::info!(app = %self.app, deployment = self.row.id, status = %self.row.status, "deploy finished");
-        // Sent last, so a client that saw the end also sees the final record.
-        self.emit(event).await;
-        // The client's stream ends only after this (the sender goes with `self`), so a deploy
-        // that returned has left no build dir behind.
+        // A client that saw the end has seen the final record, no build dir is left, and
+        // the app is free for its next deploy (clients stop reading at the last event).
         std::mem::replace(&mut self.scratch, Scratch(PathBuf::new()))
             .remove()
             .await;
+        drop(self.claim.take());
+        self.emit(event).await;
     }
 
     async fn build(&mut self) -> Result<api::Release, Failure> {
+        let app_json = self.read_app_json().await?;
         let mounts = self.prepare().await?;
         let chosen = self.detect(&mounts).await?;
         self.compile(&mounts, &chosen).await?;
         let process_types = self.process_types(&mounts, &chosen).await?;
         let slug_id = self.slug(&mounts).await?;
-        let release = self.release(slug_id, process_types).await?;
-        self.rollout(release.version).await
+        let (release, config) = self.release(slug_id, process_types, &app_json).await?;
+        let live = self.rollout(release.version).await?;
+        self.postdeploy(&app_json, slug_id, &config, live.version)
+            .await;
+        Ok(live)
     }
 
     /// Env dir, cache dir and the buildpack copies.

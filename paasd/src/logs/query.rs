@@ -85,7 +85,7 @@ pub enum FilterError {
     Release(String),
     #[error("ps: '{0}' is not a process; give a process type like web or an instance like web.1")]
     Ps(String),
-    #[error("source: '{0}' is not a log source; give app, router, build or platform")]
+    #[error("source: '{0}' is not a log source; give app, router, build, platform or cron")]
     Source(String),
 }
 
@@ -174,6 +174,7 @@ pub fn parse_source(s: &str) -> Result<LogSource, FilterError> {
         "router" => Ok(LogSource::Router),
         "build" => Ok(LogSource::Build),
         "platform" => Ok(LogSource::Platform),
+        "cron" => Ok(LogSource::Cron),
         _ => Err(FilterError::Source(s.to_string())),
     }
 }

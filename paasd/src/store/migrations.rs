@@ -105,6 +105,26 @@ const MIGRATIONS: &[&str] = &[
         created_at   INTEGER NOT NULL
     );
     "#,
+    // 6: app.json: each release's `formation` quantities (used for types never scaled).
+    r#"
+    ALTER TABLE releases ADD COLUMN formation TEXT NOT NULL DEFAULT '{}';
+    "#,
+    // 7: app.json `cron`: the last run of each entry (entries live in the slug's app.json;
+    // a row is keyed by schedule and command, so an unchanged entry keeps its history
+    // across deploys).
+    r#"
+    CREATE TABLE cron_runs (
+        app_id       INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        schedule     TEXT NOT NULL,
+        command      TEXT NOT NULL,
+        release      INTEGER NOT NULL,
+        started_at   INTEGER NOT NULL,
+        finished_at  INTEGER,
+        exit_code    INTEGER,
+        outcome      TEXT NOT NULL,
+        PRIMARY KEY (app_id, schedule, command)
+    );
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

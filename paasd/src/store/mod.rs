@@ -8,6 +8,7 @@ pub mod addresses;
 pub mod apps;
 pub mod checks;
 pub mod config_vars;
+pub mod cron;
 pub mod deployments;
 pub mod domains;
 pub mod formation;

@@ -26,6 +26,9 @@ pub struct Runs {
     pub slug_id: Option<i64>,
     pub process_types: std::collections::BTreeMap<String, String>,
     pub deployment_id: Option<i64>,
+    /// Instances per process type from the slug's app.json `formation` (what a type runs
+    /// when it was never scaled with `paas scale`).
+    pub formation: std::collections::BTreeMap<String, u32>,
 }
 
 pub struct NewRelease<'a> {
@@ -37,7 +40,7 @@ pub struct NewRelease<'a> {
 }
 
 const COLUMNS: &str = "version, description, status, config, config_keys, created_at, slug_id, \
-                       process_types, deployment_id, rollout";
+                       process_types, deployment_id, rollout, formation";
 
 fn status_str(s: ReleaseStatus) -> &'static str {
     match s {
@@ -77,6 +80,10 @@ fn row(r: &Row<'_>) -> rusqlite::Result<ReleaseRow> {
                 serde_json::from_str(&t).map_err(|e| bad(format!("release process_types: {e}")))?
             },
             deployment_id: r.get(8)?,
+            formation: {
+                let t: String = r.get(10)?;
+                serde_json::from_str(&t).map_err(|e| bad(format!("release formation: {e}")))?
+            },
         },
         rollout: {
             let t: String = r.get(9)?;
@@ -105,10 +112,12 @@ pub fn insert(
         .map_err(|e| StoreError::Corrupt(format!("config keys: {e}")))?;
     let types = serde_json::to_string(&new.runs.process_types)
         .map_err(|e| StoreError::Corrupt(format!("process types: {e}")))?;
+    let formation = serde_json::to_string(&new.runs.formation)
+        .map_err(|e| StoreError::Corrupt(format!("formation: {e}")))?;
     tx.execute(
         "INSERT INTO releases (app_id, version, description, status, config, config_keys, created_at,
-                               slug_id, process_types, deployment_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                               slug_id, process_types, deployment_id, formation)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             app_id,
             version,
@@ -119,7 +128,8 @@ pub fn insert(
             now,
             new.runs.slug_id,
             types,
-            new.runs.deployment_id
+            new.runs.deployment_id,
+            formation
         ],
     )?;
     Ok(ReleaseRow {

@@ -1,7 +1,9 @@
 //! Health checks: which checks a process type gets (set with `paas checks set`, else the
 //! slug's `app.json` `healthchecks` in dokku's format, else the default TCP connect for
-//! `web`), and probing an instance once. Must not decide what a failure leads to: the
-//! instance task does.
+//! `web`), and probing an instance once. dokku's fields: `type`, `name`, `path`, `port`,
+//! `attempts`, `wait`, `timeout`, `initialDelay`, `content` and `uptime` (not ready before the
+//! instance ran that long; alone, without path or port, that is the whole check). Must not
+//! decide what a failure leads to: the instance task does.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -23,6 +25,9 @@ pub enum Kind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
     Tcp,
+    /// dokku's uptime-only check: nothing to connect to; passing means the instance has run
+    /// `uptime` seconds (folded into the initial delay) without exiting.
+    Uptime,
     Http {
         path: String,
         content: Option<String>,
@@ -31,6 +36,8 @@ pub enum Probe {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
+    /// dokku's `name`, shown in messages.
+    pub name: Option<String>,
     pub kind: Kind,
     pub probe: Probe,
     pub port: u16,
@@ -44,6 +51,7 @@ impl Check {
     /// The default for `web`: a TCP connect to `PORT` succeeds within 60 s.
     pub fn default_web() -> Check {
         Check {
+            name: None,
             kind: Kind::Readiness,
             probe: Probe::Tcp,
             port: APP_PORT,
@@ -58,6 +66,7 @@ impl Check {
     /// three failures in a row replace the instance).
     pub fn default_web_liveness() -> Check {
         Check {
+            name: None,
             kind: Kind::Liveness,
             probe: Probe::Tcp,
             port: APP_PORT,
@@ -75,9 +84,14 @@ impl Check {
 
     /// What it checks, for messages: `GET /health on :5000`.
     pub fn describe(&self) -> String {
-        match &self.probe {
+        let what = match &self.probe {
             Probe::Tcp => format!("TCP connect to :{}", self.port),
+            Probe::Uptime => format!("up for {} s", self.initial_delay.as_secs()),
             Probe::Http { path, .. } => format!("GET {path} on :{}", self.port),
+        };
+        match &self.name {
+            Some(n) => format!("{n} ({what})"),
+            None => what,
         }
     }
 
@@ -91,7 +105,20 @@ impl Check {
                 ))
             }
         };
+        let secs = |what: &str, v: Option<u64>, default: u64, max: u64| match v.unwrap_or(default) {
+            n if n <= max => Ok(Duration::from_secs(n)),
+            n => Err(format!("check {what} {n} s is more than {max} s")),
+        };
+        let uptime = secs("uptime", c.uptime, 0, 3600)?;
         let probe = match &c.path {
+            None if c.port.is_none() && !uptime.is_zero() => {
+                if kind == Kind::Liveness {
+                    return Err(
+                        "an uptime check (no path or port) is a startup or readiness check".into(),
+                    );
+                }
+                Probe::Uptime
+            }
             None => Probe::Tcp,
             Some(p)
                 if p.starts_with('/') && !p.bytes().any(|b| b.is_ascii_control() || b == b' ') =>
@@ -107,10 +134,6 @@ impl Check {
                 ))
             }
         };
-        let secs = |what: &str, v: Option<u64>, default: u64, max: u64| match v.unwrap_or(default) {
-            n if n <= max => Ok(Duration::from_secs(n)),
-            n => Err(format!("check {what} {n} s is more than {max} s")),
-        };
         let attempts = c
             .attempts
             .unwrap_or(if kind == Kind::Liveness { 3 } else { 60 });
@@ -121,7 +144,9 @@ impl Check {
         if timeout.is_zero() {
             return Err("check timeout must be at least 1 s".into());
         }
+        let initial_delay = secs("initialDelay", c.initial_delay, 0, 3600)?;
         Ok(Check {
+            name: c.name.clone(),
             kind,
             probe,
             port: c.port.unwrap_or(APP_PORT),
@@ -133,7 +158,13 @@ impl Check {
                 if kind == Kind::Liveness { 10 } else { 1 },
                 3600,
             )?,
-            initial_delay: secs("initialDelay", c.initial_delay, 0, 3600)?,
+            // Not ready before it ran `uptime`: an exit meanwhile fails the rollout, as any
+            // exit during readiness does.
+            initial_delay: if kind == Kind::Readiness {
+                initial_delay.max(uptime)
+            } else {
+                initial_delay
+            },
         })
     }
 }
@@ -180,7 +211,8 @@ pub fn configured(
     }
 }
 
-/// dokku's check objects carry fields we don't use (name, uptime, listening...).
+/// dokku's check objects carry fields we don't use (description, listening...); the deploy
+/// warns about those (`app_json`).
 fn lenient(v: &serde_json::Value) -> Option<HealthCheck> {
     let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
     let n = |k: &str| v.get(k).and_then(serde_json::Value::as_u64);
@@ -193,6 +225,8 @@ fn lenient(v: &serde_json::Value) -> Option<HealthCheck> {
         wait: n("wait"),
         initial_delay: n("initialDelay"),
         content: s("content"),
+        name: s("name"),
+        uptime: n("uptime"),
     })
 }
 
@@ -231,6 +265,9 @@ pub async fn probe(check: &Check, ip: Ipv4Addr, host: &str) -> Result<(), String
 }
 
 async fn attempt(check: &Check, addr: SocketAddr, host: &str) -> Result<(), String> {
+    if check.probe == Probe::Uptime {
+        return Ok(());
+    }
     let what = check.describe();
     let mut conn = tokio::net::TcpStream::connect(addr)
         .await
@@ -308,6 +345,66 @@ mod tests {
         let (origin, list) = configured("web", Some(set), Some(&json));
         assert_eq!(origin, Origin::Paas);
         assert_eq!(list[0].path.as_deref(), Some("/ready"));
+    }
+
+    #[test]
+    fn every_dokku_field_is_read_from_app_json() {
+        let json: serde_json::Value = serde_json::from_str(
+            r#"{"healthchecks":{"web":[
+                {"type":"startup","name":"ready","path":"/ready","port":5001,"attempts":4,
+                 "wait":3,"timeout":7,"initialDelay":2,"content":"ok","uptime":5},
+                {"type":"liveness","name":"alive","path":"/alive","initialDelay":1}
+              ],
+              "worker":[{"type":"startup","name":"settled","uptime":4}]}}"#,
+        )
+        .expect("json");
+        let (_, list) = configured("web", None, Some(&json));
+        let (checks, notes) = resolve("web", &list);
+        assert!(notes.is_empty(), "{notes:?}");
+        let ready = &checks[0];
+        assert_eq!(ready.kind, Kind::Readiness);
+        assert_eq!(
+            ready.probe,
+            Probe::Http {
+                path: "/ready".into(),
+                content: Some("ok".into())
+            }
+        );
+        assert_eq!(ready.port, 5001);
+        assert_eq!(ready.attempts, 4);
+        assert_eq!(ready.wait, Duration::from_secs(3));
+        assert_eq!(ready.timeout, Duration::from_secs(7));
+        // uptime 5 beats initialDelay 2: not ready before it ran 5 s.
+        assert_eq!(ready.initial_delay, Duration::from_secs(5));
+        assert_eq!(ready.describe(), "ready (GET /ready on :5001)");
+        assert_eq!(checks[1].kind, Kind::Liveness);
+        assert_eq!(checks[1].initial_delay, Duration::from_secs(1));
+        assert_eq!(checks.len(), 2, "both configured: no defaults added");
+
+        let (_, list) = configured("worker", None, Some(&json));
+        let (checks, _) = resolve("worker", &list);
+        assert_eq!(checks.len(), 1);
+        assert_eq!(checks[0].probe, Probe::Uptime);
+        assert_eq!(checks[0].initial_delay, Duration::from_secs(4));
+        assert_eq!(checks[0].describe(), "settled (up for 4 s)");
+        let e = Check::from_api(&HealthCheck {
+            kind: Some("liveness".into()),
+            uptime: Some(3),
+            ..Default::default()
+        })
+        .expect_err("uptime liveness");
+        assert!(e.contains("uptime"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_uptime_check_needs_no_listener() {
+        let c = Check::from_api(&HealthCheck {
+            uptime: Some(1),
+            ..Default::default()
+        })
+        .expect("valid");
+        // Nothing listens on this address; the probe passes anyway.
+        assert_eq!(probe(&c, Ipv4Addr::new(127, 0, 0, 1), "x").await, Ok(()));
     }
 
     #[test]
