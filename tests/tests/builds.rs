@@ -742,14 +742,15 @@ fn buildpacks_chain_through_export_files() {
         }
         dir.path().join(name).display().to_string()
     };
-    // The first leaves an export file next to itself; the second sees its variable.
+    // The first leaves an export file next to itself; the second sees its variable. (The
+    // process type is one that runs nothing by default: a lone `worker` would start.)
     let first = make(
         "first",
         r#"echo "export CHAINED_FROM=first-buildpack" > "$(dirname "$0")/../export""#,
     );
     let second = make(
         "second",
-        r#"echo "       second sees CHAINED_FROM=${CHAINED_FROM:-unset}"; echo "worker: echo $CHAINED_FROM" > "$1/Procfile""#,
+        r#"echo "       second sees CHAINED_FROM=${CHAINED_FROM:-unset}"; echo "clock: echo $CHAINED_FROM" > "$1/Procfile""#,
     );
     d.paas(&["create", "chain"]).ok();
     d.paas(&["buildpacks", "set", "chain", &first, &second])
@@ -765,7 +766,7 @@ fn buildpacks_chain_through_export_files() {
     );
     let done = events.last().expect("events");
     assert_eq!(
-        done["release"]["process_types"]["worker"],
+        done["release"]["process_types"]["clock"],
         "echo first-buildpack"
     );
     assert_eq!(

@@ -223,6 +223,36 @@ fn a_failing_push_is_rejected_and_the_old_release_keeps_serving() {
     let list = releases(&d, "bad");
     assert_eq!(list, before, "no release from the failed build");
 
+    // A malformed app.json (issue 13) fails the push with the parser's line and column.
+    std::fs::copy(
+        app.path().join("package.json"),
+        repo.path().join("package.json"),
+    )
+    .expect("restore package.json");
+    std::fs::write(
+        repo.path().join("app.json"),
+        "{\n  \"name\": \"bad\",\n  \"formation\": {\"web\": {\"quantity\": }}\n}\n",
+    )
+    .expect("write app.json");
+    commit_all(repo.path(), "malformed app.json");
+    let r = push(&sshd, repo.path(), "bad", "main");
+    assert_ne!(r.code(), 0, "{r:#?}");
+    assert!(
+        r.stderr.contains("app.json line 3, column"),
+        "app.json error with line and column: {}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("pre-receive hook declined"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        releases(&d, "bad"),
+        before,
+        "no release from the malformed app.json"
+    );
+
     // Other branches are refused with a message; nothing is deployed.
     run_ok(git(repo.path(), &["checkout", "-q", "-b", "feature"]));
     let r = push(&sshd, repo.path(), "bad", "feature");
