@@ -15,6 +15,18 @@ use std::time::{Duration, Instant};
 use paas_api::Client;
 
 /// The directory holding `paasd` and `paas`: `$PAAS_BIN_DIR`, else next to the test binary.
+/// Writes an executable bash script (`set -euo pipefail`, then `body`) to `path`: buildpack
+/// steps and other fixtures.
+pub fn write_script(path: &Path, body: &str) {
+    std::fs::write(
+        path,
+        format!("#!/usr/bin/env bash\nset -euo pipefail\n{body}\n"),
+    )
+    .expect("write script");
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod script");
+}
+
 /// The workspace root (examples/, buildpacks/).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -435,6 +447,25 @@ impl Daemon {
     /// Runs the real `paas` CLI against this daemon.
     pub fn paas(&self, args: &[&str]) -> Run {
         Run::of(&mut self.paas_command(args))
+    }
+
+    /// `paas deploy APP --source DIR`, which must succeed; its stdout and stderr together.
+    pub fn deploy_dir(&self, app: &str, dir: &Path) -> String {
+        let r = self.paas(&["deploy", app, "--source", &dir.display().to_string()]);
+        assert!(
+            r.status.success(),
+            "deploy failed: {r:#?}\nlog:\n{}",
+            self.log_text()
+        );
+        format!("{}{}", r.stdout, r.stderr)
+    }
+
+    /// The instances `paas ps APP --json` lists.
+    pub fn ps(&self, app: &str) -> Vec<serde_json::Value> {
+        self.paas(&["--json", "ps", app]).json()["instances"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Starts the CLI in the background (stdout and stderr captured) for tests that act

@@ -6,30 +6,11 @@
 
 #![forbid(unsafe_code)]
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use paas_tests::{have_root, load, node_app, repo_root, Daemon};
-use serde_json::Value;
 
 const BASE: &str = "paas.localhost";
-
-fn deploy(d: &Daemon, app: &str, dir: &Path) -> String {
-    let r = d.paas(&["deploy", app, "--source", &dir.display().to_string()]);
-    assert!(
-        r.status.success(),
-        "deploy failed: {r:#?}\nlog:\n{}",
-        d.log_text()
-    );
-    format!("{}{}", r.stdout, r.stderr)
-}
-
-fn ps(d: &Daemon, app: &str) -> Vec<Value> {
-    d.paas(&["--json", "ps", app]).json()["instances"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
 
 fn platform_log(d: &Daemon, app: &str) -> String {
     d.paas(&["logs", app, "--source", "platform", "-n", "1000"])
@@ -73,9 +54,9 @@ fn an_app_without_a_sigterm_handler_restarts_at_once_without_dropping_a_request(
     let d = Daemon::start();
     let app = node_app_without_sigterm_handler();
     d.paas(&["create", "noterm"]).ok();
-    deploy(&d, "noterm", app.path());
+    d.deploy_dir("noterm", app.path());
     let host = format!("noterm.{BASE}");
-    let before = ps(&d, "noterm");
+    let before = d.ps("noterm");
     assert_eq!(before.len(), 1, "{before:#?}");
 
     let l = load::start(d.router(), &host, 20, Duration::from_secs(120));
@@ -104,7 +85,7 @@ fn an_app_without_a_sigterm_handler_restarts_at_once_without_dropping_a_request(
         took < Duration::from_secs(30),
         "the restart waited out the grace period: {took:?}"
     );
-    let after = ps(&d, "noterm");
+    let after = d.ps("noterm");
     assert_eq!(after.len(), 1, "{after:#?}");
     // The replacement started while the old one held its address, so it has another one.
     assert_ne!(
@@ -182,7 +163,7 @@ fn orphans_and_a_fork_bomb_leave_no_zombies() {
     std::fs::write(app.path().join("Procfile"), "web: exec python3 server.py\n").expect("write");
     std::fs::write(app.path().join("server.py"), ZOMBIE_APP).expect("write");
     d.paas(&["create", "zomb"]).ok();
-    deploy(&d, "zomb", app.path());
+    d.deploy_dir("zomb", app.path());
     let host = format!("zomb.{BASE}");
     let get = |path: &str| {
         let (status, _, body) = d.http(&host, path);
@@ -212,7 +193,7 @@ fn orphans_and_a_fork_bomb_leave_no_zombies() {
     });
     assert_eq!(left, "0");
     // The instance is still the same and still serves.
-    let list = ps(&d, "zomb");
+    let list = d.ps("zomb");
     assert_eq!(list[0]["restarts"], 0, "{list:#?}");
 }
 
@@ -224,10 +205,10 @@ fn a_worker_only_app_starts_one_worker() {
     let d = Daemon::start();
     d.paas(&["create", "wo"]).ok();
     let src = repo_root().join("examples/worker-only");
-    let out = deploy(&d, "wo", &src);
+    let out = d.deploy_dir("wo", &src);
     assert!(out.contains("worker"), "{out}");
     let list = eventually("a worker runs", Duration::from_secs(30), || {
-        let list = ps(&d, "wo");
+        let list = d.ps("wo");
         list.iter()
             .any(|i| i["name"] == "worker.1" && i["state"] == "up")
             .then_some(list)
@@ -243,10 +224,10 @@ fn a_worker_only_app_starts_one_worker() {
     assert!(formation.contains("worker"), "{formation}");
     d.paas(&["scale", "wo", "worker=0"]).ok();
     eventually("the worker stopped", Duration::from_secs(30), || {
-        ps(&d, "wo").is_empty().then_some(())
+        d.ps("wo").is_empty().then_some(())
     });
     // An explicit count stays: a redeploy does not bring the default back.
-    deploy(&d, "wo", &src);
+    d.deploy_dir("wo", &src);
     std::thread::sleep(Duration::from_secs(1));
-    assert!(ps(&d, "wo").is_empty(), "{:#?}", ps(&d, "wo"));
+    assert!(d.ps("wo").is_empty(), "{:#?}", d.ps("wo"));
 }

@@ -98,13 +98,6 @@ fn env_get(d: &Daemon, name: &str, key: &str) -> String {
     d.paas(&["env", "get", name, key]).ok().trim().to_string()
 }
 
-fn ps(d: &Daemon, name: &str) -> Vec<Value> {
-    d.paas(&["--json", "ps", name]).json()["instances"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 fn count(list: &[Value], ptype: &str) -> usize {
     list.iter()
         .filter(|i| i["process_type"] == ptype && i["state"] == "up")
@@ -240,7 +233,7 @@ fn formation_starts_the_named_quantities_until_scaled() {
     d.paas(&["create", "form"]).ok();
     let dir = app(r#"{"formation": {"web": {"quantity": 2}, "worker": {"quantity": 1}}}"#);
     deploy_ok(&d, "form", dir.path());
-    let list = ps(&d, "form");
+    let list = d.ps("form");
     assert_eq!(
         (count(&list, "web"), count(&list, "worker")),
         (2, 1),
@@ -252,7 +245,7 @@ fn formation_starts_the_named_quantities_until_scaled() {
     // An explicit scale wins over app.json from then on.
     d.paas(&["scale", "form", "web=1"]).ok();
     deploy_ok(&d, "form", dir.path());
-    let list = ps(&d, "form");
+    let list = d.ps("form");
     assert_eq!(
         (count(&list, "web"), count(&list, "worker")),
         (1, 1),
@@ -399,7 +392,7 @@ fn the_node_appjson_example_deploys_as_its_app_json_says() {
         assert!(out.contains(want), "{want:?} missing in:\n{out}");
     }
     assert!(!out.contains(" !     "), "no warnings, no failures: {out}");
-    let list = ps(&d, "ex");
+    let list = d.ps("ex");
     assert_eq!(
         (count(&list, "web"), count(&list, "worker")),
         (2, 1),

@@ -731,14 +731,7 @@ fn buildpacks_chain_through_export_files() {
             ("compile", compile.to_string()),
             ("release", "echo '--- {}'".to_string()),
         ] {
-            let p = bin.join(step);
-            std::fs::write(
-                &p,
-                format!("#!/usr/bin/env bash\nset -euo pipefail\n{body}\n"),
-            )
-            .expect("write");
-            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-                .expect("chmod");
+            paas_tests::write_script(&bin.join(step), body.as_ref());
         }
         dir.path().join(name).display().to_string()
     };

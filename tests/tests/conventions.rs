@@ -33,14 +33,7 @@ fn pack(dir: &Path, name: &str, compile: &str) -> String {
             "printf -- '---\\ndefault_process_types:\\n  console: cat order.txt\\n'".into(),
         ),
     ] {
-        let p = bin.join(step);
-        std::fs::write(
-            &p,
-            format!("#!/usr/bin/env bash\nset -euo pipefail\n{body}\n"),
-        )
-        .expect("write");
-        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .expect("chmod");
+        paas_tests::write_script(&bin.join(step), body.as_ref());
     }
     dir.join(name).display().to_string()
 }

@@ -34,14 +34,7 @@ fn buildpack(dir: &Path, compile: &str) -> String {
             "printf -- '---\\ndefault_process_types:\\n  worker: sleep 1000\\n'",
         ),
     ] {
-        let p = bin.join(name);
-        std::fs::write(
-            &p,
-            format!("#!/usr/bin/env bash\nset -euo pipefail\n{body}\n"),
-        )
-        .expect("write");
-        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .expect("chmod");
+        paas_tests::write_script(&bin.join(name), body);
     }
     dir.display().to_string()
 }

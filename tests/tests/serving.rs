@@ -19,28 +19,11 @@ fn daemon(test: &str, config: &str) -> Option<Daemon> {
     Some(Daemon::start_with_config(config))
 }
 
-fn deploy(d: &Daemon, app: &str, dir: &std::path::Path) -> String {
-    let r = d.paas(&["deploy", app, "--source", &dir.display().to_string()]);
-    assert!(
-        r.status.success(),
-        "deploy failed: {r:#?}\nlog:\n{}",
-        d.log_text()
-    );
-    format!("{}{}", r.stdout, r.stderr)
-}
-
-fn ps(d: &Daemon, app: &str) -> Vec<Value> {
-    d.paas(&["--json", "ps", app]).json()["instances"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 /// Waits until `cond` holds on `paas ps` (or panics with what it saw).
 fn wait_ps(d: &Daemon, app: &str, what: &str, max: Duration, cond: impl Fn(&[Value]) -> bool) {
     let deadline = Instant::now() + max;
     loop {
-        let list = ps(d, app);
+        let list = d.ps(app);
         if cond(&list) {
             return;
         }
@@ -59,7 +42,7 @@ fn the_router_serves_apps_by_host_and_says_404_and_503() {
     };
     let app = node_app("v1");
     d.paas(&["create", "web1"]).ok();
-    let out = deploy(&d, "web1", app.path());
+    let out = d.deploy_dir("web1", app.path());
     assert!(out.contains("Routing to v2"), "{out}");
 
     let (status, head, body) = d.http(&format!("web1.{BASE}"), "/");
@@ -87,7 +70,7 @@ fn the_router_serves_apps_by_host_and_says_404_and_503() {
     );
 
     d.paas(&["scale", "web1", "web=0"]).ok();
-    assert!(ps(&d, "web1").is_empty(), "scaled to 0: nothing runs");
+    assert!(d.ps("web1").is_empty(), "scaled to 0: nothing runs");
     let (status, _, body) = d.http(&format!("web1.{BASE}"), "/");
     assert_eq!(status, 503, "{body}");
     assert!(
@@ -97,7 +80,7 @@ fn the_router_serves_apps_by_host_and_says_404_and_503() {
 
     // ps shows what runs; releases info shows the rollout phases.
     d.paas(&["scale", "web1", "web=1"]).ok();
-    let list = ps(&d, "web1");
+    let list = d.ps("web1");
     assert_eq!(list.len(), 1, "{list:#?}");
     assert_eq!(list[0]["state"], "up");
     assert_eq!(list[0]["health"], "passing");
@@ -117,9 +100,9 @@ fn scaling_spreads_requests_and_drains_what_goes() {
     let Some(d) = daemon("scale", "") else { return };
     let app = node_app("v1");
     d.paas(&["create", "sc"]).ok();
-    deploy(&d, "sc", app.path());
+    d.deploy_dir("sc", app.path());
     d.paas(&["scale", "sc", "web=3"]).ok();
-    let list = ps(&d, "sc");
+    let list = d.ps("sc");
     let mut addrs: Vec<String> = list
         .iter()
         .map(|i| i["address"].as_str().unwrap_or("").to_string())
@@ -138,7 +121,7 @@ fn scaling_spreads_requests_and_drains_what_goes() {
     assert_eq!(seen.len(), 3, "all three instances get requests: {seen:?}");
 
     d.paas(&["scale", "sc", "web=1"]).ok();
-    let list = ps(&d, "sc");
+    let list = d.ps("sc");
     assert_eq!(list.len(), 1, "two drained and gone: {list:#?}");
     assert_eq!(list[0]["name"], "web.1");
     assert_eq!(d.helper_pids().len(), 1, "one container left");
@@ -158,7 +141,7 @@ fn no_request_fails_while_deploying_configuring_rolling_back_scaling_and_restart
     let v1 = node_app("v1");
     let v2 = node_app("v2");
     d.paas(&["create", "zd"]).ok();
-    deploy(&d, "zd", v1.path());
+    d.deploy_dir("zd", v1.path());
     let host = format!("zd.{BASE}");
     let router = d.router();
     let step = |what: &str, run: &dyn Fn(), expect_after: &str| {
@@ -188,7 +171,7 @@ fn no_request_fails_while_deploying_configuring_rolling_back_scaling_and_restart
     step(
         "deploy v2",
         &|| {
-            deploy(&d, "zd", v2.path());
+            d.deploy_dir("zd", v2.path());
         },
         "Hello from node-hello v2",
     );
@@ -243,7 +226,7 @@ fn a_release_that_never_gets_healthy_fails_and_the_old_one_keeps_serving() {
     };
     let good = node_app("v1");
     d.paas(&["create", "uh"]).ok();
-    deploy(&d, "uh", good.path());
+    d.deploy_dir("uh", good.path());
     d.paas(&[
         "checks",
         "set",
@@ -300,7 +283,7 @@ fn a_release_that_never_gets_healthy_fails_and_the_old_one_keeps_serving() {
         vec!["Hello from node-hello v1 on web.1\n"],
         "only the old release answered"
     );
-    let list = ps(&d, "uh");
+    let list = d.ps("uh");
     assert_eq!(list.len(), 1, "the new instances are gone: {list:#?}");
     assert_eq!(list[0]["release"], 2);
     let releases = d.paas(&["--json", "releases", "uh"]).json();
@@ -324,11 +307,11 @@ fn a_crashing_instance_backs_off_then_shows_crashed() {
     )
     .expect("procfile");
     d.paas(&["create", "cr"]).ok();
-    deploy(&d, "cr", dir.path());
+    d.deploy_dir("cr", dir.path());
     wait_ps(&d, "cr", "crashed", Duration::from_secs(60), |l| {
         l.first().is_some_and(|i| i["state"] == "crashed")
     });
-    let list = ps(&d, "cr");
+    let list = d.ps("cr");
     assert_eq!(list[0]["restarts"], 3, "{list:#?}");
     assert!(
         list[0]["last_error"]
@@ -369,7 +352,7 @@ fn app_output_reaches_followers_fast_and_platform_events_and_rotation_work() {
     };
     let app = node_app("v1");
     d.paas(&["create", "lg"]).ok();
-    deploy(&d, "lg", app.path());
+    d.deploy_dir("lg", app.path());
 
     // A follower sees the app's own line for a request.
     let mut follow = d
@@ -436,7 +419,7 @@ fn app_output_reaches_followers_fast_and_platform_events_and_rotation_work() {
     )
     .expect("procfile");
     d.paas(&["create", "hog"]).ok();
-    deploy(&d, "hog", hog.path());
+    d.deploy_dir("hog", hog.path());
     d.paas(&["scale", "hog", "hog=1"]).ok();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -459,7 +442,7 @@ fn app_output_reaches_followers_fast_and_platform_events_and_rotation_work() {
     )
     .expect("procfile");
     d.paas(&["create", "ps2"]).ok();
-    deploy(&d, "ps2", dir.path());
+    d.deploy_dir("ps2", dir.path());
     d.paas(&["scale", "ps2", "chatty=1"]).ok();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = String::new();
@@ -525,7 +508,7 @@ fn an_instance_failing_its_liveness_check_is_replaced_without_failing_a_request(
         "1",
     ])
     .ok();
-    deploy(&d, "lv", app.path());
+    d.deploy_dir("lv", app.path());
     d.paas(&["scale", "lv", "web=2"]).ok();
     wait_ps(&d, "lv", "two up", Duration::from_secs(60), |l| {
         l.len() == 2 && l.iter().all(|i| i["state"] == "up")
@@ -550,7 +533,7 @@ fn an_instance_failing_its_liveness_check_is_replaced_without_failing_a_request(
     let c = l.stop();
     println!("during the replacement: {} ok, {} failed", c.ok, c.failed);
     assert_eq!(c.failed, 0, "{:?}", c.errors);
-    let list = ps(&d, "lv");
+    let list = d.ps("lv");
     let replaced = list
         .iter()
         .find(|i| i["restarts"] == 1)
