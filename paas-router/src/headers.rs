@@ -1,17 +1,29 @@
-//! Header rewriting at the proxy hop: hop-by-hop removal, `X-Forwarded-*`, `X-Request-Id`.
+//! Header rewriting at the proxy hop: the request's one Host, hop-by-hop removal,
+//! `X-Forwarded-*`, `X-Real-IP`, `Forwarded`, `X-Request-Id`.
 //!
-//! Owns which headers cross the hop and what the router adds. It must not look at bodies,
-//! routes or connections; everything here is a pure function of a header map.
+//! Owns which headers cross the hop, what the router adds and which client claims it
+//! believes (only a trusted proxy's). It must not look at bodies or routes, nor accept or
+//! read connections; everything here is a pure function of a header map, the request target
+//! and the connection's [`Peer`].
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 
+use bytes::Bytes;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::Uri;
+use std::net::IpAddr;
+
+use super::trust::{is_trusted, IpNet};
 
 pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+static HTTP: HeaderValue = HeaderValue::from_static("http");
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -56,25 +68,190 @@ fn headers_named<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> Vec<Heade
         .collect()
 }
 
-/// Sets what the upstream should know about the original request: the client address
-/// appended to `X-Forwarded-For`, `X-Forwarded-Proto: http` and `X-Forwarded-Host`. Proto and
-/// Host are overwritten: the router is the edge, so a client's claim about them is not news.
-pub(crate) fn add_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue, host: &HeaderValue) {
-    let xff = match headers.get(&X_FORWARDED_FOR) {
-        None => client_ip.clone(),
-        Some(_) => {
-            let mut joined = Vec::with_capacity(64);
-            for v in headers.get_all(&X_FORWARDED_FOR) {
-                joined.extend_from_slice(v.as_bytes());
-                joined.extend_from_slice(b", ");
-            }
-            joined.extend_from_slice(client_ip.as_bytes());
-            HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client_ip.clone())
+/// The TCP peer of one client connection, worked out once per connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    /// The canonical address text: `X-Real-IP` and the `X-Forwarded-For` entry.
+    ip: HeaderValue,
+    /// The RFC 7239 node: `192.0.2.1`, or `"[2001:db8::1]"` (IPv6 in quotes and brackets).
+    node: Bytes,
+    /// In a configured trusted-proxy network: its forwarding headers are believed.
+    trusted: bool,
+    /// The router's listening port (`X-Forwarded-Port`).
+    port: HeaderValue,
+}
+
+impl Peer {
+    pub(crate) fn new(ip: IpAddr, trusted: &[IpNet], port: u16) -> Peer {
+        let ip = ip.to_canonical();
+        let text = ip.to_string();
+        let node = match ip {
+            IpAddr::V4(_) => Bytes::from(text.clone()),
+            IpAddr::V6(_) => Bytes::from(format!("\"[{text}]\"")),
+        };
+        Peer {
+            // An address's text is always a valid header value.
+            ip: HeaderValue::from_str(&text)
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            node,
+            trusted: is_trusted(trusted, ip),
+            port: HeaderValue::from(port),
         }
+    }
+}
+
+/// Sets what the upstream should know about the original request. From an untrusted peer
+/// (the router is the edge) the client's claims are replaced: `X-Forwarded-For` and
+/// `X-Real-IP` are the peer's address, `X-Forwarded-Proto: http`, `X-Forwarded-Host` the
+/// Host, `X-Forwarded-Port` our port, and `Forwarded: for=..;host=..;proto=http`. From a
+/// trusted proxy, `X-Forwarded-For` and `Forwarded` are appended to, and its `X-Real-IP`,
+/// `X-Forwarded-Proto`, `-Host` and `-Port` are kept (ours fill in the missing ones).
+pub(crate) fn add_forwarded(headers: &mut HeaderMap, peer: &Peer, host: &HeaderValue) {
+    let forwarded = forwarded_element(peer, host);
+    if peer.trusted {
+        let xff = append_list(headers, &X_FORWARDED_FOR, &peer.ip);
+        headers.insert(X_FORWARDED_FOR.clone(), xff);
+        let fwd = append_list(headers, &FORWARDED, &forwarded);
+        headers.insert(FORWARDED.clone(), fwd);
+        for (name, ours) in [
+            (&X_REAL_IP, &peer.ip),
+            (&X_FORWARDED_PROTO, &HTTP),
+            (&X_FORWARDED_HOST, host),
+            (&X_FORWARDED_PORT, &peer.port),
+        ] {
+            if !headers.contains_key(name) {
+                headers.insert(name.clone(), ours.clone());
+            }
+        }
+    } else {
+        headers.insert(X_FORWARDED_FOR.clone(), peer.ip.clone());
+        headers.insert(X_REAL_IP.clone(), peer.ip.clone());
+        headers.insert(FORWARDED.clone(), forwarded);
+        headers.insert(X_FORWARDED_PROTO.clone(), HTTP.clone());
+        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+        headers.insert(X_FORWARDED_PORT.clone(), peer.port.clone());
+    }
+}
+
+/// `for=NODE;host=HOST;proto=http`, the host quoted when it is not a token (a port or an
+/// IPv6 literal).
+fn forwarded_element(peer: &Peer, host: &HeaderValue) -> HeaderValue {
+    let host = host.as_bytes();
+    let quote = !host.iter().all(|b| is_tchar(*b));
+    let mut out = Vec::with_capacity(peer.node.len() + host.len() + 24);
+    out.extend_from_slice(b"for=");
+    out.extend_from_slice(&peer.node);
+    out.extend_from_slice(b";host=");
+    if quote {
+        out.push(b'"');
+        for b in host {
+            if matches!(b, b'"' | b'\\') {
+                out.push(b'\\');
+            }
+            out.push(*b);
+        }
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(host);
+    }
+    out.extend_from_slice(b";proto=http");
+    // Built from a valid header value and visible ASCII.
+    HeaderValue::from_maybe_shared(Bytes::from(out))
+        .unwrap_or_else(|_| HeaderValue::from_static("for=unknown;proto=http"))
+}
+
+/// RFC 9110 token characters.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Every value of a comma-separated list header, joined, with `last` appended.
+fn append_list(headers: &HeaderMap, name: &HeaderName, last: &HeaderValue) -> HeaderValue {
+    if !headers.contains_key(name) {
+        return last.clone();
+    }
+    let mut joined = Vec::with_capacity(64);
+    for v in headers.get_all(name) {
+        joined.extend_from_slice(v.as_bytes());
+        joined.extend_from_slice(b", ");
+    }
+    joined.extend_from_slice(last.as_bytes());
+    HeaderValue::from_maybe_shared(Bytes::from(joined)).unwrap_or_else(|_| last.clone())
+}
+
+/// Why a request's Host cannot be used; the router answers 400 and sends it nowhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BadHost {
+    /// No Host header and no absolute-form target.
+    Missing,
+    /// More than one Host header: the app and the router could disagree on which counts.
+    Duplicate,
+    /// Absolute-form target whose authority is not the Host header.
+    Disagrees,
+    /// Not `host[:port]`.
+    Malformed,
+}
+
+/// The one Host of a request: the Host header, or the authority of an absolute-form target
+/// (inserted as Host when the header is missing). Everything ambiguous is refused.
+pub(crate) fn request_host(headers: &mut HeaderMap, uri: &Uri) -> Result<HeaderValue, BadHost> {
+    let mut all = headers.get_all(header::HOST).iter();
+    let first = all.next().cloned();
+    if all.next().is_some() {
+        return Err(BadHost::Duplicate);
+    }
+    let authority = uri.authority().map(|a| a.as_str());
+    let host = match (first, authority) {
+        (Some(h), None) => h,
+        (Some(h), Some(a)) => {
+            if !h.as_bytes().eq_ignore_ascii_case(a.as_bytes()) {
+                return Err(BadHost::Disagrees);
+            }
+            h
+        }
+        (None, Some(a)) => {
+            let h = HeaderValue::from_str(a).map_err(|_| BadHost::Malformed)?;
+            headers.insert(header::HOST, h.clone());
+            h
+        }
+        (None, None) => return Err(BadHost::Missing),
     };
-    headers.insert(X_FORWARDED_FOR.clone(), xff);
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+    if is_valid_host(host.as_bytes()) {
+        Ok(host)
+    } else {
+        Err(BadHost::Malformed)
+    }
+}
+
+/// `name[:port]` or `[v6]` with an optional port: a DNS-ish name (letters, digits, `-._~`),
+/// an IPv4 address or a bracketed IPv6 literal, and at most 5 port digits.
+pub(crate) fn is_valid_host(v: &[u8]) -> bool {
+    let (name_ok, port) = if let Some(rest) = v.strip_prefix(b"[") {
+        let Some(end) = rest.iter().position(|b| *b == b']') else {
+            return false;
+        };
+        let literal = &rest[..end];
+        let ok = !literal.is_empty()
+            && literal
+                .iter()
+                .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'));
+        match &rest[end + 1..] {
+            [] => (ok, None),
+            [b':', port @ ..] => (ok, Some(port)),
+            _ => return false,
+        }
+    } else {
+        let (name, port) = match v.iter().rposition(|b| *b == b':') {
+            Some(i) => (&v[..i], Some(&v[i + 1..])),
+            None => (v, None),
+        };
+        let ok = !name.is_empty()
+            && name
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+        (ok, port)
+    };
+    name_ok && port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit))
 }
 
 /// The client's `X-Request-Id` if it is a sane token, else a fresh one.
@@ -171,27 +348,155 @@ mod tests {
         assert_eq!(names, ["content-length", "host", "x-kept"]);
     }
 
-    #[test]
-    fn router_headers_forwarded_appended_and_overwritten() {
-        let ip = HeaderValue::from_static("10.0.0.9");
-        let host = HeaderValue::from_static("web.paas.test:8080");
-        let mut h = map(&[]);
-        add_forwarded(&mut h, &ip, &host);
-        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.9");
-        assert_eq!(h[&X_FORWARDED_PROTO], "http");
-        assert_eq!(h[&X_FORWARDED_HOST], "web.paas.test:8080");
+    const SPOOFED: &[(&str, &str)] = &[
+        ("x-forwarded-for", "1.1.1.1"),
+        ("x-forwarded-for", "2.2.2.2, 3.3.3.3"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "spoofed"),
+        ("x-forwarded-port", "443"),
+        ("x-real-ip", "6.6.6.6"),
+        ("forwarded", "for=6.6.6.6;proto=https"),
+    ];
 
-        let mut h = map(&[
-            ("x-forwarded-for", "1.1.1.1"),
-            ("x-forwarded-for", "2.2.2.2, 3.3.3.3"),
-            ("x-forwarded-proto", "https"),
-            ("x-forwarded-host", "spoofed"),
-        ]);
-        add_forwarded(&mut h, &ip, &host);
-        assert_eq!(h[&X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9");
-        assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
-        assert_eq!(h[&X_FORWARDED_PROTO], "http");
-        assert_eq!(h[&X_FORWARDED_HOST], "web.paas.test:8080");
+    fn peer(ip: &str, trusted: &[&str]) -> Peer {
+        let nets: Vec<IpNet> = trusted.iter().map(|n| n.parse().expect(n)).collect();
+        Peer::new(ip.parse().expect("ip"), &nets, 8080)
+    }
+
+    fn one<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
+        assert_eq!(h.get_all(name).iter().count(), 1, "{name}: {h:?}");
+        h[name].to_str().expect("ascii")
+    }
+
+    #[test]
+    fn router_headers_untrusted_peer_claims_are_replaced() {
+        let host = HeaderValue::from_static("web.paas.test:8080");
+        let untrusted = peer("10.0.0.9", &["127.0.0.1/32"]);
+        for pairs in [&[][..], SPOOFED] {
+            let mut h = map(pairs);
+            add_forwarded(&mut h, &untrusted, &host);
+            assert_eq!(one(&h, "x-forwarded-for"), "10.0.0.9");
+            assert_eq!(one(&h, "x-real-ip"), "10.0.0.9");
+            assert_eq!(one(&h, "x-forwarded-proto"), "http");
+            assert_eq!(one(&h, "x-forwarded-host"), "web.paas.test:8080");
+            assert_eq!(one(&h, "x-forwarded-port"), "8080");
+            assert_eq!(
+                one(&h, "forwarded"),
+                "for=10.0.0.9;host=\"web.paas.test:8080\";proto=http"
+            );
+        }
+    }
+
+    #[test]
+    fn router_headers_forwarded_syntax() {
+        let mut h = map(&[]);
+        add_forwarded(
+            &mut h,
+            &peer("2001:db8::1", &[]),
+            &HeaderValue::from_static("web.paas.test"),
+        );
+        assert_eq!(
+            one(&h, "forwarded"),
+            "for=\"[2001:db8::1]\";host=web.paas.test;proto=http"
+        );
+        assert_eq!(one(&h, "x-real-ip"), "2001:db8::1");
+        // An IPv4-mapped peer (a dual-stack listener) is its IPv4 address.
+        let mut h = map(&[]);
+        add_forwarded(
+            &mut h,
+            &peer("::ffff:192.0.2.7", &["192.0.2.0/24"]),
+            &HeaderValue::from_static("[::1]:80"),
+        );
+        assert_eq!(
+            one(&h, "forwarded"),
+            "for=192.0.2.7;host=\"[::1]:80\";proto=http"
+        );
+        assert_eq!(one(&h, "x-forwarded-for"), "192.0.2.7");
+    }
+
+    #[test]
+    fn router_headers_trusted_proxy_claims_are_kept_and_appended() {
+        let host = HeaderValue::from_static("web.paas.test");
+        let proxy = peer("10.1.2.3", &["127.0.0.1/32", "10.0.0.0/8"]);
+        let mut h = map(SPOOFED);
+        add_forwarded(&mut h, &proxy, &host);
+        assert_eq!(
+            one(&h, "x-forwarded-for"),
+            "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.1.2.3"
+        );
+        assert_eq!(one(&h, "x-real-ip"), "6.6.6.6");
+        assert_eq!(one(&h, "x-forwarded-proto"), "https");
+        assert_eq!(one(&h, "x-forwarded-host"), "spoofed");
+        assert_eq!(one(&h, "x-forwarded-port"), "443");
+        assert_eq!(
+            one(&h, "forwarded"),
+            "for=6.6.6.6;proto=https, for=10.1.2.3;host=web.paas.test;proto=http"
+        );
+        // A trusted proxy that sent nothing gets what an untrusted client would.
+        let mut h = map(&[]);
+        add_forwarded(&mut h, &proxy, &host);
+        assert_eq!(one(&h, "x-forwarded-for"), "10.1.2.3");
+        assert_eq!(one(&h, "x-real-ip"), "10.1.2.3");
+        assert_eq!(one(&h, "x-forwarded-proto"), "http");
+        assert_eq!(one(&h, "x-forwarded-host"), "web.paas.test");
+        assert_eq!(one(&h, "x-forwarded-port"), "8080");
+        assert_eq!(
+            one(&h, "forwarded"),
+            "for=10.1.2.3;host=web.paas.test;proto=http"
+        );
+    }
+
+    #[test]
+    fn router_headers_one_valid_host() {
+        let origin: Uri = "/x".parse().expect("uri");
+        let absolute: Uri = "http://web.paas.test/x".parse().expect("uri");
+        let mut h = map(&[("host", "web.paas.test")]);
+        assert_eq!(
+            request_host(&mut h, &origin),
+            Ok(HeaderValue::from_static("web.paas.test"))
+        );
+        let mut h = map(&[("host", "web.paas.test"), ("host", "other.paas.test")]);
+        assert_eq!(request_host(&mut h, &origin), Err(BadHost::Duplicate));
+        let mut h = map(&[("host", "web.paas.test"), ("host", "web.paas.test")]);
+        assert_eq!(request_host(&mut h, &origin), Err(BadHost::Duplicate));
+        let mut h = map(&[]);
+        assert_eq!(request_host(&mut h, &origin), Err(BadHost::Missing));
+        // Absolute form: the authority is the Host, and a different Host header is refused.
+        let mut h = map(&[]);
+        assert_eq!(
+            request_host(&mut h, &absolute),
+            Ok(HeaderValue::from_static("web.paas.test"))
+        );
+        assert_eq!(h["host"], "web.paas.test");
+        let mut h = map(&[("host", "WEB.paas.test")]);
+        assert!(request_host(&mut h, &absolute).is_ok());
+        let mut h = map(&[("host", "other.paas.test")]);
+        assert_eq!(request_host(&mut h, &absolute), Err(BadHost::Disagrees));
+        for bad in [
+            "", "a b", "a,b", "a/b", "user@a", "a:80:80", "a:123456", "a:x", ":80", "[::1", "[]",
+            "[::1]x", "[g::1]",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("host", HeaderValue::from_str(bad).expect("value"));
+            assert_eq!(
+                request_host(&mut h, &origin),
+                Err(BadHost::Malformed),
+                "{bad:?}"
+            );
+        }
+        for good in [
+            "a",
+            "web.paas.test.",
+            "web.paas.test:8080",
+            "a:",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8080",
+            "xn--bcher-kva.example",
+            "my_host",
+        ] {
+            assert!(is_valid_host(good.as_bytes()), "{good}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //!
 //! The parts: `table` (host matching, upstream choice), `snapshot` (a table bound to live
 //! state), `pool` (per-address connections and in-flight count), `proxy` (one request),
-//! `headers`, `body` (bodies and per-request bookkeeping), `stats`, `pages` (error pages).
+//! `headers` (and `trust`, the trusted-proxy networks), `body` (bodies and per-request bookkeeping), `stats`, `pages` (error pages).
 
 #![forbid(unsafe_code)]
 
@@ -21,6 +21,7 @@ mod stats;
 mod table;
 #[cfg(test)]
 mod tests;
+mod trust;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -29,13 +30,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::header::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 pub use stats::{AppStats, LatencyBucket};
 pub use table::{RouteTable, Upstream};
+pub use trust::{IpNet, IpNetError};
 
 use pool::PoolConfig;
 use snapshot::{AppRoute, Registry, Snapshot};
@@ -81,6 +82,9 @@ pub struct RouterOptions {
     pub max_retries: u32,
     /// Idle keep-alive connections kept per upstream address.
     pub max_idle_per_upstream: usize,
+    /// Peers whose `X-Forwarded-*`, `X-Real-IP` and `Forwarded` are believed (a load
+    /// balancer in front of us). Empty: the router is the edge and replaces them all.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Default for RouterOptions {
@@ -92,6 +96,7 @@ impl Default for RouterOptions {
             client_header_timeout: Duration::from_secs(60),
             max_retries: 2,
             max_idle_per_upstream: 256,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -171,6 +176,7 @@ impl Router {
         http.timer(TokioTimer::new())
             .header_read_timeout(self.opts.client_header_timeout)
             .keep_alive(true);
+        let port = listener.local_addr().map_or(0, |a| a.port());
         tokio::pin!(shutdown);
         let mut sweep = tokio::time::interval(self.opts.idle_timeout.max(Duration::from_secs(1)));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -195,11 +201,14 @@ impl Router {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let ip = HeaderValue::from_str(&peer.ip().to_canonical().to_string())
-                .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+            let client = Arc::new(headers::Peer::new(
+                peer.ip(),
+                &self.opts.trusted_proxies,
+                port,
+            ));
             let router = self.clone();
             let service = service_fn(move |req| {
-                let fut = proxy::forward(router.clone(), req, ip.clone());
+                let fut = proxy::forward(router.clone(), req, client.clone());
                 async move { Ok::<_, Infallible>(fut.await) }
             });
             let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));

@@ -1,4 +1,4 @@
-//! The router's own responses: 400, 404, 502, 503 and 504 pages.
+//! The router's own responses: 400 (no usable Host), 404, 502, 503 and 504 pages.
 //!
 //! Owns their wording and rendering (HTML for browsers, plain text for everything else), with
 //! the request id in both so a user can quote it. It must not decide when a page is due:
@@ -8,10 +8,13 @@ use bytes::Bytes;
 use hyper::header::HeaderValue;
 use hyper::StatusCode;
 
+use super::headers::BadHost;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Page<'a> {
-    /// No Host header (an HTTP/1.0 request without an absolute URI).
-    NoHost,
+    /// No usable Host: missing (an HTTP/1.0 request without an absolute URI), duplicated,
+    /// contradicting an absolute-form target, or malformed.
+    BadHost(BadHost),
     UnknownHost(&'a str),
     NoInstances(&'a str),
     BadGateway(&'a str),
@@ -21,7 +24,7 @@ pub(crate) enum Page<'a> {
 impl Page<'_> {
     pub fn status(&self) -> StatusCode {
         match self {
-            Page::NoHost => StatusCode::BAD_REQUEST,
+            Page::BadHost(_) => StatusCode::BAD_REQUEST,
             Page::UnknownHost(_) => StatusCode::NOT_FOUND,
             Page::NoInstances(_) => StatusCode::SERVICE_UNAVAILABLE,
             Page::BadGateway(_) => StatusCode::BAD_GATEWAY,
@@ -31,7 +34,16 @@ impl Page<'_> {
 
     fn message(&self) -> (&'static str, &str, &'static str) {
         match self {
-            Page::NoHost => ("The request has no Host header", "", ""),
+            Page::BadHost(BadHost::Missing) => ("The request has no Host header.", "", ""),
+            Page::BadHost(BadHost::Duplicate) => {
+                ("The request has more than one Host header.", "", "")
+            }
+            Page::BadHost(BadHost::Disagrees) => (
+                "The request's Host header disagrees with its absolute-form target.",
+                "",
+                "",
+            ),
+            Page::BadHost(BadHost::Malformed) => ("The request's Host header is malformed.", "", ""),
             Page::UnknownHost(h) => ("No app is served at host ", h, "."),
             Page::NoInstances(a) => (
                 "App ",
@@ -116,6 +128,11 @@ mod tests {
         assert_eq!(Page::NoInstances("web").status(), 503);
         assert_eq!(Page::BadGateway("web").status(), 502);
         assert_eq!(Page::GatewayTimeout("web").status(), 504);
-        assert_eq!(Page::NoHost.status(), 400);
+        assert_eq!(Page::BadHost(BadHost::Missing).status(), 400);
+        let (body, _) = Page::BadHost(BadHost::Duplicate).render(false, &id);
+        assert_eq!(
+            body,
+            "400 Bad Request: The request has more than one Host header.\nRequest ID: req-1\n"
+        );
     }
 }

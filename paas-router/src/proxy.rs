@@ -16,7 +16,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, Uri, Version};
 
 use super::body::{Finish, ProxyBody, UpstreamBody};
-use super::headers::{self, X_REQUEST_ID};
+use super::headers::{self, Peer, X_REQUEST_ID};
 use super::pages::Page;
 use super::pool::{Conn, ConnectError};
 use super::snapshot::AppRoute;
@@ -72,7 +72,7 @@ impl Replay {
 pub(crate) async fn forward(
     router: Arc<Router>,
     req: Request<Incoming>,
-    client_ip: HeaderValue,
+    client: Arc<Peer>,
 ) -> Response<ProxyBody> {
     let start = Instant::now();
     let (mut parts, body) = req.into_parts();
@@ -86,21 +86,11 @@ pub(crate) async fn forward(
     );
     let html = wants_html(&parts.headers);
 
-    let host_value = match parts.headers.get(header::HOST) {
-        Some(h) => h.clone(),
-        None => match parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            Some(h) => {
-                parts.headers.insert(header::HOST, h.clone());
-                h
-            }
-            None => return page(finish, Page::NoHost, html, request_id),
-        },
+    let host_value = match headers::request_host(&mut parts.headers, &parts.uri) {
+        Ok(h) => h,
+        Err(bad) => return page(finish, Page::BadHost(bad), html, request_id),
     };
-    // A Host that is not visible ASCII cannot name any app.
+    // A valid Host is visible ASCII.
     let host = host_value.to_str().unwrap_or_default();
     let Some(mut route) = router.route(host) else {
         return page(finish, Page::UnknownHost(host), html, request_id);
@@ -111,7 +101,7 @@ pub(crate) async fn forward(
     }
 
     headers::strip_hop_by_hop(&mut parts.headers);
-    headers::add_forwarded(&mut parts.headers, &client_ip, &host_value);
+    headers::add_forwarded(&mut parts.headers, &client, &host_value);
     parts
         .headers
         .insert(X_REQUEST_ID.clone(), request_id.clone());

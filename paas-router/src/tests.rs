@@ -388,16 +388,14 @@ async fn router_unknown_host_is_404_and_no_instances_is_503() {
         .to_string();
     assert!(got.body.contains(&rid));
 
+    // A Host that cannot be a name is refused before routing and never echoed.
     let html = c
         .send("GET", "<b>.paas.test", &[("accept", "text/html")], "")
         .await
         .expect("request");
-    assert_eq!(html.status, StatusCode::NOT_FOUND);
-    assert!(
-        html.body.contains("<code>&lt;b&gt;.paas.test</code>"),
-        "{}",
-        html.body
-    );
+    assert_eq!(html.status, StatusCode::BAD_REQUEST);
+    assert!(html.body.contains("malformed"), "{}", html.body);
+    assert!(!html.body.contains("<b>"), "{}", html.body);
     assert_eq!(
         header(&html.headers, "content-type"),
         Some("text/html; charset=utf-8")
@@ -450,9 +448,16 @@ async fn router_forwards_headers_and_request_ids() {
     assert_eq!(got.status, StatusCode::OK);
     let seen = up.seen.lock().expect("seen")[0].clone();
     assert_eq!(header(&seen, "host"), Some("web.paas.test:8080"));
+    // The router is the edge: a client's forwarding claims are replaced, not extended.
+    assert_eq!(header(&seen, "x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(header(&seen, "x-real-ip"), Some("127.0.0.1"));
     assert_eq!(
-        header(&seen, "x-forwarded-for"),
-        Some("203.0.113.9, 127.0.0.1")
+        header(&seen, "x-forwarded-port"),
+        Some(h.addr.port().to_string().as_str())
+    );
+    assert_eq!(
+        header(&seen, "forwarded"),
+        Some("for=127.0.0.1;host=\"web.paas.test:8080\";proto=http")
     );
     assert_eq!(header(&seen, "x-forwarded-proto"), Some("http"));
     assert_eq!(
@@ -914,4 +919,101 @@ async fn router_closes_idle_upstream_connections() {
     // And the next request simply opens a new one.
     assert_eq!(c.get("web.paas.test").await.body, "u");
     assert_eq!(up.connections(), 2);
+}
+
+/// Sends raw bytes on a fresh connection and returns the whole response (the router closes
+/// after a 400 it answers itself only if asked, so the request says `Connection: close`).
+async fn raw(addr: SocketAddr, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("connect router");
+    s.write_all(request.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("response in time")
+        .expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_refuses_ambiguous_or_malformed_host() {
+    let up = TestUpstream::start("u1").await;
+    let h = Harness::start(RouterOptions::default()).await;
+    h.router
+        .publish(table(&[("web", &[], vec![up.upstream(1)])]));
+    for (request, says) in [
+        (
+            "GET / HTTP/1.1\r\nHost: web.paas.test\r\nHost: other.paas.test\r\nConnection: close\r\n\r\n",
+            "more than one Host header",
+        ),
+        (
+            "GET / HTTP/1.1\r\nHost: web.paas.test\r\nHost: web.paas.test\r\nConnection: close\r\n\r\n",
+            "more than one Host header",
+        ),
+        (
+            "GET http://web.paas.test/ HTTP/1.1\r\nHost: other.paas.test\r\nConnection: close\r\n\r\n",
+            "disagrees",
+        ),
+        (
+            "GET / HTTP/1.1\r\nHost: web.paas.test, other\r\nConnection: close\r\n\r\n",
+            "malformed",
+        ),
+        ("GET / HTTP/1.0\r\n\r\n", "no Host header"),
+    ] {
+        let resp = raw(h.addr, request).await;
+        let status = resp.split(' ').nth(1);
+        assert_eq!(status, Some("400"), "{request:?}: {resp}");
+        assert!(resp.contains(says), "{request:?}: {resp}");
+    }
+    assert_eq!(up.hits(), 0, "an ambiguous request reached the app");
+    // The absolute form agreeing with Host, and without Host, is served.
+    for request in [
+        "GET http://web.paas.test/ HTTP/1.1\r\nHost: web.paas.test\r\nConnection: close\r\n\r\n",
+        "GET http://web.paas.test/ HTTP/1.0\r\n\r\n",
+    ] {
+        let resp = raw(h.addr, request).await;
+        let status = resp.split(' ').nth(1);
+        assert_eq!(status, Some("200"), "{request:?}: {resp}");
+    }
+    assert_eq!(up.hits(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_believes_only_trusted_proxies() {
+    let up = TestUpstream::start("u1").await;
+    let h = Harness::start(RouterOptions {
+        trusted_proxies: vec!["127.0.0.0/8".parse().expect("cidr")],
+        ..RouterOptions::default()
+    })
+    .await;
+    h.router
+        .publish(table(&[("web", &[], vec![up.upstream(1)])]));
+    let mut c = h.client().await;
+    let got = c
+        .send(
+            "GET",
+            "web.paas.test",
+            &[
+                ("x-forwarded-for", "203.0.113.9"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-port", "443"),
+                ("x-real-ip", "203.0.113.9"),
+                ("forwarded", "for=203.0.113.9;proto=https"),
+            ],
+            "",
+        )
+        .await
+        .expect("request");
+    assert_eq!(got.status, StatusCode::OK);
+    let seen = up.seen.lock().expect("seen")[0].clone();
+    assert_eq!(
+        header(&seen, "x-forwarded-for"),
+        Some("203.0.113.9, 127.0.0.1")
+    );
+    assert_eq!(header(&seen, "x-real-ip"), Some("203.0.113.9"));
+    assert_eq!(header(&seen, "x-forwarded-proto"), Some("https"));
+    assert_eq!(header(&seen, "x-forwarded-port"), Some("443"));
+    assert_eq!(
+        header(&seen, "forwarded"),
+        Some("for=203.0.113.9;proto=https, for=127.0.0.1;host=web.paas.test;proto=http")
+    );
 }
