@@ -93,6 +93,8 @@ pub enum ConfigError {
     },
     #[error("subnet '{0}': give an IPv4 network like 10.88.0.0/16")]
     Subnet(String),
+    #[error("[router] trusted_proxies: {0}")]
+    TrustedProxy(#[source] paas_router::IpNetError),
     #[error("config file {}: {source}", .path.display())]
     Parse {
         path: PathBuf,
@@ -135,6 +137,19 @@ pub struct FileConfig {
     /// `git push` over SSH (`[git]`).
     #[serde(default)]
     pub git: GitConfig,
+    /// The HTTP router (`[router]`).
+    #[serde(default)]
+    pub router: RouterConfig,
+}
+
+/// `[router]`: what the router believes about its clients.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterConfig {
+    /// Networks (`"10.0.0.0/8"`, `"fd00::/8"`, a bare address) of proxies in front of the
+    /// router whose `X-Forwarded-*`, `X-Real-IP` and `Forwarded` are kept and appended to.
+    /// Empty (the default): the router is the edge and replaces them all.
+    pub trusted_proxies: Vec<String>,
 }
 
 /// `[git]`: how `git push paas@host:app main` reaches paasd.
@@ -334,6 +349,8 @@ pub struct Config {
     pub logs: LogsConfig,
     pub git: GitConfig,
     pub max_stack_mb: MiB,
+    /// `[router] trusted_proxies`, parsed.
+    pub trusted_proxies: Vec<paas_router::IpNet>,
 }
 
 impl Config {
@@ -368,6 +385,13 @@ impl Config {
             .or(file.subnet)
             .unwrap_or_else(|| "10.88.0.0/16".to_string());
         let subnet = parse_cidr(&subnet_text).ok_or(ConfigError::Subnet(subnet_text))?;
+        let trusted_proxies = file
+            .router
+            .trusted_proxies
+            .iter()
+            .map(|n| n.parse())
+            .collect::<Result<Vec<paas_router::IpNet>, _>>()
+            .map_err(ConfigError::TrustedProxy)?;
         Ok(Config {
             socket: o
                 .socket
@@ -411,6 +435,7 @@ impl Config {
                 ..file.git
             },
             max_stack_mb: file.max_stack_mb.unwrap_or(MiB(4096)),
+            trusted_proxies,
             state_dir,
         })
     }
@@ -520,6 +545,33 @@ mod tests {
         let c = Config::resolve(file, Overrides::default()).expect("valid");
         assert_eq!((c.logs.max_mb_per_app, c.logs.segment_mb), (MiB(8), MiB(4)));
         assert!(toml::from_str::<FileConfig>("[logs]\nmax_mb = 1\n").is_err());
+    }
+
+    #[test]
+    fn router_trusted_proxies_are_cidrs() {
+        let c = Config::resolve(FileConfig::default(), Overrides::default()).expect("valid");
+        assert!(c.trusted_proxies.is_empty());
+        let file: FileConfig = toml::from_str(
+            "[router]\ntrusted_proxies = [\"127.0.0.1/32\", \"10.0.0.0/8\", \"fd00::/8\"]\n",
+        )
+        .expect("valid");
+        let c = Config::resolve(file, Overrides::default()).expect("valid");
+        let nets: Vec<String> = c.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        assert_eq!(nets, ["127.0.0.1/32", "10.0.0.0/8", "fd00::/8"]);
+        for (bad, says) in [
+            ("10.0.0.1/8", "host bits set; the network is 10.0.0.0/8"),
+            ("10.0.0.0/40", "not a prefix length"),
+            ("proxy.local", "'proxy.local' is not an IP address"),
+        ] {
+            let file: FileConfig =
+                toml::from_str(&format!("[router]\ntrusted_proxies = [\"{bad}\"]\n"))
+                    .expect("valid toml");
+            let err = Config::resolve(file, Overrides::default()).expect_err(bad);
+            let msg = err.to_string();
+            assert!(msg.starts_with("[router] trusted_proxies: "), "{msg}");
+            assert!(msg.contains(says), "{msg}");
+        }
+        assert!(toml::from_str::<FileConfig>("[router]\ntrusted = []\n").is_err());
     }
 
     #[test]

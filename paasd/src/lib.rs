@@ -129,7 +129,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let logs = logs::Logs::new(&paths.logs(), logs::LogConfig::from_settings(&config.logs))?;
     // Failed releases left pending by a stop mid-rollout never ran.
     store.tx(store::releases::fail_pending).await?;
-    let router = paas_router::Router::new(paas_router::RouterOptions::default(), {
+    let router_options = paas_router::RouterOptions {
+        trusted_proxies: config.trusted_proxies.clone(),
+        ..paas_router::RouterOptions::default()
+    };
+    let router = paas_router::Router::new(router_options, {
         let logs = logs.clone();
         Arc::new(move |a: paas_router::AccessLine| {
             // Requests for unknown hosts belong to no app's stream.
