@@ -247,6 +247,8 @@ write_config() {
 # authorized_keys = "/home/paas/.ssh/authorized_keys"
 # create_on_push = true   # pushing to an unknown app creates it
 # branches = ["main", "master"]
+# [router]
+# trusted_proxies = []    # CIDRs of proxies in front whose X-Forwarded-* / Forwarded are kept
 TOML
   changed "wrote $PAAS_ETC/paasd.toml"
 }
