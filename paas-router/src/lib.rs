@@ -7,7 +7,8 @@
 //!
 //! The parts: `table` (host matching, upstream choice), `snapshot` (a table bound to live
 //! state), `pool` (per-address connections and in-flight count), `proxy` (one request),
-//! `headers` (and `trust`, the trusted-proxy networks), `body` (bodies and per-request bookkeeping), `stats`, `pages` (error pages).
+//! `headers` (Host and forwarding headers), `trust` (trusted-proxy networks), `body` (bodies
+//! and per-request bookkeeping), `stats`, `pages` (error pages).
 
 #![forbid(unsafe_code)]
 
