@@ -345,15 +345,7 @@ fn clean_git(dir: &Path) -> Command {
     c.env_clear()
         .current_dir(dir)
         .env("GIT_DIR", dir)
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .env("LANG", "C")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_ASKPASS", "/bin/true")
-        .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
-        .env("GIT_ALLOW_PROTOCOL", "file:git:http:https:ssh");
+        .envs(paas_api::git_env::UNTRUSTED_REMOTE.iter().copied());
     if let Some(home) = std::env::var_os("HOME") {
         c.env("HOME", home);
     }

@@ -242,15 +242,7 @@ async fn git_out(
     let mut cmd = tokio::process::Command::new("git");
     cmd.args(args)
         .env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .env("LANG", "C")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_ASKPASS", "/bin/true")
-        .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
-        .env("GIT_ALLOW_PROTOCOL", "file:git:http:https:ssh")
+        .envs(paas_api::git_env::UNTRUSTED_REMOTE.iter().copied())
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
