@@ -12,23 +12,8 @@ ensure_packages curl python3 procps iproute2 nftables
 ensure_rust
 cargo build --locked --release -q -p paasd -p paas-cli
 
-dir=$(mktemp -d /tmp/paas-bench-XXXXXX)
-pid=
-# A bridge and cgroup parent of the benchmark's own: paasd keeps its network across restarts,
-# so the benchmark removes it itself.
-bridge="pbapi$$"; bridge=${bridge:0:15}
-cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-  ip link del "$bridge" 2>/dev/null; nft delete table inet "paas_$bridge" 2>/dev/null
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-: > "$dir/paasd.toml"
-target/release/paasd --config "$dir/paasd.toml" --socket "$dir/s.sock" --state-dir "$dir/state" \
-  --http 127.0.0.1:0 --bridge "$bridge" --subnet 10.215.0.0/24 --cgroup-parent "paas-bench-$$" \
-  2>"$dir/log" &
-pid=$!
-for _ in $(seq 1 100); do [ -S "$dir/s.sock" ] && break; sleep 0.05; done
+. bench/paasd.sh
+bench_paasd api 10.215.0.0/24 target/release/paasd
 P="target/release/paas --socket $dir/s.sock"
 for i in $(seq 1 10); do $P create "bench-$i" >/dev/null 2>&1; $P env set "bench-$i" A=1 B=2 >/dev/null 2>&1; done
 

@@ -23,32 +23,8 @@ ensure_stack_runtimes
 ensure_rust
 cargo build --locked --release -q -p paasd -p paas-cli
 
-dir=$(mktemp -d /tmp/paas-bench-deploy-XXXXXX)
-pid=
-# A bridge, subnet and cgroup parent of the benchmark's own: paasd keeps its network across
-# restarts and leaves its cgroup parent directories, so the benchmark removes them itself.
-bridge="pbdep$$"; bridge=${bridge:0:15}
-cgparent="paas-bench-deploy-$$"
-cleanup() {
-  if [[ -n "$pid" ]]; then
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
-  ip link del "$bridge" 2>/dev/null || true
-  nft delete table inet "paas_$bridge" 2>/dev/null || true
-  # Children first (containers paasd did not get to remove), then the parents.
-  find /sys/fs/cgroup/*/"$cgparent" /sys/fs/cgroup/"$cgparent" -depth -type d \
-    -exec rmdir {} + 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-: >"$dir/paasd.toml"
-target/release/paasd --config "$dir/paasd.toml" --socket "$dir/s.sock" --state-dir "$dir/state" \
-  --http 127.0.0.1:0 --bridge "$bridge" --subnet 10.216.0.0/24 --cgroup-parent "$cgparent" \
-  --buildpacks-dir "$PWD/buildpacks" 2>"$dir/paasd.log" &
-pid=$!
-for _ in $(seq 1 100); do [[ -S "$dir/s.sock" ]] && break; sleep 0.05; done
-[[ -S "$dir/s.sock" ]] || { cat "$dir/paasd.log" >&2; die "paasd did not start"; }
+. bench/paasd.sh
+bench_paasd deploy 10.216.0.0/24 target/release/paasd
 
 python3 - "$RUNS" "$dir" "$$" <<'PY'
 import json, os, re, shutil, statistics, subprocess, sys, time

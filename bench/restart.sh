@@ -25,29 +25,8 @@ if [[ -z "${PAAS_BIN_DIR:-}" ]]; then
   PAAS_BIN_DIR=$PWD/target/release
 fi
 
-dir=$(mktemp -d /tmp/paas-bench-restart-XXXXXX)
-pid=
-bridge="pbrst$$"; bridge=${bridge:0:15}
-cgparent="paas-bench-restart-$$"
-cleanup() {
-  if [[ -n "$pid" ]]; then
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
-  ip link del "$bridge" 2>/dev/null || true
-  nft delete table inet "paas_$bridge" 2>/dev/null || true
-  find /sys/fs/cgroup/*/"$cgparent" /sys/fs/cgroup/"$cgparent" -depth -type d \
-    -exec rmdir {} + 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-: >"$dir/paasd.toml"
-"$PAAS_BIN_DIR/paasd" --config "$dir/paasd.toml" --socket "$dir/s.sock" --state-dir "$dir/state" \
-  --http 127.0.0.1:0 --bridge "$bridge" --subnet 10.217.0.0/24 --cgroup-parent "$cgparent" \
-  --buildpacks-dir "$PWD/buildpacks" 2>"$dir/paasd.log" &
-pid=$!
-for _ in $(seq 1 100); do [[ -S "$dir/s.sock" ]] && break; sleep 0.05; done
-[[ -S "$dir/s.sock" ]] || { cat "$dir/paasd.log" >&2; die "paasd did not start"; }
+. bench/paasd.sh
+bench_paasd restart 10.217.0.0/24 "$PAAS_BIN_DIR/paasd"
 
 python3 - "$RUNS" "$dir" "$PAAS_BIN_DIR" <<'PY'
 import http.client, json, os, shutil, statistics, subprocess, sys, threading, time
