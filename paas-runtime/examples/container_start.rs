@@ -77,6 +77,7 @@ fn main() -> anyhow::Result<()> {
                             memory_bytes: Some(512 << 20),
                             cpu_percent: Some(100),
                             pids: Some(512),
+                            disk_bytes: None,
                         },
                     })
                     .await?;

@@ -190,6 +190,9 @@ pub struct InstanceConfig {
     /// CPU quota of one instance, in % of one CPU.
     pub cpu_percent: u32,
     pub pids: u64,
+    /// Size of an instance's writable layer (its /app, /tmp and every other write). It is
+    /// kept in memory (tmpfs) and counts against `memory_mb`; writes beyond it get ENOSPC.
+    pub disk_mb: MiB,
     /// After SIGTERM, how long an instance may take to exit before SIGKILL.
     pub grace_secs: u64,
     /// How long a stopping web instance may take to finish its in-flight requests.
@@ -209,6 +212,7 @@ impl Default for InstanceConfig {
             memory_mb: MiB(512),
             cpu_percent: 100,
             pids: 512,
+            disk_mb: MiB(256),
             grace_secs: 30,
             drain_secs: 30,
             backoff_initial_ms: 1000,
@@ -247,6 +251,9 @@ pub struct BuildConfig {
     /// CPU quota of a build, in % of one CPU.
     pub cpu_percent: u32,
     pub pids: u64,
+    /// Disk one build may write (its /app, /tmp and writable layer, in a filesystem image of
+    /// this size); its cache dir has an image of the same size of its own.
+    pub disk_mb: MiB,
     /// Wall-clock limit of a whole build (detect, compile, release phase).
     pub timeout_secs: u64,
     /// Compressed upload size.
@@ -267,6 +274,7 @@ impl Default for BuildConfig {
             memory_mb: MiB(2048),
             cpu_percent: 200,
             pids: 4096,
+            disk_mb: MiB(4096),
             timeout_secs: 1200,
             max_upload_mb: MiB(512),
             max_source_mb: MiB(2048),

@@ -212,6 +212,7 @@ pub fn default_limits() -> Limits {
         memory_bytes: Some(DEFAULT_MEMORY_MB * 1024 * 1024),
         cpu_percent: Some(DEFAULT_CPU_PERCENT),
         pids: Some(DEFAULT_PIDS),
+        disk_bytes: None,
     }
 }
 
@@ -243,6 +244,7 @@ fn limits(req: &paas_api::RunRequest) -> Result<Limits, RunError> {
         memory_bytes: Some(memory * 1024 * 1024),
         cpu_percent: Some(cpu as u32),
         pids: Some(pids),
+        disk_bytes: None,
     })
 }
 

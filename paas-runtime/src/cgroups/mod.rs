@@ -85,6 +85,9 @@ pub struct Limits {
     pub cpu_percent: Option<u32>,
     /// Maximum number of tasks (processes and threads).
     pub pids: Option<u64>,
+    /// Not a cgroup limit, but one the runtime applies with the others: the size of the
+    /// container's writable layer (see `RunSpec`). Writes beyond it fail with ENOSPC.
+    pub disk_bytes: Option<u64>,
 }
 
 impl Limits {

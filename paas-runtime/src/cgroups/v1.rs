@@ -384,6 +384,7 @@ mod tests {
             memory_bytes: Some(64 * MIB),
             cpu_percent: Some(20),
             pids: Some(32),
+            disk_bytes: None,
         };
         let cg = t.cgs.create("web.1", &limits).expect("create");
         let g = t.hierarchy().group("web.1");
@@ -523,6 +524,7 @@ mod tests {
             memory_bytes: Some(64 * MIB),
             cpu_percent: Some(50),
             pids: Some(1 << 40),
+            disk_bytes: None,
         };
         match t.cgs.create("bad", &limits) {
             Err(e @ CgroupError::Write { .. }) => {

@@ -250,6 +250,7 @@ mod tests {
             memory_bytes: Some(64 * 1024 * 1024),
             cpu_percent: Some(20),
             pids: Some(32),
+            disk_bytes: None,
         }
     }
 

@@ -160,6 +160,7 @@ impl Build {
             memory_bytes: Some(c.memory_mb.bytes()),
             cpu_percent: Some(c.cpu_percent),
             pids: Some(c.pids),
+            disk_bytes: None,
         }
     }
 

@@ -125,6 +125,25 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (app_id, schedule, command)
     );
     "#,
+    // 8: isolation. Each app's own uid, handed out by `uid_next` and never reused (a new app
+    // never inherits a deleted one's leftover files or kernel objects; NULL until paasd
+    // gives one to an app made before this migration), and the limits `paas resources`
+    // sets per process type ('' for every type; NULL means the config default).
+    r#"
+    ALTER TABLE apps ADD COLUMN uid INTEGER;
+    CREATE UNIQUE INDEX apps_uid ON apps(uid);
+    CREATE TABLE uid_next (next_offset INTEGER NOT NULL);
+    INSERT INTO uid_next (next_offset) VALUES (0);
+    CREATE TABLE resources (
+        app_id        INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        process_type  TEXT NOT NULL,
+        memory_mb     INTEGER CHECK (memory_mb > 0),
+        cpu_percent   INTEGER CHECK (cpu_percent > 0),
+        pids          INTEGER CHECK (pids > 0),
+        disk_mb       INTEGER CHECK (disk_mb > 0),
+        PRIMARY KEY (app_id, process_type)
+    );
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -283,6 +283,7 @@ async fn start(
             memory_bytes: Some(ctx.cfg.memory_mb.bytes()),
             cpu_percent: Some(ctx.cfg.cpu_percent),
             pids: Some(ctx.cfg.pids),
+            disk_bytes: None,
         },
         checks,
     };
