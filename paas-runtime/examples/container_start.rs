@@ -43,6 +43,7 @@ fn main() -> anyhow::Result<()> {
             bridge: format!("pb{tag:x}"),
             subnet: std::net::Ipv4Addr::new(10, 214, 0, 0),
             prefix: 24,
+            policy: Default::default(),
         })
         .await?;
         let ip = network
@@ -72,6 +73,10 @@ fn main() -> anyhow::Result<()> {
                         stack: "host".into(),
                         layers: Vec::new(),
                         binds: Vec::new(),
+                        user: paas_runtime::User {
+                            uid: 10000,
+                            gid: 10000,
+                        },
                         // The same limits a `paas run` gets by default.
                         limits: Limits {
                             memory_bytes: Some(512 << 20),

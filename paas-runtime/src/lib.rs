@@ -46,9 +46,14 @@ pub enum RuntimeError {
     Net(#[from] net::NetError),
 }
 
-/// The unprivileged identity app processes run as (`app` in the generated /etc/passwd).
-pub const APP_UID: u32 = 10000;
-pub const APP_GID: u32 = 10000;
+/// The unprivileged identity a container's processes run as (`app` in its generated
+/// /etc/passwd). Each app has its own (paasd hands them out), so apps share no per-user
+/// kernel limits and cannot signal or trace each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+}
 
 /// How an instance reaches the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +81,8 @@ pub struct RunSpec {
     pub layers: Vec<PathBuf>,
     /// Host dirs mounted inside after the stack's own binds (a build's /app, /cache, /env).
     pub binds: Vec<proto::Bind>,
+    /// Who the processes run as; never root.
+    pub user: User,
 }
 
 pub struct Runtime {
@@ -261,17 +268,19 @@ impl Runtime {
             argv: spec.argv,
             env: spec.env,
             cwd: "/app".into(),
-            uid: APP_UID,
-            gid: APP_GID,
+            uid: spec.user.uid,
+            gid: spec.user.gid,
             rootfs: proto::Rootfs {
-                lower: spec
-                    .layers
-                    .iter()
-                    .cloned()
+                // The instance's own files (/app's owner, /etc) over the slug over the stack.
+                lower: [dir.join("base")]
+                    .into_iter()
+                    .chain(spec.layers.iter().cloned())
                     .chain([stack.lower().to_path_buf()])
                     .collect(),
-                upper: dir.join("upper"),
-                work: dir.join("work"),
+                disk: proto::Disk {
+                    mount: dir.join("disk"),
+                    size_bytes: spec.limits.disk_bytes,
+                },
                 target: dir.join("rootfs"),
                 binds: stack.binds().iter().chain(&spec.binds).cloned().collect(),
             },
@@ -290,7 +299,7 @@ impl Runtime {
         // Both at once: cgroupfs and the state dir's disk do not wait for each other. Scoped
         // and joined here, so that nothing is left half-made if this future is dropped.
         let (cgroup, prepared) = std::thread::scope(|s| {
-            let prepared = s.spawn(|| prepare_dir(&dir, &hostname));
+            let prepared = s.spawn(|| prepare_dir(&dir, &hostname, spec.user));
             let cgroup = self.cgroups.create(&id, &spec.limits);
             timing::mark("cgroup made");
             let prepared = prepared
@@ -349,6 +358,16 @@ impl Instance {
             .unwrap_or(false)
     }
 
+    /// Bytes used and the size of the writable layer, as the container's root reports them
+    /// (overlayfs answers statfs with its upper filesystem: the instance's tmpfs).
+    pub fn disk_usage(&self) -> Option<(u64, u64)> {
+        let st = nix::sys::statvfs::statvfs(format!("/proc/{}/root/", self.container.pid).as_str())
+            .ok()?;
+        let frag = st.fragment_size();
+        let size = st.blocks() * frag;
+        Some((size.saturating_sub(st.blocks_free() * frag), size))
+    }
+
     pub fn stats(&self) -> Option<cgroups::Stats> {
         self.cgroup.as_ref().and_then(|c| c.stats().ok())
     }
@@ -373,34 +392,34 @@ impl Instance {
     }
 }
 
-/// The instance's overlay dirs (`upper`, `work` and the `rootfs` mount point) and what the
-/// upper layer starts with: `/app` for the app user and the generated /etc files.
-fn prepare_dir(dir: &Path, hostname: &str) -> Result<(), RuntimeError> {
+/// The instance dir: mount points for the writable layer (`disk`) and the merged tree
+/// (`rootfs`), and `base`, the topmost read-only layer: an empty `/app` owned by the app user
+/// (a directory's owner comes from the topmost layer that has it) and the generated /etc
+/// files. Writes to either copy them up into the writable layer as usual.
+fn prepare_dir(dir: &Path, hostname: &str, user: User) -> Result<(), RuntimeError> {
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |source| RuntimeError::Io { path: p, source }
     };
-    for sub in ["upper", "work", "rootfs"] {
+    for sub in ["disk", "rootfs", "base"] {
         std::fs::create_dir_all(dir.join(sub)).map_err(io(dir))?;
     }
-    // The upper dir's own mode becomes the container's `/` (paasd runs with umask 077).
-    let upper = dir.join("upper");
-    std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755)).map_err(io(&upper))?;
-    // /app belongs to the app user; everything else in the tree is root's.
-    let app = dir.join("upper/app");
+    // The base dir's own mode becomes the container's `/` (paasd runs with umask 077).
+    let base = dir.join("base");
+    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).map_err(io(&base))?;
+    let app = base.join("app");
     std::fs::create_dir_all(&app).map_err(io(&app))?;
     nix::unistd::chown(
         &app,
-        Some(nix::unistd::Uid::from_raw(APP_UID)),
-        Some(nix::unistd::Gid::from_raw(APP_GID)),
+        Some(nix::unistd::Uid::from_raw(user.uid)),
+        Some(nix::unistd::Gid::from_raw(user.gid)),
     )
     .map_err(|e| io(&app)(e.into()))?;
     std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).map_err(io(&app))?;
-    // Generated /etc files go straight into the upper layer: plain writes, no overlay.
-    let etc = upper.join("etc");
+    let etc = base.join("etc");
     std::fs::create_dir_all(&etc).map_err(io(&etc))?;
     std::fs::set_permissions(&etc, std::fs::Permissions::from_mode(0o755)).map_err(io(&etc))?;
-    for (name, contents) in etc_files(hostname) {
+    for (name, contents) in etc_files(hostname, user) {
         let p = etc.join(name);
         std::fs::write(&p, contents).map_err(io(&p))?;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).map_err(io(&p))?;
@@ -427,7 +446,8 @@ fn is_our_helper(pid: i32) -> bool {
 }
 
 /// The /etc files every container gets, by name under /etc.
-fn etc_files(hostname: &str) -> Vec<(&'static str, String)> {
+fn etc_files(hostname: &str, user: User) -> Vec<(&'static str, String)> {
+    let User { uid, gid } = user;
     vec![
         ("hostname", format!("{hostname}\n")),
         (
@@ -438,13 +458,13 @@ fn etc_files(hostname: &str) -> Vec<(&'static str, String)> {
         (
             "passwd",
             format!(
-                "root:x:0:0:root:/root:/bin/sh\napp:x:{APP_UID}:{APP_GID}:app:/app:/bin/bash\n\
+                "root:x:0:0:root:/root:/bin/sh\napp:x:{uid}:{gid}:app:/app:/bin/bash\n\
                  nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
             ),
         ),
         (
             "group",
-            format!("root:x:0:\napp:x:{APP_GID}:\nnogroup:x:65534:\n"),
+            format!("root:x:0:\napp:x:{gid}:\nnogroup:x:65534:\n"),
         ),
     ]
 }
@@ -468,12 +488,22 @@ fn resolv_conf() -> String {
     }
 }
 
-fn nameservers_are_loopback(conf: &str) -> bool {
-    let servers: Vec<&str> = conf
-        .lines()
+/// The IPv4 resolvers containers are told to use: the network policy lets instances query
+/// them on port 53 even when one is an address of the host itself.
+pub fn container_nameservers() -> Vec<std::net::Ipv4Addr> {
+    nameservers(&resolv_conf())
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+fn nameservers(conf: &str) -> impl Iterator<Item = &str> {
+    conf.lines()
         .filter_map(|l| l.trim().strip_prefix("nameserver"))
         .map(str::trim)
-        .collect();
+}
+
+fn nameservers_are_loopback(conf: &str) -> bool {
+    let servers: Vec<&str> = nameservers(conf).collect();
     !servers.is_empty() && servers.iter().all(|s| s.starts_with("127.") || *s == "::1")
 }
 

@@ -34,13 +34,37 @@ pub struct Spec {
 pub struct Rootfs {
     /// Overlay lower layers, topmost first (e.g. slug, then the stack).
     pub lower: Vec<PathBuf>,
-    pub upper: PathBuf,
-    pub work: PathBuf,
+    /// The container's writable layer: the overlay's upper and work dirs and /tmp live on a
+    /// tmpfs mounted here inside the container's mount namespace.
+    pub disk: Disk,
     /// Where the merged tree is mounted before `pivot_root`.
     pub target: PathBuf,
     /// Host paths made visible inside (the `host` stack's /usr, certificates, a build's
     /// source and cache dirs...), in mount order.
     pub binds: Vec<Bind>,
+}
+
+/// Where every write of a container goes. A tmpfs: its pages are charged to the memory
+/// cgroup of whoever writes them (the container), its size caps the writes (ENOSPC beyond),
+/// and it goes with the mount namespace, so nothing a container writes reaches the host's
+/// disk and nothing outlives it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Disk {
+    pub mount: PathBuf,
+    /// `None`: the kernel's default (half the host's memory; the memory limit still holds).
+    pub size_bytes: Option<u64>,
+}
+
+impl Disk {
+    pub fn upper(&self) -> PathBuf {
+        self.mount.join("upper")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.mount.join("work")
+    }
+    pub fn tmp(&self) -> PathBuf {
+        self.mount.join("tmp")
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

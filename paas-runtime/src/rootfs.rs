@@ -58,6 +58,7 @@ pub fn setup(
         None::<&str>,
     )
     .map_err(|e| err("make mounts private", e))?;
+    mount_disk(&r.disk)?;
     mount_overlay(r)?;
     let t = &r.target;
     for b in &r.binds {
@@ -65,18 +66,13 @@ pub fn setup(
     }
     mount_proc(t)?;
     mount_dev(t)?;
-    for dir in ["/tmp", "/run"] {
-        let mode = if dir == "/tmp" {
-            "mode=1777"
-        } else {
-            "mode=755"
-        };
-        tmpfs(
-            &inside(t, dir),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            mode,
-        )?;
-    }
+    // /tmp is part of the writable layer, so it counts against the disk size.
+    bind(&r.disk.tmp(), &inside(t, "/tmp"), true)?;
+    tmpfs(
+        &inside(t, "/run"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        "mode=755,size=16m",
+    )?;
     before_sys()?;
     mount_sys(t)?;
     for p in MASKED {
@@ -96,8 +92,25 @@ fn inside(target: &Path, dest: &str) -> PathBuf {
     target.join(dest.trim_start_matches('/'))
 }
 
+/// The tmpfs every write goes to, and in it the overlay's upper and work dirs and /tmp.
+fn mount_disk(d: &super::proto::Disk) -> Result<(), StageError> {
+    let data = match d.size_bytes {
+        Some(n) => format!("mode=755,size={n}"),
+        None => "mode=755".to_string(),
+    };
+    tmpfs(&d.mount, MsFlags::MS_NOSUID | MsFlags::MS_NODEV, &data)?;
+    for (dir, mode) in [(d.upper(), 0o755), (d.work(), 0o700), (d.tmp(), 0o1777)] {
+        std::fs::create_dir(&dir).map_err(|e| err(format!("mkdir {}", dir.display()), e))?;
+        // The umask would clear the sticky bit's neighbours; set the mode exactly.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| err(format!("chmod {}", dir.display()), e))?;
+    }
+    Ok(())
+}
+
 fn mount_overlay(r: &Rootfs) -> Result<(), StageError> {
-    let all = r.lower.iter().chain([&r.upper, &r.work, &r.target]);
+    let (upper, work) = (r.disk.upper(), r.disk.work());
+    let all = r.lower.iter().chain([&upper, &work, &r.target]);
     for p in all {
         let s = p.to_string_lossy();
         if s.contains([',', ':']) {
@@ -108,8 +121,8 @@ fn mount_overlay(r: &Rootfs) -> Result<(), StageError> {
     let opts = format!(
         "lowerdir={},upperdir={},workdir={}",
         lower.join(":"),
-        r.upper.display(),
-        r.work.display()
+        upper.display(),
+        work.display()
     );
     mount(
         Some("overlay"),

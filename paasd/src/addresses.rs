@@ -1,10 +1,15 @@
 //! The one owner of instance addresses on the bridge: allocate (lowest free host after the
 //! gateway, persisted so a restart knows what is taken), hand the runtime what to attach, and
 //! release. Instances and one-offs both go through it. Owns the choice of address; the
-//! arithmetic is the runtime's `Subnet`, the rows are `store::addresses`. Must not make links
-//! or namespaces (the runtime does).
+//! arithmetic is the runtime's `Subnet`, the rows are `store::addresses`. An address of an
+//! app's instance is also a member of the app's group in the network policy while it is
+//! held (instances of one app reach each other, nothing else does); an address goes back to
+//! the pool only once it is out of every group, so a new holder never inherits access.
+//! Must not make links or namespaces (the runtime does).
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
 
 use crate::store::{self, Store, StoreError, Tx};
 use paas_runtime::net::Subnet;
@@ -16,6 +21,8 @@ pub enum AddressError {
     Exhausted(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("network policy: {0}")]
+    Policy(#[from] paas_runtime::net::NetError),
 }
 
 /// An address held by one instance until [`Addresses::release`].
@@ -23,6 +30,8 @@ pub enum AddressError {
 pub struct Lease {
     pub instance: String,
     pub ip: Ipv4Addr,
+    /// The app group the address is a member of (`None`: a build, a member of nothing).
+    pub group: Option<u32>,
 }
 
 impl Lease {
@@ -36,26 +45,69 @@ impl Lease {
 pub struct Addresses {
     store: Store,
     subnet: Subnet,
+    /// Where group membership is applied; `None` in unit tests of the allocator.
+    runtime: Option<Arc<paas_runtime::Runtime>>,
+    /// Addresses held as group members, by instance.
+    members: Arc<Mutex<HashMap<String, (Ipv4Addr, u32)>>>,
 }
 
 impl Addresses {
     pub fn new(store: Store, subnet: Subnet) -> Addresses {
-        Addresses { store, subnet }
+        Addresses {
+            store,
+            subnet,
+            runtime: None,
+            members: Arc::default(),
+        }
     }
 
-    /// An address for `instance` (a retried start gets the one it holds).
-    pub async fn allocate(&self, instance: &str) -> Result<Lease, AddressError> {
+    /// Applies group membership in `runtime`'s network policy.
+    pub fn with_policy(mut self, runtime: Arc<paas_runtime::Runtime>) -> Addresses {
+        self.runtime = Some(runtime);
+        self
+    }
+
+    /// An address for `instance` (a retried start gets the one it holds), a member of
+    /// `group` before it is returned.
+    pub async fn allocate(
+        &self,
+        instance: &str,
+        group: Option<u32>,
+    ) -> Result<Lease, AddressError> {
         let (key, subnet) = (instance.to_string(), self.subnet);
         let ip = self.store.tx(move |tx| allocate(tx, &key, &subnet)).await?;
+        if let (Some(rt), Some(g)) = (&self.runtime, group) {
+            if let Err(e) = rt.network().admit(ip, g).await {
+                self.release(instance).await;
+                return Err(e.into());
+            }
+            self.members
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(instance.to_string(), (ip, g));
+        }
         Ok(Lease {
             instance: instance.to_string(),
             ip,
+            group,
         })
     }
 
-    /// Gives `instance`'s address back. A failure only leaks one address until the next start
-    /// (which frees them all), so it is logged, not returned.
+    /// Gives `instance`'s address back, out of its group first. A failure only leaks one
+    /// address until the next start (which frees them all), so it is logged, not returned;
+    /// an address still in a group is never handed to anyone else.
     pub async fn release(&self, instance: &str) {
+        let member = self
+            .members
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(instance);
+        if let (Some(rt), Some((ip, group))) = (&self.runtime, member) {
+            if let Err(e) = rt.network().expel(ip, group).await {
+                tracing::error!(%instance, %ip, error = %e, "could not take an address out of its app's group; it stays taken until paasd restarts");
+                return;
+            }
+        }
         let key = instance.to_string();
         let r = self
             .store
@@ -126,15 +178,21 @@ mod tests {
         let a = Addresses::new(store, net("10.213.0.0", 24));
         let mut got = Vec::new();
         for i in 0..20 {
-            got.push(a.allocate(&format!("web.{i}")).await.expect("allocate").ip);
+            got.push(
+                a.allocate(&format!("web.{i}"), None)
+                    .await
+                    .expect("allocate")
+                    .ip,
+            );
         }
         assert_eq!(got[0], ip("10.213.0.2"), "network and gateway are skipped");
         assert_eq!(got[19], ip("10.213.0.21"));
         assert_eq!(got.iter().collect::<HashSet<_>>().len(), 20, "{got:?}");
         // Asking again for an instance that holds one is not a second allocation.
-        let again = a.allocate("web.3").await.expect("again");
+        let again = a.allocate("web.3", None).await.expect("again");
         assert_eq!(again.ip, got[3]);
         assert_eq!(again.networking(), Networking::Bridge(got[3]));
+        assert_eq!(again.group, None);
     }
 
     #[tokio::test]
@@ -142,7 +200,7 @@ mod tests {
         let (_d, store) = store().await;
         let a = Addresses::new(store.clone(), net("10.213.0.0", 24));
         for i in 0..5 {
-            a.allocate(&format!("a.{i}")).await.expect("allocate");
+            a.allocate(&format!("a.{i}"), None).await.expect("allocate");
         }
         a.release("a.1").await;
         a.release("a.3").await;
@@ -152,7 +210,7 @@ mod tests {
             ("b.2", "10.213.0.5"),
             ("b.3", "10.213.0.7"),
         ] {
-            assert_eq!(a.allocate(who).await.expect("allocate").ip, ip(want));
+            assert_eq!(a.allocate(who, None).await.expect("allocate").ip, ip(want));
         }
         let rows = store.tx(store::addresses::list).await.expect("list");
         let owners: Vec<(String, &str)> = rows
@@ -178,9 +236,9 @@ mod tests {
         // A /29 has 6 hosts; one is the gateway.
         let a = Addresses::new(store, net("10.213.0.8", 29));
         for i in 0..5 {
-            a.allocate(&format!("w.{i}")).await.expect("allocate");
+            a.allocate(&format!("w.{i}"), None).await.expect("allocate");
         }
-        let err = a.allocate("w.5").await.expect_err("full");
+        let err = a.allocate("w.5", None).await.expect_err("full");
         assert!(
             matches!(&err, AddressError::Exhausted(s) if s == "10.213.0.8/29"),
             "{err:?}"
@@ -188,7 +246,7 @@ mod tests {
         assert_eq!(err.to_string(), "no free address left in 10.213.0.8/29");
         a.release("w.2").await;
         assert_eq!(
-            a.allocate("w.5").await.expect("after").ip,
+            a.allocate("w.5", None).await.expect("after").ip,
             ip("10.213.0.12")
         );
     }
@@ -198,8 +256,14 @@ mod tests {
         let (_d, store) = store().await;
         let old = Addresses::new(store.clone(), net("10.99.0.0", 24));
         let new = Addresses::new(store.clone(), net("10.213.0.0", 24));
-        assert_eq!(old.allocate("x").await.expect("old").ip, ip("10.99.0.2"));
-        assert_eq!(new.allocate("x").await.expect("new").ip, ip("10.213.0.2"));
+        assert_eq!(
+            old.allocate("x", None).await.expect("old").ip,
+            ip("10.99.0.2")
+        );
+        assert_eq!(
+            new.allocate("x", None).await.expect("new").ip,
+            ip("10.213.0.2")
+        );
         assert_eq!(
             store.tx(store::addresses::list).await.expect("list").len(),
             1
@@ -212,17 +276,17 @@ mod tests {
         let path = dir.path().join("paas.db");
         let subnet = net("10.213.0.0", 24);
         let a = Addresses::new(Store::open(&path).expect("open"), subnet);
-        let first = a.allocate("web.1").await.expect("a").ip;
-        a.allocate("web.2").await.expect("b");
+        let first = a.allocate("web.1", None).await.expect("a").ip;
+        a.allocate("web.2", None).await.expect("b");
         drop(a);
 
         let a = Addresses::new(Store::open(&path).expect("reopen"), subnet);
-        let third = a.allocate("web.3").await.expect("c").ip;
+        let third = a.allocate("web.3", None).await.expect("c").ip;
         assert_eq!(third, ip("10.213.0.4"), "the first two are still taken");
-        assert_eq!(a.allocate("web.1").await.expect("again").ip, first);
+        assert_eq!(a.allocate("web.1", None).await.expect("again").ip, first);
         assert_eq!(a.release_all().await.expect("release all"), 3);
         assert_eq!(
-            a.allocate("web.9").await.expect("fresh").ip,
+            a.allocate("web.9", None).await.expect("fresh").ip,
             ip("10.213.0.2")
         );
     }

@@ -93,6 +93,10 @@ pub enum ConfigError {
     },
     #[error("subnet '{0}': give an IPv4 network like 10.88.0.0/16")]
     Subnet(String),
+    #[error("[router] trusted_proxies: {0} overlaps the instance subnet {1}: any app could then claim to be a proxy and forge client addresses")]
+    TrustedInstances(String, String),
+    #[error("[users] {0}")]
+    Users(String),
     #[error("[router] trusted_proxies: {0}")]
     TrustedProxy(#[source] paas_router::IpNetError),
     #[error("config file {}: {source}", .path.display())]
@@ -140,6 +144,30 @@ pub struct FileConfig {
     /// The HTTP router (`[router]`).
     #[serde(default)]
     pub router: RouterConfig,
+    /// The uids apps run as (`[users]`).
+    #[serde(default)]
+    pub users: UsersConfig,
+}
+
+/// `[users]`: the host uid range apps run as, one uid per app (its gid is the same number).
+/// Above everything Debian hands out: regular users stop at 60000, `useradd`'s subordinate
+/// ranges at 600100000, and systemd's container range at 1879048191; below 2^31, which
+/// some tools read as negative. paasd refuses to start if a host account, group or
+/// subordinate range overlaps it (see `app_users`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsersConfig {
+    pub first_uid: u32,
+    pub count: u32,
+}
+
+impl Default for UsersConfig {
+    fn default() -> UsersConfig {
+        UsersConfig {
+            first_uid: 1_900_000_000,
+            count: 100_000,
+        }
+    }
 }
 
 /// `[router]`: what the router believes about its clients.
@@ -326,6 +354,9 @@ pub struct Overrides {
     /// The system user `git push` logs in as ([git] user; default paas).
     #[arg(long)]
     pub git_user: Option<String>,
+    /// First uid apps run as ([users] first_uid; default 1900000000).
+    #[arg(long)]
+    pub first_uid: Option<u32>,
 }
 
 /// Installed location of the built-in buildpacks.
@@ -359,6 +390,7 @@ pub struct Config {
     pub max_stack_mb: MiB,
     /// `[router] trusted_proxies`, parsed.
     pub trusted_proxies: Vec<paas_router::IpNet>,
+    pub users: UsersConfig,
 }
 
 impl Config {
@@ -400,7 +432,36 @@ impl Config {
             .map(|n| n.parse())
             .collect::<Result<Vec<paas_router::IpNet>, _>>()
             .map_err(ConfigError::TrustedProxy)?;
+        let instances = (
+            std::net::IpAddr::V4(subnet.0),
+            std::net::IpAddr::V4(broadcast(subnet)),
+        );
+        if let Some(n) = trusted_proxies
+            .iter()
+            .find(|n| n.contains(instances.0) || n.contains(instances.1))
+        {
+            return Err(ConfigError::TrustedInstances(
+                format!("{}/{}", n.addr(), n.prefix()),
+                format!("{}/{}", subnet.0, subnet.1),
+            ));
+        }
+        let users = UsersConfig {
+            first_uid: o.first_uid.unwrap_or(file.users.first_uid),
+            ..file.users
+        };
+        if users.count == 0 || users.first_uid < 65536 {
+            return Err(ConfigError::Users(
+                "first_uid must be at least 65536 and count at least 1".into(),
+            ));
+        }
+        if u64::from(users.first_uid) + u64::from(users.count) > 1 << 31 {
+            return Err(ConfigError::Users(
+                "first_uid + count must stay below 2^31 (tools read larger uids as negative)"
+                    .into(),
+            ));
+        }
         Ok(Config {
+            users,
             socket: o
                 .socket
                 .or(file.socket)
@@ -454,6 +515,12 @@ impl Config {
     }
 }
 
+/// The last address of `net`.
+fn broadcast(net: (std::net::Ipv4Addr, u8)) -> std::net::Ipv4Addr {
+    let host_bits = 32 - u32::from(net.1);
+    (u32::from(net.0) | ((1u64 << host_bits) - 1) as u32).into()
+}
+
 /// `a.b.c.d/p` with 8 <= p <= 30 (room for a gateway and instances).
 fn parse_cidr(s: &str) -> Option<(std::net::Ipv4Addr, u8)> {
     let (addr, prefix) = s.split_once('/')?;
@@ -475,6 +542,41 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instances_are_never_trusted_proxies_and_uids_stay_in_range() {
+        let file = |t: &str| toml::from_str::<FileConfig>(t).expect("toml");
+        let e = Config::resolve(
+            file("[router]\ntrusted_proxies = [\"10.0.0.0/8\"]\n"),
+            Overrides::default(),
+        )
+        .expect_err("10.0.0.0/8 holds 10.88.0.0/16");
+        assert!(
+            e.to_string()
+                .contains("overlaps the instance subnet 10.88.0.0/16"),
+            "{e}"
+        );
+        // A proxy inside the subnet's range, not at its ends, is caught too.
+        let e = Config::resolve(
+            file("subnet = \"10.88.0.0/16\"\n[router]\ntrusted_proxies = [\"10.88.0.0/12\"]\n"),
+            Overrides::default(),
+        );
+        assert!(e.is_err());
+        assert!(Config::resolve(
+            file("[router]\ntrusted_proxies = [\"192.168.0.0/16\"]\n"),
+            Overrides::default()
+        )
+        .is_ok());
+        for bad in [
+            "first_uid = 1000",
+            "count = 0",
+            "first_uid = 2147000000\ncount = 1000000",
+        ] {
+            let e = Config::resolve(file(&format!("[users]\n{bad}\n")), Overrides::default())
+                .expect_err(bad);
+            assert!(e.to_string().starts_with("[users]"), "{e}");
+        }
+    }
 
     #[test]
     fn state_dir_flag_keeps_everything_inside() {

@@ -239,6 +239,7 @@ impl Cron {
                 env: crate::launch::process_env(&r.config, &name),
                 command: command.to_string(),
                 limits: crate::oneoff::default_limits(),
+                identity: r.identity,
             })
             .await;
         let mut events = match spawned {

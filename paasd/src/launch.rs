@@ -25,6 +25,11 @@ pub fn process_env(config: &BTreeMap<String, String>, dyno: &str) -> Vec<(String
 
 /// `bash -c` of a Procfile-style command with the slug's `.profile.d/*.sh` sourced first,
 /// as Heroku does.
+/// Who an app's processes run as: its own uid, and the group of the same number.
+pub fn user(uid: u32) -> paas_runtime::User {
+    paas_runtime::User { uid, gid: uid }
+}
+
 pub fn launch_argv(command: &str) -> Vec<String> {
     vec![
         "bash".into(),

@@ -7,6 +7,7 @@ pub mod addresses;
 pub mod api;
 pub mod app_files;
 pub mod app_json;
+pub mod app_users;
 pub mod apps;
 pub mod build;
 pub mod config;
@@ -67,11 +68,20 @@ pub enum DaemonError {
     Logs(#[from] logs::LogError),
     #[error("git push: {0}")]
     Git(#[from] git::GitError),
+    #[error(transparent)]
+    Users(#[from] app_users::UsersError),
+    #[error(transparent)]
+    Apps(#[from] apps::AppError),
 }
 
 /// Runs the daemon until `shutdown` resolves, then drains requests and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     let _lock = prepare_state_dir(&config)?;
+    app_users::check_range(
+        std::path::Path::new("/etc"),
+        config.users.first_uid,
+        config.users.count,
+    )?;
     let secrets = secrets::SecretBox::load_or_create(&config.key_file)?;
     let paths = config.paths();
     let db_path = paths.db();
@@ -96,18 +106,31 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             max_instances_per_type: config.max_instances_per_type,
             stacks: stack_names.clone(),
             routes: routes.clone(),
+            uids: apps::UidRange {
+                first: config.users.first_uid,
+                count: config.users.count,
+            },
         },
     );
+    // A deep accept backlog: hundreds of clients connecting at once must not overflow it.
+    // Bound before the network is set up: the policy publishes the port it got.
+    let http = paas_router::bind(config.http).map_err(|source| DaemonError::Http {
+        addr: config.http,
+        source,
+    })?;
+    let router_addr = http.local_addr().ok();
     let network = paas_runtime::net::Network::setup(paas_runtime::net::NetConfig {
         bridge: config.bridge.clone(),
         subnet: config.subnet.0,
         prefix: config.subnet.1,
+        policy: paas_runtime::net::Policy {
+            published: vec![router_addr.map_or(config.http.port(), |a| a.port())],
+            dns: paas_runtime::container_nameservers(),
+        },
     })
     .await
     .map_err(paas_runtime::RuntimeError::from)?;
-    // No instance is adopted yet, so every address on record belongs to a dead container.
-    let addresses = addresses::Addresses::new(store.clone(), network.subnet());
-    addresses.release_all().await?;
+    let subnet = network.subnet();
     let (state_dir, cg_parent, stacks) = (
         config.state_dir.clone(),
         config.cgroup_parent.clone(),
@@ -123,6 +146,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     })??;
     tracing::info!(cgroups = runtime.cgroup_kind(), "container runtime ready");
     let runtime = Arc::new(runtime);
+    // No instance is adopted yet, so every address on record belongs to a dead container.
+    let addresses =
+        addresses::Addresses::new(store.clone(), subnet).with_policy(Arc::clone(&runtime));
+    addresses.release_all().await?;
     if !config.buildpacks_dir.is_dir() {
         tracing::warn!(dir = %config.buildpacks_dir.display(), "built-in buildpacks not found; builds need buildpacks_dir");
     }
@@ -150,12 +177,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
         })
     });
-    // A deep accept backlog: hundreds of clients connecting at once must not overflow it.
-    let http = paas_router::bind(config.http).map_err(|source| DaemonError::Http {
-        addr: config.http,
-        source,
-    })?;
-    let router_addr = http.local_addr().ok();
     let hooks = supervisor::Hooks {
         publish: {
             let router = Arc::clone(&router);
@@ -171,6 +192,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         },
     };
     let slugs = slugs::Slugs::new(&paths.slugs());
+    // Apps from before uids were per app get theirs, and their slugs with them.
+    for (app, uid) in apps.assign_uids().await? {
+        let slugs = slugs.clone();
+        let reowned = tokio::task::spawn_blocking(move || slugs.reown(&app, uid)).await;
+        if let Ok(Err(e)) = reowned {
+            tracing::warn!(error = %e, "could not give an app's slugs to its new uid");
+        }
+    }
     let locks = locks::AppLocks::new();
     let supervisor = supervisor::Supervisor::new(
         supervisor::Services {
@@ -185,8 +214,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         config.base_domain.clone(),
         config.instances.clone(),
     );
-    let oneoffs =
-        oneoff::OneOffs::new(apps.clone(), addresses, Arc::clone(&runtime), slugs.clone());
+    let oneoffs = oneoff::OneOffs::new(
+        apps.clone(),
+        addresses.clone(),
+        Arc::clone(&runtime),
+        slugs.clone(),
+    );
     let cron = cron::Cron::new(apps.clone(), oneoffs.clone(), slugs.clone(), logs.clone());
     let builds = build::Builds::new(
         build::Services {
@@ -198,6 +231,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             slugs,
             supervisor: supervisor.clone(),
             logs: logs.clone(),
+            addresses: addresses.clone(),
         },
         config.build.clone(),
         config.buildpacks_dir.clone(),

@@ -50,6 +50,8 @@ pub struct OneOff {
     /// Run with `bash -c` after `.profile.d` is sourced, like a Procfile command.
     pub command: String,
     pub limits: Limits,
+    /// The app's uid and network group: a one-off reaches its app's instances.
+    pub identity: crate::apps::Identity,
 }
 
 /// The one-off service: what `paas run` and release phases start.
@@ -97,6 +99,7 @@ impl OneOffs {
                 .map(|id| self.slugs.layer(&app, id))
                 .into_iter()
                 .collect(),
+            identity: target.identity,
             env: process_env(&target.config, "run.1"),
             command,
             limits,
@@ -118,7 +121,7 @@ impl OneOffs {
 
     async fn start(&self, o: OneOff) -> Result<mpsc::Receiver<RunEvent>, RunError> {
         let id = self.runtime.new_id(&o.prefix);
-        let lease = self.addresses.allocate(&id).await?;
+        let lease = self.addresses.allocate(&id, Some(o.identity.group)).await?;
         let ip = lease.ip;
         let started = self
             .runtime
@@ -131,6 +134,7 @@ impl OneOffs {
                 stack: o.stack,
                 layers: o.layers,
                 binds: Vec::new(),
+                user: crate::launch::user(o.identity.uid),
             })
             .await;
         let mut instance = match started {

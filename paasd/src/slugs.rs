@@ -108,6 +108,36 @@ impl Slugs {
     }
 
     /// Removes every slug of an app (it was destroyed).
+    /// Gives every file of the app's slugs to `uid` (and the group of the same number): an app
+    /// made before uids were per app keeps running its releases, rollbacks included, as its
+    /// new uid.
+    pub fn reown(&self, app: &str, uid: u32) -> io::Result<()> {
+        fn walk(p: &Path, uid: u32) -> io::Result<()> {
+            std::os::unix::fs::lchown(p, Some(uid), Some(uid))?;
+            if std::fs::symlink_metadata(p)?.is_dir() {
+                for e in std::fs::read_dir(p)? {
+                    walk(&e?.path(), uid)?;
+                }
+            }
+            Ok(())
+        }
+        match std::fs::read_dir(self.app_dir(app)) {
+            Ok(entries) => {
+                for e in entries {
+                    let e = e?;
+                    // Slug dirs hold `app/`; the root of a slug stays root's.
+                    let app_dir = e.path().join("app");
+                    if app_dir.is_dir() {
+                        walk(&app_dir, uid)?;
+                    }
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn remove_app(&self, app: &str) {
         if let Err(e) = fs::remove_dir_all(self.app_dir(app)) {
             if e.kind() != io::ErrorKind::NotFound {

@@ -298,6 +298,9 @@ impl Daemon {
             .arg(self.bridge())
             .arg("--subnet")
             .arg(format!("10.213.{}.0/24", self.seq))
+            // Daemons side by side get uid ranges of their own, as they get subnets.
+            .arg("--first-uid")
+            .arg((1_900_000_000 + self.seq * 1000).to_string())
             .arg("--buildpacks-dir")
             .arg(repo_root().join("buildpacks"))
             .env("PAASD_LOG", "debug");

@@ -27,6 +27,7 @@ use rtnetlink::{LinkBridge, LinkUnspec};
 use tokio::sync::oneshot;
 
 pub use inside::Eth0;
+pub use nft::Policy;
 pub use subnet::{Subnet, SubnetError};
 pub use veth::Veth;
 
@@ -43,6 +44,8 @@ pub struct NetConfig {
     pub subnet: Ipv4Addr,
     /// ... and its prefix length, e.g. 16.
     pub prefix: u8,
+    /// What instances may reach on the host besides each other (see [`nft`]).
+    pub policy: Policy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +81,8 @@ pub enum NetError {
         path: &'static str,
         source: io::Error,
     },
+    #[error("{path}: {source}")]
+    BridgeSysctl { path: String, source: io::Error },
     #[error("nftables table {table}: {detail}")]
     Nft { table: String, detail: String },
     #[error("network namespace worker: {0}")]
@@ -200,12 +205,15 @@ impl Network {
         net.bridge_index = net.ensure_bridge().await?;
         net.ensure_gateway_address().await?;
         enable_forwarding().await?;
+        isolate_bridge(&net.bridge).await?;
         let table = nft::table_name(&net.bridge);
-        match nft::apply(&table, &nft::nat_script(&net.bridge, &subnet)).await? {
+        let script = nft::table_script(&net.bridge, &subnet, &cfg.policy);
+        match nft::apply(&table, &script).await? {
             nft::Applied::Yes => net.nat = true,
             nft::Applied::NoNft => tracing::warn!(
                 bridge = %net.bridge,
-                "nft not found: instances get no NAT for egress (install the nftables package)"
+                "nft not found: instances get no NAT for egress and no isolation from the \
+                 host or each other (install the nftables package)"
             ),
         }
         Ok(net)
@@ -223,9 +231,32 @@ impl Network {
         &self.bridge
     }
 
-    /// False when setup found no `nft` and instances cannot reach beyond the host.
+    /// False when setup found no `nft`: instances cannot reach beyond the host, and nothing
+    /// keeps them from the host or each other.
     pub fn nat(&self) -> bool {
         self.nat
+    }
+
+    /// Makes `ip` a member of `group` (an app's number, above 0): instances of one group
+    /// reach each other. Call before the instance starts; [`Network::expel`] before `ip`
+    /// is handed to anyone else.
+    pub async fn admit(&self, ip: Ipv4Addr, group: u32) -> Result<(), NetError> {
+        self.membership(nft::admit_script(&self.bridge, ip, group))
+            .await
+    }
+
+    /// Takes `ip` out of `group`; idempotent.
+    pub async fn expel(&self, ip: Ipv4Addr, group: u32) -> Result<(), NetError> {
+        self.membership(nft::expel_script(&self.bridge, ip, group))
+            .await
+    }
+
+    async fn membership(&self, script: String) -> Result<(), NetError> {
+        if !self.nat {
+            return Ok(());
+        }
+        nft::apply(&nft::table_name(&self.bridge), &script).await?;
+        Ok(())
     }
 
     /// What an instance with address `ip` configures inside its namespace (see [`inside`]);
@@ -493,6 +524,41 @@ impl Network {
         }
         Ok(())
     }
+}
+
+/// Per-bridge sysctls of the isolation: the host answers ARP for the whole subnet (instances
+/// cannot see each other at layer 2, so their traffic comes to the host to be routed and
+/// filtered), at once rather than after the default random proxy delay; and the bridge
+/// gets no IPv6 address (no link-local one an instance could reach the host on).
+async fn isolate_bridge(bridge: &str) -> Result<(), NetError> {
+    let settings: [(String, &str, bool); 3] = [
+        (
+            format!("/proc/sys/net/ipv4/conf/{bridge}/proxy_arp_pvlan"),
+            "1",
+            true,
+        ),
+        (
+            format!("/proc/sys/net/ipv4/neigh/{bridge}/proxy_delay"),
+            "0",
+            true,
+        ),
+        // Absent when the kernel has no IPv6: then there is nothing to turn off.
+        (
+            format!("/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6"),
+            "1",
+            false,
+        ),
+    ];
+    for (path, value, required) in settings {
+        match tokio::fs::write(&path, value).await {
+            Ok(()) => {}
+            Err(e) if !required && e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(NetError::BridgeSysctl { path, source });
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn enable_forwarding() -> Result<(), NetError> {

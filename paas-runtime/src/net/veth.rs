@@ -8,7 +8,9 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 
 use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST};
-use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkMessage};
+use rtnetlink::packet_route::link::{
+    InfoBridgePort, InfoData, InfoPortData, InfoPortKind, InfoVeth, LinkMessage,
+};
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
 use serde::{Deserialize, Serialize};
@@ -40,8 +42,14 @@ pub(super) fn message(
         .setns_by_fd(ns_fd)
         .address(super::instance_mac(ip).to_vec())
         .build();
+    // An isolated port: the bridge forwards nothing between it and another isolated port,
+    // so instances reach each other only through the host, where the policy decides.
     LinkMessageBuilder::<LinkVeth>::new(host_if, ETH0)
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .set_port_kind(InfoPortKind::Bridge)
+        .set_port_data(InfoPortData::BridgePort(vec![InfoBridgePort::Isolated(
+            true,
+        )]))
         .controller(bridge)
         .up()
         .build()

@@ -62,6 +62,8 @@ impl From<AppError> for ApiError {
             AppError::InvalidFormation(_) => (S::BAD_REQUEST, "invalid_formation"),
             AppError::InvalidRequest(_) => (S::BAD_REQUEST, "invalid_request"),
             AppError::ReleaseNotFound { .. } => (S::NOT_FOUND, "release_not_found"),
+            AppError::NoUidLeft { .. } => (S::SERVICE_UNAVAILABLE, "no_uid_left"),
+            AppError::NoUid(_) => (S::SERVICE_UNAVAILABLE, "no_uid"),
             AppError::Store(_) | AppError::Secret(_) => {
                 return ApiError::internal("request failed", &e);
             }

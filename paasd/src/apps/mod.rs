@@ -48,10 +48,39 @@ pub enum AppError {
     InvalidRequest(String),
     #[error("app '{app}' has no release v{version} (see `paas releases {app}`)")]
     ReleaseNotFound { app: String, version: u32 },
+    #[error("every app uid of [users] ({first}, {count} of them) has been handed out; raise [users] count in paasd.toml")]
+    NoUidLeft { first: u32, count: u32 },
+    #[error("app '{0}' has no uid yet (paasd gives one to every app at start)")]
+    NoUid(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Secret(#[from] SecretError),
+}
+
+/// The host uids apps run as: `first`, `first + 1`, ... (`[users]` in paasd.toml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UidRange {
+    pub first: u32,
+    pub count: u32,
+}
+
+/// Who an app's processes are on the host: its own uid (and the gid of the same number), and
+/// its number in the instance network's membership sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: u32,
+    pub group: u32,
+}
+
+impl Identity {
+    pub(super) fn of(app: &AppRow) -> Result<Identity, AppError> {
+        let uid = app.uid.ok_or_else(|| AppError::NoUid(app.name.clone()))?;
+        // Row ids start at 1 and SQLite hands out at most i64::MAX; one above u32 would need
+        // four billion apps.
+        let group = u32::try_from(app.id).map_err(|_| AppError::NoUid(app.name.clone()))?;
+        Ok(Identity { uid, group })
+    }
 }
 
 /// What the service needs from the daemon configuration.
@@ -65,6 +94,7 @@ pub struct Settings {
     /// Creating or destroying an app and changing its domains change what the router must
     /// know: those operations return once the router has it.
     pub routes: crate::routing::RouteSignal,
+    pub uids: UidRange,
 }
 
 #[derive(Clone)]
@@ -112,14 +142,18 @@ impl Apps {
                     });
                 }
                 let now = store::now();
-                let app = store::apps::insert(tx, &req.name, &stack, req.buildpack.as_deref(), now)
-                    .map_err(|e| {
-                        if e.is_unique_violation() {
-                            AppError::AlreadyExists(req.name.clone())
-                        } else {
-                            e.into()
-                        }
-                    })?;
+                let UidRange { first, count } = this.settings.uids;
+                let uid = store::apps::take_uid(tx, first, count)?
+                    .ok_or(AppError::NoUidLeft { first, count })?;
+                let app =
+                    store::apps::insert(tx, &req.name, &stack, req.buildpack.as_deref(), now, uid)
+                        .map_err(|e| {
+                            if e.is_unique_violation() {
+                                AppError::AlreadyExists(req.name.clone())
+                            } else {
+                                e.into()
+                            }
+                        })?;
                 // Heroku semantics: every app starts with v1, "Initial release".
                 this.insert_release(
                     tx,
@@ -135,6 +169,36 @@ impl Apps {
             .await?;
         self.settings.routes.changed().await;
         Ok(created)
+    }
+
+    /// Gives every app that has no uid (made before uids were per app) its own. Returns
+    /// them, so their files (slugs, build cache) can be given to the new owner.
+    pub async fn assign_uids(&self) -> Result<Vec<(String, u32)>, AppError> {
+        let UidRange { first, count } = self.settings.uids;
+        self.store
+            .tx(move |tx| {
+                let mut given = Vec::new();
+                for app in store::apps::list(tx)? {
+                    if app.uid.is_some() {
+                        continue;
+                    }
+                    let uid = store::apps::take_uid(tx, first, count)?
+                        .ok_or(AppError::NoUidLeft { first, count })?;
+                    store::apps::set_uid(tx, app.id, uid)?;
+                    tracing::info!(app = %app.name, uid, "gave the app its own uid");
+                    given.push((app.name, uid));
+                }
+                Ok(given)
+            })
+            .await
+    }
+
+    /// The app's uid and network group.
+    pub async fn identity(&self, name: &str) -> Result<Identity, AppError> {
+        let name = name.to_string();
+        self.store
+            .tx(move |tx| Identity::of(&find(tx, &name)?))
+            .await
     }
 
     pub async fn list(&self) -> Result<Vec<api::App>, AppError> {

@@ -17,6 +17,7 @@ use crate::store::{
 #[derive(Debug, Clone)]
 pub struct BuildContext {
     pub app_id: i64,
+    pub identity: super::Identity,
     pub stack: String,
     pub buildpacks: Vec<String>,
     pub config: BTreeMap<String, String>,
@@ -48,6 +49,7 @@ pub fn generate_secret() -> String {
 /// What `paas run` (and later the supervisor) starts from: the current release.
 #[derive(Debug, Clone)]
 pub struct RunTarget {
+    pub identity: super::Identity,
     pub stack: String,
     pub slug_id: Option<i64>,
     pub process_types: BTreeMap<String, String>,
@@ -66,6 +68,7 @@ impl Apps {
                     .map(|r| r.runs)
                     .unwrap_or_default();
                 Ok(RunTarget {
+                    identity: super::Identity::of(&app)?,
                     stack: app.stack.clone(),
                     slug_id: runs.slug_id,
                     process_types: runs.process_types,
@@ -205,6 +208,7 @@ impl Apps {
                     .iter()
                     .any(|r| r.runs.slug_id.is_some() && r.status == ReleaseStatus::Succeeded);
                 Ok(BuildContext {
+                    identity: super::Identity::of(&app)?,
                     app_id: app.id,
                     stack: app.stack.clone(),
                     buildpacks: buildpacks_of(&app),

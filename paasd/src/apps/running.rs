@@ -14,6 +14,7 @@ use crate::store::{self, releases::ReleaseRow, StoreError};
 #[derive(Debug, Clone)]
 pub struct Runnable {
     pub app: String,
+    pub identity: super::Identity,
     pub stack: String,
     pub version: u32,
     pub slug_id: i64,
@@ -81,6 +82,7 @@ impl Apps {
                     .map(|t| (t.clone(), super::quantity(&scaled, &row, t)))
                     .collect();
                 Ok(Some(Runnable {
+                    identity: super::Identity::of(&app)?,
                     app: app.name.clone(),
                     stack: app.stack.clone(),
                     version: row.version,

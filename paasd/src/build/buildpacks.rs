@@ -10,8 +10,6 @@ use std::io;
 use std::os::unix::fs::{lchown, symlink};
 use std::path::{Path, PathBuf};
 
-use paas_runtime::{APP_GID, APP_UID};
-
 use crate::app_files;
 
 /// Built-ins, in the order detection tries them.
@@ -420,11 +418,11 @@ pub fn builtins(dir: &Path) -> Result<Vec<Buildpack>, String> {
 
 /// Copies `bp` into `dest` (`<build>/buildpacks/<n>`), owned by the app user. Symlinks are
 /// copied as symlinks, never followed.
-pub fn copy_into(bp: &Buildpack, dest: &Path) -> io::Result<()> {
-    copy_tree(&bp.source, dest)
+pub fn copy_into(bp: &Buildpack, dest: &Path, uid: u32) -> io::Result<()> {
+    copy_tree(&bp.source, dest, uid)
 }
 
-fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+fn copy_tree(from: &Path, to: &Path, uid: u32) -> io::Result<()> {
     let meta = fs::symlink_metadata(from)?;
     let ft = meta.file_type();
     if ft.is_symlink() {
@@ -434,14 +432,14 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
         fs::set_permissions(to, meta.permissions())?;
         for e in fs::read_dir(from)? {
             let e = e?;
-            copy_tree(&e.path(), &to.join(e.file_name()))?;
+            copy_tree(&e.path(), &to.join(e.file_name()), uid)?;
         }
     } else if ft.is_file() {
         fs::copy(from, to)?;
     } else {
         return Ok(());
     }
-    lchown(to, Some(APP_UID), Some(APP_GID))
+    lchown(to, Some(uid), Some(uid))
 }
 
 #[cfg(test)]

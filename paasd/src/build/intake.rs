@@ -13,7 +13,6 @@ use super::pipeline::Build;
 use super::{io_err, timing, Builds, DeployError, Scratch};
 use crate::store;
 use crate::tarball::{self, TarballError};
-use paas_runtime::{APP_GID, APP_UID};
 
 impl Builds {
     /// Receives and unpacks the upload arriving on `upload`, records the deployment and
@@ -44,9 +43,9 @@ impl Builds {
             tarball::Intake {
                 dest: scratch.0.join("app"),
                 mode: 0o755,
-                owner: Some((APP_UID, APP_GID)),
+                owner: Some((ctx.identity.uid, ctx.identity.uid)),
                 kind: tarball::Kind::Source {
-                    owner: (APP_UID, APP_GID),
+                    owner: (ctx.identity.uid, ctx.identity.uid),
                 },
                 max_upload: self.upload_limit(),
                 limits: tarball::Limits {

@@ -32,7 +32,7 @@ use crate::oneoff::OneOffs;
 use crate::slugs::Slugs;
 use crate::store::{self, Store, StoreError};
 use crate::tarball::ExtractError;
-use paas_runtime::{Runtime, APP_GID, APP_UID};
+use paas_runtime::Runtime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
@@ -95,6 +95,7 @@ struct Inner {
     supervisor: crate::supervisor::Supervisor,
     /// The app log stream: build output (source `build`) and deploy events go there too.
     logs: crate::logs::Logs,
+    addresses: crate::addresses::Addresses,
 }
 
 /// A build's scratch dir, removed when the build ends however it ends. A finished build
@@ -165,6 +166,8 @@ pub struct Services {
     pub supervisor: crate::supervisor::Supervisor,
     /// Build output and deploy events go into the app's log stream.
     pub logs: crate::logs::Logs,
+    /// Build steps that fetch dependencies get an address on the bridge.
+    pub addresses: crate::addresses::Addresses,
 }
 
 impl Builds {
@@ -183,6 +186,7 @@ impl Builds {
             slugs,
             supervisor,
             logs,
+            addresses,
         } = services;
         Builds {
             inner: Arc::new(Inner {
@@ -197,6 +201,7 @@ impl Builds {
                 buildpacks_dir,
                 paths,
                 logs,
+                addresses,
             }),
         }
     }
@@ -236,12 +241,27 @@ fn timing(phase: DeployPhase, d: Duration) -> PhaseTiming {
     }
 }
 
-/// Creates `dir` with `mode`, owned by the app user when `app_owned`.
-fn make_dir(dir: &Path, mode: u32, app_owned: bool) -> io::Result<()> {
+/// Creates `dir` with `mode`, owned by `uid` (and the group of the same number).
+fn make_dir(dir: &Path, mode: u32, uid: u32) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(mode))?;
-    if app_owned {
-        lchown(dir, Some(APP_UID), Some(APP_GID))?;
-    }
-    Ok(())
+    lchown(dir, Some(uid), Some(uid))
+}
+
+/// The app's build cache, owned by its uid. A cache another uid owns (written before apps
+/// had uids of their own) could not be written by this build: it is dropped, as a cache may
+/// be. Returns whether it was.
+fn own_cache(dir: &Path, uid: u32) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let dropped = match fs::symlink_metadata(dir) {
+        Ok(m) if m.uid() != uid => {
+            fs::remove_dir_all(dir)?;
+            true
+        }
+        Ok(_) => false,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => return Err(e),
+    };
+    make_dir(dir, 0o700, uid)?;
+    Ok(dropped)
 }

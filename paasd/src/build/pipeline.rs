@@ -15,11 +15,11 @@ use tokio::sync::mpsc;
 
 use super::buildpacks::{self, Buildpack};
 use super::gitpacks;
-use super::step::{self, Mounts, Outcome, Step};
-use super::{make_dir, procfile, timing, Failure, Inner, Scratch};
+use super::step::{self, Mounts, Outcome, Step, StepNet};
+use super::{make_dir, own_cache, procfile, timing, Failure, Inner, Scratch};
 use crate::apps::BuildContext;
 use crate::store::{self, deployments::DeploymentRow};
-use paas_runtime::{cgroups::Limits, Networking, APP_GID, APP_UID};
+use paas_runtime::cgroups::Limits;
 
 /// One running build: everything after the upload.
 pub(super) struct Build {
@@ -119,10 +119,11 @@ impl Build {
         };
         let config = self.ctx.config.clone();
         let m = mounts.clone();
-        tokio::task::spawn_blocking(move || -> io::Result<()> {
-            make_dir(&m.cache, 0o700, true)?;
-            make_dir(&m.buildpacks, 0o755, true)?;
-            make_dir(&m.env, 0o700, true)?;
+        let uid = self.ctx.identity.uid;
+        let dropped = tokio::task::spawn_blocking(move || -> io::Result<bool> {
+            let dropped = own_cache(&m.cache, uid)?;
+            make_dir(&m.buildpacks, 0o755, uid)?;
+            make_dir(&m.env, 0o700, uid)?;
             for (k, v) in &config {
                 let p = m.env.join(k);
                 let mut f = fs::OpenOptions::new()
@@ -131,13 +132,18 @@ impl Build {
                     .mode(0o400)
                     .open(&p)?;
                 f.write_all(v.as_bytes())?;
-                lchown(&p, Some(APP_UID), Some(APP_GID))?;
+                lchown(&p, Some(uid), Some(uid))?;
             }
-            fs::set_permissions(&m.env, fs::Permissions::from_mode(0o500))
+            fs::set_permissions(&m.env, fs::Permissions::from_mode(0o500))?;
+            Ok(dropped)
         })
         .await
         .map_err(Failure::internal)?
         .map_err(Failure::internal)?;
+        if dropped {
+            self.line("-----> The build cache belonged to another uid; starting without it".into())
+                .await;
+        }
         Ok(mounts)
     }
 
@@ -150,6 +156,8 @@ impl Build {
             env: self.build_env(),
             limits: self.limits(),
             deadline: self.deadline,
+            user: crate::launch::user(self.ctx.identity.uid),
+            addresses: self.inner.addresses.clone(),
         }
     }
 
@@ -218,7 +226,8 @@ impl Build {
             let dir_name = format!("{i}-{}", dir_name(&bp));
             let dest = mounts.buildpacks.join(&dir_name);
             let src = bp.clone();
-            tokio::task::spawn_blocking(move || buildpacks::copy_into(&src, &dest))
+            let uid = self.ctx.identity.uid;
+            tokio::task::spawn_blocking(move || buildpacks::copy_into(&src, &dest, uid))
                 .await
                 .map_err(Failure::internal)?
                 .map_err(|e| {
@@ -330,7 +339,7 @@ impl Build {
                     "compile".into(),
                     dir.clone(),
                 ],
-                Networking::Host,
+                StepNet::Egress,
                 false,
                 &mut relay,
             );
@@ -383,7 +392,7 @@ impl Build {
             .step(mounts)
             .run(
                 vec![format!("/buildpacks/{dir}/bin/{which}"), "/app".into()],
-                Networking::Loopback,
+                StepNet::None,
                 true,
                 &mut |l| relayed.push(l),
             )

@@ -223,6 +223,7 @@ impl Build {
             env: crate::launch::process_env(config, &format!("{name}.1")),
             command: command.to_string(),
             limits,
+            identity: self.ctx.identity,
         };
         let mut events = self
             .inner

@@ -11,6 +11,15 @@ use paas_runtime::{
     cgroups::Limits, proto::Bind, FromHelper, Networking, RunSpec, Runtime, RuntimeError, Stream,
 };
 
+/// Why a step could not run at all (its command failing is an [`Outcome`], not this).
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("an address for the build: {0}")]
+    Address(#[from] crate::addresses::AddressError),
+}
+
 /// The host dirs a build mounts into every step.
 #[derive(Debug, Clone)]
 pub struct Mounts {
@@ -64,6 +73,19 @@ pub struct Step {
     pub env: Vec<(String, String)>,
     pub limits: Limits,
     pub deadline: Instant,
+    pub user: paas_runtime::User,
+    /// Where a step that needs the network gets its address.
+    pub addresses: crate::addresses::Addresses,
+}
+
+/// What a build step may reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepNet {
+    /// Its own namespace on the bridge, a member of no app: the outside world through NAT
+    /// (package registries), nothing of the host's and no instance.
+    Egress,
+    /// Its own namespace with loopback only.
+    None,
 }
 
 impl Step {
@@ -72,21 +94,44 @@ impl Step {
     pub async fn run(
         &self,
         argv: Vec<String>,
-        net: Networking,
+        net: StepNet,
         keep_stdout: bool,
         out: &mut (dyn FnMut(String) + Send),
-    ) -> Result<Ran, RuntimeError> {
+    ) -> Result<Ran, StepError> {
+        let id = self.runtime.new_id(&self.id_prefix);
+        let lease = match net {
+            StepNet::Egress => Some(self.addresses.allocate(&id, None).await?),
+            StepNet::None => None,
+        };
+        let ran = self
+            .run_in(&id, argv, lease.as_ref(), keep_stdout, out)
+            .await;
+        if let Some(lease) = lease {
+            self.addresses.release(&lease.instance).await;
+        }
+        ran
+    }
+
+    async fn run_in(
+        &self,
+        id: &str,
+        argv: Vec<String>,
+        lease: Option<&crate::addresses::Lease>,
+        keep_stdout: bool,
+        out: &mut (dyn FnMut(String) + Send),
+    ) -> Result<Ran, StepError> {
         let mut instance = self
             .runtime
             .run(RunSpec {
-                id: self.runtime.new_id(&self.id_prefix),
+                id: id.to_string(),
                 argv,
                 env: self.env.clone(),
-                net,
+                net: lease.map_or(Networking::Loopback, |l| l.networking()),
                 limits: self.limits,
                 stack: self.stack.to_string(),
                 layers: Vec::new(),
                 binds: self.mounts.binds(),
+                user: self.user,
             })
             .await?;
         let mut stdout = Vec::new();

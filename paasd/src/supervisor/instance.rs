@@ -39,6 +39,7 @@ pub struct Launch {
     pub command: String,
     pub limits: Limits,
     pub checks: Vec<Check>,
+    pub user: paas_runtime::User,
 }
 
 #[derive(Debug)]
@@ -193,6 +194,7 @@ pub async fn run(ctx: Arc<Ctx>, h: Arc<Handle>, launch: Launch) {
             stack: launch.stack.clone(),
             layers: launch.layers.clone(),
             binds: Vec::new(),
+            user: launch.user,
         };
         let reason = match ctx.runtime.run(spec).await {
             Err(e) => format!("{name} could not start: {e}"),

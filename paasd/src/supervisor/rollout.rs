@@ -253,7 +253,11 @@ async fn start(
 ) -> Result<(Arc<Handle>, Duration), SupervisorError> {
     let name = format!("{process_type}.{index}");
     let key = ctx.runtime.new_id(&format!("{}-{name}", r.app));
-    let ip = ctx.addresses.allocate(&key).await?.ip;
+    let ip = ctx
+        .addresses
+        .allocate(&key, Some(r.identity.group))
+        .await?
+        .ip;
     let layer = ctx.slugs.layer(&r.app, r.slug_id);
     let app_json = crate::app_files::app_json(&layer.join("app"));
     let (_, configured) = health::configured(
@@ -283,9 +287,10 @@ async fn start(
             memory_bytes: Some(ctx.cfg.memory_mb.bytes()),
             cpu_percent: Some(ctx.cfg.cpu_percent),
             pids: Some(ctx.cfg.pids),
-            disk_bytes: None,
+            disk_bytes: Some(ctx.cfg.disk_mb.bytes()),
         },
         checks,
+        user: crate::launch::user(r.identity.uid),
     };
     let h = Arc::new(Handle::new(&r.app, process_type, index, r.version, key, ip));
     state
