@@ -66,6 +66,9 @@ pub struct App {
     pub formation: BTreeMap<String, u32>,
     pub domains: Vec<String>,
     pub urls: Vec<String>,
+    /// The host uid (and gid) the app's processes run as, its own.
+    #[serde(default)]
+    pub uid: Option<u32>,
 }
 
 /// `GET /apps/{app}/env`.

@@ -463,6 +463,15 @@ impl Daemon {
         format!("{}{}", r.stdout, r.stderr)
     }
 
+    /// The host uid the app runs as (`paas info APP --json`).
+    pub fn uid(&self, app: &str) -> u32 {
+        let info = self.paas(&["--json", "info", app]).json();
+        info["uid"]
+            .as_u64()
+            .and_then(|u| u32::try_from(u).ok())
+            .unwrap_or_else(|| panic!("no uid in {info}"))
+    }
+
     /// The instances `paas ps APP --json` lists.
     pub fn ps(&self, app: &str) -> Vec<serde_json::Value> {
         self.paas(&["--json", "ps", app]).json()["instances"]

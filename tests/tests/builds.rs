@@ -127,7 +127,13 @@ fn a_configured_buildpack_builds_releases_and_runs_the_slug() {
     assert_eq!(status, 200, "{events:?}");
     let out = output(&events);
     assert!(out.contains("-----> Testpack app detected"), "{out}");
-    assert!(out.contains("-----> Compiling as 10000 in /app"), "{out}");
+    // The build runs as the app's own uid, the one `paas info` shows.
+    let uid = d.uid("built");
+    assert!(uid >= 1_900_000_000, "{uid} is in the [users] range");
+    assert!(
+        out.contains(&format!("-----> Compiling as {uid} in /app")),
+        "{out}"
+    );
     assert!(out.contains("cache: miss"), "{out}");
     assert!(out.contains("env: GREETING=hi there"), "{out}");
     assert!(out.contains("migrating from release.1"), "{out}");

@@ -88,6 +88,10 @@ pub async fn info(ctx: &Ctx, name: &str) -> Result<()> {
         ),
         ("release", output::version(app.release)),
         (
+            "uid",
+            app.uid.map_or_else(|| "-".to_owned(), |u| u.to_string()),
+        ),
+        (
             "created",
             format!("{} ({})", app.created_at, output::ago(&app.created_at)),
         ),

@@ -469,6 +469,7 @@ impl Apps {
             formation: formation_of(tx, app.id, built)?,
             domains,
             urls,
+            uid: app.uid,
         })
     }
 

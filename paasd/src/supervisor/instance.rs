@@ -371,8 +371,15 @@ async fn supervise(
         }
     };
     tokio::pin!(live);
+    let mut disk = DiskWatch::default();
+    let mut disk_tick = tokio::time::interval(DISK_CHECK_EVERY);
     loop {
         tokio::select! {
+            _ = disk_tick.tick() => {
+                if let Some(line) = disk.check(&h.name(), inst.disk_usage()) {
+                    ctx.platform(h, line);
+                }
+            }
             msg = inst.container.next() => match msg {
                 Some(FromHelper::Output { line, ts_ms, .. }) => ctx.app_line(h, ts_ms, line),
                 Some(FromHelper::Exited { code, signal }) => return Outcome::Exited { code, signal },
@@ -406,6 +413,40 @@ async fn supervise(
             e = &mut live, if is_ready => return Outcome::Unhealthy(e),
             _ = stop.wait_for(|s| *s) => return Outcome::Stop,
         }
+    }
+}
+
+/// How often a running instance's writable layer is looked at (a statfs: microseconds).
+const DISK_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// Reports an instance filling its disk once per episode: when it is full, and again only
+/// after it went below 90 % in between.
+#[derive(Debug, Default)]
+struct DiskWatch {
+    full: bool,
+}
+
+impl DiskWatch {
+    /// `usage`: bytes used and size of the writable layer.
+    fn check(&mut self, name: &str, usage: Option<(u64, u64)>) -> Option<String> {
+        let (used, size) = usage?;
+        if size == 0 {
+            return None;
+        }
+        // tmpfs keeps no reserve: full means not one more page fits.
+        let full = size - used.min(size) < 64 * 1024;
+        if full && !self.full {
+            self.full = true;
+            return Some(format!(
+                "{name} filled its disk ({} MB): writes fail with \"No space left on device\" \
+                 (raise it with `paas resources APP --disk MB` or [instances] disk_mb)",
+                size >> 20
+            ));
+        }
+        if self.full && used * 10 < size * 9 {
+            self.full = false;
+        }
+        None
     }
 }
 
@@ -500,7 +541,30 @@ pub fn log_line(h: &Handle, ts_ms: u64, line: String) -> paas_api::LogLine {
 
 #[cfg(test)]
 mod tests {
-    use super::ended;
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_reported_once_per_episode() {
+        let mb = 1u64 << 20;
+        let mut w = DiskWatch::default();
+        assert_eq!(w.check("web.1", None), None);
+        assert_eq!(w.check("web.1", Some((10 * mb, 32 * mb))), None);
+        let line = w
+            .check("web.1", Some((32 * mb, 32 * mb)))
+            .expect("reported");
+        assert!(line.starts_with("web.1 filled its disk (32 MB)"), "{line}");
+        assert_eq!(w.check("web.1", Some((32 * mb, 32 * mb))), None, "once");
+        assert_eq!(
+            w.check("web.1", Some((30 * mb, 32 * mb))),
+            None,
+            "still nearly full"
+        );
+        assert_eq!(w.check("web.1", Some((mb, 32 * mb))), None, "freed");
+        assert!(
+            w.check("web.1", Some((32 * mb, 32 * mb))).is_some(),
+            "full again"
+        );
+    }
 
     #[test]
     fn endings_read_like_a_person_would_say_them() {
