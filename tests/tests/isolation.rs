@@ -313,6 +313,7 @@ fn probe_results(text: &str) -> BTreeMap<String, Value> {
 
 /// Every `refused` target was refused (or timed out) within 2 s; every `allowed` one answered.
 fn check(from: &str, got: &BTreeMap<String, Value>, refused: &[&str], allowed: &[(&str, &str)]) {
+    eprintln!("from {from}: {got:?}");
     for name in refused {
         let r = got[*name].as_str().unwrap_or_default();
         assert!(
