@@ -261,6 +261,7 @@ fn app_json(name: &str, buildpacks: &[&str]) -> Value {
         formation: [("web".to_owned(), 1)].into(),
         domains: vec![],
         urls: vec![format!("http://{name}.paas.test")],
+        resources: None,
     })
     .expect("app")
 }
