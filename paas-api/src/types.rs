@@ -69,6 +69,99 @@ pub struct App {
     /// The host uid (and gid) the app's processes run as, its own.
     #[serde(default)]
     pub uid: Option<u32>,
+    /// The limits each process type's instances get (as `GET /apps/{app}/resources`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+}
+
+/// Where an effective limit comes from.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitOrigin {
+    /// paasd's `[instances]` config.
+    Default,
+    /// `paas resources APP` without a type: set for every process type of the app.
+    App,
+    /// `paas resources APP TYPE`: set for this process type.
+    ProcessType,
+}
+
+impl std::fmt::Display for LimitOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LimitOrigin::Default => "default",
+            LimitOrigin::App => "app",
+            LimitOrigin::ProcessType => "process type",
+        })
+    }
+}
+
+/// One effective limit and where it comes from.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Limit {
+    pub value: u64,
+    pub origin: LimitOrigin,
+}
+
+/// The limits an instance gets. Memory and disk in MB (MiB), CPU in % of one CPU, pids a
+/// count of processes and threads.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ResourceLimits {
+    pub memory_mb: Limit,
+    pub cpu_percent: Limit,
+    pub pids: Limit,
+    pub disk_mb: Limit,
+}
+
+/// `GET /apps/{app}/resources`: effective limits, applied at each instance start.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Resources {
+    /// What a process type without settings of its own gets.
+    pub all: ResourceLimits,
+    /// Per process type: the current release's types and any type with settings.
+    pub process_types: BTreeMap<String, ResourceLimits>,
+}
+
+/// `PATCH /apps/{app}/resources[/{type}]`: a number sets a limit, `null` returns it to the
+/// default (for a type: to the app's every-type value, else paasd's), an absent key leaves it.
+/// Numbers are signed so that paasd, not a decoder, says what is wrong with a negative one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesPatch {
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub memory_mb: Option<Option<i64>>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cpu_percent: Option<Option<i64>>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pids: Option<Option<i64>>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub disk_mb: Option<Option<i64>>,
+}
+
+/// A key that is there, `null` or not, is `Some`: an absent key is the field's default
+/// (`None`), so `null` (reset) and absent (unchanged) stay apart.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// `GET /apps/{app}/env`.
@@ -588,4 +681,21 @@ pub struct GitRepo {
     pub branches: Vec<String>,
     /// The push created the app.
     pub created: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resources_patch_keeps_null_and_absent_apart() {
+        let p: ResourcesPatch =
+            serde_json::from_str(r#"{"memory_mb": 64, "pids": null}"#).expect("valid");
+        assert_eq!(p.memory_mb, Some(Some(64)));
+        assert_eq!(p.pids, Some(None), "null resets");
+        assert_eq!((p.cpu_percent, p.disk_mb), (None, None), "absent leaves");
+        let back = serde_json::to_value(&p).expect("encodes");
+        assert_eq!(back, serde_json::json!({"memory_mb": 64, "pids": null}));
+        assert!(serde_json::from_str::<ResourcesPatch>(r#"{"memory": 1}"#).is_err());
+    }
 }

@@ -95,6 +95,20 @@ pub fn parse_version(arg: &str) -> Result<u32, UsageError> {
         .map_err(|_| UsageError(format!("invalid release '{arg}': the number is too large")))
 }
 
+/// A limit as `paas resources` takes it: a whole number, or `default` (`None`: back to the
+/// default). The number is kept signed so the server's message about its range reaches the
+/// user.
+pub fn parse_limit(flag: &str, arg: &str) -> Result<Option<i64>, UsageError> {
+    if arg.eq_ignore_ascii_case("default") {
+        return Ok(None);
+    }
+    arg.trim().parse::<i64>().map(Some).map_err(|_| {
+        UsageError(format!(
+            "invalid --{flag} '{arg}': expected a whole number or 'default'"
+        ))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +196,18 @@ mod tests {
             "v99999999999",
         ] {
             assert!(parse_version(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn limits_are_numbers_or_default() {
+        assert_eq!(parse_limit("memory", "64"), Ok(Some(64)));
+        assert_eq!(parse_limit("memory", "-1"), Ok(Some(-1)));
+        assert_eq!(parse_limit("memory", "default"), Ok(None));
+        assert_eq!(parse_limit("memory", "Default"), Ok(None));
+        for bad in ["", "64MB", "1.5", "lots"] {
+            let e = parse_limit("memory", bad).expect_err("refused");
+            assert!(e.0.contains("--memory"), "{e}");
         }
     }
 

@@ -79,6 +79,9 @@ pub enum Command {
     Restart(AppArg),
     /// Roll back: a new release with an earlier release's build and config, rolled out.
     Rollback(RollbackArgs),
+    /// Show or set an app's instance limits per process type: memory, CPU, processes and
+    /// disk (applied at the next rollout: `paas restart APP`).
+    Resources(ResourcesArgs),
     /// Show or set health checks per process type (they gate routing and replace stuck
     /// instances).
     Checks(ChecksCmd),
@@ -433,6 +436,38 @@ pub struct ChecksSetArgs {
     /// Text the response body must contain.
     #[arg(long)]
     pub content: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Without a limit flag or --reset, shows the limits each process type gets and where each \
+comes from: `default` (paasd's [instances] config), `app` (set without a type: every type) \
+or `process type` (set for that type, which wins field by field). Memory and disk are in MB, \
+CPU in % of one CPU (200 = two CPUs), pids counts processes and threads. `default` as a \
+value (--memory default) or --reset returns limits to the default. Nothing restarts: the \
+limits apply to instances started from then on (the next deploy, restart, rollback or \
+config change; `paas restart APP` applies them now).")]
+pub struct ResourcesArgs {
+    /// App name.
+    pub name: String,
+    /// Process type, e.g. web (default: every process type of the app).
+    #[arg(value_name = "TYPE")]
+    pub process_type: Option<String>,
+    /// Memory limit in MB (no swap), or `default`.
+    #[arg(long, value_name = "MB|default", allow_negative_numbers = true)]
+    pub memory: Option<String>,
+    /// CPU quota in % of one CPU, or `default`.
+    #[arg(long, value_name = "PERCENT|default", allow_negative_numbers = true)]
+    pub cpu: Option<String>,
+    /// Most processes and threads, or `default`.
+    #[arg(long, value_name = "N|default", allow_negative_numbers = true)]
+    pub pids: Option<String>,
+    /// Size of the writable layer (/app, /tmp, ...) in MB, or `default`.
+    #[arg(long, value_name = "MB|default", allow_negative_numbers = true)]
+    pub disk: Option<String>,
+    /// Return every limit of TYPE (or, without a type, of the app) to its default.
+    #[arg(long, conflicts_with_all = ["memory", "cpu", "pids", "disk"])]
+    pub reset: bool,
 }
 
 #[derive(Debug, Args)]
@@ -1034,6 +1069,43 @@ mod tests {
         }
         assert!(parse(&["paas", "logs"]).is_err());
         assert!(parse(&["paas", "logs", "x", "--tail", "many"]).is_err());
+    }
+
+    #[test]
+    fn resources_flags() {
+        match parse(&[
+            "paas",
+            "resources",
+            "x",
+            "web",
+            "--memory",
+            "64",
+            "--pids",
+            "-1",
+        ])
+        .expect("parses")
+        .command
+        {
+            Command::Resources(a) => {
+                assert_eq!(
+                    (a.name.as_str(), a.process_type.as_deref()),
+                    ("x", Some("web"))
+                );
+                assert_eq!(a.memory.as_deref(), Some("64"));
+                assert_eq!(a.pids.as_deref(), Some("-1"));
+                assert!(a.cpu.is_none() && a.disk.is_none() && !a.reset);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match parse(&["paas", "resources", "x", "--reset"])
+            .expect("parses")
+            .command
+        {
+            Command::Resources(a) => assert!(a.reset && a.process_type.is_none()),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(parse(&["paas", "resources", "x", "--reset", "--memory", "64"]).is_err());
+        assert!(parse(&["paas", "resources"]).is_err());
     }
 
     #[test]

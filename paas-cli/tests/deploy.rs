@@ -262,6 +262,7 @@ fn app_json(name: &str, buildpacks: &[&str]) -> Value {
         domains: vec![],
         urls: vec![format!("http://{name}.paas.test")],
         uid: Some(1_900_000_000),
+        resources: None,
     })
     .expect("app")
 }

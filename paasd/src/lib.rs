@@ -110,6 +110,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 first: config.users.first_uid,
                 count: config.users.count,
             },
+            resources: resource_settings(&config.instances),
         },
     );
     // A deep accept backlog: hundreds of clients connecting at once must not overflow it.
@@ -325,6 +326,34 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
 /// Creates the state dir and takes its exclusive lock (held for the daemon's lifetime), so
 /// two daemons never share one database.
+/// `[instances]` limits as the app service's defaults, with this host's memory and CPUs as
+/// the ceilings `paas resources` may set.
+fn resource_settings(c: &config::InstanceConfig) -> apps::ResourceSettings {
+    // Unreadable /proc: a ceiling no host has, so nothing sane is refused.
+    let host_memory_mb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| mem_total_mb(&m))
+        .unwrap_or(1 << 30);
+    apps::ResourceSettings {
+        defaults: apps::Limits {
+            memory_mb: c.memory_mb.0,
+            cpu_percent: c.cpu_percent,
+            pids: c.pids,
+            disk_mb: c.disk_mb.0,
+        },
+        host_memory_mb,
+        cpus: std::thread::available_parallelism()
+            .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
+    }
+}
+
+/// `MemTotal:  24683520 kB` of /proc/meminfo, in MiB.
+fn mem_total_mb(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024)
+}
+
 fn prepare_state_dir(config: &Config) -> Result<Flock<File>, DaemonError> {
     let dir = &config.state_dir;
     let io = |source| DaemonError::StateDir {
@@ -352,4 +381,15 @@ fn prepare_state_dir(config: &Config) -> Result<Flock<File>, DaemonError> {
     lock.set_len(0).map_err(io)?;
     writeln!(lock, "{}", std::process::id()).map_err(io)?;
     Ok(lock)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_memory_is_read_from_meminfo() {
+        let m = "MemTotal:       24683520 kB\nMemFree:  1 kB\n";
+        assert_eq!(super::mem_total_mb(m), Some(24105));
+        assert_eq!(super::mem_total_mb("MemFree: 1 kB\n"), None);
+        assert_eq!(super::mem_total_mb("MemTotal: lots kB\n"), None);
+    }
 }

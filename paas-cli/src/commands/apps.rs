@@ -104,6 +104,12 @@ pub async fn info(ctx: &Ctx, name: &str) -> Result<()> {
         ),
         ("domains", or_none(app.domains.join(", "))),
         ("urls", or_none(app.urls.join(", "))),
+        (
+            "resources",
+            app.resources
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), super::resources::summary),
+        ),
     ]))
 }
 

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod logs;
 pub mod ps;
 pub mod releases;
+pub mod resources;
 pub mod run;
 pub mod scale;
 pub mod stacks;
@@ -75,6 +76,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         },
         Command::Restart(a) => ps::restart(&ctx, &a.name).await,
         Command::Rollback(a) => ps::rollback(&ctx, a).await,
+        Command::Resources(a) => resources::resources(&ctx, a).await,
         Command::Checks(c) => match c.command {
             None => checks::list(&ctx, &required(c.name)?).await,
             Some(ChecksSub::List(a)) => checks::list(&ctx, &a.name).await,

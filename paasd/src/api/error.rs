@@ -61,6 +61,7 @@ impl From<AppError> for ApiError {
             AppError::DomainNotFound { .. } => (S::NOT_FOUND, "domain_not_found"),
             AppError::InvalidFormation(_) => (S::BAD_REQUEST, "invalid_formation"),
             AppError::InvalidRequest(_) => (S::BAD_REQUEST, "invalid_request"),
+            AppError::InvalidResources(_) => (S::BAD_REQUEST, "invalid_resources"),
             AppError::ReleaseNotFound { .. } => (S::NOT_FOUND, "release_not_found"),
             AppError::NoUidLeft { .. } => (S::SERVICE_UNAVAILABLE, "no_uid_left"),
             AppError::NoUid(_) => (S::SERVICE_UNAVAILABLE, "no_uid"),

@@ -180,6 +180,19 @@ async fn dispatch(
                 }
                 (["checks", _], _) => Err(not_allowed("PUT, DELETE")),
 
+                (["resources"], &Method::GET) => ok(&apps.resources(app).await?),
+                (["resources"], &Method::PATCH) => {
+                    let body = read_json(req, limits).await?;
+                    ok(&apps.set_resources(app, None, body).await?)
+                }
+                (["resources"], _) => Err(not_allowed("GET, PATCH")),
+                (["resources", ptype], &Method::PATCH) => {
+                    let ptype = Some(ptype.to_string());
+                    let body = read_json(req, limits).await?;
+                    ok(&apps.set_resources(app, ptype, body).await?)
+                }
+                (["resources", _], _) => Err(not_allowed("PATCH")),
+
                 (["cron"], &Method::GET) => ok(&state.cron.list(app).await?),
                 (["cron"], _) => Err(not_allowed("GET")),
 

@@ -5,11 +5,13 @@
 
 mod cron;
 mod releases;
+mod resources;
 mod running;
 pub mod validate;
 
 pub use cron::CronRun;
 pub use releases::{generate_secret, BuildContext, EnvDefaults, RunTarget};
+pub use resources::{AppResources, Limits, ResourceSettings};
 pub use running::{default_quantity, RouteInfo, Runnable};
 
 use std::collections::BTreeMap;
@@ -46,6 +48,9 @@ pub enum AppError {
     InvalidFormation(String),
     #[error("{0}")]
     InvalidRequest(String),
+    /// A resource limit out of bounds, or for a process type the app does not run.
+    #[error("{0}")]
+    InvalidResources(String),
     #[error("app '{app}' has no release v{version} (see `paas releases {app}`)")]
     ReleaseNotFound { app: String, version: u32 },
     #[error("every app uid of [users] ({first}, {count} of them) has been handed out; raise [users] count in paasd.toml")]
@@ -95,6 +100,8 @@ pub struct Settings {
     /// know: those operations return once the router has it.
     pub routes: crate::routing::RouteSignal,
     pub uids: UidRange,
+    /// Instance limits: paasd's defaults and the bounds `paas resources` may set.
+    pub resources: ResourceSettings,
 }
 
 #[derive(Clone)]
@@ -470,6 +477,7 @@ impl Apps {
             domains,
             urls,
             uid: app.uid,
+            resources: Some(self.resources_view(tx, app)?),
         })
     }
 

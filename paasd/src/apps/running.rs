@@ -26,6 +26,9 @@ pub struct Runnable {
     pub formation: BTreeMap<String, u32>,
     /// Checks set with `paas checks set`: process type -> spec (JSON).
     pub checks: BTreeMap<String, String>,
+    /// The app's limits as they are now (not the release's: `paas resources` changes no
+    /// release, and its values apply to whatever starts next).
+    pub resources: super::AppResources,
 }
 
 /// An app as the router sees it.
@@ -91,6 +94,7 @@ impl Apps {
                     config: this.open_release_config(app.id, &row)?,
                     formation,
                     checks: store::checks::get(tx, app.id)?,
+                    resources: this.app_resources(tx, app.id)?,
                 }))
             })
             .await

@@ -14,6 +14,7 @@ pub mod domains;
 pub mod formation;
 pub mod keys;
 pub mod releases;
+pub mod resources;
 pub mod slugs;
 
 use std::path::Path;

@@ -14,6 +14,7 @@ use super::health;
 use super::instance::{self, Handle, Launch, Progress};
 use super::{Ctx, SupervisorError};
 use crate::apps::Runnable;
+use crate::config::MiB;
 use paas_runtime::cgroups::Limits;
 
 fn say(progress: &Option<UnboundedSender<String>>, line: String) {
@@ -283,12 +284,7 @@ async fn start(
             .get(process_type)
             .cloned()
             .unwrap_or_default(),
-        limits: Limits {
-            memory_bytes: Some(ctx.cfg.memory_mb.bytes()),
-            cpu_percent: Some(ctx.cfg.cpu_percent),
-            pids: Some(ctx.cfg.pids),
-            disk_bytes: Some(ctx.cfg.disk_mb.bytes()),
-        },
+        limits: limits(r, process_type),
         checks,
         user: crate::launch::user(r.identity.uid),
     };
@@ -300,6 +296,18 @@ async fn start(
         .push(Arc::clone(&h));
     tokio::spawn(instance::run(Arc::clone(ctx), Arc::clone(&h), launch));
     Ok((h, budget))
+}
+
+/// The runtime limits of an instance of `process_type`: the app's effective ones (`paas
+/// resources` over `[instances]`), as the app service resolved them when the rollout began.
+fn limits(r: &Runnable, process_type: &str) -> Limits {
+    let l = r.resources.limits(process_type);
+    Limits {
+        memory_bytes: Some(MiB(l.memory_mb).bytes()),
+        cpu_percent: Some(l.cpu_percent),
+        pids: Some(l.pids),
+        disk_bytes: Some(MiB(l.disk_mb).bytes()),
+    }
 }
 
 /// Waits until every instance's progress satisfies `done`; the first failure (or the
