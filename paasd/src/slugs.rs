@@ -90,7 +90,16 @@ impl Slugs {
         let layer = self.layer(app, id);
         fs::create_dir(&layer)?;
         fs::set_permissions(&layer, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-        fs::rename(app_dir, layer.join("app"))
+        match fs::rename(app_dir, layer.join("app")) {
+            // The build ran on a disk image of its own: the tree is copied over instead,
+            // under a temporary name so that a half copy is never a slug's `app/`.
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                let partial = layer.join(".app-copying");
+                copy_tree(app_dir, &partial)?;
+                fs::rename(partial, layer.join("app"))
+            }
+            r => r,
+        }
     }
 
     /// Removes a slug's files; missing files are fine.
@@ -107,7 +116,6 @@ impl Slugs {
         }
     }
 
-    /// Removes every slug of an app (it was destroyed).
     /// Gives every file of the app's slugs to `uid` (and the group of the same number): an app
     /// made before uids were per app keeps running its releases, rollbacks included, as its
     /// new uid.
@@ -138,6 +146,7 @@ impl Slugs {
         }
     }
 
+    /// Removes every slug of an app (it was destroyed).
     pub fn remove_app(&self, app: &str) {
         if let Err(e) = fs::remove_dir_all(self.app_dir(app)) {
             if e.kind() != io::ErrorKind::NotFound {
@@ -164,6 +173,29 @@ impl<W: Write> Write for Hashing<W> {
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// Copies a tree with its modes, owners and symlinks (as links). Other file types (a
+/// socket or fifo a build left) are not part of a slug.
+fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::symlink_metadata(from)?;
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        std::os::unix::fs::symlink(fs::read_link(from)?, to)?;
+    } else if ft.is_dir() {
+        fs::create_dir(to)?;
+        for e in fs::read_dir(from)? {
+            let e = e?;
+            copy_tree(&e.path(), &to.join(e.file_name()))?;
+        }
+        fs::set_permissions(to, meta.permissions())?;
+    } else if ft.is_file() {
+        fs::copy(from, to)?;
+    } else {
+        return Ok(());
+    }
+    std::os::unix::fs::lchown(to, Some(meta.uid()), Some(meta.gid()))
 }
 
 #[cfg(test)]

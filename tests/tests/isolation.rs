@@ -541,9 +541,19 @@ fn apps_run_as_their_own_uids_and_share_no_per_user_limits() {
     assert_eq!(got["got"], 8, "beta is not limited by alpha: {got}");
 }
 
-fn free_bytes(p: &Path) -> u64 {
-    let st = nix::sys::statvfs::statvfs(p).expect("statvfs");
-    st.blocks_available() * st.fragment_size()
+/// Bytes a tree takes on disk (allocated blocks: a sparse image counts what is written).
+fn disk_usage(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(p) else {
+        return 0;
+    };
+    let mut n = meta.blocks() * 512;
+    if meta.is_dir() {
+        for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+            n += disk_usage(&e.path());
+        }
+    }
+    n
 }
 
 #[test]
@@ -557,7 +567,9 @@ fn writes_beyond_the_disk_quota_fail_with_enospc_and_are_reported() {
         "worker: (dd if=/dev/zero of=/app/fill bs=1M count=40 2>&1; dd if=/dev/zero of=/tmp/fill bs=1M count=24 2>&1) | tail -n 3; echo DONE; sleep 1000\n",
     );
     d.paas(&["create", "filler"]).ok();
-    let before = free_bytes(&d.state_dir());
+    // The state dir's own usage, not the file system's free space: other tests write to
+    // the same disk meanwhile.
+    let before = disk_usage(&d.state_dir());
     d.deploy_dir("filler", dir.path());
     let deadline = Instant::now() + Duration::from_secs(60);
     let logs = loop {
@@ -570,11 +582,94 @@ fn writes_beyond_the_disk_quota_fail_with_enospc_and_are_reported() {
     };
     assert!(logs.contains("No space left on device"), "{logs}");
     assert!(logs.contains("worker.1 filled its disk (32 MB)"), "{logs}");
-    let after = free_bytes(&d.state_dir());
-    let dropped = before.saturating_sub(after);
+    let grew = disk_usage(&d.state_dir()).saturating_sub(before);
     assert!(
-        dropped <= 32 << 20,
-        "the host lost {} MB of free space for a 32 MB quota",
-        dropped >> 20
+        grew <= 32 << 20,
+        "the state dir grew by {} MB for a 32 MB quota",
+        grew >> 20
     );
+}
+
+/// Mount points under `dir` (`/proc/self/mountinfo`, field 5).
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let dir = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&dir))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_build_writing_beyond_its_disk_quota_fails_with_enospc_and_leaves_nothing_mounted() {
+    let d = Daemon::start_with_config("[build]\ndisk_mb = 48\n");
+    let bps = tempfile::tempdir().expect("tempdir");
+    let bin = bps.path().join("fillpack/bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    write_script(&bin.join("detect"), "echo fillpack");
+    // The cache takes 8 MB (it has an image of its own), then /app is filled past 48 MB.
+    write_script(
+        &bin.join("compile"),
+        "dd if=/dev/zero of=\"$2/blob\" bs=1M count=8 status=none\n\
+         echo cache-written\n\
+         [ -f \"$1/fill\" ] || exit 0\n\
+         dd if=/dev/zero of=\"$1/big\" bs=1M count=80",
+    );
+    write_script(
+        &bin.join("release"),
+        "printf -- '---\\ndefault_process_types:\\n  worker: sleep 1000\\n'",
+    );
+    d.paas(&["create", "hog"]).ok();
+    d.paas(&[
+        "buildpacks",
+        "set",
+        "hog",
+        &bps.path().join("fillpack").display().to_string(),
+    ])
+    .ok();
+    let src = tempfile::tempdir().expect("tempdir");
+    write(src.path(), "Procfile", "worker: sleep 1000\n");
+    // A build within its quota works, and its cache lives in an image of its own.
+    let out = d.deploy_dir("hog", src.path());
+    assert!(out.contains("cache-written"), "{out}");
+    let image = d.state_dir().join("cache/hog.img");
+    let meta = std::fs::metadata(&image).expect("the cache image");
+    assert_eq!(meta.len(), 48 << 20, "the image is the quota's size");
+    let used = std::os::unix::fs::MetadataExt::blocks(&meta) * 512;
+    assert!(used < 24 << 20, "sparse: {} MB of it on disk", used >> 20);
+
+    // One past it fails, says why, and the host paid at most the quota.
+    write(src.path(), "fill", "1");
+    let before = disk_usage(&d.state_dir());
+    let r = d.paas(&[
+        "deploy",
+        "hog",
+        "--source",
+        &src.path().display().to_string(),
+    ]);
+    let text = format!("{}{}", r.stdout, r.stderr);
+    assert!(!r.status.success(), "{text}");
+    assert!(text.contains("No space left on device"), "{text}");
+    assert!(text.contains("the build filled its disk (48 MB"), "{text}");
+    let grew = disk_usage(&d.state_dir()).saturating_sub(before);
+    assert!(
+        grew <= 48 << 20,
+        "the state dir grew by {} MB for a 48 MB quota",
+        grew >> 20
+    );
+    // Nothing of the build is mounted or left (the cache image stays, unmounted).
+    assert_eq!(mounts_under(&d.state_dir()), Vec::<String>::new());
+    let builds: Vec<_> = std::fs::read_dir(d.state_dir().join("builds"))
+        .map(|r| r.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        builds
+            .iter()
+            .all(|n| !n.to_string_lossy().starts_with("hog-")),
+        "{builds:?}"
+    );
+    // The app still runs its previous release.
+    assert_eq!(d.ps("hog").len(), 1);
 }

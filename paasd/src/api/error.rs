@@ -117,7 +117,7 @@ impl From<crate::build::DeployError> for ApiError {
             }
             D::Source(X::Refused { .. }) => (StatusCode::BAD_REQUEST, "source_refused"),
             D::Source(X::Format(_)) => (StatusCode::BAD_REQUEST, "source_unreadable"),
-            D::Source(X::Io { .. }) | D::Store(_) | D::Io { .. } => {
+            D::Source(X::Io { .. }) | D::Store(_) | D::Io { .. } | D::Disk(_) => {
                 return ApiError::internal("receiving a deploy failed", &e);
             }
         };

@@ -28,7 +28,13 @@ impl Builds {
         let done = tokio::task::spawn_blocking(move || {
             slugs.remove_app(&app);
             crate::git::repos::remove(&crate::git::repos::path(&paths.root, &app));
-            super::remove_tree(&paths.cache(&app), "a build cache");
+            let cache = paths.cache(&app);
+            super::remove_tree(&cache, "a build cache");
+            if let Err(e) = std::fs::remove_file(cache.with_extension("img")) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(error = %e, "could not remove a build cache image");
+                }
+            }
         })
         .await;
         if let Err(e) = done {

@@ -3,6 +3,7 @@
 //! path, records the deployment and starts the build task. Errors here are answers to the
 //! client (4xx/5xx); from the build on, everything is an event. Must not run buildpacks.
 
+use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,13 +31,16 @@ impl Builds {
         let ctx = inner.apps.build_context(app.clone()).await?;
         self.check_disk()?;
         let claim = inner.locks.claim(&app, &user)?;
-        let scratch = Scratch(
-            inner
-                .paths
-                .builds()
-                .join(format!("{app}-{}", inner.runtime.new_id("b"))),
-        );
-        std::fs::create_dir_all(&scratch.0).map_err(io_err("creating the build dir"))?;
+        let dir = inner
+            .paths
+            .builds()
+            .join(format!("{app}-{}", inner.runtime.new_id("b")));
+        let scratch = {
+            let size = inner.cfg.disk_mb.bytes();
+            tokio::task::spawn_blocking(move || Scratch::create(dir, size))
+                .await
+                .map_err(|e| io_err("making the build dir")(io::Error::other(e.to_string())))??
+        };
 
         let landed = tarball::receive(
             upload,
@@ -103,6 +107,7 @@ impl Builds {
             ctx,
             row,
             scratch,
+            cache_disk: None,
             events: tx,
             log: None,
             deadline: Instant::now() + Duration::from_secs(inner.cfg.timeout_secs),

@@ -8,6 +8,7 @@
 
 pub mod buildpacks;
 mod destroy;
+mod disk;
 pub mod gitpacks;
 mod intake;
 mod manifest;
@@ -59,6 +60,8 @@ pub enum DeployError {
     Store(#[from] StoreError),
     #[error("{context}: {source}")]
     Io { context: String, source: io::Error },
+    #[error("the build's disk: {0}")]
+    Disk(#[from] disk::DiskError),
 }
 
 impl From<Busy> for DeployError {
@@ -98,24 +101,52 @@ struct Inner {
     addresses: crate::addresses::Addresses,
 }
 
-/// A build's scratch dir, removed when the build ends however it ends. A finished build
-/// calls [`Scratch::remove`] (a blocking thread: a `node_modules` tree takes a while and must
-/// not stall an async worker); the `Drop` is for the paths that end early (a refused upload
-/// leaves an empty dir) and must leave nothing behind either.
-struct Scratch(PathBuf);
+/// A build's scratch dir (on its disk image, when the host can make one), removed when the
+/// build ends however it ends. A finished build calls [`Scratch::remove`] (a blocking
+/// thread: a `node_modules` tree takes a while and must not stall an async worker); the
+/// `Drop` is for the paths that end early (a refused upload leaves an empty dir) and must
+/// leave nothing behind either.
+struct Scratch(PathBuf, Option<disk::Disk>);
 
 impl Scratch {
     async fn remove(mut self) {
         let dir = std::mem::take(&mut self.0);
-        let removed = tokio::task::spawn_blocking(move || remove_tree(&dir, "a build dir")).await;
+        let disk = self.1.take();
+        let removed = tokio::task::spawn_blocking(move || {
+            // Unmounting drops everything on the image at once; then only the mount point
+            // is left to remove.
+            if let Some(d) = disk {
+                d.unmount();
+            }
+            remove_tree(&dir, "a build dir")
+        })
+        .await;
         if let Err(e) = removed {
             tracing::warn!(error = %e, "removing a build dir failed");
         }
+    }
+
+    /// Makes the dir, on a disk image of `size` bytes when the host can make one.
+    fn create(dir: PathBuf, size: u64) -> Result<Scratch, DeployError> {
+        std::fs::create_dir_all(&dir).map_err(io_err("creating the build dir"))?;
+        let mut s = Scratch(dir, None);
+        let image = s.0.with_extension("img");
+        match disk::mount(&image, &s.0, size, 0, false) {
+            Ok(Some(d)) => s.1 = Some(d),
+            Ok(None) => tracing::warn!(
+                "mkfs.ext4 not found: this build has no disk quota (install e2fsprogs)"
+            ),
+            Err(e) => return Err(e.into()),
+        }
+        Ok(s)
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        if let Some(d) = self.1.take() {
+            d.unmount();
+        }
         if !self.0.as_os_str().is_empty() {
             remove_tree(&self.0, "a build dir");
         }
@@ -214,8 +245,12 @@ impl Builds {
     /// At start-up: build dirs and `building` deployments of a previous paasd are dead.
     pub async fn recover(&self) -> Result<(), StoreError> {
         let dir = self.inner.paths.builds();
-        let removed =
-            tokio::task::spawn_blocking(move || remove_tree(&dir, "leftover build dirs")).await;
+        let caches = self.inner.paths.cache("");
+        let removed = tokio::task::spawn_blocking(move || {
+            disk::unmount_leftovers(&[dir.clone(), caches]);
+            remove_tree(&dir, "leftover build dirs")
+        })
+        .await;
         if let Err(e) = removed {
             tracing::warn!(error = %e, "removing leftover build dirs failed");
         }
@@ -249,13 +284,13 @@ fn make_dir(dir: &Path, mode: u32, uid: u32) -> io::Result<()> {
 }
 
 /// The app's build cache, owned by its uid. A cache another uid owns (written before apps
-/// had uids of their own) could not be written by this build: it is dropped, as a cache may
-/// be. Returns whether it was.
+/// had uids of their own) could not be written by this build: its contents are dropped, as
+/// a cache's may be. Returns whether they were.
 fn own_cache(dir: &Path, uid: u32) -> io::Result<bool> {
     use std::os::unix::fs::MetadataExt;
     let dropped = match fs::symlink_metadata(dir) {
         Ok(m) if m.uid() != uid => {
-            fs::remove_dir_all(dir)?;
+            empty_dir(dir)?;
             true
         }
         Ok(_) => false,
@@ -264,4 +299,34 @@ fn own_cache(dir: &Path, uid: u32) -> io::Result<bool> {
     };
     make_dir(dir, 0o700, uid)?;
     Ok(dropped)
+}
+
+/// Removes what is in `dir`, keeping `dir` (it may be a mount point).
+fn empty_dir(dir: &Path) -> io::Result<()> {
+    for e in fs::read_dir(dir)? {
+        let p = e?.path();
+        if fs::symlink_metadata(&p)?.is_dir() {
+            fs::remove_dir_all(&p)?;
+        } else {
+            fs::remove_file(&p)?;
+        }
+    }
+    Ok(())
+}
+
+/// Mounts the app's build cache image over its cache dir (made on first use, `size`
+/// bytes, owned by `uid`). A cache dir from before the images is dropped first: its files
+/// would be hidden under the mount, taking space nobody could reach.
+fn mount_cache(dir: &Path, size: u64, uid: u32) -> Result<Option<disk::Disk>, DeployError> {
+    fs::create_dir_all(dir).map_err(io_err("creating the build cache dir"))?;
+    let image = dir.with_extension("img");
+    if !image.exists() {
+        empty_dir(dir).map_err(io_err("dropping a build cache from before disk images"))?;
+    }
+    let disk = disk::mount(&image, dir, size, uid, true)?;
+    if disk.is_some() {
+        // mkfs's lost+found is no business of a buildpack's.
+        let _ = fs::remove_dir(dir.join("lost+found"));
+    }
+    Ok(disk)
 }

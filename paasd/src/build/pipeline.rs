@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::buildpacks::{self, Buildpack};
 use super::gitpacks;
 use super::step::{self, Mounts, Outcome, Step, StepNet};
-use super::{make_dir, own_cache, procfile, timing, Failure, Inner, Scratch};
+use super::{make_dir, mount_cache, own_cache, procfile, timing, Failure, Inner, Scratch};
 use crate::apps::BuildContext;
 use crate::store::{self, deployments::DeploymentRow};
 use paas_runtime::cgroups::Limits;
@@ -28,6 +28,8 @@ pub(super) struct Build {
     pub(super) ctx: BuildContext,
     pub(super) row: DeploymentRow,
     pub(super) scratch: Scratch,
+    /// The app's build cache image, mounted while the build runs.
+    pub(super) cache_disk: Option<super::disk::Disk>,
     pub(super) events: mpsc::Sender<DeployEvent>,
     /// The deployment's log file (`logs/APP/deploy-ID.log`): the output outlives the client.
     pub(super) log: Option<fs::File>,
@@ -87,7 +89,10 @@ impl Build {
         tracing::info!(app = %self.app, deployment = self.row.id, status = %self.row.status, "deploy finished");
         // A client that saw the end has seen the final record, no build dir is left, and
         // the app is free for its next deploy (clients stop reading at the last event).
-        std::mem::replace(&mut self.scratch, Scratch(PathBuf::new()))
+        if let Some(d) = self.cache_disk.take() {
+            let _ = tokio::task::spawn_blocking(move || d.unmount()).await;
+        }
+        std::mem::replace(&mut self.scratch, Scratch(PathBuf::new(), None))
             .remove()
             .await;
         drop(self.claim.take());
@@ -117,9 +122,21 @@ impl Build {
             env: root.join("env"),
             buildpacks: root.join("buildpacks"),
         };
+        let uid = self.ctx.identity.uid;
+        let (dir, size) = (mounts.cache.clone(), self.inner.cfg.disk_mb.bytes());
+        self.cache_disk = tokio::task::spawn_blocking(move || mount_cache(&dir, size, uid))
+            .await
+            .map_err(Failure::internal)?
+            .map_err(Failure::internal)?;
+        if self.scratch.1.is_none() {
+            self.line(
+                "-----> No disk quota for this build: mkfs.ext4 is missing (install e2fsprogs)"
+                    .into(),
+            )
+            .await;
+        }
         let config = self.ctx.config.clone();
         let m = mounts.clone();
-        let uid = self.ctx.identity.uid;
         let dropped = tokio::task::spawn_blocking(move || -> io::Result<bool> {
             let dropped = own_cache(&m.cache, uid)?;
             make_dir(&m.buildpacks, 0o755, uid)?;
@@ -168,7 +185,7 @@ impl Build {
             memory_bytes: Some(c.memory_mb.bytes()),
             cpu_percent: Some(c.cpu_percent),
             pids: Some(c.pids),
-            disk_bytes: None,
+            disk_bytes: Some(c.disk_mb.bytes()),
         }
     }
 
@@ -368,6 +385,21 @@ impl Build {
                     ))
                 }
                 other => {
+                    let full = [self.scratch.1.as_ref(), self.cache_disk.as_ref()]
+                        .into_iter()
+                        .flatten()
+                        .any(super::disk::Disk::full);
+                    if full {
+                        let mb = self.inner.cfg.disk_mb;
+                        return Err(Failure::new(
+                            "build_disk_full",
+                            format!(
+                                "the {} buildpack failed to compile this app ({}) after the build filled its disk ({mb}, build.disk_mb in paasd.toml)",
+                                bp.name,
+                                describe(&other)
+                            ),
+                        ));
+                    }
                     return Err(Failure::new(
                         "build_failed",
                         format!("the {} buildpack failed to compile this app ({})", bp.name, describe(&other)),
