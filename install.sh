@@ -233,12 +233,21 @@ write_config() {
 # [build]                 # limits of one deploy
 # memory_mb = 2048        # build container memory (no swap)
 # cpu_percent = 200       # CPU quota, % of one CPU
+# disk_mb = 4096          # what one build may write (source, slug, cache: ext4 images)
 # timeout_secs = 1200     # the whole build
 # max_upload_mb = 512     # compressed upload
 # max_source_mb = 2048    # unpacked source
 # max_source_files = 200000
 # min_free_disk_mb = 1024 # deploys are refused below this much free space
 # keep_releases = 10      # slugs kept for rollback
+# [instances]             # defaults of every instance; `paas resources` overrides per app
+# memory_mb = 512
+# cpu_percent = 100
+# pids = 512
+# disk_mb = 256           # writable layer (/app, /tmp, ...): a tmpfs, counts against memory
+# [users]                 # the uids apps run as, one each; no host account may use them
+# first_uid = 1900000000
+# count = 100000
 # [logs]                  # each app's log stream (paas logs)
 # max_mb_per_app = 32     # disk per app; the oldest lines go first
 # segment_mb = 4          # rotation unit (at most a quarter of the cap)
@@ -393,7 +402,7 @@ MSG
 do_install() {
   need_root
   # openssh-server + git: `git push` arrives over the system's sshd.
-  ensure_packages ca-certificates gcc git openssh-server sqlite3 procps iproute2 nftables python3 curl util-linux
+  ensure_packages ca-certificates gcc git openssh-server sqlite3 procps iproute2 nftables python3 curl util-linux e2fsprogs
   # The built-in buildpacks take node, python and go from the host (the `host` stack).
   ensure_stack_runtimes
   [ ${#INSTALLED_PACKAGES[@]} -eq 0 ] || changed "installed packages: ${INSTALLED_PACKAGES[*]}"

@@ -3,10 +3,11 @@
 # machine, same run. Prints median and p90 (ms) and the ratio. Target: ours <= half of crun's.
 #   ours: paasd::runtime (helper, pid/mount/uts/ipc/net/cgroup namespaces, overlay rootfs
 #         over the host stack with read-only binds, /proc /sys /dev /tmp, pivot_root, cgroup
-#         with memory/cpu/pids limits, veth on a bridge with address and route, uid 10000, no
-#         capabilities, no_new_privs, seccomp)
+#         with memory/cpu/pids limits, veth on a bridge with address and route (isolated
+#         port, the nft policy table in place), an app uid (1900000000), the writable layer
+#         on a 256 MB tmpfs (the disk quota), no capabilities, no_new_privs, seccomp)
 #   crun: `crun run` of a bundle with the same root (our host-stack skeleton, read-only), the
-#         same read-only binds, the same namespaces, uid 10000, /bin/true.
+#         same read-only binds, the same namespaces, uid 1900000000, /bin/true.
 # On hybrid cgroup hosts crun refuses to run while /sys/fs/cgroup/unified is visible, so it
 # runs inside a private mount namespace with that mount detached.
 # crun's figure includes its own cleanup (it removes its cgroup before exiting), so compare
@@ -41,7 +42,7 @@ skel = os.path.join(d, "state/stacks/host")
 spec["root"] = {"path": skel, "readonly": True}
 spec["process"]["args"] = ["/bin/true"]
 spec["process"]["terminal"] = False
-spec["process"]["user"] = {"uid": 10000, "gid": 10000}
+spec["process"]["user"] = {"uid": 1900000000, "gid": 1900000000}
 spec["process"]["env"] = ["PATH=/usr/bin:/bin"]
 spec["hostname"] = "bench"
 mounts = spec["mounts"]

@@ -9,7 +9,7 @@ need_root
 # nftables: egress NAT for instances; python3: the HTTP server the network tests run in a namespace;
 # openssh-server: the git push tests go through a real sshd; systemd: systemd-analyze verifies
 # the unit (the machine need not boot with systemd); curl: install.sh checks the demo app.
-ensure_packages ca-certificates gcc git sqlite3 procps iproute2 util-linux nftables python3 \
+ensure_packages ca-certificates gcc git sqlite3 procps iproute2 util-linux e2fsprogs nftables python3 \
   openssh-server systemd curl
 # Builds in the tests use the built-in buildpacks, which take their runtimes from the host.
 ensure_stack_runtimes

@@ -62,7 +62,13 @@ fn main() -> anyhow::Result<()> {
         let measured = async {
             let mut times = Vec::with_capacity(n);
             let mut cleaned = Vec::with_capacity(n);
+            let mut membership = Vec::with_capacity(n);
             for i in 0..n + 3 {
+                // What paasd does around each instance start besides the runtime's work: the
+                // address joins its app's group in the policy, and leaves it afterwards.
+                let tm = Instant::now();
+                runtime.network().admit(ip, 7).await?;
+                let admitted = tm.elapsed();
                 let t = Instant::now();
                 let mut inst = runtime
                     .run(RunSpec {
@@ -73,16 +79,18 @@ fn main() -> anyhow::Result<()> {
                         stack: "host".into(),
                         layers: Vec::new(),
                         binds: Vec::new(),
+                        // An app uid from the default [users] range.
                         user: paas_runtime::User {
-                            uid: 10000,
-                            gid: 10000,
+                            uid: 1_900_000_000,
+                            gid: 1_900_000_000,
                         },
                         // The same limits a `paas run` gets by default.
                         limits: Limits {
                             memory_bytes: Some(512 << 20),
                             cpu_percent: Some(100),
                             pids: Some(512),
-                            disk_bytes: None,
+                            // And the writable layer an instance gets by default ([instances] disk_mb).
+                            disk_bytes: Some(256 << 20),
                         },
                     })
                     .await?;
@@ -97,12 +105,21 @@ fn main() -> anyhow::Result<()> {
                 }
                 inst.finish(false).await;
                 paas_runtime::timing::mark("cleaned");
+                let tx = Instant::now();
+                runtime.network().expel(ip, 7).await?;
+                if i >= 3 {
+                    membership.push((admitted + tx.elapsed()).as_secs_f64() * 1000.0);
+                }
                 anyhow::ensure!(ok, "/bin/true did not exit 0");
                 if i >= 3 {
                     let exited = exited_at.unwrap_or_else(|| t.elapsed());
                     times.push(exited.as_secs_f64() * 1000.0);
                     cleaned.push(t.elapsed().as_secs_f64() * 1000.0);
                 }
+            }
+            membership.sort_by(f64::total_cmp);
+            if let Some(m) = membership.get(membership.len() / 2) {
+                eprintln!("membership (admit + expel, nft -f): median {m:.3} ms");
             }
             anyhow::Ok((times, cleaned))
         }

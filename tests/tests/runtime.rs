@@ -119,7 +119,10 @@ fn a_container_is_isolated_and_unprivileged() {
         "hi",
         "/app is the app's"
     );
-    assert_eq!(run("id -u").ok().trim(), "10000");
+    // The app's own uid, from the [users] range, never root or another app's.
+    let uid = d.uid("iso");
+    assert!(uid >= 1_900_000_000, "{uid}");
+    assert_eq!(run("id -u").ok().trim(), uid.to_string());
 
     let status = run("cat /proc/self/status");
     let field = |k: &str| {
@@ -567,17 +570,18 @@ fn apps_run_on_a_configured_rootfs_stack() {
     let r = d.paas(&["run", "mini", "cat /etc/stack-marker; ls /usr/bin; id -u"]);
     let out = r.ok();
     assert!(out.starts_with("tiny\n"), "{r:#?}");
+    let uid = d.uid("mini").to_string();
     let bins: Vec<&str> = out
         .lines()
         .skip(1)
-        .take_while(|l| !l.starts_with("10000"))
+        .take_while(|l| !l.starts_with(&uid))
         .collect();
     assert_eq!(
         bins,
         ["bash", "cat", "id", "ls"],
         "the host's /usr must not show: {r:#?}"
     );
-    assert!(out.ends_with("10000\n"), "{r:#?}");
+    assert!(out.ends_with(&format!("{uid}\n")), "{r:#?}");
     // The host's CA certificates come along, read-only.
     if Path::new("/etc/ssl/certs").is_dir() {
         let r = d.paas(&[
