@@ -349,6 +349,12 @@ impl Instance {
             .unwrap_or(false)
     }
 
+    /// Forks the container's pids limit has refused so far (see
+    /// [`cgroups::Cgroup::fork_failures`]); `None` when the counter cannot be read.
+    pub fn fork_failures(&self) -> Option<u64> {
+        self.cgroup.as_ref().and_then(|c| c.fork_failures().ok())
+    }
+
     pub fn stats(&self) -> Option<cgroups::Stats> {
         self.cgroup.as_ref().and_then(|c| c.stats().ok())
     }
