@@ -11,6 +11,7 @@ pub mod apps;
 pub mod build;
 pub mod config;
 pub mod cron;
+pub mod floods;
 pub mod git;
 pub mod launch;
 pub mod locks;

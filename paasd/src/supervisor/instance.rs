@@ -1,7 +1,7 @@
 //! One instance (`web.1`) for its whole life: start its container, pass its output to the
-//! log stream, run its readiness and liveness checks, restart it with backoff when it exits,
-//! give up when it keeps crashing, and stop it gracefully (drain, SIGTERM, grace, SIGKILL)
-//! when told to. Must not decide how many instances run or which are routed: the
+//! log stream, say when its pids limit refuses forks, run its readiness and liveness checks,
+//! restart it with backoff when it exits, give up when it keeps crashing, and stop it
+//! gracefully (drain, SIGTERM, grace, SIGKILL) when told to. Must not decide how many instances run or which are routed: the
 //! supervisor does, from what this reports.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -12,6 +12,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use paas_api::{HealthState, InstanceInfo, InstanceState, LogSource};
 use tokio::sync::watch;
+
+use crate::floods::{self, PidsWatch};
 
 use super::backoff::Next;
 use super::health::{self, Check, Kind, APP_PORT};
@@ -199,16 +201,21 @@ pub async fn run(ctx: Arc<Ctx>, h: Arc<Handle>, launch: Launch) {
             Ok(mut inst) => {
                 h.progress.send_replace(Progress::Started);
                 ctx.platform(&h, format!("{name} started: {}", launch.command));
-                let outcome = supervise(&ctx, &h, &mut inst, &launch.checks, &mut stop).await;
+                // A fresh cgroup, a fresh counter.
+                let mut pids = PidsWatch::new(&name, launch.limits.pids);
+                let outcome =
+                    supervise(&ctx, &h, &mut inst, &launch.checks, &mut stop, &mut pids).await;
                 let reason = match outcome {
                     Outcome::Stop => {
                         stop_gracefully(&ctx, &h, &mut inst).await;
+                        pids_ended(&ctx, &h, &inst, &mut pids);
                         inst.finish(false).await;
                         ctx.platform(&h, format!("{name} stopped"));
                         break;
                     }
                     Outcome::Exited { code, signal } => {
                         let oom = inst.oom_killed();
+                        pids_ended(&ctx, &h, &inst, &mut pids);
                         inst.finish(false).await;
                         if oom {
                             format!(
@@ -236,6 +243,7 @@ pub async fn run(ctx: Arc<Ctx>, h: Arc<Handle>, launch: Launch) {
                                 break;
                             }
                         }
+                        pids_ended(&ctx, &h, &inst, &mut pids);
                         inst.finish(false).await;
                         format!("{name} failed its health check ({e}); replaced")
                     }
@@ -294,14 +302,32 @@ pub async fn run(ctx: Arc<Ctx>, h: Arc<Handle>, launch: Launch) {
     ctx.instance_gone(&h).await;
 }
 
+/// The container's pids counter read now: a line when an episode of refused forks starts
+/// (and reminders), see [`PidsWatch`]. cgroupfs answers from memory, so this does not block.
+fn check_pids(ctx: &Ctx, h: &Handle, inst: &paas_runtime::Instance, pids: &mut PidsWatch) {
+    if let Some(count) = inst.fork_failures() {
+        if let Some(line) = pids.observe(count, Instant::now()) {
+            ctx.platform(h, line);
+        }
+    }
+}
+
+/// The container has exited (its cgroup not yet removed): refused forks not told yet.
+fn pids_ended(ctx: &Ctx, h: &Handle, inst: &paas_runtime::Instance, pids: &mut PidsWatch) {
+    if let Some(line) = inst.fork_failures().and_then(|count| pids.finish(count)) {
+        ctx.platform(h, line);
+    }
+}
+
 /// Passes output on and runs the checks until the container exits, fails a check or is
-/// told to stop.
+/// told to stop. Looks at the pids counter every [`floods::CHECK_EVERY`].
 async fn supervise(
     ctx: &Arc<Ctx>,
     h: &Arc<Handle>,
     inst: &mut paas_runtime::Instance,
     checks: &[Check],
     stop: &mut watch::Receiver<bool>,
+    pids: &mut PidsWatch,
 ) -> Outcome {
     let host = format!("{}.{}", h.app, ctx.base_domain);
     let readiness: Vec<Check> = checks
@@ -369,8 +395,11 @@ async fn supervise(
         }
     };
     tokio::pin!(live);
+    let mut tick = tokio::time::interval(floods::CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = tick.tick() => check_pids(ctx, h, inst, pids),
             msg = inst.container.next() => match msg {
                 Some(FromHelper::Output { line, ts_ms, .. }) => ctx.app_line(h, ts_ms, line),
                 Some(FromHelper::Exited { code, signal }) => return Outcome::Exited { code, signal },
