@@ -95,6 +95,8 @@ pub enum ConfigError {
     Subnet(String),
     #[error("[router] trusted_proxies: {0}")]
     TrustedProxy(#[source] paas_router::IpNetError),
+    #[error("config key {key}: {why}")]
+    Invalid { key: &'static str, why: String },
     #[error("config file {}: {source}", .path.display())]
     Parse {
         path: PathBuf,
@@ -227,6 +229,10 @@ pub struct LogsConfig {
     pub max_mb_per_app: MiB,
     /// Size of one segment file, the unit rotation deletes (at most a quarter of the cap).
     pub segment_mb: MiB,
+    /// Output lines one app process may log per second on average (5 s worth at once);
+    /// beyond it lines are dropped and the stream says how many. Keeps one app's flood from
+    /// taking the log writer, the disk and its own history from everybody else.
+    pub lines_per_sec: u32,
 }
 
 impl Default for LogsConfig {
@@ -234,7 +240,27 @@ impl Default for LogsConfig {
         LogsConfig {
             max_mb_per_app: MiB(32),
             segment_mb: MiB(4),
+            lines_per_sec: 2000,
         }
+    }
+}
+
+impl LogsConfig {
+    /// The most `lines_per_sec` may be: above it the limit protects nothing.
+    pub const MAX_LINES_PER_SEC: u32 = 1_000_000;
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=Self::MAX_LINES_PER_SEC).contains(&self.lines_per_sec) {
+            return Err(ConfigError::Invalid {
+                key: "[logs] lines_per_sec",
+                why: format!(
+                    "{} is not between 1 and {}",
+                    self.lines_per_sec,
+                    Self::MAX_LINES_PER_SEC
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -392,6 +418,7 @@ impl Config {
             .map(|n| n.parse())
             .collect::<Result<Vec<paas_router::IpNet>, _>>()
             .map_err(ConfigError::TrustedProxy)?;
+        file.logs.validate()?;
         Ok(Config {
             socket: o
                 .socket
@@ -544,7 +571,21 @@ mod tests {
         let file: FileConfig = toml::from_str("[logs]\nmax_mb_per_app = 8\n").expect("valid");
         let c = Config::resolve(file, Overrides::default()).expect("valid");
         assert_eq!((c.logs.max_mb_per_app, c.logs.segment_mb), (MiB(8), MiB(4)));
+        assert_eq!(c.logs.lines_per_sec, 2000);
         assert!(toml::from_str::<FileConfig>("[logs]\nmax_mb = 1\n").is_err());
+        let file: FileConfig = toml::from_str("[logs]\nlines_per_sec = 50\n").expect("valid");
+        let c = Config::resolve(file, Overrides::default()).expect("valid");
+        assert_eq!(c.logs.lines_per_sec, 50);
+        for bad in ["0", "1000001"] {
+            let file: FileConfig =
+                toml::from_str(&format!("[logs]\nlines_per_sec = {bad}\n")).expect("parses");
+            let e = Config::resolve(file, Overrides::default()).expect_err("refused");
+            assert_eq!(
+                e.to_string(),
+                format!("config key [logs] lines_per_sec: {bad} is not between 1 and 1000000")
+            );
+        }
+        assert!(toml::from_str::<FileConfig>("[logs]\nlines_per_sec = -1\n").is_err());
     }
 
     #[test]

@@ -173,6 +173,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
     let slugs = slugs::Slugs::new(&paths.slugs());
     let locks = locks::AppLocks::new();
+    let line_rate = floods::LineRate {
+        per_sec: config.logs.lines_per_sec,
+    };
     let supervisor = supervisor::Supervisor::new(
         supervisor::Services {
             runtime: Arc::clone(&runtime),
@@ -182,13 +185,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             apps: apps.clone(),
             slugs: slugs.clone(),
             hooks,
+            line_rate,
         },
         config.base_domain.clone(),
         config.instances.clone(),
     );
     let oneoffs =
         oneoff::OneOffs::new(apps.clone(), addresses, Arc::clone(&runtime), slugs.clone());
-    let cron = cron::Cron::new(apps.clone(), oneoffs.clone(), slugs.clone(), logs.clone());
+    let cron = cron::Cron::new(
+        apps.clone(),
+        oneoffs.clone(),
+        slugs.clone(),
+        logs.clone(),
+        line_rate,
+    );
     let builds = build::Builds::new(
         build::Services {
             apps: apps.clone(),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use paas_api::{HealthState, InstanceInfo, InstanceState, LogSource};
 use tokio::sync::watch;
 
-use crate::floods::{self, PidsWatch};
+use crate::floods::{self, LineGate, PidsWatch};
 
 use super::backoff::Next;
 use super::health::{self, Check, Kind, APP_PORT};
@@ -175,6 +175,10 @@ pub async fn run(ctx: Arc<Ctx>, h: Arc<Handle>, launch: Launch) {
     let mut stop = h.stop.subscribe();
     let mut crashes = 0u32;
     let name = h.name();
+    let mut floods = Watch {
+        lines: LineGate::new(&name, ctx.line_rate, Instant::now()),
+        pids: PidsWatch::new(&name, launch.limits.pids),
+    };
     loop {
         if *stop.borrow() || ctx.shutting_down() {
             break;
@@ -202,20 +206,20 @@ pub async fn run(ctx: Arc<Ctx>, h: Arc<Handle>, launch: Launch) {
                 h.progress.send_replace(Progress::Started);
                 ctx.platform(&h, format!("{name} started: {}", launch.command));
                 // A fresh cgroup, a fresh counter.
-                let mut pids = PidsWatch::new(&name, launch.limits.pids);
+                floods.pids = PidsWatch::new(&name, launch.limits.pids);
                 let outcome =
-                    supervise(&ctx, &h, &mut inst, &launch.checks, &mut stop, &mut pids).await;
+                    supervise(&ctx, &h, &mut inst, &launch.checks, &mut stop, &mut floods).await;
                 let reason = match outcome {
                     Outcome::Stop => {
-                        stop_gracefully(&ctx, &h, &mut inst).await;
-                        pids_ended(&ctx, &h, &inst, &mut pids);
+                        stop_gracefully(&ctx, &h, &mut inst, &mut floods).await;
+                        floods.ended(&ctx, &h, &inst);
                         inst.finish(false).await;
                         ctx.platform(&h, format!("{name} stopped"));
                         break;
                     }
                     Outcome::Exited { code, signal } => {
                         let oom = inst.oom_killed();
-                        pids_ended(&ctx, &h, &inst, &mut pids);
+                        floods.ended(&ctx, &h, &inst);
                         inst.finish(false).await;
                         if oom {
                             format!(
@@ -243,7 +247,7 @@ pub async fn run(ctx: Arc<Ctx>, h: Arc<Handle>, launch: Launch) {
                                 break;
                             }
                         }
-                        pids_ended(&ctx, &h, &inst, &mut pids);
+                        floods.ended(&ctx, &h, &inst);
                         inst.finish(false).await;
                         format!("{name} failed its health check ({e}); replaced")
                     }
@@ -302,32 +306,64 @@ pub async fn run(ctx: Arc<Ctx>, h: Arc<Handle>, launch: Launch) {
     ctx.instance_gone(&h).await;
 }
 
-/// The container's pids counter read now: a line when an episode of refused forks starts
-/// (and reminders), see [`PidsWatch`]. cgroupfs answers from memory, so this does not block.
-fn check_pids(ctx: &Ctx, h: &Handle, inst: &paas_runtime::Instance, pids: &mut PidsWatch) {
-    if let Some(count) = inst.fork_failures() {
-        if let Some(line) = pids.observe(count, Instant::now()) {
+/// What the instance floods (see `floods`): its output's line budget, kept across restarts
+/// so a crash loop gets no fresh burst, and its current container's refused forks.
+struct Watch {
+    lines: LineGate,
+    pids: PidsWatch,
+}
+
+impl Watch {
+    /// An output line: to the log if the budget allows, else counted (and reported at most
+    /// every [`floods::DROP_REPORT_EVERY`]).
+    fn output(&mut self, ctx: &Ctx, h: &Handle, ts_ms: u64, line: String) {
+        let now = Instant::now();
+        if self.lines.admit(now) {
+            ctx.app_line(h, ts_ms, line);
+        } else if let Some(report) = self.lines.report(now) {
+            ctx.platform(h, report);
+        }
+    }
+
+    /// Every [`floods::CHECK_EVERY`]: the pids counter (cgroupfs answers from memory, so
+    /// this does not block), and a drop report that is due even if the app went quiet.
+    fn tick(&mut self, ctx: &Ctx, h: &Handle, inst: &paas_runtime::Instance) {
+        let now = Instant::now();
+        if let Some(line) = inst
+            .fork_failures()
+            .and_then(|count| self.pids.observe(count, now))
+        {
             ctx.platform(h, line);
+        }
+        if let Some(report) = self.lines.report(now) {
+            ctx.platform(h, report);
+        }
+    }
+
+    /// The container has exited (its cgroup not yet removed): what no line has told yet,
+    /// before the line saying how it ended.
+    fn ended(&mut self, ctx: &Ctx, h: &Handle, inst: &paas_runtime::Instance) {
+        if let Some(line) = inst
+            .fork_failures()
+            .and_then(|count| self.pids.finish(count))
+        {
+            ctx.platform(h, line);
+        }
+        if let Some(report) = self.lines.flush(Instant::now()) {
+            ctx.platform(h, report);
         }
     }
 }
 
-/// The container has exited (its cgroup not yet removed): refused forks not told yet.
-fn pids_ended(ctx: &Ctx, h: &Handle, inst: &paas_runtime::Instance, pids: &mut PidsWatch) {
-    if let Some(line) = inst.fork_failures().and_then(|count| pids.finish(count)) {
-        ctx.platform(h, line);
-    }
-}
-
 /// Passes output on and runs the checks until the container exits, fails a check or is
-/// told to stop. Looks at the pids counter every [`floods::CHECK_EVERY`].
+/// told to stop. Looks at its floods every [`floods::CHECK_EVERY`].
 async fn supervise(
     ctx: &Arc<Ctx>,
     h: &Arc<Handle>,
     inst: &mut paas_runtime::Instance,
     checks: &[Check],
     stop: &mut watch::Receiver<bool>,
-    pids: &mut PidsWatch,
+    floods: &mut Watch,
 ) -> Outcome {
     let host = format!("{}.{}", h.app, ctx.base_domain);
     let readiness: Vec<Check> = checks
@@ -399,9 +435,9 @@ async fn supervise(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => check_pids(ctx, h, inst, pids),
+            _ = tick.tick() => floods.tick(ctx, h, inst),
             msg = inst.container.next() => match msg {
-                Some(FromHelper::Output { line, ts_ms, .. }) => ctx.app_line(h, ts_ms, line),
+                Some(FromHelper::Output { line, ts_ms, .. }) => floods.output(ctx, h, ts_ms, line),
                 Some(FromHelper::Exited { code, signal }) => return Outcome::Exited { code, signal },
                 Some(_) => {}
                 None => return Outcome::Exited { code: None, signal: None },
@@ -440,14 +476,19 @@ async fn supervise(
 /// grace period, SIGKILL. Returns as soon as the instance has exited, so a rollout is as fast
 /// as the app's shutdown. Output keeps flowing to the log meanwhile, and how the instance
 /// ended (signal or code, seconds after SIGTERM) goes to the platform log.
-async fn stop_gracefully(ctx: &Arc<Ctx>, h: &Arc<Handle>, inst: &mut paas_runtime::Instance) {
+async fn stop_gracefully(
+    ctx: &Arc<Ctx>,
+    h: &Arc<Handle>,
+    inst: &mut paas_runtime::Instance,
+    floods: &mut Watch,
+) {
     h.set_state(InstanceState::Draining);
     let addr = h.addr();
     let drain_until = Instant::now() + ctx.cfg_drain;
     while (ctx.hooks.inflight)(addr) > 0 && Instant::now() < drain_until {
         tokio::select! {
             msg = inst.container.next() => match msg {
-                Some(FromHelper::Output { line, ts_ms, .. }) => ctx.app_line(h, ts_ms, line),
+                Some(FromHelper::Output { line, ts_ms, .. }) => floods.output(ctx, h, ts_ms, line),
                 Some(FromHelper::Exited { code, signal }) => {
                     ctx.platform(h, format!("{} exited while draining: {}", h.name(), ended(code, signal)));
                     return;
@@ -467,7 +508,7 @@ async fn stop_gracefully(ctx: &Arc<Ctx>, h: &Arc<Handle>, inst: &mut paas_runtim
     loop {
         tokio::select! {
             msg = inst.container.next() => match msg {
-                Some(FromHelper::Output { line, ts_ms, .. }) => ctx.app_line(h, ts_ms, line),
+                Some(FromHelper::Output { line, ts_ms, .. }) => floods.output(ctx, h, ts_ms, line),
                 Some(FromHelper::Exited { code, signal }) => {
                     ctx.platform(h, format!(
                         "{} stopped {:.1} s after SIGTERM: {}",
