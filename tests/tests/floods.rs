@@ -232,3 +232,133 @@ fn a_fork_bomb_is_reported_once_and_hurts_nobody_else() {
         "{run:#?}"
     );
 }
+
+/// Prints 20,000 lines a second (ten times the default log rate) until stopped.
+const FLOOD: &str = "\
+import sys, time
+n = 0
+while True:
+    start = time.time()
+    sys.stdout.write(''.join(f'flood line {n + i} ' + 'x' * 60 + '\\n' for i in range(2000)))
+    sys.stdout.flush()
+    n += 2000
+    time.sleep(max(0.0, 0.1 - (time.time() - start)))
+";
+
+/// "worker.1: 12,345 log lines dropped in the last 10 s (...)": (12345, 10).
+fn drop_report(line: &str) -> (u64, u64) {
+    let (before, rest) = line
+        .split_once(" log lines dropped")
+        .unwrap_or_else(|| panic!("{line}"));
+    let count = before.rsplit(' ').next().unwrap_or("").replace(',', "");
+    let secs = rest
+        .split("in the last ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or("");
+    (
+        count.parse().unwrap_or_else(|e| panic!("{e}: {line}")),
+        secs.parse().unwrap_or_else(|e| panic!("{e}: {line}")),
+    )
+}
+
+#[test]
+fn a_log_flood_is_cut_to_its_rate_and_keeps_the_deploy_lines() {
+    let Some(d) = daemon(
+        "a_log_flood_is_cut_to_its_rate_and_keeps_the_deploy_lines",
+        "[logs]\nmax_mb_per_app = 1\nsegment_mb = 1\n",
+    ) else {
+        return;
+    };
+    let started = Instant::now();
+    let _flood = deploy(
+        &d,
+        "flood",
+        &[
+            ("Procfile", "worker: python3 flood.py\n"),
+            ("flood.py", FLOOD),
+        ],
+    );
+    let report = "log lines dropped in the last ";
+    let platform = wait_for_log(
+        &d,
+        "flood",
+        &["--source", "platform"],
+        report,
+        Duration::from_secs(40),
+    );
+    let line = platform
+        .lines()
+        .find(|l| l.contains(report))
+        .expect("the report");
+    println!("{line}");
+    assert!(
+        line.contains(" paasd v2: worker.1: ")
+            && line.ends_with("(app writes faster than 2,000 lines/s, the log limit per process)"),
+        "{line}"
+    );
+    let (dropped, secs) = drop_report(line);
+    println!(
+        "dropped {dropped} lines in {secs} s: the app wrote about {} lines/s, 2,000 kept",
+        dropped / secs + 2000
+    );
+    // The app writes 20,000 lines/s, 2,000 pass: about 18,000 a second are dropped.
+    assert!((10..=13).contains(&secs), "{line}");
+    assert!(dropped > 10_000 * secs, "{line}");
+
+    // The flood writes on until its stream has rotated: its oldest lines are gone.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let app = d
+            .paas(&["logs", "flood", "--source", "app", "-n", "100000"])
+            .ok()
+            .to_string();
+        if !app.contains("flood line 0 ") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the app's stream never rotated");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let stream = d.state_dir().join("logs/flood/stream");
+    let on_disk: u64 = std::fs::read_dir(&stream)
+        .expect("stream dir")
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    assert!(on_disk <= 1 << 20, "{on_disk} bytes over the 1 MiB cap");
+
+    // The deploy's lines from before the flood are all still there, in time order before it.
+    let all = d.paas(&["logs", "flood", "-n", "100000"]).ok().to_string();
+    let lines: Vec<&str> = all.lines().collect();
+    let at = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in `paas logs` ({} lines)", lines.len()))
+    };
+    let first_flood = at("app[worker.1] v2: flood line ");
+    for needle in [
+        "paasd: Deploy 1 started by root",
+        "build: -----> Procfile app detected",
+        "paasd v2: Release v2 created by root (deploy 1)",
+        "paasd v2: worker.1 started: python3 flood.py",
+    ] {
+        assert!(at(needle) < first_flood, "{needle} after the flood");
+    }
+    // Merged in the order they were written: the drop reports sit among the flood's lines.
+    let first_report = at(report);
+    assert!(
+        first_report > first_flood && first_report < lines.len() - 1,
+        "{first_report} of {}",
+        lines.len()
+    );
+    // The report is rate limited: one line per 10 s at most.
+    let reports = lines.iter().filter(|l| l.contains(report)).count() as u64;
+    let elapsed = started.elapsed().as_secs();
+    println!("{reports} drop reports in {elapsed} s");
+    assert!(
+        reports >= 1 && reports <= elapsed / 10 + 1,
+        "{reports} in {elapsed} s"
+    );
+}
