@@ -362,3 +362,72 @@ fn a_log_flood_is_cut_to_its_rate_and_keeps_the_deploy_lines() {
         "{reports} in {elapsed} s"
     );
 }
+
+#[test]
+fn passwords_inside_urls_are_redacted_unless_revealed() {
+    let Some(d) = daemon("passwords_inside_urls_are_redacted_unless_revealed", "") else {
+        return;
+    };
+    d.paas(&["create", "cfg"]).ok();
+    let set = d.paas(&[
+        "env",
+        "set",
+        "cfg",
+        "DATABASE_URL=postgres://app:hunter2@db.internal:5432/app",
+        "REDIS_URL=redis://:s3cret@[::1]:6379/0",
+        "BROKER=amqp://guest:p%40ss@rabbit/vhost",
+        "PROFILE=https://example.com/users/@alice",
+        "REPLICA=postgres://reader@db2/app",
+    ]);
+    set.ok();
+    let secrets = ["hunter2", "s3cret", "p%40ss"];
+    let human = d.paas(&["env", "cfg"]);
+    let out = human.ok();
+    for line in [
+        "DATABASE_URL=postgres://app:[REDACTED]@db.internal:5432/app\n",
+        "REDIS_URL=redis://:[REDACTED]@[::1]:6379/0\n",
+        "BROKER=amqp://guest:[REDACTED]@rabbit/vhost\n",
+        "PROFILE=https://example.com/users/@alice\n",
+        "REPLICA=postgres://reader@db2/app\n",
+    ] {
+        assert!(out.contains(line), "no {line:?} in {human:#?}");
+    }
+    assert!(
+        human
+            .stderr
+            .contains("3 value(s) hidden as [REDACTED]; add --reveal to show them"),
+        "{human:#?}"
+    );
+    let json = d.paas(&["env", "cfg", "--json"]).json();
+    assert_eq!(
+        json["redacted"],
+        serde_json::json!(["BROKER", "DATABASE_URL", "REDIS_URL"])
+    );
+    for run in [&set, &human] {
+        for s in secrets {
+            assert!(
+                !run.stdout.contains(s) && !run.stderr.contains(s),
+                "{s}: {run:#?}"
+            );
+        }
+    }
+    assert!(!json.to_string().contains("hunter2"), "{json}");
+
+    // --reveal and `env get` show the values as they are.
+    let revealed = d.paas(&["env", "cfg", "--reveal"]);
+    assert!(
+        revealed
+            .ok()
+            .contains("DATABASE_URL=postgres://app:hunter2@db.internal:5432/app\n"),
+        "{revealed:#?}"
+    );
+    assert_eq!(
+        d.paas(&["env", "get", "cfg", "REDIS_URL"]).ok(),
+        "redis://:s3cret@[::1]:6379/0\n"
+    );
+    // Nor did paasd write them to its own log.
+    let log = d.log_text();
+    for s in secrets {
+        assert!(!log.contains(s), "{s} in paasd's log");
+    }
+}
