@@ -465,6 +465,61 @@ async fn appends_beyond_a_full_queue_are_counted_and_reported() {
 }
 
 #[tokio::test]
+async fn the_queue_s_drop_note_comes_at_most_every_10_s_unless_a_reader_asks() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let l = logs(
+        tmp.path(),
+        LogConfig {
+            queue_lines: 10,
+            ..LogConfig::default()
+        },
+    );
+    let notes = || {
+        let dir = tmp.path().join("busy").join(store::PLATFORM_DIR);
+        store::list_segments(&dir)
+            .expect("list")
+            .iter()
+            .map(|s| store::read_segment(&dir, s.0, None).expect("read"))
+            .map(|b| String::from_utf8_lossy(&b).matches("were dropped").count())
+            .sum::<usize>()
+    };
+    let overflow = |l: &Logs| {
+        let (release, paused) = std::sync::mpsc::channel::<()>();
+        l.inner
+            .tx
+            .send(writer::Cmd::Pause(paused))
+            .expect("pause the writer");
+        for i in 0..25 {
+            l.append("busy", app_line("web.1", None, &format!("line {i}")));
+        }
+        drop(release);
+    };
+    overflow(&l);
+    // The writer's own batches note the first overflow.
+    let deadline = Instant::now() + HANG;
+    while notes() == 0 {
+        assert!(Instant::now() < deadline, "no note");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    overflow(&l);
+    tokio::time::sleep(writer::BATCH_TIME * 4).await;
+    assert_eq!(notes(), 1, "a second note within 10 s waits");
+    // A reader gets it at once.
+    let lines = l.query("busy", &filter(1000)).await.expect("query");
+    let said: Vec<&str> = texts(&lines)
+        .into_iter()
+        .filter(|t| t.contains("dropped"))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            "15 log lines were dropped: they came faster than they could be written",
+            "15 log lines were dropped: they came faster than they could be written"
+        ]
+    );
+}
+
+#[tokio::test]
 async fn lines_are_cut_and_timestamps_made_canonical() {
     let tmp = tempfile::tempdir().expect("tmp");
     let l = logs(tmp.path(), LogConfig::default());

@@ -30,6 +30,8 @@ pub const BATCH_TIME: Duration = Duration::from_millis(50);
 pub const COALESCE: Duration = Duration::from_millis(10);
 /// The same disk error is logged at most this often per app.
 const WARN_EVERY: Duration = Duration::from_secs(60);
+/// An app's stream says that the queue dropped some of its lines at most this often.
+const DROP_NOTE_EVERY: Duration = Duration::from_secs(10);
 
 pub enum Cmd {
     Line {
@@ -104,6 +106,8 @@ pub struct Writer {
     hub: Hub,
     closed: bool,
     warned: HashMap<String, Instant>,
+    /// When each app's stream last said the queue dropped lines.
+    noted: HashMap<String, Instant>,
 }
 
 impl Writer {
@@ -124,6 +128,7 @@ impl Writer {
             hub: Hub::new(follow_buffer),
             closed: false,
             warned: HashMap::new(),
+            noted: HashMap::new(),
         }
     }
 
@@ -143,7 +148,7 @@ impl Writer {
                 }
             }
             self.flush_all();
-            self.report_drops();
+            self.report_drops(false);
             if handled > 1 && !self.closed {
                 std::thread::sleep(COALESCE);
             }
@@ -171,11 +176,11 @@ impl Writer {
             // Drops are reported before a reader is told where the stream ends: lines appended
             // before its call are in, and so is the note about those that were not.
             Cmd::End { app, reply } => {
-                self.report_drops();
+                self.report_drops(true);
                 let _ = reply.send(self.end(&app));
             }
             Cmd::Flush { reply } => {
-                self.report_drops();
+                self.report_drops(true);
                 self.flush_all();
                 for ((app, _), stream) in &mut self.streams {
                     if let Err(e) = stream.sync() {
@@ -186,6 +191,7 @@ impl Writer {
             }
             Cmd::Remove { app, reply } => {
                 self.streams.retain(|(a, _), _| *a != app);
+                self.noted.remove(&app);
                 self.hub.close(&app);
                 let dir = self.root.join(&app);
                 if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -281,22 +287,52 @@ impl Writer {
         }
     }
 
-    /// Once the queue has room again, says in each app's stream how many lines it lost.
-    fn report_drops(&mut self) {
+    /// Once the queue has room again, says in each app's stream how many lines it lost; at
+    /// most once per [`DROP_NOTE_EVERY`] per app (a queue that keeps overflowing would
+    /// otherwise add a note every batch), unless `now` (a reader is about to be told where
+    /// the stream ends, or a flush): then the note about lines appended before it is in.
+    fn report_drops(&mut self, now: bool) {
         if !self.shared.any_dropped.load(Ordering::Acquire)
             || self.shared.queued.load(Ordering::Acquire) > self.queue_lines / 2
         {
             return;
         }
         self.shared.any_dropped.store(false, Ordering::Release);
-        let dropped = std::mem::take(
+        let mut dropped = std::mem::take(
             &mut *self
                 .shared
                 .dropped
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()),
         );
+        if !now {
+            let at = Instant::now();
+            let early: Vec<String> = dropped
+                .keys()
+                .filter(|app| {
+                    self.noted
+                        .get(*app)
+                        .is_some_and(|t| at.duration_since(*t) < DROP_NOTE_EVERY)
+                })
+                .cloned()
+                .collect();
+            if !early.is_empty() {
+                // Back for a later batch, added to whatever is dropped meanwhile.
+                let mut shared = self
+                    .shared
+                    .dropped
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                for app in early {
+                    if let Some(count) = dropped.remove(&app) {
+                        *shared.entry(app).or_default() += count;
+                    }
+                }
+                self.shared.any_dropped.store(true, Ordering::Release);
+            }
+        }
         for (app, count) in dropped {
+            self.noted.insert(app.clone(), Instant::now());
             tracing::warn!(%app, count, "log lines dropped: the log writer fell behind");
             let line = LogLine {
                 ts: super::timestamp(std::time::SystemTime::now()),
