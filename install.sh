@@ -249,8 +249,10 @@ write_config() {
 # first_uid = 1900000000
 # count = 100000
 # [logs]                  # each app's log stream (paas logs)
-# max_mb_per_app = 32     # disk per app; the oldest lines go first
+# max_mb_per_app = 32     # disk per app for its output and router lines; the oldest go first
+# platform_mb_per_app = 8 # disk per app for platform events and build output, apart from the above
 # segment_mb = 4          # rotation unit (at most a quarter of the cap)
+# lines_per_sec = 2000    # output lines per process and second (5 s worth at once); beyond: dropped, counted
 # [git]                   # git push over the system's sshd (paas-git-shell)
 # user = "paas"
 # authorized_keys = "/home/paas/.ssh/authorized_keys"

@@ -168,7 +168,8 @@ where
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct EnvVars {
     pub vars: BTreeMap<String, String>,
-    /// Keys whose values were replaced by [`REDACTED`] (ask with `?reveal=true`).
+    /// Keys whose values were hidden by [`REDACTED`], whole or in part (the password of a
+    /// URL); ask with `?reveal=true`.
     pub redacted: Vec<String>,
 }
 

@@ -299,7 +299,7 @@ pub struct EnvListArgs {
     /// App name.
     #[arg(required = true)]
     pub name: Option<String>,
-    /// Show secret-looking values instead of [REDACTED].
+    /// Show secret-looking values (and passwords in URLs) instead of [REDACTED].
     #[arg(long)]
     pub reveal: bool,
 }

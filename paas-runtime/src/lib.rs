@@ -368,6 +368,12 @@ impl Instance {
         Some((size.saturating_sub(st.blocks_free() * frag), size))
     }
 
+    /// Forks the container's pids limit has refused so far (see
+    /// [`cgroups::Cgroup::fork_failures`]); `None` when the counter cannot be read.
+    pub fn fork_failures(&self) -> Option<u64> {
+        self.cgroup.as_ref().and_then(|c| c.fork_failures().ok())
+    }
+
     pub fn stats(&self) -> Option<cgroups::Stats> {
         self.cgroup.as_ref().and_then(|c| c.stats().ok())
     }

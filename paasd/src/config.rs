@@ -99,6 +99,8 @@ pub enum ConfigError {
     Users(String),
     #[error("[router] trusted_proxies: {0}")]
     TrustedProxy(#[source] paas_router::IpNetError),
+    #[error("config key {key}: {why}")]
+    Invalid { key: &'static str, why: String },
     #[error("config file {}: {source}", .path.display())]
     Parse {
         path: PathBuf,
@@ -251,22 +253,58 @@ impl Default for InstanceConfig {
     }
 }
 
-/// `[logs]`: how much of each app's log stream is kept on disk (`STATE/logs/APP/stream/`).
+/// `[logs]`: how much of each app's log stream is kept on disk (`STATE/logs/APP/stream/` and
+/// `STATE/logs/APP/platform/`) and how fast one process may add to it.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogsConfig {
-    /// Disk one app's stream may use; the oldest lines go first (at least 1).
+    /// Disk one app's stream (its output, router and cron lines) may use; the oldest lines
+    /// go first (at least 1).
     pub max_mb_per_app: MiB,
+    /// Disk one app's platform and build lines may use, apart from the stream so that the
+    /// app's own output never rotates them away (at least 1).
+    pub platform_mb_per_app: MiB,
     /// Size of one segment file, the unit rotation deletes (at most a quarter of the cap).
     pub segment_mb: MiB,
+    /// Output lines one app process may log per second on average (5 s worth at once);
+    /// beyond it lines are dropped and the stream says how many. Keeps one app's flood from
+    /// taking the log writer, the disk and its own history from everybody else.
+    pub lines_per_sec: u32,
 }
 
 impl Default for LogsConfig {
     fn default() -> LogsConfig {
         LogsConfig {
             max_mb_per_app: MiB(32),
+            platform_mb_per_app: MiB(8),
             segment_mb: MiB(4),
+            lines_per_sec: 2000,
         }
+    }
+}
+
+impl LogsConfig {
+    /// The most `lines_per_sec` may be: above it the limit protects nothing.
+    pub const MAX_LINES_PER_SEC: u32 = 1_000_000;
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.platform_mb_per_app < MiB(1) {
+            return Err(ConfigError::Invalid {
+                key: "[logs] platform_mb_per_app",
+                why: "keep at least 1 MB of platform and build lines".into(),
+            });
+        }
+        if !(1..=Self::MAX_LINES_PER_SEC).contains(&self.lines_per_sec) {
+            return Err(ConfigError::Invalid {
+                key: "[logs] lines_per_sec",
+                why: format!(
+                    "{} is not between 1 and {}",
+                    self.lines_per_sec,
+                    Self::MAX_LINES_PER_SEC
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -460,6 +498,7 @@ impl Config {
                     .into(),
             ));
         }
+        file.logs.validate()?;
         Ok(Config {
             users,
             socket: o
@@ -654,7 +693,25 @@ mod tests {
         let file: FileConfig = toml::from_str("[logs]\nmax_mb_per_app = 8\n").expect("valid");
         let c = Config::resolve(file, Overrides::default()).expect("valid");
         assert_eq!((c.logs.max_mb_per_app, c.logs.segment_mb), (MiB(8), MiB(4)));
+        assert_eq!(c.logs.lines_per_sec, 2000);
+        assert_eq!(c.logs.platform_mb_per_app, MiB(8));
+        let file: FileConfig = toml::from_str("[logs]\nplatform_mb_per_app = 0\n").expect("parses");
+        let e = Config::resolve(file, Overrides::default()).expect_err("refused");
+        assert!(e.to_string().contains("platform_mb_per_app"), "{e}");
         assert!(toml::from_str::<FileConfig>("[logs]\nmax_mb = 1\n").is_err());
+        let file: FileConfig = toml::from_str("[logs]\nlines_per_sec = 50\n").expect("valid");
+        let c = Config::resolve(file, Overrides::default()).expect("valid");
+        assert_eq!(c.logs.lines_per_sec, 50);
+        for bad in ["0", "1000001"] {
+            let file: FileConfig =
+                toml::from_str(&format!("[logs]\nlines_per_sec = {bad}\n")).expect("parses");
+            let e = Config::resolve(file, Overrides::default()).expect_err("refused");
+            assert_eq!(
+                e.to_string(),
+                format!("config key [logs] lines_per_sec: {bad} is not between 1 and 1000000")
+            );
+        }
+        assert!(toml::from_str::<FileConfig>("[logs]\nlines_per_sec = -1\n").is_err());
     }
 
     #[test]

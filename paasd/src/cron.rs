@@ -16,6 +16,7 @@ use paas_api::{self as api, LogLine, LogSource, RunEvent};
 
 use crate::app_json::{self, CronEntry};
 use crate::apps::{AppError, Apps, Runnable};
+use crate::floods::{LineGate, LineRate};
 use crate::logs::Logs;
 use crate::oneoff::{OneOff, OneOffs};
 use crate::slugs::Slugs;
@@ -37,18 +38,27 @@ struct Inner {
     oneoffs: OneOffs,
     slugs: Slugs,
     logs: Logs,
+    /// Each run's output budget (`[logs] lines_per_sec`), like an instance's.
+    line_rate: LineRate,
     /// (app, schedule, command) of the runs going on now.
     running: Mutex<BTreeSet<(String, String, String)>>,
 }
 
 impl Cron {
-    pub fn new(apps: Apps, oneoffs: OneOffs, slugs: Slugs, logs: Logs) -> Cron {
+    pub fn new(
+        apps: Apps,
+        oneoffs: OneOffs,
+        slugs: Slugs,
+        logs: Logs,
+        line_rate: LineRate,
+    ) -> Cron {
         Cron {
             inner: Arc::new(Inner {
                 apps,
                 oneoffs,
                 slugs,
                 logs,
+                line_rate,
                 running: Mutex::new(BTreeSet::new()),
             }),
         }
@@ -246,18 +256,42 @@ impl Cron {
             Ok(ev) => ev,
             Err(e) => return (None, "failed", format!("could not start: {e}")),
         };
+        let mut gate = LineGate::new(&name, inner.line_rate, std::time::Instant::now());
+        let outcome = self.relay(r, &name, &mut events, &mut gate).await;
+        if let Some(report) = gate.flush(std::time::Instant::now()) {
+            inner.logs.platform(&r.app, Some(r.version), report);
+        }
+        outcome
+    }
+
+    /// A run's output into the log (within its line budget) until it ends; how it ended.
+    async fn relay(
+        &self,
+        r: &Runnable,
+        name: &str,
+        events: &mut tokio::sync::mpsc::Receiver<RunEvent>,
+        gate: &mut LineGate,
+    ) -> (Option<i32>, &'static str, String) {
+        let inner = &self.inner;
         while let Some(ev) = events.recv().await {
             match ev {
-                RunEvent::Output { line, .. } => inner.logs.append(
-                    &r.app,
-                    LogLine {
-                        ts: crate::logs::now(),
-                        source: LogSource::Cron,
-                        process: name.clone(),
-                        release: Some(r.version),
-                        line,
-                    },
-                ),
+                RunEvent::Output { line, .. } => {
+                    let now = std::time::Instant::now();
+                    if gate.admit(now) {
+                        inner.logs.append(
+                            &r.app,
+                            LogLine {
+                                ts: crate::logs::now(),
+                                source: LogSource::Cron,
+                                process: name.to_string(),
+                                release: Some(r.version),
+                                line,
+                            },
+                        );
+                    } else if let Some(report) = gate.report(now) {
+                        inner.logs.platform(&r.app, Some(r.version), report);
+                    }
+                }
                 RunEvent::Exited { oom: true, .. } => {
                     return (None, "oom", "ran out of memory and was killed".into())
                 }

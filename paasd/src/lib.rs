@@ -12,6 +12,7 @@ pub mod apps;
 pub mod build;
 pub mod config;
 pub mod cron;
+pub mod floods;
 pub mod git;
 pub mod launch;
 pub mod locks;
@@ -202,6 +203,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     }
     let locks = locks::AppLocks::new();
+    let line_rate = floods::LineRate {
+        per_sec: config.logs.lines_per_sec,
+    };
     let supervisor = supervisor::Supervisor::new(
         supervisor::Services {
             runtime: Arc::clone(&runtime),
@@ -211,6 +215,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             apps: apps.clone(),
             slugs: slugs.clone(),
             hooks,
+            line_rate,
         },
         config.base_domain.clone(),
         config.instances.clone(),
@@ -221,7 +226,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         Arc::clone(&runtime),
         slugs.clone(),
     );
-    let cron = cron::Cron::new(apps.clone(), oneoffs.clone(), slugs.clone(), logs.clone());
+    let cron = cron::Cron::new(
+        apps.clone(),
+        oneoffs.clone(),
+        slugs.clone(),
+        logs.clone(),
+        line_rate,
+    );
     let builds = build::Builds::new(
         build::Services {
             apps: apps.clone(),

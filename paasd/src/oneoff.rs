@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::addresses::{AddressError, Addresses};
 use crate::apps::{AppError, Apps};
+use crate::floods::{self, PidsWatch};
 use crate::launch::{launch_argv, process_env};
 use crate::slugs::Slugs;
 use paas_runtime::cgroups::Limits;
@@ -151,6 +152,7 @@ impl OneOffs {
         };
         let (tx, rx) = mpsc::channel(256);
         let addresses = self.addresses.clone();
+        let mut pids = PidsWatch::new("the command", o.limits.pids);
         tokio::spawn(async move {
             let _ = tx
                 .send(RunEvent::Started {
@@ -160,10 +162,21 @@ impl OneOffs {
                 .await;
             let mut exited = false;
             let mut client_gone = false;
+            let mut tick = tokio::time::interval(floods::CHECK_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 // A silent command must notice its client leaving too, not only at the next line.
                 let msg = tokio::select! {
                     msg = instance.container.next() => msg,
+                    _ = tick.tick(), if !client_gone => {
+                        let line = instance
+                            .fork_failures()
+                            .and_then(|n| pids.observe(n, std::time::Instant::now()));
+                        if let Some(line) = line {
+                            let _ = tx.send(platform_note(line)).await;
+                        }
+                        continue;
+                    }
                     () = tx.closed(), if !client_gone => {
                         client_gone = true;
                         tracing::info!(id = %instance.id, "run client went away; killing the container");
@@ -183,6 +196,10 @@ impl OneOffs {
                     FromHelper::Exited { code, signal } => {
                         exited = true;
                         let oom = instance.oom_killed();
+                        let told = instance.fork_failures().and_then(|n| pids.finish(n));
+                        if let Some(line) = told {
+                            let _ = tx.send(platform_note(line)).await;
+                        }
                         RunEvent::Exited { code, signal, oom }
                     }
                     _ => continue,
@@ -207,6 +224,16 @@ impl OneOffs {
             addresses.release(&id).await;
         });
         Ok(rx)
+    }
+}
+
+/// A line of ours among the command's output (its stderr, marked `paas:`): the one-off
+/// event stream has no other channel, and whoever reads the output (the `paas run` terminal,
+/// a deploy's release phase, the cron log) is who needs to know.
+fn platform_note(line: String) -> RunEvent {
+    RunEvent::Output {
+        stream: OutputStream::Stderr,
+        line: format!("paas: {line}"),
     }
 }
 

@@ -673,3 +673,43 @@ fn a_build_writing_beyond_its_disk_quota_fails_with_enospc_and_leaves_nothing_mo
     // The app still runs its previous release.
     assert_eq!(d.ps("hog").len(), 1);
 }
+
+#[test]
+fn a_build_hitting_its_process_limit_says_so_in_the_build_output() {
+    let d = Daemon::start_with_config("[build]\npids = 32\n");
+    let bps = tempfile::tempdir().expect("tempdir");
+    let bin = bps.path().join("forkpack/bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    write_script(&bin.join("detect"), "echo forkpack");
+    write_script(
+        &bin.join("compile"),
+        "python3 -c '\nimport os, time\nrefused = 0\nfor i in range(100):\n    try:\n        if os.fork() == 0:\n            time.sleep(2)\n            os._exit(0)\n    except OSError:\n        refused += 1\nprint(\"refused\", refused)\n'",
+    );
+    write_script(
+        &bin.join("release"),
+        "printf -- '---\\ndefault_process_types:\\n  worker: sleep 1000\\n'",
+    );
+    d.paas(&["create", "forker"]).ok();
+    d.paas(&[
+        "buildpacks",
+        "set",
+        "forker",
+        &bps.path().join("forkpack").display().to_string(),
+    ])
+    .ok();
+    let src = tempfile::tempdir().expect("tempdir");
+    write(src.path(), "Procfile", "worker: sleep 1000\n");
+    let out = d.deploy_dir("forker", src.path());
+    let refused: u64 = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("refused "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no count in {out}"));
+    assert!(refused > 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "this build step hit its process limit (32, build.pids in paasd.toml): fork failed {refused} times"
+        )),
+        "{out}"
+    );
+}

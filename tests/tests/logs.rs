@@ -219,8 +219,8 @@ fn a_deploy_lands_in_the_stream_and_survives_a_restart() {
     let again = d.paas(&["logs", "hello", "--source", "platform"]);
     // Everything from before, then the instance stopped with paasd and started again.
     assert!(again.ok().starts_with(out.as_str()), "{again:#?}");
-    let stream = d.state_dir().join("logs/hello/stream");
-    assert!(stream.is_dir(), "{}", stream.display());
+    let platform = d.state_dir().join("logs/hello/platform");
+    assert!(platform.is_dir(), "{}", platform.display());
 
     // Destroying the app removes its logs.
     d.paas(&["destroy", "hello", "--confirm", "hello"]).ok();
@@ -360,9 +360,10 @@ fn stopping_paasd_ends_followers_instead_of_waiting_for_them() {
 
 #[test]
 fn rotation_keeps_an_app_printing_100k_lines_under_the_cap() {
+    // Build output is kept with the platform lines, under their own cap.
     let Some(d) = daemon(
         "rotation_keeps_an_app_printing_100k_lines_under_the_cap",
-        "[logs]\nmax_mb_per_app = 1\n",
+        "[logs]\nplatform_mb_per_app = 1\n",
     ) else {
         return;
     };
@@ -377,14 +378,14 @@ fn rotation_keeps_an_app_printing_100k_lines_under_the_cap() {
     let t = Instant::now();
     d.paas(&["deploy", "noisy", "--source", &src]).ok();
     println!("deploy printing 100k lines took {:?}", t.elapsed());
-    let stream = d.state_dir().join("logs/noisy/stream");
+    let stream = d.state_dir().join("logs/noisy/platform");
     // Let the writer catch up with the last lines (it flushes after every batch).
     // The last build lines are the slug and rollout steps after the 100k.
     let last = d.paas(&["logs", "noisy", "--source", "build", "--tail", "15"]);
     let used = disk_bytes(&stream);
     let deploy_log = disk_bytes(&d.state_dir().join("logs/noisy"));
     println!(
-        "stream on disk after 100k lines: {used} bytes (cap {}), deploy log {deploy_log} bytes",
+        "platform set on disk after 100k build lines: {used} bytes (cap {}), deploy log {deploy_log} bytes",
         1 << 20
     );
     assert!(used <= 1 << 20, "{used} bytes on disk, cap 1 MiB");

@@ -346,7 +346,8 @@ fn a_crashing_instance_backs_off_then_shows_crashed() {
 fn app_output_reaches_followers_fast_and_platform_events_and_rotation_work() {
     let Some(d) = daemon(
         "logs-run",
-        "[instances]\nmemory_mb = 64\nbackoff_initial_ms = 60000\n[logs]\nmax_mb_per_app = 1\nsegment_mb = 1\n",
+        // Rotation is the subject here, not the line rate: 100k lines at once pass.
+        "[instances]\nmemory_mb = 64\nbackoff_initial_ms = 60000\n[logs]\nmax_mb_per_app = 1\nsegment_mb = 1\nlines_per_sec = 1000000\n",
     ) else {
         return;
     };

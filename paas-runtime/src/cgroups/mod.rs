@@ -457,6 +457,16 @@ impl Cgroup {
         Ok(self.stats()?.oom_kills > 0)
     }
 
+    /// How many forks (and thread creations) the cgroup's pids limit has refused so far: the
+    /// `max` counter of `pids.events`, on v1 and v2 alike. It only grows; callers report the
+    /// difference between two reads. 0 when the kernel has no such file.
+    pub fn fork_failures(&self) -> Result<u64, CgroupError> {
+        match &self.inner {
+            Inner::V1(g) => g.fork_failures(),
+            Inner::V2(g) => g.fork_failures(),
+        }
+    }
+
     /// Kills every process in the cgroup and waits (at most [`KILL_TIMEOUT`]) until it is
     /// empty. Refuses if the calling process is inside.
     pub fn kill_all(&self) -> Result<(), CgroupError> {
@@ -529,6 +539,15 @@ pub(crate) fn keyed_u64(path: &Path, text: &str, key: &str) -> Result<Option<u64
         }
     }
     Ok(None)
+}
+
+/// The `max` line of a `pids.events` file (`max 37`); an absent file (kernels before 4.3)
+/// or line reads as 0, so an old kernel reports nothing rather than failing.
+pub(crate) fn pids_events_max(path: &Path) -> Result<u64, CgroupError> {
+    match read_optional(path)? {
+        Some(text) => Ok(keyed_u64(path, &text, "max")?.unwrap_or(0)),
+        None => Ok(0),
+    }
 }
 
 fn truncate(s: &str) -> String {

@@ -9,9 +9,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::{
-    cpu_quota_us, create_new_dir, ensure_dir, keyed_u64, kill_until_empty, read_optional,
-    read_text, read_u64, refuse_self, remove_cgroup_dir, sigkill_all, union_pids, write_text,
-    CgroupError, Limits, Stats, CPU_PERIOD_US, KILL_TIMEOUT,
+    cpu_quota_us, create_new_dir, ensure_dir, keyed_u64, kill_until_empty, pids_events_max,
+    read_optional, read_text, read_u64, refuse_self, remove_cgroup_dir, sigkill_all, union_pids,
+    write_text, CgroupError, Limits, Stats, CPU_PERIOD_US, KILL_TIMEOUT,
 };
 
 /// How long to wait for `freezer.state` to read FROZEN before killing anyway.
@@ -180,6 +180,12 @@ impl Group {
             // Kernels before 4.13 have no oom_kill line.
             oom_kills: keyed_u64(&oom_control, &oom_text, "oom_kill")?.unwrap_or(0),
         })
+    }
+
+    /// `max` of the pids controller's `pids.events`: forks refused in this cgroup because of
+    /// its `pids.max`. Kernels without the file (before 4.3) count nothing.
+    pub(super) fn fork_failures(&self) -> Result<u64, CgroupError> {
+        pids_events_max(&self.pids.join("pids.events"))
     }
 
     /// Freeze (if the freezer is mounted), SIGKILL everything, thaw, then SIGKILL in a loop
@@ -510,6 +516,29 @@ mod tests {
         assert_eq!(cg.pids().expect("pids"), Vec::<i32>::new());
         let status = p.wait_timeout(Duration::from_secs(5));
         assert_eq!(status.signal(), Some(libc::SIGKILL));
+        cg.destroy().expect("destroy");
+    }
+
+    #[test]
+    fn v1_fork_failures_count_forks_refused_by_pids_max() {
+        let Some(t) = TestParent::new("forkfail") else {
+            return;
+        };
+        let limits = Limits {
+            pids: Some(4),
+            ..Limits::default()
+        };
+        let cg = t.cgs.create("bomb", &limits).expect("create");
+        assert_eq!(cg.fork_failures().expect("read"), 0);
+        // perl and 3 children fill the limit; the other 7 of 10 forks are refused (perl's
+        // fork just fails; dash gives up at its first failure and bash retries for seconds).
+        let mut p = Proc::sh(
+            "read x; exec perl -e 'for (1..10) { my $p = fork; if (defined $p && !$p) { sleep 5; exit 0 } }'",
+        );
+        cg.add_pid(p.pid()).expect("add_pid");
+        p.go();
+        let _ = p.wait_timeout(Duration::from_secs(10));
+        assert_eq!(cg.fork_failures().expect("read"), 7);
         cg.destroy().expect("destroy");
     }
 

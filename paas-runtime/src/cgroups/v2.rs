@@ -12,9 +12,9 @@ use std::time::Duration;
 use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC};
 
 use super::{
-    cpu_quota_us, create_new_dir, ensure_dir, io_error, keyed_u64, kill_until_empty, read_optional,
-    read_text, read_u64, refuse_self, remove_cgroup_dir, sigkill_all, union_pids, write_text,
-    CgroupError, Limits, Stats, CPU_PERIOD_US, KILL_TIMEOUT,
+    cpu_quota_us, create_new_dir, ensure_dir, io_error, keyed_u64, kill_until_empty,
+    pids_events_max, read_optional, read_text, read_u64, refuse_self, remove_cgroup_dir,
+    sigkill_all, union_pids, write_text, CgroupError, Limits, Stats, CPU_PERIOD_US, KILL_TIMEOUT,
 };
 
 /// Controllers every paas cgroup gets.
@@ -185,6 +185,12 @@ impl Group {
             pids_current: read_u64(&self.dir.join("pids.current"))?,
             oom_kills: keyed_u64(&events, &read_text(&events)?, "oom_kill")?.unwrap_or(0),
         })
+    }
+
+    /// `max` of `pids.events`: how often this cgroup's `pids.max` refused a fork (counted
+    /// in its descendants too, which a container cgroup has none of).
+    pub(super) fn fork_failures(&self) -> Result<u64, CgroupError> {
+        pids_events_max(&self.dir.join("pids.events"))
     }
 
     /// `cgroup.kill` (5.14+) when present; otherwise freeze, SIGKILL each pid, thaw. Then
@@ -448,6 +454,25 @@ mod tests {
         fs::write(dir.join("memory.current"), "1\n").expect("write");
         fs::write(dir.join("cpu.stat"), "nr_periods 10\n").expect("write");
         assert!(matches!(cg.stats(), Err(CgroupError::Parse { .. })));
+    }
+
+    #[test]
+    fn fork_failures_read_the_max_counter_of_pids_events() {
+        let root = fake_root();
+        let r = root.path();
+        let cgs = Cgroups::v2_at(r, "paas").expect("v2_at");
+        let cg = cgs.create("web.1", &all_limits()).expect("create");
+        let events = r.join("paas/web.1/pids.events");
+        // Before the kernel made the file (or on one without it): nothing refused.
+        let _ = fs::remove_file(&events);
+        assert_eq!(cg.fork_failures().expect("absent file"), 0);
+        fs::write(&events, "max 0\n").expect("write");
+        assert_eq!(cg.fork_failures().expect("zero"), 0);
+        // 6.14+ may add lines after `max`; only `max` counts.
+        fs::write(&events, "max 37\nmax.imposed 0\n").expect("write");
+        assert_eq!(cg.fork_failures().expect("37"), 37);
+        fs::write(&events, "max lots\n").expect("write");
+        assert!(matches!(cg.fork_failures(), Err(CgroupError::Parse { .. })));
     }
 
     #[test]

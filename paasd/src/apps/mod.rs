@@ -4,6 +4,7 @@
 //! (it composes `store` queries inside one transaction).
 
 mod cron;
+pub mod redact;
 mod releases;
 mod resources;
 mod running;
@@ -534,16 +535,26 @@ fn var_context(app_id: i64, key: &str) -> String {
     format!("config:{app_id}:{key}")
 }
 
+/// Config vars as listed: unless `reveal`, values of secret-looking keys hidden whole, and
+/// passwords inside URL-shaped values hidden in place (see `redact`).
 fn env_view(vars: BTreeMap<String, String>, reveal: bool) -> api::EnvVars {
     let mut redacted = Vec::new();
     let vars = vars
         .into_iter()
         .map(|(k, v)| {
-            if !reveal && validate::is_secret_key(&k) {
+            if reveal {
+                return (k, v);
+            }
+            if redact::is_secret_key(&k) {
                 redacted.push(k.clone());
-                (k, api::REDACTED.to_string())
-            } else {
-                (k, v)
+                return (k, api::REDACTED.to_string());
+            }
+            match redact::url_secrets(&v) {
+                Some(shown) => {
+                    redacted.push(k.clone());
+                    (k, shown)
+                }
+                None => (k, v),
             }
         })
         .collect();
@@ -809,13 +820,29 @@ mod tests {
 
     #[test]
     fn redaction() {
-        let v = env_view(map(&[("DB_PASSWORD", "x"), ("URL", "y")]), false);
+        let v = env_view(
+            map(&[
+                ("DB_PASSWORD", "x"),
+                ("URL", "y"),
+                ("DATABASE_URL", "postgres://u:hunter2@db/app"),
+                ("REDIS_URL", "redis://cache:6379"),
+            ]),
+            false,
+        );
         assert_eq!(v.vars["DB_PASSWORD"], api::REDACTED);
         assert_eq!(v.vars["URL"], "y");
-        assert_eq!(v.redacted, vec!["DB_PASSWORD".to_string()]);
+        assert_eq!(v.vars["DATABASE_URL"], "postgres://u:[REDACTED]@db/app");
+        assert_eq!(v.vars["REDIS_URL"], "redis://cache:6379");
         assert_eq!(
-            env_view(map(&[("DB_PASSWORD", "x")]), true).vars["DB_PASSWORD"],
-            "x"
+            v.redacted,
+            vec!["DATABASE_URL".to_string(), "DB_PASSWORD".to_string()]
         );
+        let all = env_view(
+            map(&[("DB_PASSWORD", "x"), ("DATABASE_URL", "postgres://u:p@db")]),
+            true,
+        );
+        assert_eq!(all.vars["DB_PASSWORD"], "x");
+        assert_eq!(all.vars["DATABASE_URL"], "postgres://u:p@db");
+        assert!(all.redacted.is_empty());
     }
 }

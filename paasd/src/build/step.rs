@@ -170,6 +170,14 @@ impl Step {
             }
         }
         let oom = instance.oom_killed();
+        // A fork bomb in a build (or a build tool spawning past the limit) is said once, in
+        // the build's output, where the person deploying sees it.
+        if let Some(n) = instance.fork_failures().filter(|n| *n > 0) {
+            out(format!(
+                " !     this build step hit its process limit ({}, build.pids in paasd.toml): fork failed {n} times",
+                self.limits.pids.unwrap_or(0)
+            ));
+        }
         instance.finish(outcome.is_none()).await;
         let outcome = if timed_out {
             Outcome::TimedOut

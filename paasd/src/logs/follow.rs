@@ -12,14 +12,14 @@ use paas_api::{LogEvent, LogLine};
 use tokio::sync::{broadcast, oneshot};
 
 use super::query::{self, LogFilter};
-use super::store::End;
+use super::store::Ends;
 
-/// What the writer hands a new follower: live lines from this point on, and where the stream
-/// on disk ended at that point (its history reads up to there, so nothing is seen twice and
-/// nothing is missed in between).
+/// What the writer hands a new follower: live lines from this point on, and where the app's
+/// sets on disk ended at that point (its history reads up to there, so nothing is seen twice
+/// and nothing is missed in between).
 pub struct Subscription {
     pub live: broadcast::Receiver<Arc<LogLine>>,
-    pub end: Option<End>,
+    pub end: Ends,
 }
 
 /// The writer's senders, one per app that has followers.
@@ -139,7 +139,7 @@ impl Follower {
         }
     }
 
-    async fn history(&self, end: Option<End>) -> Vec<LogLine> {
+    async fn history(&self, end: Ends) -> Vec<LogLine> {
         let (dir, filter) = (self.dir.clone(), self.filter.clone());
         match tokio::task::spawn_blocking(move || query::tail(&dir, end, &filter)).await {
             Ok(Ok(lines)) => lines,

@@ -4,8 +4,10 @@
 //! queue, the writer thread's lifetime and the line rules (length, timestamp form); must not
 //! block or fail an appender, speak HTTP, or know who produces the lines.
 //!
-//! On disk: `STATE/logs/APP/stream/NNNN.ndjson` segments (see `store`), next to the build
-//! logs `STATE/logs/APP/deploy-ID.log`. Lines reach followers from the writer thread as it
+//! On disk: `STATE/logs/APP/stream/NNNN.ndjson` segments (see `store`) for what the app
+//! prints, `STATE/logs/APP/platform/` for platform and build lines (their own cap, so a
+//! flood of app lines never rotates them away), next to the build logs
+//! `STATE/logs/APP/deploy-ID.log`. Lines reach followers from the writer thread as it
 //! takes them off the queue (microseconds under normal load), and the files after every
 //! batch (at most `writer::BATCH_TIME` later).
 
@@ -53,8 +55,11 @@ pub enum LogError {
 /// Sizes of the log service. `Default` is what `[logs]` in paasd.toml defaults to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogConfig {
-    /// Everything one app's stream may occupy on disk (at least 1 MiB).
+    /// Everything one app's stream (app, router and cron lines) may occupy on disk (at
+    /// least 1 MiB).
     pub max_bytes_per_app: u64,
+    /// The same for its platform and build lines (at least 1 MiB).
+    pub platform_bytes_per_app: u64,
     /// A segment's size (at least 256 KiB, at most a quarter of the cap so rotation drops at
     /// most a quarter of the history at once).
     pub segment_bytes: u64,
@@ -68,6 +73,7 @@ impl Default for LogConfig {
     fn default() -> LogConfig {
         LogConfig {
             max_bytes_per_app: 32 << 20,
+            platform_bytes_per_app: 8 << 20,
             segment_bytes: 4 << 20,
             queue_lines: 65_536,
             follow_buffer: 4_096,
@@ -80,18 +86,25 @@ impl LogConfig {
     pub fn from_settings(c: &crate::config::LogsConfig) -> LogConfig {
         LogConfig {
             max_bytes_per_app: c.max_mb_per_app.bytes(),
+            platform_bytes_per_app: c.platform_mb_per_app.bytes(),
             segment_bytes: c.segment_mb.bytes(),
             ..LogConfig::default()
         }
     }
 
-    /// The limits actually applied: the cap and segment size made consistent.
-    fn limits(&self) -> store::Limits {
-        let max_bytes = self.max_bytes_per_app.max(4 * MIN_SEGMENT_BYTES);
-        let segment_bytes = self.segment_bytes.clamp(MIN_SEGMENT_BYTES, max_bytes / 4);
-        store::Limits {
-            max_bytes,
-            segment_bytes,
+    /// The limits actually applied: each cap and its segment size made consistent.
+    fn limits(&self) -> writer::SetLimits {
+        let set = |cap: u64| {
+            let max_bytes = cap.max(4 * MIN_SEGMENT_BYTES);
+            let segment_bytes = self.segment_bytes.clamp(MIN_SEGMENT_BYTES, max_bytes / 4);
+            store::Limits {
+                max_bytes,
+                segment_bytes,
+            }
+        };
+        writer::SetLimits {
+            stream: set(self.max_bytes_per_app),
+            platform: set(self.platform_bytes_per_app),
         }
     }
 }
@@ -224,9 +237,9 @@ impl Logs {
             app: app.to_string(),
             reply,
         })?;
-        let end = end.await.map_err(|_| LogError::Stopped)?;
-        let (dir, filter) = (self.stream_dir(app), filter.clone());
-        tokio::task::spawn_blocking(move || query::tail(&dir, end, &filter))
+        let ends = end.await.map_err(|_| LogError::Stopped)?;
+        let (dir, filter) = (self.app_dir(app), filter.clone());
+        tokio::task::spawn_blocking(move || query::tail(&dir, ends, &filter))
             .await
             .map_err(|e| LogError::Worker(e.to_string()))?
     }
@@ -236,7 +249,7 @@ impl Logs {
     /// stops. A follower that reads too slowly gets `Dropped { count }` instead of the lines
     /// it missed; it never slows anyone else.
     pub fn follow(&self, app: &str, filter: LogFilter) -> Follower {
-        let dir = self.stream_dir(app);
+        let dir = self.app_dir(app);
         if crate::apps::validate::app_name(app).is_err() {
             return Follower::new(app.to_string(), dir, filter, None);
         }
@@ -281,8 +294,8 @@ impl Logs {
         let _ = self.send(writer::Cmd::CloseFollowers);
     }
 
-    fn stream_dir(&self, app: &str) -> PathBuf {
-        self.inner.root.join(app).join(store::STREAM_DIR)
+    fn app_dir(&self, app: &str) -> PathBuf {
+        self.inner.root.join(app)
     }
 
     fn send(&self, cmd: writer::Cmd) -> Result<(), LogError> {

@@ -1,14 +1,15 @@
 //! Which lines a reader wants ([`LogFilter`]: tail, since, release, process, source), the
 //! parsing of those filters from what people type (`2h`, `v12`, `web`), and finding the last
-//! N matching lines by reading segments newest first. Must not write anything or know about
-//! HTTP; works on a stream dir up to an end position the writer handed out.
+//! N matching lines by reading segments newest first, each set of an app's (stream,
+//! platform) apart, merged in time order. Must not write anything or know about HTTP; works
+//! on an app's log dir up to the end positions the writer handed out.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use paas_api::{LogLine, LogSource};
 
-use super::store::{self, End};
+use super::store::{self, End, Ends, Set};
 use super::LogError;
 
 /// Lines a query returns when nobody says how many (Heroku's default).
@@ -179,9 +180,57 @@ pub fn parse_source(s: &str) -> Result<LogSource, FilterError> {
     }
 }
 
-/// The last `filter.tail` lines matching `filter` in the stream at `dir`, oldest first,
-/// reading no further than `end`. Lines that do not parse (cut by a crash) are skipped.
-pub fn tail(dir: &Path, end: Option<End>, filter: &LogFilter) -> Result<Vec<LogLine>, LogError> {
+/// The last `filter.tail` lines matching `filter` of the app whose logs are in `app_dir`,
+/// oldest first: each set read up to its end in `ends`, the two merged in the order the
+/// writer wrote them (their write sequence: timestamps alone are milliseconds from several
+/// clocks, so lines of one moment would come out in an order nobody saw).
+pub fn tail(app_dir: &Path, ends: Ends, filter: &LogFilter) -> Result<Vec<LogLine>, LogError> {
+    // Only platform and build lines are in the platform set; older streams (before the
+    // split) have theirs in `stream/`, which is why that one is always read.
+    let platform = if filter
+        .source
+        .is_none_or(|s| matches!(s, LogSource::Platform | LogSource::Build))
+    {
+        tail_set(
+            &app_dir.join(Set::Platform.dir_name()),
+            ends.platform,
+            filter,
+        )?
+    } else {
+        Vec::new()
+    };
+    let stream = tail_set(&app_dir.join(Set::Stream.dir_name()), ends.stream, filter)?;
+    let mut merged = merge(stream, platform);
+    let extra = merged.len().saturating_sub(filter.tail);
+    merged.drain(..extra);
+    Ok(merged)
+}
+
+/// Two lists of (write sequence, line), each in its own order, as one by sequence; `first`
+/// wins ties (only lines from before there was a sequence have equal ones, all 0, and they
+/// are all in one set).
+fn merge(first: Vec<(u64, LogLine)>, second: Vec<(u64, LogLine)>) -> Vec<LogLine> {
+    let mut out = Vec::with_capacity(first.len() + second.len());
+    let (mut a, mut b) = (first.into_iter().peekable(), second.into_iter().peekable());
+    loop {
+        let take_a = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => x.0 <= y.0,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => return out,
+        };
+        out.extend(if take_a { a.next() } else { b.next() }.map(|(_, l)| l));
+    }
+}
+
+/// The last `filter.tail` lines matching `filter` in the segment set at `dir`, oldest
+/// first, reading no further than `end`. Lines that do not parse (cut by a crash) are
+/// skipped.
+fn tail_set(
+    dir: &Path,
+    end: Option<End>,
+    filter: &LogFilter,
+) -> Result<Vec<(u64, LogLine)>, LogError> {
     let Some(end) = end else {
         return Ok(Vec::new());
     };
@@ -205,14 +254,14 @@ pub fn tail(dir: &Path, end: Option<End>, filter: &LogFilter) -> Result<Vec<LogL
             if raw.is_empty() {
                 continue;
             }
-            let Ok(line) = serde_json::from_slice::<LogLine>(raw) else {
+            let Some((seq, line)) = store::decode(raw) else {
                 continue;
             };
             if stop_before.as_deref().is_some_and(|t| line.ts.as_str() < t) {
                 break 'segments;
             }
             if filter.matches_since(&line, since.as_deref()) {
-                out.push(line);
+                out.push((seq, line));
                 if out.len() >= filter.tail {
                     break 'segments;
                 }
@@ -278,6 +327,43 @@ mod tests {
             ..LogFilter::default()
         };
         assert!(!f.matches(&line("web.1", LogSource::App, None)));
+    }
+
+    #[test]
+    fn merging_follows_the_write_sequence_not_the_timestamps() {
+        let at = |seq: u64, ts: &str, text: &str| {
+            (
+                seq,
+                LogLine {
+                    ts: ts.into(),
+                    line: text.into(),
+                    ..line("x", LogSource::App, None)
+                },
+            )
+        };
+        let platform = vec![
+            at(10, "2026-11-23T10:00:00.000Z", "deploy"),
+            at(30, "2026-11-23T10:00:02.000Z", "started"),
+            at(60, "2026-11-23T10:00:02.000Z", "exited"),
+        ];
+        let stream = vec![
+            // Written before the sequence existed.
+            at(0, "2026-11-23T09:00:00.000Z", "old"),
+            at(20, "2026-11-23T10:00:02.000Z", "a"),
+            at(40, "2026-11-23T10:00:02.000Z", "b"),
+            // Stamped earlier by its own clock, written later.
+            at(50, "2026-11-23T10:00:01.500Z", "c"),
+            at(70, "2026-11-23T10:00:06.000Z", "d"),
+        ];
+        let merged: Vec<String> = merge(stream, platform)
+            .into_iter()
+            .map(|l| l.line)
+            .collect();
+        assert_eq!(
+            merged,
+            ["old", "deploy", "a", "started", "b", "c", "exited", "d"]
+        );
+        assert!(merge(Vec::new(), Vec::new()).is_empty());
     }
 
     #[test]

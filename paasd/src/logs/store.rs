@@ -1,8 +1,10 @@
-//! One app's log stream on disk: `STATE/logs/APP/stream/<20-digit sequence>.ndjson`, one
-//! `LogLine` as JSON per line, oldest segment first by name. Owns file naming, appending,
-//! size-based rotation (the total never exceeds the cap) and reading segments back. Must not
-//! know about filters, followers or threads: one writer owns an [`AppStream`], readers only
-//! read whole lines up to a position the writer handed out.
+//! One app's log segment sets on disk: `STATE/logs/APP/stream/` (app output, router, cron)
+//! and `STATE/logs/APP/platform/` (platform events and build output, [`Set`]), each of
+//! `<20-digit sequence>.ndjson` files, one `LogLine` as JSON per line plus its write
+//! sequence ([`encode`]), oldest segment first by name. Owns file naming, appending, size-based rotation (a set's total never exceeds its
+//! cap) and reading segments back. Must not know about filters, followers or threads: one
+//! writer owns an [`AppStream`] per set, readers only read whole lines up to a position the
+//! writer handed out.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -12,6 +14,53 @@ use std::path::{Path, PathBuf};
 
 /// Sub-directory of `STATE/logs/APP` that holds the stream (deploy logs sit next to it).
 pub const STREAM_DIR: &str = "stream";
+/// Sub-directory of `STATE/logs/APP` that holds platform and build lines.
+pub const PLATFORM_DIR: &str = "platform";
+
+/// The segment sets of an app, each with its own cap: what the app prints cannot rotate
+/// away what the platform said about it. (Streams written before the split keep their
+/// platform lines in `stream/`, where they age out as before; readers read both sets.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Set {
+    /// App output, router access lines, cron output: `[logs] max_mb_per_app`.
+    Stream,
+    /// Platform events and build output: `[logs] platform_mb_per_app`.
+    Platform,
+}
+
+impl Set {
+    pub const ALL: [Set; 2] = [Set::Stream, Set::Platform];
+
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            Set::Stream => STREAM_DIR,
+            Set::Platform => PLATFORM_DIR,
+        }
+    }
+}
+
+/// Where each set of an app ended when the writer last flushed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ends {
+    pub stream: Option<End>,
+    pub platform: Option<End>,
+}
+
+impl Ends {
+    pub fn get(&self, set: Set) -> Option<End> {
+        match set {
+            Set::Stream => self.stream,
+            Set::Platform => self.platform,
+        }
+    }
+
+    pub fn set(&mut self, set: Set, end: Option<End>) {
+        match set {
+            Set::Stream => self.stream = end,
+            Set::Platform => self.platform = end,
+        }
+    }
+}
 const EXT: &str = ".ndjson";
 const DIGITS: usize = 20;
 
@@ -30,6 +79,42 @@ pub struct Limits {
 pub struct End {
     pub seq: u64,
     pub len: u64,
+}
+
+/// The key [`encode`] adds after a `LogLine`'s own fields: the order the writer wrote the
+/// line in, across an app's sets (nanoseconds since the epoch, made strictly increasing).
+/// Timestamps cannot order lines of the two sets alone: they are milliseconds and come
+/// from several clocks.
+const SEQ_KEY: &[u8] = b",\"seq\":";
+
+/// A stored line: the `LogLine` as JSON, with [`SEQ_KEY`] as its last key, and a newline.
+pub fn encode(line: &paas_api::LogLine, seq: u64) -> serde_json::Result<Vec<u8>> {
+    let mut bytes = serde_json::to_vec(line)?;
+    if bytes.pop() != Some(b'}') {
+        return Err(serde::ser::Error::custom("a log line is not a JSON object"));
+    }
+    bytes.extend_from_slice(SEQ_KEY);
+    bytes.extend_from_slice(seq.to_string().as_bytes());
+    bytes.extend_from_slice(b"}\n");
+    Ok(bytes)
+}
+
+/// A stored line back (without its newline), with its write sequence: 0 for lines written
+/// before there was one (they are all older than any line that has one). `None` for a line
+/// that does not parse (cut by a crash).
+pub fn decode(raw: &[u8]) -> Option<(u64, paas_api::LogLine)> {
+    let line = serde_json::from_slice(raw).ok()?;
+    // The key is the object's last and cannot occur unescaped inside a JSON string, so the
+    // last match is ours.
+    let seq = raw
+        .windows(SEQ_KEY.len())
+        .rposition(|w| w == SEQ_KEY)
+        .and_then(|at| {
+            let digits = raw.get(at + SEQ_KEY.len()..raw.len().checked_sub(1)?)?;
+            std::str::from_utf8(digits).ok()?.parse().ok()
+        })
+        .unwrap_or(0);
+    Some((seq, line))
 }
 
 pub fn segment_name(seq: u64) -> String {
@@ -271,6 +356,27 @@ fn reopen(dir: &Path, seq: u64, len: u64) -> io::Result<Active> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_round_trip_with_their_write_sequence() {
+        let line = paas_api::LogLine {
+            ts: "2026-11-23T10:00:00.000Z".into(),
+            source: paas_api::LogSource::App,
+            process: "web.1".into(),
+            release: Some(3),
+            line: "a \"seq\":7} ,\"seq\":8} looks like ours".into(),
+        };
+        let bytes = encode(&line, 1_764_000_000_123_456_789).expect("encode");
+        assert!(bytes.ends_with(b",\"seq\":1764000000123456789}\n"));
+        assert_eq!(
+            decode(&bytes[..bytes.len() - 1]),
+            Some((1_764_000_000_123_456_789, line.clone()))
+        );
+        // A line from before the sequence existed.
+        let old = serde_json::to_vec(&line).expect("json");
+        assert_eq!(decode(&old), Some((0, line)));
+        assert_eq!(decode(b"{\"half"), None);
+    }
 
     #[test]
     fn names_round_trip_and_strangers_are_ignored() {

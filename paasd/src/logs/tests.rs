@@ -417,8 +417,14 @@ async fn a_new_logs_on_the_same_dir_finds_the_old_lines() {
     assert_eq!(lines[0].process, "paasd");
     assert_eq!(lines[0].release, Some(1));
     assert!(tmp.path().join("keep").join("deploy-1.log").exists());
-    let segments = store::list_segments(&tmp.path().join("keep").join(store::STREAM_DIR));
-    assert_eq!(segments.expect("list").len(), 1, "the segment is continued");
+    for set in store::Set::ALL {
+        let segments = store::list_segments(&tmp.path().join("keep").join(set.dir_name()));
+        assert_eq!(
+            segments.expect("list").len(),
+            1,
+            "{set:?}: the segment is continued"
+        );
+    }
 }
 
 #[tokio::test]
@@ -456,6 +462,61 @@ async fn appends_beyond_a_full_queue_are_counted_and_reported() {
         "15 log lines were dropped: they came faster than they could be written"
     );
     assert_eq!(lines[10].source, LogSource::Platform);
+}
+
+#[tokio::test]
+async fn the_queue_s_drop_note_comes_at_most_every_10_s_unless_a_reader_asks() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let l = logs(
+        tmp.path(),
+        LogConfig {
+            queue_lines: 10,
+            ..LogConfig::default()
+        },
+    );
+    let notes = || {
+        let dir = tmp.path().join("busy").join(store::PLATFORM_DIR);
+        store::list_segments(&dir)
+            .expect("list")
+            .iter()
+            .map(|s| store::read_segment(&dir, s.0, None).expect("read"))
+            .map(|b| String::from_utf8_lossy(&b).matches("were dropped").count())
+            .sum::<usize>()
+    };
+    let overflow = |l: &Logs| {
+        let (release, paused) = std::sync::mpsc::channel::<()>();
+        l.inner
+            .tx
+            .send(writer::Cmd::Pause(paused))
+            .expect("pause the writer");
+        for i in 0..25 {
+            l.append("busy", app_line("web.1", None, &format!("line {i}")));
+        }
+        drop(release);
+    };
+    overflow(&l);
+    // The writer's own batches note the first overflow.
+    let deadline = Instant::now() + HANG;
+    while notes() == 0 {
+        assert!(Instant::now() < deadline, "no note");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    overflow(&l);
+    tokio::time::sleep(writer::BATCH_TIME * 4).await;
+    assert_eq!(notes(), 1, "a second note within 10 s waits");
+    // A reader gets it at once.
+    let lines = l.query("busy", &filter(1000)).await.expect("query");
+    let said: Vec<&str> = texts(&lines)
+        .into_iter()
+        .filter(|t| t.contains("dropped"))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            "15 log lines were dropped: they came faster than they could be written",
+            "15 log lines were dropped: they came faster than they could be written"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -519,19 +580,128 @@ fn access_lines_read_like_heroku_router_lines() {
 #[test]
 fn config_limits_are_made_consistent() {
     let l = LogConfig::default().limits();
-    assert_eq!((l.max_bytes, l.segment_bytes), (32 << 20, 4 << 20));
+    assert_eq!(
+        (l.stream.max_bytes, l.stream.segment_bytes),
+        (32 << 20, 4 << 20)
+    );
+    assert_eq!(
+        (l.platform.max_bytes, l.platform.segment_bytes),
+        (8 << 20, 2 << 20)
+    );
     let tiny = LogConfig {
         max_bytes_per_app: 1,
+        platform_bytes_per_app: 1,
         segment_bytes: 1,
         ..LogConfig::default()
     }
     .limits();
-    assert_eq!((tiny.max_bytes, tiny.segment_bytes), (1 << 20, 256 << 10));
+    for l in [tiny.stream, tiny.platform] {
+        assert_eq!((l.max_bytes, l.segment_bytes), (1 << 20, 256 << 10));
+    }
     let big_segment = LogConfig {
         max_bytes_per_app: 8 << 20,
         segment_bytes: 64 << 20,
         ..LogConfig::default()
     }
     .limits();
-    assert_eq!(big_segment.segment_bytes, 2 << 20);
+    assert_eq!(big_segment.stream.segment_bytes, 2 << 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_flood_never_rotates_platform_and_build_lines_away() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = LogConfig {
+        max_bytes_per_app: 1 << 20,
+        platform_bytes_per_app: 1 << 20,
+        segment_bytes: 256 << 10,
+        queue_lines: 100_000,
+        ..LogConfig::default()
+    };
+    let l = logs(tmp.path(), cfg);
+    let before = timestamp(SystemTime::now() - Duration::from_secs(7200));
+    let platform = |text: &str| LogLine {
+        ts: before.clone(),
+        source: LogSource::Platform,
+        process: PLATFORM_PROCESS.into(),
+        ..app_line("", None, text)
+    };
+    l.append("loud", platform("Deploy 1 started by root"));
+    l.append(
+        "loud",
+        LogLine {
+            source: LogSource::Build,
+            process: BUILD_PROCESS.into(),
+            ..platform("-----> Procfile app detected")
+        },
+    );
+    l.append("loud", platform("Release v2 created by root (deploy 1)"));
+    // 4 MiB of app output through a 1 MiB stream, and a platform line among the last of it.
+    let text = "x".repeat(100);
+    for i in 0..30_000 {
+        l.append(
+            "loud",
+            app_line("web.1", Some(2), &format!("{i:05} {text}")),
+        );
+        if i == 29_000 {
+            l.platform("loud", Some(2), "web.1 crashed in the middle");
+        }
+    }
+    l.flush().await;
+    let stream = tmp.path().join("loud").join(store::STREAM_DIR);
+    assert!(disk_bytes(&stream) <= 1 << 20);
+    let all = l
+        .query("loud", &filter(query::MAX_TAIL))
+        .await
+        .expect("query");
+    let shown = texts(&all);
+    assert!(!shown.iter().any(|t| t.starts_with("00000 ")), "rotated");
+    assert_eq!(
+        shown[..3],
+        [
+            "Deploy 1 started by root",
+            "-----> Procfile app detected",
+            "Release v2 created by root (deploy 1)"
+        ]
+    );
+    // In the order they were written, though most share their millisecond: the crash line
+    // sits between the app lines appended before and after it.
+    let crash = shown
+        .iter()
+        .position(|t| *t == "web.1 crashed in the middle")
+        .expect("the crash line");
+    assert!(
+        shown[crash - 1].starts_with("29000 "),
+        "{}",
+        shown[crash - 1]
+    );
+    assert!(
+        shown[crash + 1].starts_with("29001 "),
+        "{}",
+        shown[crash + 1]
+    );
+    // A tail of 2 is the newest 2 of both sets together.
+    let last = l.query("loud", &filter(2)).await.expect("query");
+    assert!(texts(&last)[1].starts_with("29999 "), "{last:?}");
+    // A source filter reads only what it needs, and finds the platform lines.
+    let platform = l
+        .query(
+            "loud",
+            &LogFilter {
+                source: Some(LogSource::Platform),
+                ..LogFilter::default()
+            },
+        )
+        .await
+        .expect("query");
+    assert_eq!(platform.len(), 3, "{platform:?}");
+    // A follower's history merges the same way.
+    let mut f = l.follow("loud", filter(3));
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        match next(&mut f).await {
+            Some(LogEvent::Line(line)) => got.push(line.line),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(got[2].starts_with("29999 "), "{got:?}");
 }

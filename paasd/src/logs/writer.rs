@@ -1,5 +1,6 @@
 //! The one writer: a dedicated thread that takes lines off the append queue in batches,
-//! writes them to each app's [`AppStream`], hands them to the app's followers, and flushes
+//! writes them to each app's [`AppStream`] of the line's [`Set`] (platform and build lines
+//! apart from the rest), hands them to the app's followers, and flushes
 //! after every batch (so at least every [`BATCH_TIME`]). Also serves the commands that need
 //! a consistent point in the stream (subscribe, end position, flush, remove). Must not block
 //! appenders (they only ever push onto an unbounded channel whose length they bound
@@ -16,7 +17,7 @@ use paas_api::{LogLine, LogSource};
 use tokio::sync::oneshot;
 
 use super::follow::{Hub, Subscription};
-use super::store::{AppStream, End, Limits, STREAM_DIR};
+use super::store::{AppStream, Ends, Limits, Set};
 
 /// A batch ends after this long even if more lines are waiting, so lines reach the files
 /// (and readers) at least this often under load.
@@ -29,6 +30,8 @@ pub const BATCH_TIME: Duration = Duration::from_millis(50);
 pub const COALESCE: Duration = Duration::from_millis(10);
 /// The same disk error is logged at most this often per app.
 const WARN_EVERY: Duration = Duration::from_secs(60);
+/// An app's stream says that the queue dropped some of its lines at most this often.
+const DROP_NOTE_EVERY: Duration = Duration::from_secs(10);
 
 pub enum Cmd {
     Line {
@@ -41,7 +44,7 @@ pub enum Cmd {
     },
     End {
         app: String,
-        reply: oneshot::Sender<Option<End>>,
+        reply: oneshot::Sender<Ends>,
     },
     Flush {
         reply: oneshot::Sender<()>,
@@ -67,21 +70,50 @@ pub struct Shared {
     pub any_dropped: AtomicBool,
 }
 
+/// The caps of each set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetLimits {
+    pub stream: Limits,
+    pub platform: Limits,
+}
+
+impl SetLimits {
+    fn of(&self, set: Set) -> Limits {
+        match set {
+            Set::Stream => self.stream,
+            Set::Platform => self.platform,
+        }
+    }
+}
+
+/// Which set a line belongs to: what the platform says about the app and its builds
+/// outlives whatever the app prints.
+pub fn set_of(source: LogSource) -> Set {
+    match source {
+        LogSource::Platform | LogSource::Build => Set::Platform,
+        LogSource::App | LogSource::Router | LogSource::Cron => Set::Stream,
+    }
+}
+
 pub struct Writer {
     root: PathBuf,
-    limits: Limits,
+    limits: SetLimits,
     queue_lines: usize,
     shared: Arc<Shared>,
-    streams: HashMap<String, AppStream>,
+    streams: HashMap<(String, Set), AppStream>,
+    /// The write sequence of the last line written (see `store::encode`).
+    last_seq: u64,
     hub: Hub,
     closed: bool,
     warned: HashMap<String, Instant>,
+    /// When each app's stream last said the queue dropped lines.
+    noted: HashMap<String, Instant>,
 }
 
 impl Writer {
     pub fn new(
         root: PathBuf,
-        limits: Limits,
+        limits: SetLimits,
         queue_lines: usize,
         follow_buffer: usize,
         shared: Arc<Shared>,
@@ -92,9 +124,11 @@ impl Writer {
             queue_lines,
             shared,
             streams: HashMap::new(),
+            last_seq: 0,
             hub: Hub::new(follow_buffer),
             closed: false,
             warned: HashMap::new(),
+            noted: HashMap::new(),
         }
     }
 
@@ -114,7 +148,7 @@ impl Writer {
                 }
             }
             self.flush_all();
-            self.report_drops();
+            self.report_drops(false);
             if handled > 1 && !self.closed {
                 std::thread::sleep(COALESCE);
             }
@@ -142,13 +176,13 @@ impl Writer {
             // Drops are reported before a reader is told where the stream ends: lines appended
             // before its call are in, and so is the note about those that were not.
             Cmd::End { app, reply } => {
-                self.report_drops();
+                self.report_drops(true);
                 let _ = reply.send(self.end(&app));
             }
             Cmd::Flush { reply } => {
-                self.report_drops();
+                self.report_drops(true);
                 self.flush_all();
-                for (app, stream) in &mut self.streams {
+                for ((app, _), stream) in &mut self.streams {
                     if let Err(e) = stream.sync() {
                         tracing::warn!(%app, error = %e, "syncing a log segment failed");
                     }
@@ -156,7 +190,8 @@ impl Writer {
                 let _ = reply.send(());
             }
             Cmd::Remove { app, reply } => {
-                self.streams.remove(&app);
+                self.streams.retain(|(a, _), _| *a != app);
+                self.noted.remove(&app);
                 self.hub.close(&app);
                 let dir = self.root.join(&app);
                 if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -177,12 +212,24 @@ impl Writer {
         }
     }
 
+    /// Now in nanoseconds, or one more than the last if the clock has not moved (or went
+    /// back): lines of an app's two sets merge back in the order they were written.
+    fn next_seq(&mut self) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        self.last_seq = now.max(self.last_seq.saturating_add(1));
+        self.last_seq
+    }
+
     fn write(&mut self, app: &str, line: LogLine) {
         let line = Arc::new(line);
-        match serde_json::to_vec(&*line) {
-            Ok(mut bytes) => {
-                bytes.push(b'\n');
-                let result = self.stream(app).and_then(|s| s.append(&bytes));
+        let seq = self.next_seq();
+        match super::store::encode(&line, seq) {
+            Ok(bytes) => {
+                let result = self
+                    .stream(app, set_of(line.source))
+                    .and_then(|s| s.append(&bytes));
                 if let Err(e) = result {
                     self.warn(app, "writing to the log stream failed", &e);
                 }
@@ -193,38 +240,42 @@ impl Writer {
         self.hub.publish(app, &line);
     }
 
-    /// The app's stream, loaded from disk the first time.
-    fn stream(&mut self, app: &str) -> std::io::Result<&mut AppStream> {
-        if !self.streams.contains_key(app) {
-            let dir = self.root.join(app).join(STREAM_DIR);
-            let stream = AppStream::open(dir, self.limits)?;
-            self.streams.insert(app.to_string(), stream);
+    /// One set of the app's, loaded from disk the first time.
+    fn stream(&mut self, app: &str, set: Set) -> std::io::Result<&mut AppStream> {
+        let key = (app.to_string(), set);
+        if !self.streams.contains_key(&key) {
+            let dir = self.root.join(app).join(set.dir_name());
+            let stream = AppStream::open(dir, self.limits.of(set))?;
+            self.streams.insert(key.clone(), stream);
         }
         self.streams
-            .get_mut(app)
+            .get_mut(&key)
             .ok_or_else(|| std::io::Error::other("stream vanished"))
     }
 
-    /// Where the app's stream ends now, its buffered lines flushed first.
-    fn end(&mut self, app: &str) -> Option<End> {
-        let stream = match self.stream(app) {
-            Ok(s) => s,
-            Err(e) => {
-                self.warn(app, "opening the log stream failed", &e);
-                return None;
+    /// Where each of the app's sets ends now, buffered lines flushed first.
+    fn end(&mut self, app: &str) -> Ends {
+        let mut ends = Ends::default();
+        for set in Set::ALL {
+            let stream = match self.stream(app, set) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.warn(app, "opening the log stream failed", &e);
+                    continue;
+                }
+            };
+            let flushed = stream.flush();
+            ends.set(set, stream.end());
+            if let Err(e) = flushed {
+                self.warn(app, "flushing the log stream failed", &e);
             }
-        };
-        let flushed = stream.flush();
-        let end = stream.end();
-        if let Err(e) = flushed {
-            self.warn(app, "flushing the log stream failed", &e);
         }
-        end
+        ends
     }
 
     fn flush_all(&mut self) {
         let mut failed = Vec::new();
-        for (app, stream) in &mut self.streams {
+        for ((app, _), stream) in &mut self.streams {
             if stream.is_dirty() {
                 if let Err(e) = stream.flush() {
                     failed.push((app.clone(), e));
@@ -236,22 +287,52 @@ impl Writer {
         }
     }
 
-    /// Once the queue has room again, says in each app's stream how many lines it lost.
-    fn report_drops(&mut self) {
+    /// Once the queue has room again, says in each app's stream how many lines it lost; at
+    /// most once per [`DROP_NOTE_EVERY`] per app (a queue that keeps overflowing would
+    /// otherwise add a note every batch), unless `now` (a reader is about to be told where
+    /// the stream ends, or a flush): then the note about lines appended before it is in.
+    fn report_drops(&mut self, now: bool) {
         if !self.shared.any_dropped.load(Ordering::Acquire)
             || self.shared.queued.load(Ordering::Acquire) > self.queue_lines / 2
         {
             return;
         }
         self.shared.any_dropped.store(false, Ordering::Release);
-        let dropped = std::mem::take(
+        let mut dropped = std::mem::take(
             &mut *self
                 .shared
                 .dropped
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()),
         );
+        if !now {
+            let at = Instant::now();
+            let early: Vec<String> = dropped
+                .keys()
+                .filter(|app| {
+                    self.noted
+                        .get(*app)
+                        .is_some_and(|t| at.duration_since(*t) < DROP_NOTE_EVERY)
+                })
+                .cloned()
+                .collect();
+            if !early.is_empty() {
+                // Back for a later batch, added to whatever is dropped meanwhile.
+                let mut shared = self
+                    .shared
+                    .dropped
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                for app in early {
+                    if let Some(count) = dropped.remove(&app) {
+                        *shared.entry(app).or_default() += count;
+                    }
+                }
+                self.shared.any_dropped.store(true, Ordering::Release);
+            }
+        }
         for (app, count) in dropped {
+            self.noted.insert(app.clone(), Instant::now());
             tracing::warn!(%app, count, "log lines dropped: the log writer fell behind");
             let line = LogLine {
                 ts: super::timestamp(std::time::SystemTime::now()),

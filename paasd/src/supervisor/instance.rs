@@ -1,7 +1,7 @@
 //! One instance (`web.1`) for its whole life: start its container, pass its output to the
-//! log stream, run its readiness and liveness checks, restart it with backoff when it exits,
-//! give up when it keeps crashing, and stop it gracefully (drain, SIGTERM, grace, SIGKILL)
-//! when told to. Must not decide how many instances run or which are routed: the
+//! log stream, say when its pids limit refuses forks, run its readiness and liveness checks,
+//! restart it with backoff when it exits, give up when it keeps crashing, and stop it
+//! gracefully (drain, SIGTERM, grace, SIGKILL) when told to. Must not decide how many instances run or which are routed: the
 //! supervisor does, from what this reports.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -12,6 +12,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use paas_api::{HealthState, InstanceInfo, InstanceState, LogSource};
 use tokio::sync::watch;
+
+use crate::floods::{self, LineGate, PidsWatch};
 
 use super::backoff::Next;
 use super::health::{self, Check, Kind, APP_PORT};
@@ -174,6 +176,10 @@ pub async fn run(ctx: Arc<Ctx>, h: Arc<Handle>, launch: Launch) {
     let mut stop = h.stop.subscribe();
     let mut crashes = 0u32;
     let name = h.name();
+    let mut floods = Watch {
+        lines: LineGate::new(&name, ctx.line_rate, Instant::now()),
+        pids: PidsWatch::new(&name, launch.limits.pids),
+    };
     loop {
         if *stop.borrow() || ctx.shutting_down() {
             break;
@@ -201,16 +207,21 @@ pub async fn run(ctx: Arc<Ctx>, h: Arc<Handle>, launch: Launch) {
             Ok(mut inst) => {
                 h.progress.send_replace(Progress::Started);
                 ctx.platform(&h, format!("{name} started: {}", launch.command));
-                let outcome = supervise(&ctx, &h, &mut inst, &launch.checks, &mut stop).await;
+                // A fresh cgroup, a fresh counter.
+                floods.pids = PidsWatch::new(&name, launch.limits.pids);
+                let outcome =
+                    supervise(&ctx, &h, &mut inst, &launch.checks, &mut stop, &mut floods).await;
                 let reason = match outcome {
                     Outcome::Stop => {
-                        stop_gracefully(&ctx, &h, &mut inst).await;
+                        stop_gracefully(&ctx, &h, &mut inst, &mut floods).await;
+                        floods.ended(&ctx, &h, &inst);
                         inst.finish(false).await;
                         ctx.platform(&h, format!("{name} stopped"));
                         break;
                     }
                     Outcome::Exited { code, signal } => {
                         let oom = inst.oom_killed();
+                        floods.ended(&ctx, &h, &inst);
                         inst.finish(false).await;
                         if oom {
                             format!(
@@ -238,6 +249,7 @@ pub async fn run(ctx: Arc<Ctx>, h: Arc<Handle>, launch: Launch) {
                                 break;
                             }
                         }
+                        floods.ended(&ctx, &h, &inst);
                         inst.finish(false).await;
                         format!("{name} failed its health check ({e}); replaced")
                     }
@@ -296,14 +308,64 @@ pub async fn run(ctx: Arc<Ctx>, h: Arc<Handle>, launch: Launch) {
     ctx.instance_gone(&h).await;
 }
 
+/// What the instance floods (see `floods`): its output's line budget, kept across restarts
+/// so a crash loop gets no fresh burst, and its current container's refused forks.
+struct Watch {
+    lines: LineGate,
+    pids: PidsWatch,
+}
+
+impl Watch {
+    /// An output line: to the log if the budget allows, else counted (and reported at most
+    /// every [`floods::DROP_REPORT_EVERY`]).
+    fn output(&mut self, ctx: &Ctx, h: &Handle, ts_ms: u64, line: String) {
+        let now = Instant::now();
+        if self.lines.admit(now) {
+            ctx.app_line(h, ts_ms, line);
+        } else if let Some(report) = self.lines.report(now) {
+            ctx.platform(h, report);
+        }
+    }
+
+    /// Every [`floods::CHECK_EVERY`]: the pids counter (cgroupfs answers from memory, so
+    /// this does not block), and a drop report that is due even if the app went quiet.
+    fn tick(&mut self, ctx: &Ctx, h: &Handle, inst: &paas_runtime::Instance) {
+        let now = Instant::now();
+        if let Some(line) = inst
+            .fork_failures()
+            .and_then(|count| self.pids.observe(count, now))
+        {
+            ctx.platform(h, line);
+        }
+        if let Some(report) = self.lines.report(now) {
+            ctx.platform(h, report);
+        }
+    }
+
+    /// The container has exited (its cgroup not yet removed): what no line has told yet,
+    /// before the line saying how it ended.
+    fn ended(&mut self, ctx: &Ctx, h: &Handle, inst: &paas_runtime::Instance) {
+        if let Some(line) = inst
+            .fork_failures()
+            .and_then(|count| self.pids.finish(count))
+        {
+            ctx.platform(h, line);
+        }
+        if let Some(report) = self.lines.flush(Instant::now()) {
+            ctx.platform(h, report);
+        }
+    }
+}
+
 /// Passes output on and runs the checks until the container exits, fails a check or is
-/// told to stop.
+/// told to stop. Looks at its floods every [`floods::CHECK_EVERY`].
 async fn supervise(
     ctx: &Arc<Ctx>,
     h: &Arc<Handle>,
     inst: &mut paas_runtime::Instance,
     checks: &[Check],
     stop: &mut watch::Receiver<bool>,
+    floods: &mut Watch,
 ) -> Outcome {
     let host = format!("{}.{}", h.app, ctx.base_domain);
     let readiness: Vec<Check> = checks
@@ -373,15 +435,18 @@ async fn supervise(
     tokio::pin!(live);
     let mut disk = DiskWatch::default();
     let mut disk_tick = tokio::time::interval(DISK_CHECK_EVERY);
+    let mut tick = tokio::time::interval(floods::CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = tick.tick() => floods.tick(ctx, h, inst),
             _ = disk_tick.tick() => {
                 if let Some(line) = disk.check(&h.name(), inst.disk_usage()) {
                     ctx.platform(h, line);
                 }
             }
             msg = inst.container.next() => match msg {
-                Some(FromHelper::Output { line, ts_ms, .. }) => ctx.app_line(h, ts_ms, line),
+                Some(FromHelper::Output { line, ts_ms, .. }) => floods.output(ctx, h, ts_ms, line),
                 Some(FromHelper::Exited { code, signal }) => return Outcome::Exited { code, signal },
                 Some(_) => {}
                 None => return Outcome::Exited { code: None, signal: None },
@@ -454,14 +519,19 @@ impl DiskWatch {
 /// grace period, SIGKILL. Returns as soon as the instance has exited, so a rollout is as fast
 /// as the app's shutdown. Output keeps flowing to the log meanwhile, and how the instance
 /// ended (signal or code, seconds after SIGTERM) goes to the platform log.
-async fn stop_gracefully(ctx: &Arc<Ctx>, h: &Arc<Handle>, inst: &mut paas_runtime::Instance) {
+async fn stop_gracefully(
+    ctx: &Arc<Ctx>,
+    h: &Arc<Handle>,
+    inst: &mut paas_runtime::Instance,
+    floods: &mut Watch,
+) {
     h.set_state(InstanceState::Draining);
     let addr = h.addr();
     let drain_until = Instant::now() + ctx.cfg_drain;
     while (ctx.hooks.inflight)(addr) > 0 && Instant::now() < drain_until {
         tokio::select! {
             msg = inst.container.next() => match msg {
-                Some(FromHelper::Output { line, ts_ms, .. }) => ctx.app_line(h, ts_ms, line),
+                Some(FromHelper::Output { line, ts_ms, .. }) => floods.output(ctx, h, ts_ms, line),
                 Some(FromHelper::Exited { code, signal }) => {
                     ctx.platform(h, format!("{} exited while draining: {}", h.name(), ended(code, signal)));
                     return;
@@ -481,7 +551,7 @@ async fn stop_gracefully(ctx: &Arc<Ctx>, h: &Arc<Handle>, inst: &mut paas_runtim
     loop {
         tokio::select! {
             msg = inst.container.next() => match msg {
-                Some(FromHelper::Output { line, ts_ms, .. }) => ctx.app_line(h, ts_ms, line),
+                Some(FromHelper::Output { line, ts_ms, .. }) => floods.output(ctx, h, ts_ms, line),
                 Some(FromHelper::Exited { code, signal }) => {
                     ctx.platform(h, format!(
                         "{} stopped {:.1} s after SIGTERM: {}",

@@ -21,6 +21,7 @@ use paas_api::{LogLine, LogSource};
 use crate::addresses::{AddressError, Addresses};
 use crate::apps::{AppError, Apps};
 use crate::config::InstanceConfig;
+use crate::floods::LineRate;
 use crate::locks::AppLocks;
 use crate::routing::RouteSignal;
 use crate::slugs::Slugs;
@@ -71,6 +72,8 @@ pub(crate) struct Ctx {
     base_domain: String,
     cfg_drain: Duration,
     cfg_grace: Duration,
+    /// How many output lines one instance may log (`[logs] lines_per_sec`).
+    line_rate: LineRate,
     policy: backoff::Policy,
     /// Instances by app.
     registry: Mutex<BTreeMap<String, Arc<AppState>>>,
@@ -188,6 +191,8 @@ pub struct Services {
     pub apps: Apps,
     pub slugs: Slugs,
     pub hooks: Hooks,
+    /// Each instance's output budget (`[logs] lines_per_sec`).
+    pub line_rate: LineRate,
 }
 
 /// The supervisor service (cheap to clone).
@@ -207,6 +212,7 @@ impl Supervisor {
             apps,
             slugs,
             hooks,
+            line_rate,
         } = services;
         let ctx = Arc::new(Ctx {
             runtime,
@@ -218,6 +224,7 @@ impl Supervisor {
             base_domain,
             cfg_drain: Duration::from_secs(cfg.drain_secs),
             cfg_grace: Duration::from_secs(cfg.grace_secs),
+            line_rate,
             policy: backoff::Policy {
                 initial: Duration::from_millis(cfg.backoff_initial_ms),
                 max: Duration::from_secs(cfg.backoff_max_secs),
