@@ -119,7 +119,7 @@ fn main() -> anyhow::Result<()> {
             }
             membership.sort_by(f64::total_cmp);
             if let Some(m) = membership.get(membership.len() / 2) {
-                eprintln!("membership (admit + expel, nft -f): median {m:.3} ms");
+                eprintln!("membership (admit + expel over nfnetlink): median {m:.3} ms");
             }
             anyhow::Ok((times, cleaned))
         }

@@ -6,6 +6,7 @@
 //! modify other links, and must not choose addresses (the store's allocator does).
 
 pub mod inside;
+mod members;
 mod netns;
 mod nft;
 mod rtnl;
@@ -241,22 +242,30 @@ impl Network {
     /// reach each other. Call before the instance starts; [`Network::expel`] before `ip`
     /// is handed to anyone else.
     pub async fn admit(&self, ip: Ipv4Addr, group: u32) -> Result<(), NetError> {
-        self.membership(nft::admit_script(&self.bridge, ip, group))
-            .await
+        self.membership(move |t| members::admit(t, ip, group)).await
     }
 
     /// Takes `ip` out of `group`; idempotent.
     pub async fn expel(&self, ip: Ipv4Addr, group: u32) -> Result<(), NetError> {
-        self.membership(nft::expel_script(&self.bridge, ip, group))
-            .await
+        self.membership(move |t| members::expel(t, ip, group)).await
     }
 
-    async fn membership(&self, script: String) -> Result<(), NetError> {
+    async fn membership(
+        &self,
+        change: impl FnOnce(&str) -> io::Result<()> + Send + 'static,
+    ) -> Result<(), NetError> {
         if !self.nat {
             return Ok(());
         }
-        nft::apply(&nft::table_name(&self.bridge), &script).await?;
-        Ok(())
+        let table = nft::table_name(&self.bridge);
+        let t = table.clone();
+        tokio::task::spawn_blocking(move || change(&t))
+            .await
+            .map_err(|e| NetError::Worker(format!("membership change: {e}")))?
+            .map_err(|e| NetError::Nft {
+                table,
+                detail: format!("changing an address's app group: {e}"),
+            })
     }
 
     /// What an instance with address `ip` configures inside its namespace (see [`inside`]);

@@ -125,26 +125,6 @@ pub fn delete_script(bridge: &str) -> String {
     format!("table inet {table} {{}}\ndelete table inet {table}\n")
 }
 
-/// Makes `ip` a member of app `group` (its instances may reach each other).
-pub fn admit_script(bridge: &str, ip: Ipv4Addr, group: u32) -> String {
-    let table = table_name(bridge);
-    format!(
-        "add element inet {table} app_of {{ {ip} : {group} }}\n\
-         add element inet {table} members {{ {ip} . {group} }}\n"
-    )
-}
-
-/// Takes `ip` out of app `group`; idempotent (adding an element that exists is no error,
-/// deleting one that does not is, so the script adds before it deletes).
-pub fn expel_script(bridge: &str, ip: Ipv4Addr, group: u32) -> String {
-    let table = table_name(bridge);
-    let add = admit_script(bridge, ip, group);
-    format!(
-        "{add}delete element inet {table} app_of {{ {ip} }}\n\
-         delete element inet {table} members {{ {ip} . {group} }}\n"
-    )
-}
-
 /// What running a script did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Applied {
@@ -216,19 +196,5 @@ mod tests {
             delete_script("paas0"),
             "table inet paas_paas0 {}\ndelete table inet paas_paas0\n"
         );
-    }
-
-    #[test]
-    fn membership_scripts_add_before_they_delete() {
-        let ip: Ipv4Addr = "10.88.0.7".parse().expect("ip");
-        assert_eq!(
-            admit_script("paas0", ip, 3),
-            "add element inet paas_paas0 app_of { 10.88.0.7 : 3 }\n\
-             add element inet paas_paas0 members { 10.88.0.7 . 3 }\n"
-        );
-        let expel = expel_script("paas0", ip, 3);
-        let (add, del) = expel.split_at(expel.find("delete").expect("a delete"));
-        assert_eq!(add, admit_script("paas0", ip, 3));
-        assert!(del.contains("delete element inet paas_paas0 members { 10.88.0.7 . 3 }"));
     }
 }

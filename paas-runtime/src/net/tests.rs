@@ -488,6 +488,65 @@ fn bridge_mac_is_stable_local_unicast() {
 }
 
 #[tokio::test]
+async fn app_groups_change_over_netlink_and_expel_is_idempotent() {
+    if !root_or_skip("app_groups_change_over_netlink_and_expel_is_idempotent") {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let bridge = name("pt", 'g');
+    let _guard = HostGuard::new(&bridge);
+    let net = test_net(&bridge, 6).await;
+    if !net.nat() {
+        eprintln!("skipped: no nft");
+        return;
+    }
+    let list = |what: &str| {
+        let out = Command::new("nft")
+            .args([
+                "list",
+                what,
+                "inet",
+                &format!("paas_{bridge}"),
+                if what == "map" { "app_of" } else { "members" },
+            ])
+            .output()
+            .expect("nft list");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let ip = tip(6, 9);
+    let t = Instant::now();
+    net.admit(ip, 7).await.expect("admit");
+    eprintln!("admit: {:?}", t.elapsed());
+    assert!(
+        list("map").contains(&format!("{ip} : 0x00000007")),
+        "{}",
+        list("map")
+    );
+    assert!(
+        list("set").contains(&format!("{ip} . 0x00000007")),
+        "{}",
+        list("set")
+    );
+    // Again: no error, still one element.
+    net.admit(ip, 7).await.expect("admit twice");
+    let t = Instant::now();
+    net.expel(ip, 7).await.expect("expel");
+    eprintln!("expel: {:?}", t.elapsed());
+    assert!(!list("map").contains(&ip.to_string()), "{}", list("map"));
+    assert!(!list("set").contains(&ip.to_string()), "{}", list("set"));
+    net.expel(ip, 7).await.expect("expel twice");
+    // A change the kernel refuses comes back as an error, not silence: another app's
+    // number for an address that is still a member (the map's value differs).
+    net.admit(ip, 7).await.expect("admit");
+    assert!(
+        net.admit(ip, 8).await.is_err(),
+        "an address is in one group at a time"
+    );
+    net.expel(ip, 7).await.expect("expel");
+    net.teardown().await.expect("teardown");
+}
+
+#[tokio::test]
 async fn setup_is_idempotent_converges_and_teardown_removes_everything() {
     if !root_or_skip("setup_is_idempotent_converges_and_teardown_removes_everything") {
         return;
