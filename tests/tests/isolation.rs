@@ -539,6 +539,62 @@ fn apps_run_as_their_own_uids_and_share_no_per_user_limits() {
     };
     let got: Value = serde_json::from_str(&http_get(&bh, &bp, "/inotify?n=8")).expect("json");
     assert_eq!(got["got"], 8, "beta is not limited by alpha: {got}");
+
+    // alpha cannot signal beta's processes: their pids are not even names in its namespace.
+    let victim = instance_pids(&d, "beta");
+    assert!(!victim.is_empty());
+    let r = d.paas(&[
+        "run",
+        "alpha",
+        &format!("kill -0 {} 2>&1; echo status=$?", victim[0]),
+    ]);
+    assert!(r.stdout.contains("status=1"), "{r:#?}");
+    assert!(
+        std::path::Path::new(&format!("/proc/{}", victim[0])).exists(),
+        "beta's process lives on"
+    );
+}
+
+/// Host pids of `app`'s web instances' processes.
+fn instance_pids(d: &Daemon, app: &str) -> Vec<u32> {
+    d.cgroups()
+        .iter()
+        .filter(|cg| cg.to_string_lossy().contains(&format!("{app}-web")))
+        .flat_map(|cg| {
+            std::fs::read_to_string(cg.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+#[test]
+fn names_resolve_inside_containers_when_they_resolve_on_the_host() {
+    use std::net::ToSocketAddrs;
+    // The way out is through the host's own resolvers: whatever they answer on the host, an
+    // instance must get too (a machine without DNS at all has nothing to compare).
+    let name = "deb.debian.org";
+    if (name, 80)
+        .to_socket_addrs()
+        .map(|mut a| a.next().is_none())
+        .unwrap_or(true)
+    {
+        eprintln!("skipped: the host itself cannot resolve {name}");
+        return;
+    }
+    let d = Daemon::start();
+    d.paas(&["create", "resolver"]).ok();
+    let r = d.paas(&[
+        "run",
+        "resolver",
+        "--",
+        "python3",
+        "-c",
+        &format!("import socket; print('resolved', socket.gethostbyname('{name}'))"),
+    ]);
+    assert!(r.stdout.contains("resolved "), "{r:#?}");
 }
 
 /// Bytes a tree takes on disk (allocated blocks: a sparse image counts what is written).
