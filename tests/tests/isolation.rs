@@ -291,6 +291,25 @@ fn bridge_link_local(bridge: &str) -> String {
     )
 }
 
+/// Creates `app` with a buildpack of the test's own (always detects; `compile` is its
+/// compile script; its release declares a `worker`). The buildpack's dir lives as long as the
+/// returned guard.
+fn app_with_buildpack(d: &Daemon, app: &str, compile: &str) -> tempfile::TempDir {
+    let bps = tempfile::tempdir().expect("tempdir");
+    let bin = bps.path().join("testpack/bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    write_script(&bin.join("detect"), "echo testpack");
+    write_script(&bin.join("compile"), compile);
+    write_script(
+        &bin.join("release"),
+        "printf -- '---\\ndefault_process_types:\\n  worker: sleep 1000\\n'",
+    );
+    d.paas(&["create", app]).ok();
+    let dir = bps.path().join("testpack").display().to_string();
+    d.paas(&["buildpacks", "set", app, &dir]).ok();
+    bps
+}
+
 fn gateway(d: &Daemon) -> Ipv4Addr {
     Ipv4Addr::new(10, 213, d.seq() as u8, 1)
 }
@@ -384,27 +403,12 @@ fn instances_one_offs_and_builds_reach_only_the_world_and_their_siblings() {
     let mut build_targets = targets.clone();
     build_targets.push(format!("host_loopback,127.0.0.1,{}", host.port));
     build_targets.push(format!("host_abstract_socket,@{},0", host.abstract_name));
-    let bps = tempfile::tempdir().expect("tempdir");
-    let bin = bps.path().join("probepack/bin");
-    std::fs::create_dir_all(&bin).expect("mkdir");
-    write_script(&bin.join("detect"), "echo probepack");
-    write_script(
-        &bin.join("compile"),
+    let app = app_dir(&[("targets.txt", &build_targets.join(" "))]);
+    let _pack = app_with_buildpack(
+        &d,
+        "prober",
         "cd \"$1\" && python3 probe.py $(cat targets.txt)",
     );
-    write_script(
-        &bin.join("release"),
-        "printf -- '---\\ndefault_process_types: {}\\n'",
-    );
-    let app = app_dir(&[("targets.txt", &build_targets.join(" "))]);
-    d.paas(&["create", "prober"]).ok();
-    d.paas(&[
-        "buildpacks",
-        "set",
-        "prober",
-        &bps.path().join("probepack").display().to_string(),
-    ])
-    .ok();
     d.paas(&["scale", "prober", "web=2"]).ok();
     let out = d.deploy_dir("prober", app.path());
     let build = probe_results(&out);
@@ -661,30 +665,15 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 #[test]
 fn a_build_writing_beyond_its_disk_quota_fails_with_enospc_and_leaves_nothing_mounted() {
     let d = Daemon::start_with_config("[build]\ndisk_mb = 48\n");
-    let bps = tempfile::tempdir().expect("tempdir");
-    let bin = bps.path().join("fillpack/bin");
-    std::fs::create_dir_all(&bin).expect("mkdir");
-    write_script(&bin.join("detect"), "echo fillpack");
     // The cache takes 8 MB (it has an image of its own), then /app is filled past 48 MB.
-    write_script(
-        &bin.join("compile"),
+    let _pack = app_with_buildpack(
+        &d,
+        "hog",
         "dd if=/dev/zero of=\"$2/blob\" bs=1M count=8 status=none\n\
          echo cache-written\n\
          [ -f \"$1/fill\" ] || exit 0\n\
          dd if=/dev/zero of=\"$1/big\" bs=1M count=80",
     );
-    write_script(
-        &bin.join("release"),
-        "printf -- '---\\ndefault_process_types:\\n  worker: sleep 1000\\n'",
-    );
-    d.paas(&["create", "hog"]).ok();
-    d.paas(&[
-        "buildpacks",
-        "set",
-        "hog",
-        &bps.path().join("fillpack").display().to_string(),
-    ])
-    .ok();
     let src = tempfile::tempdir().expect("tempdir");
     write(src.path(), "Procfile", "worker: sleep 1000\n");
     // A build within its quota works, and its cache lives in an image of its own.
@@ -733,26 +722,11 @@ fn a_build_writing_beyond_its_disk_quota_fails_with_enospc_and_leaves_nothing_mo
 #[test]
 fn a_build_hitting_its_process_limit_says_so_in_the_build_output() {
     let d = Daemon::start_with_config("[build]\npids = 32\n");
-    let bps = tempfile::tempdir().expect("tempdir");
-    let bin = bps.path().join("forkpack/bin");
-    std::fs::create_dir_all(&bin).expect("mkdir");
-    write_script(&bin.join("detect"), "echo forkpack");
-    write_script(
-        &bin.join("compile"),
+    let _pack = app_with_buildpack(
+        &d,
+        "forker",
         "python3 -c '\nimport os, time\nrefused = 0\nfor i in range(100):\n    try:\n        if os.fork() == 0:\n            time.sleep(2)\n            os._exit(0)\n    except OSError:\n        refused += 1\nprint(\"refused\", refused)\n'",
     );
-    write_script(
-        &bin.join("release"),
-        "printf -- '---\\ndefault_process_types:\\n  worker: sleep 1000\\n'",
-    );
-    d.paas(&["create", "forker"]).ok();
-    d.paas(&[
-        "buildpacks",
-        "set",
-        "forker",
-        &bps.path().join("forkpack").display().to_string(),
-    ])
-    .ok();
     let src = tempfile::tempdir().expect("tempdir");
     write(src.path(), "Procfile", "worker: sleep 1000\n");
     let out = d.deploy_dir("forker", src.path());
