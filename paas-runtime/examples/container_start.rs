@@ -105,16 +105,16 @@ fn main() -> anyhow::Result<()> {
                 }
                 inst.finish(false).await;
                 paas_runtime::timing::mark("cleaned");
+                let all_removed = t.elapsed();
+                // Off the clock of the start, as in paasd (after the instance is gone).
                 let tx = Instant::now();
                 runtime.network().expel(ip, 7).await?;
-                if i >= 3 {
-                    membership.push((admitted + tx.elapsed()).as_secs_f64() * 1000.0);
-                }
                 anyhow::ensure!(ok, "/bin/true did not exit 0");
                 if i >= 3 {
-                    let exited = exited_at.unwrap_or_else(|| t.elapsed());
+                    let exited = exited_at.unwrap_or(all_removed);
                     times.push(exited.as_secs_f64() * 1000.0);
-                    cleaned.push(t.elapsed().as_secs_f64() * 1000.0);
+                    cleaned.push(all_removed.as_secs_f64() * 1000.0);
+                    membership.push((admitted + tx.elapsed()).as_secs_f64() * 1000.0);
                 }
             }
             membership.sort_by(f64::total_cmp);
