@@ -32,9 +32,14 @@ def probe(targets):
                 s = socket.socket(socket.AF_UNIX)
                 s.settimeout(2)
                 s.connect("\0" + host[1:])
+            elif ":" in host:
+                # getaddrinfo turns "fe80::1%eth0" into an address with its scope id.
+                fam, kind, proto, _, addr = socket.getaddrinfo(host, int(port), socket.AF_INET6, socket.SOCK_STREAM)[0]
+                s = socket.socket(fam, kind, proto)
+                s.settimeout(2)
+                s.connect(addr)
             else:
-                fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-                s = socket.socket(fam)
+                s = socket.socket(socket.AF_INET)
                 s.settimeout(2)
                 s.connect((host, int(port)))
             try:
