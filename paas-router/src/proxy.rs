@@ -16,6 +16,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, Uri, Version};
 
 use super::body::{Finish, ProxyBody, UpstreamBody};
+use super::conn::Busy;
 use super::headers::{self, Peer, X_REQUEST_ID};
 use super::pages::Page;
 use super::pool::{Conn, ConnectError};
@@ -73,6 +74,7 @@ pub(crate) async fn forward(
     router: Arc<Router>,
     req: Request<Incoming>,
     client: Arc<Peer>,
+    busy: Busy,
 ) -> Response<ProxyBody> {
     let start = Instant::now();
     let (mut parts, body) = req.into_parts();
@@ -83,6 +85,7 @@ pub(crate) async fn forward(
         &parts.method,
         &parts.uri,
         request_id.clone(),
+        busy,
     );
     let html = wants_html(&parts.headers);
 
