@@ -200,6 +200,10 @@ fn respond(
 ) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
+    // The version is hop-by-hop too: an HTTP/1.0 app (Python's http.server) must not make
+    // hyper close the client's keep-alive connection after every response. A client that
+    // spoke HTTP/1.0 still gets 1.0 (hyper answers in the request's version).
+    parts.version = Version::HTTP_11;
     if !parts.headers.contains_key(&X_REQUEST_ID) {
         parts.headers.insert(X_REQUEST_ID.clone(), request_id);
     }

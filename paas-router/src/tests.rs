@@ -1248,3 +1248,48 @@ async fn router_closes_idle_keep_alive_connections_but_not_slow_responses() {
     let c = h.router.connections();
     assert_eq!((c.idle_timeouts, c.header_timeouts), (1, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_keeps_client_connections_alive_behind_an_http_1_0_upstream() {
+    // An upstream like Python's http.server: HTTP/1.0 answers, closing after each.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = Vec::new();
+            if read_request(&mut s, &mut buf).await.is_none() {
+                continue;
+            }
+            let _ = s
+                .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await;
+        }
+    });
+    let h = Harness::start(RouterOptions::default()).await;
+    h.router.publish(table(&[(
+        "web",
+        &[],
+        vec![Upstream {
+            addr,
+            instance: "web.1".into(),
+            release: 1,
+        }],
+    )]));
+    let mut c = h.client().await;
+    for _ in 0..3 {
+        let got = c.get("web.paas.test").await;
+        assert_eq!((got.status, got.body.as_str()), (StatusCode::OK, "ok"));
+    }
+    assert_eq!(
+        h.router.connections().accepted,
+        1,
+        "one client connection for all"
+    );
+    // An HTTP/1.0 client is still answered in 1.0.
+    let got = raw(h.addr, "GET / HTTP/1.0\r\nHost: web.paas.test\r\n\r\n").await;
+    assert!(got.starts_with("HTTP/1.0 200"), "{got}");
+    server.abort();
+}
