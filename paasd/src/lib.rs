@@ -16,6 +16,7 @@ pub mod git;
 pub mod launch;
 pub mod locks;
 pub mod logs;
+pub mod memory;
 pub mod notify;
 pub mod oneoff;
 pub mod routing;
@@ -333,9 +334,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let router_task = tokio::spawn(Arc::clone(&router).serve(http, async move {
         let _ = router_stopped.await;
     }));
+    // Memory freed after a flood of connections goes back to the kernel.
+    let trimmer = tokio::spawn({
+        let router = Arc::clone(&router);
+        memory::watch(move || router.connections().open)
+    });
     tracing::info!(http = ?router_addr, "router listening");
     api::serve(listener, state, shutdown).await;
     let _ = router_stop.send(());
+    trimmer.abort();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), router_task).await;
     drop(socket_guard);
     // Again: a request that raced the signal may have started one more.
