@@ -27,7 +27,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use super::headers::Peer;
@@ -245,7 +245,11 @@ pub(crate) struct Accepted {
     pub client: Arc<Peer>,
     pub clock: Arc<Clock>,
     pub permit: Permit,
+    /// hyper's side of the graceful shutdown, for once hyper serves the connection.
     pub watcher: Watcher,
+    /// Turns true when the router stops: a connection still waiting for its first byte
+    /// closes then (its `watcher` would otherwise hold the shutdown until its timeout).
+    pub stopping: watch::Receiver<bool>,
 }
 
 /// Serves one admitted connection until the client leaves, a timeout closes it or the router
@@ -258,6 +262,7 @@ pub(crate) async fn serve(router: Arc<Router>, http: Arc<http1::Builder>, a: Acc
         clock,
         permit,
         watcher,
+        mut stopping,
     } = a;
     let t = router.timeouts;
     // `peek`, not `readable()`: a new socket may report readiness before any byte is there
@@ -267,6 +272,7 @@ pub(crate) async fn serve(router: Arc<Router>, http: Arc<http1::Builder>, a: Acc
         r = tokio::time::timeout(t.header, stream.peek(&mut first)) => r,
         // Counted by `limits`, which asked.
         () = clock.evicted.notified() => return,
+        _ = stopping.wait_for(|s| *s) => return,
     };
     match peeked {
         Ok(Ok(_)) => clock.fresh.store(false, Relaxed),

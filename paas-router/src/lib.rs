@@ -278,6 +278,7 @@ impl Router {
         let mut sweep = tokio::time::interval(self.opts.idle_timeout.max(Duration::from_secs(1)));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut refusals = RefusalLog::default();
+        let (stopping, stop) = tokio::sync::watch::channel(false);
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -325,10 +326,13 @@ impl Router {
                 clock,
                 permit,
                 watcher: graceful.watcher(),
+                stopping: stop.clone(),
             };
             tokio::spawn(conn::serve(Arc::clone(&self), Arc::clone(&http), accepted));
         }
         drop(listener);
+        // Connections that never sent a byte close now; hyper's finish their requests.
+        let _ = stopping.send(true);
         graceful.shutdown().await;
     }
 

@@ -880,6 +880,30 @@ async fn router_shutdown_lets_requests_finish() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_shutdown_is_not_held_by_silent_or_idle_connections() {
+    let up = TestUpstream::start("u").await;
+    let mut h = Harness::start(RouterOptions {
+        client_header_timeout: Duration::from_secs(300),
+        client_idle_timeout: Duration::from_secs(300),
+        ..RouterOptions::default()
+    })
+    .await;
+    h.router
+        .publish(table(&[("web", &[], vec![up.upstream(1)])]));
+    let _silent = TcpStream::connect(h.addr).await.expect("connect");
+    let mut idle = h.client().await;
+    assert_eq!(idle.get("web.paas.test").await.status, StatusCode::OK);
+    wait_for("both admitted", || h.router.connections().open == 2).await;
+    let _ = h.stop.take().map(|s| s.send(()));
+    // Far sooner than either timeout.
+    tokio::time::timeout(WAIT, &mut h.task)
+        .await
+        .expect("serve returns")
+        .expect("serve task");
+    wait_for("both closed", || h.router.connections().open == 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn router_keeps_counters_across_swaps() {
     let up = TestUpstream::start_with("u", true).await;
     let h = Harness::start(RouterOptions::default()).await;
