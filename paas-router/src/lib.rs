@@ -286,6 +286,7 @@ impl Router {
                 a = listener.accept() => a,
                 _ = sweep.tick() => {
                     self.expire_idle();
+                    self.admission.sweep();
                     refusals.flush(&self);
                     continue;
                 }

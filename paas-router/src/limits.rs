@@ -203,6 +203,24 @@ impl Admission {
         self.open.load(Relaxed) * 2 >= self.max_total
     }
 
+    /// Drops the candidates of closed connections from both queues and gives back their
+    /// room: after a flood, entries that are never met again would otherwise keep a small
+    /// allocation each (their connection's clock, held by the weak pointer) scattered over
+    /// the heap, where the allocator cannot return the pages around them. For the accept
+    /// loop's periodic sweep.
+    pub fn sweep(&self) {
+        let mut guard = self.inner();
+        let inner = &mut *guard;
+        for q in [&mut inner.silent, &mut inner.idle] {
+            if q.capacity() > 64 {
+                q.retain(|w| w.strong_count() > 0);
+                if q.capacity() > 4 * q.len() + 64 {
+                    q.shrink_to_fit();
+                }
+            }
+        }
+    }
+
     /// Queues a connection that just went idle as an eviction candidate.
     pub fn idle(&self, conn: Weak<dyn Evictable>) {
         let mut inner = self.inner();
@@ -440,6 +458,10 @@ mod tests {
         }
         let left = a.inner().silent.len();
         assert!(left <= 2 + 64 + 1, "{left}");
+        // The periodic sweep leaves nothing of closed connections, and no room for them.
+        a.sweep();
+        assert_eq!(a.inner().silent.len(), 0);
+        assert!(a.inner().silent.capacity() <= 64);
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Giving memory back after a burst. glibc keeps freed heap memory in its arenas, so after
 //! 20,000 client connections came and went paasd stayed at its peak RSS (292 MB after
 //! closing them, from 11 MB idle). Every few seconds this looks at paasd's RSS and the
-//! router's open connections, and when the RSS is well above paasd's rest and the
-//! connections have fallen to half their peak or less (or the RSS grew again since the last
-//! trim) it trims the heap once (`paas_runtime::heap::trim`, on a blocking thread).
+//! router's open connections, and when the RSS is well above paasd's rest (by half of it)
+//! and the connections have fallen to half their peak or less, it trims the heap
+//! (`paas_runtime::heap::trim`, on a blocking thread): once when they closed, again if the
+//! RSS grew or 30 s later while it stays up.
 //!
 //! Owns only that policy; must not touch the router or its connections (it is handed a
 //! function that counts them).
@@ -13,9 +14,16 @@ use std::time::Duration;
 /// How often the RSS and the connections are looked at.
 const TICK: Duration = Duration::from_secs(5);
 
-/// Growth over the last post-trim RSS that makes a trim worth it: less is noise (a log
-/// batch, a build's buffers) that glibc reuses anyway.
-const GROWTH: u64 = 16 << 20;
+/// Growth over the RSS after the last trim that makes another one worth it.
+const GROWTH: u64 = 8 << 20;
+
+/// Connections that must have closed since the peak for their memory to be worth a trim.
+const CLOSED: u64 = 64;
+
+/// While paasd stays well above its rest and quiet, a trim is tried again after this many
+/// looks (30 s): what one trim could not release (a page still holding a live allocation
+/// then) may be free by now. Cheap at these sizes (a millisecond).
+const RETRY_TICKS: u32 = 6;
 
 /// The decision, apart from the clock and /proc, to be testable.
 #[derive(Debug, Default)]
@@ -26,10 +34,9 @@ pub struct Trigger {
     trimmed_at: u64,
     /// The most open connections seen since the last trim.
     peak_open: u64,
+    /// Looks since the last trim.
+    ticks: u32,
 }
-
-/// Connections that must have closed since the peak for their memory to be worth a trim.
-const CLOSED: u64 = 64;
 
 impl Trigger {
     pub fn new(rss: u64) -> Trigger {
@@ -37,27 +44,31 @@ impl Trigger {
             baseline: rss,
             trimmed_at: rss,
             peak_open: 0,
+            ticks: 0,
         }
     }
 
-    /// One look: true when a trim is due now. Only when paasd is well above its rest, and
-    /// either connections closed in numbers (to half their peak or less) or the RSS grew
-    /// again since the last trim. While connections are still open their memory is in use
-    /// and a trim would give back little; a trim that could not give memory back (it is
-    /// fragmented, or in use elsewhere) is not repeated until something changes.
+    /// One look: true when a trim is due now. Only when paasd is well above its rest (by
+    /// half of it, at least 4 MB) and quiet (connections at half their peak or less: while
+    /// they are open their memory is in use), and then when connections closed in numbers,
+    /// the RSS grew again since the last trim, or the last trim is 30 s old.
     pub fn due(&mut self, rss: u64, open: u64) -> bool {
         self.baseline = self.baseline.min(rss);
         self.trimmed_at = self.trimmed_at.min(rss);
         self.peak_open = self.peak_open.max(open);
+        self.ticks = self.ticks.saturating_add(1);
+        let above_rest = rss >= self.baseline + (self.baseline / 2).max(4 << 20);
         let quiet = open <= self.peak_open / 2;
         let closed = self.peak_open - open >= CLOSED;
-        rss >= self.baseline + GROWTH && quiet && (closed || rss >= self.trimmed_at + GROWTH)
+        let grew = rss >= self.trimmed_at + GROWTH;
+        above_rest && quiet && (closed || grew || self.ticks >= RETRY_TICKS)
     }
 
     /// After a trim: the peak starts again from what is open now.
     pub fn trimmed(&mut self, rss: u64, open: u64) {
         self.trimmed_at = rss;
         self.peak_open = open;
+        self.ticks = 0;
     }
 }
 
@@ -111,7 +122,7 @@ mod tests {
     #[test]
     fn a_trim_follows_a_burst_once_its_connections_are_gone() {
         let mut t = Trigger::new(11 * MB);
-        assert!(!t.due(12 * MB, 3), "no growth to speak of");
+        assert!(!t.due(14 * MB, 3), "not well above the rest");
         // 20,000 connections open: their memory is in use.
         assert!(!t.due(150 * MB, 20_000));
         assert!(!t.due(150 * MB, 12_000));
@@ -124,16 +135,19 @@ mod tests {
         );
         // The rest closes: due again, although the RSS did not grow.
         assert!(t.due(140 * MB, 0));
-        t.trimmed(90 * MB, 0);
-        // What a trim could not release is not trimmed again and again...
-        assert!(!t.due(90 * MB, 0));
-        assert!(!t.due(95 * MB, 10), "a few connections come and go");
-        // ...until it grows again, e.g. a burst between two looks (its peak never seen).
-        assert!(t.due(90 * MB + GROWTH, 0));
-        t.trimmed(12 * MB, 0);
-        // Near the rest nothing is due, whatever closes.
-        assert!(!t.due(12 * MB, 1000));
-        assert!(!t.due(12 * MB, 0));
+        t.trimmed(23 * MB, 0);
+        // What a trim could not release is not trimmed at every look...
+        for _ in 1..RETRY_TICKS {
+            assert!(!t.due(23 * MB, 0));
+        }
+        // ...but again after 30 s while still well above the rest.
+        assert!(t.due(23 * MB, 0));
+        t.trimmed(15 * MB, 0);
+        for _ in 0..3 * RETRY_TICKS {
+            assert!(!t.due(15 * MB, 10), "near the rest: nothing to do");
+        }
+        // A burst between two looks (its peak never seen) counts once memory grew.
+        assert!(t.due(15 * MB + GROWTH + 2 * MB, 0));
     }
 
     #[test]
