@@ -260,6 +260,10 @@ write_config() {
 # branches = ["main", "master"]
 # [router]
 # trusted_proxies = []    # CIDRs of proxies in front whose X-Forwarded-* / Forwarded are kept
+# max_connections = 10000 # client connections at once (also kept within the fd budget)
+# max_connections_per_ip = 256  # from one address (an IPv6 /64); a proxy in front is one
+# header_timeout_secs = 10      # for a request head, from its first byte
+# idle_timeout_secs = 60        # keep-alive between requests
 TOML
   changed "wrote $PAAS_ETC/paasd.toml"
 }

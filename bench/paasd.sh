@@ -11,7 +11,8 @@ bench_paasd() {
   bench_bridge="pb$tag$$"; bench_bridge=${bench_bridge:0:15}
   bench_cgparent="paas-bench-$tag-$$"
   trap bench_paasd_cleanup EXIT
-  : >"$dir/paasd.toml"
+  # BENCH_PAASD_TOML: the config file's text (default empty).
+  printf '%s\n' "${BENCH_PAASD_TOML:-}" >"$dir/paasd.toml"
   "$paasd" --config "$dir/paasd.toml" --socket "$dir/s.sock" --state-dir "$dir/state" \
     --http 127.0.0.1:0 --bridge "$bench_bridge" --subnet "$subnet" \
     --cgroup-parent "$bench_cgparent" --buildpacks-dir "$PWD/buildpacks" 2>"$dir/paasd.log" &

@@ -442,6 +442,31 @@ pub struct DaemonHealth {
     /// The address the HTTP router listens on.
     #[serde(default)]
     pub router: Option<String>,
+    /// The router's client connections since paasd started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<RouterConnections>,
+}
+
+/// The router's client connections (`GET /health`): how many are open, what the caps
+/// refused and what the timeouts closed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RouterConnections {
+    pub open: u64,
+    pub peak: u64,
+    /// Admitted at once: `[router] max_connections`, or the descriptor budget if lower.
+    pub max: u64,
+    pub accepted: u64,
+    /// Closed at accept: `max` were open.
+    pub refused_total: u64,
+    /// Closed at accept: their source had `max_connections_per_ip` open.
+    pub refused_per_ip: u64,
+    /// Idle connections closed to make room for newcomers at `max`.
+    #[serde(default)]
+    pub evicted: u64,
+    /// Closed because a request head did not arrive in time.
+    pub header_timeouts: u64,
+    /// Keep-alive connections closed after waiting too long for a request.
+    pub idle_timeouts: u64,
 }
 
 /// `POST /apps/{app}/run`: a one-off container on the app's current release.

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::HeaderValue;
 
+use super::conn::Busy;
 use super::pool::{InflightGuard, Sender};
 use super::snapshot::AppRoute;
 use super::{AccessLine, Router};
@@ -76,6 +77,9 @@ pub(crate) struct Finish {
     /// The upstream connection, pooled again only if its response was read to the end.
     pub conn: Option<Sender>,
     complete: bool,
+    /// Keeps the client connection busy (no idle or header timeout) until the response is
+    /// over; released after everything above.
+    _busy: Busy,
 }
 
 impl Finish {
@@ -85,6 +89,7 @@ impl Finish {
         method: &hyper::Method,
         uri: &hyper::Uri,
         request_id: HeaderValue,
+        busy: Busy,
     ) -> Finish {
         Finish {
             router,
@@ -99,6 +104,7 @@ impl Finish {
             inflight: None,
             conn: None,
             complete: false,
+            _busy: busy,
         }
     }
 }

@@ -5,7 +5,8 @@
 //! per-app state alive across swaps. It must not query the store or know how instances are
 //! started: the supervisor builds a [`RouteTable`] and calls [`Router::publish`].
 //!
-//! The parts: `table` (host matching, upstream choice), `snapshot` (a table bound to live
+//! The parts: `limits` (which connections are admitted), `conn` (one client connection and
+//! its timeouts), `table` (host matching, upstream choice), `snapshot` (a table bound to live
 //! state), `pool` (per-address connections and in-flight count), `proxy` (one request),
 //! `headers` (Host and forwarding headers), `trust` (trusted-proxy networks), `body` (bodies
 //! and per-request bookkeeping), `stats`, `pages` (error pages).
@@ -13,7 +14,9 @@
 #![forbid(unsafe_code)]
 
 mod body;
+mod conn;
 mod headers;
+mod limits;
 mod pages;
 mod pool;
 mod proxy;
@@ -24,21 +27,21 @@ mod table;
 mod tests;
 mod trust;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
 
+pub use limits::{connection_budget, ConnStats, MIN_FD_RESERVE};
 pub use stats::{AppStats, LatencyBucket};
 pub use table::{RouteTable, Upstream};
 pub use trust::{IpNet, IpNetError};
 
+use limits::{Admission, Refused};
 use pool::PoolConfig;
 use snapshot::{AppRoute, Registry, Snapshot};
 
@@ -76,9 +79,19 @@ pub struct RouterOptions {
     /// the common app-server defaults (Node's 5 s) so that we, not the app, close idle
     /// connections: the app closing one just as we reuse it is the race retries exist for.
     pub idle_timeout: Duration,
-    /// For a client to send a request's headers; also how long an idle client keep-alive
-    /// connection is kept (hyper starts the same timer when it waits for the next request).
+    /// For a client to send a request's head, from its first byte (a new connection's: from
+    /// accept). Sheds slowloris and connections that never send anything.
     pub client_header_timeout: Duration,
+    /// How long a client keep-alive connection may wait for its next request.
+    pub client_idle_timeout: Duration,
+    /// Client connections open at once; more are closed at accept (with a 503 if the socket
+    /// takes it at once). Lowered to the descriptor budget of `nofile` when that is smaller.
+    pub max_connections: usize,
+    /// Client connections open at once from one source address (an IPv6 client's /64).
+    pub max_connections_per_ip: usize,
+    /// The process's RLIMIT_NOFILE, if known: the router then keeps its connections within
+    /// [`connection_budget`] so that the rest of the process always gets descriptors.
+    pub nofile: Option<u64>,
     /// Further attempts on other upstreams after one failed in a retryable way.
     pub max_retries: u32,
     /// Idle keep-alive connections kept per upstream address.
@@ -94,7 +107,11 @@ impl Default for RouterOptions {
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(4),
-            client_header_timeout: Duration::from_secs(60),
+            client_header_timeout: Duration::from_secs(10),
+            client_idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
+            nofile: None,
             max_retries: 2,
             max_idle_per_upstream: 256,
             trusted_proxies: Vec::new(),
@@ -105,10 +122,66 @@ impl Default for RouterOptions {
 pub struct Router {
     opts: RouterOptions,
     pool: PoolConfig,
+    timeouts: conn::Timeouts,
+    /// Client connections: caps and counters.
+    admission: Arc<Admission>,
     current: ArcSwap<Snapshot>,
     /// Only `publish`, `inflight` and `stats` take this; the request path never does.
     registry: Mutex<Registry>,
     access: AccessSink,
+}
+
+/// The most a connection's read or write buffer grows to (hyper's minimum is 8 KiB).
+const MAX_BUF: usize = 64 * 1024;
+
+/// What a connection over a cap gets, if its socket takes it at once.
+const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+Content-Length: 28\r\nRetry-After: 1\r\nConnection: close\r\n\r\ntoo many connections; retry\n";
+
+fn effective_max_connections(opts: &RouterOptions) -> usize {
+    let budget = opts.nofile.map_or(usize::MAX, connection_budget);
+    opts.max_connections.min(budget)
+}
+
+/// Refusals are logged with counts, the first at once and then at most once per sweep
+/// interval: a flood must not turn into a flood of log lines.
+#[derive(Default)]
+struct RefusalLog {
+    total: u64,
+    per_ip: u64,
+    /// A line went out since the last quiet sweep: later refusals wait for the next sweep.
+    logging: bool,
+}
+
+impl RefusalLog {
+    fn note(&mut self, why: Refused, router: &Router) {
+        match why {
+            Refused::Total => self.total += 1,
+            Refused::PerIp => self.per_ip += 1,
+        }
+        if !self.logging {
+            self.flush(router);
+        }
+    }
+
+    fn flush(&mut self, router: &Router) {
+        if self.total == 0 && self.per_ip == 0 {
+            self.logging = false;
+            return;
+        }
+        tracing::warn!(
+            "router: refused {} connections at max_connections ({}) and {} over \
+             max_connections_per_ip ({}); {} open",
+            self.total,
+            router.max_connections(),
+            self.per_ip,
+            router.opts.max_connections_per_ip,
+            router.admission.stats().open,
+        );
+        self.total = 0;
+        self.per_ip = 0;
+        self.logging = true;
+    }
 }
 
 /// A listener for [`Router::serve`]: `SO_REUSEADDR` (as `TcpListener::bind`), so a restarted
@@ -131,12 +204,18 @@ impl Router {
     pub fn new(opts: RouterOptions, access: AccessSink) -> Arc<Router> {
         let mut registry = Registry::default();
         let empty = Snapshot::bind(RouteTable::new(""), &mut registry);
+        let max_connections = effective_max_connections(&opts);
         Arc::new(Router {
             pool: PoolConfig {
                 connect_timeout: opts.connect_timeout,
                 idle_timeout: opts.idle_timeout,
                 max_idle: opts.max_idle_per_upstream,
             },
+            timeouts: conn::Timeouts {
+                header: opts.client_header_timeout,
+                idle: opts.client_idle_timeout,
+            },
+            admission: Arc::new(Admission::new(max_connections, opts.max_connections_per_ip)),
             opts,
             current: ArcSwap::from_pointee(empty),
             registry: Mutex::new(registry),
@@ -163,6 +242,17 @@ impl Router {
             .map_or(0, |b| b.inflight())
     }
 
+    /// Client connections admitted at once: `max_connections`, or the descriptor budget when
+    /// that is lower.
+    pub fn max_connections(&self) -> usize {
+        effective_max_connections(&self.opts)
+    }
+
+    /// The client connection counters.
+    pub fn connections(&self) -> ConnStats {
+        self.admission.stats()
+    }
+
     /// The app's counters, if the published table routes it.
     pub fn stats(&self, app: &str) -> Option<AppStats> {
         let cell = self.registry().stats.get(app)?.clone();
@@ -174,13 +264,21 @@ impl Router {
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut http = hyper::server::conn::http1::Builder::new();
+        // Our own timeouts (`conn`) replace hyper's header timer, which would also cut idle
+        // keep-alive connections at the header timeout. A 64 KiB buffer ceiling (hyper's
+        // default is ~400 KiB) bounds what one connection can make us hold; it is also the
+        // largest request head we read, eight times nginx's default line limit.
         http.timer(TokioTimer::new())
-            .header_read_timeout(self.opts.client_header_timeout)
+            .header_read_timeout(None)
+            .max_buf_size(MAX_BUF)
             .keep_alive(true);
+        let http = Arc::new(http);
         let port = listener.local_addr().map_or(0, |a| a.port());
         tokio::pin!(shutdown);
         let mut sweep = tokio::time::interval(self.opts.idle_timeout.max(Duration::from_secs(1)));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut refusals = RefusalLog::default();
+        let (stopping, stop) = tokio::sync::watch::channel(false);
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -188,6 +286,8 @@ impl Router {
                 a = listener.accept() => a,
                 _ = sweep.tick() => {
                     self.expire_idle();
+                    self.admission.sweep();
+                    refusals.flush(&self);
                     continue;
                 }
             };
@@ -201,25 +301,39 @@ impl Router {
                     continue;
                 }
             };
+            let clock = conn::Clock::new(Arc::clone(&self.admission));
+            let permit = match self.admission.admit(peer.ip(), clock.candidate()) {
+                Ok(p) => p,
+                Err(why) => {
+                    // Closed right here: a refused connection costs no task, no buffer and
+                    // its descriptor only for this moment. The 503 goes out only if the
+                    // socket takes it at once.
+                    let _ = stream.try_write(REFUSED);
+                    drop(stream);
+                    refusals.note(why, &self);
+                    continue;
+                }
+            };
             let _ = stream.set_nodelay(true);
             let client = Arc::new(headers::Peer::new(
                 peer.ip(),
                 &self.opts.trusted_proxies,
                 port,
             ));
-            let router = self.clone();
-            let service = service_fn(move |req| {
-                let fut = proxy::forward(router.clone(), req, client.clone());
-                async move { Ok::<_, Infallible>(fut.await) }
-            });
-            let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(%peer, "router: client connection: {e}");
-                }
-            });
+            let accepted = conn::Accepted {
+                stream,
+                peer,
+                client,
+                clock,
+                permit,
+                watcher: graceful.watcher(),
+                stopping: stop.clone(),
+            };
+            tokio::spawn(conn::serve(Arc::clone(&self), Arc::clone(&http), accepted));
         }
         drop(listener);
+        // Connections that never sent a byte close now; hyper's finish their requests.
+        let _ = stopping.send(true);
         graceful.shutdown().await;
     }
 

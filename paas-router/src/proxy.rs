@@ -16,6 +16,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, Uri, Version};
 
 use super::body::{Finish, ProxyBody, UpstreamBody};
+use super::conn::Busy;
 use super::headers::{self, Peer, X_REQUEST_ID};
 use super::pages::Page;
 use super::pool::{Conn, ConnectError};
@@ -73,6 +74,7 @@ pub(crate) async fn forward(
     router: Arc<Router>,
     req: Request<Incoming>,
     client: Arc<Peer>,
+    busy: Busy,
 ) -> Response<ProxyBody> {
     let start = Instant::now();
     let (mut parts, body) = req.into_parts();
@@ -83,6 +85,7 @@ pub(crate) async fn forward(
         &parts.method,
         &parts.uri,
         request_id.clone(),
+        busy,
     );
     let html = wants_html(&parts.headers);
 
@@ -197,6 +200,10 @@ fn respond(
 ) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
+    // The version is hop-by-hop too: an HTTP/1.0 app (Python's http.server) must not make
+    // hyper close the client's keep-alive connection after every response. A client that
+    // spoke HTTP/1.0 still gets 1.0 (hyper answers in the request's version).
+    parts.version = Version::HTTP_11;
     if !parts.headers.contains_key(&X_REQUEST_ID) {
         parts.headers.insert(X_REQUEST_ID.clone(), request_id);
     }

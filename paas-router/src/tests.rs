@@ -297,6 +297,10 @@ impl Client {
         self.send("GET", host, &[], "").await.expect("request")
     }
 
+    async fn get_checked(&mut self, host: &str) -> Result<Got, hyper::Error> {
+        self.send("GET", host, &[], "").await
+    }
+
     async fn send(
         &mut self,
         method: &str,
@@ -876,6 +880,30 @@ async fn router_shutdown_lets_requests_finish() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_shutdown_is_not_held_by_silent_or_idle_connections() {
+    let up = TestUpstream::start("u").await;
+    let mut h = Harness::start(RouterOptions {
+        client_header_timeout: Duration::from_secs(300),
+        client_idle_timeout: Duration::from_secs(300),
+        ..RouterOptions::default()
+    })
+    .await;
+    h.router
+        .publish(table(&[("web", &[], vec![up.upstream(1)])]));
+    let _silent = TcpStream::connect(h.addr).await.expect("connect");
+    let mut idle = h.client().await;
+    assert_eq!(idle.get("web.paas.test").await.status, StatusCode::OK);
+    wait_for("both admitted", || h.router.connections().open == 2).await;
+    let _ = h.stop.take().map(|s| s.send(()));
+    // Far sooner than either timeout.
+    tokio::time::timeout(WAIT, &mut h.task)
+        .await
+        .expect("serve returns")
+        .expect("serve task");
+    wait_for("both closed", || h.router.connections().open == 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn router_keeps_counters_across_swaps() {
     let up = TestUpstream::start_with("u", true).await;
     let h = Harness::start(RouterOptions::default()).await;
@@ -1016,4 +1044,276 @@ async fn router_believes_only_trusted_proxies() {
         header(&seen, "forwarded"),
         Some("for=203.0.113.9;proto=https, for=127.0.0.1;host=web.paas.test;proto=http")
     );
+}
+
+// ---------- connection caps and client timeouts ----------
+
+/// A connection from `source` (any 127.0.0.0/8 address) to `addr`.
+async fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
+    let s = tokio::net::TcpSocket::new_v4().expect("socket");
+    s.bind(format!("{source}:0").parse().expect("source"))
+        .expect("bind source");
+    s.connect(addr).await.expect("connect router")
+}
+
+/// What the router does with a connection we do not write to: `Some(bytes)` once it closed
+/// it (with whatever it sent first), `None` if it is still open after `within`.
+async fn closed_within(s: &mut TcpStream, within: Duration) -> Option<String> {
+    let mut out = Vec::new();
+    match tokio::time::timeout(within, s.read_to_end(&mut out)).await {
+        Ok(_) => Some(String::from_utf8_lossy(&out).into_owned()),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_caps_connections_per_source_and_in_total() {
+    let up = TestUpstream::start_with("u", true).await;
+    let h = Harness::start(RouterOptions {
+        max_connections: 5,
+        max_connections_per_ip: 2,
+        ..RouterOptions::default()
+    })
+    .await;
+    h.router
+        .publish(table(&[("web", &[], vec![up.upstream(1)])]));
+    // Each held connection has a request in flight (the upstream holds it): busy, so never
+    // evicted.
+    let in_flight = |mut s: TcpStream| async move {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: web.paas.test\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("send");
+        s
+    };
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(in_flight(connect_from("127.0.0.2", h.addr).await).await);
+    }
+    wait_for("two requests upstream", || up.hits() == 2).await;
+    // A third from the same source: a 503 and closed, without reaching an app.
+    let mut third = connect_from("127.0.0.2", h.addr).await;
+    let got = closed_within(&mut third, WAIT)
+        .await
+        .expect("closed at once");
+    assert!(got.starts_with("HTTP/1.1 503"), "{got}");
+    assert_eq!(h.router.connections().refused_per_ip, 1);
+    // Other sources are still admitted, up to the global cap.
+    for src in ["127.0.0.3", "127.0.0.3", "127.0.0.4"] {
+        held.push(in_flight(connect_from(src, h.addr).await).await);
+    }
+    wait_for("five requests upstream", || up.hits() == 5).await;
+    let mut sixth = connect_from("127.0.0.5", h.addr).await;
+    let got = closed_within(&mut sixth, WAIT)
+        .await
+        .expect("closed at once");
+    assert!(got.starts_with("HTTP/1.1 503"), "{got}");
+    let s = h.router.connections();
+    assert_eq!(
+        (s.refused_total, s.accepted, s.peak, s.evicted),
+        (1, 5, 5, 0)
+    );
+    assert_eq!(up.hits(), 5, "the refused ones reached no app");
+    // The held ones are answered, and closing them frees their slots.
+    up.release();
+    for s in &mut held {
+        let got = closed_within(s, WAIT).await.expect("answer");
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    }
+    held.clear();
+    wait_for("all closed", || h.router.connections().open == 0).await;
+    let mut again = Client::connect(h.addr).await;
+    assert_eq!(again.get("web.paas.test").await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_at_its_cap_evicts_idle_connections_for_newcomers() {
+    let up = TestUpstream::start("u").await;
+    let h = Harness::start(RouterOptions {
+        max_connections: 4,
+        max_connections_per_ip: 8,
+        ..RouterOptions::default()
+    })
+    .await;
+    h.router
+        .publish(table(&[("web", &[], vec![up.upstream(1)])]));
+    // A keep-alive client that made a request and now waits (idle, not silent)...
+    let mut keeper = h.client().await;
+    assert_eq!(keeper.get("web.paas.test").await.status, StatusCode::OK);
+    // ...and three connections that never send a byte, from a flood's address.
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(connect_from("127.0.0.9", h.addr).await);
+    }
+    wait_for("four open", || h.router.connections().open == 4).await;
+    // Newcomers at the cap are served; the silent ones make room, oldest first.
+    let mut users = Vec::new();
+    for n in 1..=3u64 {
+        let mut c = h.client().await;
+        assert_eq!(c.get("web.paas.test").await.status, StatusCode::OK);
+        users.push(c);
+        let s = h.router.connections();
+        assert_eq!((s.evicted, s.refused_total), (n, 0));
+    }
+    for mut s in silent {
+        assert!(closed_within(&mut s, WAIT).await.is_some());
+    }
+    // No silent one left: the users went idle under pressure and queued themselves, so the
+    // oldest of them makes room for the next newcomer. The keeper went idle before there
+    // was pressure, so it is not a candidate and keeps its connection.
+    let mut c = h.client().await;
+    assert_eq!(c.get("web.paas.test").await.status, StatusCode::OK);
+    assert_eq!(h.router.connections().evicted, 4);
+    assert_eq!(keeper.get("web.paas.test").await.status, StatusCode::OK);
+    assert!(users[0].get_checked("web.paas.test").await.is_err());
+}
+
+#[test]
+fn router_holds_its_connections_under_the_descriptor_budget() {
+    let sink: AccessSink = Arc::new(|_| {});
+    let r = Router::new(
+        RouterOptions {
+            nofile: Some(20_000),
+            ..RouterOptions::default()
+        },
+        sink.clone(),
+    );
+    assert_eq!(r.max_connections(), 9_000);
+    let r = Router::new(
+        RouterOptions {
+            nofile: Some(1 << 20),
+            ..RouterOptions::default()
+        },
+        sink.clone(),
+    );
+    assert_eq!(r.max_connections(), 10_000, "the configured cap is lower");
+    let r = Router::new(RouterOptions::default(), sink);
+    assert_eq!(r.max_connections(), 10_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_closes_slow_heads_and_silent_connections_at_the_header_timeout() {
+    let up = TestUpstream::start("u").await;
+    let h = Harness::start(RouterOptions {
+        client_header_timeout: Duration::from_millis(300),
+        client_idle_timeout: Duration::from_secs(30),
+        ..RouterOptions::default()
+    })
+    .await;
+    h.router
+        .publish(table(&[("web", &[], vec![up.upstream(1)])]));
+    // Never sends a byte.
+    let mut silent = TcpStream::connect(h.addr).await.expect("connect");
+    // Sends its head a byte every 50 ms: each byte is progress, none buys time.
+    let mut slow = TcpStream::connect(h.addr).await.expect("connect");
+    let start = Instant::now();
+    let head = b"GET / HTTP/1.1\r\nHost: web.paas.test\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+    let mut closed = None;
+    for b in head.iter().cycle().take(200) {
+        if slow.write_all(&[*b]).await.is_err() {
+            closed = Some(start.elapsed());
+            break;
+        }
+        if closed_within(&mut slow, Duration::from_millis(50))
+            .await
+            .is_some()
+        {
+            closed = Some(start.elapsed());
+            break;
+        }
+    }
+    let closed = closed.expect("the slow head was cut");
+    assert!(closed < Duration::from_secs(3), "cut after {closed:?}");
+    assert!(closed >= Duration::from_millis(300), "cut after {closed:?}");
+    assert!(closed_within(&mut silent, WAIT).await.is_some());
+    assert_eq!(h.router.connections().header_timeouts, 2);
+    assert_eq!(up.hits(), 0);
+    // A normal request is unaffected.
+    let mut c = h.client().await;
+    assert_eq!(c.get("web.paas.test").await.status, StatusCode::OK);
+    wait_for("the closed ones released", || {
+        h.router.connections().open == 1
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_closes_idle_keep_alive_connections_but_not_slow_responses() {
+    let slow = TestUpstream::start_with("slow", true).await;
+    let h = Harness::start(RouterOptions {
+        client_header_timeout: Duration::from_millis(200),
+        client_idle_timeout: Duration::from_millis(400),
+        ..RouterOptions::default()
+    })
+    .await;
+    h.router
+        .publish(table(&[("web", &[], vec![slow.upstream(1)])]));
+    let mut s = TcpStream::connect(h.addr).await.expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: web.paas.test\r\n\r\n")
+        .await
+        .expect("send");
+    // The upstream takes far longer than both timeouts: the request is not cut.
+    wait_for("the request upstream", || slow.hits() == 1).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(h.router.connections().open, 1);
+    slow.release();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    // Then idle: kept past the header timeout, closed at the idle timeout.
+    let answered = Instant::now();
+    let rest = closed_within(&mut s, WAIT).await.expect("closed when idle");
+    let idle = answered.elapsed();
+    assert!(rest.is_empty() || rest.ends_with("slow"), "{rest}");
+    assert!(idle >= Duration::from_millis(350), "closed after {idle:?}");
+    let c = h.router.connections();
+    assert_eq!((c.idle_timeouts, c.header_timeouts), (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_keeps_client_connections_alive_behind_an_http_1_0_upstream() {
+    // An upstream like Python's http.server: HTTP/1.0 answers, closing after each.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = Vec::new();
+            if read_request(&mut s, &mut buf).await.is_none() {
+                continue;
+            }
+            let _ = s
+                .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await;
+        }
+    });
+    let h = Harness::start(RouterOptions::default()).await;
+    h.router.publish(table(&[(
+        "web",
+        &[],
+        vec![Upstream {
+            addr,
+            instance: "web.1".into(),
+            release: 1,
+        }],
+    )]));
+    let mut c = h.client().await;
+    for _ in 0..3 {
+        let got = c.get("web.paas.test").await;
+        assert_eq!((got.status, got.body.as_str()), (StatusCode::OK, "ok"));
+    }
+    assert_eq!(
+        h.router.connections().accepted,
+        1,
+        "one client connection for all"
+    );
+    // An HTTP/1.0 client is still answered in 1.0.
+    let got = raw(h.addr, "GET / HTTP/1.0\r\nHost: web.paas.test\r\n\r\n").await;
+    assert!(got.starts_with("HTTP/1.0 200"), "{got}");
+    server.abort();
 }

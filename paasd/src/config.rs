@@ -101,6 +101,8 @@ pub enum ConfigError {
     TrustedProxy(#[source] paas_router::IpNetError),
     #[error("config key {key}: {why}")]
     Invalid { key: &'static str, why: String },
+    #[error("[router] {key}: {reason}")]
+    Router { key: &'static str, reason: String },
     #[error("config file {}: {source}", .path.display())]
     Parse {
         path: PathBuf,
@@ -172,14 +174,74 @@ impl Default for UsersConfig {
     }
 }
 
-/// `[router]`: what the router believes about its clients.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+/// `[router]`: what the router believes about its clients and how much of paasd they may
+/// take.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouterConfig {
     /// Networks (`"10.0.0.0/8"`, `"fd00::/8"`, a bare address) of proxies in front of the
     /// router whose `X-Forwarded-*`, `X-Real-IP` and `Forwarded` are kept and appended to.
     /// Empty (the default): the router is the edge and replaces them all.
     pub trusted_proxies: Vec<String>,
+    /// Client connections open at once; more are closed at accept. The router also stays
+    /// within paasd's descriptor budget (`paas_router::connection_budget`) if that is lower.
+    pub max_connections: usize,
+    /// Client connections open at once from one address (an IPv6 client's /64). A proxy in
+    /// front of the router counts as one address: raise this, or list it nowhere near a cap.
+    pub max_connections_per_ip: usize,
+    /// Seconds a client has for a request head, from its first byte (a new connection's:
+    /// from accept).
+    pub header_timeout_secs: u64,
+    /// Seconds a keep-alive connection may wait for its next request.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for RouterConfig {
+    fn default() -> RouterConfig {
+        RouterConfig {
+            trusted_proxies: Vec::new(),
+            // See ARCHITECTURE.md, "Router": what a connection costs and why these numbers.
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
+            header_timeout_secs: 10,
+            idle_timeout_secs: 60,
+        }
+    }
+}
+
+impl RouterConfig {
+    /// Every value the router can work with; the first that is not, with the reason.
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, reason: String| Err(ConfigError::Router { key, reason });
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return bad(
+                "max_connections",
+                format!("{} is not between 1 and 1000000", self.max_connections),
+            );
+        }
+        if !(1..=self.max_connections).contains(&self.max_connections_per_ip) {
+            return bad(
+                "max_connections_per_ip",
+                format!(
+                    "{} is not between 1 and max_connections ({})",
+                    self.max_connections_per_ip, self.max_connections
+                ),
+            );
+        }
+        if !(1..=300).contains(&self.header_timeout_secs) {
+            return bad(
+                "header_timeout_secs",
+                format!("{} is not between 1 and 300", self.header_timeout_secs),
+            );
+        }
+        if !(1..=3600).contains(&self.idle_timeout_secs) {
+            return bad(
+                "idle_timeout_secs",
+                format!("{} is not between 1 and 3600", self.idle_timeout_secs),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// `[git]`: how `git push paas@host:app main` reaches paasd.
@@ -429,6 +491,8 @@ pub struct Config {
     /// `[router] trusted_proxies`, parsed.
     pub trusted_proxies: Vec<paas_router::IpNet>,
     pub users: UsersConfig,
+    /// `[router]`, checked (`trusted_proxies` is the parsed field above).
+    pub router: RouterConfig,
 }
 
 impl Config {
@@ -499,6 +563,7 @@ impl Config {
             ));
         }
         file.logs.validate()?;
+        file.router.check()?;
         Ok(Config {
             users,
             socket: o
@@ -544,6 +609,7 @@ impl Config {
             },
             max_stack_mb: file.max_stack_mb.unwrap_or(MiB(4096)),
             trusted_proxies,
+            router: file.router,
             state_dir,
         })
     }
@@ -739,6 +805,55 @@ mod tests {
             assert!(msg.contains(says), "{msg}");
         }
         assert!(toml::from_str::<FileConfig>("[router]\ntrusted = []\n").is_err());
+    }
+
+    #[test]
+    fn router_caps_and_timeouts_have_defaults_and_are_checked() {
+        let c = Config::resolve(FileConfig::default(), Overrides::default()).expect("valid");
+        assert_eq!(c.router, RouterConfig::default());
+        assert_eq!(
+            (c.router.max_connections, c.router.max_connections_per_ip),
+            (10_000, 256)
+        );
+        assert_eq!(
+            (c.router.header_timeout_secs, c.router.idle_timeout_secs),
+            (10, 60)
+        );
+        let file: FileConfig = toml::from_str(
+            "[router]\nmax_connections = 50\nmax_connections_per_ip = 5\nheader_timeout_secs = 2\n",
+        )
+        .expect("valid");
+        let c = Config::resolve(file, Overrides::default()).expect("valid");
+        assert_eq!(c.router.max_connections, 50);
+        assert_eq!(c.router.max_connections_per_ip, 5);
+        assert_eq!(c.router.header_timeout_secs, 2);
+        assert_eq!(c.router.idle_timeout_secs, 60);
+        for (bad, says) in [
+            (
+                "max_connections = 0",
+                "[router] max_connections: 0 is not between 1",
+            ),
+            (
+                "max_connections = 10\nmax_connections_per_ip = 11",
+                "[router] max_connections_per_ip: 11 is not between 1 and max_connections (10)",
+            ),
+            (
+                "max_connections_per_ip = 0",
+                "[router] max_connections_per_ip: 0",
+            ),
+            ("header_timeout_secs = 0", "[router] header_timeout_secs: 0"),
+            (
+                "idle_timeout_secs = 7200",
+                "[router] idle_timeout_secs: 7200",
+            ),
+        ] {
+            let file: FileConfig =
+                toml::from_str(&format!("[router]\n{bad}\n")).expect("valid toml");
+            let err = Config::resolve(file, Overrides::default()).expect_err(bad);
+            assert!(err.to_string().starts_with(says), "{bad}: {err}");
+        }
+        // A negative number is not a count at all.
+        assert!(toml::from_str::<FileConfig>("[router]\nmax_connections = -1\n").is_err());
     }
 
     #[test]

@@ -12,11 +12,13 @@ pub mod apps;
 pub mod build;
 pub mod config;
 pub mod cron;
+pub mod fds;
 pub mod floods;
 pub mod git;
 pub mod launch;
 pub mod locks;
 pub mod logs;
+pub mod memory;
 pub mod notify;
 pub mod oneoff;
 pub mod routing;
@@ -83,6 +85,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         config.users.first_uid,
         config.users.count,
     )?;
+    // Before anything opens descriptors in numbers; the router's budget is taken from this.
+    let nofile = match fds::raise() {
+        Ok(n) => {
+            tracing::info!(
+                before = n.before,
+                now = n.now,
+                "RLIMIT_NOFILE (open files) raised to the hard limit"
+            );
+            Some(n.now)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise RLIMIT_NOFILE; the router's budget uses the current limit");
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .ok()
+                .map(|(soft, _)| soft)
+        }
+    };
     let secrets = secrets::SecretBox::load_or_create(&config.key_file)?;
     let paths = config.paths();
     let db_path = paths.db();
@@ -160,6 +179,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     store.tx(store::releases::fail_pending).await?;
     let router_options = paas_router::RouterOptions {
         trusted_proxies: config.trusted_proxies.clone(),
+        max_connections: config.router.max_connections,
+        max_connections_per_ip: config.router.max_connections_per_ip,
+        client_header_timeout: std::time::Duration::from_secs(config.router.header_timeout_secs),
+        client_idle_timeout: std::time::Duration::from_secs(config.router.idle_timeout_secs),
+        nofile,
         ..paas_router::RouterOptions::default()
     };
     let router = paas_router::Router::new(router_options, {
@@ -179,6 +203,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
         })
     });
+    if router.max_connections() < config.router.max_connections {
+        tracing::warn!(
+            "router: at most {} client connections, not max_connections = {}: RLIMIT_NOFILE is {} \
+             and a tenth of it (at least {}) stays for the API, health checks, logs and containers",
+            router.max_connections(),
+            config.router.max_connections,
+            nofile.unwrap_or(0),
+            paas_router::MIN_FD_RESERVE,
+        );
+    } else {
+        tracing::info!(
+            max_connections = router.max_connections(),
+            per_ip = config.router.max_connections_per_ip,
+            "router: client connection caps"
+        );
+    }
     let hooks = supervisor::Hooks {
         publish: {
             let router = Arc::clone(&router);
@@ -278,6 +318,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         supervisor: supervisor.clone(),
         cron: cron.clone(),
         router_addr,
+        router_connections: {
+            let router = Arc::clone(&router);
+            Arc::new(move || {
+                let c = router.connections();
+                paas_api::RouterConnections {
+                    open: c.open,
+                    peak: c.peak,
+                    max: router.max_connections() as u64,
+                    accepted: c.accepted,
+                    refused_total: c.refused_total,
+                    refused_per_ip: c.refused_per_ip,
+                    evicted: c.evicted,
+                    header_timeouts: c.header_timeouts,
+                    idle_timeouts: c.idle_timeouts,
+                }
+            })
+        },
         logs: logs.clone(),
         limits: api::body::Limits {
             max_body_bytes: config.max_body_bytes,
@@ -323,9 +380,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let router_task = tokio::spawn(Arc::clone(&router).serve(http, async move {
         let _ = router_stopped.await;
     }));
+    // Memory freed after a flood of connections goes back to the kernel.
+    let trimmer = tokio::spawn({
+        let router = Arc::clone(&router);
+        memory::watch(move || router.connections().open)
+    });
     tracing::info!(http = ?router_addr, "router listening");
     api::serve(listener, state, shutdown).await;
     let _ = router_stop.send(());
+    trimmer.abort();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), router_task).await;
     drop(socket_guard);
     // Again: a request that raced the signal may have started one more.

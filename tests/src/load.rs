@@ -205,3 +205,144 @@ fn one(
     }
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
+
+/// Raises this process's soft RLIMIT_NOFILE to its hard limit (an abuse test holds
+/// thousands of sockets) and returns it.
+pub fn raise_nofile() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("setrlimit");
+    }
+    hard.max(soft)
+}
+
+/// `n` connections to `addr` that never send a byte, from source addresses 127.0.0.`first`,
+/// `first + 1`, ... (`per_source` each, so a per-address cap does not refuse them all).
+/// Connections the server refuses or evicts are closed by it later; they are still returned.
+pub fn idle_connections(
+    addr: SocketAddr,
+    n: usize,
+    first: u8,
+    per_source: usize,
+) -> Vec<TcpStream> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let octet = usize::from(first) + i / per_source.max(1);
+            let octet = u8::try_from(octet.min(254)).unwrap_or(254);
+            let source = SocketAddr::from(([127, 0, 0, octet], 0));
+            let s = tokio::net::TcpSocket::new_v4().expect("socket");
+            s.bind(source).expect("bind a loopback source");
+            let s = tokio::time::timeout(Duration::from_secs(10), s.connect(addr))
+                .await
+                .expect("connect in time")
+                .expect("connect");
+            let s = s.into_std().expect("std stream");
+            // tokio's sockets are non-blocking; these are used with blocking std calls.
+            s.set_nonblocking(false).expect("blocking");
+            out.push(s);
+        }
+        out
+    })
+}
+
+/// How many of `streams` the server has closed (EOF, reset, or an answer such as a 503,
+/// which it closes after), looking without waiting.
+pub fn closed_by_peer(streams: &[TcpStream]) -> usize {
+    let mut closed = 0;
+    for s in streams {
+        if s.set_nonblocking(true).is_err() {
+            closed += 1;
+            continue;
+        }
+        let mut b = [0u8; 1];
+        match s.peek(&mut b) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            _ => closed += 1,
+        }
+        let _ = s.set_nonblocking(false);
+    }
+    closed
+}
+
+/// `VmRSS` of a process, in KiB.
+pub fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Open descriptors of a process.
+pub fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// `q`-quantile of `xs` (sorted in place); zero when empty.
+pub fn quantile(xs: &mut [Duration], q: f64) -> Duration {
+    if xs.is_empty() {
+        return Duration::ZERO;
+    }
+    xs.sort();
+    let i = ((q * xs.len() as f64).ceil() as usize).clamp(1, xs.len()) - 1;
+    xs[i]
+}
+
+/// `n` keep-alive connections that each made one `GET /` for `host` (answered 200) and then
+/// stay open and idle, from sources 127.0.0.`first`... (`per_source` each). Their server
+/// side holds a connection's full buffers, unlike a connection that never sent anything.
+pub fn spent_connections(
+    addr: SocketAddr,
+    host: &str,
+    n: usize,
+    first: u8,
+    per_source: usize,
+) -> Vec<TcpStream> {
+    let mut out = idle_connections(addr, n, first, per_source);
+    let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: paas-spent\r\n\r\n");
+    // One at a time: the app is a small one, and this is about what the router holds.
+    for s in &mut out {
+        s.write_all(req.as_bytes()).expect("send");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf).expect("read the answer");
+            assert!(
+                n > 0,
+                "closed before the answer: {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got);
+            let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                continue;
+            };
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())
+                        .flatten()
+                })
+                .expect("a Content-Length");
+            if body.len() >= len {
+                break;
+            }
+        }
+    }
+    out
+}

@@ -30,6 +30,9 @@ pub struct State {
     pub cron: crate::cron::Cron,
     /// Where the HTTP router listens (known once it is bound).
     pub router_addr: Option<std::net::SocketAddr>,
+    /// The router's connection counters, for `GET /health` (a function: the API holds no
+    /// router).
+    pub router_connections: Arc<dyn Fn() -> paas_api::RouterConnections + Send + Sync>,
     pub stacks: crate::stacks::Stacks,
     pub logs: crate::logs::Logs,
     pub git: crate::git::Git,

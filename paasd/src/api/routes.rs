@@ -66,6 +66,7 @@ async fn dispatch(
             version: env!("CARGO_PKG_VERSION").into(),
             uptime_secs: state.started.elapsed().as_secs(),
             router: state.router_addr.map(|a| a.to_string()),
+            connections: Some((state.router_connections)()),
         }),
         (["health"], _) => Err(not_allowed("GET")),
 

@@ -2,8 +2,10 @@
 //! slug's `app.json` `healthchecks` in dokku's format, else the default TCP connect for
 //! `web`), and probing an instance once. dokku's fields: `type`, `name`, `path`, `port`,
 //! `attempts`, `wait`, `timeout`, `initialDelay`, `content` and `uptime` (not ready before the
-//! instance ran that long; alone, without path or port, that is the whole check). Must not
-//! decide what a failure leads to: the instance task does.
+//! instance ran that long; alone, without path or port, that is the whole check). A probe
+//! that paasd itself could not run (out of descriptors, memory or local ports) is
+//! [`ProbeError::Inconclusive`], never a failure of the instance. Must not decide what a
+//! failure leads to: the instance task does.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -251,27 +253,66 @@ pub fn resolve(process_type: &str, configured: &[HealthCheck]) -> (Vec<Check>, V
     (checks, notes)
 }
 
-/// One attempt of `check` against the instance at `ip`.
-pub async fn probe(check: &Check, ip: Ipv4Addr, host: &str) -> Result<(), String> {
-    let addr = SocketAddr::from((ip, check.port));
-    match tokio::time::timeout(check.timeout, attempt(check, addr, host)).await {
-        Ok(r) => r,
-        Err(_) => Err(format!(
-            "{}: no answer within {} s",
-            check.describe(),
-            check.timeout.as_secs_f32()
-        )),
+/// Why a probe did not pass.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    /// The instance failed it: refused, reset, no answer in time, a bad status or body.
+    #[error("{0}")]
+    Failed(String),
+    /// paasd could not run it (its own descriptors, memory or local ports ran out), so it
+    /// says nothing about the instance and must never count against it.
+    #[error("{0}")]
+    Inconclusive(String),
+}
+
+/// Errors of *our* side of a probe: the process or the host is short of something. A
+/// connection flood that exhausts paasd's descriptors must not get healthy instances
+/// replaced (and their replacements fail to start for the same reason).
+pub fn is_local_shortage(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EMFILE // this process's descriptors
+                | libc::ENFILE // the system's
+                | libc::ENOMEM
+                | libc::ENOBUFS
+                // connect(2): no free local port (both spellings Linux uses)
+                | libc::EAGAIN
+                | libc::EADDRNOTAVAIL
+        )
+    )
+}
+
+/// An I/O error of a probe, classified.
+fn io_error(what: &str, e: std::io::Error) -> ProbeError {
+    if is_local_shortage(&e) {
+        ProbeError::Inconclusive(format!("{what}: paasd could not run the check: {e}"))
+    } else {
+        ProbeError::Failed(format!("{what}: {e}"))
     }
 }
 
-async fn attempt(check: &Check, addr: SocketAddr, host: &str) -> Result<(), String> {
+/// One attempt of `check` against the instance at `ip`.
+pub async fn probe(check: &Check, ip: Ipv4Addr, host: &str) -> Result<(), ProbeError> {
+    let addr = SocketAddr::from((ip, check.port));
+    match tokio::time::timeout(check.timeout, attempt(check, addr, host)).await {
+        Ok(r) => r,
+        Err(_) => Err(ProbeError::Failed(format!(
+            "{}: no answer within {} s",
+            check.describe(),
+            check.timeout.as_secs_f32()
+        ))),
+    }
+}
+
+async fn attempt(check: &Check, addr: SocketAddr, host: &str) -> Result<(), ProbeError> {
     if check.probe == Probe::Uptime {
         return Ok(());
     }
     let what = check.describe();
     let mut conn = tokio::net::TcpStream::connect(addr)
         .await
-        .map_err(|e| format!("{what}: {e}"))?;
+        .map_err(|e| io_error(&what, e))?;
     let Probe::Http { path, content } = &check.probe else {
         return Ok(());
     };
@@ -280,7 +321,7 @@ async fn attempt(check: &Check, addr: SocketAddr, host: &str) -> Result<(), Stri
     );
     conn.write_all(req.as_bytes())
         .await
-        .map_err(|e| format!("{what}: {e}"))?;
+        .map_err(|e| io_error(&what, e))?;
     // Enough for a status line and a small body; a check reads no more.
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
@@ -288,7 +329,7 @@ async fn attempt(check: &Check, addr: SocketAddr, host: &str) -> Result<(), Stri
         match conn.read(&mut chunk).await {
             Ok(0) => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => return Err(format!("{what}: {e}")),
+            Err(e) => return Err(io_error(&what, e)),
         }
     }
     let text = String::from_utf8_lossy(&buf);
@@ -296,14 +337,16 @@ async fn attempt(check: &Check, addr: SocketAddr, host: &str) -> Result<(), Stri
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| format!("{what}: not an HTTP response"))?;
+        .ok_or_else(|| ProbeError::Failed(format!("{what}: not an HTTP response")))?;
     if !(200..400).contains(&status) {
-        return Err(format!("{what}: status {status}"));
+        return Err(ProbeError::Failed(format!("{what}: status {status}")));
     }
     if let Some(want) = content {
         let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
         if !body.contains(want.as_str()) {
-            return Err(format!("{what}: the body does not contain '{want}'"));
+            return Err(ProbeError::Failed(format!(
+                "{what}: the body does not contain '{want}'"
+            )));
         }
     }
     Ok(())
@@ -405,6 +448,57 @@ mod tests {
         .expect("valid");
         // Nothing listens on this address; the probe passes anyway.
         assert_eq!(probe(&c, Ipv4Addr::new(127, 0, 0, 1), "x").await, Ok(()));
+    }
+
+    #[test]
+    fn paasds_own_shortages_are_inconclusive_and_the_instances_failures_are_not() {
+        let os = std::io::Error::from_raw_os_error;
+        for errno in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOMEM,
+            libc::ENOBUFS,
+            libc::EAGAIN,
+            libc::EADDRNOTAVAIL,
+        ] {
+            assert!(is_local_shortage(&os(errno)), "{}", os(errno));
+            match io_error("TCP connect to :5000", os(errno)) {
+                ProbeError::Inconclusive(m) => {
+                    assert!(m.contains("paasd could not run the check"), "{m}")
+                }
+                other => panic!("{errno}: {other:?}"),
+            }
+        }
+        for errno in [
+            libc::ECONNREFUSED,
+            libc::ECONNRESET,
+            libc::ETIMEDOUT,
+            libc::EHOSTUNREACH,
+            libc::ENETUNREACH,
+            libc::EPIPE,
+        ] {
+            assert!(!is_local_shortage(&os(errno)), "{}", os(errno));
+            assert!(matches!(io_error("x", os(errno)), ProbeError::Failed(_)));
+        }
+        // Errors without an errno (ours: timeouts, bad answers) are the instance's.
+        assert!(!is_local_shortage(&std::io::Error::other("eof")));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_is_a_failure() {
+        // A port nothing listens on: bind one, then free it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let c = Check {
+            port,
+            ..Check::default_web()
+        };
+        match probe(&c, Ipv4Addr::LOCALHOST, "x").await {
+            Err(ProbeError::Failed(m)) => assert!(m.contains("TCP connect"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

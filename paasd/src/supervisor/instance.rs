@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use crate::floods::{self, LineGate, PidsWatch};
 
 use super::backoff::Next;
-use super::health::{self, Check, Kind, APP_PORT};
+use super::health::{self, Check, Kind, ProbeError, APP_PORT};
 use super::Ctx;
 use paas_runtime::cgroups::Limits;
 use paas_runtime::{FromHelper, Networking, RunSpec};
@@ -375,14 +375,19 @@ async fn supervise(
         .collect();
     let liveness: Option<Check> = checks.iter().find(|c| c.kind == Kind::Liveness).cloned();
     let ready = {
-        let (h, host) = (Arc::clone(h), host.clone());
+        let (ctx, h, host) = (Arc::clone(ctx), Arc::clone(h), host.clone());
         async move {
             for c in &readiness {
                 tokio::time::sleep(c.initial_delay).await;
                 let mut last = String::new();
                 let mut passed = false;
-                for attempt in 0..c.attempts {
-                    if attempt > 0 {
+                let (mut failed, mut inconclusive) = (0, 0);
+                let mut shortage = Shortage::default();
+                // Attempts paasd could not make do not count against the instance; they
+                // get a budget of their own so that a rollout still ends if paasd stays
+                // short (the rollout then fails naming paasd, not the app).
+                while failed < c.attempts && inconclusive < c.attempts {
+                    if failed + inconclusive > 0 {
                         tokio::time::sleep(c.wait).await;
                     }
                     match health::probe(c, h.ip, &host).await {
@@ -390,11 +395,20 @@ async fn supervise(
                             passed = true;
                             break;
                         }
-                        Err(e) => last = e,
+                        Err(ProbeError::Failed(e)) => {
+                            failed += 1;
+                            shortage.over();
+                            last = e;
+                        }
+                        Err(ProbeError::Inconclusive(e)) => {
+                            inconclusive += 1;
+                            shortage.note(&ctx, &h, "readiness", &e);
+                            last = e;
+                        }
                     }
                 }
                 if !passed {
-                    return Err(format!("{last} (after {} attempts)", c.attempts));
+                    return Err(format!("{last} (after {} attempts)", failed + inconclusive));
                 }
             }
             Ok(())
@@ -403,21 +417,27 @@ async fn supervise(
     tokio::pin!(ready);
     let mut is_ready = false;
     let live = {
-        let (h, host) = (Arc::clone(h), host);
+        let (ctx, h, host) = (Arc::clone(ctx), Arc::clone(h), host);
         async move {
             let Some(c) = liveness else {
                 return std::future::pending::<String>().await;
             };
             tokio::time::sleep(c.initial_delay).await;
             let mut fails = 0;
+            let mut shortage = Shortage::default();
             loop {
                 tokio::time::sleep(c.wait).await;
                 match health::probe(&c, h.ip, &host).await {
                     Ok(()) => {
                         fails = 0;
+                        shortage.over();
                         h.lock().health = HealthState::Passing;
                     }
-                    Err(e) => {
+                    // Not a strike, and the health state stays what it was: paasd learnt
+                    // nothing about the instance.
+                    Err(ProbeError::Inconclusive(e)) => shortage.note(&ctx, &h, "liveness", &e),
+                    Err(ProbeError::Failed(e)) => {
+                        shortage.over();
                         fails += 1;
                         {
                             let mut s = h.lock();
@@ -512,6 +532,43 @@ impl DiskWatch {
             self.full = false;
         }
         None
+    }
+}
+
+/// A run of health checks that paasd could not make: logged once when it starts (paasd's
+/// log and the app's stream, as a platform problem) and once when it ends, not per attempt.
+#[derive(Default)]
+struct Shortage {
+    since: Option<Instant>,
+    skipped: u32,
+}
+
+impl Shortage {
+    fn note(&mut self, ctx: &Ctx, h: &Handle, kind: &str, e: &str) {
+        self.skipped += 1;
+        if self.since.is_none() {
+            self.since = Some(Instant::now());
+            tracing::warn!(app = %h.app, instance = %h.name(), "{kind} check inconclusive: {e}");
+            ctx.platform(
+                h,
+                format!(
+                    "{} {kind} check could not be made by paasd ({e}); not counted against \
+                     the instance (a platform problem, see paasd's log)",
+                    h.name()
+                ),
+            );
+        }
+    }
+
+    fn over(&mut self) {
+        if let Some(since) = self.since.take() {
+            tracing::info!(
+                "health checks possible again after {:.1} s ({} skipped)",
+                since.elapsed().as_secs_f32(),
+                self.skipped
+            );
+            self.skipped = 0;
+        }
     }
 }
 

@@ -1,0 +1,396 @@
+//! One client connection from accept to close: wait for its first byte without hyper, serve
+//! it with hyper, and close it when a request head is too slow, it sits idle too long, or
+//! it is idle when `limits` needs its room for a newcomer.
+//!
+//! Why the first byte is awaited outside hyper: hyper allocates its buffers (8 KiB for
+//! writing at once, 8 KiB for reading at the first read) per connection, so 20,000 idle
+//! connections that never send anything cost ~330 MB; waiting for readiness on the bare
+//! socket costs its registration and this small task. The timeouts live here rather than in
+//! hyper's `header_read_timeout` because hyper starts that timer as soon as it waits for a
+//! head, which makes it an idle timeout as well; here the idle wait between requests and the
+//! head itself have a limit each.
+//!
+//! Must not route or proxy a request (`proxy`) nor count connections (`limits`).
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+use super::headers::Peer;
+use super::limits::{Admission, Evictable, Idle, Permit};
+use super::{proxy, Router};
+
+/// The client-side timeouts of one connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    /// From a request's first byte (a new connection's: from accept) to its complete head.
+    pub header: Duration,
+    /// From the end of a response to the next request's first byte.
+    pub idle: Duration,
+}
+
+const NONE: u64 = u64::MAX;
+
+/// Where the connection is in its request cycle, in milliseconds since accept. Shared by
+/// the socket wrapper (a first byte starts a head), the requests (a head is complete; a
+/// response ended) and the watchdog, which all run in the connection's one task, and read
+/// by the accept loop when it looks for an idle connection to evict (a stale read there
+/// costs at most one connection over the cap, see `limits`).
+pub(crate) struct Clock {
+    born: Instant,
+    /// Nothing received yet: hyper has not started.
+    fresh: AtomicBool,
+    /// Set by `limits` when the connection should make room.
+    evicted: Notify,
+    /// To queue the connection as an eviction candidate when it goes idle under pressure.
+    admission: Arc<Admission>,
+    /// When the head being read began; `NONE` while a request is served or none has begun.
+    head_since: AtomicU64,
+    /// When the last response ended (0 before the first: then `head_since` is 0 too).
+    idle_since: AtomicU64,
+    /// Requests from hyper calling the service until their response body is done.
+    busy: AtomicU32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expired {
+    Header,
+    Idle,
+    Evicted,
+}
+
+impl Clock {
+    pub fn new(admission: Arc<Admission>) -> Arc<Clock> {
+        Arc::new(Clock {
+            born: Instant::now(),
+            fresh: AtomicBool::new(true),
+            evicted: Notify::new(),
+            admission,
+            // A new connection is reading its first head from the start.
+            head_since: AtomicU64::new(0),
+            idle_since: AtomicU64::new(0),
+            busy: AtomicU32::new(0),
+        })
+    }
+
+    /// This connection as an eviction candidate, for `limits`.
+    pub fn candidate(self: &Arc<Self>) -> Weak<dyn Evictable> {
+        Arc::downgrade(self) as Weak<dyn Evictable>
+    }
+
+    /// Has sent nothing yet, or waits between requests.
+    fn is_idle(&self) -> bool {
+        self.busy.load(Relaxed) == 0
+            && (self.fresh.load(Relaxed) || self.head_since.load(Relaxed) == NONE)
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(NONE - 1)
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.born + Duration::from_millis(ms)
+    }
+
+    /// Bytes arrived: outside a request that is the next head beginning.
+    fn bytes_read(&self) {
+        if self.busy.load(Relaxed) == 0 && self.head_since.load(Relaxed) == NONE {
+            self.head_since.store(self.now_ms(), Relaxed);
+        }
+    }
+
+    /// The next moment the connection may be closed, if nothing happens before it; `None`
+    /// while a request is being served (its own timeouts apply).
+    fn deadline(&self, t: Timeouts) -> Option<(Instant, Expired)> {
+        if self.busy.load(Relaxed) > 0 {
+            return None;
+        }
+        match self.head_since.load(Relaxed) {
+            NONE => Some((
+                self.at(self.idle_since.load(Relaxed)) + t.idle,
+                Expired::Idle,
+            )),
+            since => Some((self.at(since) + t.header, Expired::Header)),
+        }
+    }
+
+    /// Resolves when the connection has overstayed (its deadline passed with nothing that
+    /// moved it) or was evicted while idle. Rechecks after a busy spell or a moved deadline
+    /// rather than being woken, so the requests never touch a timer.
+    async fn expired(&self, t: Timeouts) -> Expired {
+        loop {
+            let wait = match self.deadline(t) {
+                None => Instant::now() + t.header.min(t.idle),
+                Some((at, why)) if at <= Instant::now() => return why,
+                Some((at, _)) => at,
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(wait) => {}
+                // Checked again: it may have begun a request since it was picked.
+                () = self.evicted.notified() => if self.is_idle() {
+                    return Expired::Evicted;
+                },
+            }
+        }
+    }
+}
+
+impl Evictable for Clock {
+    fn evict(&self, which: Idle) -> bool {
+        let ok = match which {
+            Idle::Silent => self.fresh.load(Relaxed),
+            Idle::Any => self.is_idle(),
+        };
+        if !ok {
+            return false;
+        }
+        // Stored if the connection is not waiting yet: it sees it at its next wait.
+        self.evicted.notify_one();
+        true
+    }
+}
+
+/// One request of a connection being served; the connection counts as busy until it drops
+/// with the request's bookkeeping (`body::Finish`), i.e. when the response is over.
+pub(crate) struct Busy(Arc<Clock>);
+
+impl Busy {
+    fn enter(clock: &Arc<Clock>) -> Busy {
+        clock.busy.fetch_add(1, Relaxed);
+        clock.head_since.store(NONE, Relaxed);
+        Busy(Arc::clone(clock))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let c = &self.0;
+        c.idle_since.store(c.now_ms(), Relaxed);
+        if c.busy.fetch_sub(1, Relaxed) == 1 && c.admission.under_pressure() {
+            c.admission.idle(c.candidate());
+        }
+    }
+}
+
+/// The socket as hyper sees it, telling the clock when bytes arrive.
+struct Watched {
+    stream: TcpStream,
+    clock: Arc<Clock>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.clock.bytes_read();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// What a connection task needs besides its socket.
+pub(crate) struct Accepted {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub client: Arc<Peer>,
+    pub clock: Arc<Clock>,
+    pub permit: Permit,
+    /// hyper's side of the graceful shutdown, for once hyper serves the connection.
+    pub watcher: Watcher,
+    /// Turns true when the router stops: a connection still waiting for its first byte
+    /// closes then (its `watcher` would otherwise hold the shutdown until its timeout).
+    pub stopping: watch::Receiver<bool>,
+}
+
+/// Serves one admitted connection until the client leaves, a timeout closes it or the router
+/// shuts down; its permit is released at the end.
+pub(crate) async fn serve(router: Arc<Router>, http: Arc<http1::Builder>, a: Accepted) {
+    let Accepted {
+        stream,
+        peer,
+        client,
+        clock,
+        permit,
+        watcher,
+        mut stopping,
+    } = a;
+    let t = router.timeouts;
+    // `peek`, not `readable()`: a new socket may report readiness before any byte is there
+    // (tokio then learns otherwise only by reading), and that would start hyper at once.
+    let mut first = [0u8; 1];
+    let peeked = tokio::select! {
+        r = tokio::time::timeout(t.header, stream.peek(&mut first)) => r,
+        // Counted by `limits`, which asked.
+        () = clock.evicted.notified() => return,
+        _ = stopping.wait_for(|s| *s) => return,
+    };
+    match peeked {
+        Ok(Ok(_)) => clock.fresh.store(false, Relaxed),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, "router: client connection: {e}");
+            return;
+        }
+        Err(_) => {
+            router.admission.header_timeout();
+            return;
+        }
+    }
+    let service = {
+        let (router, clock) = (Arc::clone(&router), Arc::clone(&clock));
+        service_fn(move |req| {
+            let fut = proxy::forward(
+                Arc::clone(&router),
+                req,
+                Arc::clone(&client),
+                Busy::enter(&clock),
+            );
+            async move { Ok::<_, Infallible>(fut.await) }
+        })
+    };
+    let io = TokioIo::new(Watched {
+        stream,
+        clock: Arc::clone(&clock),
+    });
+    // Boxed: the task of an idle connection stays small; hyper's state exists only from here.
+    let conn = Box::pin(watcher.watch(http.serve_connection(io, service)));
+    tokio::select! {
+        r = conn => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, "router: client connection: {e}");
+            }
+        }
+        why = clock.expired(t) => match why {
+            Expired::Header => router.admission.header_timeout(),
+            Expired::Idle => router.admission.idle_timeout(),
+            Expired::Evicted => {}
+        },
+    }
+    drop(permit);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Timeouts = Timeouts {
+        header: Duration::from_secs(10),
+        idle: Duration::from_secs(60),
+    };
+
+    fn clock() -> Arc<Clock> {
+        let c = Clock::new(Arc::new(Admission::new(10, 10)));
+        // As after the first byte of the first request arrived.
+        c.fresh.store(false, Relaxed);
+        c
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_has_the_header_timeout_and_the_wait_between_requests_the_idle_one() {
+        let c = clock();
+        let born = c.born;
+        // New connection: its first head is due within the header timeout of accept.
+        assert_eq!(c.deadline(T), Some((born + T.header, Expired::Header)));
+        tokio::time::advance(Duration::from_secs(3)).await;
+        c.bytes_read();
+        assert_eq!(c.deadline(T), Some((born + T.header, Expired::Header)));
+        // Head complete: a request is served, no deadline of ours.
+        let busy = Busy::enter(&c);
+        c.bytes_read(); // its body
+        assert_eq!(c.deadline(T), None);
+        tokio::time::advance(Duration::from_secs(100)).await;
+        drop(busy);
+        let ended = Instant::now();
+        assert_eq!(c.deadline(T), Some((ended + T.idle, Expired::Idle)));
+        tokio::time::advance(Duration::from_secs(50)).await;
+        // The next request's first byte: its head is due within the header timeout.
+        c.bytes_read();
+        let first = Instant::now();
+        assert_eq!(c.deadline(T), Some((first + T.header, Expired::Header)));
+        // More bytes of the same head do not move it (a byte at a time buys nothing).
+        tokio::time::advance(Duration::from_secs(5)).await;
+        c.bytes_read();
+        assert_eq!(c.deadline(T), Some((first + T.header, Expired::Header)));
+        assert_eq!(c.expired(T).await, Expired::Header);
+        assert_eq!(Instant::now(), first + T.header);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_keep_alive_connection_expires_after_the_idle_timeout() {
+        let c = clock();
+        drop(Busy::enter(&c));
+        let ended = Instant::now();
+        assert_eq!(c.expired(T).await, Expired::Idle);
+        assert_eq!(Instant::now(), ended + T.idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_an_idle_connection_can_be_evicted() {
+        let fresh = Clock::new(Arc::new(Admission::new(10, 10)));
+        assert!(fresh.evict(Idle::Silent), "never sent anything");
+        let c = clock();
+        assert!(!c.evict(Idle::Any), "reading its first head");
+        let busy = Busy::enter(&c);
+        assert!(!c.evict(Idle::Any), "serving a request");
+        drop(busy);
+        assert!(!c.evict(Idle::Silent), "between requests, but not silent");
+        assert!(c.evict(Idle::Any), "between requests");
+        assert_eq!(c.expired(T).await, Expired::Evicted);
+        // Picked while idle, but a request began before it looked: it stays.
+        let c = clock();
+        drop(Busy::enter(&c));
+        assert!(c.evict(Idle::Any));
+        let _busy = Busy::enter(&c);
+        let r = tokio::time::timeout(T.idle * 3, c.expired(T)).await;
+        assert!(r.is_err(), "closed a busy connection: {r:?}");
+    }
+}
