@@ -4,6 +4,8 @@
 //! one line per start, in ms: spawn to the exit being seen, spawn to everything removed
 //! (cgroup, scratch dir, helper).
 //! With `no-spare`, the runtime keeps no helper started ahead (every start execs its own).
+//! Afterwards, N policy membership changes (admit, expel) are timed on their own and printed
+//! on stderr.
 //! Usage: container_start STATE_DIR [N] [spare|no-spare]
 
 #![forbid(unsafe_code)]
@@ -62,13 +64,7 @@ fn main() -> anyhow::Result<()> {
         let measured = async {
             let mut times = Vec::with_capacity(n);
             let mut cleaned = Vec::with_capacity(n);
-            let mut membership = Vec::with_capacity(n);
             for i in 0..n + 3 {
-                // What paasd does around each instance start besides the runtime's work: the
-                // address joins its app's group in the policy, and leaves it afterwards.
-                let tm = Instant::now();
-                runtime.network().admit(ip, 7).await?;
-                let admitted = tm.elapsed();
                 let t = Instant::now();
                 let mut inst = runtime
                     .run(RunSpec {
@@ -106,20 +102,36 @@ fn main() -> anyhow::Result<()> {
                 inst.finish(false).await;
                 paas_runtime::timing::mark("cleaned");
                 let all_removed = t.elapsed();
-                // Off the clock of the start, as in paasd (after the instance is gone).
-                let tx = Instant::now();
-                runtime.network().expel(ip, 7).await?;
                 anyhow::ensure!(ok, "/bin/true did not exit 0");
                 if i >= 3 {
                     let exited = exited_at.unwrap_or(all_removed);
                     times.push(exited.as_secs_f64() * 1000.0);
                     cleaned.push(all_removed.as_secs_f64() * 1000.0);
-                    membership.push((admitted + tx.elapsed()).as_secs_f64() * 1000.0);
                 }
             }
-            membership.sort_by(f64::total_cmp);
-            if let Some(m) = membership.get(membership.len() / 2) {
-                eprintln!("membership (admit + expel over nfnetlink): median {m:.3} ms");
+            // What paasd does around each instance besides the runtime's work: the address
+            // joins its app's group in the policy before the start and leaves it after the
+            // stop. Measured on its own: an expel's commit waits for an RCU grace period,
+            // whose work would otherwise land on the next start.
+            let (mut admits, mut expels) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            // PAAS_BENCH_MEMBERSHIP=0 skips it (for A/B runs of the starts alone).
+            let cycles = if std::env::var("PAAS_BENCH_MEMBERSHIP").as_deref() == Ok("0") {
+                0
+            } else {
+                n
+            };
+            for _ in 0..cycles {
+                let t = Instant::now();
+                runtime.network().admit(ip, 7).await?;
+                admits.push(t.elapsed().as_secs_f64() * 1000.0);
+                let t = Instant::now();
+                runtime.network().expel(ip, 7).await?;
+                expels.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            admits.sort_by(f64::total_cmp);
+            expels.sort_by(f64::total_cmp);
+            if let (Some(a), Some(x)) = (admits.get(n / 2), expels.get(n / 2)) {
+                eprintln!("policy membership over nfnetlink: admit median {a:.3} ms, expel median {x:.3} ms");
             }
             anyhow::Ok((times, cleaned))
         }
