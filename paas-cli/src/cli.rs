@@ -80,7 +80,7 @@ pub enum Command {
     /// Roll back: a new release with an earlier release's build and config, rolled out.
     Rollback(RollbackArgs),
     /// Show or set an app's instance limits per process type: memory, CPU, processes and
-    /// disk (applied at the next rollout: `paas restart APP`).
+    /// disk (applied at the next rollout: `paas restart APP`); TYPE `build` sets its builds'.
     Resources(ResourcesArgs),
     /// Show or set health checks per process type (they gate routing and replace stuck
     /// instances).

@@ -130,7 +130,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 first: config.users.first_uid,
                 count: config.users.count,
             },
-            resources: resource_settings(&config.instances),
+            resources: resource_settings(&config.instances, &config.build),
         },
     );
     // A deep accept backlog: hundreds of clients connecting at once must not overflow it.
@@ -402,7 +402,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 /// two daemons never share one database.
 /// `[instances]` limits as the app service's defaults, with this host's memory and CPUs as
 /// the ceilings `paas resources` may set.
-fn resource_settings(c: &config::InstanceConfig) -> apps::ResourceSettings {
+fn resource_settings(
+    c: &config::InstanceConfig,
+    b: &config::BuildConfig,
+) -> apps::ResourceSettings {
     // Unreadable /proc: a ceiling no host has, so nothing sane is refused.
     let host_memory_mb = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -414,6 +417,12 @@ fn resource_settings(c: &config::InstanceConfig) -> apps::ResourceSettings {
             cpu_percent: c.cpu_percent,
             pids: c.pids,
             disk_mb: c.disk_mb.0,
+        },
+        build_defaults: apps::Limits {
+            memory_mb: b.memory_mb.0,
+            cpu_percent: b.cpu_percent,
+            pids: b.pids,
+            disk_mb: b.disk_mb.0,
         },
         host_memory_mb,
         cpus: std::thread::available_parallelism()

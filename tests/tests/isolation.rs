@@ -669,7 +669,8 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 
 #[test]
 fn a_build_writing_beyond_its_disk_quota_fails_with_enospc_and_leaves_nothing_mounted() {
-    let d = Daemon::start_with_config("[build]\ndisk_mb = 48\n");
+    // [build] disk_mb stays at its 4 GB default; the app sets its own builds' quota.
+    let d = Daemon::start();
     // The cache takes 8 MB (it has an image of its own), then /app is filled past 48 MB.
     let _pack = app_with_buildpack(
         &d,
@@ -678,6 +679,13 @@ fn a_build_writing_beyond_its_disk_quota_fails_with_enospc_and_leaves_nothing_mo
          echo cache-written\n\
          [ -f \"$1/fill\" ] || exit 0\n\
          dd if=/dev/zero of=\"$1/big\" bs=1M count=80",
+    );
+    let set = d.paas(&["resources", "hog", "build", "--disk", "48"]);
+    assert!(set.status.success(), "{set:#?}");
+    let shown = d.paas(&["--json", "resources", "hog"]).json();
+    assert_eq!(
+        shown["process_types"]["build"]["disk_mb"]["value"], 48,
+        "{shown}"
     );
     let src = tempfile::tempdir().expect("tempdir");
     write(src.path(), "Procfile", "worker: sleep 1000\n");

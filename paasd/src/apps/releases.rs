@@ -18,6 +18,8 @@ use crate::store::{
 pub struct BuildContext {
     pub app_id: i64,
     pub identity: super::Identity,
+    /// `[build]` under the app's own `build` limits (`paas resources APP build`).
+    pub limits: super::Limits,
     pub stack: String,
     pub buildpacks: Vec<String>,
     pub config: BTreeMap<String, String>,
@@ -209,6 +211,7 @@ impl Apps {
                     .any(|r| r.runs.slug_id.is_some() && r.status == ReleaseStatus::Succeeded);
                 Ok(BuildContext {
                     identity: super::Identity::of(&app)?,
+                    limits: this.app_resources(tx, app.id)?.build_limits(),
                     app_id: app.id,
                     stack: app.stack.clone(),
                     buildpacks: buildpacks_of(&app),

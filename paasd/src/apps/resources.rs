@@ -1,8 +1,11 @@
 //! Per-app resource limits (`paas resources`): the bounds a value must be in, storing a
 //! change, and the effective limits of a process type: paasd's `[instances]` defaults,
 //! overlaid field by field by what the app set for every type, then by what it set for that
-//! type. Must not apply anything: the supervisor reads the effective limits (through
-//! `Runnable`) when it starts an instance, so a change takes effect at the next rollout.
+//! type. The reserved type `build` holds the app's own limits for its builds, over `[build]`
+//! (the every-type row does not apply to builds: it is about instances). Must not apply
+//! anything: the supervisor reads the effective limits (through `Runnable`) when it starts
+//! an instance, and a build (through `BuildContext`) when it starts, so a change takes effect
+//! at the next rollout or deploy.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +17,9 @@ use crate::store::{self, apps::AppRow, resources::ResourceRow, Tx};
 
 /// The process type of the row that applies to every type.
 const EVERY_TYPE: &str = "";
+
+/// The reserved type whose row limits the app's builds.
+pub const BUILD: &str = "build";
 
 const MIN_MEMORY_MB: u64 = 16;
 const MIN_PIDS: u64 = 16;
@@ -35,6 +41,8 @@ pub struct Limits {
 #[derive(Debug, Clone, Copy)]
 pub struct ResourceSettings {
     pub defaults: Limits,
+    /// `[build]`: what a build gets unless the app set its `build` limits.
+    pub build_defaults: Limits,
     /// The most memory an instance may be given (the host's, so a typo like 51200 for 512
     /// is refused instead of silently meaning "no limit").
     pub host_memory_mb: u64,
@@ -46,12 +54,13 @@ pub struct ResourceSettings {
 #[derive(Debug, Clone)]
 pub struct AppResources {
     defaults: Limits,
+    build_defaults: Limits,
     all: ResourceRow,
     types: BTreeMap<String, ResourceRow>,
 }
 
 impl AppResources {
-    fn new(defaults: Limits, rows: Vec<ResourceRow>) -> AppResources {
+    fn new(defaults: Limits, build_defaults: Limits, rows: Vec<ResourceRow>) -> AppResources {
         let mut all = ResourceRow::default();
         let mut types = BTreeMap::new();
         for row in rows {
@@ -63,8 +72,21 @@ impl AppResources {
         }
         AppResources {
             defaults,
+            build_defaults,
             all,
             types,
+        }
+    }
+
+    /// The limits the app's builds get: its `build` row over `[build]`.
+    pub fn build_limits(&self) -> Limits {
+        let own = self.types.get(BUILD);
+        let d = self.build_defaults;
+        Limits {
+            memory_mb: own.and_then(|r| r.memory_mb).unwrap_or(d.memory_mb),
+            cpu_percent: own.and_then(|r| r.cpu_percent).unwrap_or(d.cpu_percent),
+            pids: own.and_then(|r| r.pids).unwrap_or(d.pids),
+            disk_mb: own.and_then(|r| r.disk_mb).unwrap_or(d.disk_mb),
         }
     }
 
@@ -82,6 +104,27 @@ impl AppResources {
     /// Effective limits with their origins: of a process type, or (`None`) of a type that
     /// has no settings of its own.
     fn effective(&self, process_type: Option<&str>) -> api::ResourceLimits {
+        if process_type == Some(BUILD) {
+            let own = self.types.get(BUILD);
+            let pick =
+                |field: fn(&ResourceRow) -> Option<u64>, default: u64| match own.and_then(field) {
+                    Some(value) => api::Limit {
+                        value,
+                        origin: LimitOrigin::ProcessType,
+                    },
+                    None => api::Limit {
+                        value: default,
+                        origin: LimitOrigin::Default,
+                    },
+                };
+            let d = self.build_defaults;
+            return api::ResourceLimits {
+                memory_mb: pick(|r| r.memory_mb, d.memory_mb),
+                cpu_percent: pick(|r| r.cpu_percent.map(u64::from), u64::from(d.cpu_percent)),
+                pids: pick(|r| r.pids, d.pids),
+                disk_mb: pick(|r| r.disk_mb, d.disk_mb),
+            };
+        }
         let own = process_type.and_then(|t| self.types.get(t));
         let pick = |field: fn(&ResourceRow) -> Option<u64>, default: u64| {
             if let Some(value) = own.and_then(field) {
@@ -179,6 +222,7 @@ impl Apps {
     pub(super) fn app_resources(&self, tx: &Tx<'_>, app_id: i64) -> Result<AppResources, AppError> {
         Ok(AppResources::new(
             self.settings.resources.defaults,
+            self.settings.resources.build_defaults,
             store::resources::list(tx, app_id)?,
         ))
     }
@@ -206,6 +250,9 @@ fn check_type(
     stored: bool,
     only_resets: bool,
 ) -> Result<(), AppError> {
+    if process_type == BUILD {
+        return Ok(());
+    }
     let Some(release) = super::built_release(tx, app.id)? else {
         return Ok(());
     };
@@ -373,8 +420,16 @@ mod tests {
         disk_mb: 256,
     };
 
+    const BUILD_DEFAULTS: Limits = Limits {
+        memory_mb: 2048,
+        cpu_percent: 200,
+        pids: 4096,
+        disk_mb: 4096,
+    };
+
     const HOST: ResourceSettings = ResourceSettings {
         defaults: DEFAULTS,
+        build_defaults: BUILD_DEFAULTS,
         host_memory_mb: 4096,
         cpus: 2,
     };
@@ -393,6 +448,7 @@ mod tests {
     fn a_type_overrides_every_type_which_overrides_the_default_field_by_field() {
         let r = AppResources::new(
             DEFAULTS,
+            BUILD_DEFAULTS,
             vec![
                 row("", Some(256), Some(50), None),
                 row("web", Some(64), None, Some(64)),
@@ -431,8 +487,37 @@ mod tests {
             ["web", "worker"]
         );
         assert_eq!(v.all.memory_mb.origin, LimitOrigin::App);
-        let none = AppResources::new(DEFAULTS, vec![]);
+        let none = AppResources::new(DEFAULTS, BUILD_DEFAULTS, vec![]);
         assert_eq!(none.limits("web"), DEFAULTS);
+        assert_eq!(none.build_limits(), BUILD_DEFAULTS);
+    }
+
+    #[test]
+    fn builds_get_build_defaults_under_their_own_row_only() {
+        let mut build = row(BUILD, None, None, None);
+        build.disk_mb = Some(8192);
+        let r = AppResources::new(
+            DEFAULTS,
+            BUILD_DEFAULTS,
+            vec![row("", Some(256), Some(50), None), build],
+        );
+        // The every-type row is about instances; builds keep [build] but for their own row.
+        assert_eq!(
+            r.build_limits(),
+            Limits {
+                disk_mb: 8192,
+                ..BUILD_DEFAULTS
+            }
+        );
+        let b = r.effective(Some(BUILD));
+        assert_eq!(
+            (b.disk_mb.value, b.disk_mb.origin),
+            (8192, LimitOrigin::ProcessType)
+        );
+        assert_eq!(
+            (b.memory_mb.value, b.memory_mb.origin),
+            (2048, LimitOrigin::Default)
+        );
     }
 
     fn patch(memory: Option<Option<i64>>, cpu: Option<Option<i64>>) -> api::ResourcesPatch {

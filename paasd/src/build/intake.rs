@@ -4,6 +4,7 @@
 //! client (4xx/5xx); from the build on, everything is an event. Must not run buildpacks.
 
 use std::io;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use tokio::sync::mpsc;
 
 use super::pipeline::Build;
 use super::{io_err, timing, Builds, DeployError, Scratch};
+use crate::config::MiB;
 use crate::store;
 use crate::tarball::{self, TarballError};
 
@@ -36,7 +38,7 @@ impl Builds {
             .builds()
             .join(format!("{app}-{}", inner.runtime.new_id("b")));
         let scratch = {
-            let size = inner.cfg.disk_mb.bytes();
+            let size = MiB(ctx.limits.disk_mb).bytes();
             tokio::task::spawn_blocking(move || Scratch::create(dir, size))
                 .await
                 .map_err(|e| io_err("making the build dir")(io::Error::other(e.to_string())))??

@@ -18,6 +18,7 @@ use super::gitpacks;
 use super::step::{self, Mounts, Outcome, Step, StepNet};
 use super::{make_dir, mount_cache, own_cache, procfile, timing, Failure, Inner, Scratch};
 use crate::apps::BuildContext;
+use crate::config::MiB;
 use crate::store::{self, deployments::DeploymentRow};
 use paas_runtime::cgroups::Limits;
 
@@ -123,7 +124,7 @@ impl Build {
             buildpacks: root.join("buildpacks"),
         };
         let uid = self.ctx.identity.uid;
-        let (dir, size) = (mounts.cache.clone(), self.inner.cfg.disk_mb.bytes());
+        let (dir, size) = (mounts.cache.clone(), MiB(self.ctx.limits.disk_mb).bytes());
         self.cache_disk = tokio::task::spawn_blocking(move || mount_cache(&dir, size, uid))
             .await
             .map_err(Failure::internal)?
@@ -180,12 +181,13 @@ impl Build {
 
     /// Builds and release phases get the same memory, CPU and pids limits.
     pub(super) fn limits(&self) -> Limits {
-        let c = &self.inner.cfg;
+        // `[build]` under the app's own build limits (`paas resources APP build`).
+        let c = self.ctx.limits;
         Limits {
-            memory_bytes: Some(c.memory_mb.bytes()),
+            memory_bytes: Some(MiB(c.memory_mb).bytes()),
             cpu_percent: Some(c.cpu_percent),
             pids: Some(c.pids),
-            disk_bytes: Some(c.disk_mb.bytes()),
+            disk_bytes: Some(MiB(c.disk_mb).bytes()),
         }
     }
 
@@ -379,8 +381,9 @@ impl Build {
                     return Err(Failure::new(
                         "build_oom",
                         format!(
-                            "the build ran out of memory and was killed (limit {} MB, build.memory_mb in paasd.toml)",
-                            self.inner.cfg.memory_mb
+                            "the build ran out of memory and was killed (limit {} MB: build.memory_mb in paasd.toml, or `paas resources {} build --memory MB`)",
+                            self.ctx.limits.memory_mb,
+                            self.app
                         ),
                     ))
                 }
@@ -390,11 +393,11 @@ impl Build {
                         .flatten()
                         .any(super::disk::Disk::full);
                     if full {
-                        let mb = self.inner.cfg.disk_mb;
+                        let (mb, app) = (MiB(self.ctx.limits.disk_mb), &self.app);
                         return Err(Failure::new(
                             "build_disk_full",
                             format!(
-                                "the {} buildpack failed to compile this app ({}) after the build filled its disk ({mb}, build.disk_mb in paasd.toml)",
+                                "the {} buildpack failed to compile this app ({}) after the build filled its disk ({mb}: build.disk_mb in paasd.toml, or `paas resources {app} build --disk MB`)",
                                 bp.name,
                                 describe(&other)
                             ),
