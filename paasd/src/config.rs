@@ -179,9 +179,10 @@ impl Default for UsersConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouterConfig {
-    /// Networks (`"10.0.0.0/8"`, `"fd00::/8"`, a bare address) of proxies in front of the
+    /// Networks (`"172.16.0.0/12"`, `"fd00::/8"`, a bare address) of proxies in front of the
     /// router whose `X-Forwarded-*`, `X-Real-IP` and `Forwarded` are kept and appended to.
-    /// Empty (the default): the router is the edge and replaces them all.
+    /// Empty (the default): the router is the edge and replaces them all. None may overlap
+    /// the instance subnet (an app would be a trusted proxy).
     pub trusted_proxies: Vec<String>,
     /// Client connections open at once; more are closed at accept. The router also stays
     /// within paasd's descriptor budget (`paas_router::connection_budget`) if that is lower.
@@ -785,12 +786,12 @@ mod tests {
         let c = Config::resolve(FileConfig::default(), Overrides::default()).expect("valid");
         assert!(c.trusted_proxies.is_empty());
         let file: FileConfig = toml::from_str(
-            "[router]\ntrusted_proxies = [\"127.0.0.1/32\", \"10.0.0.0/8\", \"fd00::/8\"]\n",
+            "[router]\ntrusted_proxies = [\"127.0.0.1/32\", \"172.16.0.0/12\", \"fd00::/8\"]\n",
         )
         .expect("valid");
         let c = Config::resolve(file, Overrides::default()).expect("valid");
         let nets: Vec<String> = c.trusted_proxies.iter().map(|n| n.to_string()).collect();
-        assert_eq!(nets, ["127.0.0.1/32", "10.0.0.0/8", "fd00::/8"]);
+        assert_eq!(nets, ["127.0.0.1/32", "172.16.0.0/12", "fd00::/8"]);
         for (bad, says) in [
             ("10.0.0.1/8", "host bits set; the network is 10.0.0.0/8"),
             ("10.0.0.0/40", "not a prefix length"),
