@@ -114,12 +114,12 @@ fn main() -> anyhow::Result<()> {
             // stop. Measured on its own: an expel's commit waits for an RCU grace period,
             // whose work would otherwise land on the next start.
             let (mut admits, mut expels) = (Vec::with_capacity(n), Vec::with_capacity(n));
-            // PAAS_BENCH_MEMBERSHIP=0 skips it (for A/B runs of the starts alone).
-            let cycles = if std::env::var("PAAS_BENCH_MEMBERSHIP").as_deref() == Ok("0") {
-                0
-            } else {
-                n
-            };
+            // PAAS_BENCH_MEMBERSHIP=N: how many (default 0: bench/container.sh measures it in
+            // a run of its own, so that its RCU work lands on no container start).
+            let cycles: usize = std::env::var("PAAS_BENCH_MEMBERSHIP")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
             for _ in 0..cycles {
                 let t = Instant::now();
                 runtime.network().admit(ip, 7).await?;
@@ -130,7 +130,7 @@ fn main() -> anyhow::Result<()> {
             }
             admits.sort_by(f64::total_cmp);
             expels.sort_by(f64::total_cmp);
-            if let (Some(a), Some(x)) = (admits.get(n / 2), expels.get(n / 2)) {
+            if let (Some(a), Some(x)) = (admits.get(cycles / 2), expels.get(cycles / 2)) {
                 eprintln!("policy membership over nfnetlink: admit median {a:.3} ms, expel median {x:.3} ms");
             }
             anyhow::Ok((times, cleaned))
