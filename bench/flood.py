@@ -21,6 +21,18 @@ import sys
 import time
 
 
+
+def read_all(s):
+    """Reads a socket to EOF and closes it."""
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    return data
+
 def rss_kb(pid, key="VmRSS"):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -71,13 +83,7 @@ def normal_requests(router, host, n, pause=0.0):
         try:
             s = socket.create_connection(router, timeout=5)
             s.sendall(req)
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            s.close()
+            data = read_all(s)
             status = data.split(b" ", 2)[1] if data.startswith(b"HTTP/") else b"none"
             if status == b"200":
                 ts.append((time.perf_counter() - t) * 1000)
@@ -185,13 +191,7 @@ def counters(sock):
         s.settimeout(10)
         s.connect(sock)
         s.sendall(b"GET /api/v1/health HTTP/1.0\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        s.close()
+        data = read_all(s)
         return json.loads(data.split(b"\r\n\r\n", 1)[1]).get("connections")
     except (OSError, ValueError, IndexError):
         return None
