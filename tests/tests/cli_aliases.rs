@@ -4,6 +4,8 @@
 //! running formation in `info`, an empty `env`, an app's own default domain, `restart` of
 //! a missing app, a doubled "Released vN", and where to look after a failed start.
 
+#![forbid(unsafe_code)]
+
 use std::time::{Duration, Instant};
 
 use paas_tests::{db_snapshot, have_root, Daemon, Run};
