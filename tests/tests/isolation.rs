@@ -136,8 +136,9 @@ impl Outside {
     fn new(tag: u32) -> Outside {
         let k = (std::process::id() * 7 + tag) % 60;
         let (host_ip, ip) = (
-            Ipv4Addr::new(10, 215, k as u8, 1),
-            Ipv4Addr::new(10, 215, k as u8, 2),
+            // 10.218/16: no daemon (10.213), runtime test (10.214) or bench (10.215-217) uses it.
+            Ipv4Addr::new(10, 218, k as u8, 1),
+            Ipv4Addr::new(10, 218, k as u8, 2),
         );
         let mut o = Outside {
             ns: format!("pout{}x{tag}", std::process::id()),
