@@ -493,9 +493,20 @@ remove_cgroups() {
   echo "warning: could not remove ${trees[*]}" >&2
 }
 
-# Container monitors paasd recorded (one per instance; they are paasd re-executed in helper mode).
+# Container monitors of this install: paasd re-executed as `paasd __runtime-helper STATE`
+# (one per instance, plus a spare). Before 2026-12-06 paasd recorded them in
+# STATE/instances/ID/helper.pid instead.
 kill_monitors() {
-  local f pid exe
+  local state f pid exe
+  state=$(realpath -m "$PAAS_STATE")
+  for f in /proc/[0-9]*/cmdline; do
+    pid=${f#/proc/}
+    pid=${pid%/cmdline}
+    # NUL-separated argv: exe, __runtime-helper, state dir.
+    if [ "$(tr '\0' '\n' <"$f" 2>/dev/null | sed -n '2,3p' | tr '\n' ' ')" = "__runtime-helper $state " ]; then
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
   for f in "$PAAS_STATE"/instances/*/helper.pid; do
     [ -f "$f" ] || continue
     pid=$(cat "$f" 2>/dev/null) || continue

@@ -13,8 +13,8 @@
 # crun's figure includes its own cleanup (it removes its cgroup before exiting), so compare
 # it with both of ours. Ours also attaches a veth to the bridge; crun's has no network.
 # Ours runs twice: as paasd runs it, with a spare helper process started ahead of each
-# container (the exec of the helper is off the start), and with no spare (every start execs
-# its helper). Everything else is made per start in both.
+# container (the exec of the helper and its pid and network namespaces are off the start),
+# and with no spare (every start execs its helper). Everything else is made per start in both.
 # The three take turns in rounds (ROUNDS, default 4, each N/ROUNDS starts of each), so that
 # load from elsewhere on the machine falls on all of them alike; statistics pool the rounds.
 # Usage: [ROUNDS=4] bench/container.sh [N] (default 50). Needs root.

@@ -3,6 +3,7 @@
 //! events. Must not fork or touch namespaces itself: paasd is multi-threaded.
 
 use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,7 +23,6 @@ pub struct Container {
     pub pid: i32,
     /// Pid of the helper that monitors it.
     pub helper_pid: u32,
-    wait_for_start: bool,
 }
 
 /// A helper process that has not been given its spec yet. Started first thing, it execs
@@ -34,11 +34,13 @@ pub struct Helper {
 }
 
 impl Helper {
-    pub fn spawn() -> Result<Helper, RuntimeError> {
+    /// `owner` (the state dir) goes into its argv: what the next paasd finds leftovers by.
+    pub fn spawn(owner: &Path) -> Result<Helper, RuntimeError> {
         let (ours, theirs) =
             std::os::unix::net::UnixStream::pair().map_err(RuntimeError::Helper)?;
         let child = tokio::process::Command::new("/proc/self/exe")
             .arg(HELPER_ARG)
+            .arg(owner)
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -53,18 +55,30 @@ impl Helper {
 }
 
 /// At most one helper started ahead of need ("spare"), so that a start does not wait for the
-/// exec and load of paasd (~1.3 ms on a small VM) but takes a helper that is already waiting
-/// for its spec. Taken by [`Spare::take`], started again in the background by
-/// [`Spare::refill`] once the container that took it runs. A spare holds nothing but its
-/// process: dropped (shutdown, [`Spare::set_enabled`]) it is killed, and if paasd dies it
-/// exits by itself at EOF on its stdin.
-#[derive(Clone, Default)]
+/// exec and load of paasd (~1.3 ms on a small VM) nor for the container's first fork and
+/// network namespace (~0.5 ms: see `helper::Early`), but takes a helper that has them and is
+/// waiting for its spec. Taken by [`Spare::take`], started again in the background, at the
+/// lowest CPU priority, by [`Spare::refill`] once the container that took it runs. A spare
+/// holds two processes and their pid and network namespaces, nothing on disk: dropped
+/// (shutdown, [`Spare::set_enabled`]) it is killed and its child dies with it (parent-death
+/// signal), and if paasd dies it exits by itself at EOF on its stdin.
+#[derive(Clone)]
 pub struct Spare {
+    owner: Arc<PathBuf>,
     slot: Arc<Mutex<Option<Helper>>>,
     disabled: Arc<AtomicBool>,
 }
 
 impl Spare {
+    /// Spares for the runtime of the state dir `owner` (see [`Helper::spawn`]).
+    pub fn new(owner: PathBuf) -> Spare {
+        Spare {
+            owner: Arc::new(owner),
+            slot: Arc::default(),
+            disabled: Arc::default(),
+        }
+    }
+
     /// The spare helper if there is a live one, else a new one.
     pub fn take(&self) -> Result<Helper, RuntimeError> {
         let spare = self.slot.lock().ok().and_then(|mut slot| slot.take());
@@ -78,7 +92,7 @@ impl Spare {
                 return Ok(helper);
             }
         }
-        Helper::spawn()
+        Helper::spawn(&self.owner)
     }
 
     /// Starts a new spare in the background unless there is one (or spares are disabled).
@@ -91,19 +105,20 @@ impl Spare {
             return;
         }
         let slot = Arc::clone(&self.slot);
+        let owner = Arc::clone(&self.owner);
         let runtime = tokio::runtime::Handle::current();
-        // A thread of its own: spawning blocks until the exec. Not niced before: until its
-        // exec the new process runs on paasd's memory, and a starved holder of its locks
-        // would stall paasd.
+        // A thread of its own: spawning blocks until the exec. The thread lowers its own
+        // priority first (nice is per thread on Linux), so that the exec's kernel work, and
+        // then the new process that inherits it, yields the CPU to the containers running.
+        // Safe to starve: std spawns with posix_spawn (a vfork), whose child only sets up
+        // its fds and execs, holding none of paasd's locks.
         let spawned = std::thread::Builder::new()
             .name("paas-spare".into())
             .spawn(move || {
                 let _runtime = runtime.enter();
-                match Helper::spawn() {
+                set_nice(nix::unistd::gettid().as_raw() as u32, 19);
+                match Helper::spawn(&owner) {
                     Ok(helper) => {
-                        if let Some(pid) = helper.child.id() {
-                            set_nice(pid, 19);
-                        }
                         if let Ok(mut slot) = slot.lock() {
                             // A concurrent refill won: ours is dropped, which kills it.
                             slot.get_or_insert(helper);
@@ -142,9 +157,7 @@ fn set_nice(tid: u32, nice: i32) -> bool {
 }
 
 impl Container {
-    /// Gives the helper its spec. It makes the container's namespaces (and veth) meanwhile;
-    /// with `spec.wait_for_start` it builds the root filesystem and runs the command only after
-    /// [`Container::start`] (paasd prepares the instance dir in between).
+    /// Gives the helper its spec; the container goes on at once (its cgroup must exist).
     pub async fn create(helper: Helper, spec: &Spec) -> Result<Container, RuntimeError> {
         let Helper {
             child: mut helper,
@@ -166,18 +179,11 @@ impl Container {
             writer,
             pid: 0,
             helper_pid,
-            wait_for_start: spec.wait_for_start,
         })
     }
 
-    /// Lets the container run its command (sending [`ToHelper::Start`] if it waits for it) and
-    /// returns once it does.
+    /// Returns once the container runs its command.
     pub async fn start(&mut self) -> Result<(), RuntimeError> {
-        // A helper that failed already cannot read it; what it said comes next.
-        let sent = match self.wait_for_start {
-            true => self.send(&ToHelper::Start).await,
-            false => Ok(()),
-        };
         match self.next().await {
             Some(FromHelper::Created { pid }) => {
                 super::timing::mark("got created");
@@ -185,7 +191,6 @@ impl Container {
             }
             other => return Err(self.setup_failed(other).await),
         }
-        sent?;
         self.expect_started().await
     }
 

@@ -24,21 +24,18 @@ pub struct Spec {
     /// (see `Cgroup::self_join_files`); they exist once the container may start.
     pub cgroup_procs: Vec<PathBuf>,
     pub net: NetMode,
-    /// When true the container waits for [`ToHelper::Start`] before it joins its cgroup and
-    /// builds its root filesystem (paasd makes both ready meanwhile); otherwise it goes on at
-    /// once, and both must be ready before the spec is sent.
-    pub wait_for_start: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Rootfs {
-    /// Overlay lower layers, topmost first (e.g. slug, then the stack).
+    /// Overlay lower layers under the instance's own files, topmost first (e.g. slug, then
+    /// the stack).
     pub lower: Vec<PathBuf>,
-    /// The container's writable layer: the overlay's upper and work dirs and /tmp live on a
-    /// tmpfs mounted here inside the container's mount namespace.
+    /// The container's writable layer, which also holds the instance's own files and the
+    /// mount point of the merged tree.
     pub disk: Disk,
-    /// Where the merged tree is mounted before `pivot_root`.
-    pub target: PathBuf,
+    /// The instance's own files, the topmost read-only layer.
+    pub base: Base,
     /// Host paths made visible inside (the `host` stack's /usr, certificates, a build's
     /// source and cache dirs...), in mount order.
     pub binds: Vec<Bind>,
@@ -48,6 +45,12 @@ pub struct Rootfs {
 /// cgroup of whoever writes them (the container), its size caps the writes (ENOSPC beyond),
 /// and it goes with the mount namespace, so nothing a container writes reaches the host's
 /// disk and nothing outlives it.
+///
+/// It is mounted over the instance dir (inside the container's mount namespace only), and
+/// everything else the rootfs needs is made on it by the container's first process: the
+/// overlay's upper and work dirs, /tmp, the [`Base`] layer and the merged tree's mount point.
+/// So the host's disk sees one `mkdir` per container start, and a busy state disk does not
+/// hold starts up.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Disk {
     pub mount: PathBuf,
@@ -65,6 +68,24 @@ impl Disk {
     pub fn tmp(&self) -> PathBuf {
         self.mount.join("tmp")
     }
+    pub fn base(&self) -> PathBuf {
+        self.mount.join("base")
+    }
+    /// Where the merged tree is mounted before `pivot_root`.
+    pub fn root(&self) -> PathBuf {
+        self.mount.join("root")
+    }
+}
+
+/// The topmost read-only layer, made per instance: an empty `/app` owned by the app user (a
+/// directory's owner comes from the topmost layer that has it) and the generated /etc files.
+/// Writes to either copy them up into the writable layer as usual.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Base {
+    pub app_uid: u32,
+    pub app_gid: u32,
+    /// File name under /etc and contents.
+    pub etc: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -126,7 +147,6 @@ pub enum FromHelper {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum ToHelper {
-    Start,
     Signal { signal: i32 },
 }
 

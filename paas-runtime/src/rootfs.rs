@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 
-use super::proto::Rootfs;
+use super::proto::{Base, Disk, Rootfs};
 
 type StageError = (String, String);
 
@@ -59,8 +59,10 @@ pub fn setup(
     )
     .map_err(|e| err("make mounts private", e))?;
     mount_disk(&r.disk)?;
+    make_base(&r.disk.base(), &r.base)?;
+    let t = &r.disk.root();
+    std::fs::create_dir(t).map_err(|e| err(format!("mkdir {}", t.display()), e))?;
     mount_overlay(r)?;
-    let t = &r.target;
     for b in &r.binds {
         bind(&b.source, &inside(t, &b.dest), b.writable)?;
     }
@@ -93,31 +95,63 @@ fn inside(target: &Path, dest: &str) -> PathBuf {
 }
 
 /// The tmpfs every write goes to, and in it the overlay's upper and work dirs and /tmp.
-fn mount_disk(d: &super::proto::Disk) -> Result<(), StageError> {
+fn mount_disk(d: &Disk) -> Result<(), StageError> {
     let data = match d.size_bytes {
         Some(n) => format!("mode=755,size={n}"),
         None => "mode=755".to_string(),
     };
     tmpfs(&d.mount, MsFlags::MS_NOSUID | MsFlags::MS_NODEV, &data)?;
-    for (dir, mode) in [(d.upper(), 0o755), (d.work(), 0o700), (d.tmp(), 0o1777)] {
+    std::fs::create_dir(d.upper()).map_err(|e| err(format!("mkdir {}", d.upper().display()), e))?;
+    for (dir, mode) in [(d.work(), 0o700), (d.tmp(), 0o1777)] {
         std::fs::create_dir(&dir).map_err(|e| err(format!("mkdir {}", dir.display()), e))?;
-        // The umask would clear the sticky bit's neighbours; set the mode exactly.
+        // The umask (022) would clear the sticky bit; set the mode exactly.
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
             .map_err(|e| err(format!("chmod {}", dir.display()), e))?;
     }
     Ok(())
 }
 
+/// The instance's own layer on its disk (modes come from the umask, 022).
+fn make_base(dir: &Path, b: &Base) -> Result<(), StageError> {
+    let mkdir =
+        |p: &Path| std::fs::create_dir(p).map_err(|e| err(format!("mkdir {}", p.display()), e));
+    let (app, etc) = (dir.join("app"), dir.join("etc"));
+    for d in [dir, &app, &etc] {
+        mkdir(d)?;
+    }
+    nix::unistd::chown(
+        &app,
+        Some(nix::unistd::Uid::from_raw(b.app_uid)),
+        Some(nix::unistd::Gid::from_raw(b.app_gid)),
+    )
+    .map_err(|e| err(format!("chown {}", app.display()), e))?;
+    for (name, contents) in &b.etc {
+        if name.contains('/') || name.starts_with('.') {
+            return Err(err("base", format!("bad /etc file name {name:?}")));
+        }
+        let p = etc.join(name);
+        std::fs::write(&p, contents).map_err(|e| err(format!("write {}", p.display()), e))?;
+    }
+    Ok(())
+}
+
 fn mount_overlay(r: &Rootfs) -> Result<(), StageError> {
-    let (upper, work) = (r.disk.upper(), r.disk.work());
-    let all = r.lower.iter().chain([&upper, &work, &r.target]);
+    let (upper, work, base, target) = (r.disk.upper(), r.disk.work(), r.disk.base(), r.disk.root());
+    let all = [&base]
+        .into_iter()
+        .chain(&r.lower)
+        .chain([&upper, &work, &target]);
     for p in all {
         let s = p.to_string_lossy();
         if s.contains([',', ':']) {
             return Err(err("overlay", format!("path {s} contains ',' or ':'")));
         }
     }
-    let lower: Vec<String> = r.lower.iter().map(|p| p.display().to_string()).collect();
+    let lower: Vec<String> = [&base]
+        .into_iter()
+        .chain(&r.lower)
+        .map(|p| p.display().to_string())
+        .collect();
     let opts = format!(
         "lowerdir={},upperdir={},workdir={}",
         lower.join(":"),
@@ -126,7 +160,7 @@ fn mount_overlay(r: &Rootfs) -> Result<(), StageError> {
     );
     mount(
         Some("overlay"),
-        &r.target,
+        &target,
         Some("overlay"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some(opts.as_str()),

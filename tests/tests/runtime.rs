@@ -60,14 +60,43 @@ fn is_helper(pid: i32) -> bool {
         .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"__runtime-helper"))
 }
 
+/// What container starts left in the state dir: entries of `disk` (every container's mount
+/// point for its writable layer, written to only inside its own mount namespace) and of
+/// `instances` (per-instance dirs, which paasd no longer makes).
 fn instance_dirs(d: &Daemon) -> Vec<String> {
-    std::fs::read_dir(d.state_dir().join("instances"))
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
+    ["disk", "instances"]
+        .iter()
+        .flat_map(|sub| {
+            std::fs::read_dir(d.state_dir().join(sub))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(move |e| format!("{sub}/{}", e.file_name().to_string_lossy()))
         })
-        .unwrap_or_default()
+        .collect()
+}
+
+/// Helpers of `d`, found the way the next paasd finds leftovers: by the state dir in argv.
+fn helpers_owned_by(d: &Daemon) -> Vec<i32> {
+    let owner = std::fs::canonicalize(d.state_dir()).expect("state dir");
+    let want = [
+        b"__runtime-helper".as_slice(),
+        owner.as_os_str().as_encoded_bytes(),
+    ];
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                c.split(|b| *b == 0)
+                    .skip(1)
+                    .take(2)
+                    .eq(want.iter().copied())
+            })
+        })
+        .collect()
 }
 
 #[test]
@@ -241,7 +270,10 @@ fn containers_left_by_a_killed_daemon_are_reaped_on_start() {
     let cli = d.spawn_paas(&["run", "orphan", "--", "sleep", &marker]);
     let sleeping = || find_process(&["sleep", &marker]);
     wait_until(Duration::from_secs(20), || sleeping().is_some()).expect("container never started");
-    assert_eq!(instance_dirs(&d).len(), 1);
+    // Nothing on the state disk records it: its helper carries the state dir in its argv.
+    assert!(instance_dirs(&d).is_empty(), "{:?}", instance_dirs(&d));
+    let helpers = helpers_owned_by(&d);
+    assert!(!helpers.is_empty(), "no helper names the state dir");
 
     nix::sys::signal::kill(d.pid(), nix::sys::signal::Signal::SIGKILL).expect("kill paasd");
     d.stop();
@@ -252,6 +284,12 @@ fn containers_left_by_a_killed_daemon_are_reaped_on_start() {
     d.restart();
     wait_until(Duration::from_secs(10), || sleeping().is_none())
         .expect("leftover container still running after restart");
+    let alive = |pid: &i32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        is_helper(*pid) && !stat.contains(") Z ")
+    };
+    wait_until(Duration::from_secs(10), || !helpers.iter().any(alive))
+        .unwrap_or_else(|| panic!("leftover helpers {helpers:?} outlived the restart"));
     assert!(instance_dirs(&d).is_empty(), "{:?}", instance_dirs(&d));
     assert!(host_mounts_under(d.dir()).is_empty());
 }
