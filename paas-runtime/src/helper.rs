@@ -33,7 +33,8 @@ pub const HELPER_ARG: &str = "__runtime-helper";
 /// Entry point of the helper process; returns its exit code.
 pub fn main() -> i32 {
     timing::mark("helper main");
-    set_name("paas-helper");
+    // "paas-spare" until it has a spec, then "paas-helper": `ps` tells them apart.
+    set_name("paas-spare");
     // SAFETY: fd 0 is the socketpair paasd passed as our stdin; we take ownership of it once.
     let ctrl = unsafe { UnixStream::from_raw_fd(0) };
     let mut reader = match ctrl.try_clone() {
@@ -55,6 +56,7 @@ pub fn main() -> i32 {
         }
     };
     timing::mark("spec read");
+    set_name("paas-helper");
     match early.and_then(|early| run(&line, &spec, early, &mut reader, &mut out)) {
         Ok(()) => 0,
         Err((stage, error)) => {

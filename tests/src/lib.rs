@@ -367,13 +367,40 @@ impl Daemon {
     }
 
     /// Container monitors this daemon recorded (one per running instance).
+    /// The helpers monitoring this daemon's containers (not its spare, which has none yet).
     pub fn helper_pids(&self) -> Vec<nix::unistd::Pid> {
-        let Ok(rd) = std::fs::read_dir(self.state_dir().join("instances")) else {
+        self.all_helpers()
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim() == "paas-helper")
+            })
+            .collect()
+    }
+
+    /// Every helper of this daemon, its spare included: paasd re-executes itself as
+    /// `paasd __runtime-helper STATE_DIR`, which is how the next paasd finds leftovers too.
+    pub fn all_helpers(&self) -> Vec<nix::unistd::Pid> {
+        let Ok(owner) = std::fs::canonicalize(self.state_dir()) else {
             return Vec::new();
         };
-        rd.flatten()
-            .filter_map(|e| std::fs::read_to_string(e.path().join("helper.pid")).ok())
-            .filter_map(|s| s.trim().parse().ok())
+        let want = [
+            b"__runtime-helper".as_slice(),
+            owner.as_os_str().as_encoded_bytes(),
+        ];
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    c.split(|b| *b == 0)
+                        .skip(1)
+                        .take(2)
+                        .eq(want.iter().copied())
+                })
+            })
             .map(nix::unistd::Pid::from_raw)
             .collect()
     }
@@ -509,7 +536,7 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
         // Containers outlive a killed daemon by design; a failed test must not leave them.
-        for pid in self.helper_pids() {
+        for pid in self.all_helpers() {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         }
         self.remove_cgroups();

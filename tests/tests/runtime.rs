@@ -76,29 +76,6 @@ fn instance_dirs(d: &Daemon) -> Vec<String> {
         .collect()
 }
 
-/// Helpers of `d`, found the way the next paasd finds leftovers: by the state dir in argv.
-fn helpers_owned_by(d: &Daemon) -> Vec<i32> {
-    let owner = std::fs::canonicalize(d.state_dir()).expect("state dir");
-    let want = [
-        b"__runtime-helper".as_slice(),
-        owner.as_os_str().as_encoded_bytes(),
-    ];
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                c.split(|b| *b == 0)
-                    .skip(1)
-                    .take(2)
-                    .eq(want.iter().copied())
-            })
-        })
-        .collect()
-}
-
 #[test]
 fn a_container_is_isolated_and_unprivileged() {
     let Some(d) = daemon_with_app("a_container_is_isolated_and_unprivileged", "iso") else {
@@ -272,8 +249,12 @@ fn containers_left_by_a_killed_daemon_are_reaped_on_start() {
     wait_until(Duration::from_secs(20), || sleeping().is_some()).expect("container never started");
     // Nothing on the state disk records it: its helper carries the state dir in its argv.
     assert!(instance_dirs(&d).is_empty(), "{:?}", instance_dirs(&d));
-    let helpers = helpers_owned_by(&d);
-    assert!(!helpers.is_empty(), "no helper names the state dir");
+    let helpers: Vec<i32> = d.helper_pids().iter().map(|p| p.as_raw()).collect();
+    assert_eq!(
+        helpers.len(),
+        1,
+        "one helper names the state dir and has a container"
+    );
 
     nix::sys::signal::kill(d.pid(), nix::sys::signal::Signal::SIGKILL).expect("kill paasd");
     d.stop();
