@@ -76,6 +76,10 @@ pub(crate) struct Finish {
     pub inflight: Option<InflightGuard>,
     /// The upstream connection, pooled again only if its response was read to the end.
     pub conn: Option<Sender>,
+    /// The request became an upgraded connection: its 101 is in the stats already, and this
+    /// settles when the connection closes (`bytes`: everything the instance sent).
+    pub upgraded: bool,
+    pub bytes_upgraded: u64,
     complete: bool,
     /// Keeps the client connection busy (no idle or header timeout) until the response is
     /// over; released after everything above.
@@ -103,8 +107,23 @@ impl Finish {
             bytes: 0,
             inflight: None,
             conn: None,
+            upgraded: false,
+            bytes_upgraded: 0,
             complete: false,
             _busy: busy,
+        }
+    }
+}
+
+impl Finish {
+    /// The upstream switched protocols: the 101 counts as a request now (its latency is the
+    /// time to the switch), and the connection as an open upgrade until this drops.
+    pub fn upgrade_opened(&mut self) {
+        self.status = 101;
+        self.upgraded = true;
+        if let Some(app) = &self.app {
+            app.stats.record(101, 0, self.start.elapsed());
+            app.stats.upgrade_opened();
         }
     }
 }
@@ -120,7 +139,12 @@ impl Drop for Finish {
         let (mut instance, mut release) = (None, None);
         let app = match &self.app {
             Some(app) => {
-                app.stats.record(self.status, self.bytes, took);
+                if self.upgraded {
+                    app.stats.upgrade_closed(self.bytes_upgraded);
+                    self.bytes = self.bytes_upgraded;
+                } else {
+                    app.stats.record(self.status, self.bytes, took);
+                }
                 if let Some(up) = self.upstream.and_then(|i| app.upstreams.get(i)) {
                     instance = Some(up.instance.clone());
                     release = Some(up.release);
@@ -159,6 +183,14 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Upstream(body),
             finish: Some(finish),
+        }
+    }
+
+    /// The empty body of a 101: the upgraded connection settles its own bookkeeping.
+    pub fn empty() -> ProxyBody {
+        ProxyBody {
+            kind: Kind::Page(None),
+            finish: None,
         }
     }
 

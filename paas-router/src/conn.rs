@@ -21,7 +21,6 @@ use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::Watcher;
@@ -32,7 +31,7 @@ use tokio::time::Instant;
 
 use super::headers::Peer;
 use super::limits::{Admission, Evictable, Idle, Permit};
-use super::{proxy, Router};
+use super::{proxy, Http, Router};
 
 /// The client-side timeouts of one connection.
 #[derive(Debug, Clone, Copy)]
@@ -62,8 +61,11 @@ pub(crate) struct Clock {
     head_since: AtomicU64,
     /// When the last response ended (0 before the first: then `head_since` is 0 too).
     idle_since: AtomicU64,
-    /// Requests from hyper calling the service until their response body is done.
+    /// Requests from hyper calling the service until their response body is done (for an
+    /// upgraded connection: until its tunnel closes).
     busy: AtomicU32,
+    /// Notified when `busy` drops to 0.
+    quiet: Notify,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +86,7 @@ impl Clock {
             head_since: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
             busy: AtomicU32::new(0),
+            quiet: Notify::new(),
         })
     }
 
@@ -180,8 +183,11 @@ impl Drop for Busy {
     fn drop(&mut self) {
         let c = &self.0;
         c.idle_since.store(c.now_ms(), Relaxed);
-        if c.busy.fetch_sub(1, Relaxed) == 1 && c.admission.under_pressure() {
-            c.admission.idle(c.candidate());
+        if c.busy.fetch_sub(1, Relaxed) == 1 {
+            c.quiet.notify_waiters();
+            if c.admission.under_pressure() {
+                c.admission.idle(c.candidate());
+            }
         }
     }
 }
@@ -250,11 +256,14 @@ pub(crate) struct Accepted {
     /// Turns true when the router stops: a connection still waiting for its first byte
     /// closes then (its `watcher` would otherwise hold the shutdown until its timeout).
     pub stopping: watch::Receiver<bool>,
+    /// On a TLS listener: the handshake to do first.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Serves one admitted connection until the client leaves, a timeout closes it or the router
-/// shuts down; its permit is released at the end.
-pub(crate) async fn serve(router: Arc<Router>, http: Arc<http1::Builder>, a: Accepted) {
+/// shuts down; its permit is released at the end. On a TLS listener the handshake comes
+/// first, within the header timeout.
+pub(crate) async fn serve(router: Arc<Router>, http: Arc<Http>, a: Accepted) {
     let Accepted {
         stream,
         peer,
@@ -263,6 +272,7 @@ pub(crate) async fn serve(router: Arc<Router>, http: Arc<http1::Builder>, a: Acc
         permit,
         watcher,
         mut stopping,
+        tls,
     } = a;
     let t = router.timeouts;
     // `peek`, not `readable()`: a new socket may report readiness before any byte is there
@@ -297,16 +307,68 @@ pub(crate) async fn serve(router: Arc<Router>, http: Arc<http1::Builder>, a: Acc
             async move { Ok::<_, Infallible>(fut.await) }
         })
     };
-    let io = TokioIo::new(Watched {
+    let io = Watched {
         stream,
         clock: Arc::clone(&clock),
-    });
-    // Boxed: the task of an idle connection stays small; hyper's state exists only from here.
-    let conn = Box::pin(watcher.watch(http.serve_connection(io, service)));
+    };
+    let Some(acceptor) = tls else {
+        // Boxed: the task of an idle connection stays small; hyper's state exists only from
+        // here.
+        let conn = http
+            .h1
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
+        drive(Box::pin(watcher.watch(conn)), &router, &clock, peer).await;
+        drop(permit);
+        return;
+    };
+    let handshake = tokio::select! {
+        r = tokio::time::timeout(t.header, acceptor.accept(io)) => r,
+        () = clock.evicted.notified() => return,
+        _ = stopping.wait_for(|s| *s) => return,
+    };
+    let stream = match handshake {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, "router: TLS handshake: {e}");
+            return;
+        }
+        Err(_) => {
+            router.admission.header_timeout();
+            return;
+        }
+    };
+    let builder = match stream.get_ref().1.alpn_protocol() {
+        // An ACME server validating a TLS-ALPN-01 challenge: the handshake was all of it.
+        Some(super::tls::ACME_TLS_ALPN) => return,
+        Some(b"h2") => &http.h2,
+        _ => &http.h1,
+    };
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    drive(Box::pin(watcher.watch(conn)), &router, &clock, peer).await;
+    drop(permit);
+}
+
+/// Runs hyper's side of a connection until it ends or our clock expires it. An upgraded
+/// connection leaves hyper early; it stays admitted (its permit held by our caller) until
+/// its tunnel closes.
+async fn drive<E: std::fmt::Display>(
+    conn: Pin<Box<impl std::future::Future<Output = Result<(), E>>>>,
+    router: &Router,
+    clock: &Arc<Clock>,
+    peer: SocketAddr,
+) {
+    let t = router.timeouts;
     tokio::select! {
         r = conn => {
             if let Err(e) = r {
                 tracing::debug!(%peer, "router: client connection: {e}");
+            }
+            loop {
+                let quiet = clock.quiet.notified();
+                if clock.busy.load(Relaxed) == 0 {
+                    break;
+                }
+                quiet.await;
             }
         }
         why = clock.expired(t) => match why {
@@ -315,7 +377,6 @@ pub(crate) async fn serve(router: Arc<Router>, http: Arc<http1::Builder>, a: Acc
             Expired::Evicted => {}
         },
     }
-    drop(permit);
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port"
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 static HTTP: HeaderValue = HeaderValue::from_static("http");
+static HTTPS: HeaderValue = HeaderValue::from_static("https");
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -60,6 +61,22 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The protocol an HTTP/1.1 request asks to switch to (`Upgrade: websocket` with `upgrade`
+/// among its `Connection` tokens), before [`strip_hop_by_hop`] removes both.
+pub(crate) fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asked =
+        headers_named(headers.get_all(header::CONNECTION).iter()).contains(&header::UPGRADE);
+    asked
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Puts back the two hop-by-hop headers an upgrade needs on its next hop.
+pub(crate) fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
+}
+
 fn headers_named<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> Vec<HeaderName> {
     values
         .filter_map(|v| v.to_str().ok())
@@ -79,10 +96,12 @@ pub(crate) struct Peer {
     trusted: bool,
     /// The router's listening port (`X-Forwarded-Port`).
     port: HeaderValue,
+    /// The connection is TLS (`X-Forwarded-Proto: https`).
+    pub(crate) tls: bool,
 }
 
 impl Peer {
-    pub(crate) fn new(ip: IpAddr, trusted: &[IpNet], port: u16) -> Peer {
+    pub(crate) fn new(ip: IpAddr, trusted: &[IpNet], port: u16, tls: bool) -> Peer {
         let ip = ip.to_canonical();
         let text = ip.to_string();
         let node = match ip {
@@ -96,6 +115,17 @@ impl Peer {
             node,
             trusted: is_trusted(trusted, ip),
             port: HeaderValue::from(port),
+            tls,
+        }
+    }
+}
+
+impl Peer {
+    fn proto(&self) -> &'static HeaderValue {
+        if self.tls {
+            &HTTPS
+        } else {
+            &HTTP
         }
     }
 }
@@ -115,7 +145,7 @@ pub(crate) fn add_forwarded(headers: &mut HeaderMap, peer: &Peer, host: &HeaderV
         headers.insert(FORWARDED.clone(), fwd);
         for (name, ours) in [
             (&X_REAL_IP, &peer.ip),
-            (&X_FORWARDED_PROTO, &HTTP),
+            (&X_FORWARDED_PROTO, peer.proto()),
             (&X_FORWARDED_HOST, host),
             (&X_FORWARDED_PORT, &peer.port),
         ] {
@@ -127,7 +157,7 @@ pub(crate) fn add_forwarded(headers: &mut HeaderMap, peer: &Peer, host: &HeaderV
         headers.insert(X_FORWARDED_FOR.clone(), peer.ip.clone());
         headers.insert(X_REAL_IP.clone(), peer.ip.clone());
         headers.insert(FORWARDED.clone(), forwarded);
-        headers.insert(X_FORWARDED_PROTO.clone(), HTTP.clone());
+        headers.insert(X_FORWARDED_PROTO.clone(), peer.proto().clone());
         headers.insert(X_FORWARDED_HOST.clone(), host.clone());
         headers.insert(X_FORWARDED_PORT.clone(), peer.port.clone());
     }
@@ -154,7 +184,11 @@ fn forwarded_element(peer: &Peer, host: &HeaderValue) -> HeaderValue {
     } else {
         out.extend_from_slice(host);
     }
-    out.extend_from_slice(b";proto=http");
+    out.extend_from_slice(if peer.tls {
+        b";proto=https"
+    } else {
+        b";proto=http"
+    });
     // Built from a valid header value and visible ASCII.
     HeaderValue::from_maybe_shared(Bytes::from(out))
         .unwrap_or_else(|_| HeaderValue::from_static("for=unknown;proto=http"))
@@ -360,7 +394,7 @@ mod tests {
 
     fn peer(ip: &str, trusted: &[&str]) -> Peer {
         let nets: Vec<IpNet> = trusted.iter().map(|n| n.parse().expect(n)).collect();
-        Peer::new(ip.parse().expect("ip"), &nets, 8080)
+        Peer::new(ip.parse().expect("ip"), &nets, 8080, false)
     }
 
     fn one<'a>(h: &'a HeaderMap, name: &str) -> &'a str {

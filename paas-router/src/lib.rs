@@ -9,7 +9,9 @@
 //! its timeouts), `table` (host matching, upstream choice), `snapshot` (a table bound to live
 //! state), `pool` (per-address connections and in-flight count), `proxy` (one request),
 //! `headers` (Host and forwarding headers), `trust` (trusted-proxy networks), `body` (bodies
-//! and per-request bookkeeping), `stats`, `pages` (error pages).
+//! and per-request bookkeeping), `tunnel` (upgraded connections: WebSockets), `tls` (TLS
+//! termination: server config and SNI over published certificates), `stats`, `pages`
+//! (error pages).
 
 #![forbid(unsafe_code)]
 
@@ -25,7 +27,9 @@ mod stats;
 mod table;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 mod trust;
+mod tunnel;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,12 +37,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper_util::rt::TokioTimer;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpListener;
 
 pub use limits::{connection_budget, ConnStats, MIN_FD_RESERVE};
 pub use stats::{AppStats, LatencyBucket};
-pub use table::{RouteTable, Upstream};
+pub use table::{Https, RouteTable, Upstream};
 pub use trust::{IpNet, IpNetError};
 
 use limits::{Admission, Refused};
@@ -84,6 +88,9 @@ pub struct RouterOptions {
     pub client_header_timeout: Duration,
     /// How long a client keep-alive connection may wait for its next request.
     pub client_idle_timeout: Duration,
+    /// How long an upgraded connection (a WebSocket) may pass no byte either way before it is
+    /// closed. Apps keep theirs open with pings (Socket.IO every 25 s, Phoenix every 30 s).
+    pub upgrade_idle_timeout: Duration,
     /// Client connections open at once; more are closed at accept (with a 503 if the socket
     /// takes it at once). Lowered to the descriptor budget of `nofile` when that is smaller.
     pub max_connections: usize,
@@ -109,6 +116,7 @@ impl Default for RouterOptions {
             idle_timeout: Duration::from_secs(4),
             client_header_timeout: Duration::from_secs(10),
             client_idle_timeout: Duration::from_secs(60),
+            upgrade_idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             max_connections_per_ip: 256,
             nofile: None,
@@ -129,6 +137,44 @@ pub struct Router {
     /// Only `publish`, `inflight` and `stats` take this; the request path never does.
     registry: Mutex<Registry>,
     access: AccessSink,
+    /// The certificates TLS listeners serve (see [`Router::publish_certs`]).
+    certs: Arc<tls::Resolver>,
+    /// ACME HTTP-01 answers by token, for `/.well-known/acme-challenge/TOKEN` over plain HTTP.
+    acme: Mutex<std::collections::HashMap<String, String>>,
+    /// The port of the TLS listener (0: none), for redirects to HTTPS.
+    tls_port: std::sync::atomic::AtomicU16,
+}
+
+/// hyper's two ways of serving a connection: HTTP/1.1 (plain, or TLS without `h2`), and
+/// HTTP/2 for TLS clients that chose `h2`.
+pub(crate) struct Http {
+    pub h1: hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    pub h2: hyper_util::server::conn::auto::Builder<TokioExecutor>,
+}
+
+impl Http {
+    fn new() -> Http {
+        let mut h1 =
+            hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
+        // Our own timeouts (`conn`) replace hyper's header timer, which would also cut idle
+        // keep-alive connections at the header timeout. A 64 KiB buffer ceiling (hyper's
+        // default is ~400 KiB) bounds what one connection can make us hold; it is also the
+        // largest request head we read, eight times nginx's default line limit.
+        h1.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .max_buf_size(MAX_BUF)
+            .keep_alive(true);
+        let mut h2 =
+            hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http2_only();
+        // nginx's defaults: 128 concurrent streams, and the same 64 KiB of request head as
+        // over HTTP/1.1.
+        h2.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(128)
+            .max_header_list_size(MAX_BUF as u32);
+        Http { h1, h2 }
+    }
 }
 
 /// The most a connection's read or write buffer grows to (hyper's minimum is 8 KiB).
@@ -220,6 +266,9 @@ impl Router {
             current: ArcSwap::from_pointee(empty),
             registry: Mutex::new(registry),
             access,
+            certs: Arc::default(),
+            acme: Mutex::default(),
+            tls_port: std::sync::atomic::AtomicU16::new(0),
         })
     }
 
@@ -259,20 +308,75 @@ impl Router {
         Some(cell.snapshot())
     }
 
+    /// The certificates TLS listeners serve from now on (handshakes in progress keep the
+    /// set they started with).
+    pub fn publish_certs(&self, certs: tls::Certs) {
+        self.certs.publish(certs);
+    }
+
+    /// Answers an ACME server's HTTP-01 validation of `token` with `key_authorization`, for
+    /// any host, on plain HTTP, until [`Router::remove_acme_token`].
+    pub fn set_acme_token(&self, token: &str, key_authorization: &str) {
+        self.acme_tokens()
+            .insert(token.to_string(), key_authorization.to_string());
+    }
+
+    pub fn remove_acme_token(&self, token: &str) {
+        self.acme_tokens().remove(token);
+    }
+
+    fn acme_tokens(&self) -> MutexGuard<'_, std::collections::HashMap<String, String>> {
+        self.acme.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn acme_answer(&self, token: &str) -> Option<String> {
+        self.acme_tokens().get(token).cloned()
+    }
+
+    /// Where a plain-HTTP request for `host` (a Host value) should go instead, if the app
+    /// wants HTTPS and a TLS listener has a certificate for the name.
+    pub(crate) fn https_port_for(&self, host: &str) -> Option<u16> {
+        let port = self.tls_port.load(std::sync::atomic::Ordering::Relaxed);
+        let name = table::normalize_host(host)?;
+        (port != 0 && self.certs.covers(&name)).then_some(port)
+    }
+
     /// Serves HTTP/1.1 on the listener until `shutdown` resolves, then stops accepting and
     /// lets in-flight requests finish (idle keep-alive connections are closed at once).
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        self.accept(listener, None, shutdown).await;
+    }
+
+    /// [`Router::serve`] over TLS, with the certificates of [`Router::publish_certs`]:
+    /// HTTP/2 for clients that offer it, else HTTP/1.1. A client asking for a name we have
+    /// no certificate for fails its handshake.
+    pub async fn serve_tls(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), tls::TlsError> {
+        let config = tls::server_config(Arc::clone(&self.certs))?;
+        if let Ok(addr) = listener.local_addr() {
+            self.tls_port
+                .store(addr.port(), std::sync::atomic::Ordering::Relaxed);
+        }
+        self.accept(
+            listener,
+            Some(tokio_rustls::TlsAcceptor::from(config)),
+            shutdown,
+        )
+        .await;
+        Ok(())
+    }
+
+    async fn accept(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        shutdown: impl Future<Output = ()>,
+    ) {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let mut http = hyper::server::conn::http1::Builder::new();
-        // Our own timeouts (`conn`) replace hyper's header timer, which would also cut idle
-        // keep-alive connections at the header timeout. A 64 KiB buffer ceiling (hyper's
-        // default is ~400 KiB) bounds what one connection can make us hold; it is also the
-        // largest request head we read, eight times nginx's default line limit.
-        http.timer(TokioTimer::new())
-            .header_read_timeout(None)
-            .max_buf_size(MAX_BUF)
-            .keep_alive(true);
-        let http = Arc::new(http);
+        let http = Arc::new(Http::new());
         let port = listener.local_addr().map_or(0, |a| a.port());
         tokio::pin!(shutdown);
         let mut sweep = tokio::time::interval(self.opts.idle_timeout.max(Duration::from_secs(1)));
@@ -319,6 +423,7 @@ impl Router {
                 peer.ip(),
                 &self.opts.trusted_proxies,
                 port,
+                tls.is_some(),
             ));
             let accepted = conn::Accepted {
                 stream,
@@ -328,6 +433,7 @@ impl Router {
                 permit,
                 watcher: graceful.watcher(),
                 stopping: stop.clone(),
+                tls: tls.clone(),
             };
             tokio::spawn(conn::serve(Arc::clone(&self), Arc::clone(&http), accepted));
         }

@@ -147,7 +147,8 @@ impl Backend {
             .await
             .map_err(|source| ConnectError::Handshake { addr, source })?;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            // With upgrades, a 101 hands the socket to the request that got it (`tunnel`).
+            if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(%addr, "upstream connection ended: {e}");
             }
         });

@@ -13,7 +13,8 @@ use std::time::Instant;
 
 use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::{Method, Request, Response, Uri, Version};
+use hyper::upgrade::OnUpgrade;
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 
 use super::body::{Finish, ProxyBody, UpstreamBody};
 use super::conn::Busy;
@@ -89,6 +90,15 @@ pub(crate) async fn forward(
     );
     let html = wants_html(&parts.headers);
 
+    if !client.tls {
+        let token = parts
+            .uri
+            .path()
+            .strip_prefix("/.well-known/acme-challenge/");
+        if let Some(answer) = token.and_then(|t| router.acme_answer(t)) {
+            return acme_answer(finish, answer, request_id);
+        }
+    }
     let host_value = match headers::request_host(&mut parts.headers, &parts.uri) {
         Ok(h) => h,
         Err(bad) => return page(finish, Page::BadHost(bad), html, request_id),
@@ -99,11 +109,25 @@ pub(crate) async fn forward(
         return page(finish, Page::UnknownHost(host), html, request_id);
     };
     finish.app = Some(route.clone());
+    if !client.tls && route.https.redirect {
+        if let Some(port) = router.https_port_for(host) {
+            return to_https(finish, host, port, &parts.uri, request_id);
+        }
+    }
+    let hsts = client.tls && route.https.hsts;
     if route.backends.is_empty() {
         return page(finish, Page::NoInstances(&route.name), html, request_id);
     }
 
+    // An HTTP/1.1 upgrade (WebSockets): the client's side of the switch, and the protocol,
+    // put back once the other hop-by-hop headers are gone.
+    let upgrade = headers::upgrade_of(&parts.headers)
+        .filter(|_| parts.version == Version::HTTP_11)
+        .and_then(|p| Some((p, parts.extensions.remove::<OnUpgrade>()?)));
     headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some((protocol, _)) = &upgrade {
+        headers::set_upgrade(&mut parts.headers, protocol.clone());
+    }
     headers::add_forwarded(&mut parts.headers, &client, &host_value);
     parts
         .headers
@@ -163,7 +187,23 @@ pub(crate) async fn forward(
             break;
         };
         match tokio::time::timeout(router.opts.response_timeout, tx.try_send_request(req)).await {
-            Ok(Ok(resp)) => return respond(finish, route, idx, guard, tx, resp, request_id),
+            Ok(Ok(resp)) => {
+                let answer = Answer {
+                    finish,
+                    route,
+                    idx,
+                    guard,
+                    tx,
+                    request_id,
+                    hsts,
+                };
+                return match (resp.status(), upgrade) {
+                    (StatusCode::SWITCHING_PROTOCOLS, Some((_, client))) => {
+                        switch(answer, resp, client, &router)
+                    }
+                    (_, _) => respond(answer, resp),
+                };
+            }
             Ok(Err(mut e)) => {
                 if reused {
                     backend.clear_idle();
@@ -189,15 +229,30 @@ pub(crate) async fn forward(
     page(finish, last.page(&route.name), html, request_id)
 }
 
-fn respond(
-    mut finish: Finish,
+/// What a response from an upstream is settled with.
+struct Answer {
+    finish: Finish,
     route: Arc<AppRoute>,
     idx: usize,
     guard: super::pool::InflightGuard,
     tx: super::pool::Sender,
-    resp: Response<Incoming>,
     request_id: HeaderValue,
-) -> Response<ProxyBody> {
+    /// Add `Strict-Transport-Security` (an HTTPS request of an app that wants it).
+    hsts: bool,
+}
+
+static STRICT_TRANSPORT_SECURITY: HeaderValue = HeaderValue::from_static("max-age=31536000");
+
+fn respond(answer: Answer, resp: Response<Incoming>) -> Response<ProxyBody> {
+    let Answer {
+        mut finish,
+        route,
+        idx,
+        guard,
+        tx,
+        request_id,
+        hsts,
+    } = answer;
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     // The version is hop-by-hop too: an HTTP/1.0 app (Python's http.server) must not make
@@ -207,12 +262,106 @@ fn respond(
     if !parts.headers.contains_key(&X_REQUEST_ID) {
         parts.headers.insert(X_REQUEST_ID.clone(), request_id);
     }
+    if hsts {
+        parts.headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            STRICT_TRANSPORT_SECURITY.clone(),
+        );
+    }
     finish.status = parts.status.as_u16();
     finish.app = Some(route);
     finish.upstream = Some(idx);
     finish.inflight = Some(guard);
     finish.conn = Some(tx);
     Response::from_parts(parts, ProxyBody::upstream(body, finish))
+}
+
+/// The upstream agreed to switch protocols: the client gets the 101, and a task of its own
+/// joins the two upgraded connections (`tunnel`). It holds the request's bookkeeping, so the
+/// instance counts as busy (a rollout's drain waits for it, up to the drain timeout) and the
+/// client connection stays admitted until the tunnel closes.
+fn switch(
+    answer: Answer,
+    mut resp: Response<Incoming>,
+    client: OnUpgrade,
+    router: &Router,
+) -> Response<ProxyBody> {
+    let Answer {
+        mut finish,
+        route,
+        idx,
+        guard,
+        tx,
+        request_id,
+        hsts: _,
+    } = answer;
+    let upstream = hyper::upgrade::on(&mut resp);
+    let (mut parts, _) = resp.into_parts();
+    let protocol = parts.headers.get(header::UPGRADE).cloned();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = protocol {
+        headers::set_upgrade(&mut parts.headers, protocol);
+    }
+    if !parts.headers.contains_key(&X_REQUEST_ID) {
+        parts.headers.insert(X_REQUEST_ID.clone(), request_id);
+    }
+    finish.app = Some(route);
+    finish.upstream = Some(idx);
+    finish.inflight = Some(guard);
+    finish.upgrade_opened();
+    tokio::spawn(super::tunnel::run(
+        client,
+        upstream,
+        finish,
+        tx,
+        router.opts.upgrade_idle_timeout,
+    ));
+    Response::from_parts(parts, ProxyBody::empty())
+}
+
+/// 308 to the same URL over HTTPS (the method and body are kept, unlike with 301).
+fn to_https(
+    mut finish: Finish,
+    host: &str,
+    port: u16,
+    uri: &Uri,
+    request_id: HeaderValue,
+) -> Response<ProxyBody> {
+    let name = host.rsplit_once(':').map_or(host, |(n, p)| {
+        // Only a port: an IPv6 literal's colons sit inside its brackets.
+        if p.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty() {
+            n
+        } else {
+            host
+        }
+    });
+    let target = match port {
+        443 => format!("https://{name}"),
+        p => format!("https://{name}:{p}"),
+    };
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    finish.status = StatusCode::PERMANENT_REDIRECT.as_u16();
+    let mut resp = Response::new(ProxyBody::page(bytes::Bytes::new(), finish));
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    let h = resp.headers_mut();
+    // A valid Host and a valid request target make a valid header value.
+    if let Ok(location) = HeaderValue::from_str(&format!("{target}{path}")) {
+        h.insert(header::LOCATION, location);
+    }
+    h.insert(X_REQUEST_ID.clone(), request_id);
+    resp
+}
+
+fn acme_answer(mut finish: Finish, answer: String, request_id: HeaderValue) -> Response<ProxyBody> {
+    finish.status = 200;
+    let mut resp = Response::new(ProxyBody::page(bytes::Bytes::from(answer), finish));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(X_REQUEST_ID.clone(), request_id);
+    resp
 }
 
 fn page(

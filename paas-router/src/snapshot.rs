@@ -21,6 +21,7 @@ pub(crate) struct Snapshot {
 
 pub(crate) struct AppRoute {
     pub name: String,
+    pub https: super::table::Https,
     pub upstreams: Vec<Upstream>,
     /// Parallel to `upstreams`.
     pub backends: Vec<Arc<Backend>>,
@@ -61,6 +62,7 @@ impl Snapshot {
                 let stats = reg.stats.entry(entry.name.clone()).or_default().clone();
                 Arc::new(AppRoute {
                     name: entry.name.clone(),
+                    https: entry.https,
                     upstreams: entry.upstreams.clone(),
                     backends,
                     stats,

@@ -20,8 +20,13 @@ pub struct AppStats {
     pub requests: u64,
     /// Responses per status class: `[1xx, 2xx, 3xx, 4xx, 5xx]`.
     pub status: [u64; 5],
-    /// Response body bytes sent to clients.
+    /// Response body bytes sent to clients (and, for upgraded connections, every byte from
+    /// the instance to the client).
     pub bytes: u64,
+    /// Connections upgraded (101 Switching Protocols, e.g. WebSockets) since paasd started,
+    /// and those still open.
+    pub upgrades: u64,
+    pub upgrades_open: u64,
     pub p50: Duration,
     pub p95: Duration,
     pub p99: Duration,
@@ -41,6 +46,8 @@ pub(crate) struct StatsCell {
     requests: AtomicU64,
     status: [AtomicU64; 5],
     bytes: AtomicU64,
+    upgrades: AtomicU64,
+    upgrades_open: AtomicU64,
     buckets: [AtomicU64; BUCKETS],
 }
 
@@ -50,6 +57,8 @@ impl Default for StatsCell {
             requests: AtomicU64::new(0),
             status: std::array::from_fn(|_| AtomicU64::new(0)),
             bytes: AtomicU64::new(0),
+            upgrades: AtomicU64::new(0),
+            upgrades_open: AtomicU64::new(0),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
@@ -66,6 +75,18 @@ impl StatsCell {
         }
         let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         self.buckets[bucket_of(us)].fetch_add(1, Relaxed);
+    }
+
+    /// An upgraded connection opened: its 101 was recorded as a request (its latency is the
+    /// time to the 101); what flows afterwards counts only as bytes.
+    pub fn upgrade_opened(&self) {
+        self.upgrades.fetch_add(1, Relaxed);
+        self.upgrades_open.fetch_add(1, Relaxed);
+    }
+
+    pub fn upgrade_closed(&self, bytes: u64) {
+        self.upgrades_open.fetch_sub(1, Relaxed);
+        self.bytes.fetch_add(bytes, Relaxed);
     }
 
     pub fn snapshot(&self) -> AppStats {
@@ -91,6 +112,8 @@ impl StatsCell {
             requests: self.requests.load(Relaxed),
             status: std::array::from_fn(|i| self.status[i].load(Relaxed)),
             bytes: self.bytes.load(Relaxed),
+            upgrades: self.upgrades.load(Relaxed),
+            upgrades_open: self.upgrades_open.load(Relaxed),
             p50: pct(0.50),
             p95: pct(0.95),
             p99: pct(0.99),

@@ -1,6 +1,8 @@
 //! The route table: which app a Host names, and the arithmetic that picks one of its upstreams.
 //!
-//! Owns host normalisation, custom-domain and default-domain matching, and the
+//! Owns host normalisation, custom-domain, default-domain and wildcard matching (most
+//! specific first: an exact domain, then `<app>.<base>`, then the nearest `*.parent`), each
+//! app's HTTPS behaviour ([`Https`]), and the
 //! least-connections/round-robin choice. It is plain data, built by the supervisor and never
 //! changed once published. It must not do I/O or hold live counters: in-flight counts and
 //! connections belong to the Router, keyed by address, so they outlive any one table.
@@ -18,10 +20,29 @@ pub struct Upstream {
     pub release: u32,
 }
 
+/// What an app's plain-HTTP and HTTPS requests get besides routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Https {
+    /// Plain-HTTP requests for a host with a certificate get a 308 to `https://`.
+    pub redirect: bool,
+    /// HTTPS responses carry `Strict-Transport-Security: max-age=31536000`.
+    pub hsts: bool,
+}
+
+impl Default for Https {
+    fn default() -> Self {
+        Https {
+            redirect: true,
+            hsts: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct AppEntry {
     pub name: String,
     pub upstreams: Vec<Upstream>,
+    pub https: Https,
 }
 
 /// Host → app → upstreams. Immutable once handed to [`super::Router::publish`].
@@ -32,6 +53,8 @@ pub struct RouteTable {
     apps: Vec<AppEntry>,
     by_name: HashMap<String, usize>,
     by_domain: HashMap<String, usize>,
+    /// `*.example.com` keyed by `example.com`.
+    by_wildcard: HashMap<String, usize>,
 }
 
 impl RouteTable {
@@ -60,15 +83,31 @@ impl RouteTable {
                 self.apps.push(AppEntry {
                     name: name.clone(),
                     upstreams,
+                    https: Https::default(),
                 });
                 self.by_name.insert(name, self.apps.len() - 1);
                 self.apps.len() - 1
             }
         };
         for domain in domains {
-            if let Some(d) = normalize_host(domain) {
-                self.by_domain.insert(d.into_owned(), idx);
+            let Some(d) = normalize_host(domain) else {
+                continue;
+            };
+            match d.strip_prefix("*.") {
+                Some(parent) if !parent.is_empty() => {
+                    self.by_wildcard.insert(parent.to_string(), idx);
+                }
+                _ => {
+                    self.by_domain.insert(d.into_owned(), idx);
+                }
             }
+        }
+    }
+
+    /// Sets `app`'s HTTPS behaviour (added already; otherwise nothing happens).
+    pub fn set_https(&mut self, app: &str, https: Https) {
+        if let Some(&idx) = self.by_name.get(&app.to_ascii_lowercase()) {
+            self.apps[idx].https = https;
         }
     }
 
@@ -98,12 +137,30 @@ impl RouteTable {
         &self.apps
     }
 
-    /// Index into [`Self::apps`]: exact custom domain first, then `<app>.<base-domain>`.
+    /// Index into [`Self::apps`]: exact custom domain first, then `<app>.<base-domain>`,
+    /// then the wildcard of the nearest parent (`*.b.example.com` before `*.example.com`).
     pub(crate) fn lookup(&self, host: &str) -> Option<usize> {
         let host = normalize_host(host)?;
         if let Some(&idx) = self.by_domain.get(host.as_ref()) {
             return Some(idx);
         }
+        if let Some(idx) = self.default_domain_app(&host) {
+            return Some(idx);
+        }
+        if self.by_wildcard.is_empty() {
+            return None;
+        }
+        let mut rest = host.as_ref();
+        while let Some((_, parent)) = rest.split_once('.') {
+            if let Some(&idx) = self.by_wildcard.get(parent) {
+                return Some(idx);
+            }
+            rest = parent;
+        }
+        None
+    }
+
+    fn default_domain_app(&self, host: &str) -> Option<usize> {
         if self.base_domain.is_empty() {
             return None;
         }
@@ -185,6 +242,34 @@ mod tests {
         // A custom domain that looks like another app's default domain: exact wins.
         t.add_app("shop", &["api2.paas.test".into()], vec![up(2, "web.1")]);
         t
+    }
+
+    #[test]
+    fn wildcards_route_subdomains_without_their_own_route_and_the_nearest_wins() {
+        let mut t = table();
+        t.add_app("any", &["*.Example.com".into()], vec![]);
+        t.add_app("deep", &["*.b.example.com".into()], vec![]);
+        t.add_app("catch", &["*.paas.test".into()], vec![]);
+        let app = |h: &str| t.app_for_host(h).map(str::to_string);
+        assert_eq!(app("www.example.com").as_deref(), Some("web"), "exact wins");
+        assert_eq!(app("x.example.com:8443").as_deref(), Some("any"));
+        assert_eq!(app("x.y.example.com").as_deref(), Some("any"));
+        assert_eq!(
+            app("x.b.example.com").as_deref(),
+            Some("deep"),
+            "nearest wins"
+        );
+        assert_eq!(
+            app("example.com"),
+            None,
+            "a wildcard does not cover its parent"
+        );
+        assert_eq!(
+            app("api.paas.test").as_deref(),
+            Some("api"),
+            "an app's own domain wins"
+        );
+        assert_eq!(app("nope.paas.test").as_deref(), Some("catch"));
     }
 
     #[test]

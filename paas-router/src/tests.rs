@@ -1317,3 +1317,464 @@ async fn router_keeps_client_connections_alive_behind_an_http_1_0_upstream() {
     assert!(got.starts_with("HTTP/1.0 200"), "{got}");
     server.abort();
 }
+
+// ---------- upgraded connections ----------
+
+/// A raw upstream that switches every request asking `Upgrade: echo` to a byte echo (each
+/// chunk sent back with `prefix` in front) and answers anything else with a plain 200. It
+/// keeps the heads it received.
+struct EchoUpstream {
+    addr: SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+    task: JoinHandle<()>,
+}
+
+impl EchoUpstream {
+    async fn start(prefix: &'static str) -> EchoUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
+        let addr = listener.local_addr().expect("echo addr");
+        let heads: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen = heads.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let head = loop {
+                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                            buf.drain(..end + 4);
+                            break head;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                    };
+                    seen.lock().expect("heads").push(head.clone());
+                    if !head.contains("\r\nupgrade: echo") {
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nno")
+                            .await;
+                        return;
+                    }
+                    let switch = b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n";
+                    if stream.write_all(switch).await.is_err() {
+                        return;
+                    }
+                    loop {
+                        let mut chunk = [0u8; 4096];
+                        let n = match stream.read(&mut chunk).await {
+                            Ok(n) if n > 0 => n,
+                            _ => return,
+                        };
+                        let mut out = prefix.as_bytes().to_vec();
+                        out.extend_from_slice(&chunk[..n]);
+                        if stream.write_all(&out).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        EchoUpstream { addr, heads, task }
+    }
+
+    fn upstream(&self, instance: &str) -> Upstream {
+        Upstream {
+            addr: self.addr,
+            instance: instance.into(),
+            release: 1,
+        }
+    }
+}
+
+impl Drop for EchoUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Opens a connection to the router, asks to switch to the echo protocol and returns the
+/// socket once the response head is read, with that head.
+async fn upgraded(router: SocketAddr, host: &str) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(router).await.expect("connect router");
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: {host}\r\nConnection: keep-alive, Upgrade\r\nUpgrade: echo\r\nX-Real-IP: 6.6.6.6\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.expect("send upgrade");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(WAIT, s.read(&mut b))
+            .await
+            .expect("response head in time")
+            .expect("read head");
+        assert!(n == 1, "connection closed before the response head");
+        head.push(b[0]);
+    }
+    (s, String::from_utf8_lossy(&head).to_ascii_lowercase())
+}
+
+async fn round_trip(s: &mut TcpStream, msg: &str, want: &str) {
+    s.write_all(msg.as_bytes()).await.expect("write");
+    let mut got = vec![0u8; want.len()];
+    tokio::time::timeout(WAIT, s.read_exact(&mut got))
+        .await
+        .expect("echo in time")
+        .expect("read echo");
+    assert_eq!(String::from_utf8_lossy(&got), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgraded_connections_are_tunnelled_counted_and_logged() {
+    let up = EchoUpstream::start("").await;
+    let h = Harness::start(RouterOptions::default()).await;
+    h.router
+        .publish(table(&[("ws", &[], vec![up.upstream("web.1")])]));
+    let (mut s, head) = upgraded(h.addr, "ws.paas.test").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("\r\nupgrade: echo\r\n"), "{head}");
+    assert!(head.contains("\r\nconnection: upgrade\r\n"), "{head}");
+    assert!(head.contains("\r\nx-request-id: "), "{head}");
+    // The instance was asked to switch, with the router's forwarding headers.
+    let sent = up.heads.lock().expect("heads")[0].clone();
+    assert!(sent.contains("\r\nupgrade: echo"), "{sent}");
+    assert!(sent.contains("\r\nconnection: upgrade"), "{sent}");
+    assert!(sent.contains("\r\nx-real-ip: 127.0.0.1"), "{sent}");
+    assert!(!sent.contains("6.6.6.6"), "{sent}");
+    for i in 0..200 {
+        let msg = format!("message {i}");
+        round_trip(&mut s, &msg, &msg).await;
+    }
+    let stats = h.router.stats("ws").expect("stats");
+    assert_eq!((stats.upgrades, stats.upgrades_open), (1, 1));
+    assert_eq!(stats.status[0], 1, "the 101 counts as a 1xx response");
+    // The other requests of the router are unaffected meanwhile.
+    let mut c = h.client().await;
+    assert_eq!(c.get("ws.paas.test").await.body, "no");
+    drop(s);
+    wait_for("the tunnel to close", || {
+        h.router.stats("ws").is_some_and(|s| s.upgrades_open == 0)
+    })
+    .await;
+    let line = h
+        .lines()
+        .into_iter()
+        .find(|l| l.status == 101)
+        .expect("an access line for the upgraded connection");
+    assert_eq!((line.method.as_str(), line.path.as_str()), ("GET", "/ws"));
+    assert_eq!(
+        line.bytes,
+        (0..200).map(|i| format!("message {i}").len() as u64).sum()
+    );
+    assert_eq!(line.instance.as_deref(), Some("web.1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_upgraded_connection_is_closed_and_an_upstream_refusal_is_a_plain_response() {
+    let up = EchoUpstream::start("> ").await;
+    let h = Harness::start(RouterOptions {
+        upgrade_idle_timeout: Duration::from_millis(300),
+        ..RouterOptions::default()
+    })
+    .await;
+    h.router
+        .publish(table(&[("ws", &[], vec![up.upstream("web.1")])]));
+    let (mut s, head) = upgraded(h.addr, "ws.paas.test").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    // Traffic keeps it open past the idle timeout...
+    for _ in 0..6 {
+        round_trip(&mut s, "ping", "> ping").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // ...silence closes it.
+    let mut b = [0u8; 16];
+    let n = tokio::time::timeout(WAIT, s.read(&mut b))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the idle tunnel was closed");
+    wait_for("the tunnel to be settled", || {
+        h.router.stats("ws").is_some_and(|s| s.upgrades_open == 0)
+    })
+    .await;
+    // A client asking to upgrade where the app does not switch gets the app's answer.
+    let mut s = TcpStream::connect(h.addr).await.expect("connect");
+    s.write_all(
+        b"GET / HTTP/1.1\r\nHost: ws.paas.test\r\nConnection: upgrade\r\nUpgrade: other\r\n\r\n",
+    )
+    .await
+    .expect("send");
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).ends_with("no") {
+        let mut chunk = [0u8; 1024];
+        let n = tokio::time::timeout(WAIT, s.read(&mut chunk))
+            .await
+            .expect("answer in time")
+            .expect("read");
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert_eq!(h.router.stats("ws").map(|s| s.upgrades), Some(1));
+}
+
+// ---------- TLS ----------
+
+/// A test CA and leaf certificates it signs.
+struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    fn new() -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "paas test CA");
+        let key = rcgen::KeyPair::generate().expect("ca key");
+        TestCa {
+            issuer: rcgen::CertifiedIssuer::self_signed(params, key).expect("ca"),
+        }
+    }
+
+    /// A certificate for `names` (an ECDSA P-256 key) as served: chain PEM and key PEM.
+    fn leaf(&self, names: &[&str]) -> tls::Certificate {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let key = rcgen::KeyPair::generate().expect("leaf key");
+        let cert = rcgen::CertificateParams::new(names)
+            .expect("leaf params")
+            .signed_by(&key, &self.issuer)
+            .expect("leaf");
+        let chain = format!("{}{}", cert.pem(), self.issuer.pem());
+        tls::Certificate::from_pem(chain.as_bytes(), key.serialize_pem().as_bytes())
+            .expect("certificate")
+    }
+
+    fn client_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.issuer.der().clone()).expect("root");
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+}
+
+impl Harness {
+    /// Also serves TLS on a listener of its own; returns its address.
+    async fn with_tls(&self) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind tls");
+        let addr = listener.local_addr().expect("tls addr");
+        let router = self.router.clone();
+        tokio::spawn(async move {
+            router
+                .serve_tls(listener, std::future::pending())
+                .await
+                .expect("tls config");
+        });
+        addr
+    }
+}
+
+async fn tls_connect(
+    addr: SocketAddr,
+    ca: &TestCa,
+    name: &str,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let connector = tokio_rustls::TlsConnector::from(ca.client_config(alpn));
+    let server_name = rustls::pki_types::ServerName::try_from(name.to_string()).expect("name");
+    connector.connect(server_name, tcp).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_picks_the_certificate_by_sni_and_speaks_h2_and_http1_with_proto_https() {
+    let up = TestUpstream::start("tls").await;
+    let h = Harness::start(RouterOptions::default()).await;
+    h.router.publish(table(&[(
+        "web",
+        &["shop.example.com", "*.example.com"],
+        vec![up.upstream(1)],
+    )]));
+    let ca = TestCa::new();
+    let mut certs = tls::Certs::new();
+    certs.add("web.paas.test", ca.leaf(&["web.paas.test"]));
+    certs.add("*.example.com", ca.leaf(&["*.example.com"]));
+    h.router.publish_certs(certs);
+    let tls_addr = h.with_tls().await;
+
+    // HTTP/2 when offered, for the app's own name and for a name only the wildcard covers.
+    for host in ["web.paas.test", "shop.example.com"] {
+        let stream = tls_connect(tls_addr, &ca, host, &[b"h2", b"http/1.1"])
+            .await
+            .expect("handshake");
+        assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (mut tx, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(stream),
+        )
+        .await
+        .expect("h2 handshake");
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .uri(format!("https://{host}/path"))
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let resp = tx.send_request(req).await.expect("h2 response");
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.version(), hyper::Version::HTTP_2);
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&body[..], b"tls");
+    }
+    let seen = up
+        .seen
+        .lock()
+        .expect("seen")
+        .last()
+        .cloned()
+        .expect("a request");
+    assert_eq!(seen["x-forwarded-proto"], "https");
+    assert_eq!(
+        seen["x-forwarded-port"],
+        tls_addr.port().to_string().as_str()
+    );
+    assert_eq!(seen["host"], "shop.example.com");
+    let fwd = seen["forwarded"].to_str().expect("forwarded");
+    assert!(fwd.ends_with(";proto=https"), "{fwd}");
+
+    // HTTP/1.1 when h2 is not offered.
+    let stream = tls_connect(tls_addr, &ca, "web.paas.test", &[b"http/1.1"])
+        .await
+        .expect("handshake");
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("http1 handshake");
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .uri("/")
+        .header("host", "web.paas.test")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = tx.send_request(req).await.expect("http1 response");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.version(), hyper::Version::HTTP_11);
+
+    // No certificate for the name: the handshake fails; the deeper name is not covered.
+    for name in ["other.paas.test", "a.b.example.com"] {
+        assert!(
+            tls_connect(tls_addr, &ca, name, &[b"h2"]).await.is_err(),
+            "{name} has no certificate"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_goes_to_https_once_a_certificate_covers_the_host() {
+    let up = TestUpstream::start("app").await;
+    let h = Harness::start(RouterOptions::default()).await;
+    let mut t = table(&[
+        ("web", &[], vec![up.upstream(1)]),
+        ("plain", &[], vec![up.upstream(1)]),
+        ("optout", &[], vec![up.upstream(1)]),
+    ]);
+    t.set_https(
+        "web",
+        Https {
+            redirect: true,
+            hsts: true,
+        },
+    );
+    t.set_https(
+        "optout",
+        Https {
+            redirect: false,
+            hsts: false,
+        },
+    );
+    h.router.publish(t);
+    let ca = TestCa::new();
+    let mut c = h.client().await;
+    // No TLS listener yet: nothing to redirect to.
+    assert_eq!(c.get("web.paas.test").await.status, StatusCode::OK);
+    let mut certs = tls::Certs::new();
+    certs.add("web.paas.test", ca.leaf(&["web.paas.test"]));
+    certs.add("optout.paas.test", ca.leaf(&["optout.paas.test"]));
+    h.router.publish_certs(certs);
+    let tls_addr = h.with_tls().await;
+    wait_for("the TLS listener", || {
+        h.router.tls_port.load(std::sync::atomic::Ordering::Relaxed) != 0
+    })
+    .await;
+
+    let got = c.get("web.paas.test:8080").await;
+    assert_eq!(got.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        got.headers["location"],
+        format!("https://web.paas.test:{}/some/path?q=1", tls_addr.port()).as_str()
+    );
+    // No certificate for the host, or the app opted out: served over plain HTTP.
+    assert_eq!(c.get("plain.paas.test").await.status, StatusCode::OK);
+    assert_eq!(c.get("optout.paas.test").await.status, StatusCode::OK);
+    assert!(!c
+        .get("optout.paas.test")
+        .await
+        .headers
+        .contains_key("strict-transport-security"));
+
+    // ACME HTTP-01: answered on plain HTTP for any host, before redirects and routing.
+    h.router.set_acme_token("tok123", "tok123.thumbprint");
+    let got = raw(
+        h.addr,
+        "GET /.well-known/acme-challenge/tok123 HTTP/1.1\r\nHost: web.paas.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(got.ends_with("tok123.thumbprint"), "{got}");
+    let got = raw(
+        h.addr,
+        "GET /.well-known/acme-challenge/tok123 HTTP/1.1\r\nHost: not-an-app.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(got.ends_with("tok123.thumbprint"), "{got}");
+    h.router.remove_acme_token("tok123");
+    let got = raw(
+        h.addr,
+        "GET /.well-known/acme-challenge/tok123 HTTP/1.1\r\nHost: not-an-app.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 404"), "{got}");
+
+    // Over HTTPS the app that asked for it gets HSTS.
+    let stream = tls_connect(tls_addr, &ca, "web.paas.test", &[b"http/1.1"])
+        .await
+        .expect("handshake");
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("http1 handshake");
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .uri("/")
+        .header("host", "web.paas.test")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = tx.send_request(req).await.expect("response");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()["strict-transport-security"],
+        "max-age=31536000"
+    );
+}
