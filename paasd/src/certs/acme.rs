@@ -9,6 +9,7 @@
 //! [`Http01Tokens`]), or decide when to issue or renew.
 
 use std::collections::HashMap;
+use std::error::Error as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
@@ -616,7 +617,11 @@ impl HttpClient for Http {
         Box::pin(async move {
             let rsp = match answer.await {
                 Ok(Ok(rsp)) => rsp,
-                Ok(Err(e)) => return Err(LibError::Other(Box::new(Transport(chain(&e))))),
+                // hyper's own "client error (Connect)" says less than its cause.
+                Ok(Err(e)) => {
+                    let reason = e.source().map_or_else(|| e.to_string(), chain);
+                    return Err(LibError::Other(Box::new(Transport(reason))));
+                }
                 Err(_) => {
                     return Err(LibError::Other(Box::new(Transport(format!(
                         "no answer from {uri} within {} s",
