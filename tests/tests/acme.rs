@@ -25,6 +25,8 @@ enum Answer {
     Tokens(Http01Tokens),
     /// 404 for everything.
     NotFound,
+    /// Reads the request and never answers.
+    Never,
 }
 
 /// A minimal HTTP/1.1 server on 127.0.0.1: its port and the paths it was asked for.
@@ -49,6 +51,9 @@ async fn token_server(answer: Answer) -> (u16, Arc<Mutex<Vec<String>>>) {
                 let head = String::from_utf8_lossy(&head);
                 let path = head.split(' ').nth(1).unwrap_or("").to_string();
                 seen.lock().expect("lock").push(path.clone());
+                if let Answer::Never = answer {
+                    std::future::pending::<()>().await;
+                }
                 let found = match (&answer, path.strip_prefix(PREFIX)) {
                     (Answer::Tokens(tokens), Some(token)) => tokens.get(token),
                     _ => None,
@@ -286,4 +291,38 @@ async fn a_directory_with_an_untrusted_certificate_is_refused_as_unreachable() {
     );
     assert!(text.to_lowercase().contains("certificate"), "{text}");
     eprintln!("{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validation_that_takes_too_long_ends_at_the_bound_and_leaves_no_tokens() {
+    let test = "a_validation_that_takes_too_long_ends_at_the_bound_and_leaves_no_tokens";
+    if !Pebble::available(test) {
+        return;
+    }
+    let tokens = Http01Tokens::new();
+    let (port, asked) = token_server(Answer::Never).await;
+    let pebble = Pebble::start(port, free_port());
+    let mut settings = settings(&pebble);
+    settings.validation_timeout = Duration::from_secs(2);
+
+    let started = Instant::now();
+    let e = issue(&settings, None, &["app.paas.test".to_string()], &tokens)
+        .await
+        .expect_err("nobody answers the challenge");
+    let took = started.elapsed();
+    assert!(matches!(e, AcmeError::Timeout { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "the ACME server at {} did not validate app.paas.test (is port 80 of this host \
+             reachable for them?) within 2 s",
+            pebble.directory_url()
+        )
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(tokens.is_empty(), "tokens left behind");
+    assert!(
+        !asked.lock().expect("lock").is_empty(),
+        "pebble never asked"
+    );
 }
