@@ -8,9 +8,11 @@ cd "$(dirname "$0")/.."
 need_root
 # nftables: egress NAT for instances; python3: the HTTP server the network tests run in a namespace;
 # openssh-server: the git push tests go through a real sshd; systemd: systemd-analyze verifies
-# the unit (the machine need not boot with systemd); curl: install.sh checks the demo app.
+# the unit (the machine need not boot with systemd); curl: install.sh checks the demo app; pebble:
+# the ACME tests' server (with pebble-challtestsrv as its DNS); openssl: they make pebble's HTTPS
+# certificate and check the certificates it issues.
 ensure_packages ca-certificates gcc git sqlite3 procps iproute2 util-linux e2fsprogs nftables python3 \
-  openssh-server systemd curl
+  openssh-server systemd curl pebble openssl
 # Builds in the tests use the built-in buildpacks, which take their runtimes from the host.
 ensure_stack_runtimes
 ensure_rust

@@ -1,5 +1,5 @@
 //! TLS termination: the server configuration (TLS 1.2 and 1.3 only, rustls's default
-//! cipher suites over ring, ALPN `h2` then `http/1.1`, resumption by tickets and by session
+//! cipher suites over aws-lc-rs, ALPN `h2` then `http/1.1`, resumption by tickets and by session
 //! id) and the SNI resolver over the certificates paasd publishes ([`Certs`]).
 //!
 //! Owns the choice of certificate for a handshake: an exact name first, then a wildcard one
@@ -153,13 +153,10 @@ impl ResolvesServerCert for Resolver {
     }
 }
 
-/// ring, not aws-lc-rs: it builds with no C toolchain beyond a compiler (aws-lc-sys wants
-/// cmake or a long C build) and its ECDSA P-256 and AES-GCM are as fast on x86-64. rustls
-/// deprecates it for lacking a post-quantum key exchange (X25519MLKEM768); clients fall
-/// back to X25519, which is what nginx with Debian's OpenSSL 3.0 offers too.
-#[allow(deprecated)]
+/// aws-lc-rs, rustls's default (its ring provider is deprecated: no post-quantum key
+/// exchange), and the one paasd's ACME client uses: one crypto library in the process.
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// The server configuration over `resolver`.
@@ -173,7 +170,7 @@ pub(crate) fn server_config(resolver: Arc<Resolver>) -> Result<Arc<ServerConfig>
     // Resumption: stateless tickets (keys rotate every 6 hours) and, for TLS 1.2 clients
     // without ticket support, a bounded cache of session ids.
     config.ticketer =
-        rustls::crypto::ring::Ticketer::new().map_err(|e| TlsError::Setup(e.to_string()))?;
+        rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| TlsError::Setup(e.to_string()))?;
     config.session_storage = ServerSessionMemoryCache::new(4096);
     Ok(Arc::new(config))
 }

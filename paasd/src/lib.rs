@@ -10,6 +10,7 @@ pub mod app_json;
 pub mod app_users;
 pub mod apps;
 pub mod build;
+pub mod certs;
 pub mod config;
 pub mod cron;
 pub mod fds;

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod load;
+pub mod pebble;
 pub mod sshd;
 
 use std::path::{Path, PathBuf};
