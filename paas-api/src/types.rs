@@ -423,6 +423,64 @@ pub struct Domain {
     pub created_at: String,
 }
 
+/// Where a certificate came from.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CertSource {
+    /// Added with `paas certs add`.
+    Custom,
+    /// Issued by the ACME server paasd is configured with.
+    Acme,
+}
+
+/// One name an app serves over HTTPS: `GET /apps/{app}/certs`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CertInfo {
+    /// The name served (`*.example.com` for a wildcard).
+    pub domain: String,
+    pub source: CertSource,
+    /// The certificate's issuer (its CN or O); None before one is issued.
+    pub issuer: Option<String>,
+    /// RFC 3339, UTC.
+    pub not_after: Option<String>,
+    /// The names the certificate covers.
+    pub names: Vec<String>,
+    /// Why the last issuance or renewal failed, for a person to read.
+    pub last_error: Option<String>,
+}
+
+/// `GET /apps/{app}/certs`: the app's certificates and what plain HTTP gets.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CertList {
+    pub certs: Vec<CertInfo>,
+    pub https: HttpsSettings,
+}
+
+/// `POST /apps/{app}/certs`: a certificate chain (leaf first) and its private key, PEM.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AddCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// An app's HTTPS behaviour: `PATCH /apps/{app}/certs/settings` (fields left out keep
+/// their value).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HttpsSettings {
+    /// Plain-HTTP requests for a name with a certificate get a 308 to HTTPS.
+    pub redirect: bool,
+    /// HTTPS responses carry `Strict-Transport-Security`.
+    pub hsts: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HttpsPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsts: Option<bool>,
+}
+
 /// `POST /apps/{app}/scale` body: `{"web": 3, "worker": 1}` or `{"instances": 3}` (= web).
 /// Kept as raw JSON numbers so the server can say exactly what is wrong with a value.
 pub type ScaleRequest = BTreeMap<String, serde_json::Value>;
@@ -442,6 +500,9 @@ pub struct DaemonHealth {
     /// The address the HTTP router listens on.
     #[serde(default)]
     pub router: Option<String>,
+    /// The address the router serves HTTPS on, if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_tls: Option<String>,
     /// The router's client connections since paasd started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections: Option<RouterConnections>,

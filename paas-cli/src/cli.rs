@@ -61,6 +61,8 @@ pub enum Command {
     Env(EnvCmd),
     /// Show or change an app's domains.
     Domains(DomainsCmd),
+    /// Show an app's HTTPS certificates, add or remove one, or change its redirect and HSTS.
+    Certs(CertsCmd),
     /// Show or change how many instances of each process type run.
     Scale(ScaleArgs),
     /// Build and release an app from a directory or a tarball (like `git push`).
@@ -340,6 +342,49 @@ pub enum DomainsSub {
     Add(DomainArgs),
     /// Stop routing a domain to the app.
     Remove(DomainArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct CertsCmd {
+    #[command(subcommand)]
+    pub command: Option<CertsSub>,
+    /// App name.
+    #[arg(required = true)]
+    pub name: Option<String>,
+    /// Whether plain-HTTP requests for a name with a certificate get a redirect to HTTPS.
+    #[arg(long, value_name = "on|off", value_parser = on_off)]
+    pub redirect: Option<bool>,
+    /// Whether HTTPS responses carry Strict-Transport-Security (max-age one year).
+    #[arg(long, value_name = "on|off", value_parser = on_off)]
+    pub hsts: Option<bool>,
+}
+
+fn on_off(v: &str) -> Result<bool, String> {
+    match v {
+        "on" | "true" | "yes" => Ok(true),
+        "off" | "false" | "no" => Ok(false),
+        _ => Err(format!("'{v}' is not on or off")),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsSub {
+    /// Serve a certificate (PEM chain, leaf first) with its private key (PEM) for every
+    /// domain of the app it covers.
+    Add(CertAddArgs),
+    /// Stop serving the certificate of one domain.
+    Remove(DomainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CertAddArgs {
+    /// App name.
+    pub name: String,
+    /// The certificate chain, PEM, leaf first.
+    pub cert: std::path::PathBuf,
+    /// Its private key, PEM.
+    pub key: std::path::PathBuf,
 }
 
 #[derive(Debug, Args)]

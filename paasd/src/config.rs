@@ -119,6 +119,7 @@ pub struct FileConfig {
     pub key_file: Option<PathBuf>,
     pub socket_group: Option<String>,
     pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
     pub base_domain: Option<String>,
     pub max_body_bytes: Option<usize>,
     pub max_json_depth: Option<usize>,
@@ -437,6 +438,9 @@ pub struct Overrides {
     /// Router listen address (default 0.0.0.0:80).
     #[arg(long)]
     pub http: Option<SocketAddr>,
+    /// Router HTTPS listen address (none unless given; install.sh sets 0.0.0.0:443).
+    #[arg(long)]
+    pub https: Option<SocketAddr>,
     /// Apps are served at APP.BASE_DOMAIN (default paas.localhost).
     #[arg(long)]
     pub base_domain: Option<String>,
@@ -472,6 +476,8 @@ pub struct Config {
     /// Group that may use the API socket (mode 0660). Missing group: socket stays root-only.
     pub socket_group: String,
     pub http: SocketAddr,
+    /// The router's TLS listener, if any.
+    pub https: Option<SocketAddr>,
     pub base_domain: String,
     pub max_body_bytes: usize,
     pub max_json_depth: usize,
@@ -580,6 +586,7 @@ impl Config {
                 .http
                 .or(file.http)
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 80))),
+            https: o.https.or(file.https),
             base_domain: o
                 .base_domain
                 .or(file.base_domain)

@@ -54,6 +54,8 @@ pub enum DaemonError {
     #[error(transparent)]
     Secret(#[from] secrets::SecretError),
     #[error(transparent)]
+    Certs(#[from] certs::CertError),
+    #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Socket(#[from] api::socket::SocketError),
@@ -121,7 +123,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let routes = routing::RouteSignal::new();
     let apps = apps::Apps::new(
         store.clone(),
-        secrets,
+        secrets.clone(),
         apps::Settings {
             base_domain: config.base_domain.clone(),
             max_instances_per_type: config.max_instances_per_type,
@@ -141,12 +143,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         source,
     })?;
     let router_addr = http.local_addr().ok();
+    let https = config
+        .https
+        .map(|addr| paas_router::bind(addr).map_err(|source| DaemonError::Http { addr, source }))
+        .transpose()?;
+    let router_tls_addr = https.as_ref().and_then(|l| l.local_addr().ok());
     let network = paas_runtime::net::Network::setup(paas_runtime::net::NetConfig {
         bridge: config.bridge.clone(),
         subnet: config.subnet.0,
         prefix: config.subnet.1,
         policy: paas_runtime::net::Policy {
-            published: vec![router_addr.map_or(config.http.port(), |a| a.port())],
+            published: std::iter::once(router_addr.map_or(config.http.port(), |a| a.port()))
+                .chain(router_tls_addr.map(|a| a.port()))
+                .collect(),
             dns: paas_runtime::container_nameservers(),
         },
     })
@@ -250,7 +259,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let supervisor = supervisor::Supervisor::new(
         supervisor::Services {
             runtime: Arc::clone(&runtime),
-            routes,
+            routes: routes.clone(),
             addresses: addresses.clone(),
             locks: locks.clone(),
             apps: apps.clone(),
@@ -310,7 +319,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if let Err(e) = git.sync_keys().await {
         tracing::warn!(error = %e, "could not rewrite the git user's authorized_keys");
     }
+    let certs = certs::Certs::new(
+        store.clone(),
+        secrets,
+        Arc::clone(&router),
+        routes.clone(),
+        &config.base_domain,
+    );
+    certs.publish().await?;
     let state = Arc::new(api::State {
+        certs,
+        router_tls_addr,
         git,
         stacks,
         apps,
@@ -378,17 +397,33 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     cron.start().await;
     // The router stops accepting when paasd stops; requests in flight finish.
     let (router_stop, router_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (tls_stop, tls_stopped) = tokio::sync::oneshot::channel::<()>();
     let router_task = tokio::spawn(Arc::clone(&router).serve(http, async move {
         let _ = router_stopped.await;
     }));
+    let tls_task = https.map(|listener| {
+        let router = Arc::clone(&router);
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = tls_stopped.await;
+            };
+            if let Err(e) = router.serve_tls(listener, stopped).await {
+                tracing::error!(error = %e, "the router cannot serve HTTPS");
+            }
+        })
+    });
     // Memory freed after a flood of connections goes back to the kernel.
     let trimmer = tokio::spawn({
         let router = Arc::clone(&router);
         memory::watch(move || router.connections().open)
     });
-    tracing::info!(http = ?router_addr, "router listening");
+    tracing::info!(http = ?router_addr, https = ?router_tls_addr, "router listening");
     api::serve(listener, state, shutdown).await;
     let _ = router_stop.send(());
+    let _ = tls_stop.send(());
+    if let Some(t) = tls_task {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+    }
     trimmer.abort();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), router_task).await;
     drop(socket_guard);

@@ -293,6 +293,8 @@ impl Daemon {
             .arg(self.state_dir())
             .arg("--http")
             .arg("127.0.0.1:0")
+            .arg("--https")
+            .arg("127.0.0.1:0")
             .arg("--cgroup-parent")
             .arg(self.cgroup_parent())
             .arg("--bridge")
@@ -709,6 +711,18 @@ impl Daemon {
             assert!(Instant::now() < deadline, "paasd reports no router address");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Where the router serves HTTPS.
+    pub fn router_tls(&self) -> std::net::SocketAddr {
+        self.api_health()
+            .and_then(|v| {
+                v.get("router_tls")
+                    .and_then(|r| r.as_str())
+                    .map(str::to_string)
+            })
+            .and_then(|a| a.parse().ok())
+            .expect("paasd reports no HTTPS address")
     }
 
     /// `GET /api/v1/health` over the socket.

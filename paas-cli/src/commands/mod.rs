@@ -4,6 +4,7 @@
 
 pub mod apps;
 pub mod buildpacks;
+pub mod certs;
 pub mod checks;
 pub mod cron;
 pub mod deploy;
@@ -27,8 +28,8 @@ use serde_json::Value;
 
 use crate::args::UsageError;
 use crate::cli::{
-    AppsSub, BuildpacksSub, ChecksSub, Cli, Command, CronSub, DomainsSub, EnvSub, KeysSub, PsSub,
-    ReleasesSub, RollbackArgs, StacksSub,
+    AppsSub, BuildpacksSub, CertsSub, ChecksSub, Cli, Command, CronSub, DomainsSub, EnvSub,
+    KeysSub, PsSub, ReleasesSub, RollbackArgs, StacksSub,
 };
 
 /// What every command needs: the daemon handle and the output mode.
@@ -65,6 +66,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             Some(DomainsSub::List(a)) => domains::list(&ctx, &a.name).await,
             Some(DomainsSub::Add(a)) => domains::add(&ctx, a).await,
             Some(DomainsSub::Remove(a)) => domains::remove(&ctx, a).await,
+        },
+        Command::Certs(c) => match c.command {
+            None if c.redirect.is_some() || c.hsts.is_some() => {
+                certs::settings(&ctx, &required(c.name)?, c.redirect, c.hsts).await
+            }
+            None => certs::list(&ctx, &required(c.name)?).await,
+            Some(CertsSub::Add(a)) => certs::add(&ctx, a).await,
+            Some(CertsSub::Remove(a)) => certs::remove(&ctx, a).await,
         },
         Command::Scale(a) => scale::scale(&ctx, a).await,
         Command::Run(a) => run::run(&ctx, a).await,

@@ -73,6 +73,20 @@ impl From<AppError> for ApiError {
     }
 }
 
+impl From<crate::certs::CertError> for ApiError {
+    fn from(e: crate::certs::CertError) -> ApiError {
+        use crate::certs::CertError as E;
+        use StatusCode as S;
+        let (status, code) = match &e {
+            E::AppNotFound(_) => (S::NOT_FOUND, "app_not_found"),
+            E::NotFound { .. } => (S::NOT_FOUND, "cert_not_found"),
+            E::Invalid(_) => (S::UNPROCESSABLE_ENTITY, "invalid_certificate"),
+            E::Store(_) | E::Secret(_) => return ApiError::internal("certificates", &e),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
 impl From<crate::cron::CronError> for ApiError {
     fn from(e: crate::cron::CronError) -> ApiError {
         match e {

@@ -26,10 +26,13 @@ pub struct State {
     pub oneoffs: crate::oneoff::OneOffs,
     pub builds: crate::build::Builds,
     pub supervisor: crate::supervisor::Supervisor,
+    pub certs: crate::certs::Certs,
     /// app.json `cron`: `GET /apps/{app}/cron`.
     pub cron: crate::cron::Cron,
     /// Where the HTTP router listens (known once it is bound).
     pub router_addr: Option<std::net::SocketAddr>,
+    /// Where the router serves HTTPS, if configured.
+    pub router_tls_addr: Option<std::net::SocketAddr>,
     /// The router's connection counters, for `GET /health` (a function: the API holds no
     /// router).
     pub router_connections: Arc<dyn Fn() -> paas_api::RouterConnections + Send + Sync>,

@@ -66,6 +66,7 @@ async fn dispatch(
             version: env!("CARGO_PKG_VERSION").into(),
             uptime_secs: state.started.elapsed().as_secs(),
             router: state.router_addr.map(|a| a.to_string()),
+            router_tls: state.router_tls_addr.map(|a| a.to_string()),
             connections: Some((state.router_connections)()),
         }),
         (["health"], _) => Err(not_allowed("GET")),
@@ -145,9 +146,27 @@ async fn dispatch(
                 (["domains"], _) => Err(not_allowed("GET, POST")),
                 (["domains", domain], &Method::DELETE) => {
                     apps.remove_domain(app, domain.to_string()).await?;
+                    // The domain's certificate went with it.
+                    state.certs.publish().await?;
                     no_content()
                 }
                 (["domains", _], _) => Err(not_allowed("DELETE")),
+
+                (["certs"], &Method::GET) => ok(&state.certs.list(app).await?),
+                (["certs"], &Method::POST) => {
+                    let body: paas_api::AddCert = read_json(req, limits).await?;
+                    created(&state.certs.add(app, body).await?)
+                }
+                (["certs"], _) => Err(not_allowed("GET, POST")),
+                (["certs", "settings"], &Method::PATCH) => {
+                    let body: paas_api::HttpsPatch = read_json(req, limits).await?;
+                    ok(&state.certs.set_https(app, body).await?)
+                }
+                (["certs", domain], &Method::DELETE) => {
+                    state.certs.remove(app, domain.to_string()).await?;
+                    no_content()
+                }
+                (["certs", _], _) => Err(not_allowed("DELETE")),
 
                 (["scale"], &Method::POST) => {
                     let body = read_json(req, limits).await?;

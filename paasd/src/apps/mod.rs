@@ -410,6 +410,8 @@ impl Apps {
                         app: app.name,
                     });
                 }
+                // Its certificate goes with it (the router drops it at the next publish).
+                store::certs::delete(tx, app.id, &domain)?;
                 tracing::info!(app = %app.name, %domain, "domain removed");
                 Ok::<_, AppError>(())
             })

@@ -36,6 +36,7 @@ pub struct Runnable {
 pub struct RouteInfo {
     pub app: String,
     pub domains: Vec<String>,
+    pub https: paas_api::HttpsSettings,
 }
 
 /// Instances a process type runs when nobody scaled it: one `web`, no others (Heroku); an
@@ -112,6 +113,7 @@ impl Apps {
                                 .into_iter()
                                 .map(|d| d.domain)
                                 .collect(),
+                            https: crate::certs::https_of(tx, a.id)?,
                             app: a.name,
                         })
                     })

@@ -51,8 +51,18 @@ pub fn env_value(key: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A fully-qualified host name; returns it normalised (lowercase, no trailing dot).
+/// A fully-qualified host name, or a wildcard one label deep (`*.example.com`: every
+/// subdomain without a route of its own); returns it normalised (lowercase, no trailing dot).
 pub fn domain(input: &str) -> Result<String, String> {
+    if let Some(parent) = input.strip_prefix("*.") {
+        return host_name(parent)
+            .map(|p| format!("*.{p}"))
+            .map_err(|e| e.replace(parent, input));
+    }
+    host_name(input)
+}
+
+fn host_name(input: &str) -> Result<String, String> {
     let err = |why: &str| {
         Err(format!(
             "invalid domain '{}': {why} (e.g. www.example.com)",
@@ -180,6 +190,10 @@ mod tests {
     #[test]
     fn domains() {
         assert_eq!(domain("WWW.Example.com.").as_deref(), Ok("www.example.com"));
+        assert_eq!(domain("*.Example.com").as_deref(), Ok("*.example.com"));
+        assert!(domain("*.com").is_err(), "a wildcard over a TLD");
+        assert!(domain("a.*.com").is_err());
+        assert!(domain("**.a.com").is_err());
         assert!(domain("a.b").is_ok());
         for bad in [
             "",

@@ -144,6 +144,31 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (app_id, process_type)
     );
     "#,
+    // 9: the edge. A certificate per name an app serves over HTTPS (a custom one copied to
+    // each name it covers, or one ACME issues; chain and key are NULL until it does; the key
+    // is sealed with the config-var key), and each app's HTTPS choices (no row: redirect on,
+    // HSTS off). app_id NULL is reserved for platform-wide certificates.
+    r#"
+    CREATE TABLE certs (
+        domain      TEXT PRIMARY KEY,
+        app_id      INTEGER REFERENCES apps(id) ON DELETE CASCADE,
+        source      TEXT NOT NULL CHECK (source IN ('custom', 'acme')),
+        chain_pem   TEXT,
+        key_sealed  BLOB,
+        names       TEXT NOT NULL DEFAULT '',
+        issuer      TEXT,
+        not_after   INTEGER,
+        last_error  TEXT,
+        retry_at    INTEGER,
+        updated_at  INTEGER NOT NULL
+    );
+    CREATE INDEX certs_app ON certs(app_id);
+    CREATE TABLE app_https (
+        app_id    INTEGER PRIMARY KEY REFERENCES apps(id) ON DELETE CASCADE,
+        redirect  INTEGER NOT NULL,
+        hsts      INTEGER NOT NULL
+    );
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -6,6 +6,7 @@ mod migrations;
 
 pub mod addresses;
 pub mod apps;
+pub mod certs;
 pub mod checks;
 pub mod config_vars;
 pub mod cron;

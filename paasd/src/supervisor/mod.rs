@@ -174,6 +174,13 @@ impl Ctx {
                     })
                     .collect();
                 table.add_app(&i.app, &i.domains, upstreams);
+                table.set_https(
+                    &i.app,
+                    paas_router::Https {
+                        redirect: i.https.redirect,
+                        hsts: i.https.hsts,
+                    },
+                );
             }
         }
         Ok(table)

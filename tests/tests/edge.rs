@@ -1,0 +1,304 @@
+//! The edge (issue 15) against a real paasd: HTTPS with a certificate added by `paas certs
+//! add` (SNI, HTTP/2, X-Forwarded-Proto, the redirect from plain HTTP, HSTS), the refusals of
+//! bad certificates, and WebSockets through the router on ws:// and wss:// to the bundled
+//! `examples/ws-echo` app.
+
+#![forbid(unsafe_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use paas_tests::{have_root, repo_root, Daemon};
+
+const BASE: &str = "paas.localhost";
+
+fn daemon(test: &str) -> Option<Daemon> {
+    if !have_root(test) {
+        return None;
+    }
+    Some(Daemon::start())
+}
+
+/// A CA and the files of a leaf it signs, in `dir`.
+struct Ca {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Ca {
+    fn new(dir: &Path) -> Ca {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "paas edge test CA");
+        let ca = Ca {
+            issuer: rcgen::CertifiedIssuer::self_signed(
+                params,
+                rcgen::KeyPair::generate().expect("key"),
+            )
+            .expect("ca"),
+        };
+        std::fs::write(dir.join("ca.pem"), ca.issuer.pem()).expect("ca.pem");
+        ca
+    }
+
+    /// Writes `NAME.pem` (leaf then CA) and `NAME.key` for `names`, valid from `from` to `to`
+    /// days from now, and returns their paths.
+    fn leaf(
+        &self,
+        dir: &Path,
+        file: &str,
+        names: &[&str],
+        days: (i64, i64),
+    ) -> (std::path::PathBuf, std::path::PathBuf) {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names).expect("params");
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now + time::Duration::days(days.0);
+        params.not_after = now + time::Duration::days(days.1);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.issuer).expect("leaf");
+        let (pem, keyfile) = (
+            dir.join(format!("{file}.pem")),
+            dir.join(format!("{file}.key")),
+        );
+        std::fs::write(&pem, format!("{}{}", cert.pem(), self.issuer.pem())).expect("pem");
+        std::fs::write(&keyfile, key.serialize_pem()).expect("key");
+        (pem, keyfile)
+    }
+}
+
+/// `curl` over HTTPS to `host` (resolved to the router), trusting `ca`: (exit status ok,
+/// HTTP version, body).
+fn curl_https(
+    d: &Daemon,
+    ca: &Path,
+    host: &str,
+    path: &str,
+    extra: &[&str],
+) -> (bool, String, String) {
+    let tls = d.router_tls();
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(ca)
+        .arg("--resolve")
+        .arg(format!("{host}:{}:127.0.0.1", tls.port()))
+        .args(extra)
+        .args(["-w", "\n%{http_version} %{http_code}"])
+        .arg(format!("https://{host}:{}{path}", tls.port()))
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (
+        out.status.success(),
+        tail.to_string(),
+        format!("{body}{}", String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+fn deploy_ws_echo(d: &Daemon, app: &str) {
+    d.paas(&["create", app]).ok();
+    d.deploy_dir(app, &repo_root().join("examples/ws-echo"));
+}
+
+#[test]
+fn https_serves_an_added_certificate_over_h2_and_plain_http_is_redirected() {
+    let Some(d) = daemon("https_serves_an_added_certificate_over_h2_and_plain_http_is_redirected")
+    else {
+        return;
+    };
+    deploy_ws_echo(&d, "edge");
+    let host = format!("edge.{BASE}");
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca = Ca::new(dir.path());
+    let ca_pem = dir.path().join("ca.pem");
+
+    // Before any certificate: plain HTTP serves, and the TLS handshake fails.
+    assert_eq!(d.http(&host, "/").0, 200);
+    let (ok, _, _) = curl_https(&d, &ca_pem, &host, "/", &[]);
+    assert!(!ok, "no certificate yet");
+
+    // Refused certificates, each with a reason, and nothing stored.
+    let (other, other_key) = ca.leaf(dir.path(), "other", &["other.example.com"], (-1, 30));
+    d.paas(&[
+        "certs",
+        "add",
+        "edge",
+        other.to_str().expect("p"),
+        other_key.to_str().expect("p"),
+    ])
+    .fails(1, "covers none of app 'edge''s domains");
+    let (expired, expired_key) = ca.leaf(dir.path(), "expired", &[&host], (-30, -1));
+    d.paas(&[
+        "certs",
+        "add",
+        "edge",
+        expired.to_str().expect("p"),
+        expired_key.to_str().expect("p"),
+    ])
+    .fails(1, "the certificate expired on");
+    let (good, good_key) = ca.leaf(dir.path(), "good", &[&host], (-1, 90));
+    d.paas(&[
+        "certs",
+        "add",
+        "edge",
+        good.to_str().expect("p"),
+        other_key.to_str().expect("p"),
+    ])
+    .fails(1, "the private key does not belong to the certificate");
+    d.paas(&[
+        "certs",
+        "add",
+        "edge",
+        good.to_str().expect("p"),
+        good.to_str().expect("p"),
+    ])
+    .fails(1, "private key");
+    let listed = d.paas(&["--json", "certs", "edge"]).json();
+    assert_eq!(
+        listed["certs"].as_array().map(Vec::len),
+        Some(0),
+        "{listed}"
+    );
+
+    // A good one: served at once, over HTTP/2, and the app sees https.
+    d.paas(&[
+        "certs",
+        "add",
+        "edge",
+        good.to_str().expect("p"),
+        good_key.to_str().expect("p"),
+    ])
+    .ok();
+    let listed = d.paas(&["--json", "certs", "edge"]).json();
+    assert_eq!(listed["certs"][0]["domain"], host.as_str(), "{listed}");
+    assert_eq!(
+        listed["certs"][0]["issuer"], "paas edge test CA",
+        "{listed}"
+    );
+    assert_eq!(listed["https"]["redirect"], true);
+    let (ok, version, body) = curl_https(&d, &ca_pem, &host, "/headers", &["--http2"]);
+    assert!(ok, "{body}");
+    assert_eq!(version, "2 200", "{body}");
+    let headers: serde_json::Value = serde_json::from_str(body.trim()).expect("headers JSON");
+    assert_eq!(headers["x-forwarded-proto"], "https", "{headers}");
+    assert_eq!(
+        headers["x-forwarded-port"],
+        d.router_tls().port().to_string().as_str()
+    );
+    let (ok, version, _) = curl_https(&d, &ca_pem, &host, "/", &["--http1.1", "--tlsv1.3"]);
+    assert!(ok);
+    assert_eq!(version, "1.1 200");
+
+    // Plain HTTP now goes to HTTPS, keeping the path; opting out serves it again.
+    let (status, head, _) = d.http(&host, "/some/where?x=1");
+    assert_eq!(status, 308, "{head}");
+    let location = format!(
+        "location: https://{host}:{}/some/where?x=1",
+        d.router_tls().port()
+    );
+    assert!(head.to_ascii_lowercase().contains(&location), "{head}");
+    d.paas(&["certs", "edge", "--redirect", "off", "--hsts", "on"])
+        .ok();
+    assert_eq!(d.http(&host, "/").0, 200);
+    let (ok, _, body) = curl_https(&d, &ca_pem, &host, "/", &["-D", "-"]);
+    assert!(ok, "{body}");
+    assert!(
+        body.to_ascii_lowercase()
+            .contains("strict-transport-security: max-age=31536000"),
+        "{body}"
+    );
+
+    // Removed: the handshake fails again, plain HTTP still serves.
+    d.paas(&["certs", "remove", "edge", &host]).ok();
+    let (ok, _, _) = curl_https(&d, &ca_pem, &host, "/", &[]);
+    assert!(!ok, "the certificate is gone");
+    d.paas(&["certs", "remove", "edge", &host])
+        .fails(1, "has no certificate for");
+}
+
+/// A WebSocket client over any stream: 200 round trips of growing messages.
+fn echo_round_trips<S: Read + Write>(stream: S, url: &str, prefix: &str) {
+    let (mut ws, resp) = tungstenite::client(url, stream).expect("websocket handshake");
+    assert_eq!(resp.status(), 101);
+    for i in 0..200 {
+        let msg = format!("message {i} {}", "x".repeat(i * 37));
+        ws.send(tungstenite::Message::text(msg.clone()))
+            .expect("send");
+        let got = loop {
+            match ws.read().expect("read") {
+                tungstenite::Message::Text(t) => break t.to_string(),
+                tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => continue,
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        assert_eq!(got, format!("{prefix}{msg}"));
+    }
+    ws.close(None).expect("close");
+    // Until the server's close comes back.
+    while ws.read().is_ok() {}
+}
+
+#[test]
+fn websockets_echo_through_the_router_on_ws_and_wss() {
+    let Some(d) = daemon("websockets_echo_through_the_router_on_ws_and_wss") else {
+        return;
+    };
+    deploy_ws_echo(&d, "sock");
+    let host = format!("sock.{BASE}");
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca = Ca::new(dir.path());
+    let (pem, key) = ca.leaf(dir.path(), "sock", &[&host], (-1, 90));
+    d.paas(&[
+        "certs",
+        "add",
+        "sock",
+        pem.to_str().expect("p"),
+        key.to_str().expect("p"),
+    ])
+    .ok();
+    // The redirect is for browsers' plain HTTP; a ws:// client keeps plain HTTP here.
+    d.paas(&["certs", "sock", "--redirect", "off"]).ok();
+
+    let plain = TcpStream::connect(d.router()).expect("connect");
+    plain
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    echo_round_trips(plain, &format!("ws://{host}/ws?prefix=ws:"), "ws:");
+
+    let tcp = TcpStream::connect(d.router_tls()).expect("connect tls");
+    tcp.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.issuer.der().clone()).expect("root");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(host.clone()).expect("name");
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("tls client");
+    let tls = rustls::StreamOwned::new(conn, tcp);
+    echo_round_trips(tls, &format!("wss://{host}/ws?prefix=wss:"), "wss:");
+
+    // Counted by the router; the access log has the upgraded connections.
+    let logs = d
+        .paas(&["logs", "sock", "--source", "router"])
+        .ok()
+        .to_string();
+    assert!(
+        logs.contains("path=\"/ws?prefix=ws:\" status=101"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("path=\"/ws?prefix=wss:\" status=101"),
+        "{logs}"
+    );
+}
