@@ -73,6 +73,9 @@ pub struct AccessLine {
 /// not block (hand the line to a channel).
 pub type AccessSink = Arc<dyn Fn(AccessLine) + Send + Sync>;
 
+/// ACME HTTP-01 answers: token → key authorization (see [`Router::answer_acme_with`]).
+pub type AcmeAnswers = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 #[derive(Debug, Clone)]
 pub struct RouterOptions {
     /// TCP connect to an upstream; a timeout is retried on another upstream like a refusal.
@@ -140,7 +143,7 @@ pub struct Router {
     /// The certificates TLS listeners serve (see [`Router::publish_certs`]).
     certs: Arc<tls::Resolver>,
     /// ACME HTTP-01 answers by token, for `/.well-known/acme-challenge/TOKEN` over plain HTTP.
-    acme: Mutex<std::collections::HashMap<String, String>>,
+    acme: ArcSwap<Option<AcmeAnswers>>,
     /// The port of the TLS listener (0: none), for redirects to HTTPS.
     tls_port: std::sync::atomic::AtomicU16,
 }
@@ -267,7 +270,7 @@ impl Router {
             registry: Mutex::new(registry),
             access,
             certs: Arc::default(),
-            acme: Mutex::default(),
+            acme: ArcSwap::from_pointee(None),
             tls_port: std::sync::atomic::AtomicU16::new(0),
         })
     }
@@ -314,23 +317,15 @@ impl Router {
         self.certs.publish(certs);
     }
 
-    /// Answers an ACME server's HTTP-01 validation of `token` with `key_authorization`, for
-    /// any host, on plain HTTP, until [`Router::remove_acme_token`].
-    pub fn set_acme_token(&self, token: &str, key_authorization: &str) {
-        self.acme_tokens()
-            .insert(token.to_string(), key_authorization.to_string());
-    }
-
-    pub fn remove_acme_token(&self, token: &str) {
-        self.acme_tokens().remove(token);
-    }
-
-    fn acme_tokens(&self) -> MutexGuard<'_, std::collections::HashMap<String, String>> {
-        self.acme.lock().unwrap_or_else(|p| p.into_inner())
+    /// Where ACME HTTP-01 validations are answered from: `answers(token)` is the key
+    /// authorization to send for `GET /.well-known/acme-challenge/TOKEN` (plain HTTP, any
+    /// host), `None` to route the request as usual.
+    pub fn answer_acme_with(&self, answers: AcmeAnswers) {
+        self.acme.store(Arc::new(Some(answers)));
     }
 
     pub(crate) fn acme_answer(&self, token: &str) -> Option<String> {
-        self.acme_tokens().get(token).cloned()
+        self.acme.load().as_ref().as_ref().and_then(|f| f(token))
     }
 
     /// Where a plain-HTTP request for `host` (a Host value) should go instead, if the app

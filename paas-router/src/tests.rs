@@ -1735,7 +1735,15 @@ async fn plain_http_goes_to_https_once_a_certificate_covers_the_host() {
         .contains_key("strict-transport-security"));
 
     // ACME HTTP-01: answered on plain HTTP for any host, before redirects and routing.
-    h.router.set_acme_token("tok123", "tok123.thumbprint");
+    let answers: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+    answers
+        .lock()
+        .expect("answers")
+        .insert("tok123".into(), "tok123.thumbprint".into());
+    let a = answers.clone();
+    h.router.answer_acme_with(Arc::new(move |t: &str| {
+        a.lock().expect("answers").get(t).cloned()
+    }));
     let got = raw(
         h.addr,
         "GET /.well-known/acme-challenge/tok123 HTTP/1.1\r\nHost: web.paas.test\r\nConnection: close\r\n\r\n",
@@ -1749,7 +1757,7 @@ async fn plain_http_goes_to_https_once_a_certificate_covers_the_host() {
     )
     .await;
     assert!(got.ends_with("tok123.thumbprint"), "{got}");
-    h.router.remove_acme_token("tok123");
+    answers.lock().expect("answers").remove("tok123");
     let got = raw(
         h.addr,
         "GET /.well-known/acme-challenge/tok123 HTTP/1.1\r\nHost: not-an-app.test\r\nConnection: close\r\n\r\n",

@@ -143,6 +143,9 @@ pub struct FileConfig {
     /// The app log stream (`[logs]`).
     #[serde(default)]
     pub logs: LogsConfig,
+    /// Automatic certificates (`[acme]`).
+    #[serde(default)]
+    pub acme: AcmeConfig,
     /// `git push` over SSH (`[git]`).
     #[serde(default)]
     pub git: GitConfig,
@@ -313,6 +316,33 @@ impl Default for InstanceConfig {
             backoff_max_secs: 300,
             crash_limit: 5,
             crash_reset_secs: 60,
+        }
+    }
+}
+
+/// `[acme]`: automatic certificates for every app domain over HTTP-01 (only with an HTTPS
+/// listener, `https`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcmeConfig {
+    pub enabled: bool,
+    /// The ACME directory; Let's Encrypt's staging one is
+    /// https://acme-staging-v02.api.letsencrypt.org/directory.
+    pub directory_url: String,
+    /// Where the CA may write about expiring certificates or policy changes.
+    pub email: Option<String>,
+    /// A PEM root to trust for the directory's own HTTPS besides the system's (a private or
+    /// test ACME server).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for AcmeConfig {
+    fn default() -> AcmeConfig {
+        AcmeConfig {
+            enabled: true,
+            directory_url: "https://acme-v02.api.letsencrypt.org/directory".into(),
+            email: None,
+            ca_file: None,
         }
     }
 }
@@ -493,6 +523,7 @@ pub struct Config {
     pub build: BuildConfig,
     pub instances: InstanceConfig,
     pub logs: LogsConfig,
+    pub acme: AcmeConfig,
     pub git: GitConfig,
     pub max_stack_mb: MiB,
     /// `[router] trusted_proxies`, parsed.
@@ -611,6 +642,7 @@ impl Config {
             build: file.build,
             instances: file.instances,
             logs: file.logs,
+            acme: file.acme,
             git: GitConfig {
                 user: o.git_user.unwrap_or(file.git.user),
                 ..file.git

@@ -55,6 +55,11 @@ pub enum DaemonError {
     Secret(#[from] secrets::SecretError),
     #[error(transparent)]
     Certs(#[from] certs::CertError),
+    #[error("cannot read [acme] ca_file {path}: {source}")]
+    AcmeCaFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error(transparent)]
@@ -327,6 +332,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         &config.base_domain,
     );
     certs.publish().await?;
+    if let (true, Some(_)) = (config.acme.enabled, router_tls_addr) {
+        let mut settings = certs::acme::AcmeSettings::new(config.acme.directory_url.clone());
+        settings.contact_email = config.acme.email.clone();
+        if let Some(path) = &config.acme.ca_file {
+            settings.extra_root_pem =
+                Some(
+                    std::fs::read(path).map_err(|source| DaemonError::AcmeCaFile {
+                        path: path.clone(),
+                        source,
+                    })?,
+                );
+        }
+        let tokens = certs::acme::Http01Tokens::new();
+        let answers = tokens.clone();
+        router.answer_acme_with(Arc::new(move |token: &str| answers.get(token)));
+        certs.start_acme(settings, tokens);
+    }
     let state = Arc::new(api::State {
         certs,
         router_tls_addr,

@@ -144,6 +144,8 @@ pub struct Daemon {
     pub log: PathBuf,
     /// Unique within this test process: picks the bridge and subnet.
     seq: u32,
+    /// The router's plain-HTTP port (0: any free one).
+    http_port: u16,
 }
 
 static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -156,11 +158,23 @@ impl Daemon {
 
     /// Like [`Daemon::start`] with `toml` as its config file (e.g. a `[stacks]` table).
     pub fn start_with_config(toml: &str) -> Daemon {
+        Daemon::start_on(toml, 0)
+    }
+
+    /// Like [`Daemon::start_with_config`], with the router on `http_port` (an ACME server
+    /// validates on a port it was told). Unless `toml` has an `[acme]` table, automatic
+    /// certificates are off: a test daemon must not ask a real CA for anything.
+    pub fn start_on(toml: &str, http_port: u16) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("paas-test-")
             .tempdir()
             .expect("temp dir");
         // An empty config file isolates the test from /etc/paas/paasd.toml.
+        let toml = if toml.contains("[acme]") {
+            toml.to_string()
+        } else {
+            format!("{toml}\n[acme]\nenabled = false\n")
+        };
         std::fs::write(dir.path().join("paasd.toml"), toml).expect("config");
         let mut d = Daemon {
             child: None,
@@ -170,6 +184,7 @@ impl Daemon {
             // checkouts) must not share a subnet, or one's router reaches the other's apps.
             seq: (SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + std::process::id() * 17)
                 % 250,
+            http_port,
         };
         d.restart();
         d
@@ -292,7 +307,7 @@ impl Daemon {
             .arg("--state-dir")
             .arg(self.state_dir())
             .arg("--http")
-            .arg("127.0.0.1:0")
+            .arg(format!("127.0.0.1:{}", self.http_port))
             .arg("--https")
             .arg("127.0.0.1:0")
             .arg("--cgroup-parent")

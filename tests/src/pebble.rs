@@ -208,7 +208,8 @@ impl Drop for Pebble {
     }
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on right now (for a server told its port in advance).
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

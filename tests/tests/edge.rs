@@ -302,3 +302,118 @@ fn websockets_echo_through_the_router_on_ws_and_wss() {
         "{logs}"
     );
 }
+
+/// `paas certs APP --json` until `done` says yes about it (at most 60 s).
+fn certs_until(
+    d: &Daemon,
+    app: &str,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = d.paas(&["--json", "certs", app]).json();
+        if done(&list) {
+            return list;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {list:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn cert_for<'a>(list: &'a serde_json::Value, domain: &str) -> Option<&'a serde_json::Value> {
+    list["certs"]
+        .as_array()?
+        .iter()
+        .find(|c| c["domain"] == domain)
+}
+
+/// The DNS names of the certificate the router serves for `host`.
+fn served_names(d: &Daemon, host: &str) -> String {
+    let tls = d.router_tls();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{} -servername {host} </dev/null 2>/dev/null \
+             | openssl x509 -noout -ext subjectAltName",
+            tls.port()
+        ))
+        .output()
+        .expect("openssl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn acme_issues_for_a_new_app_and_its_custom_domain_without_a_command() {
+    let test = "acme_issues_for_a_new_app_and_its_custom_domain_without_a_command";
+    if !have_root(test) || !paas_tests::pebble::Pebble::available(test) {
+        return;
+    }
+    let http_port = paas_tests::pebble::free_port();
+    let pebble = paas_tests::pebble::Pebble::start(http_port, paas_tests::pebble::free_port());
+    let config = format!(
+        "[acme]\ndirectory_url = \"{}\"\nca_file = \"{}\"\nemail = \"ops@example.com\"\n",
+        pebble.directory_url(),
+        pebble.ca_path().display()
+    );
+    let d = Daemon::start_on(&config, http_port);
+    deploy_ws_echo(&d, "auto");
+    let host = format!("auto.{BASE}");
+    let list = certs_until(&d, "auto", "an ACME certificate for the app", |l| {
+        cert_for(l, &format!("auto.{BASE}")).is_some_and(|c| c["not_after"].is_string())
+    });
+    let cert = cert_for(&list, &host).expect("listed");
+    assert_eq!(cert["source"], "acme", "{list:#}");
+    assert!(cert["last_error"].is_null(), "{list:#}");
+    let dir = tempfile::tempdir().expect("tmp");
+    let root = dir.path().join("pebble-root.pem");
+    std::fs::write(&root, pebble.issuing_root_pem()).expect("root");
+    // TLS 1.3, trusted through pebble's root, and the name is exactly the host.
+    let (ok, version, body) = curl_https(&d, &root, &host, "/", &["--tlsv1.3"]);
+    assert!(ok, "{body}\n{}", pebble.log());
+    assert!(version.ends_with(" 200"), "{version}");
+    let names = served_names(&d, &host);
+    assert!(names.contains(&format!("DNS:{host}")), "{names}");
+    assert!(!names.contains(','), "one name only: {names}");
+
+    // A custom domain gets its own.
+    d.paas(&["domains", "add", "auto", "www.auto-example.test"])
+        .ok();
+    certs_until(
+        &d,
+        "auto",
+        "an ACME certificate for the custom domain",
+        |l| cert_for(l, "www.auto-example.test").is_some_and(|c| c["not_after"].is_string()),
+    );
+    let (ok, _, body) = curl_https(&d, &root, "www.auto-example.test", "/", &[]);
+    assert!(ok, "{body}");
+    assert!(served_names(&d, "www.auto-example.test").contains("DNS:www.auto-example.test"));
+    // Plain HTTP goes to HTTPS now that a certificate covers the host.
+    assert_eq!(d.http(&host, "/").0, 308);
+}
+
+#[test]
+fn an_unreachable_acme_server_is_shown_and_the_app_keeps_serving_http() {
+    let Some(_) = have_root("an_unreachable_acme_server_is_shown_and_the_app_keeps_serving_http")
+        .then_some(())
+    else {
+        return;
+    };
+    let closed = paas_tests::pebble::free_port();
+    let config = format!("[acme]\ndirectory_url = \"https://127.0.0.1:{closed}/dir\"\n");
+    let d = Daemon::start_on(&config, 0);
+    deploy_ws_echo(&d, "noca");
+    let host = format!("noca.{BASE}");
+    let list = certs_until(&d, "noca", "the failure recorded", |l| {
+        cert_for(l, &host).is_some_and(|c| c["last_error"].is_string())
+    });
+    let error = cert_for(&list, &host).expect("listed")["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(error.contains("unreachable"), "{error}");
+    let text = d.paas(&["certs", "noca"]).ok().to_string();
+    assert!(text.contains("last error:"), "{text}");
+    // No certificate: plain HTTP serves as before.
+    assert_eq!(d.http(&host, "/").0, 200);
+}

@@ -74,7 +74,10 @@ async fn dispatch(
         (["apps"], &Method::GET) => ok(&apps.list().await?),
         (["apps"], &Method::POST) => {
             let body: paas_api::CreateApp = read_json(req, limits).await?;
-            created(&apps.create(body).await?)
+            let app = apps.create(body).await?;
+            // Its default domain wants a certificate.
+            state.certs.kick();
+            created(&app)
         }
         (["apps"], _) => Err(not_allowed("GET, POST")),
 
@@ -141,7 +144,9 @@ async fn dispatch(
                 (["domains"], &Method::GET) => ok(&apps.domains(app).await?),
                 (["domains"], &Method::POST) => {
                     let body: paas_api::AddDomain = read_json(req, limits).await?;
-                    created(&apps.add_domain(app, body.domain).await?)
+                    let domain = apps.add_domain(app, body.domain).await?;
+                    state.certs.kick();
+                    created(&domain)
                 }
                 (["domains"], _) => Err(not_allowed("GET, POST")),
                 (["domains", domain], &Method::DELETE) => {

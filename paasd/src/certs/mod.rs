@@ -7,6 +7,7 @@
 //! and custom domains it covers), with its private key sealed like config vars.
 
 pub mod acme;
+pub mod renew;
 pub mod x509;
 
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub struct Certs {
     router: Arc<paas_router::Router>,
     routes: RouteSignal,
     base_domain: String,
+    /// Wakes the ACME pass (`renew`).
+    wake: Arc<tokio::sync::Notify>,
 }
 
 fn now_secs() -> i64 {
@@ -78,6 +81,7 @@ impl Certs {
             router,
             routes,
             base_domain: base_domain.trim_matches('.').to_ascii_lowercase(),
+            wake: Arc::default(),
         }
     }
 
@@ -144,6 +148,7 @@ impl Certs {
                             not_after: Some(secs(leaf.not_after)),
                             last_error: None,
                             retry_at: None,
+                            failures: 0,
                             updated_at: now_secs(),
                         },
                     )?;

@@ -22,11 +22,15 @@ pub struct CertRow {
     pub not_after: Option<i64>,
     pub last_error: Option<String>,
     pub retry_at: Option<i64>,
+    /// Failed attempts since the last success (the retry backoff).
+    pub failures: u32,
+    /// When the certificate was added or issued (Unix seconds).
     pub updated_at: i64,
 }
 
 const COLUMNS: &str = "certs.domain, apps.name, certs.source, certs.chain_pem, certs.key_sealed, \
-     certs.names, certs.issuer, certs.not_after, certs.last_error, certs.retry_at, certs.updated_at";
+     certs.names, certs.issuer, certs.not_after, certs.last_error, certs.retry_at, certs.failures, \
+     certs.updated_at";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CertRow> {
     Ok(CertRow {
@@ -40,7 +44,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CertRow> {
         not_after: r.get(7)?,
         last_error: r.get(8)?,
         retry_at: r.get(9)?,
-        updated_at: r.get(10)?,
+        failures: r.get(10)?,
+        updated_at: r.get(11)?,
     })
 }
 
@@ -77,13 +82,14 @@ pub fn owner(tx: &Tx<'_>, domain: &str) -> Result<Option<Option<i64>>, StoreErro
 pub fn put(tx: &Tx<'_>, app_id: Option<i64>, c: &CertRow) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO certs (domain, app_id, source, chain_pem, key_sealed, names, issuer,
-                            not_after, last_error, retry_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                            not_after, last_error, retry_at, failures, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT (domain) DO UPDATE SET
            app_id = excluded.app_id, source = excluded.source, chain_pem = excluded.chain_pem,
            key_sealed = excluded.key_sealed, names = excluded.names, issuer = excluded.issuer,
            not_after = excluded.not_after, last_error = excluded.last_error,
-           retry_at = excluded.retry_at, updated_at = excluded.updated_at",
+           retry_at = excluded.retry_at, failures = excluded.failures,
+           updated_at = excluded.updated_at",
         params![
             c.domain,
             app_id,
@@ -95,6 +101,7 @@ pub fn put(tx: &Tx<'_>, app_id: Option<i64>, c: &CertRow) -> Result<(), StoreErr
             c.not_after,
             c.last_error,
             c.retry_at,
+            c.failures,
             c.updated_at
         ],
     )?;
@@ -108,6 +115,26 @@ pub fn delete(tx: &Tx<'_>, app_id: i64, domain: &str) -> Result<bool, StoreError
         params![app_id, domain],
     )?;
     Ok(n > 0)
+}
+
+/// The sealed ACME account of `directory_url`, if one was registered.
+pub fn account(tx: &Tx<'_>, directory_url: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(tx
+        .query_row(
+            "SELECT sealed FROM acme_accounts WHERE directory_url = ?1",
+            [directory_url],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+pub fn set_account(tx: &Tx<'_>, directory_url: &str, sealed: &[u8]) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO acme_accounts (directory_url, sealed) VALUES (?1, ?2)
+         ON CONFLICT (directory_url) DO UPDATE SET sealed = excluded.sealed",
+        params![directory_url, sealed],
+    )?;
+    Ok(())
 }
 
 /// (redirect, hsts) of the app; None: no choice made (the defaults apply).

@@ -147,7 +147,8 @@ const MIGRATIONS: &[&str] = &[
     // 9: the edge. A certificate per name an app serves over HTTPS (a custom one copied to
     // each name it covers, or one ACME issues; chain and key are NULL until it does; the key
     // is sealed with the config-var key), and each app's HTTPS choices (no row: redirect on,
-    // HSTS off). app_id NULL is reserved for platform-wide certificates.
+    // HSTS off), and the ACME account per directory (its key sealed too). app_id NULL is
+    // reserved for platform-wide certificates.
     r#"
     CREATE TABLE certs (
         domain      TEXT PRIMARY KEY,
@@ -160,9 +161,14 @@ const MIGRATIONS: &[&str] = &[
         not_after   INTEGER,
         last_error  TEXT,
         retry_at    INTEGER,
+        failures    INTEGER NOT NULL DEFAULT 0,
         updated_at  INTEGER NOT NULL
     );
     CREATE INDEX certs_app ON certs(app_id);
+    CREATE TABLE acme_accounts (
+        directory_url  TEXT PRIMARY KEY,
+        sealed         BLOB NOT NULL
+    );
     CREATE TABLE app_https (
         app_id    INTEGER PRIMARY KEY REFERENCES apps(id) ON DELETE CASCADE,
         redirect  INTEGER NOT NULL,
