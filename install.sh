@@ -8,7 +8,8 @@
 #   ./install.sh --unit                  print the systemd unit as it would be installed
 # Every location can be overridden (tests install into a temp dir); the defaults are the
 # production paths: PREFIX=/usr/local PAAS_ETC=/etc/paas PAAS_STATE=/var/lib/paas
-# PAAS_SOCKET=/run/paas/paasd.sock PAAS_HTTP=0.0.0.0:80 PAAS_USER=paas PAAS_HOME=/home/paas
+# PAAS_SOCKET=/run/paas/paasd.sock PAAS_HTTP=0.0.0.0:80 PAAS_HTTPS=0.0.0.0:443
+# PAAS_USER=paas PAAS_HOME=/home/paas
 # PAAS_BRIDGE=paas0 PAAS_SUBNET=10.88.0.0/16 PAAS_CGROUP_PARENT=paas PAAS_LOG=/var/log/paasd.log
 # PAAS_SYSTEMD=auto|yes|no (no: run paasd in the background even when systemd is PID 1)
 # PAAS_UNIT_DIR=/etc/systemd/system
@@ -22,6 +23,7 @@ PAAS_ETC=${PAAS_ETC:-/etc/paas}
 PAAS_STATE=${PAAS_STATE:-/var/lib/paas}
 PAAS_SOCKET=${PAAS_SOCKET:-/run/paas/paasd.sock}
 PAAS_HTTP=${PAAS_HTTP:-0.0.0.0:80}
+PAAS_HTTPS=${PAAS_HTTPS:-0.0.0.0:443}
 PAAS_USER=${PAAS_USER:-paas}
 PAAS_HOME=${PAAS_HOME:-/home/$PAAS_USER}
 PAAS_BRIDGE=${PAAS_BRIDGE:-paas0}
@@ -81,6 +83,7 @@ paasd_flags() {
   [ "$PAAS_SOCKET" != /run/paas/paasd.sock ] && FLAGS+=(--socket "$PAAS_SOCKET")
   [ "$PAAS_STATE" != /var/lib/paas ] && FLAGS+=(--state-dir "$PAAS_STATE")
   [ "$PAAS_HTTP" != 0.0.0.0:80 ] && FLAGS+=(--http "$PAAS_HTTP")
+  [ "$PAAS_HTTPS" != 0.0.0.0:443 ] && FLAGS+=(--https "$PAAS_HTTPS")
   [ "$PAAS_USER" != paas ] && FLAGS+=(--socket-group "$PAAS_USER" --git-user "$PAAS_USER")
   [ "$PAAS_BRIDGE" != paas0 ] && FLAGS+=(--bridge "$PAAS_BRIDGE")
   [ "$PAAS_SUBNET" != 10.88.0.0/16 ] && FLAGS+=(--subnet "$PAAS_SUBNET")
@@ -228,6 +231,7 @@ write_config() {
 # state_dir = "/var/lib/paas"
 # socket_group = "paas"
 # http = "0.0.0.0:80"
+https = "0.0.0.0:443"     # the router's HTTPS; certificates: `paas certs`, and [acme] below
 # base_domain = "paas.localhost"
 # buildpacks_dir = "/usr/local/share/paas/buildpacks"
 # [build]                 # limits of one deploy
@@ -258,6 +262,11 @@ write_config() {
 # authorized_keys = "/home/paas/.ssh/authorized_keys"
 # create_on_push = true   # pushing to an unknown app creates it
 # branches = ["main", "master"]
+# [acme]                  # a certificate for every app domain, renewed at a third of its life
+# enabled = true
+# directory_url = "https://acme-v02.api.letsencrypt.org/directory"
+#                         # staging: https://acme-staging-v02.api.letsencrypt.org/directory
+# email = "you@example.com"
 # [router]
 # trusted_proxies = []    # CIDRs of proxies in front whose X-Forwarded-* / Forwarded are kept
 # max_connections = 10000 # client connections at once (also kept within the fd budget)

@@ -416,6 +416,7 @@ impl Install {
             .env("PAAS_STATE", self.state())
             .env("PAAS_SOCKET", self.socket())
             .env("PAAS_HTTP", format!("127.0.0.1:{}", self.port))
+            .env("PAAS_HTTPS", "127.0.0.1:0")
             .env("PAAS_USER", &self.user)
             .env("PAAS_HOME", self.home())
             .env("PAAS_BRIDGE", &self.bridge)
