@@ -42,6 +42,16 @@ impl Pebble {
     /// Starts challtestsrv (DNS only) and pebble, validating HTTP-01 on 127.0.0.1:`http_port`
     /// and TLS-ALPN-01 on 127.0.0.1:`tls_port`; returns once the directory answers.
     pub fn start(http_port: u16, tls_port: u16) -> Pebble {
+        Pebble::start_with_validity(http_port, tls_port, None)
+    }
+
+    /// [`Pebble::start`] issuing certificates valid for `validity_secs` (pebble's default
+    /// is five years), for renewal tests.
+    pub fn start_with_validity(
+        http_port: u16,
+        tls_port: u16,
+        validity_secs: Option<u64>,
+    ) -> Pebble {
         let dir = tempfile::Builder::new()
             .prefix("paas-pebble-")
             .tempdir()
@@ -67,7 +77,7 @@ impl Pebble {
 
         let port = free_port();
         let management_port = free_port();
-        let config = serde_json::json!({
+        let mut config = serde_json::json!({
             "pebble": {
                 "listenAddress": format!("127.0.0.1:{port}"),
                 "managementListenAddress": format!("127.0.0.1:{management_port}"),
@@ -79,6 +89,9 @@ impl Pebble {
                 "externalAccountBindingRequired": false,
             }
         });
+        if let Some(secs) = validity_secs {
+            config["pebble"]["certificateValidityPeriod"] = secs.into();
+        }
         std::fs::write(d.join("pebble-config.json"), config.to_string()).expect("config");
         let pebble = Command::new("/usr/bin/pebble")
             .arg("-config")

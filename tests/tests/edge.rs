@@ -417,3 +417,167 @@ fn an_unreachable_acme_server_is_shown_and_the_app_keeps_serving_http() {
     // No certificate: plain HTTP serves as before.
     assert_eq!(d.http(&host, "/").0, 200);
 }
+
+/// The serial of the certificate the router serves for `host`.
+fn served_serial(d: &Daemon, host: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{} -servername {host} </dev/null 2>/dev/null \
+             | openssl x509 -noout -serial",
+            d.router_tls().port()
+        ))
+        .output()
+        .expect("openssl");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_short_lived_certificate_is_renewed_under_load_without_a_failed_request() {
+    let test = "a_short_lived_certificate_is_renewed_under_load_without_a_failed_request";
+    if !have_root(test) || !paas_tests::pebble::Pebble::available(test) {
+        return;
+    }
+    let http_port = paas_tests::pebble::free_port();
+    // Valid for 30 s: due for renewal 20 s after issuance.
+    let pebble = paas_tests::pebble::Pebble::start_with_validity(
+        http_port,
+        paas_tests::pebble::free_port(),
+        Some(30),
+    );
+    let config = format!(
+        "[acme]\ndirectory_url = \"{}\"\nca_file = \"{}\"\n",
+        pebble.directory_url(),
+        pebble.ca_path().display()
+    );
+    let d = Daemon::start_on(&config, http_port);
+    deploy_ws_echo(&d, "renew");
+    let host = format!("renew.{BASE}");
+    certs_until(&d, "renew", "the first certificate", |l| {
+        cert_for(l, &host).is_some_and(|c| c["not_after"].is_string())
+    });
+    let first = served_serial(&d, &host);
+    assert!(first.starts_with("serial="), "{first}");
+    let dir = tempfile::tempdir().expect("tmp");
+    let root = dir.path().join("root.pem");
+    std::fs::write(&root, pebble.issuing_root_pem()).expect("root");
+
+    // HTTPS requests (new connections, so new handshakes) while the certificate changes.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ok, failed) = (
+        Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        Arc::new(std::sync::Mutex::new(Vec::new())),
+    );
+    let tls_port = d.router_tls().port();
+    let load = {
+        let (stop, ok, failed, root, host) = (
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+            root.clone(),
+            host.clone(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = Command::new("curl")
+                    .args([
+                        "-sS",
+                        "--max-time",
+                        "10",
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{http_code}",
+                    ])
+                    .arg("--cacert")
+                    .arg(&root)
+                    .arg("--resolve")
+                    .arg(format!("{host}:{tls_port}:127.0.0.1"))
+                    .arg(format!("https://{host}:{tls_port}/"))
+                    .output()
+                    .expect("curl");
+                let code = String::from_utf8_lossy(&out.stdout).to_string();
+                if out.status.success() && code == "200" {
+                    ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                } else {
+                    failed
+                        .lock()
+                        .expect("failed")
+                        .push(format!("{code} {}", String::from_utf8_lossy(&out.stderr)));
+                }
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let second = loop {
+        let now = served_serial(&d, &host);
+        if now != first && now.starts_with("serial=") {
+            break now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not renewed: still {now}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // A little more load on the new certificate, then stop.
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.join().expect("load thread");
+    let failed = failed.lock().expect("failed").clone();
+    let ok = ok.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "renewed {first} -> {second}: {ok} requests answered, {} failed",
+        failed.len()
+    );
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(ok > 10, "too little load to tell: {ok}");
+}
+
+#[test]
+fn a_websocket_to_an_old_instance_lasts_until_the_drain_timeout_of_a_rollout() {
+    let test = "a_websocket_to_an_old_instance_lasts_until_the_drain_timeout_of_a_rollout";
+    if !have_root(test) {
+        return;
+    }
+    let d = Daemon::start_with_config("[instances]\ndrain_secs = 4\n");
+    deploy_ws_echo(&d, "roll");
+    let host = format!("roll.{BASE}");
+    let plain = TcpStream::connect(d.router()).expect("connect");
+    plain
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let (mut ws, _) =
+        tungstenite::client(format!("ws://{host}/ws"), plain).expect("websocket handshake");
+    // A config change rolls the app: new instance, switch, then the old one drains.
+    let started = std::time::Instant::now();
+    let rollout = d.spawn_paas(&["env", "set", "roll", "ROLLED=1"]);
+    let mut echoes = 0;
+    let closed_after = loop {
+        let msg = format!("ping {echoes}");
+        let answered = ws
+            .send(tungstenite::Message::text(msg.clone()))
+            .and_then(|()| ws.read());
+        match answered {
+            Ok(tungstenite::Message::Text(t)) if t.as_str() == msg => echoes += 1,
+            Ok(tungstenite::Message::Close(_)) | Err(_) => break started.elapsed(),
+            Ok(other) => panic!("unexpected {other:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "the old instance's websocket outlived the drain by far"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    rollout.finish().ok();
+    // It kept echoing through the switch and at least the drain timeout, then the old
+    // instance stopped and the connection closed.
+    assert!(
+        closed_after >= Duration::from_secs(4),
+        "closed after {closed_after:?}, {echoes} echoes"
+    );
+    assert!(echoes >= 30, "{echoes} echoes in {closed_after:?}");
+    // New connections reach the new release.
+    let plain = TcpStream::connect(d.router()).expect("connect");
+    echo_round_trips(plain, &format!("ws://{host}/ws?prefix=new:"), "new:");
+}

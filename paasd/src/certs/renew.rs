@@ -22,22 +22,25 @@ fn account_context(directory_url: &str) -> String {
     format!("acme-account:{directory_url}")
 }
 
-/// Whether the name needs an ACME issuance now.
-fn due(row: Option<&CertRow>, now: i64) -> bool {
-    let Some(r) = row else { return true };
+/// When the name needs an ACME issuance (Unix seconds; now or earlier: due), None never
+/// (a custom certificate).
+fn due_at(row: Option<&CertRow>) -> Option<i64> {
+    let Some(r) = row else { return Some(0) };
     if r.source != "acme" {
-        return false;
+        return None;
     }
-    if r.retry_at.is_some_and(|t| t > now) {
-        return false;
-    }
-    match (r.chain_pem.as_ref(), r.not_after) {
+    let renew = match (r.chain_pem.as_ref(), r.not_after) {
         (Some(_), Some(not_after)) => {
             let lifetime = (not_after - r.updated_at).max(0);
-            now >= not_after - lifetime / 3
+            not_after - lifetime / 3
         }
-        _ => true,
-    }
+        _ => 0,
+    };
+    Some(renew.max(r.retry_at.unwrap_or(0)))
+}
+
+fn due(row: Option<&CertRow>, now: i64) -> bool {
+    due_at(row).is_some_and(|t| t <= now)
 }
 
 /// Seconds until the next attempt after `failures` failures in a row.
@@ -57,26 +60,35 @@ impl Certs {
         let certs = self.clone();
         tokio::spawn(async move {
             loop {
-                if let Err(e) = certs.acme_pass(&settings, &tokens).await {
-                    tracing::warn!(error = %e, "certificate pass failed");
-                }
+                let next = match certs.acme_pass(&settings, &tokens).await {
+                    Ok(next) => next,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "certificate pass failed");
+                        None
+                    }
+                };
+                // The next renewal or retry may come before the next period.
+                let wait = next.map_or(PERIOD, |at| {
+                    Duration::from_secs((at - now_secs()).clamp(1, PERIOD.as_secs() as i64) as u64)
+                });
                 tokio::select! {
                     () = certs.wake.notified() => {}
-                    () = tokio::time::sleep(PERIOD) => {}
+                    () = tokio::time::sleep(wait) => {}
                 }
             }
         });
     }
 
-    /// One pass over every app name: issue what is due, one name at a time.
+    /// One pass over every app name: issue what is due, one name at a time. Returns when
+    /// the next one will be due (Unix seconds), if any is known.
     pub async fn acme_pass(
         &self,
         settings: &AcmeSettings,
         tokens: &Http01Tokens,
-    ) -> Result<(), CertError> {
+    ) -> Result<Option<i64>, CertError> {
         let base = self.base_domain.clone();
         let url = settings.directory_url.clone();
-        let (due_rows, account) = self
+        let (due_rows, account, next) = self
             .store
             .tx(move |tx| {
                 let now = now_secs();
@@ -85,6 +97,7 @@ impl Certs {
                     .map(|r| (r.domain.clone(), r))
                     .collect();
                 let mut due_rows = Vec::new();
+                let mut next: Option<i64> = None;
                 for app in store::apps::list(tx)? {
                     for host in super::hosts_of(tx, &app, &base)? {
                         if host.starts_with("*.") {
@@ -97,16 +110,21 @@ impl Certs {
                                 && r.domain.starts_with("*.")
                                 && super::x509::covers(&r.domain, &host)
                         });
-                        if !covered && due(row, now) {
+                        if covered {
+                            continue;
+                        }
+                        if due(row, now) {
                             due_rows.push((app.id, host, row.cloned()));
+                        } else if let Some(at) = due_at(row) {
+                            next = Some(next.map_or(at, |n| n.min(at)));
                         }
                     }
                 }
-                Ok::<_, CertError>((due_rows, store::certs::account(tx, &url)?))
+                Ok::<_, CertError>((due_rows, store::certs::account(tx, &url)?, next))
             })
             .await?;
         if due_rows.is_empty() {
-            return Ok(());
+            return Ok(next);
         }
         let mut account = match account {
             Some(sealed) => Some(
@@ -134,7 +152,9 @@ impl Certs {
                 account = Some(new_account);
             }
         }
-        self.publish().await
+        self.publish().await?;
+        // What was just issued or failed has its own next time: ask again soon.
+        Ok(Some(now_secs() + 1))
     }
 
     /// Stores an issuance's outcome; returns the account to use from now on.
