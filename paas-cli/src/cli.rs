@@ -358,6 +358,9 @@ pub struct CertsCmd {
     /// Whether HTTPS responses carry Strict-Transport-Security (max-age one year).
     #[arg(long, value_name = "on|off", value_parser = on_off)]
     pub hsts: Option<bool>,
+    /// Get the app's ACME certificates issued again now.
+    #[arg(long, conflicts_with_all = ["redirect", "hsts"])]
+    pub renew: bool,
 }
 
 fn on_off(v: &str) -> Result<bool, String> {

@@ -214,6 +214,9 @@ fn https_serves_an_added_certificate_over_h2_and_plain_http_is_redirected() {
         "{body}"
     );
 
+    // Custom certificates are renewed by adding a new one, not by ACME.
+    d.paas(&["certs", "edge", "--renew"])
+        .fails(1, "has no certificate from ACME to renew");
     // Removed: the handshake fails again, plain HTTP still serves.
     d.paas(&["certs", "remove", "edge", &host]).ok();
     let (ok, _, _) = curl_https(&d, &ca_pem, &host, "/", &[]);
@@ -390,6 +393,17 @@ fn acme_issues_for_a_new_app_and_its_custom_domain_without_a_command() {
     assert!(served_names(&d, "www.auto-example.test").contains("DNS:www.auto-example.test"));
     // Plain HTTP goes to HTTPS now that a certificate covers the host.
     assert_eq!(d.http(&host, "/").0, 308);
+    // Renewal on request: a new certificate is served.
+    let before = served_serial(&d, &host);
+    d.paas(&["certs", "auto", "--renew"]).ok();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while served_serial(&d, &host) == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not renewed: {before}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]

@@ -74,6 +74,20 @@ pub async fn add(ctx: &Ctx, args: CertAddArgs) -> Result<()> {
     print(&typed(value)?)
 }
 
+/// `POST /apps/{app}/certs/renew`.
+pub async fn renew(ctx: &Ctx, name: &str) -> Result<()> {
+    let value = ctx
+        .request(Method::POST, &app_path(name, "/certs/renew")?, None::<&()>)
+        .await?;
+    if ctx.json {
+        return output::json(&value);
+    }
+    output::status(&format!(
+        "Renewing {name}'s certificates... asked (paas certs {name} shows the new expiry)"
+    ));
+    Ok(())
+}
+
 /// `DELETE /apps/{app}/certs/{domain}`.
 pub async fn remove(ctx: &Ctx, args: DomainArgs) -> Result<()> {
     let rest = format!("/certs/{}", seg(&args.domain, "domain")?);

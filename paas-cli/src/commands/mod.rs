@@ -68,6 +68,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             Some(DomainsSub::Remove(a)) => domains::remove(&ctx, a).await,
         },
         Command::Certs(c) => match c.command {
+            None if c.renew => certs::renew(&ctx, &required(c.name)?).await,
             None if c.redirect.is_some() || c.hsts.is_some() => {
                 certs::settings(&ctx, &required(c.name)?, c.redirect, c.hsts).await
             }

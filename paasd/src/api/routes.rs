@@ -163,6 +163,7 @@ async fn dispatch(
                     created(&state.certs.add(app, body).await?)
                 }
                 (["certs"], _) => Err(not_allowed("GET, POST")),
+                (["certs", "renew"], &Method::POST) => ok(&state.certs.renew(app).await?),
                 (["certs", "settings"], &Method::PATCH) => {
                     let body: paas_api::HttpsPatch = read_json(req, limits).await?;
                     ok(&state.certs.set_https(app, body).await?)

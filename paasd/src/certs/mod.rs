@@ -149,6 +149,7 @@ impl Certs {
                             last_error: None,
                             retry_at: None,
                             failures: 0,
+                            renew: false,
                             updated_at: now_secs(),
                         },
                     )?;
@@ -157,6 +158,25 @@ impl Certs {
             })
             .await?;
         self.publish().await?;
+        Ok(list)
+    }
+
+    /// `POST /apps/{app}/certs/renew`: the app's ACME certificates are issued again at the
+    /// next pass, which this starts.
+    pub async fn renew(&self, app: String) -> Result<api::CertList, CertError> {
+        let list = self
+            .store
+            .tx(move |tx| {
+                let row = find(tx, &app)?;
+                if store::certs::ask_renewal(tx, row.id)? == 0 {
+                    return Err(CertError::Invalid(format!(
+                        "app '{app}' has no certificate from ACME to renew (custom ones are renewed by adding a new one)"
+                    )));
+                }
+                list(tx, row.id)
+            })
+            .await?;
+        self.kick();
         Ok(list)
     }
 

@@ -29,6 +29,9 @@ fn due_at(row: Option<&CertRow>) -> Option<i64> {
     if r.source != "acme" {
         return None;
     }
+    if r.renew {
+        return Some(r.retry_at.unwrap_or(0));
+    }
     let renew = match (r.chain_pem.as_ref(), r.not_after) {
         (Some(_), Some(not_after)) => {
             let lifetime = (not_after - r.updated_at).max(0);
@@ -190,6 +193,7 @@ impl Certs {
                     last_error: None,
                     retry_at: None,
                     failures: 0,
+                    renew: false,
                     updated_at: now,
                 };
                 let url = settings.directory_url.clone();
@@ -233,6 +237,7 @@ impl Certs {
                         last_error: None,
                         retry_at: None,
                         failures: 0,
+                        renew: false,
                         updated_at: now,
                     })
                 };
@@ -262,6 +267,7 @@ mod tests {
             last_error: None,
             retry_at,
             failures: 0,
+            renew: false,
             updated_at: issued,
         }
     }

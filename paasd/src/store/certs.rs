@@ -24,13 +24,15 @@ pub struct CertRow {
     pub retry_at: Option<i64>,
     /// Failed attempts since the last success (the retry backoff).
     pub failures: u32,
+    /// Renewal asked for (`paas certs APP --renew`), whatever the expiry.
+    pub renew: bool,
     /// When the certificate was added or issued (Unix seconds).
     pub updated_at: i64,
 }
 
 const COLUMNS: &str = "certs.domain, apps.name, certs.source, certs.chain_pem, certs.key_sealed, \
      certs.names, certs.issuer, certs.not_after, certs.last_error, certs.retry_at, certs.failures, \
-     certs.updated_at";
+     certs.renew, certs.updated_at";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CertRow> {
     Ok(CertRow {
@@ -45,7 +47,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CertRow> {
         last_error: r.get(8)?,
         retry_at: r.get(9)?,
         failures: r.get(10)?,
-        updated_at: r.get(11)?,
+        renew: r.get(11)?,
+        updated_at: r.get(12)?,
     })
 }
 
@@ -82,13 +85,13 @@ pub fn owner(tx: &Tx<'_>, domain: &str) -> Result<Option<Option<i64>>, StoreErro
 pub fn put(tx: &Tx<'_>, app_id: Option<i64>, c: &CertRow) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO certs (domain, app_id, source, chain_pem, key_sealed, names, issuer,
-                            not_after, last_error, retry_at, failures, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                            not_after, last_error, retry_at, failures, renew, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT (domain) DO UPDATE SET
            app_id = excluded.app_id, source = excluded.source, chain_pem = excluded.chain_pem,
            key_sealed = excluded.key_sealed, names = excluded.names, issuer = excluded.issuer,
            not_after = excluded.not_after, last_error = excluded.last_error,
-           retry_at = excluded.retry_at, failures = excluded.failures,
+           retry_at = excluded.retry_at, failures = excluded.failures, renew = excluded.renew,
            updated_at = excluded.updated_at",
         params![
             c.domain,
@@ -102,10 +105,21 @@ pub fn put(tx: &Tx<'_>, app_id: Option<i64>, c: &CertRow) -> Result<(), StoreErr
             c.last_error,
             c.retry_at,
             c.failures,
+            c.renew,
             c.updated_at
         ],
     )?;
     Ok(())
+}
+
+/// Marks the app's ACME certificates for renewal now (and forgets their backoff); returns
+/// how many there are.
+pub fn ask_renewal(tx: &Tx<'_>, app_id: i64) -> Result<usize, StoreError> {
+    Ok(tx.execute(
+        "UPDATE certs SET renew = 1, retry_at = NULL, failures = 0
+         WHERE app_id = ?1 AND source = 'acme'",
+        [app_id],
+    )?)
 }
 
 /// Removes the app's row for `domain`; false if there was none.

@@ -162,6 +162,7 @@ const MIGRATIONS: &[&str] = &[
         last_error  TEXT,
         retry_at    INTEGER,
         failures    INTEGER NOT NULL DEFAULT 0,
+        renew       INTEGER NOT NULL DEFAULT 0,
         updated_at  INTEGER NOT NULL
     );
     CREATE INDEX certs_app ON certs(app_id);
