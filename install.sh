@@ -267,6 +267,7 @@ https = "0.0.0.0:443"     # the router's HTTPS; certificates: `paas certs`, and 
 # directory_url = "https://acme-v02.api.letsencrypt.org/directory"
 #                         # staging: https://acme-staging-v02.api.letsencrypt.org/directory
 # email = "you@example.com"
+# challenge = "http-01"   # or "tls-alpn-01": validated on :443, for hosts whose port 80 is closed
 # [router]
 # trusted_proxies = []    # CIDRs of proxies in front whose X-Forwarded-* / Forwarded are kept
 # max_connections = 10000 # client connections at once (also kept within the fd budget)

@@ -1785,3 +1785,27 @@ async fn plain_http_goes_to_https_once_a_certificate_covers_the_host() {
         "max-age=31536000"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acme_tls_alpn_gets_the_challenge_certificate_and_nothing_else() {
+    let h = Harness::start(RouterOptions::default()).await;
+    let ca = TestCa::new();
+    let mut certs = tls::Certs::new();
+    certs.add("web.paas.test", ca.leaf(&["web.paas.test"]));
+    certs.add_challenge("new.paas.test", ca.leaf(&["new.paas.test"]));
+    h.router.publish_certs(certs);
+    let tls_addr = h.with_tls().await;
+    let s = tls_connect(tls_addr, &ca, "new.paas.test", &[tls::ACME_TLS_ALPN])
+        .await
+        .expect("the validation handshake");
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(tls::ACME_TLS_ALPN));
+    // The challenge certificate is only for validations; the app's is not offered to them.
+    assert!(
+        tls_connect(tls_addr, &ca, "web.paas.test", &[tls::ACME_TLS_ALPN])
+            .await
+            .is_err()
+    );
+    assert!(tls_connect(tls_addr, &ca, "new.paas.test", &[b"h2"])
+        .await
+        .is_err());
+}

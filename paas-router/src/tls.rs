@@ -47,6 +47,17 @@ pub struct Certificate(Arc<CertifiedKey>);
 impl Certificate {
     /// From PEM: the chain (leaf first) and its private key, which must match the leaf.
     pub fn from_pem(chain: &[u8], key: &[u8]) -> Result<Certificate, TlsError> {
+        Certificate::load(chain, key, true)
+    }
+
+    /// A TLS-ALPN-01 challenge certificate (RFC 8737): its critical acmeIdentifier
+    /// extension is one webpki does not parse, so the key is not matched against it (the
+    /// ACME client made both moments ago).
+    pub fn challenge_from_pem(cert: &[u8], key: &[u8]) -> Result<Certificate, TlsError> {
+        Certificate::load(cert, key, false)
+    }
+
+    fn load(chain: &[u8], key: &[u8], match_key: bool) -> Result<Certificate, TlsError> {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain)
             .collect::<Result<_, _>>()
             .map_err(|e| TlsError::CertificatePem(e.to_string()))?;
@@ -60,7 +71,9 @@ impl Certificate {
             .load_private_key(key)
             .map_err(|e| TlsError::UnsupportedKey(e.to_string()))?;
         let ck = CertifiedKey::new(certs, signer);
-        ck.keys_match().map_err(|_| TlsError::KeyMismatch)?;
+        if match_key {
+            ck.keys_match().map_err(|_| TlsError::KeyMismatch)?;
+        }
         Ok(Certificate(Arc::new(ck)))
     }
 }

@@ -334,6 +334,18 @@ pub struct AcmeConfig {
     /// A PEM root to trust for the directory's own HTTPS besides the system's (a private or
     /// test ACME server).
     pub ca_file: Option<PathBuf>,
+    /// How the CA checks that a name points here: "http-01" (a file on port 80) or
+    /// "tls-alpn-01" (a certificate on the HTTPS port, for hosts whose port 80 is closed).
+    pub challenge: AcmeChallenge,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+pub enum AcmeChallenge {
+    #[default]
+    #[serde(rename = "http-01")]
+    Http01,
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
 }
 
 impl Default for AcmeConfig {
@@ -343,6 +355,7 @@ impl Default for AcmeConfig {
             directory_url: "https://acme-v02.api.letsencrypt.org/directory".into(),
             email: None,
             ca_file: None,
+            challenge: AcmeChallenge::Http01,
         }
     }
 }

@@ -344,6 +344,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     })?,
                 );
         }
+        if config.acme.challenge == config::AcmeChallenge::TlsAlpn01 {
+            settings.tls_alpn = Some(certs.tls_alpn_answers());
+        }
         let tokens = certs::acme::Http01Tokens::new();
         let answers = tokens.clone();
         router.answer_acme_with(Arc::new(move |token: &str| answers.get(token)));

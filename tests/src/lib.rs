@@ -144,8 +144,9 @@ pub struct Daemon {
     pub log: PathBuf,
     /// Unique within this test process: picks the bridge and subnet.
     seq: u32,
-    /// The router's plain-HTTP port (0: any free one).
+    /// The router's plain-HTTP and HTTPS ports (0: any free one).
     http_port: u16,
+    https_port: u16,
 }
 
 static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -165,6 +166,11 @@ impl Daemon {
     /// validates on a port it was told). Unless `toml` has an `[acme]` table, automatic
     /// certificates are off: a test daemon must not ask a real CA for anything.
     pub fn start_on(toml: &str, http_port: u16) -> Daemon {
+        Daemon::start_on_ports(toml, http_port, 0)
+    }
+
+    /// [`Daemon::start_on`] with the HTTPS port fixed too (TLS-ALPN-01 validates there).
+    pub fn start_on_ports(toml: &str, http_port: u16, https_port: u16) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("paas-test-")
             .tempdir()
@@ -185,6 +191,7 @@ impl Daemon {
             seq: (SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + std::process::id() * 17)
                 % 250,
             http_port,
+            https_port,
         };
         d.restart();
         d
@@ -309,7 +316,7 @@ impl Daemon {
             .arg("--http")
             .arg(format!("127.0.0.1:{}", self.http_port))
             .arg("--https")
-            .arg("127.0.0.1:0")
+            .arg(format!("127.0.0.1:{}", self.https_port))
             .arg("--cgroup-parent")
             .arg(self.cgroup_parent())
             .arg("--bridge")

@@ -89,6 +89,7 @@ fn settings(pebble: &Pebble) -> AcmeSettings {
         contact_email: Some("ops@paas.test".into()),
         extra_root_pem: Some(pebble.ca_pem()),
         validation_timeout: Duration::from_secs(30),
+        tls_alpn: None,
     }
 }
 

@@ -595,3 +595,48 @@ fn a_websocket_to_an_old_instance_lasts_until_the_drain_timeout_of_a_rollout() {
     let plain = TcpStream::connect(d.router()).expect("connect");
     echo_round_trips(plain, &format!("ws://{host}/ws?prefix=new:"), "new:");
 }
+
+#[test]
+fn tls_alpn_01_gets_a_certificate_with_port_80_out_of_the_picture() {
+    let test = "tls_alpn_01_gets_a_certificate_with_port_80_out_of_the_picture";
+    if !have_root(test) || !paas_tests::pebble::Pebble::available(test) {
+        return;
+    }
+    // Pebble validates HTTP-01 on a port nothing listens on, TLS-ALPN-01 on our HTTPS port.
+    let https_port = paas_tests::pebble::free_port();
+    let pebble = paas_tests::pebble::Pebble::start(paas_tests::pebble::free_port(), https_port);
+    let config = format!(
+        "[acme]\ndirectory_url = \"{}\"\nca_file = \"{}\"\nchallenge = \"tls-alpn-01\"\n",
+        pebble.directory_url(),
+        pebble.ca_path().display()
+    );
+    let d = Daemon::start_on_ports(&config, 0, https_port);
+    assert_eq!(d.router_tls().port(), https_port);
+    deploy_ws_echo(&d, "alpn");
+    let host = format!("alpn.{BASE}");
+    let list = certs_until(&d, "alpn", "a certificate over TLS-ALPN-01", |l| {
+        cert_for(l, &host)
+            .is_some_and(|c| c["not_after"].is_string() || c["last_error"].is_string())
+    });
+    let cert = cert_for(&list, &host).expect("listed");
+    assert!(cert["last_error"].is_null(), "{list:#}\n{}", pebble.log());
+    let dir = tempfile::tempdir().expect("tmp");
+    let root = dir.path().join("root.pem");
+    std::fs::write(&root, pebble.issuing_root_pem()).expect("root");
+    let (ok, version, body) = curl_https(&d, &root, &host, "/", &[]);
+    assert!(ok, "{body}");
+    assert!(version.ends_with(" 200"), "{version}");
+    // The challenge certificate is gone: a client offering acme-tls/1 gets no certificate.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{https_port} -servername {host} -alpn acme-tls/1 </dev/null 2>&1"
+        ))
+        .output()
+        .expect("openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("acmeIdentifier") && !text.contains("BEGIN CERTIFICATE"),
+        "{text}"
+    );
+}

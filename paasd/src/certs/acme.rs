@@ -85,6 +85,90 @@ impl Http01Tokens {
     }
 }
 
+/// The TLS-ALPN-01 answers of the issuances under way: name → self-signed certificate and
+/// key (PEM) with the acmeIdentifier extension, served to a client that offers ALPN
+/// `acme-tls/1`. `changed` is called after every change (the certificate service then
+/// republishes the router's certificates). Cheap to clone; clones share the map.
+#[derive(Clone)]
+pub struct TlsAlpnCerts {
+    inner: Arc<RwLock<HashMap<String, (String, String)>>>,
+    changed: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for TlsAlpnCerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsAlpnCerts")
+            .field("names", &self.names())
+            .finish()
+    }
+}
+
+impl TlsAlpnCerts {
+    pub fn new(changed: Arc<dyn Fn() + Send + Sync>) -> TlsAlpnCerts {
+        TlsAlpnCerts {
+            inner: Arc::default(),
+            changed,
+        }
+    }
+
+    /// Every (name, certificate PEM, key PEM) being answered for now.
+    pub fn all(&self) -> Vec<(String, String, String)> {
+        self.inner
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(n, (c, k))| (n.clone(), c.clone(), k.clone()))
+            .collect()
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.all().into_iter().map(|(n, _, _)| n).collect()
+    }
+
+    fn insert(&self, name: &str, cert: String, key: String) {
+        self.inner
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_string(), (cert, key));
+        (self.changed)();
+    }
+
+    fn remove(&self, name: &str) {
+        self.inner
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+        (self.changed)();
+    }
+}
+
+/// The challenge certificate of RFC 8737: self-signed for `name`, with the SHA-256 digest of
+/// the key authorization in a critical acmeIdentifier extension.
+fn tls_alpn_certificate(name: &str, digest: &[u8]) -> Result<(String, String), String> {
+    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+    let mut params =
+        rcgen::CertificateParams::new(vec![name.to_string()]).map_err(|e| e.to_string())?;
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
+    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// The TLS-ALPN-01 certificates one issuance published; removed on drop.
+struct PublishedAlpn<'a> {
+    certs: Option<&'a TlsAlpnCerts>,
+    names: Vec<String>,
+}
+
+impl Drop for PublishedAlpn<'_> {
+    fn drop(&mut self) {
+        if let Some(certs) = self.certs {
+            for name in &self.names {
+                certs.remove(name);
+            }
+        }
+    }
+}
+
 /// The tokens one issuance published; removed from the map on drop, so also on an error or
 /// when the issuing future is dropped.
 struct Published<'a> {
@@ -127,6 +211,9 @@ pub struct AcmeSettings {
     pub extra_root_pem: Option<Vec<u8>>,
     /// How long the server may take to validate the challenges, and then to issue.
     pub validation_timeout: Duration,
+    /// With these, challenges are answered by TLS-ALPN-01 on the HTTPS port instead of
+    /// HTTP-01 on port 80 (a host whose port 80 is closed).
+    pub tls_alpn: Option<TlsAlpnCerts>,
 }
 
 impl AcmeSettings {
@@ -137,6 +224,7 @@ impl AcmeSettings {
             contact_email: None,
             extra_root_pem: None,
             validation_timeout: Duration::from_secs(60),
+            tls_alpn: None,
         }
     }
 }
@@ -181,8 +269,12 @@ pub enum AcmeError {
         /// From the answer's `Retry-After` header, when it had one.
         retry_after: Option<SystemTime>,
     },
-    #[error("the ACME server at {url} offers no HTTP-01 challenge for {domain}, the only kind paasd answers")]
-    NoHttp01 { url: String, domain: String },
+    #[error("the ACME server at {url} offers no {kind} challenge for {domain} ([acme] challenge picks HTTP-01 or TLS-ALPN-01)")]
+    NoHttp01 {
+        url: String,
+        domain: String,
+        kind: &'static str,
+    },
     #[error("the ACME server at {url} holds the authorization for {domain} as {status}; it cannot be validated again")]
     Authorization {
         url: String,
@@ -285,6 +377,10 @@ pub async fn issue(
     };
 
     let mut published = Published::new(tokens);
+    let mut published_alpn = PublishedAlpn {
+        certs: settings.tls_alpn.as_ref(),
+        names: Vec::new(),
+    };
     let mut authorizations = order.authorizations();
     while let Some(next) = authorizations.next().await {
         let mut authz = next.map_err(|e| http.error(e, "fetch an authorization"))?;
@@ -300,14 +396,35 @@ pub async fn issue(
                 })
             }
         }
-        let mut challenge =
-            authz
-                .challenge(ChallengeType::Http01)
-                .ok_or_else(|| AcmeError::NoHttp01 {
-                    url: http.url.clone(),
-                    domain: domain.clone(),
-                })?;
-        published.add(&challenge.token, challenge.key_authorization().as_str());
+        let kind = match settings.tls_alpn {
+            Some(_) => ChallengeType::TlsAlpn01,
+            None => ChallengeType::Http01,
+        };
+        let mut challenge = authz
+            .challenge(kind.clone())
+            .ok_or_else(|| AcmeError::NoHttp01 {
+                url: http.url.clone(),
+                domain: domain.clone(),
+                kind: match settings.tls_alpn {
+                    Some(_) => "TLS-ALPN-01",
+                    None => "HTTP-01",
+                },
+            })?;
+        match (&settings.tls_alpn, kind) {
+            (Some(certs), ChallengeType::TlsAlpn01) => {
+                let digest = challenge.key_authorization().digest();
+                let (cert, key) =
+                    tls_alpn_certificate(&domain, digest.as_ref()).map_err(|reason| {
+                        AcmeError::BadCertificate {
+                            url: http.url.clone(),
+                            reason: format!("cannot make the TLS-ALPN-01 certificate: {reason}"),
+                        }
+                    })?;
+                certs.insert(&domain, cert, key);
+                published_alpn.names.push(domain.clone());
+            }
+            _ => published.add(&challenge.token, challenge.key_authorization().as_str()),
+        }
         challenge.set_ready().await.map_err(|e| match e {
             LibError::Api(p) if !is(&p, "rateLimited") => AcmeError::ChallengeFailed {
                 domain: domain.clone(),
@@ -347,6 +464,7 @@ pub async fn issue(
         return Err(failed_challenge(&mut order).await.unwrap_or(fallback));
     }
     drop(published);
+    drop(published_alpn);
 
     let key_pem = order
         .finalize()

@@ -44,6 +44,11 @@ pub struct Certs {
     base_domain: String,
     /// Wakes the ACME pass (`renew`).
     wake: Arc<tokio::sync::Notify>,
+    /// The stored certificates as last published, so that a TLS-ALPN-01 answer coming or
+    /// going republishes without a database read.
+    stored: Arc<std::sync::Mutex<paas_router::tls::Certs>>,
+    /// TLS-ALPN-01 answers under way (set once ACME runs with that challenge).
+    alpn: Arc<std::sync::OnceLock<acme::TlsAlpnCerts>>,
 }
 
 fn now_secs() -> i64 {
@@ -82,6 +87,8 @@ impl Certs {
             routes,
             base_domain: base_domain.trim_matches('.').to_ascii_lowercase(),
             wake: Arc::default(),
+            stored: Arc::default(),
+            alpn: Arc::default(),
         }
     }
 
@@ -242,8 +249,38 @@ impl Certs {
                 }
             }
         }
-        self.router.publish_certs(certs);
+        *self.stored.lock().unwrap_or_else(|p| p.into_inner()) = certs;
+        self.publish_with_challenges();
         Ok(())
+    }
+
+    /// The TLS-ALPN-01 answers, for ACME; each change republishes the router's set.
+    pub fn tls_alpn_answers(&self) -> acme::TlsAlpnCerts {
+        let certs = self.clone();
+        self.alpn
+            .get_or_init(|| {
+                acme::TlsAlpnCerts::new(Arc::new(move || certs.publish_with_challenges()))
+            })
+            .clone()
+    }
+
+    /// The stored certificates plus the challenge certificates of validations under way.
+    fn publish_with_challenges(&self) {
+        let mut certs = self
+            .stored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (name, cert, key) in self.alpn.get().map(|a| a.all()).unwrap_or_default() {
+            match paas_router::tls::Certificate::challenge_from_pem(cert.as_bytes(), key.as_bytes())
+            {
+                Ok(c) => certs.add_challenge(&name, c),
+                Err(e) => {
+                    tracing::error!(domain = %name, error = %e, "a TLS-ALPN-01 certificate does not load")
+                }
+            }
+        }
+        self.router.publish_certs(certs);
     }
 }
 
