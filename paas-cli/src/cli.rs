@@ -378,6 +378,27 @@ pub enum CertsSub {
     Add(CertAddArgs),
     /// Stop serving the certificate of one domain.
     Remove(DomainArgs),
+    /// List the platform-wide certificates (a wildcard for the base domain).
+    Base,
+    /// Serve a wildcard certificate for the base domain (*.BASE) for every APP.BASE without
+    /// a certificate of its own.
+    AddBase(CertFiles),
+    /// Stop serving a platform-wide certificate.
+    RemoveBase(BaseDomainArg),
+}
+
+#[derive(Debug, Args)]
+pub struct CertFiles {
+    /// The certificate chain, PEM, leaf first.
+    pub cert: std::path::PathBuf,
+    /// Its private key, PEM.
+    pub key: std::path::PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BaseDomainArg {
+    /// The certificate's name, e.g. *.apps.example.com.
+    pub domain: String,
 }
 
 #[derive(Debug, Args)]

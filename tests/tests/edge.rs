@@ -223,6 +223,38 @@ fn https_serves_an_added_certificate_over_h2_and_plain_http_is_redirected() {
     assert!(!ok, "the certificate is gone");
     d.paas(&["certs", "remove", "edge", &host])
         .fails(1, "has no certificate for");
+
+    // A wildcard for the base domain, installed once, serves every APP.<base>.
+    let (other_wild, other_wild_key) =
+        ca.leaf(dir.path(), "otherwild", &["*.example.com"], (-1, 90));
+    d.paas(&[
+        "certs",
+        "add-base",
+        other_wild.to_str().expect("p"),
+        other_wild_key.to_str().expect("p"),
+    ])
+    .fails(1, "a platform certificate must cover *.paas.localhost");
+    let wildcard = format!("*.{BASE}");
+    let (wild, wild_key) = ca.leaf(dir.path(), "wild", &[&wildcard], (-1, 90));
+    d.paas(&[
+        "certs",
+        "add-base",
+        wild.to_str().expect("p"),
+        wild_key.to_str().expect("p"),
+    ])
+    .ok();
+    let (ok, version, body) = curl_https(&d, &ca_pem, &host, "/", &[]);
+    assert!(ok, "{body}");
+    assert!(version.ends_with(" 200"), "{version}");
+    let listed = d.paas(&["--json", "certs", "edge"]).json();
+    assert_eq!(listed["certs"][0]["domain"], wildcard.as_str(), "{listed}");
+    let base = d.paas(&["--json", "certs", "base"]).json();
+    assert_eq!(base[0]["domain"], wildcard.as_str(), "{base}");
+    d.paas(&["certs", "remove-base", &wildcard]).ok();
+    let (ok, _, _) = curl_https(&d, &ca_pem, &host, "/", &[]);
+    assert!(!ok, "the platform certificate is gone");
+    d.paas(&["certs", "remove-base", &wildcard])
+        .fails(1, "there is no platform certificate");
 }
 
 /// A WebSocket client over any stream: 200 round trips of growing messages.

@@ -3,10 +3,12 @@
 //! certificates (the daemon checks chain, key, names and dates).
 
 use anyhow::{Context, Result};
-use paas_api::{AddCert, CertList, CertSource, HttpsPatch, HttpsSettings, Method};
+use paas_api::{
+    AddCert, CertInfo, CertList, CertSource, HttpsPatch, HttpsSettings, Method, API_PREFIX,
+};
 
 use super::{app_path, seg, typed, Ctx};
-use crate::cli::{CertAddArgs, DomainArgs};
+use crate::cli::{CertAddArgs, CertFiles, DomainArgs};
 use crate::output;
 
 fn on_off(b: bool) -> &'static str {
@@ -17,12 +19,12 @@ fn on_off(b: bool) -> &'static str {
     }
 }
 
-fn print(list: &CertList) -> Result<()> {
+fn lines(certs: &[CertInfo]) -> String {
     let mut text = String::new();
-    if list.certs.is_empty() {
+    if certs.is_empty() {
         text.push_str("no certificates\n");
     }
-    for c in &list.certs {
+    for c in certs {
         let source = match c.source {
             CertSource::Custom => "custom",
             CertSource::Acme => "acme",
@@ -38,6 +40,21 @@ fn print(list: &CertList) -> Result<()> {
         }
         text.push('\n');
     }
+    text
+}
+
+fn read_pair(cert: &std::path::Path, key: &std::path::Path) -> Result<AddCert> {
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+    };
+    Ok(AddCert {
+        cert_pem: read(cert)?,
+        key_pem: read(key)?,
+    })
+}
+
+fn print(list: &CertList) -> Result<()> {
+    let mut text = lines(&list.certs);
     text.push_str(&format!(
         "redirect to https: {}  hsts: {}\n",
         on_off(list.https.redirect),
@@ -57,13 +74,7 @@ pub async fn list(ctx: &Ctx, name: &str) -> Result<()> {
 
 /// `POST /apps/{app}/certs`.
 pub async fn add(ctx: &Ctx, args: CertAddArgs) -> Result<()> {
-    let read = |p: &std::path::Path| {
-        std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
-    };
-    let body = AddCert {
-        cert_pem: read(&args.cert)?,
-        key_pem: read(&args.key)?,
-    };
+    let body = read_pair(&args.cert, &args.key)?;
     let value = ctx
         .request(Method::POST, &app_path(&args.name, "/certs")?, Some(&body))
         .await?;
@@ -72,6 +83,43 @@ pub async fn add(ctx: &Ctx, args: CertAddArgs) -> Result<()> {
     }
     output::status(&format!("Adding a certificate to {}... done", args.name));
     print(&typed(value)?)
+}
+
+/// `GET /certs`.
+pub async fn list_base(ctx: &Ctx) -> Result<()> {
+    let value = ctx.get(&format!("{API_PREFIX}/certs")).await?;
+    if ctx.json {
+        return output::json(&value);
+    }
+    let certs: Vec<CertInfo> = typed(value)?;
+    output::out(&lines(&certs))
+}
+
+/// `POST /certs`.
+pub async fn add_base(ctx: &Ctx, args: CertFiles) -> Result<()> {
+    let body = read_pair(&args.cert, &args.key)?;
+    let value = ctx
+        .request(Method::POST, &format!("{API_PREFIX}/certs"), Some(&body))
+        .await?;
+    if ctx.json {
+        return output::json(&value);
+    }
+    output::status("Adding a platform certificate... done");
+    let certs: Vec<CertInfo> = typed(value)?;
+    output::out(&lines(&certs))
+}
+
+/// `DELETE /certs/{domain}`.
+pub async fn remove_base(ctx: &Ctx, domain: &str) -> Result<()> {
+    ctx.call(
+        Method::DELETE,
+        &format!("{API_PREFIX}/certs/{}", seg(domain, "domain")?),
+    )
+    .await?;
+    output::status(&format!(
+        "Removing the platform certificate {domain}... done"
+    ));
+    Ok(())
 }
 
 /// `POST /apps/{app}/certs/renew`.

@@ -81,6 +81,18 @@ async fn dispatch(
         }
         (["apps"], _) => Err(not_allowed("GET, POST")),
 
+        (["certs"], &Method::GET) => ok(&state.certs.list_platform().await?),
+        (["certs"], &Method::POST) => {
+            let body: paas_api::AddCert = read_json(req, limits).await?;
+            created(&state.certs.add_platform(body).await?)
+        }
+        (["certs"], _) => Err(not_allowed("GET, POST")),
+        (["certs", domain], &Method::DELETE) => {
+            state.certs.remove_platform(domain.to_string()).await?;
+            no_content()
+        }
+        (["certs", _], _) => Err(not_allowed("DELETE")),
+
         (["stacks"], &Method::GET) => ok(&paas_api::StackList {
             stacks: state.stacks.list(),
         }),

@@ -105,22 +105,7 @@ impl Certs {
     /// `POST /apps/{app}/certs`: checks the chain, the key and the names, then serves the
     /// certificate for every name of the app it covers.
     pub async fn add(&self, app: String, body: api::AddCert) -> Result<api::CertList, CertError> {
-        let leaf = x509::inspect(&body.cert_pem).map_err(|e| CertError::Invalid(e.to_string()))?;
-        paas_router::tls::Certificate::from_pem(body.cert_pem.as_bytes(), body.key_pem.as_bytes())
-            .map_err(|e| CertError::Invalid(e.to_string()))?;
-        let now = SystemTime::now();
-        if leaf.not_after <= now {
-            return Err(CertError::Invalid(format!(
-                "the certificate expired on {}; renew it with its issuer first",
-                rfc3339(secs(leaf.not_after))
-            )));
-        }
-        if leaf.not_before > now {
-            return Err(CertError::Invalid(format!(
-                "the certificate is not valid before {}",
-                rfc3339(secs(leaf.not_before))
-            )));
-        }
+        let leaf = checked(&body)?;
         let secrets = self.secrets.clone();
         let base = self.base_domain.clone();
         let list = self
@@ -185,6 +170,79 @@ impl Certs {
             .await?;
         self.kick();
         Ok(list)
+    }
+
+    /// `GET /certs`: the platform-wide certificates.
+    pub async fn list_platform(&self) -> Result<Vec<api::CertInfo>, CertError> {
+        self.store
+            .tx(|tx| {
+                Ok(store::certs::list_platform(tx)?
+                    .into_iter()
+                    .map(info)
+                    .collect())
+            })
+            .await
+    }
+
+    /// `POST /certs`: a wildcard certificate for the base domain, served for every
+    /// `APP.<base>` that has no certificate of its own (and sparing ACME those names).
+    pub async fn add_platform(&self, body: api::AddCert) -> Result<Vec<api::CertInfo>, CertError> {
+        let leaf = checked(&body)?;
+        let wildcard = format!("*.{}", self.base_domain);
+        if self.base_domain.is_empty() || !leaf.names.iter().any(|n| n == &wildcard) {
+            return Err(CertError::Invalid(format!(
+                "a platform certificate must cover {wildcard} (this one is for {}); certificates for single apps go with `paas certs add APP`",
+                leaf.names.join(", ")
+            )));
+        }
+        let sealed = self
+            .secrets
+            .seal(&key_context(&wildcard), body.key_pem.as_bytes())?;
+        let row = CertRow {
+            domain: wildcard,
+            app: None,
+            source: "custom".into(),
+            chain_pem: Some(body.cert_pem.clone()),
+            key_sealed: Some(sealed),
+            names: leaf.names.join(" "),
+            issuer: Some(leaf.issuer.clone()),
+            not_after: Some(secs(leaf.not_after)),
+            last_error: None,
+            retry_at: None,
+            failures: 0,
+            renew: false,
+            updated_at: now_secs(),
+        };
+        let list = self
+            .store
+            .tx(move |tx| {
+                store::certs::put(tx, None, &row)?;
+                Ok::<_, CertError>(
+                    store::certs::list_platform(tx)?
+                        .into_iter()
+                        .map(info)
+                        .collect(),
+                )
+            })
+            .await?;
+        self.publish().await?;
+        Ok(list)
+    }
+
+    /// `DELETE /certs/{domain}`.
+    pub async fn remove_platform(&self, domain: String) -> Result<(), CertError> {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        self.store
+            .tx(move |tx| {
+                if !store::certs::delete_platform(tx, &domain)? {
+                    return Err(CertError::Invalid(format!(
+                        "there is no platform certificate for '{domain}' (see `paas certs base`)"
+                    )));
+                }
+                Ok(())
+            })
+            .await?;
+        self.publish().await
     }
 
     /// `DELETE /apps/{app}/certs/{domain}`.
@@ -284,6 +342,28 @@ impl Certs {
     }
 }
 
+/// The checks every added certificate passes: a readable chain, each certificate signed by
+/// the next, a key that signs for the leaf, and a leaf valid now.
+fn checked(body: &api::AddCert) -> Result<x509::Leaf, CertError> {
+    let leaf = x509::inspect(&body.cert_pem).map_err(|e| CertError::Invalid(e.to_string()))?;
+    paas_router::tls::Certificate::from_pem(body.cert_pem.as_bytes(), body.key_pem.as_bytes())
+        .map_err(|e| CertError::Invalid(e.to_string()))?;
+    let now = SystemTime::now();
+    if leaf.not_after <= now {
+        return Err(CertError::Invalid(format!(
+            "the certificate expired on {}; renew it with its issuer first",
+            rfc3339(secs(leaf.not_after))
+        )));
+    }
+    if leaf.not_before > now {
+        return Err(CertError::Invalid(format!(
+            "the certificate is not valid before {}",
+            rfc3339(secs(leaf.not_before))
+        )));
+    }
+    Ok(leaf)
+}
+
 fn find(tx: &Tx<'_>, name: &str) -> Result<store::apps::AppRow, CertError> {
     store::apps::find(tx, name)?.ok_or_else(|| CertError::AppNotFound(name.to_string()))
 }
@@ -312,23 +392,36 @@ pub fn https_of(tx: &Tx<'_>, app_id: i64) -> Result<api::HttpsSettings, StoreErr
     Ok(api::HttpsSettings { redirect, hsts })
 }
 
+fn info(r: CertRow) -> api::CertInfo {
+    api::CertInfo {
+        source: match r.source.as_str() {
+            "acme" => api::CertSource::Acme,
+            _ => api::CertSource::Custom,
+        },
+        issuer: r.issuer,
+        not_after: r.not_after.map(rfc3339),
+        names: r.names.split_whitespace().map(str::to_string).collect(),
+        last_error: r.last_error,
+        domain: r.domain,
+    }
+}
+
+/// The app's own rows, then a platform wildcard that serves one of its names.
 fn list(tx: &Tx<'_>, app_id: i64) -> Result<api::CertList, CertError> {
-    let certs = store::certs::list_for_app(tx, app_id)?
+    let own = store::certs::list_for_app(tx, app_id)?;
+    let app = store::apps::list(tx)?.into_iter().find(|a| a.id == app_id);
+    let platform: Vec<CertRow> = store::certs::list_platform(tx)?
         .into_iter()
-        .map(|r| api::CertInfo {
-            source: match r.source.as_str() {
-                "acme" => api::CertSource::Acme,
-                _ => api::CertSource::Custom,
-            },
-            issuer: r.issuer,
-            not_after: r.not_after.map(rfc3339),
-            names: r.names.split_whitespace().map(str::to_string).collect(),
-            last_error: r.last_error,
-            domain: r.domain,
+        .filter(|p| {
+            app.as_ref().is_some_and(|a| {
+                let host = |d: &str| x509::covers(&p.domain, d);
+                host(&format!("{}.{}", a.name, p.domain.trim_start_matches("*.")))
+                    && !own.iter().any(|o| host(&o.domain))
+            })
         })
         .collect();
     Ok(api::CertList {
-        certs,
+        certs: own.into_iter().chain(platform).map(info).collect(),
         https: https_of(tx, app_id)?,
     })
 }

@@ -52,6 +52,24 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CertRow> {
     })
 }
 
+/// The platform-wide rows (no app: a wildcard for the base domain).
+pub fn list_platform(tx: &Tx<'_>) -> Result<Vec<CertRow>, StoreError> {
+    let mut stmt = tx.prepare(&format!(
+        "SELECT {COLUMNS} FROM certs LEFT JOIN apps ON apps.id = certs.app_id
+         WHERE certs.app_id IS NULL ORDER BY certs.domain"
+    ))?;
+    let rows = stmt.query_map([], row)?.collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+pub fn delete_platform(tx: &Tx<'_>, domain: &str) -> Result<bool, StoreError> {
+    let n = tx.execute(
+        "DELETE FROM certs WHERE app_id IS NULL AND domain = ?1",
+        [domain],
+    )?;
+    Ok(n > 0)
+}
+
 pub fn list_for_app(tx: &Tx<'_>, app_id: i64) -> Result<Vec<CertRow>, StoreError> {
     let mut stmt = tx.prepare(&format!(
         "SELECT {COLUMNS} FROM certs LEFT JOIN apps ON apps.id = certs.app_id
