@@ -323,6 +323,18 @@ fn websockets_echo_through_the_router_on_ws_and_wss() {
     let tls = rustls::StreamOwned::new(conn, tcp);
     echo_round_trips(tls, &format!("wss://{host}/ws?prefix=wss:"), "wss:");
 
+    // A wildcard domain routes every subdomain without a route of its own.
+    d.paas(&["domains", "add", "sock", "*.sock-example.test"])
+        .ok();
+    let (status, _, body) = d.http("any.sock-example.test", "/");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("ws-echo"), "{body}");
+    assert_eq!(
+        d.http("sock-example.test", "/").0,
+        404,
+        "not the parent itself"
+    );
+
     // Counted by the router; the access log has the upgraded connections.
     let logs = d
         .paas(&["logs", "sock", "--source", "router"])
