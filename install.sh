@@ -274,6 +274,7 @@ https = "0.0.0.0:443"     # the router's HTTPS; certificates: `paas certs`, and 
 # max_connections_per_ip = 256  # from one address (an IPv6 /64); a proxy in front is one
 # header_timeout_secs = 10      # for a request head, from its first byte
 # idle_timeout_secs = 60        # keep-alive between requests
+# upgrade_idle_timeout_secs = 60  # a WebSocket with no byte either way (apps ping to stay open)
 TOML
   changed "wrote $PAAS_ETC/paasd.toml"
 }

@@ -199,6 +199,8 @@ pub struct RouterConfig {
     pub header_timeout_secs: u64,
     /// Seconds a keep-alive connection may wait for its next request.
     pub idle_timeout_secs: u64,
+    /// Seconds an upgraded connection (a WebSocket) may pass no byte either way.
+    pub upgrade_idle_timeout_secs: u64,
 }
 
 impl Default for RouterConfig {
@@ -210,6 +212,7 @@ impl Default for RouterConfig {
             max_connections_per_ip: 256,
             header_timeout_secs: 10,
             idle_timeout_secs: 60,
+            upgrade_idle_timeout_secs: 60,
         }
     }
 }
@@ -243,6 +246,15 @@ impl RouterConfig {
             return bad(
                 "idle_timeout_secs",
                 format!("{} is not between 1 and 3600", self.idle_timeout_secs),
+            );
+        }
+        if !(1..=86_400).contains(&self.upgrade_idle_timeout_secs) {
+            return bad(
+                "upgrade_idle_timeout_secs",
+                format!(
+                    "{} is not between 1 and 86400",
+                    self.upgrade_idle_timeout_secs
+                ),
             );
         }
         Ok(())

@@ -198,6 +198,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         max_connections_per_ip: config.router.max_connections_per_ip,
         client_header_timeout: std::time::Duration::from_secs(config.router.header_timeout_secs),
         client_idle_timeout: std::time::Duration::from_secs(config.router.idle_timeout_secs),
+        upgrade_idle_timeout: std::time::Duration::from_secs(
+            config.router.upgrade_idle_timeout_secs,
+        ),
         nofile,
         ..paas_router::RouterOptions::default()
     };
