@@ -46,6 +46,16 @@ fn due(row: Option<&CertRow>, now: i64) -> bool {
     due_at(row).is_some_and(|t| t <= now)
 }
 
+/// Top-level names no public CA issues for (RFC 2606, RFC 6761, mDNS): with Let's
+/// Encrypt, names under them (the default base domain `paas.localhost`) are not even asked.
+const RESERVED: &[&str] = &["localhost", "test", "example", "invalid", "local"];
+
+fn never_issued_by(directory_url: &str, host: &str) -> bool {
+    let public = directory_url.contains(".api.letsencrypt.org/");
+    let tld = host.rsplit('.').next().unwrap_or(host);
+    public && RESERVED.contains(&tld)
+}
+
 /// Seconds until the next attempt after `failures` failures in a row.
 fn backoff(failures: u32) -> i64 {
     let exp = failures.saturating_sub(1).min(20);
@@ -103,7 +113,7 @@ impl Certs {
                 let mut next: Option<i64> = None;
                 for app in store::apps::list(tx)? {
                     for host in super::hosts_of(tx, &app, &base)? {
-                        if host.starts_with("*.") {
+                        if host.starts_with("*.") || never_issued_by(&url, &host) {
                             continue;
                         }
                         let row = rows.get(&host);
@@ -284,6 +294,18 @@ mod tests {
         let waiting = row("acme", 0, None, Some(100));
         assert!(!due(Some(&waiting), 99));
         assert!(due(Some(&waiting), 100));
+    }
+
+    #[test]
+    fn reserved_names_are_not_sent_to_lets_encrypt() {
+        let le = "https://acme-v02.api.letsencrypt.org/directory";
+        assert!(never_issued_by(le, "hello.paas.localhost"));
+        assert!(never_issued_by(le, "a.example"));
+        assert!(!never_issued_by(le, "hello.example.com"));
+        assert!(!never_issued_by(
+            "https://127.0.0.1:14000/dir",
+            "hello.paas.localhost"
+        ));
     }
 
     #[test]
