@@ -1,26 +1,43 @@
 #!/usr/bin/env bash
 # HTTP router vs nginx, in front of the SAME upstream instances, side by side in one run
-# (issue: router throughput at least nginx's, p99 no worse). For each of 100 and 500
-# keep-alive connections: wrk's requests/s, p50 and p99, and the proxy's CPU time per
-# request, for both, then the ratios ours/nginx.
+# (issue 15: throughput and handshake rate at least nginx's at every concurrency, p99 no
+# worse, memory at 2,000 connections within 2x nginx's). For each count of keep-alive
+# connections (CONNS) and, with --tls, over plain HTTP and over TLS 1.3: wrk's requests/s,
+# p50 and p99, the proxy's CPU time per request and how busy its CPU was, for both proxies,
+# then the ratios ours/nginx. Also the proxy's memory (PSS from /proc/PID/smaps_rollup,
+# nginx's master + worker): idle before the first run, the highest seen during the runs at
+# the largest count (sampled every 0.2 s) and AFTER_SECS after such a run. With --tls, also
+# new TLS connections per second (a full handshake each) and CPU per handshake.
 #
-# Usage: [ROUNDS=5] [NGINX_KEEPALIVE=512] bench/router.sh [--standalone | --paasd] [SECONDS]
-#   Each of ROUNDS rounds runs every (connections, proxy) pair for SECONDS (default 10) after a
-#   2 s warm-up, alternating which proxy goes first; the table shows medians.
+# Usage: [ROUNDS=5] [CONNS="100 500 2000"] [NGINX_KEEPALIVE=2000] [HS_SECS=SECONDS]
+#        [AFTER_SECS=3] bench/router.sh [--standalone | --paasd] [--tls] [SECONDS]
+#   Each of ROUNDS rounds runs every (protocol, connections, proxy) cell for SECONDS (default
+#   10) after a 2 s warm-up, alternating which proxy goes first; the tables show medians.
+#   --tls runs the keep-alive cells twice, plain HTTP and HTTPS, plus the handshake test,
+#   and so defaults to ROUNDS=3 and SECONDS=8 (about 7.5 minutes).
 #   --paasd       real paasd (release build): deploys examples/go-hello as `gob`, scales it
 #                 to web=2, reads the instance addresses from `paas ps gob --json`, and
 #                 compares paasd's own router (`--http`) with nginx in front of them.
-#                 The default when this build's `paas` has a `ps` command.
+#                 The default when this build's `paas` has a `ps` command. Plain HTTP only:
+#                 TLS there needs paasd's HTTPS listener and `paas certs`, which this script
+#                 does not set up (the router code is the same as in standalone mode).
 #   --standalone  no supervisor needed: two `hello_upstream` servers (hyper, one thread
-#                 each) on loopback; our side is `paasd::router::Router` in the `router`
-#                 example binary with a static table.
+#                 each) on loopback; our side is `paas_router::Router` in the `router`
+#                 example binary with a static table (and, with --tls, its TLS listener).
+#                 The default with --tls.
 #
 # Fairness, on a 2-core machine:
 #   - CPU 0 runs the proxy under test and nothing else: nginx with one worker process,
 #     ours with one runtime thread (standalone: `--threads 1`; paasd mode: every paasd
 #     thread pinned to CPU 0). Only one proxy runs at a time.
-#   - CPU 1 runs wrk (one thread) and, in standalone mode, both upstreams.
-#     In paasd mode the go-hello instances and their monitors are moved there too.
+#   - With --tls each proxy runs one process per protocol (ours: a second `router` with the
+#     TLS listener; nginx: a second nginx with the TLS server), so that a protocol's CPU and
+#     memory figures are its own (nginx keeps the memory of 2,000 TLS connections long after
+#     they close, which would otherwise show in its plain-HTTP figures). paasd serves both
+#     from one process.
+#   - CPU 1 runs the client (wrk, one thread; h2load for handshakes) and, in standalone
+#     mode, both upstreams. In paasd mode the go-hello instances and their monitors are
+#     moved there too.
 #   - Access logs: off for both. nginx has `access_log off`; the standalone router's sink
 #     only counts lines. In paasd mode paasd's sink is whatever paasd wires (the logs
 #     module), so there ours does more work than nginx.
@@ -29,27 +46,80 @@
 #     the app's own per-request lines (relayed by paasd on CPU 0 whichever proxy is measured)
 #     do not count against either proxy.
 #   - Both add X-Forwarded-For/Proto/Host and X-Request-Id and keep Host; both keep
-#     keep-alive connections to the upstreams (nginx `keepalive $NGINX_KEEPALIVE`, default
-#     512 so it does not churn connections at 500 clients; ours keeps up to 256 idle per
-#     upstream) and to clients, with no per-connection request limit on either side.
-# Needs root for apt-get (wrk, nginx) and for paasd mode.
+#     keep-alive connections to the upstreams and to clients, with no per-connection request
+#     limit on either side. Idle upstream connections kept: nginx `keepalive
+#     $NGINX_KEEPALIVE` (in all), default the largest count of CONNS but at least 512, so
+#     that neither churns connections (with 2,000 clients and 512 kept, ours opens and
+#     closes thousands a second, which cost it a fifth of its throughput on 2026-12-06, and
+#     the TIME_WAIT sockets left behind slow later connects of both); ours
+#     `--max-idle-per-upstream` half of it for each of the two upstreams
+#     (standalone; paasd keeps its default, 256 per upstream). Ours drops an idle upstream
+#     connection after 4 s, nginx after 60 s.
+#   - No per-client-address cap on either: all of wrk's connections come from 127.0.0.1, so
+#     ours gets `max_connections_per_ip` 10,000 (standalone: the example's flag; paasd:
+#     `[router]` in its config); the default, 256, would refuse most of them.
+#   - TLS: one ECDSA P-256 certificate made with openssl at the start of the run, served by
+#     both; TLS 1.3 (nginx `ssl_protocols TLSv1.3`; ours offers 1.2 and 1.3 and the clients
+#     pick 1.3); the key exchange and cipher the client prefers (X25519; wrk AES-256-GCM,
+#     h2load AES-128-GCM, the same for both proxies); HTTP/1.1 (wrk and h2load --h1 offer
+#     only http/1.1, so ours never speaks HTTP/2 here and nginx has no `http2`). Resumption
+#     is on for both as each is deployed (nginx: tickets and a 10 MB shared session cache;
+#     ours: tickets and a 4,096-entry cache) but unused: neither client resumes. wrk talks
+#     to https://localhost:PORT with `Host: gob.paas.test`: SNI `localhost`, which the router
+#     example serves the certificate for (ours picks certificates by SNI; nginx's one TLS
+#     server is the default for every name).
+#   - Keep-alive TLS cells include their connections' handshakes (each wrk run opens its N
+#     connections anew): at 2,000 connections that is 2,000 handshakes in the measured run.
+#   - Handshakes: h2load (nghttp2-client; C, one event loop, OpenSSL) with
+#     `--h1 -H 'Connection: close'` makes every request a new TCP connection and a full TLS
+#     1.3 handshake (no resumption), HS_CONC (100) at a time, one request each, proxied to
+#     the upstreams. Chosen over wrk with the same header (the same OpenSSL work, but no
+#     count of failed handshakes), `openssl s_time` (one connection at a time) and Python's
+#     ssl (the same OpenSSL work plus an interpreter). It needs 200-260 us of CPU 1 per
+#     connection (OpenSSL 3 and the kernel's loopback work), so it drives about 4,000
+#     connections/s: enough to saturate a proxy that spends more than that per handshake
+#     (nginx, ~230 us), not one that spends less. The table therefore also gives the proxy's
+#     CPU busy share and the client's CPU per handshake: a busy share well under 100% means
+#     the rate is the client's limit and the proxy's is about 1e6 / (CPU us per handshake).
+#     (h2load -D hangs with reconnecting clients in 1.52, so a 1,000-connection warm-up
+#     gauges the rate and the measured run asks for HS_SECS seconds' worth.)
+# Needs root for apt-get (wrk, nginx, nghttp2-client) and for paasd mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 MODE=auto
-SECS=10
-ROUNDS=${ROUNDS:-5}
+SECS=
+TLS=false
 for a in "$@"; do
   case "$a" in
     --standalone) MODE=standalone ;;
     --paasd) MODE=paasd ;;
+    --tls) TLS=true ;;
     [0-9]*) SECS=$a ;;
-    *) die "usage: bench/router.sh [--standalone|--paasd] [SECONDS]" ;;
+    *) die "usage: bench/router.sh [--standalone|--paasd] [--tls] [SECONDS]" ;;
   esac
 done
-NGINX_KEEPALIVE=${NGINX_KEEPALIVE:-512}
-CONNS=(100 500)
+if $TLS; then
+  [ "$MODE" = paasd ] && die "--tls is measured in --standalone mode only (see the header)"
+  MODE=standalone
+  PROTOS=(http https)
+  SECS=${SECS:-8}
+  ROUNDS=${ROUNDS:-3}
+else
+  PROTOS=(http)
+  SECS=${SECS:-10}
+  ROUNDS=${ROUNDS:-5}
+fi
+read -r -a CONN_COUNTS <<< "${CONNS:-100 500 2000}"
+[ "${#CONN_COUNTS[@]}" -gt 0 ] || die "CONNS is empty"
+# Memory is sampled during the runs at the largest count.
+MEM_CONNS=$(printf '%s\n' "${CONN_COUNTS[@]}" | sort -n | tail -1)
+# Idle upstream connections: enough for the largest count, so that neither proxy churns them.
+NGINX_KEEPALIVE=${NGINX_KEEPALIVE:-$((MEM_CONNS > 512 ? MEM_CONNS : 512))}
+HS_SECS=${HS_SECS:-$SECS}
+HS_CONC=${HS_CONC:-100}
+AFTER_SECS=${AFTER_SECS:-3}
 PROXY_CPU=0
 LOAD_CPU=1
 [ "$(nproc)" -ge 2 ] || { PROXY_CPU=0; LOAD_CPU=0; }
@@ -62,6 +132,11 @@ if ! command -v nginx >/dev/null 2>&1; then
   systemctl disable --now nginx >/dev/null 2>&1 || true
 fi
 ensure_packages python3 procps curl
+if $TLS; then
+  command -v h2load >/dev/null 2>&1 || { need_root; ensure_packages nghttp2-client; }
+  command -v openssl >/dev/null 2>&1 || { need_root; ensure_packages openssl; }
+  [ -x /usr/bin/time ] || { need_root; ensure_packages time; }
+fi
 ensure_rust
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
@@ -107,6 +182,14 @@ wait_port() { # HOST PORT
 HOST=gob.paas.test
 OUR_PORT=$(free_port)
 NGINX_PORT=$(free_port)
+OUR_TLS_PORT=$(free_port)
+NGINX_TLS_PORT=$(free_port)
+if $TLS; then
+  # One ECDSA P-256 certificate for both proxies, made for this run.
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj "/CN=$HOST" -addext "subjectAltName=DNS:$HOST,DNS:localhost" \
+    -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null
+fi
 
 if [ "$MODE" = standalone ]; then
   step "standalone mode: building the router and upstream examples"
@@ -120,17 +203,29 @@ if [ "$MODE" = standalone ]; then
     wait_port 127.0.0.1 "$port"
     UPSTREAMS+=("127.0.0.1:$port")
   done
-  taskset -c "$PROXY_CPU" target/release/examples/router --listen "127.0.0.1:$OUR_PORT" \
-    --threads 1 --route "$HOST=$(IFS=,; echo "${UPSTREAMS[*]}")" 2>"$dir/router.log" &
+  router=(taskset -c "$PROXY_CPU" target/release/examples/router --threads 1
+    --max-connections-per-ip 10000 --max-idle-per-upstream $(((NGINX_KEEPALIVE + 1) / 2))
+    --route "$HOST=$(IFS=,; echo "${UPSTREAMS[*]}")")
+  "${router[@]}" --listen "127.0.0.1:$OUR_PORT" 2>"$dir/router.log" &
   our_pid=$!
   pids+=("$our_pid")
   wait_port 127.0.0.1 "$OUR_PORT"
+  if $TLS; then
+    # A process of its own (its plain listener unused), as nginx's TLS server below: the
+    # memory and CPU of each protocol are then its own.
+    "${router[@]}" --listen "127.0.0.1:$(free_port)" --tls-listen "127.0.0.1:$OUR_TLS_PORT" \
+      --cert "$dir/cert.pem" --key "$dir/key.pem" 2>"$dir/router-tls.log" &
+    our_tls_pid=$!
+    pids+=("$our_tls_pid")
+    wait_port 127.0.0.1 "$OUR_TLS_PORT"
+  fi
   OURS_LABEL="router (example, 1 thread)"
 else
   need_root
   step "paasd mode: building the workspace"
   cargo build --locked --release -q --workspace
-  : > "$dir/paasd.toml"
+  # No per-address cap: every wrk connection comes from 127.0.0.1 (nginx has none either).
+  printf '[router]\nmax_connections_per_ip = 10000\n' > "$dir/paasd.toml"
   # One runtime thread, as nginx gets one worker process: both proxies alone on one CPU.
   TOKIO_WORKER_THREADS=${PAASD_WORKERS:-1} \
   target/release/paasd --config "$dir/paasd.toml" --socket "$dir/s.sock" --state-dir "$dir/state" \
@@ -174,22 +269,23 @@ for i in json.load(sys.stdin)["instances"]:
 fi
 echo "upstreams: ${UPSTREAMS[*]}" >&2
 
-# nginx: one worker on the proxy CPU, configured like ours.
-{
+# nginx: one worker on the proxy CPU, configured like ours; with --tls a second nginx serves
+# TLS (as ours runs a second router).
+nginx_conf() { # NAME SERVER-LINES
   echo "worker_processes 1;"
-  echo "pid $dir/nginx.pid;"
-  echo "error_log $dir/nginx-error.log warn;"
+  echo "pid $dir/$1.pid;"
+  echo "error_log $dir/$1-error.log warn;"
   echo "events { worker_connections 8192; }"
   echo "http {"
   echo "  access_log off;"
-  echo "  client_body_temp_path $dir/nginx-body; proxy_temp_path $dir/nginx-proxy;"
+  echo "  client_body_temp_path $dir/$1-body; proxy_temp_path $dir/$1-proxy;"
   echo "  keepalive_timeout 75s; keepalive_requests 1000000000;"
   echo "  upstream apps {"
   for u in "${UPSTREAMS[@]}"; do echo "    server $u;"; done
   echo "    keepalive $NGINX_KEEPALIVE; keepalive_requests 1000000000; keepalive_timeout 60s;"
   echo "  }"
   echo "  server {"
-  echo "    listen 127.0.0.1:$NGINX_PORT;"
+  echo "$2"
   echo "    location / {"
   echo "      proxy_pass http://apps;"
   echo "      proxy_http_version 1.1;"
@@ -202,15 +298,52 @@ echo "upstreams: ${UPSTREAMS[*]}" >&2
   echo "    }"
   echo "  }"
   echo "}"
-} > "$dir/nginx.conf"
+}
+nginx_conf nginx "    listen 127.0.0.1:$NGINX_PORT;" > "$dir/nginx.conf"
 taskset -c "$PROXY_CPU" nginx -c "$dir/nginx.conf" -g 'daemon off;' &
 nginx_pid=$!
 pids+=("$nginx_pid")
 wait_port 127.0.0.1 "$NGINX_PORT"
+if $TLS; then
+  nginx_conf nginx-tls "    listen 127.0.0.1:$NGINX_TLS_PORT ssl;
+    ssl_certificate $dir/cert.pem;
+    ssl_certificate_key $dir/key.pem;
+    ssl_protocols TLSv1.3;
+    ssl_session_tickets on;
+    ssl_session_cache shared:SSL:10m;" > "$dir/nginx-tls.conf"
+  taskset -c "$PROXY_CPU" nginx -c "$dir/nginx-tls.conf" -g 'daemon off;' &
+  nginx_tls_pid=$!
+  pids+=("$nginx_tls_pid")
+  wait_port 127.0.0.1 "$NGINX_TLS_PORT"
+fi
 
-for port in "$OUR_PORT" "$NGINX_PORT"; do
-  out=$(curl -s -H "Host: $HOST" "http://127.0.0.1:$port/") || die "no answer through port $port"
-  echo "through :$port -> $out" >&2
+url() { # PROTO PORT
+  if [ "$1" = https ]; then echo "https://localhost:$2/"; else echo "http://127.0.0.1:$2/"; fi
+}
+port_of() { # PROTO NAME
+  case "$1-$2" in
+    http-ours) echo "$OUR_PORT" ;;
+    http-nginx) echo "$NGINX_PORT" ;;
+    https-ours) echo "$OUR_TLS_PORT" ;;
+    https-nginx) echo "$NGINX_TLS_PORT" ;;
+  esac
+}
+for proto in "${PROTOS[@]}"; do
+  for who in ours nginx; do
+    port=$(port_of "$proto" "$who")
+    out=$(curl -sk --http1.1 -H "Host: $HOST" "$(url "$proto" "$port")") || true
+    case "$out" in
+      "Hello from"*) ;;
+      *) die "no answer from the upstreams through $who over $proto (port $port): $out" ;;
+    esac
+    echo "$who over $proto (:$port) -> $out" >&2
+    if [ "$proto" = https ]; then
+      # What the clients get: protocol, cipher, key exchange, signature.
+      openssl s_client -connect "127.0.0.1:$port" -servername localhost -alpn http/1.1 \
+        </dev/null 2>/dev/null |
+        grep -E '^(New,|Server Temp Key|Peer signature type|ALPN protocol)' | sed 's/^/    /' >&2
+    fi
+  done
 done
 
 # CPU ticks (user+system) of a process and its children threads; for nginx, master + workers.
@@ -222,25 +355,71 @@ cpu_ticks() {
   done
   echo "$total"
 }
-proxy_pids() { # NAME
-  if [ "$1" = nginx ]; then echo "$nginx_pid $(pgrep -P "$nginx_pid" | tr '\n' ' ')"; else echo "$our_pid"; fi
+proxy_pids() { # PROTO NAME
+  case "$1-$2" in
+    http-nginx) echo "$nginx_pid $(pgrep -P "$nginx_pid" | tr '\n' ' ')" ;;
+    https-nginx) echo "$nginx_tls_pid $(pgrep -P "$nginx_tls_pid" | tr '\n' ' ')" ;;
+    http-ours) echo "$our_pid" ;;
+    https-ours) echo "$our_tls_pid" ;;
+  esac
 }
 
-# run NAME PORT CONNS -> "rps p50_ms p99_ms cpu_us_per_req"
+# Memory in kB of the proxy's processes: their PSS (resident pages, each shared page split
+# between the processes that map it), so that nginx's master and worker, which share their
+# binary, libraries and config, add up to what they take together; for ours, one process,
+# it equals its RSS.
+rss_kb() { # PROTO NAME
+  local total=0 p k v rest
+  # shellcheck disable=SC2046
+  for p in $(proxy_pids "$1" "$2"); do
+    [ -r "/proc/$p/smaps_rollup" ] || continue
+    while read -r k v rest; do
+      if [ "$k" = Pss: ]; then total=$((total + v)); fi
+    done < "/proc/$p/smaps_rollup"
+  done
+  echo "$total"
+}
+# Writes the highest memory seen into FILE every 0.2 s until killed.
+sample_rss() { # PROTO NAME FILE
+  local peak=0 now
+  while :; do
+    now=$(rss_kb "$1" "$2")
+    # Renamed into place: the sampler is killed at any moment.
+    if [ "$now" -gt "$peak" ]; then peak=$now; echo "$peak" > "$3.new"; mv "$3.new" "$3"; fi
+    sleep 0.2
+  done
+}
+
+# run PROTO NAME CONNS -> "rps p50_ms p99_ms cpu_us_per_req cpu_busy_pct errors peak_kb after_kb"
+# (peak and after are 0 but at MEM_CONNS)
 run() {
-  local name=$1 port=$2 c=$3 before after out
+  local proto=$1 name=$2 c=$3 before after out u sampler=
+  u=$(url "$proto" "$(port_of "$proto" "$name")")
   # Warm up: connections to the upstreams, caches, the CPU frequency.
-  taskset -c "$LOAD_CPU" wrk -t1 -c"$c" -d2s -H "Host: $HOST" "http://127.0.0.1:$port/" >/dev/null
+  taskset -c "$LOAD_CPU" wrk -t1 -c"$c" -d2s -H "Host: $HOST" "$u" >/dev/null
+  echo 0 > "$dir/peak"
+  if [ "$c" = "$MEM_CONNS" ]; then
+    sample_rss "$proto" "$name" "$dir/peak" >/dev/null &
+    sampler=$!
+    taskset -cp "$LOAD_CPU" "$sampler" >/dev/null
+  fi
   # shellcheck disable=SC2046
-  before=$(cpu_ticks $(proxy_pids "$name"))
-  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$c" -d"${SECS}s" --latency -H "Host: $HOST" "http://127.0.0.1:$port/")
+  before=$(cpu_ticks $(proxy_pids "$proto" "$name"))
+  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$c" -d"${SECS}s" --latency -H "Host: $HOST" "$u")
   # shellcheck disable=SC2046
-  after=$(cpu_ticks $(proxy_pids "$name"))
-  echo "$out" > "$dir/wrk-$name-$c.txt"
+  after=$(cpu_ticks $(proxy_pids "$proto" "$name"))
+  local peak=0 rest=0
+  if [ -n "$sampler" ]; then
+    kill "$sampler"; wait "$sampler" 2>/dev/null || true
+    peak=$(cat "$dir/peak")
+    sleep "$AFTER_SECS"
+    rest=$(rss_kb "$proto" "$name")
+  fi
+  echo "$out" > "$dir/wrk-$proto-$name-$c.txt"
   echo "$out" | python3 -c '
 import re, sys
 text = sys.stdin.read()
-ticks, hz = int(sys.argv[1]), int(sys.argv[2])
+ticks, hz, secs = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 def ms(v):
     n, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", v).groups()
     return float(n) * {"us": 1e-3, "ms": 1, "s": 1e3, "m": 6e4}[unit]
@@ -250,45 +429,147 @@ p99 = ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
 reqs = int(re.search(r"(\d+) requests in", text).group(1))
 errs = re.search(r"Socket errors: (.*)", text)
 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-if errs or non2xx:
+nerr = sum(int(n) for n in re.findall(r"\d+", errs.group(1))) if errs else 0
+nerr += int(non2xx.group(1)) if non2xx else 0
+if nerr:
     print("warning: " + (errs.group(0) if errs else "") + " " + (non2xx.group(0) if non2xx else ""), file=sys.stderr)
 cpu_us = ticks / hz * 1e6 / max(reqs, 1)
-print(f"{rps:.0f} {p50:.3f} {p99:.3f} {cpu_us:.1f}")
+busy = 100 * ticks / hz / secs
+print(f"{rps:.0f} {p50:.3f} {p99:.3f} {cpu_us:.1f} {busy:.0f} {nerr} {sys.argv[4]} {sys.argv[5]}")
+' "$((after - before))" "$(getconf CLK_TCK)" "$SECS" "$peak" "$rest"
+}
+
+# handshakes NAME -> "conns_per_s cpu_us_per_conn cpu_busy_pct client_cpu_us_per_conn failed"
+# New TLS connections, one request each (see the header).
+handshakes() {
+  local name=$1 u out before after n rate
+  u=$(url https "$(port_of https "$name")")
+  local h2=(taskset -c "$LOAD_CPU" h2load --h1 -t1 -c"$HS_CONC" -H 'Connection: close'
+    -H ":authority: $HOST")
+  # Warm-up, and the rate to size the measured run by.
+  out=$("${h2[@]}" -n 1000 "$u")
+  rate=$(echo "$out" | sed -n 's/^finished in .*, \([0-9.]*\) req\/s.*/\1/p')
+  n=$(python3 -c "import sys; print(max(2000, int(float(sys.argv[1] or 0) * float(sys.argv[2]))))" \
+    "$rate" "$HS_SECS")
+  # shellcheck disable=SC2046
+  before=$(cpu_ticks $(proxy_pids https "$name"))
+  out=$(/usr/bin/time -f 'client-cpu %U %S' "${h2[@]}" -n "$n" "$u" 2>&1)
+  # shellcheck disable=SC2046
+  after=$(cpu_ticks $(proxy_pids https "$name"))
+  echo "$out" > "$dir/h2load-$name.txt"
+  echo "$out" | python3 -c '
+import re, sys
+text = sys.stdin.read()
+ticks, hz = int(sys.argv[1]), int(sys.argv[2])
+m = re.search(r"finished in ([\d.]+)(ms|s),", text)
+secs = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
+ok = int(re.search(r"(\d+) succeeded", text).group(1))
+bad = sum(int(x) for x in re.search(r"(\d+) failed, (\d+) errored, (\d+) timeout", text).groups())
+if "TLSv1.3" not in text:
+    print("warning: h2load did not report TLSv1.3", file=sys.stderr)
+if bad:
+    print(f"warning: {bad} connections failed", file=sys.stderr)
+cu, cs = map(float, re.search(r"client-cpu ([\d.]+) ([\d.]+)", text).groups())
+cpu_us = ticks / hz * 1e6 / max(ok, 1)
+print(f"{ok / secs:.0f} {cpu_us:.1f} {100 * ticks / hz / secs:.0f} {(cu + cs) * 1e6 / max(ok, 1):.1f} {bad}")
 ' "$((after - before))" "$(getconf CLK_TCK)"
 }
 
-step "wrk -t1 -cN -d${SECS}s --latency x $ROUNDS rounds (interleaved), proxy on CPU $PROXY_CPU, wrk + upstreams on CPU $LOAD_CPU"
+for proto in "${PROTOS[@]}"; do
+  echo "$proto $(rss_kb "$proto" ours) $(rss_kb "$proto" nginx)"
+done > "$dir/memory"
+step "wrk -t1 -cN -d${SECS}s --latency for N in ${CONN_COUNTS[*]} over ${PROTOS[*]}, x $ROUNDS rounds (interleaved), proxy on CPU $PROXY_CPU, clients + upstreams on CPU $LOAD_CPU"
 : > "$dir/results"
+: > "$dir/handshakes"
 for r in $(seq 1 "$ROUNDS"); do
-  for c in "${CONNS[@]}"; do
-    # Alternate who goes first: the machine's speed drifts (other tenants, CPU frequency).
-    if [ $((r % 2)) -eq 1 ]; then order=(nginx ours); else order=(ours nginx); fi
-    for who in "${order[@]}"; do
-      if [ "$who" = nginx ]; then port=$NGINX_PORT; else port=$OUR_PORT; fi
-      line="$c $who $(run "$who" "$port" "$c")"
-      echo "round $r: $line" >&2
-      echo "$line" >> "$dir/results"
+  # Alternate who goes first: the machine's speed drifts (other tenants, CPU frequency).
+  if [ $((r % 2)) -eq 1 ]; then order=(nginx ours); else order=(ours nginx); fi
+  for proto in "${PROTOS[@]}"; do
+    for c in "${CONN_COUNTS[@]}"; do
+      for who in "${order[@]}"; do
+        line="$proto $c $who $(run "$proto" "$who" "$c")"
+        echo "round $r: $line" >&2
+        echo "$line" >> "$dir/results"
+      done
     done
   done
+  if $TLS; then
+    for who in "${order[@]}"; do
+      line="$who $(handshakes "$who")"
+      echo "round $r: handshakes $line" >&2
+      echo "$line" >> "$dir/handshakes"
+    done
+  fi
 done
 
 echo
 echo "mode: $MODE ($OURS_LABEL vs nginx $(nginx -v 2>&1 | sed 's/.*nginx\///')), $(nproc) CPUs,"
-echo "median of $ROUNDS interleaved runs of ${SECS}s each"
-python3 - "$dir/results" <<'PY'
+echo "median of $ROUNDS interleaved runs of ${SECS}s each; $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%Y-%m-%dT%H:%MZ)"
+python3 - "$dir/results" "$dir/handshakes" "$dir/memory" "$MEM_CONNS" "$AFTER_SECS" <<'PY'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    c, who, *vals = line.split()
-    rows.setdefault((int(c), who), []).append(list(map(float, vals)))
+    proto, c, who, *vals = line.split()
+    rows.setdefault((proto, int(c), who), []).append(list(map(float, vals)))
 med = {k: [statistics.median(col) for col in zip(*v)] for k, v in rows.items()}
-print(f"{'conns':<6} {'proxy':<8} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'CPU us/req':>11}")
-for c in sorted({c for c, _ in med}):
-    o, n = med[(c, "ours")], med[(c, "nginx")]
-    for who, v in (("ours", o), ("nginx", n)):
-        print(f"{c:<6} {who:<8} {v[0]:10.0f} {v[1]:9.2f} {v[2]:9.2f} {v[3]:11.1f}")
-    r = [a / b if b else float("nan") for a, b in zip(o, n)]
-    verdict = "MET" if r[0] >= 1.0 and r[2] <= 1.0 else "MISSED"
-    print(f"{c:<6} {'ours/ng':<8} {r[0]:10.2f} {r[1]:9.2f} {r[2]:9.2f} {r[3]:11.2f}"
-          f"   target req/s >= 1 and p99 <= 1: {verdict}")
+errors = {k: sum(v[5] for v in vs) for k, vs in rows.items()}
+mem_conns, after_secs = int(sys.argv[4]), sys.argv[5]
+protos = [p for p in ("http", "https") if any(k[0] == p for k in med)]
+print()
+print(f"{'proto':<6} {'conns':<6} {'proxy':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+      f"{'CPU us/req':>10} {'CPU %':>6} {'errors':>7}")
+for proto in protos:
+    for c in sorted({k[1] for k in med if k[0] == proto}):
+        o, n = med[(proto, c, "ours")], med[(proto, c, "nginx")]
+        for who, v in (("ours", o), ("nginx", n)):
+            print(f"{proto:<6} {c:<6} {who:<8} {v[0]:9.0f} {v[1]:8.2f} {v[2]:8.2f} {v[3]:10.1f} "
+                  f"{v[4]:6.0f} {errors[(proto, c, who)]:7.0f}")
+        r = [a / b if b else float("nan") for a, b in zip(o, n)]
+        verdict = "MET" if r[0] >= 1.0 and r[2] <= 1.0 else "MISSED"
+        print(f"{proto:<6} {c:<6} {'ours/ng':<8} {r[0]:9.2f} {r[1]:8.2f} {r[2]:8.2f} {r[3]:10.2f}"
+              f"          target req/s >= 1 and p99 <= 1: {verdict}")
+if "https" in protos:
+    print()
+    print("TLS / plain (req/s, CPU per request):")
+    for c in sorted({k[1] for k in med if k[0] == "https"}):
+        for who in ("ours", "nginx"):
+            t, p = med[("https", c, who)], med[("http", c, who)]
+            print(f"  {c:<6} {who:<6} req/s {t[0] / p[0]:.2f}x   CPU/req {t[3] / p[3]:.2f}x")
+
+idle = {l.split()[0]: [int(x) / 1024 for x in l.split()[1:]] for l in open(sys.argv[3])}
+print()
+print("Memory (PSS, MB; nginx = master + worker; one process per protocol for each proxy)")
+print(f"{'proto':<6} {'proxy':<8} {'idle before':>12} {'peak at ' + str(mem_conns):>14} "
+      f"{after_secs + ' s after':>12}")
+for proto in protos:
+    peaks = {}
+    for who in ("ours", "nginx"):
+        vs = rows[(proto, mem_conns, who)]
+        peak = max(v[6] for v in vs) / 1024
+        after = statistics.median(v[7] for v in vs) / 1024
+        peaks[who] = (peak, after)
+        print(f"{proto:<6} {who:<8} {idle[proto][who == 'nginx']:12.1f} {peak:14.1f} {after:12.1f}")
+    (po, ao), (pn, an) = peaks["ours"], peaks["nginx"]
+    verdict = "MET" if po <= 2 * pn else "MISSED"
+    print(f"{proto:<6} {'ours/ng':<8} {'':>12} {po / pn:14.2f} {ao / an:12.2f}   target peak <= 2: {verdict}")
+
+hs = {}
+for line in open(sys.argv[2]):
+    who, *vals = line.split()
+    hs.setdefault(who, []).append(list(map(float, vals)))
+if hs:
+    hmed = {k: [statistics.median(col) for col in zip(*v)] for k, v in hs.items()}
+    print()
+    print("New TLS 1.3 connections (full handshake + one request each, h2load --h1, "
+          "Connection: close):")
+    print(f"{'proxy':<8} {'conns/s':>9} {'CPU us/conn':>12} {'CPU %':>6} {'client us/conn':>15} "
+          f"{'failed':>7} {'1e6/CPU us':>11}")
+    for who in ("ours", "nginx"):
+        v = hmed[who]
+        print(f"{who:<8} {v[0]:9.0f} {v[1]:12.1f} {v[2]:6.0f} {v[3]:15.1f} "
+              f"{sum(x[4] for x in hs[who]):7.0f} {1e6 / v[1]:11.0f}")
+    o, n = hmed["ours"], hmed["nginx"]
+    verdict = "MET" if o[0] >= n[0] else "MISSED"
+    print(f"{'ours/ng':<8} {o[0] / n[0]:9.2f} {o[1] / n[1]:12.2f}   target conns/s >= 1: {verdict}"
+          + ("  (ours client-bound: CPU % < 90)" if o[2] < 90 else ""))
 PY
