@@ -1600,6 +1600,27 @@ async fn tls_connect(
     connector.connect(server_name, tcp).await
 }
 
+/// `GET /` for `host` over TLS, offering only HTTP/1.1.
+async fn tls_get_http1(
+    addr: SocketAddr,
+    ca: &TestCa,
+    host: &str,
+) -> Response<hyper::body::Incoming> {
+    let stream = tls_connect(addr, ca, host, &[b"http/1.1"])
+        .await
+        .expect("handshake");
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("http1 handshake");
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .uri("/")
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    tx.send_request(req).await.expect("http1 response")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_picks_the_certificate_by_sni_and_speaks_h2_and_http1_with_proto_https() {
     let up = TestUpstream::start("tls").await;
@@ -1656,19 +1677,7 @@ async fn tls_picks_the_certificate_by_sni_and_speaks_h2_and_http1_with_proto_htt
     assert!(fwd.ends_with(";proto=https"), "{fwd}");
 
     // HTTP/1.1 when h2 is not offered.
-    let stream = tls_connect(tls_addr, &ca, "web.paas.test", &[b"http/1.1"])
-        .await
-        .expect("handshake");
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("http1 handshake");
-    tokio::spawn(conn);
-    let req = Request::builder()
-        .uri("/")
-        .header("host", "web.paas.test")
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let resp = tx.send_request(req).await.expect("http1 response");
+    let resp = tls_get_http1(tls_addr, &ca, "web.paas.test").await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.version(), hyper::Version::HTTP_11);
 
@@ -1766,19 +1775,7 @@ async fn plain_http_goes_to_https_once_a_certificate_covers_the_host() {
     assert!(got.starts_with("HTTP/1.1 404"), "{got}");
 
     // Over HTTPS the app that asked for it gets HSTS.
-    let stream = tls_connect(tls_addr, &ca, "web.paas.test", &[b"http/1.1"])
-        .await
-        .expect("handshake");
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("http1 handshake");
-    tokio::spawn(conn);
-    let req = Request::builder()
-        .uri("/")
-        .header("host", "web.paas.test")
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let resp = tx.send_request(req).await.expect("response");
+    let resp = tls_get_http1(tls_addr, &ca, "web.paas.test").await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(
         resp.headers()["strict-transport-security"],

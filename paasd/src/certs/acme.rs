@@ -356,24 +356,12 @@ pub async fn issue(
                         "ACME: {} no longer knows the stored account; registering a new one",
                         settings.directory_url
                     );
-                    let (acct, json) = create_account(&http, settings).await?;
-                    let order = acct
-                        .new_order(&new_order)
-                        .await
-                        .map_err(|e| http.error(e, "place an order"))?;
-                    (order, json)
+                    order_with_new_account(&http, settings, &new_order).await?
                 }
                 Err(e) => return Err(http.error(e, "place an order")),
             }
         }
-        None => {
-            let (acct, json) = create_account(&http, settings).await?;
-            let order = acct
-                .new_order(&new_order)
-                .await
-                .map_err(|e| http.error(e, "place an order"))?;
-            (order, json)
-        }
+        None => order_with_new_account(&http, settings, &new_order).await?,
     };
 
     let mut published = Published::new(tokens);
@@ -531,6 +519,21 @@ async fn restore_account(http: &Http, json: &str) -> Result<Account, AcmeError> 
             },
             e => http.error(e, "read the directory"),
         })
+}
+
+/// Registers a new account and places `new_order` with it: the order and the account's
+/// credentials to store.
+async fn order_with_new_account(
+    http: &Http,
+    settings: &AcmeSettings,
+    new_order: &NewOrder<'_>,
+) -> Result<(Order, String), AcmeError> {
+    let (acct, json) = create_account(http, settings).await?;
+    let order = acct
+        .new_order(new_order)
+        .await
+        .map_err(|e| http.error(e, "place an order"))?;
+    Ok((order, json))
 }
 
 async fn create_account(

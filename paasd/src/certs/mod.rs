@@ -126,25 +126,7 @@ impl Certs {
                 }
                 for host in covered {
                     let sealed = secrets.seal(&key_context(host), body.key_pem.as_bytes())?;
-                    store::certs::put(
-                        tx,
-                        Some(row.id),
-                        &CertRow {
-                            domain: host.clone(),
-                            app: None,
-                            source: "custom".into(),
-                            chain_pem: Some(body.cert_pem.clone()),
-                            key_sealed: Some(sealed),
-                            names: leaf.names.join(" "),
-                            issuer: Some(leaf.issuer.clone()),
-                            not_after: Some(secs(leaf.not_after)),
-                            last_error: None,
-                            retry_at: None,
-                            failures: 0,
-                            renew: false,
-                            updated_at: now_secs(),
-                        },
-                    )?;
+                    store::certs::put(tx, Some(row.id), &custom_row(host, &body, &leaf, sealed))?;
                 }
                 list(tx, row.id)
             })
@@ -198,21 +180,7 @@ impl Certs {
         let sealed = self
             .secrets
             .seal(&key_context(&wildcard), body.key_pem.as_bytes())?;
-        let row = CertRow {
-            domain: wildcard,
-            app: None,
-            source: "custom".into(),
-            chain_pem: Some(body.cert_pem.clone()),
-            key_sealed: Some(sealed),
-            names: leaf.names.join(" "),
-            issuer: Some(leaf.issuer.clone()),
-            not_after: Some(secs(leaf.not_after)),
-            last_error: None,
-            retry_at: None,
-            failures: 0,
-            renew: false,
-            updated_at: now_secs(),
-        };
+        let row = custom_row(&wildcard, &body, &leaf, sealed);
         let list = self
             .store
             .tx(move |tx| {
@@ -339,6 +307,25 @@ impl Certs {
             }
         }
         self.router.publish_certs(certs);
+    }
+}
+
+/// The row of an added certificate for `domain` (its key sealed already).
+fn custom_row(domain: &str, body: &api::AddCert, leaf: &x509::Leaf, sealed: Vec<u8>) -> CertRow {
+    CertRow {
+        domain: domain.to_string(),
+        app: None,
+        source: "custom".into(),
+        chain_pem: Some(body.cert_pem.clone()),
+        key_sealed: Some(sealed),
+        names: leaf.names.join(" "),
+        issuer: Some(leaf.issuer.clone()),
+        not_after: Some(secs(leaf.not_after)),
+        last_error: None,
+        retry_at: None,
+        failures: 0,
+        renew: false,
+        updated_at: now_secs(),
     }
 }
 
