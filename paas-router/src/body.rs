@@ -1,8 +1,7 @@
 //! The bodies that cross the router, and the bookkeeping that ends when a response ends.
 //!
-//! Owns [`UpstreamBody`] (what is sent upstream: the client's body, or nothing, which can be
-//! sent again on a retry), [`ProxyBody`] (what the client gets: the upstream's body or one of
-//! our pages, counted as it goes) and [`Finish`], which runs exactly once per request when the
+//! Owns [`ProxyBody`] (what the client gets: the upstream's body or one of our pages, counted
+//! as it goes) and [`Finish`], which runs exactly once per request when the
 //! response is over or abandoned: the connection back to the pool, the in-flight count down,
 //! stats, the access line. It must not decide anything about routing or retries.
 
@@ -12,49 +11,15 @@ use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::header::HeaderValue;
+use tokio::net::TcpStream;
 
 use super::conn::Busy;
-use super::pool::{InflightGuard, Sender};
+use super::pool::InflightGuard;
 use super::snapshot::AppRoute;
+use super::upstream::UpstreamReader;
 use super::{AccessLine, Router};
-
-/// The body of a request to an upstream.
-pub(crate) enum UpstreamBody {
-    /// The request had no body, so it can be replayed on another upstream.
-    Empty,
-    Client(Incoming),
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            UpstreamBody::Empty => Poll::Ready(None),
-            UpstreamBody::Client(b) => Pin::new(b).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            UpstreamBody::Empty => true,
-            UpstreamBody::Client(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            UpstreamBody::Empty => SizeHint::with_exact(0),
-            UpstreamBody::Client(b) => b.size_hint(),
-        }
-    }
-}
 
 /// Status logged for a request whose client went away before it had a response (nginx's
 /// convention).
@@ -74,13 +39,13 @@ pub(crate) struct Finish {
     pub status: u16,
     bytes: u64,
     pub inflight: Option<InflightGuard>,
-    /// The upstream connection, pooled again only if its response was read to the end.
-    pub conn: Option<Sender>,
+    /// The upstream connection, once its response was read to the end and it can carry
+    /// another request: back to the pool.
+    pub conn: Option<TcpStream>,
     /// The request became an upgraded connection: its 101 is in the stats already, and this
     /// settles when the connection closes (`bytes`: everything the instance sent).
     pub upgraded: bool,
     pub bytes_upgraded: u64,
-    complete: bool,
     /// Keeps the client connection busy (no idle or header timeout) until the response is
     /// over; released after everything above.
     _busy: Busy,
@@ -109,7 +74,6 @@ impl Finish {
             conn: None,
             upgraded: false,
             bytes_upgraded: 0,
-            complete: false,
             _busy: busy,
         }
     }
@@ -130,8 +94,8 @@ impl Finish {
 
 impl Drop for Finish {
     fn drop(&mut self) {
-        if let (Some(tx), Some(guard), true) = (self.conn.take(), &self.inflight, self.complete) {
-            guard.backend().checkin(tx, &self.router.pool);
+        if let (Some(io), Some(guard)) = (self.conn.take(), &self.inflight) {
+            guard.backend().checkin(io, &self.router.pool);
         }
         // Down before the access line: whoever waits for a drained instance may stop it now.
         self.inflight = None;
@@ -174,12 +138,12 @@ pub(crate) struct ProxyBody {
 }
 
 enum Kind {
-    Upstream(Incoming),
+    Upstream(UpstreamReader),
     Page(Option<Bytes>),
 }
 
 impl ProxyBody {
-    pub fn upstream(body: Incoming, finish: Finish) -> ProxyBody {
+    pub fn upstream(body: UpstreamReader, finish: Finish) -> ProxyBody {
         ProxyBody {
             kind: Kind::Upstream(body),
             finish: Some(finish),
@@ -201,24 +165,27 @@ impl ProxyBody {
         }
     }
 
+    /// Runs the bookkeeping; a response read to its end gives its connection back first.
     fn settle(&mut self, complete: bool) {
         if let Some(mut f) = self.finish.take() {
-            f.complete = complete;
+            if let (true, Kind::Upstream(r)) = (complete, &mut self.kind) {
+                f.conn = r.take_reusable();
+            }
         }
     }
 }
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = std::io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let this = self.get_mut();
         let polled = match &mut this.kind {
-            Kind::Upstream(b) => ready!(Pin::new(b).poll_frame(cx)),
+            Kind::Upstream(r) => ready!(r.poll_data(cx)).map(|d| d.map(Frame::data)),
             Kind::Page(p) => p.take().map(|b| Ok(Frame::data(b))),
         };
         match &polled {
@@ -240,14 +207,16 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Upstream(b) => b.is_end_stream(),
+            Kind::Upstream(r) => r.is_end(),
             Kind::Page(p) => p.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Upstream(b) => b.size_hint(),
+            Kind::Upstream(r) => r
+                .exact_len()
+                .map_or_else(SizeHint::new, SizeHint::with_exact),
             Kind::Page(p) => SizeHint::with_exact(p.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

@@ -8,6 +8,7 @@
 //! The parts: `limits` (which connections are admitted), `conn` (one client connection and
 //! its timeouts), `table` (host matching, upstream choice), `snapshot` (a table bound to live
 //! state), `pool` (per-address connections and in-flight count), `proxy` (one request),
+//! `upstream` (HTTP/1.1 towards an instance, in the request's own task),
 //! `headers` (Host and forwarding headers), `trust` (trusted-proxy networks), `body` (bodies
 //! and per-request bookkeeping), `tunnel` (upgraded connections: WebSockets), `tls` (TLS
 //! termination: server config and SNI over published certificates), `stats`, `pages`
@@ -30,6 +31,7 @@ mod tests;
 pub mod tls;
 mod trust;
 mod tunnel;
+mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,7 +1,7 @@
 //! One upstream address as the router sees it over time: requests in flight to it and its
 //! idle keep-alive connections.
 //!
-//! Owns connecting (timeout, TCP_NODELAY, HTTP/1 handshake), the idle stack and the in-flight
+//! Owns connecting (timeout, TCP_NODELAY), the idle stack of sockets and the in-flight
 //! counter. A `Backend` is shared by every published table that lists its address, which is
 //! what keeps counters and warm connections across table swaps. It must not choose between
 //! upstreams or decide about retries: that is the proxy's job.
@@ -11,11 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-
-use super::body::UpstreamBody;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConnectError {
@@ -26,14 +22,7 @@ pub(crate) enum ConnectError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("HTTP handshake with {addr}: {source}")]
-    Handshake {
-        addr: SocketAddr,
-        source: hyper::Error,
-    },
 }
-
-pub(crate) type Sender = SendRequest<UpstreamBody>;
 
 pub(crate) struct Backend {
     addr: SocketAddr,
@@ -43,15 +32,16 @@ pub(crate) struct Backend {
     idle: Mutex<Vec<Idle>>,
 }
 
+/// A pooled connection is its socket and nothing else: no task, no buffer.
 struct Idle {
-    tx: Sender,
+    io: TcpStream,
     since: Instant,
 }
 
 /// A connection ready for one request. `reused` says it sat in the pool, where the upstream
 /// may have closed it just as we send: the one failure a retry is meant to hide.
 pub(crate) struct Conn {
-    pub tx: Sender,
+    pub io: TcpStream,
     pub reused: bool,
 }
 
@@ -115,23 +105,17 @@ impl Backend {
                 self.clear_idle();
                 break;
             }
-            if idle.tx.is_closed() {
-                continue;
-            }
-            let mut tx = idle.tx;
-            // A connection goes back to the pool when its response body ended, which can be a
-            // moment before hyper's connection task has noticed; it is ready right after.
-            if tx.is_ready() {
-                return Ok(Conn { tx, reused: true });
-            }
-            if let Ok(Ok(())) = tokio::time::timeout(cfg.connect_timeout, tx.ready()).await {
-                return Ok(Conn { tx, reused: true });
+            if still_open(&idle.io) {
+                return Ok(Conn {
+                    io: idle.io,
+                    reused: true,
+                });
             }
         }
-        self.connect(cfg).await.map(|tx| Conn { tx, reused: false })
+        self.connect(cfg).await.map(|io| Conn { io, reused: false })
     }
 
-    async fn connect(&self, cfg: &PoolConfig) -> Result<Sender, ConnectError> {
+    async fn connect(&self, cfg: &PoolConfig) -> Result<TcpStream, ConnectError> {
         let addr = self.addr;
         let stream = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr))
             .await
@@ -142,33 +126,17 @@ impl Backend {
             .map_err(|source| ConnectError::Io { addr, source })?;
         // Small requests and responses must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
-        let (mut tx, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| ConnectError::Handshake { addr, source })?;
-        tokio::spawn(async move {
-            // With upgrades, a 101 hands the socket to the request that got it (`tunnel`).
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(%addr, "upstream connection ended: {e}");
-            }
-        });
-        tx.ready()
-            .await
-            .map_err(|source| ConnectError::Handshake { addr, source })?;
-        Ok(tx)
+        Ok(stream)
     }
 
     /// Returns a connection whose response was read to the end.
-    pub fn checkin(&self, tx: Sender, cfg: &PoolConfig) {
-        if tx.is_closed() {
-            return;
-        }
+    pub fn checkin(&self, io: TcpStream, cfg: &PoolConfig) {
         let now = Instant::now();
         let mut idle = self.idle();
         // While we hold the lock anyway: a pool that shrinks after a burst sheds its surplus.
         expire(&mut idle, now, cfg.idle_timeout);
         if idle.len() < cfg.max_idle {
-            idle.push(Idle { tx, since: now });
+            idle.push(Idle { io, since: now });
         }
     }
 
@@ -198,4 +166,12 @@ fn expire(idle: &mut Vec<Idle>, now: Instant, timeout: Duration) -> Vec<Idle> {
         .take_while(|i| now.duration_since(i.since) > timeout)
         .count();
     idle.drain(..n).collect()
+}
+
+/// An idle connection the instance has not closed (nor written to: it owes us nothing). Costs
+/// no system call unless the reactor saw it readable, which for an idle connection means a
+/// FIN, a reset or stray bytes; one it has not seen yet is the race retries exist for.
+fn still_open(io: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(io.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }

@@ -2,7 +2,7 @@
 //! is safe to retry, and turn failures into the right page.
 //!
 //! Retry rule: an attempt may be repeated on another upstream only if the upstream cannot
-//! have seen it (connect failed, or hyper handed the request back unsent), or if it failed
+//! have seen it (connect failed, or its head did not get out whole), or if it failed
 //! before any response byte and is replayable (idempotent method, empty body). Nothing is
 //! retried once response headers arrived, nor after a response timeout (the upstream may
 //! still be working on it). This module must not hold locks, and it touches the route table
@@ -15,20 +15,22 @@ use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use tokio::net::TcpStream;
 
-use super::body::{Finish, ProxyBody, UpstreamBody};
+use super::body::{Finish, ProxyBody};
 use super::conn::Busy;
 use super::headers::{self, Peer, X_REQUEST_ID};
 use super::pages::Page;
 use super::pool::{Conn, ConnectError};
 use super::snapshot::AppRoute;
+use super::upstream::{self, UpstreamBody, UpstreamError};
 use super::Router;
 
 /// Why the last attempt failed, for choosing between 502 and 504 and for the log.
 enum Failure {
     None,
     Connect(ConnectError),
-    Upstream(hyper::Error),
+    Upstream(UpstreamError),
     Timeout,
 }
 
@@ -51,23 +53,6 @@ impl std::fmt::Display for Failure {
             Failure::Upstream(e) => write!(f, "upstream failed before responding: {e}"),
             Failure::Timeout => f.write_str("no response headers within the response timeout"),
         }
-    }
-}
-
-/// A copy of an empty-bodied idempotent request, to send again after a failed attempt.
-struct Replay {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-}
-
-impl Replay {
-    fn request(&self) -> Request<UpstreamBody> {
-        let mut req = Request::new(UpstreamBody::Empty);
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.uri.clone();
-        *req.headers_mut() = self.headers.clone();
-        req
     }
 }
 
@@ -139,20 +124,18 @@ pub(crate) async fn forward(
             .path_and_query()
             .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
     }
-    parts.version = Version::HTTP_11;
     let empty = body.is_end_stream();
-    let replay =
-        (empty && parts.method.is_idempotent() && router.opts.max_retries > 0).then(|| Replay {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            headers: parts.headers.clone(),
-        });
-    let body = if empty {
+    let framing = upstream::frame_request(&mut parts.headers, empty);
+    // Encoded once: a retry sends the same bytes.
+    let head = upstream::encode_head(&parts.method, &parts.uri, &parts.headers);
+    let replayable = empty && parts.method.is_idempotent();
+    let head_request = parts.method == Method::HEAD;
+    let mut body = if empty {
         UpstreamBody::Empty
     } else {
         UpstreamBody::Client(body)
     };
-    let mut pending = Some(Request::from_parts(parts, body));
+    drop(parts);
 
     let mut tried: Vec<usize> = Vec::new();
     let mut last = Failure::None;
@@ -171,7 +154,7 @@ pub(crate) async fn forward(
         let Some(idx) = route.pick(&tried) else { break };
         let backend = &route.backends[idx];
         let guard = backend.enter();
-        let Conn { mut tx, reused } = match backend.checkout(&router.pool).await {
+        let Conn { mut io, reused } = match backend.checkout(&router.pool).await {
             Ok(conn) => conn,
             Err(e) => {
                 tracing::debug!(app = %route.name, addr = %backend.addr(), "attempt {attempt}: {e}");
@@ -180,44 +163,45 @@ pub(crate) async fn forward(
                 continue;
             }
         };
-        let Some(req) = pending
-            .take()
-            .or_else(|| replay.as_ref().map(Replay::request))
-        else {
-            break;
-        };
-        match tokio::time::timeout(router.opts.response_timeout, tx.try_send_request(req)).await {
+        let exchange = upstream::exchange(
+            &mut io,
+            &head,
+            &mut body,
+            framing,
+            head_request,
+            upgrade.is_some(),
+        );
+        match tokio::time::timeout(router.opts.response_timeout, exchange).await {
             Ok(Ok(resp)) => {
                 let answer = Answer {
                     finish,
                     route,
                     idx,
                     guard,
-                    tx,
                     request_id,
                     hsts,
                 };
-                return match (resp.status(), upgrade) {
+                return match (resp.status, upgrade) {
                     (StatusCode::SWITCHING_PROTOCOLS, Some((_, client))) => {
-                        switch(answer, resp, client, &router)
+                        switch(answer, resp, io, client, &router)
                     }
-                    (_, _) => respond(answer, resp),
+                    (_, _) => respond(answer, resp, io),
                 };
             }
-            Ok(Err(mut e)) => {
+            Ok(Err(failed)) => {
                 if reused {
                     backend.clear_idle();
                 }
-                tracing::debug!(app = %route.name, addr = %backend.addr(), reused, "attempt {attempt}: {}", e.error());
-                pending = e.take_message();
+                tracing::debug!(app = %route.name, addr = %backend.addr(), reused, "attempt {attempt}: {}", failed.error);
                 tried.push(idx);
-                last = Failure::Upstream(e.into_error());
-                if pending.is_none() && replay.is_none() {
+                last = Failure::Upstream(failed.error);
+                // Another upstream may have it only if this one cannot have acted on it.
+                if !(failed.unsent || (replayable && !failed.answered)) {
                     break;
                 }
             }
             Err(_) => {
-                // Dropping the send future closed that connection; it is not pooled again.
+                // Dropping the exchange dropped that connection; it is not pooled again.
                 last = Failure::Timeout;
                 break;
             }
@@ -235,7 +219,6 @@ struct Answer {
     route: Arc<AppRoute>,
     idx: usize,
     guard: super::pool::InflightGuard,
-    tx: super::pool::Sender,
     request_id: HeaderValue,
     /// Add `Strict-Transport-Security` (an HTTPS request of an app that wants it).
     hsts: bool,
@@ -243,17 +226,19 @@ struct Answer {
 
 static STRICT_TRANSPORT_SECURITY: HeaderValue = HeaderValue::from_static("max-age=31536000");
 
-fn respond(answer: Answer, resp: Response<Incoming>) -> Response<ProxyBody> {
+fn respond(answer: Answer, mut resp: upstream::Response, io: TcpStream) -> Response<ProxyBody> {
     let Answer {
         mut finish,
         route,
         idx,
         guard,
-        tx,
         request_id,
         hsts,
     } = answer;
-    let (mut parts, body) = resp.into_parts();
+    let mut out = Response::new(());
+    *out.status_mut() = resp.status;
+    *out.headers_mut() = std::mem::take(&mut resp.headers);
+    let (mut parts, ()) = out.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     // The version is hop-by-hop too: an HTTP/1.0 app (Python's http.server) must not make
     // hyper close the client's keep-alive connection after every response. A client that
@@ -272,8 +257,7 @@ fn respond(answer: Answer, resp: Response<Incoming>) -> Response<ProxyBody> {
     finish.app = Some(route);
     finish.upstream = Some(idx);
     finish.inflight = Some(guard);
-    finish.conn = Some(tx);
-    Response::from_parts(parts, ProxyBody::upstream(body, finish))
+    Response::from_parts(parts, ProxyBody::upstream(resp.into_body(io), finish))
 }
 
 /// The upstream agreed to switch protocols: the client gets the 101, and a task of its own
@@ -282,7 +266,8 @@ fn respond(answer: Answer, resp: Response<Incoming>) -> Response<ProxyBody> {
 /// client connection stays admitted until the tunnel closes.
 fn switch(
     answer: Answer,
-    mut resp: Response<Incoming>,
+    mut resp: upstream::Response,
+    io: TcpStream,
     client: OnUpgrade,
     router: &Router,
 ) -> Response<ProxyBody> {
@@ -291,12 +276,13 @@ fn switch(
         route,
         idx,
         guard,
-        tx,
         request_id,
         hsts: _,
     } = answer;
-    let upstream = hyper::upgrade::on(&mut resp);
-    let (mut parts, _) = resp.into_parts();
+    let mut out = Response::new(());
+    *out.status_mut() = resp.status;
+    *out.headers_mut() = std::mem::take(&mut resp.headers);
+    let (mut parts, ()) = out.into_parts();
     let protocol = parts.headers.get(header::UPGRADE).cloned();
     headers::strip_hop_by_hop(&mut parts.headers);
     if let Some(protocol) = protocol {
@@ -311,9 +297,9 @@ fn switch(
     finish.upgrade_opened();
     tokio::spawn(super::tunnel::run(
         client,
-        upstream,
+        io,
+        resp.into_leftover(),
         finish,
-        tx,
         router.opts.upgrade_idle_timeout,
     ));
     Response::from_parts(parts, ProxyBody::empty())

@@ -1318,6 +1318,368 @@ async fn router_keeps_client_connections_alive_behind_an_http_1_0_upstream() {
     server.abort();
 }
 
+// ---------- the wire towards instances ----------
+
+/// What a scripted upstream answers to one request (head, decoded body): the raw response,
+/// and whether to close the connection after it.
+type Script = fn(&str, &[u8]) -> (Vec<u8>, bool);
+
+/// The requests a scripted upstream received: head (lowercased) and decoded body.
+type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A raw upstream that reads each request (its head, and its body by Content-Length or
+/// chunked), keeps it, and writes back what its script makes of it.
+struct Scripted {
+    addr: SocketAddr,
+    got: Received,
+    connections: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Scripted {
+    async fn start(script: Script) -> Scripted {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let got: Received = Arc::default();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (g, c) = (got.clone(), connections.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                c.fetch_add(1, Ordering::SeqCst);
+                let g = g.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    while let Some((head, body)) = read_decoded(&mut s, &mut buf).await {
+                        let (resp, close) = script(&head, &body);
+                        g.lock().expect("got").push((head, body));
+                        if s.write_all(&resp).await.is_err() || close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Scripted {
+            addr,
+            got,
+            connections,
+            task,
+        }
+    }
+
+    fn upstream(&self) -> Upstream {
+        Upstream {
+            addr: self.addr,
+            instance: "web.1".into(),
+            release: 1,
+        }
+    }
+
+    fn got(&self) -> Vec<(String, Vec<u8>)> {
+        self.got.lock().expect("got").clone()
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads one request: its head (lowercased) and its body, decoded.
+async fn read_decoded(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
+    async fn more(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
+        let mut chunk = [0u8; 16384];
+        let n = s.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+        buf.extend_from_slice(&chunk[..n]);
+        Some(())
+    }
+    let end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        more(s, buf).await?;
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    buf.drain(..end + 4);
+    let mut body = Vec::new();
+    if head.contains("transfer-encoding: chunked") {
+        loop {
+            let line = loop {
+                if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                    break i;
+                }
+                more(s, buf).await?;
+            };
+            let size = usize::from_str_radix(std::str::from_utf8(&buf[..line]).ok()?, 16).ok()?;
+            buf.drain(..line + 2);
+            while buf.len() < size + 2 {
+                more(s, buf).await?;
+            }
+            body.extend_from_slice(&buf[..size]);
+            buf.drain(..size + 2);
+            if size == 0 {
+                return Some((head, body));
+            }
+        }
+    }
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < len {
+        more(s, buf).await?;
+    }
+    body.extend(buf.drain(..len));
+    Some((head, body))
+}
+
+async fn router_to(up: &Scripted) -> Harness {
+    let h = Harness::start(RouterOptions::default()).await;
+    h.router
+        .publish(table(&[("web", &[], vec![up.upstream()])]));
+    h
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_cross_both_ways_in_every_framing_on_one_upstream_connection() {
+    // Echoes the request body back in three chunks with a trailer; HEAD gets a length and no
+    // body; /none gets a 204; /early gets 100 and 103 before its 200.
+    let up = Scripted::start(|head, body| {
+        let r = if head.starts_with("head ") {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n".to_vec()
+        } else if head.starts_with("get /none") {
+            b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()
+        } else if head.starts_with("get /early") {
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n\
+              HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal"
+                .to_vec()
+        } else {
+            let third = body.len() / 3;
+            let mut r = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            for part in [&body[..third], &body[third..2 * third], &body[2 * third..]] {
+                r.extend_from_slice(format!("{:x};ext=1\r\n", part.len()).as_bytes());
+                r.extend_from_slice(part);
+                r.extend_from_slice(b"\r\n");
+            }
+            r.extend_from_slice(b"0\r\nX-Trailer: t\r\n\r\n");
+            r
+        };
+        (r, false)
+    })
+    .await;
+    let h = router_to(&up).await;
+    let mut c = h.client().await;
+    let got = c
+        .send("POST", "web.paas.test", &[], "hello, upstream!")
+        .await
+        .expect("post");
+    assert_eq!(
+        (got.status, got.body.as_str()),
+        (StatusCode::OK, "hello, upstream!")
+    );
+    // A chunked upload (no length) goes on chunked.
+    let chunked = raw(
+        h.addr,
+        "POST /up HTTP/1.1\r\nHost: web.paas.test\r\nTransfer-Encoding: chunked\r\n\
+         Connection: close\r\n\r\n4\r\nwiki\r\n5\r\npedia\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(chunked.starts_with("HTTP/1.1 200"), "{chunked}");
+    // Echoed back in three chunks, re-chunked by hyper towards the client.
+    assert!(
+        ["\r\nwik\r\n", "\r\nipe\r\n", "\r\ndia\r\n"]
+            .iter()
+            .all(|p| chunked.contains(p)),
+        "{chunked}"
+    );
+    let got = c
+        .send("HEAD", "web.paas.test", &[], "")
+        .await
+        .expect("head");
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(header(&got.headers, "content-length"), Some("5"));
+    assert_eq!(got.body, "");
+    let mut none = Client::connect(h.addr).await;
+    for (path, status, body) in [
+        ("/none", StatusCode::NO_CONTENT, ""),
+        ("/early", StatusCode::OK, "final"),
+        ("/none", StatusCode::NO_CONTENT, ""),
+    ] {
+        let req = Request::builder()
+            .uri(path)
+            .header("host", "web.paas.test")
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        none.tx.ready().await.expect("ready");
+        let resp = none.tx.send_request(req).await.expect("response");
+        assert_eq!(resp.status(), status, "{path}");
+        let b = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&b[..], body.as_bytes(), "{path}");
+    }
+    let got = up.got();
+    assert_eq!(got.len(), 6, "{got:?}");
+    assert!(got[0].0.contains("content-length: 16"), "{}", got[0].0);
+    assert_eq!(got[0].1, b"hello, upstream!");
+    assert!(
+        got[1].0.contains("transfer-encoding: chunked"),
+        "{}",
+        got[1].0
+    );
+    assert!(!got[1].0.contains("content-length"), "{}", got[1].0);
+    assert_eq!(got[1].1, b"wikipedia");
+    // Only the chunked upload's connection closed (its client said so, and one request was
+    // on it); the rest reused one upstream connection, body framing and all.
+    assert!(
+        up.connections() <= 2,
+        "{} upstream connections",
+        up.connections()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_without_a_length_ends_with_its_connection_and_bad_ones_are_502() {
+    let up = Scripted::start(|head, _| match head.split(' ').nth(1).unwrap_or("") {
+        "/close" => (b"HTTP/1.1 200 OK\r\n\r\nuntil the end".to_vec(), true),
+        "/garbage" => (b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec(), true),
+        "/two-lengths" => (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc".to_vec(),
+            true,
+        ),
+        "/huge-head" => {
+            let mut r = b"HTTP/1.1 200 OK\r\n".to_vec();
+            for i in 0..2000 {
+                r.extend_from_slice(format!("X-H{i}: {}\r\n", "v".repeat(40)).as_bytes());
+            }
+            r.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+            (r, true)
+        }
+        "/short" => (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf".to_vec(),
+            true,
+        ),
+        _ => (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+            false,
+        ),
+    })
+    .await;
+    let h = router_to(&up).await;
+    let get = |path: &'static str| {
+        let addr = h.addr;
+        async move {
+            raw(
+                addr,
+                &format!("GET {path} HTTP/1.1\r\nHost: web.paas.test\r\nConnection: close\r\n\r\n"),
+            )
+            .await
+        }
+    };
+    let close = get("/close").await;
+    assert!(close.starts_with("HTTP/1.1 200"), "{close}");
+    assert!(close.contains("\r\nuntil the end\r\n0\r\n\r\n"), "{close}");
+    for path in ["/garbage", "/two-lengths", "/huge-head"] {
+        let r = get(path).await;
+        assert!(r.starts_with("HTTP/1.1 502"), "{path}: {r}");
+        assert!(r.contains("x-request-id"), "{path}: {r}");
+    }
+    // A body cut short: the client sees the connection end before the promised length, never
+    // a shorter response passed off as complete.
+    // (hyper closes the client's connection when a body fails, before or after flushing what
+    // it had.)
+    let short = get("/short").await;
+    assert!(
+        short.is_empty()
+            || (short.contains("content-length: 10") && short.ends_with("\r\n\r\nhalf")),
+        "{short}"
+    );
+    // None of them was retried (the instance saw each), and the log says what happened.
+    assert_eq!(up.got().len(), 5);
+    wait_for("access lines", || h.lines().len() >= 5).await;
+    let statuses: Vec<u16> = h.lines().iter().map(|l| l.status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 502).count(),
+        3,
+        "{statuses:?}"
+    );
+    // And the app still answers normally.
+    let ok = get("/").await;
+    assert!(ok.starts_with("HTTP/1.1 200") && ok.ends_with("ok"), "{ok}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_answer_to_an_upload_reaches_the_client() {
+    // Answers 413 as soon as it has a head, without reading the 4 MiB body.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                        _ => return,
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big\n")
+                    .await;
+                // Keep the socket (unread) open for a while, as a busy server would.
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            });
+        }
+    });
+    let h = Harness::start(RouterOptions::default()).await;
+    h.router.publish(table(&[(
+        "web",
+        &[],
+        vec![Upstream {
+            addr,
+            instance: "web.1".into(),
+            release: 1,
+        }],
+    )]));
+    let mut s = TcpStream::connect(h.addr).await.expect("connect");
+    let body = vec![b'x'; 4 << 20];
+    let head = format!(
+        "PUT /upload HTTP/1.1\r\nHost: web.paas.test\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("head");
+    let (mut rd, mut wr) = s.into_split();
+    // The client keeps sending while it waits; it may be cut off once answered.
+    let upload = tokio::spawn(async move {
+        let _ = wr.write_all(&body).await;
+        wr
+    });
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let r = tokio::time::timeout(WAIT, async {
+        while !String::from_utf8_lossy(&out).contains("too big") {
+            match rd.read(&mut chunk).await {
+                Ok(n) if n > 0 => out.extend_from_slice(&chunk[..n]),
+                _ => break,
+            }
+        }
+    })
+    .await;
+    assert!(r.is_ok(), "no answer in time");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    upload.abort();
+    server.abort();
+}
+
 // ---------- upgraded connections ----------
 
 /// A raw upstream that switches every request asking `Upgrade: echo` to a byte echo (each

@@ -13,35 +13,32 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::body::Finish;
-use super::pool::Sender;
 
 /// Copy buffers per direction: a WebSocket carries small messages, and 20,000 idle sockets
 /// should not hold 16 KiB each (tokio's default is 8 KiB per direction).
 const BUF: usize = 4096;
 
-/// Runs one tunnel to its end. `keep` is the upstream connection's request handle: hyper
-/// hands its socket over only while the connection is alive.
+/// Runs one tunnel to its end. `early` is what the instance sent right behind its 101: the
+/// client gets it first.
 pub(crate) async fn run(
     client: OnUpgrade,
-    upstream: OnUpgrade,
+    upstream: TcpStream,
+    early: Bytes,
     mut finish: Finish,
-    keep: Sender,
     idle: Duration,
 ) {
-    let (client, upstream) = tokio::join!(client, upstream);
-    drop(keep);
-    let (client, upstream) = match (client, upstream) {
-        (Ok(c), Ok(u)) => (c, u),
-        (c, u) => {
-            if let Some(e) = c.err().or(u.err()) {
-                tracing::debug!("router: upgrade failed: {e}");
-            }
+    let client = match client.await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!("router: upgrade failed: {e}");
             return;
         }
     };
@@ -51,10 +48,16 @@ pub(crate) async fn run(
         clock: Arc::clone(&clock),
         read: 0,
     };
+    if !early.is_empty() {
+        if let Err(e) = client.write_all(&early).await {
+            tracing::debug!("router: upgraded connection: {e}");
+            return;
+        }
+    }
     let mut upstream = Counted {
-        io: TokioIo::new(upstream),
+        io: upstream,
         clock: Arc::clone(&clock),
-        read: 0,
+        read: early.len() as u64,
     };
     {
         let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, BUF, BUF);
