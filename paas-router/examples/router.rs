@@ -130,7 +130,7 @@ fn main() -> anyhow::Result<()> {
     let lines = Arc::new(AtomicU64::new(0));
     let counted = lines.clone();
     let print = args.access_log;
-    let sink: AccessSink = Arc::new(move |l: AccessLine| {
+    let sink: AccessSink = Arc::new(move |l: &AccessLine<'_>| {
         counted.fetch_add(1, Ordering::Relaxed);
         if print {
             println!(
@@ -141,7 +141,7 @@ fn main() -> anyhow::Result<()> {
                 l.status,
                 l.bytes,
                 l.duration,
-                l.instance.as_deref().unwrap_or("-"),
+                l.instance.unwrap_or("-"),
                 l.release.map_or("-".to_string(), |r| format!("v{r}")),
                 l.request_id
             );

@@ -30,7 +30,9 @@ pub(crate) const CLIENT_CLOSED: u16 = 499;
 pub(crate) struct Finish {
     router: Arc<Router>,
     start: Instant,
-    method: String,
+    method: hyper::Method,
+    /// Copied rather than kept as a slice of the request head: that would pin hyper's read
+    /// buffer for the whole request.
     path: String,
     request_id: HeaderValue,
     pub app: Option<Arc<AppRoute>>,
@@ -63,7 +65,7 @@ impl Finish {
         Finish {
             router,
             start,
-            method: method.as_str().to_owned(),
+            method: method.clone(),
             path: uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
             request_id,
             app: None,
@@ -110,23 +112,23 @@ impl Drop for Finish {
                     app.stats.record(self.status, self.bytes, took);
                 }
                 if let Some(up) = self.upstream.and_then(|i| app.upstreams.get(i)) {
-                    instance = Some(up.instance.clone());
+                    instance = Some(up.instance.as_str());
                     release = Some(up.release);
                 }
-                app.name.clone()
+                app.name.as_str()
             }
-            None => String::new(),
+            None => "",
         };
-        (self.router.access)(AccessLine {
+        (self.router.access)(&AccessLine {
             app,
-            method: std::mem::take(&mut self.method),
-            path: std::mem::take(&mut self.path),
+            method: self.method.as_str(),
+            path: &self.path,
             status: self.status,
             bytes: self.bytes,
             duration: took,
             instance,
             release,
-            request_id: self.request_id.to_str().unwrap_or_default().to_owned(),
+            request_id: self.request_id.to_str().unwrap_or_default(),
         });
     }
 }

@@ -10,15 +10,25 @@
 //! head, which makes it an idle timeout as well; here the idle wait between requests and the
 //! head itself have a limit each.
 //!
+//! Why no timer per connection: the accept loop sweeps its connections' clocks ([`Clocks`])
+//! a few times per shortest timeout and flags the ones past their deadline, waking their
+//! task. A connection's task then only reads a flag when it wakes up; a timer of its own,
+//! polled beside hyper at every wake-up and re-armed at every request, cost ~5% of the
+//! router's CPU at 2,000 connections (docs/benchmarks.md). The price is precision: a
+//! deadline is met within a quarter of the shortest client timeout (at most 1 s) after it.
+//!
 //! Must not route or proxy a request (`proxy`) nor count connections (`limits`).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Weak};
-use std::task::{Context, Poll};
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -26,7 +36,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::headers::Peer;
@@ -42,19 +52,25 @@ pub(crate) struct Timeouts {
     pub idle: Duration,
 }
 
+impl Timeouts {
+    /// How often the accept loop sweeps its connections: a quarter of the shortest timeout,
+    /// between 10 ms and 1 s.
+    pub fn sweep_every(&self) -> Duration {
+        (self.header.min(self.idle) / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+}
+
 const NONE: u64 = u64::MAX;
 
 /// Where the connection is in its request cycle, in milliseconds since accept. Shared by
 /// the socket wrapper (a first byte starts a head), the requests (a head is complete; a
-/// response ended) and the watchdog, which all run in the connection's one task, and read
-/// by the accept loop when it looks for an idle connection to evict (a stale read there
-/// costs at most one connection over the cap, see `limits`).
+/// response ended), the connection's task, the sweep of [`Clocks`] and `limits` when it
+/// looks for an idle connection to evict (a stale read there costs at most one connection
+/// over the cap, see `limits`).
 pub(crate) struct Clock {
     born: Instant,
     /// Nothing received yet: hyper has not started.
     fresh: AtomicBool,
-    /// Set by `limits` when the connection should make room.
-    evicted: Notify,
     /// To queue the connection as an eviction candidate when it goes idle under pressure.
     admission: Arc<Admission>,
     /// When the head being read began; `NONE` while a request is served or none has begun.
@@ -64,15 +80,23 @@ pub(crate) struct Clock {
     /// Requests from hyper calling the service until their response body is done (for an
     /// upgraded connection: until its tunnel closes).
     busy: AtomicU32,
-    /// Notified when `busy` drops to 0.
-    quiet: Notify,
+    /// Why the connection should close (an [`Expired`] as a number; 0: no reason), set by
+    /// the sweep or by `limits` and checked again by the connection's task, which may have
+    /// begun a request since.
+    expired: AtomicU8,
+    /// The connection's task, woken when `expired` is set, or when `busy` drops to 0 while
+    /// it is `draining`.
+    waker: OnceLock<Waker>,
+    /// hyper is done with the connection and its task waits for `busy` to reach 0 (an
+    /// upgraded connection's tunnel).
+    draining: AtomicBool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Expired {
-    Header,
-    Idle,
-    Evicted,
+    Header = 1,
+    Idle = 2,
+    Evicted = 3,
 }
 
 impl Clock {
@@ -80,13 +104,14 @@ impl Clock {
         Arc::new(Clock {
             born: Instant::now(),
             fresh: AtomicBool::new(true),
-            evicted: Notify::new(),
             admission,
             // A new connection is reading its first head from the start.
             head_since: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
             busy: AtomicU32::new(0),
-            quiet: Notify::new(),
+            expired: AtomicU8::new(0),
+            waker: OnceLock::new(),
+            draining: AtomicBool::new(false),
         })
     }
 
@@ -131,24 +156,51 @@ impl Clock {
         }
     }
 
-    /// Resolves when the connection has overstayed (its deadline passed with nothing that
-    /// moved it) or was evicted while idle. Rechecks after a busy spell or a moved deadline
-    /// rather than being woken, so the requests never touch a timer.
-    async fn expired(&self, t: Timeouts) -> Expired {
-        loop {
-            let wait = match self.deadline(t) {
-                None => Instant::now() + t.header.min(t.idle),
-                Some((at, why)) if at <= Instant::now() => return why,
-                Some((at, _)) => at,
-            };
-            tokio::select! {
-                () = tokio::time::sleep_until(wait) => {}
-                // Checked again: it may have begun a request since it was picked.
-                () = self.evicted.notified() => if self.is_idle() {
-                    return Expired::Evicted;
-                },
-            }
+    /// Flags the connection to close and wakes its task (a reason already set stays).
+    fn expire(&self, why: Expired) {
+        if self
+            .expired
+            .compare_exchange(0, why as u8, SeqCst, SeqCst)
+            .is_ok()
+        {
+            self.wake();
         }
+    }
+
+    fn wake(&self) {
+        if let Some(w) = self.waker.get() {
+            w.wake_by_ref();
+        }
+    }
+
+    /// Ready when the connection should close: a flagged reason that still holds. One
+    /// that no longer does (a request began since the sweep looked) is cleared.
+    fn poll_expired(&self, cx: &mut Context<'_>, t: Timeouts) -> Poll<Expired> {
+        // The connection is polled by its own task only, whose waker does not change.
+        self.waker.get_or_init(|| cx.waker().clone());
+        let flagged = self.expired.load(SeqCst);
+        let why = match flagged {
+            0 => return Poll::Pending,
+            1 => Expired::Header,
+            2 => Expired::Idle,
+            _ => Expired::Evicted,
+        };
+        let holds = match why {
+            Expired::Evicted => self.is_idle(),
+            _ => self
+                .deadline(t)
+                .is_some_and(|(at, w)| w == why && at <= Instant::now()),
+        };
+        if holds {
+            return Poll::Ready(why);
+        }
+        let _ = self.expired.compare_exchange(flagged, 0, SeqCst, SeqCst);
+        Poll::Pending
+    }
+
+    /// Resolves when the connection should close.
+    async fn expired(&self, t: Timeouts) -> Expired {
+        poll_fn(|cx| self.poll_expired(cx, t)).await
     }
 }
 
@@ -161,9 +213,61 @@ impl Evictable for Clock {
         if !ok {
             return false;
         }
-        // Stored if the connection is not waiting yet: it sees it at its next wait.
-        self.evicted.notify_one();
+        // Seen by the task at its next poll if it is not waiting yet.
+        self.expire(Expired::Evicted);
         true
+    }
+}
+
+/// The open connections of one listener, swept by its accept loop.
+#[derive(Default)]
+pub(crate) struct Clocks {
+    next: AtomicU64,
+    all: Mutex<HashMap<u64, Weak<Clock>>>,
+}
+
+/// A connection's place in its listener's [`Clocks`], given up on drop.
+pub(crate) struct Listed {
+    clocks: Arc<Clocks>,
+    id: u64,
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        self.clocks.lock().remove(&self.id);
+    }
+}
+
+impl Clocks {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<Clock>>> {
+        // Only inserts and removes happen under it: a poisoned map is still a valid map.
+        self.all.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn add(self: &Arc<Self>, clock: &Arc<Clock>) -> Listed {
+        let id = self.next.fetch_add(1, Relaxed);
+        self.lock().insert(id, Arc::downgrade(clock));
+        Listed {
+            clocks: Arc::clone(self),
+            id,
+        }
+    }
+
+    /// Flags every connection past its deadline.
+    pub fn sweep(&self, t: Timeouts) {
+        let now = Instant::now();
+        let due: Vec<(Arc<Clock>, Expired)> = self
+            .lock()
+            .values()
+            .filter_map(Weak::upgrade)
+            .filter_map(|c| {
+                let (at, why) = c.deadline(t)?;
+                (at <= now).then_some((c, why))
+            })
+            .collect();
+        for (c, why) in due {
+            c.expire(why);
+        }
     }
 }
 
@@ -173,7 +277,7 @@ pub(crate) struct Busy(Arc<Clock>);
 
 impl Busy {
     fn enter(clock: &Arc<Clock>) -> Busy {
-        clock.busy.fetch_add(1, Relaxed);
+        clock.busy.fetch_add(1, SeqCst);
         clock.head_since.store(NONE, Relaxed);
         Busy(Arc::clone(clock))
     }
@@ -183,8 +287,10 @@ impl Drop for Busy {
     fn drop(&mut self) {
         let c = &self.0;
         c.idle_since.store(c.now_ms(), Relaxed);
-        if c.busy.fetch_sub(1, Relaxed) == 1 {
-            c.quiet.notify_waiters();
+        if c.busy.fetch_sub(1, SeqCst) == 1 {
+            if c.draining.load(SeqCst) {
+                c.wake();
+            }
             if c.admission.under_pressure() {
                 c.admission.idle(c.candidate());
             }
@@ -250,6 +356,8 @@ pub(crate) struct Accepted {
     pub peer: SocketAddr,
     pub client: Arc<Peer>,
     pub clock: Arc<Clock>,
+    /// Keeps the connection in its listener's sweep until it closes.
+    pub listed: Listed,
     pub permit: Permit,
     /// hyper's side of the graceful shutdown, for once hyper serves the connection.
     pub watcher: Watcher,
@@ -269,6 +377,7 @@ pub(crate) async fn serve(router: Arc<Router>, http: Arc<Http>, a: Accepted) {
         peer,
         client,
         clock,
+        listed: _listed,
         permit,
         watcher,
         mut stopping,
@@ -279,19 +388,14 @@ pub(crate) async fn serve(router: Arc<Router>, http: Arc<Http>, a: Accepted) {
     // (tokio then learns otherwise only by reading), and that would start hyper at once.
     let mut first = [0u8; 1];
     let peeked = tokio::select! {
-        r = tokio::time::timeout(t.header, stream.peek(&mut first)) => r,
-        // Counted by `limits`, which asked.
-        () = clock.evicted.notified() => return,
+        r = stream.peek(&mut first) => r,
+        why = clock.expired(t) => return router.closed_early(why),
         _ = stopping.wait_for(|s| *s) => return,
     };
     match peeked {
-        Ok(Ok(_)) => clock.fresh.store(false, Relaxed),
-        Ok(Err(e)) => {
+        Ok(_) => clock.fresh.store(false, Relaxed),
+        Err(e) => {
             tracing::debug!(%peer, "router: client connection: {e}");
-            return;
-        }
-        Err(_) => {
-            router.admission.header_timeout();
             return;
         }
     }
@@ -321,19 +425,16 @@ pub(crate) async fn serve(router: Arc<Router>, http: Arc<Http>, a: Accepted) {
         drop(permit);
         return;
     };
+    // Within the first head's deadline, like the bytes of the head itself.
     let handshake = tokio::select! {
-        r = tokio::time::timeout(t.header, acceptor.accept(io)) => r,
-        () = clock.evicted.notified() => return,
+        r = acceptor.accept(io) => r,
+        why = clock.expired(t) => return router.closed_early(why),
         _ = stopping.wait_for(|s| *s) => return,
     };
     let stream = match handshake {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+        Ok(s) => s,
+        Err(e) => {
             tracing::debug!(%peer, "router: TLS handshake: {e}");
-            return;
-        }
-        Err(_) => {
-            router.admission.header_timeout();
             return;
         }
     };
@@ -352,30 +453,52 @@ pub(crate) async fn serve(router: Arc<Router>, http: Arc<Http>, a: Accepted) {
 /// connection leaves hyper early; it stays admitted (its permit held by our caller) until
 /// its tunnel closes.
 async fn drive<E: std::fmt::Display>(
-    conn: Pin<Box<impl std::future::Future<Output = Result<(), E>>>>,
+    mut conn: Pin<Box<impl std::future::Future<Output = Result<(), E>>>>,
     router: &Router,
     clock: &Arc<Clock>,
     peer: SocketAddr,
 ) {
     let t = router.timeouts;
-    tokio::select! {
-        r = conn => {
+    // Not `select!`: that would poll the clock's branch as a future of its own at every
+    // wake-up; this reads its flag.
+    let ended = poll_fn(|cx| {
+        if let Poll::Ready(why) = clock.poll_expired(cx, t) {
+            return Poll::Ready(Err(why));
+        }
+        conn.as_mut().poll(cx).map(Ok)
+    })
+    .await;
+    // What hyper still holds (a request it gave up on, a response body) settles now; only an
+    // upgraded connection's tunnel keeps the connection busy after this.
+    drop(conn);
+    match ended {
+        Ok(r) => {
             if let Err(e) = r {
                 tracing::debug!(%peer, "router: client connection: {e}");
             }
-            loop {
-                let quiet = clock.quiet.notified();
-                if clock.busy.load(Relaxed) == 0 {
-                    break;
+            clock.draining.store(true, SeqCst);
+            poll_fn(|cx| {
+                clock.waker.get_or_init(|| cx.waker().clone());
+                if clock.busy.load(SeqCst) == 0 {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
                 }
-                quiet.await;
-            }
+            })
+            .await;
         }
-        why = clock.expired(t) => match why {
-            Expired::Header => router.admission.header_timeout(),
-            Expired::Idle => router.admission.idle_timeout(),
+        Err(why) => router.closed_early(why),
+    }
+}
+
+impl Router {
+    /// Counts a connection our clock closed (an eviction was counted by `limits`).
+    fn closed_early(&self, why: Expired) {
+        match why {
+            Expired::Header => self.admission.header_timeout(),
+            Expired::Idle => self.admission.idle_timeout(),
             Expired::Evicted => {}
-        },
+        }
     }
 }
 
@@ -393,6 +516,13 @@ mod tests {
         // As after the first byte of the first request arrived.
         c.fresh.store(false, Relaxed);
         c
+    }
+
+    /// Whether the connection's task would see a reason to close now.
+    async fn closing(c: &Clock) -> Option<Expired> {
+        tokio::time::timeout(Duration::from_millis(1), c.expired(T))
+            .await
+            .ok()
     }
 
     #[tokio::test(start_paused = true)]
@@ -421,17 +551,46 @@ mod tests {
         tokio::time::advance(Duration::from_secs(5)).await;
         c.bytes_read();
         assert_eq!(c.deadline(T), Some((first + T.header, Expired::Header)));
-        assert_eq!(c.expired(T).await, Expired::Header);
-        assert_eq!(Instant::now(), first + T.header);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_idle_keep_alive_connection_expires_after_the_idle_timeout() {
-        let c = clock();
-        drop(Busy::enter(&c));
-        let ended = Instant::now();
-        assert_eq!(c.expired(T).await, Expired::Idle);
-        assert_eq!(Instant::now(), ended + T.idle);
+    async fn the_sweep_closes_a_connection_past_its_deadline_and_nothing_else() {
+        let clocks = Arc::new(Clocks::default());
+        let (slow, idle, busy) = (clock(), clock(), clock());
+        let _listed = [&slow, &idle, &busy].map(|c| clocks.add(c));
+        drop(Busy::enter(&idle));
+        let _serving = Busy::enter(&busy);
+        tokio::time::advance(T.header - Duration::from_millis(1)).await;
+        clocks.sweep(T);
+        assert_eq!(closing(&slow).await, None, "before its deadline");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        clocks.sweep(T);
+        assert_eq!(closing(&slow).await, Some(Expired::Header));
+        assert_eq!(
+            closing(&idle).await,
+            None,
+            "idle for only the header timeout"
+        );
+        tokio::time::advance(T.idle).await;
+        clocks.sweep(T);
+        assert_eq!(closing(&idle).await, Some(Expired::Idle));
+        assert_eq!(
+            closing(&busy).await,
+            None,
+            "serving a request: never ours to close"
+        );
+        // A request that began after the sweep flagged the connection keeps it open.
+        let late = clock();
+        let _l = clocks.add(&late);
+        drop(Busy::enter(&late));
+        tokio::time::advance(T.idle).await;
+        clocks.sweep(T);
+        let _req = Busy::enter(&late);
+        assert_eq!(closing(&late).await, None);
+        // Closed connections leave the sweep.
+        drop(_listed);
+        drop(_l);
+        assert!(clocks.lock().is_empty());
     }
 
     #[tokio::test(start_paused = true)]
@@ -445,13 +604,12 @@ mod tests {
         drop(busy);
         assert!(!c.evict(Idle::Silent), "between requests, but not silent");
         assert!(c.evict(Idle::Any), "between requests");
-        assert_eq!(c.expired(T).await, Expired::Evicted);
+        assert_eq!(closing(&c).await, Some(Expired::Evicted));
         // Picked while idle, but a request began before it looked: it stays.
         let c = clock();
         drop(Busy::enter(&c));
         assert!(c.evict(Idle::Any));
         let _busy = Busy::enter(&c);
-        let r = tokio::time::timeout(T.idle * 3, c.expired(T)).await;
-        assert!(r.is_err(), "closed a busy connection: {r:?}");
+        assert_eq!(closing(&c).await, None);
     }
 }

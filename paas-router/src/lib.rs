@@ -51,14 +51,15 @@ use limits::{Admission, Refused};
 use pool::PoolConfig;
 use snapshot::{AppRoute, Registry, Snapshot};
 
-/// One request as the router saw it, for the app's log stream (source `router`).
+/// One request as the router saw it, for the app's log stream (source `router`). Borrowed:
+/// a sink copies what it keeps, so a request costs no allocation for a line nobody keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccessLine {
+pub struct AccessLine<'a> {
     /// Empty when the Host matched no app.
-    pub app: String,
-    pub method: String,
+    pub app: &'a str,
+    pub method: &'a str,
     /// Path and query, as requested.
-    pub path: String,
+    pub path: &'a str,
     /// The status sent to the client; 499 if the client left before a response.
     pub status: u16,
     /// Response body bytes sent to the client.
@@ -66,14 +67,14 @@ pub struct AccessLine {
     /// From the request's arrival to its response's last byte (or abandonment).
     pub duration: Duration,
     /// The instance that answered, if one did.
-    pub instance: Option<String>,
+    pub instance: Option<&'a str>,
     pub release: Option<u32>,
-    pub request_id: String,
+    pub request_id: &'a str,
 }
 
 /// Receives one [`AccessLine`] per request, on the request path: it must be cheap and must
 /// not block (hand the line to a channel).
-pub type AccessSink = Arc<dyn Fn(AccessLine) + Send + Sync>;
+pub type AccessSink = Arc<dyn Fn(&AccessLine<'_>) + Send + Sync>;
 
 /// ACME HTTP-01 answers: token → key authorization (see [`Router::answer_acme_with`]).
 pub type AcmeAnswers = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -380,10 +381,19 @@ impl Router {
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut refusals = RefusalLog::default();
         let (stopping, stop) = tokio::sync::watch::channel(false);
+        let clocks = Arc::new(conn::Clocks::default());
+        let mut deadlines = tokio::time::interval(self.timeouts.sweep_every());
+        deadlines.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let accepted = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
+                // Before accepting: a flood of new connections must not hold off the sweep
+                // that closes the slow ones.
+                _ = deadlines.tick() => {
+                    clocks.sweep(self.timeouts);
+                    continue;
+                }
                 a = listener.accept() => a,
                 _ = sweep.tick() => {
                     self.expire_idle();
@@ -426,6 +436,7 @@ impl Router {
                 stream,
                 peer,
                 client,
+                listed: clocks.add(&clock),
                 clock,
                 permit,
                 watcher: graceful.watcher(),

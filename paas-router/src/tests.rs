@@ -225,19 +225,48 @@ async fn refused_addr() -> SocketAddr {
 
 // ---------- the router and clients ----------
 
+/// An access line as a test keeps it.
+#[derive(Debug, Clone)]
+struct Line {
+    app: String,
+    method: String,
+    path: String,
+    status: u16,
+    bytes: u64,
+    instance: Option<String>,
+    release: Option<u32>,
+    request_id: String,
+}
+
+impl From<&AccessLine<'_>> for Line {
+    fn from(l: &AccessLine<'_>) -> Line {
+        Line {
+            app: l.app.to_owned(),
+            method: l.method.to_owned(),
+            path: l.path.to_owned(),
+            status: l.status,
+            bytes: l.bytes,
+            instance: l.instance.map(str::to_owned),
+            release: l.release,
+            request_id: l.request_id.to_owned(),
+        }
+    }
+}
+
 struct Harness {
     router: Arc<Router>,
     addr: SocketAddr,
-    lines: Arc<Mutex<Vec<AccessLine>>>,
+    lines: Arc<Mutex<Vec<Line>>>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
 
 impl Harness {
     async fn start(opts: RouterOptions) -> Harness {
-        let lines: Arc<Mutex<Vec<AccessLine>>> = Arc::default();
+        let lines: Arc<Mutex<Vec<Line>>> = Arc::default();
         let l = lines.clone();
-        let sink: AccessSink = Arc::new(move |line| l.lock().expect("lines").push(line));
+        let sink: AccessSink =
+            Arc::new(move |line: &AccessLine<'_>| l.lock().expect("lines").push(line.into()));
         let router = Router::new(opts, sink);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind router");
         let addr = listener.local_addr().expect("router addr");
@@ -258,7 +287,7 @@ impl Harness {
         Client::connect(self.addr).await
     }
 
-    fn lines(&self) -> Vec<AccessLine> {
+    fn lines(&self) -> Vec<Line> {
         self.lines.lock().expect("lines").clone()
     }
 }
@@ -850,6 +879,37 @@ async fn router_response_timeout_is_504() {
     assert_eq!(slow.hits(), 1);
     wait_for("the in-flight count", || h.router.inflight(slow.addr) == 0).await;
     slow.release();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_leave_mid_request_release_their_connections() {
+    let up = TestUpstream::start_with("a", true).await;
+    let h = Harness::start(RouterOptions::default()).await;
+    h.router
+        .publish(table(&[("web", &[], vec![up.upstream(1)])]));
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(h.addr).await.expect("connect");
+        s.write_all(b"GET / HTTP/1.1\r\nHost: web.paas.test\r\n\r\n")
+            .await
+            .expect("write");
+        clients.push(s);
+    }
+    wait_for("20 requests upstream", || up.hits() == 20).await;
+    assert_eq!(h.router.connections().open, 20);
+    // Every client gives up while its request waits for the instance; then it answers.
+    drop(clients);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    up.release();
+    wait_for("no client connection left open", || {
+        h.router.connections().open == 0
+    })
+    .await;
+    wait_for("a 499 line each", || {
+        h.lines().iter().filter(|l| l.status == 499).count() == 20
+    })
+    .await;
+    assert_eq!(h.router.inflight(up.addr), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

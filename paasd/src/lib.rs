@@ -206,18 +206,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
     let router = paas_router::Router::new(router_options, {
         let logs = logs.clone();
-        Arc::new(move |a: paas_router::AccessLine| {
+        Arc::new(move |a: &paas_router::AccessLine<'_>| {
             // Requests for unknown hosts belong to no app's stream.
             if !a.app.is_empty() {
                 let access = logs::Access {
-                    method: &a.method,
-                    path: &a.path,
+                    method: a.method,
+                    path: a.path,
                     status: a.status,
                     bytes: a.bytes,
                     duration: a.duration,
-                    instance: a.instance.as_deref(),
+                    instance: a.instance,
                 };
-                logs.router(&a.app, a.release, &access);
+                logs.router(a.app, a.release, &access);
             }
         })
     });
