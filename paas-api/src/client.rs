@@ -19,6 +19,10 @@ use crate::types::ErrorBody;
 pub use hyper::body::{Body, Frame, Incoming, SizeHint};
 pub use hyper::header;
 
+/// The longest an upload waits for `100 Continue` before sending its body anyway (RFC 9110
+/// §10.1.1: a client should not wait indefinitely).
+pub const CONTINUE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Where the daemon listens when nothing else is said.
 pub const DEFAULT_SOCKET: &str = "/run/paas/paasd.sock";
 
@@ -166,6 +170,49 @@ impl Client {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        self.request(method, path, headers, body, None).await
+    }
+
+    /// [`Client::send_body`] for an upload: the request says `Expect: 100-continue` and its
+    /// body waits for paasd's `100 Continue` (sent once paasd starts reading it), or at most
+    /// [`CONTINUE_WAIT`]. A request paasd refuses before reading (a missing app, no access)
+    /// then gets its refusal, instead of a broken pipe that can race the refusal and win.
+    pub async fn send_upload<B>(
+        &self,
+        method: Method,
+        path: &str,
+        mut headers: HeaderMap,
+        body: B,
+    ) -> Result<Response<Incoming>, ClientError>
+    where
+        B: Body + Send + Unpin + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        headers.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let gated = Gated {
+            gate: Some(Box::pin(async move {
+                let _ = tokio::time::timeout(CONTINUE_WAIT, rx).await;
+            })),
+            inner: body,
+        };
+        self.request(method, path, headers, gated, Some(tx)).await
+    }
+
+    async fn request<B>(
+        &self,
+        method: Method,
+        path: &str,
+        headers: HeaderMap,
+        body: B,
+        on_continue: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Result<Response<Incoming>, ClientError>
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|e| self.connect_error(e))?;
@@ -182,7 +229,17 @@ impl Client {
         if let Some(h) = req.headers_mut() {
             h.extend(headers);
         }
-        let req = req.body(body).map_err(|e| self.invalid_request(e))?;
+        let mut req = req.body(body).map_err(|e| self.invalid_request(e))?;
+        if let Some(tx) = on_continue {
+            let tx = std::sync::Mutex::new(Some(tx));
+            hyper::ext::on_informational(&mut req, move |res| {
+                if res.status() == StatusCode::CONTINUE {
+                    if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {
+                        let _ = tx.send(());
+                    }
+                }
+            });
+        }
         Ok(sender.send_request(req).await?)
     }
 
@@ -255,4 +312,34 @@ pub fn segment(s: &str) -> String {
         }
     }
     out
+}
+
+/// A request body that yields nothing until its gate opens.
+struct Gated<B> {
+    gate: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    inner: B,
+}
+
+impl<B: Body + Unpin> Body for Gated<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        if let Some(gate) = self.gate.as_mut() {
+            std::task::ready!(gate.as_mut().poll(cx));
+            self.gate = None;
+        }
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }

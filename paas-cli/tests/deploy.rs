@@ -359,6 +359,8 @@ async fn deploy_of_a_directory_streams_a_tarball_and_prints_the_release() {
     assert_eq!(req.path, "/api/v1/apps/web/deploy");
     assert_eq!(req.headers["content-type"], "application/gzip");
     assert_eq!(req.headers["transfer-encoding"], "chunked");
+    // The body waits for the server to read it (see the refusal test below).
+    assert_eq!(req.headers["expect"], "100-continue");
     assert_eq!(
         tar_names(&req.body),
         [".gitignore", ".paasignore", "package.json"]

@@ -43,7 +43,7 @@ pub async fn deploy_source(ctx: &Ctx, name: &str, source: Source, who: Option<&s
     }
     let sent = ctx
         .client
-        .send_body(Method::POST, &path, headers, upload.body)
+        .send_upload(Method::POST, &path, headers, upload.body)
         .await;
     let uploaded = progress.position();
     progress.finish_and_clear();

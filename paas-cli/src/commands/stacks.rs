@@ -46,7 +46,7 @@ pub async fn import(ctx: &Ctx, args: StackImportArgs) -> Result<()> {
     let path = format!("{API_PREFIX}/stacks/{}", segment(&args.name));
     let sent = ctx
         .client
-        .send_body(Method::PUT, &path, headers, upload.body)
+        .send_upload(Method::PUT, &path, headers, upload.body)
         .await;
     progress.finish_and_clear();
     let resp = sent?;
