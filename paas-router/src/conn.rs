@@ -468,27 +468,30 @@ async fn drive<E: std::fmt::Display>(
         conn.as_mut().poll(cx).map(Ok)
     })
     .await;
+    let r = match ended {
+        Ok(r) => r,
+        Err(why) => {
+            // Counted before the socket closes: whoever sees it closed sees the count.
+            router.closed_early(why);
+            return;
+        }
+    };
     // What hyper still holds (a request it gave up on, a response body) settles now; only an
     // upgraded connection's tunnel keeps the connection busy after this.
     drop(conn);
-    match ended {
-        Ok(r) => {
-            if let Err(e) = r {
-                tracing::debug!(%peer, "router: client connection: {e}");
-            }
-            clock.draining.store(true, SeqCst);
-            poll_fn(|cx| {
-                clock.waker.get_or_init(|| cx.waker().clone());
-                if clock.busy.load(SeqCst) == 0 {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                }
-            })
-            .await;
-        }
-        Err(why) => router.closed_early(why),
+    if let Err(e) = r {
+        tracing::debug!(%peer, "router: client connection: {e}");
     }
+    clock.draining.store(true, SeqCst);
+    poll_fn(|cx| {
+        clock.waker.get_or_init(|| cx.waker().clone());
+        if clock.busy.load(SeqCst) == 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
 }
 
 impl Router {
