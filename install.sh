@@ -13,7 +13,7 @@
 # PAAS_BRIDGE=paas0 PAAS_SUBNET=10.88.0.0/16 PAAS_CGROUP_PARENT=paas PAAS_LOG=/var/log/paasd.log
 # PAAS_SYSTEMD=auto|yes|no (no: run paasd in the background even when systemd is PID 1)
 # PAAS_UNIT_DIR=/etc/systemd/system
-# DEMO_APP=hello
+# DEMO_APP=hello DEMO_SOURCE=examples/procfile-hello (the demo needs no package registry)
 set -euo pipefail
 cd "$(dirname "$0")"
 . scripts/lib.sh
@@ -32,6 +32,11 @@ PAAS_CGROUP_PARENT=${PAAS_CGROUP_PARENT:-paas}
 PAAS_LOG=${PAAS_LOG:-/var/log/paasd.log}
 PAAS_SYSTEMD=${PAAS_SYSTEMD:-auto}
 DEMO_APP=${DEMO_APP:-hello}
+# The demo needs nothing from a package registry (a Procfile and python3's standard library),
+# so install.sh succeeds on a host with restricted egress.
+DEMO_SOURCE=${DEMO_SOURCE:-examples/procfile-hello}
+# Said in the next steps when sshd could not be started here.
+SSHD_NOTE=
 BUILDPACKS=$PREFIX/share/paas/buildpacks
 UNIT_NAME=paasd.service
 PAAS_UNIT_DIR=${PAAS_UNIT_DIR:-/etc/systemd/system}
@@ -364,35 +369,64 @@ router_addr() {
   echo "$addr"
 }
 
+# Both return non-zero (having said why) instead of stopping install.sh: paas is installed and
+# running by then, and the next steps are still due.
 deploy_demo() {
   if ! paas info "$DEMO_APP" >/dev/null 2>&1; then
-    paas create "$DEMO_APP"
+    paas create "$DEMO_APP" || return 1
     changed "created app $DEMO_APP"
   fi
   local info
-  info=$(paas info "$DEMO_APP" --json)
+  info=$(paas info "$DEMO_APP" --json) || return 1
   if [ "$(python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])' <<<"$info")" != deployed ]; then
-    step "deploying examples/node-hello as $DEMO_APP"
-    paas deploy "$DEMO_APP" --source examples/node-hello
+    step "deploying $DEMO_SOURCE as $DEMO_APP"
+    paas deploy "$DEMO_APP" --source "$DEMO_SOURCE" || return 1
     changed "deployed $DEMO_APP"
   fi
 }
 
 check_demo() {
   local url host addr answer=""
-  url=$(paas info "$DEMO_APP" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["urls"][0])')
+  url=$(paas info "$DEMO_APP" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["urls"][0])') || return 1
   host=${url#*://}
   host=${host%%/*}
   addr=$(router_addr)
-  [ -n "$addr" ] || die "paasd reports no router address"
+  if [ -z "$addr" ]; then
+    echo "install.sh: paasd reports no router address" >&2
+    return 1
+  fi
   step "the demo app at $url (through paasd's router on $addr):"
   for _ in $(seq 1 150); do
     answer=$(curl -fsS --max-time 5 -H "Host: $host" "http://$addr/" 2>/dev/null) && break
     sleep 0.2
   done
-  [ -n "$answer" ] || die "the demo app did not answer through the router; see 'paas ps $DEMO_APP' and 'paas logs $DEMO_APP'"
+  if [ -z "$answer" ]; then
+    echo "install.sh: the demo app did not answer through the router; see 'paas ps $DEMO_APP' and 'paas logs $DEMO_APP'" >&2
+    return 1
+  fi
   echo "$answer"
   echo "$url"
+}
+
+# `git push` arrives over the system's sshd: start it if this run installed it and it is not
+# running; otherwise the next steps say how.
+ensure_sshd() {
+  pgrep -x sshd >/dev/null 2>&1 && return 0
+  local installed=no
+  [[ " ${INSTALLED_PACKAGES[*]} " == *" openssh-server "* ]] && installed=yes
+  if use_systemd; then
+    if [ "$installed" = yes ] && systemctl enable --now ssh; then
+      changed "started and enabled sshd (ssh.service)"
+      return 0
+    fi
+    SSHD_NOTE="sshd is not running, so git push cannot reach this server: systemctl enable --now ssh"
+  else
+    if [ "$installed" = yes ] && mkdir -p /run/sshd && /usr/sbin/sshd; then
+      changed "started sshd (/usr/sbin/sshd; without systemd it does not start again after a reboot)"
+      return 0
+    fi
+    SSHD_NOTE="sshd is not running, so git push cannot reach this server: mkdir -p /run/sshd && /usr/sbin/sshd (or: service ssh start)"
+  fi
 }
 
 next_steps() {
@@ -414,6 +448,9 @@ Next steps (README "On a VPS"):
      this machine.
   Also: paas ps $DEMO_APP · paas scale $DEMO_APP web=2 · paas logs $DEMO_APP --follow · paas env set $DEMO_APP GREETING=hi
 MSG
+  if [ -n "$SSHD_NOTE" ]; then
+    echo "  Note: $SSHD_NOTE"
+  fi
 }
 
 do_install() {
@@ -423,6 +460,7 @@ do_install() {
   # The built-in buildpacks take node, python and go from the host (the `host` stack).
   ensure_stack_runtimes
   [ ${#INSTALLED_PACKAGES[@]} -eq 0 ] || changed "installed packages: ${INSTALLED_PACKAGES[*]}"
+  ensure_sshd
 
   local bin
   if [ -x bin/paasd ] && [ -x bin/paas ]; then
@@ -452,10 +490,15 @@ do_install() {
     start_in_background
   fi
 
-  deploy_demo
-  check_demo
+  local demo=ok
+  if ! { deploy_demo && check_demo; }; then
+    demo=failed
+  fi
   next_steps
   echo
+  if [ "$demo" = failed ]; then
+    echo "install.sh: paas is installed and running, but the demo app $DEMO_APP from $DEMO_SOURCE failed (see above); retry with ./install.sh or 'paas deploy $DEMO_APP --source $DEMO_SOURCE'" >&2
+  fi
   if [ ${#CHANGES[@]} -eq 0 ]; then
     echo "install.sh: nothing changed; paas is installed and running"
   else

@@ -438,8 +438,16 @@ impl Install {
     }
 
     fn run(&mut self, args: &[&str]) -> Run {
+        self.run_env(args, &[])
+    }
+
+    fn run_env(&mut self, args: &[&str], env: &[(&str, &Path)]) -> Run {
         let started = Instant::now();
-        let run = Run::of(&mut self.command(args));
+        let mut c = self.command(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let run = Run::of(&mut c);
         eprintln!(
             "install.sh {} -> {} in {:.1?}\n--- stdout ---\n{}--- stderr ---\n{}",
             args.join(" "),
@@ -654,7 +662,7 @@ fn install_twice_then_uninstall_purge_leaves_nothing() {
     let first = inst.run(&[]);
     first.ok();
     assert!(
-        first.stdout.contains("Hello from node-hello v1"),
+        first.stdout.contains("Hello from procfile-hello v1"),
         "install.sh shows the demo app's answer: {first:#?}"
     );
     assert!(first.stdout.contains("change(s):"), "{first:#?}");
@@ -673,7 +681,7 @@ fn install_twice_then_uninstall_purge_leaves_nothing() {
         assert!(first.stdout.contains(&next), "next steps lack {next:?}");
     }
     let body = demo_answer(&inst);
-    assert!(body.starts_with("Hello from node-hello v1"), "{body:?}");
+    assert!(body.starts_with("Hello from procfile-hello v1"), "{body:?}");
 
     // What it installed.
     let mut bins = vec!["paasd", "paas"];
@@ -771,7 +779,7 @@ fn install_twice_then_uninstall_purge_leaves_nothing() {
         "the demo app was not redeployed"
     );
     assert_eq!(before, stamps(), "no file was rewritten");
-    assert!(demo_answer(&inst).starts_with("Hello from node-hello v1"));
+    assert!(demo_answer(&inst).starts_with("Hello from procfile-hello v1"));
 
     if git_shell {
         push_as_the_installed_git_user(&inst);
@@ -807,7 +815,45 @@ fn install_twice_then_uninstall_purge_leaves_nothing() {
         releases,
         "a restart does not redeploy"
     );
-    assert!(demo_answer(&inst).starts_with("Hello from node-hello v1"));
+    assert!(demo_answer(&inst).starts_with("Hello from procfile-hello v1"));
+
+    // The default demo needs no registry (install.sh on a host with restricted egress). A demo
+    // that does, with its registry unreachable, fails; install.sh still completes, says so
+    // and prints the next steps.
+    let offline = inst.path("offline-demo");
+    std::fs::create_dir_all(&offline).expect("demo dir");
+    std::fs::write(
+        offline.join("package.json"),
+        r#"{"name":"offline","version":"1.0.0","scripts":{"start":"node -e 0"},"dependencies":{"paas-no-such-package-anywhere":"1.0.0"}}"#,
+    )
+    .expect("package.json");
+    std::fs::write(
+        offline.join(".npmrc"),
+        "registry=http://127.0.0.1:9/\nfetch-retries=0\n",
+    )
+    .expect(".npmrc");
+    let blocked = inst.run_env(
+        &[],
+        &[
+            ("DEMO_APP", Path::new("offline")),
+            ("DEMO_SOURCE", &offline),
+        ],
+    );
+    blocked.ok();
+    assert!(
+        blocked.stderr.contains(&format!(
+            "install.sh: paas is installed and running, but the demo app offline from {} failed",
+            offline.display()
+        )),
+        "{blocked:#?}"
+    );
+    for next in ["paas keys add NAME", "git push paas main", "base_domain"] {
+        assert!(blocked.stdout.contains(next), "next steps lack {next:?}");
+    }
+    assert!(
+        demo_answer(&inst).starts_with("Hello from procfile-hello v1"),
+        "the first demo keeps serving"
+    );
 
     // Instances and their cgroups outlive a paasd that dies (by design, so that a restart
     // keeps apps up): kill it hard, so the uninstall has to clean up after it.
@@ -889,7 +935,7 @@ fn install_under_systemd_installs_the_unit_and_restarts_only_on_change() {
     assert!(first
         .stdout
         .contains("started paasd (systemd unit paasd.service)"));
-    assert!(demo_answer(&inst).starts_with("Hello from node-hello v1"));
+    assert!(demo_answer(&inst).starts_with("Hello from procfile-hello v1"));
     // The installed unit runs the installed paasd on this install's locations, and is valid.
     let unit = std::fs::read_to_string(inst.unit()).expect("installed unit");
     let exec = unit
@@ -951,7 +997,7 @@ fn install_under_systemd_installs_the_unit_and_restarts_only_on_change() {
     assert!(!calls.iter().any(|c| c == "daemon-reload"), "{calls:?}");
     let new_pid = inst.paasd_pid().expect("paasd runs again");
     assert_ne!(new_pid, pid);
-    assert!(demo_answer(&inst).starts_with("Hello from node-hello v1"));
+    assert!(demo_answer(&inst).starts_with("Hello from procfile-hello v1"));
 
     let gone = inst.uninstall();
     let calls = inst.systemctl_calls();
