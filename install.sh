@@ -479,6 +479,7 @@ do_install() {
   ensure_dir "$PAAS_STATE" 0755 root:root
   write_config
 
+  record_ip_forward
   if use_systemd; then
     start_with_systemd
   else
@@ -592,6 +593,33 @@ unmount_state() {
   [ -z "$(state_mounts)" ] || echo "warning: still mounted under $PAAS_STATE: $(state_mounts | tr '\n' ' ')" >&2
 }
 
+# paasd turns on net.ipv4.ip_forward (its apps reach the world through NAT). The value from
+# before the first install is kept in the state dir, and --uninstall puts it back.
+IP_FORWARD=/proc/sys/net/ipv4/ip_forward
+record_ip_forward() {
+  local before=$PAAS_STATE/ip_forward.before
+  [ -e "$before" ] || [ ! -r "$IP_FORWARD" ] && return 0
+  cat "$IP_FORWARD" > "$before"
+}
+
+restore_ip_forward() {
+  local before=$PAAS_STATE/ip_forward.before value others
+  [ -r "$before" ] || return 0
+  value=$(tr -dc 0-9 < "$before")
+  [ "$value" = 0 ] && [ "$(cat "$IP_FORWARD" 2>/dev/null)" = 1 ] || return 0
+  # Another paasd (a second install, a test) still needs forwarding. Zombies do not count: a
+  # killed paasd may wait for a slow init to reap it.
+  others=$(pgrep -x paasd | while read -r p; do
+    [ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" = Z ] || printf '%s ' "$p"
+  done)
+  if [ -n "$others" ]; then
+    echo "note: left net.ipv4.ip_forward=1 (it was 0 before paas): another paasd runs (pid ${others% })" >&2
+    return 0
+  fi
+  echo 0 > "$IP_FORWARD"
+  echo "restored net.ipv4.ip_forward=0 (as before paas)"
+}
+
 do_uninstall() {
   local purge=$1 pid b
   need_root
@@ -619,6 +647,7 @@ do_uninstall() {
   rmdir "$PREFIX/share/paas" 2>/dev/null || true
   if [ -S "$PAAS_SOCKET" ]; then rm -f "$PAAS_SOCKET"; fi
   rmdir "$(dirname "$PAAS_SOCKET")" 2>/dev/null || true
+  restore_ip_forward
   if [ "$purge" = yes ]; then
     [ -z "$(state_mounts)" ] || die "refusing to delete $PAAS_STATE: something is still mounted below it"
     step "purging $PAAS_STATE, $PAAS_ETC, $PAAS_LOG and user $PAAS_USER"

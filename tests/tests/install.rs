@@ -682,6 +682,10 @@ fn install_twice_then_uninstall_purge_leaves_nothing() {
     }
     let body = demo_answer(&inst);
     assert!(body.starts_with("Hello from procfile-hello v1"), "{body:?}");
+    // The forwarding setting from before paas, for --uninstall to put back.
+    let forwarding = std::fs::read_to_string(inst.state().join("ip_forward.before"))
+        .expect("install.sh records net.ipv4.ip_forward");
+    assert!(matches!(forwarding.trim(), "0" | "1"), "{forwarding:?}");
 
     // What it installed.
     let mut bins = vec!["paasd", "paas"];
@@ -898,6 +902,18 @@ fn install_twice_then_uninstall_purge_leaves_nothing() {
 
     let gone = inst.uninstall();
     assert_nothing_left(&inst, &gone);
+    if forwarding.trim() == "0" {
+        // Put back, unless another paasd (a parallel test's) still needs it: then said so.
+        let restored = gone.stdout.contains("restored net.ipv4.ip_forward=0");
+        assert!(
+            restored || gone.stderr.contains("note: left net.ipv4.ip_forward=1"),
+            "{gone:#?}"
+        );
+        if restored {
+            let now = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("sysctl");
+            assert_eq!(now.trim(), "0");
+        }
+    }
     assert!(
         outside.path().join("keep").exists(),
         "--purge deleted through a mount"
