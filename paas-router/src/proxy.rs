@@ -135,6 +135,7 @@ pub(crate) async fn forward(
     } else {
         UpstreamBody::Client(body)
     };
+    // The head's values are slices of hyper's read buffer: let it go while we wait.
     drop(parts);
 
     let mut tried: Vec<usize> = Vec::new();
@@ -235,10 +236,7 @@ fn respond(answer: Answer, mut resp: upstream::Response, io: TcpStream) -> Respo
         request_id,
         hsts,
     } = answer;
-    let mut out = Response::new(());
-    *out.status_mut() = resp.status;
-    *out.headers_mut() = std::mem::take(&mut resp.headers);
-    let (mut parts, ()) = out.into_parts();
+    let mut parts = resp.take_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     // The version is hop-by-hop too: an HTTP/1.0 app (Python's http.server) must not make
     // hyper close the client's keep-alive connection after every response. A client that
@@ -279,10 +277,7 @@ fn switch(
         request_id,
         hsts: _,
     } = answer;
-    let mut out = Response::new(());
-    *out.status_mut() = resp.status;
-    *out.headers_mut() = std::mem::take(&mut resp.headers);
-    let (mut parts, ()) = out.into_parts();
+    let mut parts = resp.take_parts();
     let protocol = parts.headers.get(header::UPGRADE).cloned();
     headers::strip_hop_by_hop(&mut parts.headers);
     if let Some(protocol) = protocol {

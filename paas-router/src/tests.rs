@@ -138,82 +138,87 @@ impl Drop for TestUpstream {
     }
 }
 
-/// A raw upstream that answers the first request of every connection and then closes the
-/// connection when the second one arrives, without answering: the keep-alive race.
-struct FlakyUpstream {
+/// A raw TCP upstream on loopback: `serve` handles each accepted connection in a task of its
+/// own. It counts connections and stops accepting when dropped.
+struct RawUpstream {
     addr: SocketAddr,
-    requests: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
-impl FlakyUpstream {
-    async fn start() -> FlakyUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind flaky");
-        let addr = listener.local_addr().expect("flaky addr");
-        let requests = Arc::new(AtomicUsize::new(0));
+impl RawUpstream {
+    async fn start<F, Fut>(serve: F) -> RawUpstream
+    where
+        F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
         let connections = Arc::new(AtomicUsize::new(0));
-        let (r, c) = (requests.clone(), connections.clone());
+        let c = connections.clone();
         let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut stream, _)) = listener.accept().await else {
-                    return;
-                };
+            while let Ok((stream, _)) = listener.accept().await {
                 c.fetch_add(1, Ordering::SeqCst);
-                let r = r.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    if read_request(&mut stream, &mut buf).await.is_none() {
-                        return;
-                    }
-                    r.fetch_add(1, Ordering::SeqCst);
-                    let resp = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nflaky";
-                    if stream.write_all(resp).await.is_err() {
-                        return;
-                    }
-                    if read_request(&mut stream, &mut buf).await.is_some() {
-                        r.fetch_add(1, Ordering::SeqCst);
-                    }
-                    // Dropped without an answer.
-                });
+                tokio::spawn(serve(stream));
             }
         });
-        FlakyUpstream {
+        RawUpstream {
             addr,
-            requests,
             connections,
             task,
         }
     }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    fn upstream(&self, instance: &str) -> Upstream {
+        Upstream {
+            addr: self.addr,
+            instance: instance.into(),
+            release: 1,
+        }
+    }
 }
 
-impl Drop for FlakyUpstream {
+impl Drop for RawUpstream {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-/// Reads one request (headers plus a Content-Length body) from `stream`.
-async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            while buf.len() < end + 4 + len {
-                let mut chunk = [0u8; 4096];
-                let n = stream.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
-                buf.extend_from_slice(&chunk[..n]);
+/// A raw upstream that answers the first request of every connection and then closes the
+/// connection when the second one arrives, without answering: the keep-alive race.
+struct FlakyUpstream {
+    raw: RawUpstream,
+    requests: Arc<AtomicUsize>,
+}
+
+impl FlakyUpstream {
+    async fn start() -> FlakyUpstream {
+        let requests = Arc::new(AtomicUsize::new(0));
+        let r = requests.clone();
+        let raw = RawUpstream::start(move |mut stream| {
+            let r = r.clone();
+            async move {
+                let mut buf = Vec::new();
+                if read_decoded(&mut stream, &mut buf).await.is_none() {
+                    return;
+                }
+                r.fetch_add(1, Ordering::SeqCst);
+                let resp = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nflaky";
+                if stream.write_all(resp).await.is_err() {
+                    return;
+                }
+                if read_decoded(&mut stream, &mut buf).await.is_some() {
+                    r.fetch_add(1, Ordering::SeqCst);
+                }
+                // Dropped without an answer.
             }
-            buf.drain(..end + 4 + len);
-            return Some(());
-        }
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
-        buf.extend_from_slice(&chunk[..n]);
+        })
+        .await;
+        FlakyUpstream { raw, requests }
     }
 }
 
@@ -803,7 +808,7 @@ async fn router_retries_refused_and_closed_upstreams() {
         release: 1,
     };
     let flaky_up = Upstream {
-        addr: flaky.addr,
+        addr: flaky.raw.addr,
         instance: "web.8".into(),
         release: 1,
     };
@@ -836,7 +841,7 @@ async fn router_retries_refused_and_closed_upstreams() {
             "GET {i}"
         );
     }
-    assert!(flaky.connections.load(Ordering::SeqCst) >= 3);
+    assert!(flaky.raw.connections() >= 3);
 
     // A POST that reached the upstream is never sent twice: the client gets a 502.
     let posted = flaky.requests.load(Ordering::SeqCst);
@@ -1336,32 +1341,18 @@ async fn router_closes_idle_keep_alive_connections_but_not_slow_responses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn router_keeps_client_connections_alive_behind_an_http_1_0_upstream() {
     // An upstream like Python's http.server: HTTP/1.0 answers, closing after each.
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            let mut buf = Vec::new();
-            if read_request(&mut s, &mut buf).await.is_none() {
-                continue;
-            }
+    let server = RawUpstream::start(|mut s| async move {
+        let mut buf = Vec::new();
+        if read_decoded(&mut s, &mut buf).await.is_some() {
             let _ = s
                 .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
                 .await;
         }
-    });
+    })
+    .await;
     let h = Harness::start(RouterOptions::default()).await;
-    h.router.publish(table(&[(
-        "web",
-        &[],
-        vec![Upstream {
-            addr,
-            instance: "web.1".into(),
-            release: 1,
-        }],
-    )]));
+    h.router
+        .publish(table(&[("web", &[], vec![server.upstream("web.1")])]));
     let mut c = h.client().await;
     for _ in 0..3 {
         let got = c.get("web.paas.test").await;
@@ -1375,7 +1366,6 @@ async fn router_keeps_client_connections_alive_behind_an_http_1_0_upstream() {
     // An HTTP/1.0 client is still answered in 1.0.
     let got = raw(h.addr, "GET / HTTP/1.0\r\nHost: web.paas.test\r\n\r\n").await;
     assert!(got.starts_with("HTTP/1.0 200"), "{got}");
-    server.abort();
 }
 
 // ---------- the wire towards instances ----------
@@ -1390,52 +1380,29 @@ type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 /// A raw upstream that reads each request (its head, and its body by Content-Length or
 /// chunked), keeps it, and writes back what its script makes of it.
 struct Scripted {
-    addr: SocketAddr,
+    raw: RawUpstream,
     got: Received,
-    connections: Arc<AtomicUsize>,
-    task: JoinHandle<()>,
 }
 
 impl Scripted {
     async fn start(script: Script) -> Scripted {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
         let got: Received = Arc::default();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let (g, c) = (got.clone(), connections.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut s, _)) = listener.accept().await else {
-                    return;
-                };
-                c.fetch_add(1, Ordering::SeqCst);
-                let g = g.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    while let Some((head, body)) = read_decoded(&mut s, &mut buf).await {
-                        let (resp, close) = script(&head, &body);
-                        g.lock().expect("got").push((head, body));
-                        if s.write_all(&resp).await.is_err() || close {
-                            return;
-                        }
+        let g = got.clone();
+        let raw = RawUpstream::start(move |mut s| {
+            let g = g.clone();
+            async move {
+                let mut buf = Vec::new();
+                while let Some((head, body)) = read_decoded(&mut s, &mut buf).await {
+                    let (resp, close) = script(&head, &body);
+                    g.lock().expect("got").push((head, body));
+                    if s.write_all(&resp).await.is_err() || close {
+                        return;
                     }
-                });
+                }
             }
-        });
-        Scripted {
-            addr,
-            got,
-            connections,
-            task,
-        }
-    }
-
-    fn upstream(&self) -> Upstream {
-        Upstream {
-            addr: self.addr,
-            instance: "web.1".into(),
-            release: 1,
-        }
+        })
+        .await;
+        Scripted { raw, got }
     }
 
     fn got(&self) -> Vec<(String, Vec<u8>)> {
@@ -1443,13 +1410,7 @@ impl Scripted {
     }
 
     fn connections(&self) -> usize {
-        self.connections.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Scripted {
-    fn drop(&mut self) {
-        self.task.abort();
+        self.raw.connections()
     }
 }
 
@@ -1505,7 +1466,7 @@ async fn read_decoded(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, V
 async fn router_to(up: &Scripted) -> Harness {
     let h = Harness::start(RouterOptions::default()).await;
     h.router
-        .publish(table(&[("web", &[], vec![up.upstream()])]));
+        .publish(table(&[("web", &[], vec![up.raw.upstream("web.1")])]));
     h
 }
 
@@ -1678,37 +1639,25 @@ async fn a_response_without_a_length_ends_with_its_connection_and_bad_ones_are_5
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_early_answer_to_an_upload_reaches_the_client() {
     // Answers 413 as soon as it has a head, without reading the 4 MiB body.
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk).await {
-                        Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                        _ => return,
-                    }
-                }
-                let _ = s
-                    .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big\n")
-                    .await;
-                // Keep the socket (unread) open for a while, as a busy server would.
-                tokio::time::sleep(Duration::from_secs(3)).await;
-            });
+    let server = RawUpstream::start(|mut s| async move {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut chunk).await {
+                Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => return,
+            }
         }
-    });
+        let _ = s
+            .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big\n")
+            .await;
+        // Keep the socket (unread) open for a while, as a busy server would.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    })
+    .await;
     let h = Harness::start(RouterOptions::default()).await;
-    h.router.publish(table(&[(
-        "web",
-        &[],
-        vec![Upstream {
-            addr,
-            instance: "web.1".into(),
-            release: 1,
-        }],
-    )]));
+    h.router
+        .publish(table(&[("web", &[], vec![server.upstream("web.1")])]));
     let mut s = TcpStream::connect(h.addr).await.expect("connect");
     let body = vec![b'x'; 4 << 20];
     let head = format!(
@@ -1737,7 +1686,6 @@ async fn an_early_answer_to_an_upload_reaches_the_client() {
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     upload.abort();
-    server.abort();
 }
 
 // ---------- upgraded connections ----------
@@ -1746,78 +1694,52 @@ async fn an_early_answer_to_an_upload_reaches_the_client() {
 /// chunk sent back with `prefix` in front) and answers anything else with a plain 200. It
 /// keeps the heads it received.
 struct EchoUpstream {
-    addr: SocketAddr,
+    raw: RawUpstream,
     heads: Arc<Mutex<Vec<String>>>,
-    task: JoinHandle<()>,
 }
 
 impl EchoUpstream {
     async fn start(prefix: &'static str) -> EchoUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
-        let addr = listener.local_addr().expect("echo addr");
         let heads: Arc<Mutex<Vec<String>>> = Arc::default();
         let seen = heads.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let seen = seen.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let head = loop {
-                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                            buf.drain(..end + 4);
-                            break head;
-                        }
-                        let mut chunk = [0u8; 4096];
-                        match stream.read(&mut chunk).await {
-                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                            _ => return,
-                        }
-                    };
-                    seen.lock().expect("heads").push(head.clone());
-                    if !head.contains("\r\nupgrade: echo") {
-                        let _ = stream
-                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nno")
-                            .await;
-                        return;
-                    }
-                    let switch = b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n";
-                    if stream.write_all(switch).await.is_err() {
-                        return;
-                    }
-                    loop {
-                        let mut chunk = [0u8; 4096];
-                        let n = match stream.read(&mut chunk).await {
-                            Ok(n) if n > 0 => n,
-                            _ => return,
-                        };
-                        let mut out = prefix.as_bytes().to_vec();
-                        out.extend_from_slice(&chunk[..n]);
-                        if stream.write_all(&out).await.is_err() {
-                            return;
-                        }
-                    }
-                });
+        let raw = RawUpstream::start(move |mut stream| {
+            let seen = seen.clone();
+            async move {
+            let mut buf = Vec::new();
+            let Some((head, _)) = read_decoded(&mut stream, &mut buf).await else {
+                return;
+            };
+            seen.lock().expect("heads").push(head.clone());
+            if !head.contains("\r\nupgrade: echo") {
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nno")
+                    .await;
+                return;
             }
-        });
-        EchoUpstream { addr, heads, task }
+            let switch = b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n";
+            if stream.write_all(switch).await.is_err() {
+                return;
+            }
+            loop {
+                let mut chunk = [0u8; 4096];
+                let n = match stream.read(&mut chunk).await {
+                    Ok(n) if n > 0 => n,
+                    _ => return,
+                };
+                let mut out = prefix.as_bytes().to_vec();
+                out.extend_from_slice(&chunk[..n]);
+                if stream.write_all(&out).await.is_err() {
+                    return;
+                }
+            }
+            }
+        })
+        .await;
+        EchoUpstream { raw, heads }
     }
 
     fn upstream(&self, instance: &str) -> Upstream {
-        Upstream {
-            addr: self.addr,
-            instance: instance.into(),
-            release: 1,
-        }
-    }
-}
-
-impl Drop for EchoUpstream {
-    fn drop(&mut self) {
-        self.task.abort();
+        self.raw.upstream(instance)
     }
 }
 

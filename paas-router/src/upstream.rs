@@ -141,6 +141,15 @@ pub(crate) struct Response {
 }
 
 impl Response {
+    /// The status and headers as a response head for the client (HTTP/1.1; the caller
+    /// rewrites the headers).
+    pub fn take_parts(&mut self) -> hyper::http::response::Parts {
+        let mut out = hyper::Response::new(());
+        *out.status_mut() = self.status;
+        *out.headers_mut() = std::mem::take(&mut self.headers);
+        out.into_parts().0
+    }
+
     /// The body reader over `io`, the connection this response came on.
     pub fn into_body(self, io: TcpStream) -> UpstreamReader {
         let state = match self.framing {
@@ -660,30 +669,73 @@ mod tests {
 
     #[test]
     fn framing_follows_rfc_9112() {
-        let f = |raw: &str, head| response(raw, head).map(|r| (r.framing, r.keep_alive));
-        assert_eq!(
-            f("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", false).ok(),
-            Some((Framing::Length(3), true))
-        );
-        assert_eq!(
-            f("HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n", false).ok(),
-            Some((Framing::Length(3), true)),
-            "repeats of one length are one length"
-        );
-        assert!(f(
-            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
-            false
-        )
-        .is_err());
-        assert!(f("HTTP/1.1 200 OK\r\nContent-Length: +3\r\n\r\n", false).is_err());
-        assert_eq!(
-            f(
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 9\r\n\r\n",
-                false
-            )
-            .ok(),
-            Some((Framing::Chunked, true))
-        );
+        use Framing::{Chunked, Length, UntilClose};
+        const OK: &str = "HTTP/1.1 200 OK\r\n";
+        /// Framing and keep-alive; `None`: refused.
+        type Outcome = Option<(Framing, bool)>;
+        // (status line, headers, a HEAD request?, outcome)
+        let cases: &[(&str, &str, bool, Outcome)] = &[
+            (OK, "Content-Length: 3", false, Some((Length(3), true))),
+            (OK, "Content-Length: 3, 3", false, Some((Length(3), true))),
+            (OK, "Content-Length: 3\r\nContent-Length: 4", false, None),
+            (OK, "Content-Length: +3", false, None),
+            (
+                OK,
+                "Transfer-Encoding: gzip, chunked\r\nContent-Length: 9",
+                false,
+                Some((Chunked, true)),
+            ),
+            (
+                OK,
+                "Transfer-Encoding: gzip",
+                false,
+                Some((UntilClose, false)),
+            ),
+            (
+                OK,
+                "X-Nothing: about the length",
+                false,
+                Some((UntilClose, false)),
+            ),
+            (OK, "Content-Length: 3", true, Some((Framing::None, true))),
+            (
+                "HTTP/1.1 304 Not Modified\r\n",
+                "Content-Length: 3",
+                false,
+                Some((Framing::None, true)),
+            ),
+            (
+                "HTTP/1.1 204 No Content\r\n",
+                "X-A: b",
+                false,
+                Some((Framing::None, true)),
+            ),
+            (
+                "HTTP/1.0 200 OK\r\n",
+                "Content-Length: 3",
+                false,
+                Some((Length(3), false)),
+            ),
+            (
+                "HTTP/1.0 200 OK\r\n",
+                "Connection: keep-alive\r\nContent-Length: 3",
+                false,
+                Some((Length(3), true)),
+            ),
+            (
+                OK,
+                "Connection: close\r\nContent-Length: 3",
+                false,
+                Some((Length(3), false)),
+            ),
+        ];
+        for (status, headers, head, want) in cases {
+            let raw = format!("{status}{headers}\r\n\r\n");
+            let got = response(&raw, *head)
+                .ok()
+                .map(|r| (r.framing, r.keep_alive));
+            assert_eq!(&got, want, "{raw:?} (HEAD: {head})");
+        }
         let r = response(
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
             false,
@@ -691,52 +743,6 @@ mod tests {
         assert!(
             r.is_ok_and(|r| !r.headers.contains_key(header::CONTENT_LENGTH)),
             "a length beside chunked is dropped"
-        );
-        assert_eq!(
-            f("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false).ok(),
-            Some((Framing::UntilClose, false))
-        );
-        assert_eq!(
-            f("HTTP/1.1 200 OK\r\n\r\n", false).ok(),
-            Some((Framing::UntilClose, false))
-        );
-        assert_eq!(
-            f("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", true).ok(),
-            Some((Framing::None, true)),
-            "a HEAD response has no body"
-        );
-        assert_eq!(
-            f(
-                "HTTP/1.1 304 Not Modified\r\nContent-Length: 3\r\n\r\n",
-                false
-            )
-            .ok(),
-            Some((Framing::None, true))
-        );
-        assert_eq!(
-            f("HTTP/1.1 204 No Content\r\n\r\n", false).ok(),
-            Some((Framing::None, true))
-        );
-        assert_eq!(
-            f("HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\n", false).ok(),
-            Some((Framing::Length(3), false)),
-            "HTTP/1.0 closes unless it says keep-alive"
-        );
-        assert_eq!(
-            f(
-                "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\n",
-                false
-            )
-            .ok(),
-            Some((Framing::Length(3), true))
-        );
-        assert_eq!(
-            f(
-                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\n",
-                false
-            )
-            .ok(),
-            Some((Framing::Length(3), false))
         );
         assert!(matches!(
             response(
