@@ -75,6 +75,7 @@ fn main() -> anyhow::Result<()> {
                         stack: "host".into(),
                         layers: Vec::new(),
                         binds: Vec::new(),
+                        attach: None,
                         // An app uid from the default [users] range.
                         user: paas_runtime::User {
                             uid: 1_900_000_000,
@@ -136,7 +137,7 @@ fn main() -> anyhow::Result<()> {
             anyhow::Ok((times, cleaned))
         }
         .await;
-        runtime.shutdown();
+        runtime.shutdown(paas_runtime::Shutdown::StopAll);
         runtime.network().teardown().await?;
         let (times, cleaned) = measured?;
         for (exited, cleaned) in times.iter().zip(&cleaned) {

@@ -16,21 +16,60 @@ use super::proto::{FromHelper, Spec, ToHelper};
 use super::RuntimeError;
 
 pub struct Container {
-    helper: tokio::process::Child,
+    /// The helper as our child; `None` when adopted from an earlier paasd (it is not ours
+    /// to reap: the connection closing is its end).
+    helper: Option<tokio::process::Child>,
     lines: Lines<BufReader<OwnedReadHalf>>,
     writer: OwnedWriteHalf,
     /// Host pid of the container's first process (PID 1 inside), once started.
     pub pid: i32,
     /// Pid of the helper that monitors it.
     pub helper_pid: u32,
+    /// Dropped while armed (an abandoned start, a dropped request), the container is killed;
+    /// [`Container::detach`] disarms it so that it outlives paasd.
+    armed: bool,
+}
+
+/// What an adopted container's monitor said when a new paasd attached.
+#[derive(Debug, Clone)]
+pub struct Hello {
+    pub id: String,
+    pub tag: String,
+    /// Output lines the monitor dropped while no paasd listened.
+    pub dropped: u64,
+    /// False when the command ended while no paasd listened (its `Exited` follows).
+    pub running: bool,
+}
+
+const KILL_LINE: &[u8] = b"{\"signal\":{\"signal\":9}}\n";
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        if self.armed {
+            // Best effort, without blocking: the monitor kills the container and exits.
+            let _ = self.writer.try_write(KILL_LINE);
+            if let Some(h) = self.helper.as_mut() {
+                let _ = h.start_kill();
+            }
+        }
+    }
 }
 
 /// A helper process that has not been given its spec yet. Started first thing, it execs
 /// and loads while paasd prepares the instance; it waits for the spec on its stdin, and exits
 /// (killed, or at EOF) if dropped before [`Container::create`].
 pub struct Helper {
-    child: tokio::process::Child,
+    /// Taken by [`Container::create`]; killed if the helper is dropped unused.
+    child: Option<tokio::process::Child>,
     ours: std::os::unix::net::UnixStream,
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.start_kill();
+        }
+    }
 }
 
 impl Helper {
@@ -44,13 +83,15 @@ impl Helper {
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
-            // Abandoning a Container (e.g. a dropped request) must not leave its helper, and
-            // with it the container, running unsupervised.
-            .kill_on_drop(true)
+            // Not `kill_on_drop`: an instance's helper must survive paasd. An unused
+            // `Helper` and an armed `Container` kill it when dropped instead.
             .spawn()
             .map_err(RuntimeError::Helper)?;
         super::timing::mark("helper spawned");
-        Ok(Helper { child, ours })
+        Ok(Helper {
+            child: Some(child),
+            ours,
+        })
     }
 }
 
@@ -85,9 +126,10 @@ impl Spare {
         if let Some(mut helper) = spare {
             // Something killed it meanwhile: not usable. Otherwise back to normal priority
             // before it forks the container (which inherits it).
-            if matches!(helper.child.try_wait(), Ok(None))
-                && helper.child.id().is_some_and(|pid| set_nice(pid, 0))
-            {
+            let usable = helper.child.as_mut().is_some_and(|c| {
+                matches!(c.try_wait(), Ok(None)) && c.id().is_some_and(|pid| set_nice(pid, 0))
+            });
+            if usable {
                 super::timing::mark("spare taken");
                 return Ok(helper);
             }
@@ -158,28 +200,82 @@ fn set_nice(tid: u32, nice: i32) -> bool {
 
 impl Container {
     /// Gives the helper its spec; the container goes on at once (its cgroup must exist).
-    pub async fn create(helper: Helper, spec: &Spec) -> Result<Container, RuntimeError> {
-        let Helper {
-            child: mut helper,
-            ours,
-        } = helper;
-        let helper_pid = helper.id().unwrap_or(0);
+    pub async fn create(mut helper: Helper, spec: &Spec) -> Result<Container, RuntimeError> {
+        let Some(mut child) = helper.child.take() else {
+            return Err(RuntimeError::Protocol("helper already used".into()));
+        };
+        let helper_pid = child.id().unwrap_or(0);
+        let ours = helper.ours.try_clone().map_err(RuntimeError::Helper)?;
+        drop(helper);
         ours.set_nonblocking(true).map_err(RuntimeError::Helper)?;
         let stream = tokio::net::UnixStream::from_std(ours).map_err(RuntimeError::Helper)?;
         let (r, mut writer) = stream.into_split();
         let mut line = serde_json::to_vec(spec).map_err(RuntimeError::Encode)?;
         line.push(b'\n');
         if let Err(e) = writer.write_all(&line).await {
-            let _ = helper.kill().await;
+            let _ = child.kill().await;
             return Err(RuntimeError::Helper(e));
         }
         Ok(Container {
-            helper,
+            helper: Some(child),
             lines: BufReader::new(r).lines(),
             writer,
             pid: 0,
             helper_pid,
+            armed: true,
         })
+    }
+
+    /// Attaches to the monitor of a container an earlier paasd started (`stream`: connected
+    /// to its attach socket, peer `helper_pid`); the monitor answers with its [`Hello`].
+    pub async fn adopt(
+        stream: tokio::net::UnixStream,
+        helper_pid: u32,
+    ) -> Result<(Container, Hello), RuntimeError> {
+        let (r, writer) = stream.into_split();
+        let mut c = Container {
+            helper: None,
+            lines: BufReader::new(r).lines(),
+            writer,
+            pid: 0,
+            helper_pid,
+            // Until the caller decides to keep it, it is not killed by accident either.
+            armed: false,
+        };
+        let first = tokio::time::timeout(std::time::Duration::from_secs(2), c.next()).await;
+        match first {
+            Ok(Some(FromHelper::Adopted {
+                pid,
+                id,
+                tag,
+                dropped,
+                running,
+            })) => {
+                c.pid = pid;
+                c.armed = true;
+                Ok((
+                    c,
+                    Hello {
+                        id,
+                        tag,
+                        dropped,
+                        running,
+                    },
+                ))
+            }
+            Ok(other) => Err(RuntimeError::Protocol(format!(
+                "monitor {helper_pid} said {other:?} on attach"
+            ))),
+            Err(_) => Err(RuntimeError::Protocol(format!(
+                "monitor {helper_pid} did not answer on attach"
+            ))),
+        }
+    }
+
+    /// Lets go of the container without stopping it: its monitor keeps it running and
+    /// keeps its output until the next paasd attaches.
+    pub fn detach(mut self) {
+        self.armed = false;
     }
 
     /// Returns once the container runs its command.
@@ -202,7 +298,10 @@ impl Container {
     }
 
     async fn setup_failed(&mut self, got: Option<FromHelper>) -> RuntimeError {
-        let _ = self.helper.wait().await;
+        self.armed = false;
+        if let Some(h) = self.helper.as_mut() {
+            let _ = h.wait().await;
+        }
         match got {
             Some(FromHelper::Failed { stage, error }) => RuntimeError::Setup { stage, error },
             Some(other) => RuntimeError::Protocol(format!("unexpected {other:?}")),
@@ -236,11 +335,25 @@ impl Container {
             .map_err(RuntimeError::Helper)
     }
 
-    /// Reaps the helper after `Exited` (or kills it when abandoning the container).
+    /// Reaps the helper after `Exited` (or kills it when abandoning the container). An
+    /// adopted one is not our child: its connection closing is its end.
     pub async fn finish(mut self, kill: bool) {
+        self.armed = false;
         if kill {
-            let _ = self.helper.start_kill();
+            let _ = self
+                .send(&ToHelper::Signal {
+                    signal: libc::SIGKILL,
+                })
+                .await;
         }
-        let _ = self.helper.wait().await;
+        match self.helper.as_mut() {
+            Some(h) => {
+                if kill {
+                    let _ = h.start_kill();
+                }
+                let _ = h.wait().await;
+            }
+            None => while self.next().await.is_some() {},
+        }
     }
 }

@@ -24,7 +24,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
-use super::proto::{FromHelper, NetMode, Spec, Stream, ToHelper, MAX_LINE};
+use super::proto::{Attach, FromHelper, NetMode, Spec, Stream, ToHelper, MAX_LINE};
 use super::{init, net, rootfs, security, timing};
 
 /// argv[1] that selects this mode.
@@ -37,33 +37,33 @@ pub fn main() -> i32 {
     set_name("paas-spare");
     // SAFETY: fd 0 is the socketpair paasd passed as our stdin; we take ownership of it once.
     let ctrl = unsafe { UnixStream::from_raw_fd(0) };
-    let mut reader = match ctrl.try_clone() {
-        Ok(c) => BufReader::new(c),
-        Err(_) => return 2,
+    let Some(mut link) = Link::new(ctrl) else {
+        return 2;
     };
-    let mut out = Reporter(ctrl);
     let early = early();
     let mut line = String::new();
-    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+    if link.read_spec(&mut line) == 0 {
         // paasd went away (or dropped its spare): the child sees EOF on its spec pipe.
         return 2;
     }
     let spec: Spec = match serde_json::from_str(&line) {
         Ok(s) => s,
         Err(e) => {
-            out.send(&failed("read spec", e));
+            link.send(&failed("read spec", e));
             return 2;
         }
     };
     timing::mark("spec read");
     set_name("paas-helper");
-    match early.and_then(|early| run(&line, &spec, early, &mut reader, &mut out)) {
+    let code = match early.and_then(|early| run(&line, &spec, early, &mut link)) {
         Ok(()) => 0,
         Err((stage, error)) => {
-            out.send(&FromHelper::Failed { stage, error });
+            link.send(&FromHelper::Failed { stage, error });
             1
         }
-    }
+    };
+    link.close();
+    code
 }
 
 type StageError = (String, String);
@@ -79,14 +79,181 @@ fn stage<T, E: std::fmt::Display>(name: &str, r: Result<T, E>) -> Result<T, Stag
     r.map_err(|e| (name.to_string(), e.to_string()))
 }
 
-struct Reporter(UnixStream);
+/// The monitor's link to paasd: the connection it reports on (its stdin at first, then the
+/// newest paasd that attached), and, for a container that outlives paasd, the socket a
+/// later paasd attaches through and the lines kept while no paasd listens.
+struct Link {
+    reader: Option<BufReader<UnixStream>>,
+    writer: Option<UnixStream>,
+    /// Bound once the spec asks for it (`Spec::attach`).
+    listener: Option<(std::os::unix::net::UnixListener, PathBuf)>,
+    id: String,
+    tag: String,
+    /// The container's host pid, once created.
+    pid: i32,
+    /// Encoded lines no paasd has read yet, oldest first.
+    pending: std::collections::VecDeque<Vec<u8>>,
+    pending_bytes: usize,
+    /// Output lines dropped from `pending` (oldest first) to keep it bounded.
+    dropped: u64,
+    /// The container's first process has ended (`Exited` is sent or pending).
+    exited: bool,
+    /// paasd asked for SIGKILL: nobody will come back for this container's exit.
+    killed: bool,
+}
 
-impl Reporter {
-    /// Best effort: if paasd went away we keep supervising the container regardless.
+/// What a monitor keeps of the output while no paasd listens; older lines go first.
+const MAX_PENDING_BYTES: usize = 4 << 20;
+
+impl Link {
+    fn new(ctrl: UnixStream) -> Option<Link> {
+        let reader = BufReader::new(ctrl.try_clone().ok()?);
+        Some(Link {
+            reader: Some(reader),
+            writer: Some(ctrl),
+            listener: None,
+            id: String::new(),
+            tag: String::new(),
+            pid: 0,
+            pending: Default::default(),
+            pending_bytes: 0,
+            dropped: 0,
+            exited: false,
+            killed: false,
+        })
+    }
+
+    fn read_spec(&mut self, line: &mut String) -> usize {
+        match self.reader.as_mut() {
+            Some(r) => r.read_line(line).unwrap_or(0),
+            None => 0,
+        }
+    }
+
+    /// Binds the socket a later paasd attaches through. Only root can reach it: the
+    /// directory is root's alone.
+    fn listen(&mut self, attach: &Attach) -> Result<(), StageError> {
+        let _ = std::fs::remove_file(&attach.socket);
+        let l = stage(
+            "attach socket",
+            std::os::unix::net::UnixListener::bind(&attach.socket),
+        )?;
+        stage("attach socket", l.set_nonblocking(true))?;
+        self.listener = Some((l, attach.socket.clone()));
+        self.id = attach.id.clone();
+        self.tag = attach.tag.clone();
+        Ok(())
+    }
+
+    /// Best effort: with no paasd (or a broken connection) the line waits for the next one,
+    /// if this container can be attached to; otherwise it is dropped.
     fn send(&mut self, msg: &FromHelper) {
-        if let Ok(mut line) = serde_json::to_vec(msg) {
-            line.push(b'\n');
-            let _ = self.0.write_all(&line);
+        let Ok(mut line) = serde_json::to_vec(msg) else {
+            return;
+        };
+        line.push(b'\n');
+        if matches!(msg, FromHelper::Exited { .. }) {
+            self.exited = true;
+        }
+        if self.pending.is_empty() {
+            if let Some(w) = self.writer.as_mut() {
+                if w.write_all(&line).is_ok() {
+                    return;
+                }
+                self.detach();
+            }
+        }
+        if self.listener.is_none() {
+            return;
+        }
+        self.pending_bytes += line.len();
+        self.pending.push_back(line);
+        while self.pending_bytes > MAX_PENDING_BYTES && self.pending.len() > 1 {
+            if let Some(old) = self.pending.pop_front() {
+                self.pending_bytes -= old.len();
+                self.dropped += 1;
+            }
+        }
+    }
+
+    /// paasd went away: keep supervising, keep the output for the next one.
+    fn detach(&mut self) {
+        self.reader = None;
+        self.writer = None;
+    }
+
+    /// A paasd connected: it replaces the current one and gets the container's state, then
+    /// everything kept for it.
+    fn attach(&mut self, stream: UnixStream) {
+        let Ok(reader) = stream.try_clone() else {
+            return;
+        };
+        let _ = stream.set_nonblocking(false);
+        let hello = FromHelper::Adopted {
+            pid: self.pid,
+            id: self.id.clone(),
+            tag: self.tag.clone(),
+            dropped: self.dropped,
+            running: !self.exited,
+        };
+        let Ok(mut line) = serde_json::to_vec(&hello) else {
+            return;
+        };
+        line.push(b'\n');
+        let mut writer = stream;
+        if writer.write_all(&line).is_err() {
+            return;
+        }
+        self.dropped = 0;
+        self.reader = Some(BufReader::new(reader));
+        self.writer = Some(writer);
+        while let Some(front) = self.pending.front() {
+            let sent = self
+                .writer
+                .as_mut()
+                .is_some_and(|w| w.write_all(front).is_ok());
+            if !sent {
+                self.detach();
+                return;
+            }
+            if let Some(sent) = self.pending.pop_front() {
+                self.pending_bytes -= sent.len();
+            }
+        }
+    }
+
+    /// A new connection on the attach socket, if one is waiting.
+    fn accept(&mut self) {
+        let accepted = match self.listener.as_ref() {
+            Some((l, _)) => l.accept(),
+            None => return,
+        };
+        if let Ok((stream, _)) = accepted {
+            self.attach(stream);
+        }
+    }
+
+    /// After the exit: when no paasd got it, wait for the next one (unless paasd killed
+    /// the container itself), then remove the socket.
+    fn close(&mut self) {
+        if !self.pending.is_empty() && !self.killed {
+            if let Some((l, _)) = self.listener.as_ref() {
+                let _ = l.set_nonblocking(false);
+            }
+            while !self.pending.is_empty() {
+                let accepted = match self.listener.as_ref() {
+                    Some((l, _)) => l.accept(),
+                    None => break,
+                };
+                match accepted {
+                    Ok((stream, _)) => self.attach(stream),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        if let Some((_, path)) = self.listener.take() {
+            let _ = std::fs::remove_file(path);
         }
     }
 }
@@ -175,13 +342,7 @@ fn early() -> Result<Early, StageError> {
 }
 
 /// Hands the spec (`line`, as read) to the child made early, and monitors the container.
-fn run(
-    line: &str,
-    spec: &Spec,
-    early: Early,
-    ctrl_in: &mut BufReader<UnixStream>,
-    out: &mut Reporter,
-) -> Result<(), StageError> {
+fn run(line: &str, spec: &Spec, early: Early, out: &mut Link) -> Result<(), StageError> {
     let Early {
         child,
         pipes,
@@ -200,8 +361,14 @@ fn run(
         let _ = waitpid(child, None);
         return Err(("spec".into(), e.to_string()));
     }
+    if let Some(attach) = &spec.attach {
+        out.listen(attach).inspect_err(|_| {
+            let _ = kill(child, Signal::SIGKILL);
+            let _ = waitpid(child, None);
+        })?;
+    }
     let netns = (spec.net != NetMode::Host).then_some(netns);
-    monitor(spec, child, ctrl_in, out, pipes, netns)
+    monitor(spec, child, out, pipes, netns)
 }
 
 struct Pipes {
@@ -216,8 +383,7 @@ struct Pipes {
 fn monitor(
     spec: &Spec,
     child: Pid,
-    ctrl_in: &mut BufReader<UnixStream>,
-    out: &mut Reporter,
+    out: &mut Link,
     pipes: Pipes,
     mut netns: Option<Netns>,
 ) -> Result<(), StageError> {
@@ -260,6 +426,7 @@ fn monitor(
     // last process, where it would delay the exit status by milliseconds, to the exit of this
     // monitor right after it reported it. Best effort: without it the teardown just comes first.
     let _mounts = std::fs::File::open(format!("/proc/{}/ns/mnt", child.as_raw())).ok();
+    out.pid = child.as_raw();
     out.send(&FromHelper::Created {
         pid: child.as_raw(),
     });
@@ -278,7 +445,7 @@ fn monitor(
         .map_err(abort)?;
     timing::mark("monitor: exec seen");
     out.send(&FromHelper::Started);
-    pump(child, ctrl_in, out, pipes.stdout, pipes.stderr);
+    pump(child, out, pipes.stdout, pipes.stderr);
     let status = loop {
         match waitpid(child, None) {
             Err(nix::errno::Errno::EINTR) => continue,
@@ -351,31 +518,29 @@ fn child_error(err: &mut std::fs::File) -> StageError {
 }
 
 /// Forwards output lines until both pipes close (the whole pid namespace is gone by then:
-/// PID 1 exiting kills the rest) and relays signals paasd asks for.
-fn pump(
-    child: Pid,
-    ctrl_in: &mut BufReader<UnixStream>,
-    out: &mut Reporter,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
-) {
+/// PID 1 exiting kills the rest), relays signals paasd asks for, and lets a new paasd attach.
+fn pump(child: Pid, link: &mut Link, stdout: OwnedFd, stderr: OwnedFd) {
+    const CTRL: usize = 2;
+    const ATTACH: usize = 3;
     let mut bufs = [Vec::new(), Vec::new()];
     let mut open = [Some(stdout), Some(stderr)];
-    let mut ctrl_open = true;
     let streams = [Stream::Stdout, Stream::Stderr];
     while open.iter().any(Option::is_some) {
-        let ctrl_fd = ctrl_in.get_ref().as_fd();
-        let mut fds: Vec<PollFd> = Vec::with_capacity(3);
-        let mut which: Vec<usize> = Vec::with_capacity(3);
+        let mut fds: Vec<PollFd> = Vec::with_capacity(4);
+        let mut which: Vec<usize> = Vec::with_capacity(4);
         for (i, fd) in open.iter().enumerate() {
             if let Some(fd) = fd {
                 fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
                 which.push(i);
             }
         }
-        if ctrl_open {
-            fds.push(PollFd::new(ctrl_fd, PollFlags::POLLIN));
-            which.push(2);
+        if let Some(r) = link.reader.as_ref() {
+            fds.push(PollFd::new(r.get_ref().as_fd(), PollFlags::POLLIN));
+            which.push(CTRL);
+        }
+        if let Some((l, _)) = link.listener.as_ref() {
+            fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+            which.push(ATTACH);
         }
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
@@ -390,12 +555,20 @@ fn pump(
             .collect();
         drop(fds);
         for w in ready {
-            if w == 2 {
+            if w == ATTACH {
+                link.accept();
+                continue;
+            }
+            if w == CTRL {
                 let mut line = String::new();
-                match ctrl_in.read_line(&mut line) {
-                    Ok(n) if n > 0 => {
+                let read = link.reader.as_mut().map(|r| r.read_line(&mut line));
+                match read {
+                    Some(Ok(n)) if n > 0 => {
                         if let Ok(ToHelper::Signal { signal }) = serde_json::from_str(&line) {
                             if let Ok(sig) = Signal::try_from(signal) {
+                                if sig == Signal::SIGKILL {
+                                    link.killed = true;
+                                }
                                 // To the container's init, which passes the stop signals on
                                 // to every process inside (once each); SIGKILL takes the init
                                 // and with it the whole namespace.
@@ -403,8 +576,8 @@ fn pump(
                             }
                         }
                     }
-                    // paasd went away: keep supervising, stop listening.
-                    _ => ctrl_open = false,
+                    // paasd went away: keep supervising, keep the output for the next one.
+                    _ => link.detach(),
                 }
                 continue;
             }
@@ -412,12 +585,12 @@ fn pump(
             let mut chunk = [0u8; 8192];
             match nix::unistd::read(fd, &mut chunk) {
                 Ok(0) | Err(_) => {
-                    flush(out, streams[w], &mut bufs[w], true);
+                    flush(link, streams[w], &mut bufs[w], true);
                     open[w] = None;
                 }
                 Ok(n) => {
                     bufs[w].extend_from_slice(&chunk[..n]);
-                    flush(out, streams[w], &mut bufs[w], false);
+                    flush(link, streams[w], &mut bufs[w], false);
                 }
             }
         }
@@ -425,7 +598,7 @@ fn pump(
 }
 
 /// Sends every complete line in `buf` (and the rest when `eof`), splitting overlong ones.
-fn flush(out: &mut Reporter, stream: Stream, buf: &mut Vec<u8>, eof: bool) {
+fn flush(out: &mut Link, stream: Stream, buf: &mut Vec<u8>, eof: bool) {
     loop {
         let cut = match buf.iter().position(|b| *b == b'\n') {
             Some(i) if i <= MAX_LINE => Some((i, 1)),

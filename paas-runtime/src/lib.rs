@@ -10,6 +10,7 @@ pub mod container;
 pub mod heap;
 pub mod helper;
 pub mod init;
+pub mod listen_fds;
 pub mod net;
 pub mod proto;
 mod rootfs;
@@ -17,11 +18,12 @@ mod security;
 pub mod stack;
 pub mod timing;
 
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub use container::Container;
+pub use container::{Container, Hello};
 pub use proto::{FromHelper, NetMode, Stream};
 
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +85,34 @@ pub struct RunSpec {
     pub binds: Vec<proto::Bind>,
     /// Who the processes run as; never root.
     pub user: User,
+    /// Set for a container that outlives paasd (an app instance): the next paasd gets it back
+    /// from [`Runtime::recover`] with this tag. `None`: it dies with paasd (builds, one-offs).
+    pub attach: Option<String>,
 }
+
+/// How paasd leaves its containers when it stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Everything stops and every cgroup goes (`systemctl stop`, uninstall).
+    StopAll,
+    /// Containers started with [`RunSpec::attach`] keep running for the next paasd (a
+    /// restart or an upgrade); everything else stops.
+    Detach,
+}
+
+/// A container an earlier paasd started, attached again by [`Runtime::recover`].
+pub struct Adopted {
+    pub instance: Instance,
+    /// [`RunSpec::attach`] as given.
+    pub tag: String,
+    /// Output lines its monitor dropped while no paasd listened.
+    pub dropped: u64,
+    /// False when its command ended meanwhile: the next event is its `Exited`.
+    pub running: bool,
+}
+
+/// Helpers whose containers outlive paasd, by helper pid: their cgroup names.
+type Attached = Arc<std::sync::Mutex<std::collections::HashMap<u32, String>>>;
 
 pub struct Runtime {
     /// The state dir, canonical: the helpers of this paasd carry it in their argv.
@@ -97,6 +126,9 @@ pub struct Runtime {
     network: net::Network,
     seq: AtomicU64,
     spare: container::Spare,
+    /// Where monitors of containers that outlive paasd listen (root's alone).
+    monitors: PathBuf,
+    attached: Attached,
 }
 
 /// A started container plus the cgroup it owns; [`Instance::finish`] reaps the one and
@@ -105,6 +137,8 @@ pub struct Instance {
     pub id: String,
     pub container: Container,
     cgroup: Option<cgroups::Cgroup>,
+    /// Set when it outlives paasd: where it is registered until it ends.
+    attached: Option<Attached>,
 }
 
 impl Runtime {
@@ -126,6 +160,18 @@ impl Runtime {
             path: state_dir.to_path_buf(),
             source,
         })?;
+        let monitors = state_dir.join("monitors");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&monitors)
+            .and_then(|()| {
+                std::fs::set_permissions(&monitors, std::fs::Permissions::from_mode(0o700))
+            })
+            .map_err(|source| RuntimeError::Io {
+                path: monitors.clone(),
+                source,
+            })?;
         let rt = Runtime {
             spare: container::Spare::new(owner.clone()),
             cgroups: cgroups::Cgroups::detect(cgroup_parent)?,
@@ -147,24 +193,109 @@ impl Runtime {
             },
             network,
             seq: AtomicU64::new(0),
+            monitors,
+            attached: Arc::default(),
         };
         reap_legacy_helpers(state_dir);
-        rt.reap_leftovers();
         Ok(rt)
     }
 
-    /// Kills the helpers a previous paasd on this state dir left (their containers die with
-    /// them: the container's parent-death signal is SIGKILL), and removes its cgroups.
-    fn reap_leftovers(&self) {
+    /// At start, once: attaches to every container an earlier paasd on this state dir left
+    /// running for it (a monitor answering on its attach socket, whose peer is a helper of
+    /// this state dir and whose container is in the cgroup it names), and removes everything
+    /// else it left: other helpers (builds, one-offs, spares: their containers die with them),
+    /// their cgroups, stale sockets. The caller keeps or finishes what it gets.
+    pub async fn recover(&self) -> Vec<Adopted> {
+        let mut adopted = Vec::new();
+        let entries: Vec<PathBuf> = std::fs::read_dir(&self.monitors)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        for path in entries {
+            match self.adopt(&path).await {
+                Ok(a) => adopted.push(a),
+                Err(e) => {
+                    tracing::info!(socket = %path.display(), error = %e, "not adopting a leftover monitor");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let keep: std::collections::HashMap<u32, String> = adopted
+            .iter()
+            .map(|a| (a.instance.container.helper_pid, a.instance.id.clone()))
+            .collect();
+        self.reap_except(&keep);
+        adopted
+    }
+
+    async fn adopt(&self, path: &Path) -> Result<Adopted, RuntimeError> {
+        let io = |source| RuntimeError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let stream = std::os::unix::net::UnixStream::connect(path).map_err(io)?;
+        let cred =
+            nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+                .map_err(|e| io(e.into()))?;
+        let helper_pid = u32::try_from(cred.pid()).unwrap_or(0);
+        if cred.uid() != 0 || !is_helper(cred.pid(), Some(&self.owner)) {
+            return Err(RuntimeError::Protocol(format!(
+                "the peer (pid {}, uid {}) is not a helper of this state dir",
+                cred.pid(),
+                cred.uid()
+            )));
+        }
+        stream.set_nonblocking(true).map_err(io)?;
+        let stream = tokio::net::UnixStream::from_std(stream).map_err(io)?;
+        let (container, hello) = Container::adopt(stream, helper_pid).await?;
+        let cgroup = self.cgroups.open(&hello.id);
+        if hello.running && !in_cgroup(container.pid, &hello.id) {
+            let pid = container.pid;
+            container.finish(true).await;
+            return Err(RuntimeError::Protocol(format!(
+                "pid {pid} is not in cgroup {}",
+                hello.id
+            )));
+        }
+        self.attached
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(helper_pid, hello.id.clone());
+        tracing::info!(id = %hello.id, pid = container.pid, helper_pid, running = hello.running, "adopted a container");
+        Ok(Adopted {
+            instance: Instance {
+                id: hello.id,
+                container,
+                cgroup,
+                attached: Some(Arc::clone(&self.attached)),
+            },
+            tag: hello.tag,
+            dropped: hello.dropped,
+            running: hello.running,
+        })
+    }
+
+    /// Kills every helper of this state dir but `keep`'s (their containers die with them:
+    /// the container's parent-death signal is SIGKILL) and removes every cgroup but theirs.
+    fn reap_except(&self, keep: &std::collections::HashMap<u32, String>) {
+        let kept = |pid: i32| keep.contains_key(&u32::try_from(pid).unwrap_or(0));
         for pid in helpers_of(&self.owner) {
+            // A container's init is a fork of its helper (same argv): it goes with its monitor.
+            if kept(pid) || parent_of(pid).is_some_and(kept) {
+                continue;
+            }
             tracing::info!(pid, "killing leftover container helper");
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        // Nothing is adopted yet: every cgroup under our parent belongs to a dead paasd.
         for name in self.cgroups.list().unwrap_or_default() {
+            if keep.values().any(|id| *id == name) {
+                continue;
+            }
             if let Some(cg) = self.cgroups.open(&name) {
                 tracing::info!(cgroup = %name, "removing leftover cgroup");
                 if let Err(e) = cg.destroy() {
@@ -186,14 +317,24 @@ impl Runtime {
     }
 
     /// Called when paasd stops: the spare helper goes, and containers still running (a `paas
-    /// run` whose client is still attached, a build) are killed and their cgroups and dirs
-    /// removed, then our cgroup parent. Nothing is adopted across restarts yet, so nothing
-    /// may outlive paasd.
-    pub fn shutdown(&self) {
+    /// run` whose client is still attached, a build) are killed and their cgroups removed.
+    /// With [`Shutdown::StopAll`] that is every container, then our cgroup parent; with
+    /// [`Shutdown::Detach`] the attachable ones the caller detached stay.
+    pub fn shutdown(&self, mode: Shutdown) {
         self.spare.clear();
-        self.reap_leftovers();
-        if let Err(e) = self.cgroups.remove_parent() {
-            tracing::warn!(error = %e, "could not remove the cgroup parent");
+        let keep = match mode {
+            Shutdown::StopAll => Default::default(),
+            Shutdown::Detach => self
+                .attached
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        };
+        self.reap_except(&keep);
+        if mode == Shutdown::StopAll {
+            if let Err(e) = self.cgroups.remove_parent() {
+                tracing::warn!(error = %e, "could not remove the cgroup parent");
+            }
         }
     }
 
@@ -289,7 +430,16 @@ impl Runtime {
                 // The helper makes the veth pair and configures eth0 itself.
                 Networking::Bridge(ip) => NetMode::Veth(self.network.veth(ip, &host_if)?),
             },
+            attach: spec.attach.map(|tag| proto::Attach {
+                // Short: a socket path has at most 107 bytes.
+                socket: self
+                    .monitors
+                    .join(format!("{:x}-{n:x}", std::process::id())),
+                id: id.clone(),
+                tag,
+            }),
         };
+        let attachable = full.attach.is_some();
         // The helper goes on at once with its spec, so the cgroup comes first: about 0.15
         // ms, against a round trip to the helper and back (create, then start) of 0.3 ms.
         scratch.cgroup = Some(self.cgroups.create(&id, &spec.limits)?);
@@ -299,10 +449,18 @@ impl Runtime {
         timing::mark("started");
         self.spare.refill();
         let cgroup = scratch.keep();
+        let attached = attachable.then(|| {
+            self.attached
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(container.helper_pid, id.clone());
+            Arc::clone(&self.attached)
+        });
         Ok(Instance {
             id,
             container,
             cgroup,
+            attached,
         })
     }
 }
@@ -357,10 +515,21 @@ impl Instance {
         self.cgroup.as_ref().and_then(|c| c.stats().ok())
     }
 
+    /// Lets the container run on without paasd (see [`Shutdown::Detach`]); its cgroup stays.
+    pub fn detach(self) {
+        self.container.detach();
+    }
+
     /// Reaps the helper, kills what is left in the cgroup and removes it.
     /// The container's mounts lived only in its own mount namespace and went with it.
     pub async fn finish(mut self, kill: bool) {
+        let helper_pid = self.container.helper_pid;
         self.container.finish(kill).await;
+        if let Some(a) = self.attached.take() {
+            a.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&helper_pid);
+        }
         timing::mark("helper reaped");
         let cgroup = self.cgroup.take();
         let _ = tokio::task::spawn_blocking(move || {
@@ -421,6 +590,26 @@ fn is_helper(pid: i32, owner: Option<&Path>) -> bool {
     let mut args = cmdline.split(|b| *b == 0).skip(1);
     args.next() == Some(helper::HELPER_ARG.as_bytes())
         && owner.is_none_or(|o| args.next() == Some(o.as_os_str().as_encoded_bytes()))
+}
+
+/// The parent pid of `pid`, from /proc.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// True if `pid` is in the cgroup named `id` (its last path component, in any hierarchy).
+fn in_cgroup(pid: i32, id: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.rsplit('/').next().is_some_and(|last| last == id))
+    })
 }
 
 /// The /etc files every container gets, by name under /etc.

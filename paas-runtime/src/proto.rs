@@ -24,6 +24,22 @@ pub struct Spec {
     /// (see `Cgroup::self_join_files`); they exist once the container may start.
     pub cgroup_procs: Vec<PathBuf>,
     pub net: NetMode,
+    /// Set for containers that outlive paasd (app instances): the monitor listens here for
+    /// the next paasd once this one is gone, and buffers output meanwhile.
+    #[serde(default)]
+    pub attach: Option<Attach>,
+}
+
+/// How a later paasd finds and re-attaches to a container's monitor.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Attach {
+    /// A Unix socket path in a root-only directory; the newest connection is the monitor's
+    /// paasd.
+    pub socket: PathBuf,
+    /// The runtime's name of the container (its cgroup).
+    pub id: String,
+    /// Opaque to the runtime: what the caller needs to know the container again.
+    pub tag: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -141,6 +157,16 @@ pub enum FromHelper {
     },
     /// Setting the container up failed at `stage`; nothing was exec'd.
     Failed { stage: String, error: String },
+    /// The first line on a re-attached connection: the container (`pid`, its host pid; the
+    /// spec's `tag`), how many output lines were dropped while no paasd listened, and
+    /// whether the command is still running. The buffered lines (and `Exited`) follow.
+    Adopted {
+        pid: i32,
+        id: String,
+        tag: String,
+        dropped: u64,
+        running: bool,
+    },
 }
 
 /// paasd -> helper.

@@ -118,19 +118,49 @@ impl Addresses {
         }
     }
 
-    /// At start: no instance is running yet, so every address on record is free again.
-    pub async fn release_all(&self) -> Result<usize, AddressError> {
+    /// At start: every address on record but those of the instances adopted from the last
+    /// paasd (`keep`, by instance key) is free again.
+    pub async fn release_all_except(
+        &self,
+        keep: &std::collections::HashSet<String>,
+    ) -> Result<usize, AddressError> {
+        let keep = keep.clone();
         let n = self
             .store
-            .tx(|tx| {
+            .tx(move |tx| {
                 let rows = store::addresses::list(tx)?;
-                for row in &rows {
+                let mut n = 0;
+                for row in rows.iter().filter(|r| !keep.contains(&r.instance)) {
                     store::addresses::release(tx, &row.instance)?;
+                    n += 1;
                 }
-                Ok::<_, StoreError>(rows.len())
+                Ok::<_, StoreError>(n)
             })
             .await?;
         Ok(n)
+    }
+
+    /// An adopted instance keeps the address it holds: back in its group (the policy table
+    /// was rewritten at start) and on record.
+    pub async fn adopt(
+        &self,
+        instance: &str,
+        ip: Ipv4Addr,
+        group: u32,
+    ) -> Result<(), AddressError> {
+        let (key, subnet) = (instance.to_string(), self.subnet);
+        let held = self.store.tx(move |tx| allocate(tx, &key, &subnet)).await?;
+        if held != ip {
+            tracing::warn!(%instance, %ip, %held, "an adopted instance's address was not on record");
+        }
+        if let Some(rt) = &self.runtime {
+            rt.network().admit(ip, group).await?;
+            self.members
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(instance.to_string(), (ip, group));
+        }
+        Ok(())
     }
 }
 
@@ -284,7 +314,12 @@ mod tests {
         let third = a.allocate("web.3", None).await.expect("c").ip;
         assert_eq!(third, ip("10.213.0.4"), "the first two are still taken");
         assert_eq!(a.allocate("web.1", None).await.expect("again").ip, first);
-        assert_eq!(a.release_all().await.expect("release all"), 3);
+        assert_eq!(
+            a.release_all_except(&Default::default())
+                .await
+                .expect("release all"),
+            3
+        );
         assert_eq!(
             a.allocate("web.9", None).await.expect("fresh").ip,
             ip("10.213.0.2")

@@ -41,6 +41,7 @@ use std::time::Instant;
 use nix::fcntl::{Flock, FlockArg};
 
 pub use config::{Config, Overrides};
+pub use paas_runtime::Shutdown;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -85,9 +86,14 @@ pub enum DaemonError {
     Apps(#[from] apps::AppError),
 }
 
-/// Runs the daemon until `shutdown` resolves, then drains requests and returns.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+/// Runs the daemon until `shutdown` resolves, then drains requests and returns. What it
+/// resolves to says whether the app instances stop too or run on for the next paasd.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = Shutdown>,
+) -> Result<(), DaemonError> {
     let _lock = prepare_state_dir(&config)?;
+    let mut inherited = Inherited::take(&config);
     app_users::check_range(
         std::path::Path::new("/etc"),
         config.users.first_uid,
@@ -143,15 +149,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     );
     // A deep accept backlog: hundreds of clients connecting at once must not overflow it.
     // Bound before the network is set up: the policy publishes the port it got.
-    let http = paas_router::bind(config.http).map_err(|source| DaemonError::Http {
-        addr: config.http,
-        source,
-    })?;
+    let http = match inherited.http.take() {
+        Some(l) => l,
+        None => paas_router::bind(config.http).map_err(|source| DaemonError::Http {
+            addr: config.http,
+            source,
+        })?,
+    };
     let router_addr = http.local_addr().ok();
-    let https = config
-        .https
-        .map(|addr| paas_router::bind(addr).map_err(|source| DaemonError::Http { addr, source }))
-        .transpose()?;
+    let https = match (inherited.https.take(), config.https) {
+        (Some(l), _) => Some(l),
+        (None, Some(addr)) => {
+            Some(paas_router::bind(addr).map_err(|source| DaemonError::Http { addr, source })?)
+        }
+        (None, None) => None,
+    };
     let router_tls_addr = https.as_ref().and_then(|l| l.local_addr().ok());
     let network = paas_runtime::net::Network::setup(paas_runtime::net::NetConfig {
         bridge: config.bridge.clone(),
@@ -182,10 +194,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     })??;
     tracing::info!(cgroups = runtime.cgroup_kind(), "container runtime ready");
     let runtime = Arc::new(runtime);
-    // No instance is adopted yet, so every address on record belongs to a dead container.
+    // Addresses on record stay taken until the supervisor has adopted what still runs.
     let addresses =
         addresses::Addresses::new(store.clone(), subnet).with_policy(Arc::clone(&runtime));
-    addresses.release_all().await?;
     if !config.buildpacks_dir.is_dir() {
         tracing::warn!(dir = %config.buildpacks_dir.display(), "built-in buildpacks not found; builds need buildpacks_dir");
     }
@@ -391,13 +402,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         started: Instant::now(),
     });
 
-    let (listener, socket_guard) = api::socket::bind(&config.socket, &config.socket_group)?;
-    let listener = tokio::net::UnixListener::from_std(listener).map_err(|source| {
-        api::socket::SocketError::Io {
+    // An inherited socket belongs to whoever handed it over: its file stays when we exit.
+    let (listener, socket_guard) = match inherited.api.take() {
+        Some(l) => (l, None),
+        None => {
+            let (l, guard) = api::socket::bind(&config.socket, &config.socket_group)?;
+            (l, Some(guard))
+        }
+    };
+    let listener = listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixListener::from_std(listener))
+        .map_err(|source| api::socket::SocketError::Io {
             path: config.socket.clone(),
             source,
-        }
-    })?;
+        })?;
     tracing::info!(socket = %config.socket.display(), state_dir = %config.state_dir.display(), "paasd ready");
     // Both listeners are bound, so connections queue from here on: tell systemd (Type=notify).
     notify::ready(&format!(
@@ -405,19 +424,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         config.socket.display(),
         router_addr.map_or_else(|| config.http.to_string(), |a| a.to_string())
     ));
-    // Containers go first when the signal comes: attached `paas run` streams then end with
-    // their exit instead of holding the drain open for its whole timeout.
-    let stopping = Arc::clone(&runtime);
-    let stopping_sup = supervisor.clone();
-    let followed = logs.clone();
-    let shutdown = async move {
-        shutdown.await;
-        notify::stopping("stopping: draining requests and stopping instances");
-        // `logs --follow` streams end too, or they would hold the drain open.
-        followed.close_followers();
-        stopping_sup.shutdown().await;
-        let _ = tokio::task::spawn_blocking(move || stopping.shutdown()).await;
-    };
+    // What the last paasd left running is taken back (and routed once ready) before the
+    // router accepts a connection: those queued meanwhile go to instances that answer.
+    let adopted = runtime.recover().await;
+    if !adopted.is_empty() {
+        let found = adopted.len();
+        let kept = supervisor.adopt(adopted).await;
+        tracing::info!(
+            found,
+            kept,
+            "adopted the instances the last paasd left running"
+        );
+    } else {
+        supervisor.adopt(Vec::new()).await;
+    }
     {
         let supervisor = supervisor.clone();
         tokio::spawn(async move { supervisor.start_all().await });
@@ -445,21 +465,141 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let router = Arc::clone(&router);
         memory::watch(move || router.connections().open)
     });
+    let mode = Arc::new(std::sync::OnceLock::new());
+    let router_done = Arc::new(tokio::sync::Mutex::new(Some(RouterTasks {
+        stop: [Some(router_stop), Some(tls_stop)],
+        tasks: std::iter::once(router_task).chain(tls_task).collect(),
+    })));
+    let shutdown = {
+        let (runtime, supervisor, logs, mode, router_done) = (
+            Arc::clone(&runtime),
+            supervisor.clone(),
+            logs.clone(),
+            Arc::clone(&mode),
+            Arc::clone(&router_done),
+        );
+        async move {
+            let how = shutdown.await;
+            let _ = mode.set(how);
+            // `logs --follow` streams end too, or they would hold the drain open.
+            logs.close_followers();
+            match how {
+                Shutdown::StopAll => {
+                    notify::stopping("stopping: draining requests and stopping instances");
+                    // Containers go first: attached `paas run` streams then end with their
+                    // exit instead of holding the drain open for its whole timeout.
+                    supervisor.shutdown().await;
+                }
+                Shutdown::Detach => {
+                    notify::stopping("restarting: apps keep running for the next paasd");
+                    // Requests in flight finish on instances that still run; then the
+                    // instances are let go, and connections queue for the next paasd.
+                    if let Some(r) = router_done.lock().await.take() {
+                        r.finish().await;
+                    }
+                    supervisor.detach().await;
+                }
+            }
+            let _ = tokio::task::spawn_blocking(move || runtime.shutdown(how)).await;
+        }
+    };
     tracing::info!(http = ?router_addr, https = ?router_tls_addr, "router listening");
     api::serve(listener, state, shutdown).await;
-    let _ = router_stop.send(());
-    let _ = tls_stop.send(());
-    if let Some(t) = tls_task {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+    if let Some(r) = router_done.lock().await.take() {
+        r.finish().await;
     }
     trimmer.abort();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), router_task).await;
     drop(socket_guard);
     // Again: a request that raced the signal may have started one more.
-    runtime.shutdown();
+    runtime.shutdown(mode.get().copied().unwrap_or(Shutdown::StopAll));
     logs.flush().await;
     tracing::info!("paasd stopped");
     Ok(())
+}
+
+/// The router's accept loops and how to stop them.
+struct RouterTasks {
+    stop: [Option<tokio::sync::oneshot::Sender<()>>; 2],
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RouterTasks {
+    /// Stops accepting; requests in flight get 5 s to finish.
+    async fn finish(mut self) {
+        for s in self.stop.iter_mut().filter_map(Option::take) {
+            let _ = s.send(());
+        }
+        let all = futures_join(self.tasks);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), all).await;
+    }
+}
+
+async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+/// The listening sockets handed over at start (see `paas_runtime::listen_fds`), matched to
+/// what the config says by address: they are used instead of binding.
+#[derive(Default)]
+struct Inherited {
+    api: Option<std::os::unix::net::UnixListener>,
+    http: Option<tokio::net::TcpListener>,
+    https: Option<tokio::net::TcpListener>,
+}
+
+impl Inherited {
+    fn take(config: &Config) -> Inherited {
+        let mut got = Inherited::default();
+        for l in paas_runtime::listen_fds::take() {
+            match l {
+                paas_runtime::listen_fds::Listener::Unix(u) => {
+                    let path = u
+                        .local_addr()
+                        .ok()
+                        .and_then(|a| a.as_pathname().map(PathBuf::from));
+                    if path.as_deref() == Some(config.socket.as_path()) && got.api.is_none() {
+                        tracing::info!(socket = %config.socket.display(), "using the inherited API socket");
+                        got.api = Some(u);
+                    } else {
+                        tracing::warn!(
+                            ?path,
+                            "an inherited Unix socket is not the configured API socket; closed"
+                        );
+                    }
+                }
+                paas_runtime::listen_fds::Listener::Tcp(t) => {
+                    let addr = t.local_addr().ok();
+                    let is = |want: Option<std::net::SocketAddr>| matches!((addr, want), (Some(a), Some(w)) if a == w || (w.ip().is_unspecified() && a.port() == w.port()));
+                    let slot = if is(Some(config.http)) && got.http.is_none() {
+                        &mut got.http
+                    } else if is(config.https) && got.https.is_none() {
+                        &mut got.https
+                    } else {
+                        tracing::warn!(
+                            ?addr,
+                            "an inherited TCP socket matches neither --http nor --https; closed"
+                        );
+                        continue;
+                    };
+                    match t
+                        .set_nonblocking(true)
+                        .and_then(|()| tokio::net::TcpListener::from_std(t))
+                    {
+                        Ok(l) => {
+                            tracing::info!(?addr, "using an inherited listening socket");
+                            *slot = Some(l);
+                        }
+                        Err(e) => {
+                            tracing::warn!(?addr, error = %e, "cannot use an inherited socket")
+                        }
+                    }
+                }
+            }
+        }
+        got
+    }
 }
 
 /// Creates the state dir and takes its exclusive lock (held for the daemon's lifetime), so

@@ -1,4 +1,6 @@
 //! `paasd` binary: parse flags, initialise logging, wait for SIGTERM/SIGINT, call [`paasd::run`].
+//! SIGTERM is a restart: apps keep running for the next paasd (unless systemd is stopping
+//! the unit, not restarting it); SIGINT stops everything.
 
 #![forbid(unsafe_code)]
 
@@ -45,15 +47,82 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+/// Resolves on the first SIGTERM or SIGINT, with what becomes of the app instances.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = paasd::Shutdown>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     Ok(async move {
         tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("SIGINT received"),
+            _ = term.recv() => {
+                if systemd_is_stopping().await {
+                    tracing::info!("SIGTERM received: systemd stops paasd; stopping the apps too");
+                    paasd::Shutdown::StopAll
+                } else {
+                    tracing::info!("SIGTERM received: restarting; the apps keep running");
+                    paasd::Shutdown::Detach
+                }
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT received: stopping paasd and the apps");
+                paasd::Shutdown::StopAll
+            }
         }
     })
+}
+
+/// Under systemd, SIGTERM comes for `systemctl stop` (and at shutdown) as for `systemctl
+/// restart`; only the job queued for our unit tells them apart ("stop" or "restart"). Not
+/// under systemd, or unable to ask: false (a restart keeps the apps; SIGINT stops them).
+async fn systemd_is_stopping() -> bool {
+    if std::env::var_os("INVOCATION_ID").is_none() {
+        return false;
+    }
+    let Some(unit) = own_unit() else {
+        return false;
+    };
+    let asked = tokio::process::Command::new("systemctl")
+        .args(["list-jobs", "--no-legend", "--plain", "--full", &unit])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output();
+    match tokio::time::timeout(std::time::Duration::from_secs(3), asked).await {
+        Ok(Ok(out)) => job_is_stop(&String::from_utf8_lossy(&out.stdout), &unit),
+        _ => false,
+    }
+}
+
+/// The systemd unit whose cgroup this process is in (`paasd.service`).
+fn own_unit() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    text.lines()
+        .flat_map(|l| l.split('/'))
+        .rfind(|c| c.ends_with(".service"))
+        .map(str::to_string)
+}
+
+/// `systemctl list-jobs` lines are `ID UNIT TYPE STATE`.
+fn job_is_stop(listing: &str, unit: &str) -> bool {
+    listing.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() >= 3 && f[1] == unit && f[2] == "stop"
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_a_stop_job_stops_the_apps() {
+        let unit = "paasd.service";
+        assert!(super::job_is_stop("123 paasd.service stop running\n", unit));
+        assert!(!super::job_is_stop(
+            "124 paasd.service restart running\n",
+            unit
+        ));
+        assert!(!super::job_is_stop(
+            "125 other.service stop running\n",
+            unit
+        ));
+        assert!(!super::job_is_stop("", unit));
+    }
 }

@@ -136,6 +136,8 @@ impl OneOffs {
                 layers: o.layers,
                 binds: Vec::new(),
                 user: crate::launch::user(o.identity.uid),
+                // Dies with paasd: nobody would take it back.
+                attach: None,
             })
             .await;
         let mut instance = match started {

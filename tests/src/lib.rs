@@ -147,6 +147,18 @@ pub struct Daemon {
     /// The router's plain-HTTP and HTTPS ports (0: any free one).
     http_port: u16,
     https_port: u16,
+    /// Listening sockets this test keeps across paasd restarts, as systemd's socket units do.
+    held: Option<Held>,
+    /// Runs this paasd binary instead of the built one (an upgrade).
+    binary: Option<PathBuf>,
+}
+
+/// The API socket and the router's listeners, bound by the test and handed to every paasd it
+/// starts (`LISTEN_FDS`), so connections made while paasd restarts wait in their queues.
+struct Held {
+    api: std::os::unix::net::UnixListener,
+    http: std::net::TcpListener,
+    https: std::net::TcpListener,
 }
 
 static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -192,9 +204,37 @@ impl Daemon {
                 % 250,
             http_port,
             https_port,
+            held: None,
+            binary: None,
         };
         d.restart();
         d
+    }
+
+    /// Like [`Daemon::start_with_config`], but the test binds the API socket and the router's
+    /// ports and hands them to each paasd it starts, the way systemd's socket units do.
+    pub fn start_holding_sockets(toml: &str) -> Daemon {
+        let mut d = Daemon::start_with_config(toml);
+        d.stop_all();
+        let _ = std::fs::remove_file(d.socket());
+        let api = std::os::unix::net::UnixListener::bind(d.socket()).expect("bind the API socket");
+        let tcp = || {
+            let s = deep_listener();
+            let port = s.local_addr().expect("addr").port();
+            (s, port)
+        };
+        let (http, http_port) = tcp();
+        let (https, https_port) = tcp();
+        d.http_port = http_port;
+        d.https_port = https_port;
+        d.held = Some(Held { api, http, https });
+        d.restart();
+        d
+    }
+
+    /// Runs `binary` from the next [`Daemon::restart`] on.
+    pub fn use_binary(&mut self, binary: PathBuf) {
+        self.binary = Some(binary);
     }
 
     pub fn dir(&self) -> &Path {
@@ -306,7 +346,7 @@ impl Daemon {
 
     /// The command line this daemon runs with (for tests that start a second one).
     pub fn command(&self) -> Command {
-        let mut c = Command::new(bin("paasd"));
+        let mut c = Command::new(self.binary.clone().unwrap_or_else(|| bin("paasd")));
         c.arg("--config")
             .arg(self.dir.path().join("paasd.toml"))
             .arg("--socket")
@@ -340,8 +380,11 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let child = self
-            .command()
+        let mut cmd = match &self.held {
+            None => self.command(),
+            Some(held) => held.wrap(self.command()),
+        };
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -349,7 +392,13 @@ impl Daemon {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
+            // A held socket accepts connections before paasd serves them: ask it something.
+            let up = if self.held.is_some() {
+                self.api_health().is_some()
+            } else {
+                std::os::unix::net::UnixStream::connect(self.socket()).is_ok()
+            };
+            if up {
                 return;
             }
             if let Some(status) = self
@@ -389,6 +438,32 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// SIGINT: paasd stops and so do its apps (SIGTERM is a restart: they keep running).
+    pub fn stop_all(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("daemon not running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("paasd ignored SIGINT for 40 s; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, as a crash would, and reaps it.
+    pub fn crash(&mut self) {
+        let mut child = self.child.take().expect("daemon not running");
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// Container monitors this daemon recorded (one per running instance).
@@ -550,9 +625,9 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            // Gracefully first: paasd removes its cgroup parent on the way out.
+            // Gracefully first, apps included: paasd removes its cgroup parent on the way out.
             let pid = nix::unistd::Pid::from_raw(c.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
             let end = Instant::now() + Duration::from_secs(10);
             while Instant::now() < end && matches!(c.try_wait(), Ok(None)) {
                 std::thread::sleep(Duration::from_millis(20));
@@ -570,6 +645,53 @@ impl Drop for Daemon {
             eprintln!("--- paasd log ---\n{}", self.log_text());
         }
     }
+}
+
+impl Held {
+    /// `cmd` started the way systemd starts a socket-activated service: the sockets as fds
+    /// 3, 4 and 5, `LISTEN_FDS=3` and `LISTEN_PID` its own pid (set by a shell that then
+    /// execs paasd, keeping the pid).
+    fn wrap(&self, cmd: Command) -> Command {
+        use command_fds::{CommandFdExt, FdMapping};
+        let mut w = Command::new("/bin/sh");
+        w.arg("-c")
+            .arg("LISTEN_PID=$$ LISTEN_FDS=3 exec \"$0\" \"$@\"")
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        for (k, v) in cmd.get_envs() {
+            if let Some(v) = v {
+                w.env(k, v);
+            }
+        }
+        let fd =
+            |f: std::os::fd::BorrowedFd<'_>| f.try_clone_to_owned().expect("dup a held socket");
+        use std::os::fd::AsFd;
+        w.fd_mappings(vec![
+            FdMapping {
+                parent_fd: fd(self.api.as_fd()),
+                child_fd: 3,
+            },
+            FdMapping {
+                parent_fd: fd(self.http.as_fd()),
+                child_fd: 4,
+            },
+            FdMapping {
+                parent_fd: fd(self.https.as_fd()),
+                child_fd: 5,
+            },
+        ])
+        .expect("map the held sockets");
+        w
+    }
+}
+
+/// A listening TCP socket on a free loopback port with a deep backlog (std's is 128).
+fn deep_listener() -> std::net::TcpListener {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a router port");
+    // listen(2) again only changes the backlog.
+    nix::sys::socket::listen(&l, nix::sys::socket::Backlog::new(4096).expect("backlog"))
+        .expect("listen");
+    l
 }
 
 /// The outcome of a CLI run, with helpers that print everything on failure.

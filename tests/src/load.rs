@@ -19,12 +19,21 @@ pub struct Counts {
     pub first_seen: Vec<String>,
     /// Statuses that were not 2xx, and error texts (first few).
     pub errors: Vec<String>,
+    /// Requests sent again on a new connection because the kept-alive one they went out on
+    /// was closed before any byte of an answer (what browsers and HTTP clients do; RFC 9112
+    /// 9.3.1). Only counted, never a failure by itself: the retry's outcome counts.
+    pub retried: u64,
+    /// Failures (counted in `failed` too) where the connection broke after the request went
+    /// out: a server that dies mid-request (SIGKILL) cuts every request it holds.
+    pub cut: u64,
 }
 
 impl Counts {
     fn merge(&mut self, o: Counts) {
         self.ok += o.ok;
         self.failed += o.failed;
+        self.retried += o.retried;
+        self.cut += o.cut;
         for (b, n) in o.bodies {
             *self.bodies.entry(b).or_default() += n;
         }
@@ -50,6 +59,17 @@ pub struct Load {
 /// Starts `conns` connections to `addr` asking for `host`. Bounded: every connection stops
 /// after `max` even if [`Load::stop`] is never called.
 pub fn start(addr: SocketAddr, host: &str, conns: usize, max: Duration) -> Load {
+    start_with(addr, host, conns, max, false)
+}
+
+/// [`start`], but a request whose kept-alive connection was closed before any byte of the
+/// answer is sent again once on a new connection, as HTTP clients do (counted in
+/// [`Counts::retried`]). For a server that restarts: its idle connections close with it.
+pub fn start_retrying(addr: SocketAddr, host: &str, conns: usize, max: Duration) -> Load {
+    start_with(addr, host, conns, max, true)
+}
+
+fn start_with(addr: SocketAddr, host: &str, conns: usize, max: Duration, retry: bool) -> Load {
     let stop = Arc::new(AtomicBool::new(false));
     let live = Arc::new(Mutex::new(Counts::default()));
     let deadline = Instant::now() + max;
@@ -60,7 +80,13 @@ pub fn start(addr: SocketAddr, host: &str, conns: usize, max: Duration) -> Load 
                 let mut c = Counts::default();
                 let mut conn: Option<BufReader<TcpStream>> = None;
                 while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    let r = one(&mut conn, addr, &host);
+                    let reused = conn.is_some();
+                    let mut r = one(&mut conn, addr, &host);
+                    if retry && reused && matches!(&r, Err(e) if e.starts_with(STALE)) {
+                        c.retried += 1;
+                        conn = None;
+                        r = one(&mut conn, addr, &host);
+                    }
                     let mut l = live.lock().unwrap_or_else(|p| p.into_inner());
                     match r {
                         Ok((200..=299, body)) => {
@@ -82,6 +108,9 @@ pub fn start(addr: SocketAddr, host: &str, conns: usize, max: Duration) -> Load 
                         Err(e) => {
                             c.failed += 1;
                             l.failed += 1;
+                            if e.starts_with(STALE) || e.starts_with("read:") {
+                                c.cut += 1;
+                            }
                             conn = None;
                             if c.errors.len() < 5 {
                                 c.errors.push(e);
@@ -127,6 +156,9 @@ impl Load {
     }
 }
 
+/// How errors start that mean a kept-alive connection was closed before its answer began.
+const STALE: &str = "stale: ";
+
 /// One request on the kept-alive connection (made when there is none).
 fn one(
     conn: &mut Option<BufReader<TcpStream>>,
@@ -147,13 +179,15 @@ fn one(
     let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: paas-load\r\n\r\n");
     r.get_mut()
         .write_all(req.as_bytes())
-        .map_err(|e| format!("send: {e}"))?;
+        .map_err(|e| format!("{STALE}send: {e}"))?;
     let mut status_line = String::new();
-    if r.read_line(&mut status_line)
-        .map_err(|e| format!("read: {e}"))?
-        == 0
-    {
-        return Err("connection closed before the answer".into());
+    match r.read_line(&mut status_line) {
+        Ok(0) => return Err(format!("{STALE}connection closed before the answer")),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+            return Err(format!("{STALE}reset before the answer"))
+        }
+        Err(e) => return Err(format!("read: {e}")),
     }
     let status: u16 = status_line
         .split_whitespace()

@@ -132,6 +132,8 @@ impl Step {
                 layers: Vec::new(),
                 binds: self.mounts.binds(),
                 user: self.user,
+                // Dies with paasd: nobody would take it back.
+                attach: None,
             })
             .await?;
         let mut stdout = Vec::new();

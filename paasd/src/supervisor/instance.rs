@@ -32,6 +32,33 @@ pub enum Progress {
     Failed(String),
 }
 
+/// What the instance's task is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Run,
+    /// Drain, SIGTERM, grace, SIGKILL.
+    Stop,
+    /// paasd is restarting: let the container run on for the next paasd.
+    Detach,
+}
+
+/// What a container of an instance carries for the next paasd ([`RunSpec::attach`]): who it
+/// is, so that the next paasd can adopt it instead of starting another.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Tag {
+    pub app: String,
+    pub process_type: String,
+    pub index: u32,
+    pub release: u32,
+    /// The key of its address (see `Handle::key`).
+    pub key: String,
+    pub ip: Ipv4Addr,
+    /// Its app's group in the network policy.
+    pub group: u32,
+    /// When its container started, in milliseconds since the Unix epoch.
+    pub started_ms: u64,
+}
+
 /// What to run, the same for every restart.
 #[derive(Debug, Clone)]
 pub struct Launch {
@@ -63,11 +90,13 @@ pub struct Handle {
     /// Unique across restarts of paasd: the key of its address.
     pub key: String,
     pub ip: Ipv4Addr,
+    /// The app's group in the network policy.
+    pub group: u32,
     /// Out of the route table: being replaced, scaled away or stopped.
     leaving: AtomicBool,
     status: Mutex<Status>,
     progress: watch::Sender<Progress>,
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<Order>,
 }
 
 impl Handle {
@@ -78,6 +107,7 @@ impl Handle {
         release: u32,
         key: String,
         ip: Ipv4Addr,
+        group: u32,
     ) -> Handle {
         Handle {
             app: app.to_string(),
@@ -86,6 +116,7 @@ impl Handle {
             release,
             key,
             ip,
+            group,
             leaving: AtomicBool::new(false),
             status: Mutex::new(Status {
                 state: InstanceState::Starting,
@@ -95,7 +126,23 @@ impl Handle {
                 last_error: None,
             }),
             progress: watch::channel(Progress::Starting).0,
-            stop: watch::channel(false).0,
+            stop: watch::channel(Order::Run).0,
+        }
+    }
+
+    /// What its containers carry for the next paasd.
+    fn tag(&self) -> Tag {
+        Tag {
+            app: self.app.clone(),
+            process_type: self.process_type.clone(),
+            index: self.index,
+            release: self.release,
+            key: self.key.clone(),
+            ip: self.ip,
+            group: self.group,
+            started_ms: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
         }
     }
 
@@ -124,7 +171,18 @@ impl Handle {
     /// Asks the task to stop the instance (drain, SIGTERM, grace, SIGKILL).
     pub fn request_stop(&self) {
         self.set_leaving();
-        self.stop.send_replace(true);
+        self.stop.send_replace(Order::Stop);
+    }
+
+    /// Asks the task to let go of the instance, which keeps running (paasd is restarting).
+    pub fn request_detach(&self) {
+        self.stop.send_if_modified(|o| {
+            let change = *o == Order::Run;
+            if change {
+                *o = Order::Detach;
+            }
+            change
+        });
     }
 
     pub fn progress(&self) -> watch::Receiver<Progress> {
@@ -168,11 +226,19 @@ enum Outcome {
     },
     Unhealthy(String),
     Stop,
+    Detach,
 }
 
 /// Runs the instance until it is told to stop; then frees its address and leaves the
-/// supervisor's list.
-pub async fn run(ctx: Arc<Ctx>, h: Arc<Handle>, launch: Launch) {
+/// supervisor's list. `adopted`: its container, left running by an earlier paasd, is the
+/// first one (no new start).
+pub async fn run(
+    ctx: Arc<Ctx>,
+    h: Arc<Handle>,
+    launch: Launch,
+    adopted: Option<paas_runtime::Adopted>,
+) {
+    let mut adopted = adopted;
     let mut stop = h.stop.subscribe();
     let mut crashes = 0u32;
     let name = h.name();
@@ -181,9 +247,10 @@ pub async fn run(ctx: Arc<Ctx>, h: Arc<Handle>, launch: Launch) {
         pids: PidsWatch::new(&name, launch.limits.pids),
     };
     loop {
-        if *stop.borrow() || ctx.shutting_down() {
+        if adopted.is_none() && (*stop.borrow() != Order::Run || ctx.shutting_down()) {
             break;
         }
+        let tag = h.tag();
         {
             let mut s = h.lock();
             s.state = InstanceState::Starting;
@@ -191,27 +258,64 @@ pub async fn run(ctx: Arc<Ctx>, h: Arc<Handle>, launch: Launch) {
             s.started_at = Some(SystemTime::now());
         }
         let began = Instant::now();
-        let spec = RunSpec {
-            id: ctx.runtime.new_id(&format!("{}-{name}", h.app)),
-            argv: crate::launch::launch_argv(&launch.command),
-            env: launch.env.clone(),
-            net: Networking::Bridge(h.ip),
-            limits: launch.limits,
-            stack: launch.stack.clone(),
-            layers: launch.layers.clone(),
-            binds: Vec::new(),
-            user: launch.user,
+        let started = match adopted.take() {
+            Some(a) => {
+                let since = serde_json::from_str::<Tag>(&a.tag).map_or(0, |t| t.started_ms);
+                h.lock().started_at = Some(SystemTime::UNIX_EPOCH + Duration::from_millis(since));
+                let pid = a.instance.container.pid;
+                ctx.platform(
+                    &h,
+                    if a.running {
+                        format!("{name} (pid {pid}) kept running while paasd restarted")
+                    } else {
+                        format!("{name} ended while paasd was restarting")
+                    },
+                );
+                if a.dropped > 0 {
+                    ctx.platform(
+                        &h,
+                        format!(
+                            "{name}: {} output lines were dropped while paasd was away",
+                            a.dropped
+                        ),
+                    );
+                }
+                Ok(a.instance)
+            }
+            None => {
+                let spec = RunSpec {
+                    id: ctx.runtime.new_id(&format!("{}-{name}", h.app)),
+                    argv: crate::launch::launch_argv(&launch.command),
+                    env: launch.env.clone(),
+                    net: Networking::Bridge(h.ip),
+                    limits: launch.limits,
+                    stack: launch.stack.clone(),
+                    layers: launch.layers.clone(),
+                    binds: Vec::new(),
+                    user: launch.user,
+                    attach: serde_json::to_string(&tag).ok(),
+                };
+                let started = ctx.runtime.run(spec).await;
+                if started.is_ok() {
+                    ctx.platform(&h, format!("{name} started: {}", launch.command));
+                }
+                started
+            }
         };
-        let reason = match ctx.runtime.run(spec).await {
+        let reason = match started {
             Err(e) => format!("{name} could not start: {e}"),
             Ok(mut inst) => {
                 h.progress.send_replace(Progress::Started);
-                ctx.platform(&h, format!("{name} started: {}", launch.command));
                 // A fresh cgroup, a fresh counter.
                 floods.pids = PidsWatch::new(&name, launch.limits.pids);
                 let outcome =
                     supervise(&ctx, &h, &mut inst, &launch.checks, &mut stop, &mut floods).await;
                 let reason = match outcome {
+                    Outcome::Detach => {
+                        inst.detach();
+                        ctx.instance_detached(&h);
+                        return;
+                    }
                     Outcome::Stop => {
                         stop_gracefully(&ctx, &h, &mut inst, &mut floods).await;
                         floods.ended(&ctx, &h, &inst);
@@ -270,7 +374,7 @@ pub async fn run(ctx: Arc<Ctx>, h: Arc<Handle>, launch: Launch) {
         if was_up {
             ctx.routes_changed();
         }
-        if *stop.borrow() || ctx.shutting_down() {
+        if *stop.borrow() != Order::Run || ctx.shutting_down() {
             ctx.platform(&h, reason);
             break;
         }
@@ -285,7 +389,7 @@ pub async fn run(ctx: Arc<Ctx>, h: Arc<Handle>, launch: Launch) {
                         crashes, h.app
                     ),
                 );
-                let _ = stop.wait_for(|s| *s).await;
+                let _ = stop.wait_for(|o| *o != Order::Run).await;
                 break;
             }
             Next::RestartIn(delay) => {
@@ -300,7 +404,7 @@ pub async fn run(ctx: Arc<Ctx>, h: Arc<Handle>, launch: Launch) {
                 );
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
-                    _ = stop.wait_for(|s| *s) => break,
+                    _ = stop.wait_for(|o| *o != Order::Run) => break,
                 }
             }
         }
@@ -364,7 +468,7 @@ async fn supervise(
     h: &Arc<Handle>,
     inst: &mut paas_runtime::Instance,
     checks: &[Check],
-    stop: &mut watch::Receiver<bool>,
+    stop: &mut watch::Receiver<Order>,
     floods: &mut Watch,
 ) -> Outcome {
     let host = format!("{}.{}", h.app, ctx.base_domain);
@@ -496,7 +600,12 @@ async fn supervise(
                 }
             },
             e = &mut live, if is_ready => return Outcome::Unhealthy(e),
-            _ = stop.wait_for(|s| *s) => return Outcome::Stop,
+            o = stop.wait_for(|o| *o != Order::Run) => {
+                return match o.map(|o| *o) {
+                    Ok(Order::Detach) => Outcome::Detach,
+                    _ => Outcome::Stop,
+                };
+            }
         }
     }
 }

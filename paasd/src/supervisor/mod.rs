@@ -4,6 +4,7 @@
 //! restarts, and publishes the route table the router reads. Must not speak HTTP nor SQL:
 //! it asks the app service for releases and reports through the hooks it is given.
 
+mod adopt;
 mod backoff;
 pub mod health;
 mod instance;
@@ -156,6 +157,17 @@ impl Ctx {
         self.routes_changed();
     }
 
+    /// Its container runs on without this paasd: out of the list, the address kept.
+    fn instance_detached(&self, h: &Arc<Handle>) {
+        if let Some(state) = self.existing(&h.app) {
+            state
+                .instances
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|x| !Arc::ptr_eq(x, h));
+        }
+    }
+
     async fn build_routes(&self) -> Result<RouteTable, AppError> {
         let infos = self.apps.route_info().await?;
         let mut table = RouteTable::new(&self.base_domain);
@@ -258,7 +270,15 @@ impl Supervisor {
         Supervisor { ctx }
     }
 
-    /// At paasd start: every app's current release at its formation.
+    /// At paasd start, before the router accepts: the containers the last paasd left running
+    /// (`Runtime::recover`) are instances again, routed once ready; returns how many were
+    /// kept. Every other address on record is freed.
+    pub async fn adopt(&self, adopted: Vec<paas_runtime::Adopted>) -> usize {
+        adopt::adopt(&self.ctx, adopted).await
+    }
+
+    /// At paasd start, after [`Supervisor::adopt`]: every app's current release at its
+    /// formation (only what is missing starts).
     pub async fn start_all(&self) {
         self.ctx.routes_changed();
         let names = match self.ctx.apps.names().await {
@@ -455,6 +475,32 @@ impl Supervisor {
         {
             tracing::warn!("instances still stopping after 10 s; the runtime kills them");
         }
+    }
+
+    /// paasd is restarting or upgrading: every instance is let go and keeps running for the
+    /// next paasd, which adopts it; none is restarted meanwhile. Returns once every instance
+    /// task has let go (at most 5 s).
+    pub async fn detach(&self) {
+        self.ctx.stopping.store(true, Ordering::SeqCst);
+        let all: Vec<Arc<Handle>> = {
+            let r = self.ctx.registry.lock().unwrap_or_else(|p| p.into_inner());
+            r.values().flat_map(|s| s.list()).collect()
+        };
+        for h in &all {
+            h.request_detach();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::time::Instant::now() < deadline {
+            let left = {
+                let r = self.ctx.registry.lock().unwrap_or_else(|p| p.into_inner());
+                r.values().map(|s| s.list().len()).sum::<usize>()
+            };
+            if left == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::warn!("instances still busy after 5 s; leaving them to the next paasd");
     }
 
     fn app_dir(&self, app: &str, slug_id: i64) -> std::path::PathBuf {

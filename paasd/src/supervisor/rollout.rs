@@ -259,6 +259,34 @@ async fn start(
         .allocate(&key, Some(r.identity.group))
         .await?
         .ip;
+    let (launch, budget) = prepare(ctx, r, process_type, index);
+    let h = Arc::new(Handle::new(
+        &r.app,
+        process_type,
+        index,
+        r.version,
+        key,
+        ip,
+        r.identity.group,
+    ));
+    state
+        .instances
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(Arc::clone(&h));
+    tokio::spawn(instance::run(Arc::clone(ctx), Arc::clone(&h), launch, None));
+    Ok((h, budget))
+}
+
+/// What an instance `process_type.index` of `r` runs, and the longest its readiness may
+/// take. Notes about its checks go to the app's log.
+pub(super) fn prepare(
+    ctx: &Ctx,
+    r: &Runnable,
+    process_type: &str,
+    index: u32,
+) -> (Launch, Duration) {
+    let name = format!("{process_type}.{index}");
     let layer = ctx.slugs.layer(&r.app, r.slug_id);
     let app_json = crate::app_files::app_json(&layer.join("app"));
     let (_, configured) = health::configured(
@@ -288,14 +316,7 @@ async fn start(
         checks,
         user: crate::launch::user(r.identity.uid),
     };
-    let h = Arc::new(Handle::new(&r.app, process_type, index, r.version, key, ip));
-    state
-        .instances
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(Arc::clone(&h));
-    tokio::spawn(instance::run(Arc::clone(ctx), Arc::clone(&h), launch));
-    Ok((h, budget))
+    (launch, budget)
 }
 
 /// The runtime limits of an instance of `process_type`: the app's effective ones (`paas
@@ -312,7 +333,7 @@ fn limits(r: &Runnable, process_type: &str) -> Limits {
 
 /// Waits until every instance's progress satisfies `done`; the first failure (or the
 /// deadline) is the error.
-async fn wait_all(
+pub(super) async fn wait_all(
     list: &[(Arc<Handle>, Duration)],
     done: impl Fn(&Progress) -> bool + Copy,
     budget: Option<Duration>,
