@@ -117,11 +117,17 @@ runs_installed() {
   [ "$(tr '\0' '\n' < "/proc/$pid/cmdline")" = "$(printf '%s\n' "$PREFIX/bin/paasd" "${FLAGS[@]}")" ]
 }
 
-# SIGTERM, then wait: paasd drains the router and stops its instances (SIGTERM, grace, SIGKILL).
+# Signal, then wait. TERM is a restart (an upgrade): paasd finishes the requests in flight and
+# exits, and the app instances keep running for the next paasd, which adopts them. INT stops
+# everything: paasd drains the router and stops its instances (SIGTERM, grace, SIGKILL).
 stop_pid() {
-  local pid=$1
-  step "stopping paasd (pid $pid)"
-  kill -TERM "$pid" 2>/dev/null || return 0
+  local pid=$1 sig=${2:-TERM}
+  if [ "$sig" = TERM ]; then
+    step "restarting paasd (pid $pid): its apps keep running"
+  else
+    step "stopping paasd (pid $pid) and its apps"
+  fi
+  kill -"$sig" "$pid" 2>/dev/null || return 0
   for _ in $(seq 1 900); do [ -d "/proc/$pid" ] || return 0; sleep 0.1; done
   echo "paasd (pid $pid) did not stop within 90 s; killing it" >&2
   kill -KILL "$pid" 2>/dev/null || true
@@ -627,7 +633,7 @@ do_uninstall() {
     step "stopping and disabling $UNIT_NAME"
     systemctl disable --now "$UNIT_NAME" || true
   fi
-  if pid=$(state_pid); then stop_pid "$pid"; fi
+  if pid=$(state_pid); then stop_pid "$pid" INT; fi
   if [ -f "$UNIT" ]; then
     rm -f "$UNIT"
     if systemd_is_up; then

@@ -427,13 +427,14 @@ fn cgroups_and_scratch_dirs_go_away_with_the_daemon() {
     // One helper waits, started ahead, for the next container; it goes with the daemon.
     let spare = helpers_of(d.pid().as_raw());
     assert_eq!(spare.len(), 1, "spare helpers: {spare:?}");
-    // A container still running when paasd stops goes with it.
+    // A container still running when paasd stops goes with it. (SIGINT: a full stop, which
+    // removes the cgroup parent too; SIGTERM is a restart that keeps it for the instances.)
     let (bg, _ip, reader) = d.run_with_ip("gone", &["sleep", "100"]);
     assert!(
         !d.cgroups().is_empty(),
         "the running container has its cgroup"
     );
-    assert!(d.stop().success());
+    assert!(d.stop_all().success());
     drop((bg, reader));
     let deadline = Instant::now() + Duration::from_secs(5);
     while spare.iter().any(|pid| {
