@@ -84,6 +84,9 @@ impl StatePaths {
     }
 }
 
+/// `cgroup_parent`'s default: see [`Config::cgroup_parent_in_use`].
+pub const AUTO_CGROUP_PARENT: &str = "auto";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {}: {source}", .path.display())]
@@ -499,7 +502,8 @@ pub struct Overrides {
     /// Apps are served at APP.BASE_DOMAIN (default paas.localhost).
     #[arg(long)]
     pub base_domain: Option<String>,
-    /// cgroup subtree for containers (default paas).
+    /// cgroup subtree for containers (default auto: the `apps` sibling of the `daemon`
+    /// subgroup systemd delegated to the unit, else `paas`).
     #[arg(long)]
     pub cgroup_parent: Option<String>,
     /// Bridge for instance networking (default paas0).
@@ -559,6 +563,18 @@ pub struct Config {
 }
 
 impl Config {
+    /// The cgroup parent containers go under. `auto`: the subtree systemd delegated to this
+    /// unit when it gave paasd a `daemon` subgroup (`DelegateSubgroup=daemon`, systemd 254 and
+    /// later, pure cgroup v2), so `systemctl status paasd` accounts the apps; otherwise
+    /// `paas` at the hierarchy's root, as before.
+    pub fn cgroup_parent_in_use(&self, proc_self_cgroup: &str) -> String {
+        if self.cgroup_parent != AUTO_CGROUP_PARENT {
+            return self.cgroup_parent.clone();
+        }
+        paas_runtime::cgroups::delegated_parent(proc_self_cgroup)
+            .unwrap_or_else(|| "paas".to_string())
+    }
+
     /// Reads the config file (the default one only if it exists) and applies the overrides.
     pub fn load(o: Overrides) -> Result<Config, ConfigError> {
         let file = match &o.config {
@@ -653,7 +669,7 @@ impl Config {
             cgroup_parent: o
                 .cgroup_parent
                 .or(file.cgroup_parent)
-                .unwrap_or_else(|| "paas".to_string()),
+                .unwrap_or_else(|| AUTO_CGROUP_PARENT.to_string()),
             bridge: o
                 .bridge
                 .or(file.bridge)
@@ -769,6 +785,30 @@ mod tests {
         assert_eq!(c.key_file, Path::new(DEFAULT_KEY_FILE));
         assert_eq!(c.socket, Path::new("/run/paas/paasd.sock"));
         assert_eq!(c.http.port(), 80);
+    }
+
+    #[test]
+    fn the_cgroup_parent_follows_systemds_delegation_unless_set() {
+        let c = Config::resolve(FileConfig::default(), Overrides::default()).expect("valid");
+        let delegated = "0::/system.slice/paasd.service/daemon\n";
+        assert_eq!(
+            c.cgroup_parent_in_use(delegated),
+            "system.slice/paasd.service/apps"
+        );
+        assert_eq!(
+            c.cgroup_parent_in_use("0::/system.slice/paasd.service\n"),
+            "paas"
+        );
+        assert_eq!(c.cgroup_parent_in_use("5:pids:/\n0::/\n"), "paas");
+        let set = Config::resolve(
+            FileConfig::default(),
+            Overrides {
+                cgroup_parent: Some("mine".into()),
+                ..Default::default()
+            },
+        )
+        .expect("valid");
+        assert_eq!(set.cgroup_parent_in_use(delegated), "mine");
     }
 
     #[test]

@@ -256,6 +256,33 @@ pub fn validate_name(name: &str) -> Result<(), CgroupError> {
     }
 }
 
+/// A parent is one name (`paas`) or a path of names below the hierarchy's root
+/// (`system.slice/paasd.service/apps`), each a valid cgroup name.
+fn validate_parent(parent: &str) -> Result<(), CgroupError> {
+    parent.split('/').try_for_each(validate_name)
+}
+
+/// The parent to use when systemd delegated this process a subtree: with
+/// `DelegateSubgroup=daemon` (systemd 254 and later) a service's main process starts in
+/// `<unit>/daemon`, and `<unit>/apps` beside it keeps the no-internal-processes rule, so the
+/// unit's accounting (`systemctl status`) and limits cover the apps. `None` elsewhere: not a
+/// pure cgroup v2 host, not a service, or an older systemd that put us in the unit itself
+/// (a restart of such a unit fails while its cgroup has children with controllers, so the
+/// apps must not go there). `proc_self_cgroup` is the text of /proc/self/cgroup.
+pub fn delegated_parent(proc_self_cgroup: &str) -> Option<String> {
+    let mut lines = proc_self_cgroup.lines().filter(|l| !l.trim().is_empty());
+    let path = lines.next()?.strip_prefix("0::/")?;
+    if lines.next().is_some() {
+        return None;
+    }
+    let unit = path.strip_suffix("/daemon")?;
+    let last = unit.rsplit('/').next()?;
+    if !last.ends_with(".service") || validate_parent(unit).is_err() {
+        return None;
+    }
+    Some(format!("{unit}/apps"))
+}
+
 /// The cgroup manager for one parent subtree (e.g. `paas`), on one backend.
 #[derive(Debug)]
 pub enum Cgroups {
@@ -268,7 +295,7 @@ impl Cgroups {
     /// `cgroup.controllers` must offer memory, cpu and pids); v1 memory+cpu+pids -> V1.
     /// `parent` is the subtree name paasd owns (e.g. "paas").
     pub fn detect(parent: &str) -> Result<Cgroups, CgroupError> {
-        validate_name(parent)?;
+        validate_parent(parent)?;
         let mountinfo = Path::new("/proc/self/mountinfo");
         let text = read_text(mountinfo)?;
         match parse_mountinfo(&text) {
@@ -286,7 +313,7 @@ impl Cgroups {
     /// removing a cgroup directory also removes the regular files in it (cgroupfs does that
     /// by itself).
     pub fn v2_at(root: &Path, parent: &str) -> Result<Cgroups, CgroupError> {
-        validate_name(parent)?;
+        validate_parent(parent)?;
         let emulated = !v2::is_cgroup2(root)?;
         Ok(Cgroups::V2(v2::Hierarchy::new(root, parent, emulated)))
     }
@@ -857,5 +884,28 @@ mod tests {
         );
         assert!(parse_pids(p, "-1\n").is_err());
         assert!(parse_pids(p, "abc\n").is_err());
+    }
+
+    #[test]
+    fn a_delegated_subgroup_gives_the_apps_a_sibling() {
+        assert_eq!(
+            delegated_parent("0::/system.slice/paasd.service/daemon\n").as_deref(),
+            Some("system.slice/paasd.service/apps")
+        );
+        // systemd before 254 puts the process in the unit itself: not ours to nest in.
+        assert_eq!(delegated_parent("0::/system.slice/paasd.service\n"), None);
+        // Not a service, or a hybrid host (v1 lines beside the unified one).
+        assert_eq!(
+            delegated_parent("0::/user.slice/session-1.scope/daemon\n"),
+            None
+        );
+        assert_eq!(
+            delegated_parent(
+                "12:pids:/system.slice/paasd.service\n0::/system.slice/paasd.service/daemon\n"
+            ),
+            None
+        );
+        assert_eq!(delegated_parent("0::/\n"), None);
+        assert_eq!(delegated_parent(""), None);
     }
 }

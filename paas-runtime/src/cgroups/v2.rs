@@ -63,7 +63,16 @@ impl Hierarchy {
     /// `name` and `limits` are already validated.
     pub(super) fn create(&self, name: &str, limits: &Limits) -> Result<Group, CgroupError> {
         check_controllers(&self.root)?;
+        // Down from the root to the parent (e.g. `system.slice/paasd.service/apps` in the
+        // subtree systemd delegated): only missing ones are added, so levels systemd already
+        // set up are not written to.
         enable_controllers(&self.root)?;
+        let mut level = self.root.clone();
+        let parts: Vec<&str> = self.parent.split('/').collect();
+        for part in &parts[..parts.len().saturating_sub(1)] {
+            level.push(part);
+            enable_controllers(&level)?;
+        }
         let parent = self.parent_dir();
         ensure_dir(&parent)?;
         enable_controllers(&parent)?;
@@ -579,5 +588,43 @@ mod tests {
         assert!(!r.join("paas").exists());
         cgs.remove_parent().expect("absent parent is fine");
         assert!(r.join("cgroup.controllers").exists(), "root untouched");
+    }
+
+    #[test]
+    fn a_delegated_parent_enables_controllers_down_its_path_and_removes_only_itself() {
+        let root = fake_root();
+        let r = root.path();
+        // What systemd set up: the slice and the unit with its `daemon` subgroup.
+        let unit = r.join("system.slice/paasd.service");
+        fs::create_dir_all(unit.join("daemon")).expect("unit");
+        fs::write(r.join("cgroup.subtree_control"), "cpu memory pids\n").expect("root");
+        fs::write(
+            r.join("system.slice/cgroup.subtree_control"),
+            "cpu memory pids\n",
+        )
+        .expect("slice");
+        fs::write(unit.join("cgroup.subtree_control"), "").expect("unit");
+        let cgs = Cgroups::v2_at(r, "system.slice/paasd.service/apps").expect("v2_at");
+        cgs.create("web.1", &all_limits()).expect("create");
+        assert!(unit.join("apps/web.1").is_dir());
+        assert_eq!(
+            read(&unit.join("cgroup.subtree_control")),
+            "+memory +cpu +pids",
+            "the unit hands the controllers down to apps"
+        );
+        assert_eq!(
+            read(&r.join("system.slice/cgroup.subtree_control")),
+            "cpu memory pids\n",
+            "levels that have them are not written"
+        );
+        cgs.open("web.1").expect("open").destroy().expect("destroy");
+        cgs.remove_parent().expect("remove_parent");
+        assert!(!unit.join("apps").exists());
+        assert!(
+            unit.join("daemon").is_dir(),
+            "the daemon's own cgroup stays"
+        );
+        assert!(Cgroups::v2_at(r, "system.slice/../etc").is_err());
+        assert!(Cgroups::v2_at(r, "/abs").is_err());
     }
 }
