@@ -309,9 +309,10 @@ render_unit() {
   sd_version=$(systemctl --version 2>/dev/null | awk 'NR == 1 { print $2 + 0 }')
   while IFS= read -r line; do
     [[ $line == ExecStart=* ]] && line=$exec
-    # DelegateSubgroup= is systemd 254+; older ones warn about it (paasd then keeps the apps
-    # outside the unit, see the unit's comment).
-    if [[ $line == DelegateSubgroup=* ]] && [ "${sd_version:-0}" -lt 254 ]; then continue; fi
+    # DelegateSubgroup= and FileDescriptorStorePreserve= are systemd 254+; older ones warn
+    # about them (see the unit's comments for what paasd does without them).
+    if [[ $line == DelegateSubgroup=* || $line == FileDescriptorStorePreserve=* ]] \
+      && [ "${sd_version:-0}" -lt 254 ]; then continue; fi
     printf '%s\n' "$line"
   done < "systemd/$UNIT_NAME"
 }

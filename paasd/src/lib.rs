@@ -416,6 +416,14 @@ pub async fn run(
             path: config.socket.clone(),
             source,
         })?;
+    {
+        use std::os::fd::AsFd;
+        let mut fds = vec![("api", listener.as_fd()), ("http", http.as_fd())];
+        if let Some(l) = https.as_ref() {
+            fds.push(("https", l.as_fd()));
+        }
+        notify::store_listeners(&fds);
+    }
     tracing::info!(socket = %config.socket.display(), state_dir = %config.state_dir.display(), "paasd ready");
     // Both listeners are bound, so connections queue from here on: tell systemd (Type=notify).
     notify::ready(&format!(
@@ -508,9 +516,13 @@ pub async fn run(
         r.finish().await;
     }
     trimmer.abort();
-    drop(socket_guard);
+    let how = mode.get().copied().unwrap_or(Shutdown::StopAll);
+    match (socket_guard, how) {
+        (Some(g), Shutdown::Detach) => g.keep(),
+        (g, _) => drop(g),
+    }
     // Again: a request that raced the signal may have started one more.
-    runtime.shutdown(mode.get().copied().unwrap_or(Shutdown::StopAll));
+    runtime.shutdown(how);
     logs.flush().await;
     tracing::info!("paasd stopped");
     Ok(())
@@ -553,19 +565,18 @@ impl Inherited {
         let mut got = Inherited::default();
         for l in paas_runtime::listen_fds::take() {
             match l {
+                // paasd listens on one Unix socket, the API's. Its bound name may not be
+                // --socket: paasd binds a temporary name and renames it into place.
                 paas_runtime::listen_fds::Listener::Unix(u) => {
                     let path = u
                         .local_addr()
                         .ok()
                         .and_then(|a| a.as_pathname().map(PathBuf::from));
-                    if path.as_deref() == Some(config.socket.as_path()) && got.api.is_none() {
-                        tracing::info!(socket = %config.socket.display(), "using the inherited API socket");
+                    if got.api.is_none() {
+                        tracing::info!(socket = %config.socket.display(), bound = ?path, "using the inherited API socket");
                         got.api = Some(u);
                     } else {
-                        tracing::warn!(
-                            ?path,
-                            "an inherited Unix socket is not the configured API socket; closed"
-                        );
+                        tracing::warn!(?path, "a second inherited Unix socket; closed");
                     }
                 }
                 paas_runtime::listen_fds::Listener::Tcp(t) => {

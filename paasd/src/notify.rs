@@ -16,6 +16,23 @@ pub fn stopping(status: &str) {
     send(&[NotifyState::Stopping, NotifyState::Status(status)]);
 }
 
+/// `FDSTORE=1`: systemd keeps a copy of each listening socket (the unit's
+/// `FileDescriptorStoreMax=`) and hands it to the next paasd of the unit (`LISTEN_FDS`),
+/// across a crash and, with `FileDescriptorStorePreserve=restart` (systemd 254+), across
+/// `systemctl restart`: connections made in between wait in its queue. Already stored
+/// sockets are recognised by systemd and not stored twice.
+pub fn store_listeners(listeners: &[(&str, std::os::fd::BorrowedFd<'_>)]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    for (name, fd) in listeners {
+        let states = [NotifyState::FdStore, NotifyState::FdName(name)];
+        if let Err(e) = sd_notify::notify_with_fds(&states, std::slice::from_ref(fd)) {
+            tracing::warn!(error = %e, name, "cannot hand a listening socket to systemd's store");
+        }
+    }
+}
+
 fn send(states: &[NotifyState<'_>]) {
     // A service manager that cannot be told is not a reason to stop serving.
     if let Err(e) = sd_notify::notify(states) {

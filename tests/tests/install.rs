@@ -42,6 +42,42 @@ fn recv_text(sock: &UnixDatagram) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+/// A notification and the local addresses of the sockets that came with it (`FDSTORE=1`);
+/// the received descriptors are closed.
+fn recv_with_fds(sock: &UnixDatagram) -> (String, Vec<String>) {
+    use nix::sys::socket::{getsockname, recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; 4096];
+    let (n, raw) = {
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+        let msg = recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .expect("a notification from paasd within 30 s");
+        let mut raw = Vec::new();
+        for c in msg.cmsgs().expect("control messages") {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                raw.extend(fds);
+            }
+        }
+        (msg.bytes, raw)
+    };
+    let addrs = raw
+        .into_iter()
+        .map(|fd| {
+            let addr = getsockname::<SockaddrStorage>(fd)
+                .map_or_else(|e| e.to_string(), |a| a.to_string());
+            let _ = nix::unistd::close(fd);
+            addr
+        })
+        .collect();
+    (String::from_utf8_lossy(&buf[..n]).into_owned(), addrs)
+}
+
 #[test]
 fn paasd_tells_systemd_when_it_is_ready_and_when_it_stops() {
     if !have_root("paasd_tells_systemd_when_it_is_ready_and_when_it_stops") {
@@ -69,7 +105,30 @@ fn paasd_tells_systemd_when_it_is_ready_and_when_it_stops() {
             .expect("spawn paasd"),
     );
 
-    let ready = recv_text(&sock);
+    // First the listening sockets, for systemd's fd store (the next paasd gets them back),
+    // each with its name; then READY=1.
+    let mut stored = Vec::new();
+    let ready = loop {
+        let (text, addrs) = recv_with_fds(&sock);
+        if !text.lines().any(|l| l == "FDSTORE=1") {
+            assert!(addrs.is_empty(), "{text:?} came with descriptors {addrs:?}");
+            break text;
+        }
+        let name = text
+            .lines()
+            .find_map(|l| l.strip_prefix("FDNAME="))
+            .unwrap_or("")
+            .to_string();
+        assert_eq!(addrs.len(), 1, "{text:?}: one socket each: {addrs:?}");
+        stored.push((name, addrs[0].clone()));
+    };
+    let names: Vec<&str> = stored.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["api", "http", "https"], "{stored:?}");
+    // Bound under a temporary name in the socket's directory, then renamed into place.
+    assert!(
+        stored[0].1.starts_with(&d.dir().display().to_string()),
+        "{stored:?}"
+    );
     let lines: Vec<&str> = ready.lines().collect();
     assert!(lines.contains(&"READY=1"), "first notification: {ready:?}");
     let socket = d.socket().display().to_string();
@@ -94,6 +153,10 @@ fn paasd_tells_systemd_when_it_is_ready_and_when_it_stops() {
         "STATUS names the router: {ready:?}"
     );
     std::net::TcpStream::connect(&router).expect("the router accepts once READY=1 is sent");
+    assert_eq!(
+        stored[1].1, router,
+        "the stored http socket is the router's"
+    );
 
     let pid = Pid::from_raw(child.0.id() as i32);
     kill(pid, Signal::SIGTERM).expect("SIGTERM");
@@ -141,6 +204,8 @@ fn unit_file_passes_systemd_analyze_verify() {
         "ConfigurationDirectory=paas",
         "Restart=on-failure",
         "DelegateSubgroup=daemon",
+        "FileDescriptorStoreMax=8",
+        "FileDescriptorStorePreserve=restart",
     ] {
         assert!(
             unit.lines().any(|l| l == line),
@@ -166,7 +231,11 @@ fn unit_file_passes_systemd_analyze_verify() {
         .unwrap_or(0);
     let unit_here: String = unit
         .lines()
-        .filter(|l| version >= 254 || !l.starts_with("DelegateSubgroup="))
+        .filter(|l| {
+            version >= 254
+                || !(l.starts_with("DelegateSubgroup=")
+                    || l.starts_with("FileDescriptorStorePreserve="))
+        })
         .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(

@@ -151,6 +151,10 @@ IPv6AcceptRA=no
 EOF
   in_root systemctl enable systemd-networkd.service
   in_root systemctl mask "${MASKED_UNITS[@]}"
+  in_root systemctl set-default multi-user.target
+  # -cpu max offers VMX/SVM, so udev would load KVM (useless nested in TCG, and slow to load).
+  printf 'blacklist %s\n' kvm kvm_intel kvm_amd >"$ROOT/etc/modprobe.d/paas-vm.conf"
+  echo 'LANG=C.UTF-8' >"$ROOT/etc/default/locale"
 
   install -d -m 700 "$ROOT/root/.ssh"
   install -m 600 "$CACHE/id_ed25519.pub" "$ROOT/root/.ssh/authorized_keys"

@@ -11,6 +11,8 @@
 #
 # Environment: PAAS_VM_CACHE (default /var/cache/paas-vm), where tests/vm/image.sh keeps the
 # image; `boot` runs image.sh first, which returns at once when the image is up to date.
+# Optional: PAAS_VM_MEM (MiB, 2048), PAAS_VM_SMP (2), PAAS_VM_BOOT_TIMEOUT (s, 300),
+# PAAS_VM_APPEND (extra kernel arguments).
 #
 # How the VM runs, and why:
 # - QEMU software emulation (TCG, -accel tcg,thread=multi): /dev/kvm exists on these machines
@@ -31,6 +33,7 @@ QEMU=${PAAS_VM_QEMU:-qemu-system-x86_64}
 MEM=${PAAS_VM_MEM:-2048}
 SMP=${PAAS_VM_SMP:-2}
 BOOT_TIMEOUT=${PAAS_VM_BOOT_TIMEOUT:-300}
+APPEND=${PAAS_VM_APPEND:-} # extra kernel arguments, e.g. quiet
 KEY=$CACHE/id_ed25519
 
 SSH_OPTS=(-i "$KEY" -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
@@ -144,7 +147,7 @@ cmd_boot() {
     -accel tcg,thread=multi -cpu max -m "$MEM" -smp "$SMP" \
     -nodefaults -no-user-config -display none -vga none \
     -kernel "$CACHE/vmlinuz" -initrd "$CACHE/initrd.img" \
-    -append "root=/dev/vda rw console=ttyS0 systemd.unified_cgroup_hierarchy=1" \
+    -append "root=/dev/vda rw console=ttyS0 systemd.unified_cgroup_hierarchy=1 $APPEND" \
     -drive "file=$(overlay "$name"),if=virtio,format=qcow2,cache=unsafe,discard=unmap" \
     -netdev "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:$port-:22" \
     -device virtio-net-pci,netdev=net0 \

@@ -21,11 +21,21 @@ pub enum SocketError {
 pub struct SocketGuard {
     path: PathBuf,
     ino: u64,
+    kept: bool,
+}
+
+impl SocketGuard {
+    /// Leaves the socket file in place: paasd is restarting, and the socket may live on
+    /// (systemd's fd store) for the next paasd; if nothing holds it, the next one finds it
+    /// stale and replaces it.
+    pub fn keep(mut self) {
+        self.kept = true;
+    }
 }
 
 impl Drop for SocketGuard {
     fn drop(&mut self) {
-        if std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.ino) {
+        if !self.kept && std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.ino) {
             let _ = std::fs::remove_file(&self.path);
         }
     }
@@ -91,6 +101,7 @@ pub fn bind(path: &Path, group: &str) -> Result<(UnixListener, SocketGuard), Soc
                 SocketGuard {
                     path: path.to_path_buf(),
                     ino,
+                    kept: false,
                 },
             ))
         }
