@@ -24,6 +24,25 @@ ensure_packages() {
   INSTALLED_PACKAGES+=("${missing[@]}")
 }
 
+# QEMU (software emulation) and debootstrap for the VM tier (tests/vm/). A qemu-utils from
+# backports (newer than the release's qemu-system) blocks Debian's qemu-system-x86: then the
+# release's matching pair is installed (qemu-img keeps working; only its version goes back).
+ensure_qemu() {
+  ensure_packages debootstrap
+  command -v qemu-system-x86_64 >/dev/null 2>&1 && return 0
+  step "installing qemu-system-x86"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  if apt-get install -y -qq --no-install-recommends qemu-system-x86 qemu-utils 2>/dev/null; then
+    return 0
+  fi
+  local sys utils
+  sys=$(apt-cache madison qemu-system-x86 | awk '$3 !~ /bpo/ { print $3; exit }')
+  utils=$(apt-cache madison qemu-utils | awk '$3 !~ /bpo/ { print $3; exit }')
+  apt-get install -y -qq --no-install-recommends --allow-downgrades \
+    "qemu-system-x86=$sys" "qemu-utils=$utils"
+}
+
 # Puts cargo on PATH: an existing rustup install, else rustup from its official installer.
 ensure_rust() {
   [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"

@@ -15,11 +15,17 @@ ensure_packages ca-certificates gcc git sqlite3 procps iproute2 util-linux e2fsp
   openssh-server systemd curl pebble openssl
 # Builds in the tests use the built-in buildpacks, which take their runtimes from the host.
 ensure_stack_runtimes
+# The VM tier (tests/tests/vm.rs): QEMU and debootstrap build and boot a Debian VM.
+ensure_qemu
 ensure_rust
 
 step "cargo fmt --check"; cargo fmt --all -- --check
 step "cargo clippy"; cargo clippy --locked --workspace --all-targets -- -D warnings
 # Integration tests run the real binaries from target/debug, so build them first.
 step "cargo build"; cargo build --locked --workspace
+# The VM tier installs release binaries in its guest (debug ones crawl under emulation), and
+# its image is built (or found in its cache) before the tests start.
+step "cargo build --release (for the VM tier)"; cargo build --locked --release -p paasd -p paas-cli
+step "VM image (tests/vm/image.sh)"; tests/vm/image.sh
 step "buildpack helper tests (python)"; python3 -m unittest buildpacks/test/test_static_server.py buildpacks/test/test_versions.py
 step "cargo test"; cargo test --locked --workspace -- --test-threads "${PAAS_TEST_THREADS:-4}"
