@@ -492,6 +492,7 @@ do_install() {
   write_config
 
   record_ip_forward
+  networkd_hands_off
   if use_systemd; then
     start_with_systemd
   else
@@ -605,6 +606,23 @@ unmount_state() {
   [ -z "$(state_mounts)" ] || echo "warning: still mounted under $PAAS_STATE: $(state_mounts | tr '\n' ' ')" >&2
 }
 
+# systemd-networkd configures every link one of its .network files matches; a broad match
+# (Type=ether, Name=*) takes paasd's bridge and the containers' veths too and flushes their
+# addresses (seen: "No route to host" to every instance). A first-matching file marks them
+# unmanaged. Only where networkd runs.
+NETWORKD_FILE=${PAAS_NETWORKD_DIR:-/etc/systemd/network}/00-paas-$PAAS_BRIDGE.network
+networkd_hands_off() {
+  [ -d /run/systemd/netif ] || return 0
+  local content
+  content=$(printf '%s\n' "# Written by paas install.sh: paasd's bridge and its containers' veths are paasd's." \
+    "[Match]" "Name=$PAAS_BRIDGE vp[0-9a-f]*x[0-9a-f]*" "" "[Link]" "Unmanaged=yes")
+  [ -f "$NETWORKD_FILE" ] && [ "$(cat "$NETWORKD_FILE")" = "$content" ] && return 0
+  mkdir -p "$(dirname "$NETWORKD_FILE")"
+  printf '%s\n' "$content" > "$NETWORKD_FILE"
+  networkctl reload 2>/dev/null || true
+  changed "told systemd-networkd to leave $PAAS_BRIDGE and the containers' veths alone ($NETWORKD_FILE)"
+}
+
 # paasd turns on net.ipv4.ip_forward (its apps reach the world through NAT). The value from
 # before the first install is kept in the state dir, and --uninstall puts it back.
 IP_FORWARD=/proc/sys/net/ipv4/ip_forward
@@ -654,6 +672,7 @@ do_uninstall() {
   unmount_state
   if ip link show "$PAAS_BRIDGE" >/dev/null 2>&1; then ip link del "$PAAS_BRIDGE"; fi
   if nft list table inet "paas_$PAAS_BRIDGE" >/dev/null 2>&1; then nft delete table inet "paas_$PAAS_BRIDGE"; fi
+  if [ -f "$NETWORKD_FILE" ]; then rm -f "$NETWORKD_FILE"; networkctl reload 2>/dev/null || true; fi
   for b in "${BINARIES[@]}"; do rm -f "$PREFIX/bin/$b"; done
   rm -rf "$BUILDPACKS" "$BUILDPACKS.new"
   rmdir "$PREFIX/share/paas" 2>/dev/null || true

@@ -226,6 +226,7 @@ fn a_debian_vm_installs_restarts_upgrades_reboots_and_uninstalls() {
          app=$({APP_PID})
          echo \"app: $(cat /proc/$app/cgroup)\"
          systemctl status paasd --no-pager -n 0 | grep -c 'server.py' || true
+         cat /etc/systemd/network/00-paas-paas0.network
          curl -s -H 'Host: hello.paas.localhost' http://127.0.0.1/"
     ));
     let lines: Vec<&str> = facts.lines().collect();
@@ -246,6 +247,9 @@ fn a_debian_vm_installs_restarts_upgrades_reboots_and_uninstalls() {
         "`systemctl status paasd` lists the app's process:\n{facts}"
     );
     assert!(facts.contains("Hello from procfile-hello"), "{facts}");
+    // The image's networkd matches every Ethernet-type link (Type=ether), veths and bridges
+    // included; install.sh keeps it off paasd's.
+    assert!(facts.contains("Unmanaged=yes"), "{facts}");
 
     // 2. An app's limits on real cgroup v2: the instance's files, and the OOM killer for a
     // one-off that asks for more than its memory limit.
@@ -298,7 +302,7 @@ fn a_debian_vm_installs_restarts_upgrades_reboots_and_uninstalls() {
     vm.ok("cd /root/paas && ./install.sh --uninstall --purge 2>&1");
     let left = vm.sh(
         "pgrep -a paasd; pgrep -af __runtime-helper; ls -d /var/lib/paas /etc/paas /run/paas \
-         /etc/systemd/system/paasd.service /sys/fs/cgroup/paas /sys/fs/cgroup/system.slice/paasd.service \
+         /etc/systemd/system/paasd.service /etc/systemd/network/00-paas-paas0.network /sys/fs/cgroup/paas /sys/fs/cgroup/system.slice/paasd.service \
          /usr/local/bin/paasd 2>/dev/null; ip link show paas0 2>/dev/null; \
          nft list table inet paas_paas0 2>/dev/null; id paas 2>/dev/null; true",
     );

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the disk image for throwaway integration-test VMs: Debian 12 (bookworm) with systemd
+# Builds the disk image for throwaway integration-test VMs: Debian 13 (trixie; its systemd 257
+# has DelegateSubgroup= and FileDescriptorStorePreserve=, which paasd.service uses) with systemd
 # as PID 1 and a pure cgroup v2 hierarchy, which the host (hybrid cgroups) cannot give us.
 #
 #   tests/vm/image.sh [CACHE_DIR]      default CACHE_DIR: $PAAS_VM_CACHE or /var/cache/paas-vm
@@ -24,7 +25,7 @@
 set -euo pipefail
 
 CACHE=${1:-${PAAS_VM_CACHE:-/var/cache/paas-vm}}
-SUITE=bookworm
+SUITE=${PAAS_VM_SUITE:-trixie}
 MIRROR=${PAAS_VM_MIRROR:-http://deb.debian.org/debian}
 IMAGE_SIZE=4G
 HOSTNAME_=paasvm
@@ -34,7 +35,10 @@ BASE_PACKAGES=(systemd-sysv udev dbus linux-image-cloud-amd64 initramfs-tools zs
   iproute2 ca-certificates procps kmod netbase)
 # What the code under test needs (the packages scripts/test.sh and install.sh rely on), plus
 # small conveniences for debugging inside the guest.
-TEST_PACKAGES=(gcc git sqlite3 nftables python3 curl util-linux e2fsprogs iputils-ping less)
+# What install.sh installs (scripts/lib.sh: ensure_packages, ensure_stack_runtimes): the guest
+# cannot fetch anything.
+TEST_PACKAGES=(gcc git sqlite3 nftables python3 python3-venv golang-go nodejs npm curl util-linux
+  e2fsprogs openssh-server iputils-ping less)
 # Units that only slow a TCG boot down or fail for lack of network.
 MASKED_UNITS=(systemd-networkd-wait-online.service e2scrub_reap.service e2scrub_all.timer
   apt-daily.timer apt-daily-upgrade.timer fstrim.timer man-db.timer)
@@ -59,7 +63,7 @@ for tool in debootstrap mkfs.ext4 sha256sum ssh-keygen flock; do
 done
 
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
-KEY=$(sha256sum "$SELF" | cut -d' ' -f1)
+KEY=$({ cat "$SELF"; echo "suite=$SUITE"; } | sha256sum | cut -d" " -f1)
 STAMP=$CACHE/image.stamp
 OUTPUTS=(vmlinuz initrd.img rootfs.img id_ed25519 id_ed25519.pub)
 
@@ -115,8 +119,20 @@ in_root() { chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LA
 
 do_debootstrap() {
   local include
-  include=$(IFS=,; echo "${BASE_PACKAGES[*]},${TEST_PACKAGES[*]}")
+  include=$(IFS=,; echo "${BASE_PACKAGES[*]}")
   debootstrap --variant=minbase --include="$include" "$SUITE" "$ROOT" "$MIRROR" >>"$LOG" 2>&1
+}
+
+# The rest with apt in the chroot: debootstrap's own resolver gives up on large trees (npm's
+# hundreds of node-* packages).
+do_packages() {
+  echo "deb $MIRROR $SUITE main" >"$ROOT/etc/apt/sources.list"
+  cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+  mount -t proc proc "$ROOT/proc"
+  in_root apt-get update
+  in_root apt-get install -y --no-install-recommends "${TEST_PACKAGES[@]}"
+  in_root apt-get clean
+  umount_chroot
 }
 
 do_ssh_key() {
@@ -213,6 +229,7 @@ do_install() {
 }
 
 step "debootstrap $SUITE (${#BASE_PACKAGES[@]}+${#TEST_PACKAGES[@]} packages + deps)" do_debootstrap
+step "apt-get install ${#TEST_PACKAGES[@]} packages + deps" do_packages
 step "ssh key" do_ssh_key
 step "configure guest" do_configure
 step "update-initramfs (MODULES=list)" do_initramfs
