@@ -571,7 +571,8 @@ kill_monitors() {
     pid=${f#/proc/}
     pid=${pid%/cmdline}
     # NUL-separated argv: exe, __runtime-helper, state dir.
-    if [ "$(tr '\0' '\n' <"$f" 2>/dev/null | sed -n '2,3p' | tr '\n' ' ')" = "__runtime-helper $state " ]; then
+    # (A process may be gone by now: its cmdline cannot be opened, quietly.)
+    if [ "$({ tr '\0' '\n' <"$f"; } 2>/dev/null | sed -n '2,3p' | tr '\n' ' ')" = "__runtime-helper $state " ]; then
       kill -KILL "$pid" 2>/dev/null || true
     fi
   done
@@ -639,7 +640,8 @@ restore_ip_forward() {
   [ "$value" = 0 ] && [ "$(cat "$IP_FORWARD" 2>/dev/null)" = 1 ] || return 0
   # Another paasd (a second install, a test) still needs forwarding. Zombies do not count: a
   # killed paasd may wait for a slow init to reap it.
-  others=$(pgrep -x paasd | while read -r p; do
+  # (pgrep finding none exits 1, which pipefail and set -e would make fatal.)
+  others=$({ pgrep -x paasd || true; } | while read -r p; do
     [ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" = Z ] || printf '%s ' "$p"
   done)
   if [ -n "$others" ]; then
