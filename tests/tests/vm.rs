@@ -290,16 +290,47 @@ fn a_debian_vm_installs_restarts_upgrades_reboots_and_uninstalls() {
         after.trim(),
         "the app process was adopted, not restarted"
     );
+    let journal = vm.ok("journalctl -u paasd --no-pager -o cat");
+    assert!(
+        journal.contains("SIGTERM received: restarting; the apps keep running"),
+        "`systemctl restart` is told apart from a stop (its job is a restart):\n{journal}"
+    );
+    assert!(
+        journal
+            .matches("using an inherited listening socket")
+            .count()
+            >= 4,
+        "the next paasd gets the router's sockets from the fd store, twice:\n{journal}"
+    );
 
-    // 4. A reboot brings the app back (a new process: the machine restarted).
+    // 4. SIGKILL: systemd restarts paasd (Restart=on-failure), which adopts the app.
+    let crashed = vm.ok(&format!(
+        "kill -KILL $(systemctl show paasd -p MainPID --value)
+         for i in $(seq 60); do sleep 1; paas apps >/dev/null 2>&1 && break; done
+         for i in $(seq 60); do curl -sf -H 'Host: hello.paas.localhost' http://127.0.0.1/ >/dev/null && break; sleep 1; done
+         {APP_PID}
+         paas ps hello"
+    ));
+    assert!(
+        crashed.starts_with(before.trim()),
+        "the same app process after a crash of paasd:\n{crashed}"
+    );
+
+    // 5. A reboot brings the app back (a new process: the machine restarted).
     vm.reboot();
     let back = vm.ok(
         "for i in $(seq 120); do curl -sf -H 'Host: hello.paas.localhost' http://127.0.0.1/ && exit 0; sleep 1; done; exit 1",
     );
     assert!(back.contains("Hello from procfile-hello"), "{back}");
 
-    // 5. `--uninstall --purge` leaves nothing.
-    vm.ok("cd /root/paas && ./install.sh --uninstall --purge 2>&1");
+    // 6. `--uninstall --purge` leaves nothing, and paasd knew it was a stop.
+    let stopped = vm.ok(
+        "cd /root/paas && ./install.sh --uninstall --purge 2>&1 && journalctl -u paasd --no-pager -o cat -n 200",
+    );
+    assert!(
+        stopped.contains("systemd stops paasd; stopping the apps too"),
+        "{stopped}"
+    );
     let left = vm.sh(
         "pgrep -a paasd; pgrep -af __runtime-helper; ls -d /var/lib/paas /etc/paas /run/paas \
          /etc/systemd/system/paasd.service /etc/systemd/network/00-paas-paas0.network /sys/fs/cgroup/paas /sys/fs/cgroup/system.slice/paasd.service \
