@@ -859,3 +859,131 @@ fn set_name(name: &str) {
         let _ = nix::sys::prctl::set_name(&c);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(line: &str) -> FromHelper {
+        FromHelper::Output {
+            stream: Stream::Stdout,
+            line: line.to_string(),
+            ts_ms: 1,
+        }
+    }
+
+    /// A link whose first paasd is already gone, listening at a socket in `dir`.
+    fn detached_link(dir: &std::path::Path) -> (Link, PathBuf) {
+        let (ours, theirs) = UnixStream::pair().expect("socketpair");
+        let mut link = Link::new(theirs).expect("link");
+        let socket = dir.join("m");
+        link.listen(&Attach {
+            socket: socket.clone(),
+            id: "app-web.1-1-1".into(),
+            tag: "{\"app\":\"app\"}".into(),
+        })
+        .expect("listen");
+        link.pid = 4242;
+        drop(ours);
+        (link, socket)
+    }
+
+    fn read_all(stream: UnixStream) -> Vec<FromHelper> {
+        BufReader::new(stream)
+            .lines()
+            .map(|l| serde_json::from_str(&l.expect("line")).expect("json"))
+            .collect()
+    }
+
+    #[test]
+    fn output_and_the_exit_wait_for_the_next_paasd_behind_its_hello() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut link, socket) = detached_link(dir.path());
+        link.send(&output("one"));
+        link.send(&output("two"));
+        link.send(&FromHelper::Exited {
+            code: Some(3),
+            signal: None,
+        });
+        let next = UnixStream::connect(&socket).expect("connect");
+        link.accept();
+        link.close();
+        assert!(!socket.exists(), "the socket goes with the monitor");
+        drop(link);
+        assert_eq!(
+            read_all(next),
+            [
+                FromHelper::Adopted {
+                    pid: 4242,
+                    id: "app-web.1-1-1".into(),
+                    tag: "{\"app\":\"app\"}".into(),
+                    dropped: 0,
+                    running: false,
+                },
+                output("one"),
+                output("two"),
+                FromHelper::Exited {
+                    code: Some(3),
+                    signal: None
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn the_kept_output_is_bounded_and_the_oldest_lines_go_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut link, socket) = detached_link(dir.path());
+        let long = "x".repeat(1000);
+        let n = 2 * MAX_PENDING_BYTES / 1000;
+        for i in 0..n {
+            link.send(&output(&format!("{i} {long}")));
+        }
+        assert!(
+            link.pending_bytes <= MAX_PENDING_BYTES,
+            "{}",
+            link.pending_bytes
+        );
+        let next = UnixStream::connect(&socket).expect("connect");
+        next.set_nonblocking(false).expect("blocking");
+        let reader = std::thread::spawn(move || read_all(next));
+        link.accept();
+        drop(link);
+        let got = reader.join().expect("reader");
+        let FromHelper::Adopted {
+            dropped, running, ..
+        } = &got[0]
+        else {
+            panic!("hello first: {:?}", got.first());
+        };
+        assert!(*running);
+        assert_eq!(
+            *dropped as usize + got.len() - 1,
+            n,
+            "every line kept or counted"
+        );
+        assert!(*dropped > 0);
+        assert_eq!(
+            got.last(),
+            Some(&output(&format!("{} {long}", n - 1))),
+            "the newest kept"
+        );
+    }
+
+    #[test]
+    fn the_newest_paasd_wins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut link, socket) = detached_link(dir.path());
+        let first = UnixStream::connect(&socket).expect("connect");
+        link.accept();
+        let second = UnixStream::connect(&socket).expect("connect");
+        link.accept();
+        link.send(&output("to the second"));
+        drop(link);
+        let first = read_all(first);
+        let second = read_all(second);
+        assert_eq!(first.len(), 1, "only its hello: {first:?}");
+        assert_eq!(second.len(), 2, "{second:?}");
+        assert_eq!(second[1], output("to the second"));
+    }
+}

@@ -416,14 +416,15 @@ pub async fn run(
             path: config.socket.clone(),
             source,
         })?;
-    {
+    // Held by systemd from here on: then the API socket's file must outlive a restart.
+    let stored = {
         use std::os::fd::AsFd;
         let mut fds = vec![("api", listener.as_fd()), ("http", http.as_fd())];
         if let Some(l) = https.as_ref() {
             fds.push(("https", l.as_fd()));
         }
-        notify::store_listeners(&fds);
-    }
+        notify::store_listeners(&fds)
+    };
     tracing::info!(socket = %config.socket.display(), state_dir = %config.state_dir.display(), "paasd ready");
     // Both listeners are bound, so connections queue from here on: tell systemd (Type=notify).
     notify::ready(&format!(
@@ -517,8 +518,10 @@ pub async fn run(
     }
     trimmer.abort();
     let how = mode.get().copied().unwrap_or(Shutdown::StopAll);
+    // A restart whose API socket lives on in systemd's store keeps its file; otherwise the
+    // file goes with the socket, as before.
     match (socket_guard, how) {
-        (Some(g), Shutdown::Detach) => g.keep(),
+        (Some(g), Shutdown::Detach) if stored => g.keep(),
         (g, _) => drop(g),
     }
     // Again: a request that raced the signal may have started one more.

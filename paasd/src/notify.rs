@@ -21,16 +21,20 @@ pub fn stopping(status: &str) {
 /// across a crash and, with `FileDescriptorStorePreserve=restart` (systemd 254+), across
 /// `systemctl restart`: connections made in between wait in its queue. Already stored
 /// sockets are recognised by systemd and not stored twice.
-pub fn store_listeners(listeners: &[(&str, std::os::fd::BorrowedFd<'_>)]) {
+/// Returns whether every socket was handed over (false without a service manager).
+pub fn store_listeners(listeners: &[(&str, std::os::fd::BorrowedFd<'_>)]) -> bool {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
-        return;
+        return false;
     }
+    let mut all = true;
     for (name, fd) in listeners {
         let states = [NotifyState::FdStore, NotifyState::FdName(name)];
         if let Err(e) = sd_notify::notify_with_fds(&states, std::slice::from_ref(fd)) {
             tracing::warn!(error = %e, name, "cannot hand a listening socket to systemd's store");
+            all = false;
         }
     }
+    all
 }
 
 fn send(states: &[NotifyState<'_>]) {

@@ -238,3 +238,45 @@ fn restarts_crashes_and_upgrades_fail_no_request_and_keep_the_instances() {
     assert!(d.helper_pids().is_empty(), "{:?}", d.helper_pids());
     assert!(d.cgroups().is_empty(), "{:?}", d.cgroups());
 }
+
+/// Whatever listens in the monitors dir must prove it is one of this state dir's helpers
+/// (SO_PEERCRED: root and the helper's argv) before paasd believes what it says.
+#[test]
+fn a_socket_that_is_not_a_monitor_is_not_adopted() {
+    if !have_root("restarts_foreign") {
+        return;
+    }
+    let mut d = Daemon::start();
+    d.stop();
+    let socket = d.state_dir().join("monitors/impostor");
+    // Says what a monitor would say, but is a python process.
+    let hello = r#"{"adopted":{"pid":1,"id":"x-web.1-1-1","tag":"{}","dropped":0,"running":true}}"#;
+    let script = format!(
+        "import socket, os\ns = socket.socket(socket.AF_UNIX)\ns.bind({:?})\ns.listen(1)\n\
+         print('ready', flush=True)\nwhile True:\n    c, _ = s.accept()\n    c.sendall(b'{hello}\\n')\n",
+        socket.display().to_string()
+    );
+    let mut imp = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(imp.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("ready");
+    d.restart();
+    let log = d.log_text();
+    let alive = imp.try_wait().expect("wait").is_none();
+    let _ = imp.kill();
+    let _ = imp.wait();
+    assert!(
+        log.contains("not adopting a leftover monitor")
+            && log.contains("is not a helper of this state dir"),
+        "{log}"
+    );
+    assert!(!socket.exists(), "the impostor's socket is removed");
+    assert!(alive, "a process that is not paasd's is never killed");
+}

@@ -267,6 +267,27 @@ fn a_debian_vm_installs_restarts_upgrades_reboots_and_uninstalls() {
         limits.to_lowercase().contains("out of memory") && !limits.contains("exit 0"),
         "the one-off is OOM-killed:\n{limits}"
     );
+    // The pids limit refuses forks past it, and the CPU quota holds a busy loop near its share
+    // (guest CPU time over guest wall time, so emulation's slowness does not matter).
+    let enforced = vm.ok(
+        r#"paas run hello --pids 16 -- bash -c 'for i in $(seq 40); do sleep 2 & done; wait' 2>&1
+           echo "pids exit $?"
+           paas run hello --cpu 20 -- python3 -c $'import time\nt = time.time(); c = time.process_time()\nwhile time.time() - t < 4: pass\nprint("cpu share", round((time.process_time() - c) * 100 / (time.time() - t)))' 2>&1"#,
+    );
+    assert!(
+        enforced.contains("hit its process limit (16)"),
+        "forks past pids.max are refused and reported:\n{enforced}"
+    );
+    let share: u32 = enforced
+        .lines()
+        .find_map(|l| l.strip_prefix("cpu share "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no cpu share in:\n{enforced}"));
+    println!("vm: a busy loop under --cpu 20 got {share}% of a CPU");
+    assert!(
+        (10..=30).contains(&share),
+        "cpu.max holds: {share}%\n{enforced}"
+    );
 
     // 3. `systemctl restart paasd` and an upgrade (install.sh with a changed paasd) under
     // load: no failed request, the same app process.

@@ -25,9 +25,8 @@ pub struct SocketGuard {
 }
 
 impl SocketGuard {
-    /// Leaves the socket file in place: paasd is restarting, and the socket may live on
-    /// (systemd's fd store) for the next paasd; if nothing holds it, the next one finds it
-    /// stale and replaces it.
+    /// Leaves the socket file in place: paasd is restarting, and the socket lives on in
+    /// systemd's fd store for the next paasd.
     pub fn keep(mut self) {
         self.kept = true;
     }
