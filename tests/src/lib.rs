@@ -421,30 +421,20 @@ impl Daemon {
         nix::unistd::Pid::from_raw(child.id() as i32)
     }
 
-    /// Sends SIGTERM and waits for the exit status.
+    /// SIGTERM: a restart (paasd exits, its apps keep running); waits for the exit status.
     pub fn stop(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("daemon not running");
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("paasd ignored SIGTERM for 40 s; log:\n{}", self.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.signal_and_wait(nix::sys::signal::Signal::SIGTERM)
     }
 
     /// SIGINT: paasd stops and so do its apps (SIGTERM is a restart: they keep running).
     pub fn stop_all(&mut self) -> ExitStatus {
+        self.signal_and_wait(nix::sys::signal::Signal::SIGINT)
+    }
+
+    fn signal_and_wait(&mut self, signal: nix::sys::signal::Signal) -> ExitStatus {
         let mut child = self.child.take().expect("daemon not running");
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let _ = nix::sys::signal::kill(pid, signal);
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -453,7 +443,7 @@ impl Daemon {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("paasd ignored SIGINT for 40 s; log:\n{}", self.log_text());
+                panic!("paasd ignored {signal} for 40 s; log:\n{}", self.log_text());
             }
             std::thread::sleep(Duration::from_millis(20));
         }

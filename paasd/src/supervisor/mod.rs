@@ -146,18 +146,13 @@ impl Ctx {
     }
 
     async fn instance_gone(&self, h: &Arc<Handle>) {
-        if let Some(state) = self.existing(&h.app) {
-            state
-                .instances
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .retain(|x| !Arc::ptr_eq(x, h));
-        }
+        self.instance_detached(h);
         self.addresses.release(&h.key).await;
         self.routes_changed();
     }
 
-    /// Its container runs on without this paasd: out of the list, the address kept.
+    /// Out of its app's list. Alone (its container runs on without this paasd), the
+    /// address is kept for the next paasd.
     fn instance_detached(&self, h: &Arc<Handle>) {
         if let Some(state) = self.existing(&h.app) {
             state
