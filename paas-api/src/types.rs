@@ -786,3 +786,109 @@ mod tests {
         assert!(serde_json::from_str::<ResourcesPatch>(r#"{"memory": 1}"#).is_err());
     }
 }
+
+/// `POST /addons`: a new add-on service, linked to `app`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAddon {
+    pub app: String,
+    /// `postgres` or `redis`.
+    pub kind: String,
+    /// The service's name; `APP-KIND` (then `-2`, `-3`...) when not given.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A major version the host has (PostgreSQL); the newest when not given.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Memory limit in MB (default 512).
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AddonState {
+    /// Started, not answering yet.
+    Starting,
+    Up,
+    /// Ended or stopped answering; restarted after a backoff.
+    Crashed,
+    Stopped,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AddonLink {
+    pub app: String,
+    /// The config var holding the service's URL in that app.
+    pub env_var: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Addon {
+    pub name: String,
+    pub kind: String,
+    pub version: String,
+    pub state: AddonState,
+    /// `IP:PORT` on the instance network (reachable by linked apps only).
+    pub address: String,
+    pub links: Vec<AddonLink>,
+    pub memory_mb: u64,
+    pub restarts: u32,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub backup_schedule: Option<BackupSchedule>,
+    /// The service's latest output lines (`GET /addons/{name}` only).
+    #[serde(default)]
+    pub recent_output: Vec<String>,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+}
+
+/// `POST /addons/{name}/links`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LinkAddon {
+    pub app: String,
+}
+
+/// `POST /addons/{name}/query`: `psql -c SQL` (one argument) or `redis-cli ARGS...`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AddonQuery {
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AddonQueryOutput {
+    pub exit_code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Backup {
+    /// The backup's name (`20261206T093000Z`, `-auto` when the schedule made it).
+    pub name: String,
+    pub addon: String,
+    pub kind: String,
+    pub bytes: u64,
+    pub scheduled: bool,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+}
+
+/// `POST /addons/{name}/restore`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreBackup {
+    pub backup: String,
+}
+
+/// `PUT /addons/{name}/backup-schedule`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSchedule {
+    pub every_secs: u64,
+    pub keep: u32,
+}

@@ -98,6 +98,130 @@ pub enum Command {
     /// SSH keys allowed to `git push` (run on the server; lists them when no subcommand is
     /// given).
     Keys(KeysCmd),
+    /// Add-on services (PostgreSQL, Redis) linked to apps: create, link, query, back up and
+    /// restore (lists an app's, or all, when no subcommand is given).
+    Addons(AddonsCmd),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AddonsCmd {
+    #[command(subcommand)]
+    pub command: Option<AddonsSub>,
+    /// List only the add-ons linked to this app.
+    pub app: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AddonsSub {
+    /// List add-ons (an app's, or all).
+    List(AddonsListArgs),
+    /// Create a service and link it to APP: its URL lands in DATABASE_URL / REDIS_URL (or
+    /// NAME_URL when that is taken) with a new release and a rolling restart.
+    Create(AddonCreateArgs),
+    /// Show a service: state, address, links, schedule, latest output.
+    Info(AddonNameArg),
+    /// Stop a service and delete its data (its backups are kept).
+    Destroy(AddonDestroyArgs),
+    /// Share a service with another app (sets the URL there, restarts it).
+    Link(AddonLinkArgs),
+    /// Take a service away from an app (unsets its URL there, restarts it).
+    Unlink(AddonLinkArgs),
+    /// Run SQL against a PostgreSQL service: `paas addons psql NAME -c 'SELECT 1'`.
+    Psql(AddonPsqlArgs),
+    /// Run a Redis command against a Redis service: `paas addons redis-cli NAME GET k`.
+    #[command(name = "redis-cli")]
+    RedisCli(AddonRedisArgs),
+    /// Back a service up now (pg_dump custom format / Redis RDB).
+    Backup(AddonNameArg),
+    /// List a service's backups, oldest first.
+    Backups(AddonNameArg),
+    /// Replace a service's data with a backup's.
+    Restore(AddonRestoreArgs),
+    /// Back a service up on a schedule and keep the newest N: `--every 1h --keep 24`, or `--off`.
+    #[command(name = "backup-schedule")]
+    BackupSchedule(AddonScheduleArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AddonsListArgs {
+    /// Only the add-ons linked to this app.
+    pub app: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(disable_version_flag = true)]
+pub struct AddonCreateArgs {
+    /// App the new service is linked to.
+    pub app: String,
+    /// `postgres` or `redis`.
+    pub kind: String,
+    /// The service's name (default APP-KIND).
+    #[arg(long = "as", value_name = "NAME")]
+    pub name: Option<String>,
+    /// A major version installed on the host (default: the newest).
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Memory limit in MB (default 512).
+    #[arg(long, value_name = "MB")]
+    pub memory: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct AddonNameArg {
+    /// The add-on's name.
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AddonDestroyArgs {
+    pub name: String,
+    /// Repeat the add-on's name to confirm; nothing happens without it.
+    #[arg(long, value_name = "NAME")]
+    pub confirm: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AddonLinkArgs {
+    pub name: String,
+    pub app: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AddonPsqlArgs {
+    pub name: String,
+    /// The SQL to run.
+    #[arg(short = 'c', long = "command", value_name = "SQL")]
+    pub command: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AddonRedisArgs {
+    pub name: String,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AddonRestoreArgs {
+    pub name: String,
+    /// The backup's name, as `paas addons backups NAME` lists it.
+    pub backup: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AddonScheduleArgs {
+    pub name: String,
+    /// How often, e.g. 1h, 30m, 1d.
+    #[arg(long, value_parser = humantime::parse_duration, required_unless_present = "off")]
+    pub every: Option<std::time::Duration>,
+    /// How many scheduled backups to keep (manual ones are never pruned).
+    #[arg(long, default_value_t = 24)]
+    pub keep: u32,
+    /// Turn the schedule off (its backups stay).
+    #[arg(long, conflicts_with = "every")]
+    pub off: bool,
 }
 
 #[derive(Debug, Args)]

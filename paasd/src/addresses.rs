@@ -15,6 +15,10 @@ use crate::store::{self, Store, StoreError, Tx};
 use paas_runtime::net::Subnet;
 use paas_runtime::Networking;
 
+/// Keys of add-on services' addresses: held from the service's creation to its destruction
+/// (its URL names the address), whatever runs.
+pub const SERVICE_PREFIX: &str = "addon:";
+
 #[derive(Debug, thiserror::Error)]
 pub enum AddressError {
     #[error("no free address left in {0}")]
@@ -119,7 +123,7 @@ impl Addresses {
     }
 
     /// At start: every address on record but those of the instances adopted from the last
-    /// paasd (`keep`, by instance key) is free again.
+    /// paasd (`keep`, by instance key) and those of add-on services is free again.
     pub async fn release_all_except(
         &self,
         keep: &std::collections::HashSet<String>,
@@ -130,7 +134,10 @@ impl Addresses {
             .tx(move |tx| {
                 let rows = store::addresses::list(tx)?;
                 let mut n = 0;
-                for row in rows.iter().filter(|r| !keep.contains(&r.instance)) {
+                let free = |r: &&store::addresses::AddressRow| {
+                    !keep.contains(&r.instance) && !r.instance.starts_with(SERVICE_PREFIX)
+                };
+                for row in rows.iter().filter(free) {
                     store::addresses::release(tx, &row.instance)?;
                     n += 1;
                 }

@@ -82,6 +82,14 @@ impl StatePaths {
     pub fn stacks(&self) -> PathBuf {
         self.root.join("stacks")
     }
+    /// Add-on services' data (`addons/NAME/data`, owned by the service's uid).
+    pub fn addons(&self) -> PathBuf {
+        self.root.join("addons")
+    }
+    /// Add-on backups (`backups/addons/NAME/`): kept when the service is destroyed.
+    pub fn addon_backups(&self) -> PathBuf {
+        self.root.join("backups").join("addons")
+    }
 }
 
 /// `cgroup_parent`'s default: see [`Config::cgroup_parent_in_use`].

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod addons;
 pub mod addresses;
 pub mod api;
 pub mod app_files;
@@ -288,6 +289,20 @@ pub async fn run(
         config.base_domain.clone(),
         config.instances.clone(),
     );
+    let addons = addons::Addons::new(addons::Services {
+        store: store.clone(),
+        secrets: secrets.clone(),
+        apps: apps.clone(),
+        supervisor: supervisor.clone(),
+        addresses: addresses.clone(),
+        runtime: Arc::clone(&runtime),
+        uids: apps::UidRange {
+            first: config.users.first_uid,
+            count: config.users.count,
+        },
+        data: paths.addons(),
+        backups: paths.addon_backups(),
+    });
     let oneoffs = oneoff::OneOffs::new(
         apps.clone(),
         addresses.clone(),
@@ -366,6 +381,7 @@ pub async fn run(
         certs.start_acme(settings, tokens);
     }
     let state = Arc::new(api::State {
+        addons: addons.clone(),
         certs,
         router_tls_addr,
         git,
@@ -435,6 +451,10 @@ pub async fn run(
     // What the last paasd left running is taken back (and routed once ready) before the
     // router accepts a connection: those queued meanwhile go to instances that answer.
     let adopted = runtime.recover().await;
+    // Add-on services first: apps' instances (adopted or started) find their databases
+    // running and linked.
+    let adopted = addons.start(adopted).await;
+    addons.start_scheduler();
     if !adopted.is_empty() {
         let found = adopted.len();
         let kept = supervisor.adopt(adopted).await;
@@ -479,9 +499,10 @@ pub async fn run(
         tasks: std::iter::once(router_task).chain(tls_task).collect(),
     })));
     let shutdown = {
-        let (runtime, supervisor, logs, mode, router_done) = (
+        let (runtime, supervisor, addons, logs, mode, router_done) = (
             Arc::clone(&runtime),
             supervisor.clone(),
+            addons.clone(),
             logs.clone(),
             Arc::clone(&mode),
             Arc::clone(&router_done),
@@ -497,6 +518,8 @@ pub async fn run(
                     // Containers go first: attached `paas run` streams then end with their
                     // exit instead of holding the drain open for its whole timeout.
                     supervisor.shutdown().await;
+                    // Databases last: apps may write to them until they stop.
+                    addons.shutdown(false).await;
                 }
                 Shutdown::Detach => {
                     notify::stopping("restarting: apps keep running for the next paasd");
@@ -506,6 +529,7 @@ pub async fn run(
                         r.finish().await;
                     }
                     supervisor.detach().await;
+                    addons.shutdown(true).await;
                 }
             }
             let _ = tokio::task::spawn_blocking(move || runtime.shutdown(how)).await;

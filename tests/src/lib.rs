@@ -871,13 +871,26 @@ impl Daemon {
 
     /// `GET path` through the router with `Host: host`: (status, headers, body).
     pub fn http(&self, host: &str, path: &str) -> (u16, String, String) {
+        self.http_request("GET", host, path, "")
+    }
+
+    /// `method path` with `body` through the router with `Host: host`: (status, headers,
+    /// body).
+    pub fn http_request(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        body: &str,
+    ) -> (u16, String, String) {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(self.router()).expect("connect to the router");
         s.set_read_timeout(Some(Duration::from_secs(30)))
             .expect("timeout");
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
         )
         .expect("send");
         let mut out = Vec::new();

@@ -2,6 +2,7 @@
 //! command shares. Owns talking to the daemon through `paas_api::Client`; must not parse argv
 //! or format tables itself (that is `cli`/`args` and `output`).
 
+pub mod addons;
 pub mod apps;
 pub mod buildpacks;
 pub mod certs;
@@ -28,8 +29,8 @@ use serde_json::Value;
 
 use crate::args::UsageError;
 use crate::cli::{
-    AppsSub, BuildpacksSub, CertsSub, ChecksSub, Cli, Command, CronSub, DomainsSub, EnvSub,
-    KeysSub, PsSub, ReleasesSub, RollbackArgs, StacksSub,
+    AddonsSub, AppsSub, BuildpacksSub, CertsSub, ChecksSub, Cli, Command, CronSub, DomainsSub,
+    EnvSub, KeysSub, PsSub, ReleasesSub, RollbackArgs, StacksSub,
 };
 
 /// What every command needs: the daemon handle and the output mode.
@@ -124,6 +125,21 @@ pub async fn run(cli: Cli) -> Result<()> {
             None | Some(KeysSub::List) => keys::list(&ctx).await,
             Some(KeysSub::Add(a)) => keys::add(&ctx, a).await,
             Some(KeysSub::Remove(a)) => keys::remove(&ctx, &a.name).await,
+        },
+        Command::Addons(a) => match a.command {
+            None => addons::list(&ctx, a.app.as_deref()).await,
+            Some(AddonsSub::List(l)) => addons::list(&ctx, l.app.as_deref()).await,
+            Some(AddonsSub::Create(c)) => addons::create(&ctx, c).await,
+            Some(AddonsSub::Info(i)) => addons::info(&ctx, &i.name).await,
+            Some(AddonsSub::Destroy(d)) => addons::destroy(&ctx, d).await,
+            Some(AddonsSub::Link(l)) => addons::link(&ctx, l).await,
+            Some(AddonsSub::Unlink(l)) => addons::unlink(&ctx, l).await,
+            Some(AddonsSub::Psql(p)) => addons::query(&ctx, &p.name, vec![p.command]).await,
+            Some(AddonsSub::RedisCli(r)) => addons::query(&ctx, &r.name, r.args).await,
+            Some(AddonsSub::Backup(b)) => addons::backup(&ctx, &b.name).await,
+            Some(AddonsSub::Backups(b)) => addons::backups(&ctx, &b.name).await,
+            Some(AddonsSub::Restore(r)) => addons::restore(&ctx, r).await,
+            Some(AddonsSub::BackupSchedule(s)) => addons::schedule(&ctx, s).await,
         },
         Command::Stacks(s) => match s.command {
             None | Some(StacksSub::List) => stacks::list(&ctx).await,

@@ -75,6 +75,37 @@ fn expel_changes(ip: Ipv4Addr, group: u32) -> Vec<Change> {
     added.clone().into_iter().chain(deleted).collect()
 }
 
+/// The change letting members of `group` open TCP connections to `ip:port` (an add-on
+/// service): one `links` element, `group . ip . port`. A port takes a whole 4-byte register
+/// in a concatenation: network order, then two zero bytes.
+fn link_change(group: u32, ip: Ipv4Addr, port: u16, add: bool) -> Change {
+    let mut key = group.to_ne_bytes().to_vec();
+    key.extend_from_slice(&ip.octets());
+    key.extend_from_slice(&port.to_be_bytes());
+    key.extend_from_slice(&[0, 0]);
+    Change {
+        add,
+        set: "links",
+        key,
+        data: None,
+    }
+}
+
+pub fn link(table: &str, group: u32, ip: Ipv4Addr, port: u16) -> io::Result<()> {
+    apply(table, &[link_change(group, ip, port, true)])
+}
+
+/// Idempotent, like [`expel`]: added first, then deleted, in one batch.
+pub fn unlink(table: &str, group: u32, ip: Ipv4Addr, port: u16) -> io::Result<()> {
+    apply(
+        table,
+        &[
+            link_change(group, ip, port, true),
+            link_change(group, ip, port, false),
+        ],
+    )
+}
+
 pub fn admit(table: &str, ip: Ipv4Addr, group: u32) -> io::Result<()> {
     apply(table, &admit_changes(ip, group))
 }
@@ -253,6 +284,15 @@ mod tests {
         let members = &expel_changes(ip, 3)[1];
         assert_eq!(members.key[..4], [10, 88, 0, 7]);
         assert_eq!(members.key[4..], 3u32.to_ne_bytes());
+    }
+
+    #[test]
+    fn a_link_key_is_group_address_and_port_each_in_a_register() {
+        let c = link_change(7, "10.88.0.9".parse().expect("ip"), 5432, true);
+        assert_eq!(c.set, "links");
+        assert_eq!(c.key[..4], 7u32.to_ne_bytes());
+        assert_eq!(c.key[4..8], [10, 88, 0, 9]);
+        assert_eq!(c.key[8..], [0x15, 0x38, 0, 0]);
     }
 
     #[test]

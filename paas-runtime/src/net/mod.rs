@@ -250,6 +250,18 @@ impl Network {
         self.membership(move |t| members::expel(t, ip, group)).await
     }
 
+    /// Lets members of `group` connect to TCP `ip:port` (an add-on service they are linked to).
+    pub async fn link(&self, group: u32, ip: Ipv4Addr, port: u16) -> Result<(), NetError> {
+        self.membership(move |t| members::link(t, group, ip, port))
+            .await
+    }
+
+    /// Takes that back; idempotent.
+    pub async fn unlink(&self, group: u32, ip: Ipv4Addr, port: u16) -> Result<(), NetError> {
+        self.membership(move |t| members::unlink(t, group, ip, port))
+            .await
+    }
+
     async fn membership(
         &self,
         change: impl FnOnce(&str) -> io::Result<()> + Send + 'static,

@@ -73,6 +73,51 @@ impl From<AppError> for ApiError {
     }
 }
 
+impl From<crate::addons::AddonError> for ApiError {
+    fn from(e: crate::addons::AddonError) -> ApiError {
+        use crate::addons::AddonError as E;
+        match e {
+            E::App(a) => a.into(),
+            E::Supervisor(s) => s.into(),
+            e => match addon_status(&e) {
+                Some((status, code)) => ApiError::new(status, code, e.to_string()),
+                None => ApiError::internal("add-on", &e),
+            },
+        }
+    }
+}
+
+/// The status and code of an add-on error a person can act on; `None`: an internal one.
+fn addon_status(e: &crate::addons::AddonError) -> Option<(StatusCode, &'static str)> {
+    use crate::addons::tools::ToolError;
+    use crate::addons::AddonError as E;
+    use StatusCode as S;
+    Some(match e {
+        E::NotFound(_) => (S::NOT_FOUND, "addon_not_found"),
+        E::AlreadyExists(_) => (S::CONFLICT, "addon_exists"),
+        E::UnknownKind(_) => (S::UNPROCESSABLE_ENTITY, "unknown_addon_type"),
+        E::Invalid(_) => (S::BAD_REQUEST, "invalid_request"),
+        E::NotInstalled { .. } | E::NoSuchVersion { .. } => {
+            (S::UNPROCESSABLE_ENTITY, "addon_unavailable")
+        }
+        E::AlreadyLinked { .. } => (S::CONFLICT, "already_linked"),
+        E::NotLinked { .. } => (S::NOT_FOUND, "not_linked"),
+        E::EnvTaken { .. } => (S::CONFLICT, "config_var_taken"),
+        E::BackupNotFound { .. } => (S::NOT_FOUND, "backup_not_found"),
+        E::RestoreRefused(_) => (S::UNPROCESSABLE_ENTITY, "restore_refused"),
+        E::NotUp(_) => (S::SERVICE_UNAVAILABLE, "addon_not_up"),
+        E::Tool(ToolError::Missing { .. }) => (S::SERVICE_UNAVAILABLE, "tool_missing"),
+        E::Failed(_) => (S::INTERNAL_SERVER_ERROR, "addon_failed"),
+        E::App(_)
+        | E::Supervisor(_)
+        | E::Store(_)
+        | E::Secret(_)
+        | E::Address(_)
+        | E::Tool(_)
+        | E::Io { .. } => return None,
+    })
+}
+
 impl From<crate::certs::CertError> for ApiError {
     fn from(e: crate::certs::CertError) -> ApiError {
         use crate::certs::CertError as E;

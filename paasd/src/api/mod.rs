@@ -22,6 +22,7 @@ use crate::apps::Apps;
 
 /// What handlers can reach.
 pub struct State {
+    pub addons: crate::addons::Addons,
     pub apps: Apps,
     pub oneoffs: crate::oneoff::OneOffs,
     pub builds: crate::build::Builds,

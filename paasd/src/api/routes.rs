@@ -130,12 +130,69 @@ async fn dispatch(
         }
         (["git", _], _) => Err(not_allowed("POST")),
 
+        (["addons"], &Method::GET) => {
+            let app = query_value(req.uri().query(), "app");
+            ok(&state.addons.list(app).await?)
+        }
+        (["addons"], &Method::POST) => {
+            let body: paas_api::CreateAddon = read_json(req, limits).await?;
+            created(&state.addons.create(body).await?)
+        }
+        (["addons"], _) => Err(not_allowed("GET, POST")),
+        (["addons", name, tail @ ..], _) => {
+            let name = name.to_string();
+            let addons = &state.addons;
+            match (tail, &m) {
+                ([], &Method::GET) => ok(&addons.info(name).await?),
+                ([], &Method::DELETE) => {
+                    let confirm = query_value(req.uri().query(), "confirm");
+                    addons.destroy(name, confirm).await?;
+                    no_content()
+                }
+                ([], _) => Err(not_allowed("GET, DELETE")),
+                (["links"], &Method::POST) => {
+                    let body: paas_api::LinkAddon = read_json(req, limits).await?;
+                    created(&addons.link(name, body.app).await?)
+                }
+                (["links"], _) => Err(not_allowed("POST")),
+                (["links", app], &Method::DELETE) => {
+                    addons.unlink(name, app.to_string()).await?;
+                    no_content()
+                }
+                (["links", _], _) => Err(not_allowed("DELETE")),
+                (["query"], &Method::POST) => {
+                    let body: paas_api::AddonQuery = read_json(req, limits).await?;
+                    ok(&addons.query(name, body).await?)
+                }
+                (["query"], _) => Err(not_allowed("POST")),
+                (["backups"], &Method::GET) => ok(&addons.backups(name).await?),
+                (["backups"], &Method::POST) => created(&addons.backup(name, false).await?),
+                (["backups"], _) => Err(not_allowed("GET, POST")),
+                (["restore"], &Method::POST) => {
+                    let body: paas_api::RestoreBackup = read_json(req, limits).await?;
+                    ok(&addons.restore(name, body.backup).await?)
+                }
+                (["restore"], _) => Err(not_allowed("POST")),
+                (["backup-schedule"], &Method::PUT) => {
+                    let body: paas_api::BackupSchedule = read_json(req, limits).await?;
+                    ok(&addons.set_schedule(name, Some(body)).await?)
+                }
+                (["backup-schedule"], &Method::DELETE) => {
+                    ok(&addons.set_schedule(name, None).await?)
+                }
+                (["backup-schedule"], _) => Err(not_allowed("PUT, DELETE")),
+                _ => Err(not_found(&req)),
+            }
+        }
+
         (["apps", app, tail @ ..], _) => {
             let app = app_param(app)?;
             match (tail, &m) {
                 ([], &Method::GET) => ok(&apps.info(app).await?),
                 ([], &Method::DELETE) => {
                     state.builds.destroy_app(app).await?;
+                    // Its links went with it; so do their network policy elements.
+                    state.addons.app_destroyed().await;
                     no_content()
                 }
                 ([], _) => Err(not_allowed("GET, DELETE")),
@@ -447,6 +504,14 @@ fn not_allowed(allow: &'static str) -> ApiError {
             format!("method not allowed here; use {allow}"),
         )
     }
+}
+
+/// The value of `name=...` in a query string, percent-decoded.
+fn query_value(query: Option<&str>, name: &str) -> Option<String> {
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        .and_then(|v| percent_decode(v).ok())
 }
 
 fn query_flag(query: Option<&str>, name: &str) -> bool {

@@ -176,6 +176,33 @@ const MIGRATIONS: &[&str] = &[
         hsts      INTEGER NOT NULL
     );
     "#,
+    // 10: add-on services (PostgreSQL, Redis): the service (its uid taken from the apps'
+    // never-reused counter, its password sealed like config vars, its backup schedule) and
+    // its links to apps, each with the config var it sets there. Backups are files, not rows:
+    // they outlive the service.
+    r#"
+    CREATE TABLE addons (
+        id            INTEGER PRIMARY KEY,
+        name          TEXT NOT NULL UNIQUE,
+        kind          TEXT NOT NULL CHECK (kind IN ('postgres', 'redis')),
+        version       TEXT NOT NULL,
+        uid           INTEGER NOT NULL,
+        password      BLOB NOT NULL,
+        memory_mb     INTEGER NOT NULL,
+        created_at    INTEGER NOT NULL,
+        backup_every  INTEGER,
+        backup_keep   INTEGER
+    );
+    CREATE TABLE addon_links (
+        addon_id    INTEGER NOT NULL REFERENCES addons(id) ON DELETE CASCADE,
+        app_id      INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        env_var     TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (addon_id, app_id),
+        UNIQUE (app_id, env_var)
+    );
+    CREATE INDEX addon_links_app ON addon_links(app_id);
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -4,6 +4,7 @@
 
 mod migrations;
 
+pub mod addons;
 pub mod addresses;
 pub mod apps;
 pub mod certs;

@@ -5,7 +5,7 @@
 //! it asks the app service for releases and reports through the hooks it is given.
 
 mod adopt;
-mod backoff;
+pub(crate) mod backoff;
 pub mod health;
 mod instance;
 mod rollout;
