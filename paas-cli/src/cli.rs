@@ -206,7 +206,8 @@ pub struct AddonRedisArgs {
 #[derive(Debug, Args)]
 pub struct AddonRestoreArgs {
     pub name: String,
-    /// The backup's name, as `paas addons backups NAME` lists it.
+    /// The backup's name (`paas addons backups NAME` lists them), or OTHER/BACKUP for one of
+    /// another service, destroyed or not.
     pub backup: String,
 }
 

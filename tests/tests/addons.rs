@@ -147,3 +147,296 @@ fn a_postgres_addon_keeps_its_rows_through_redeploys_restarts_and_paasd_restarts
         "{body}"
     );
 }
+
+#[test]
+fn a_redis_addon_keeps_its_keys_through_redeploys_and_paasd_restarts() {
+    if !have_root("addons_redis") || !installed("redis") {
+        return;
+    }
+    let mut d = Daemon::start();
+    d.paas(&["apps", "create", "hits"]).ok();
+    let name = d
+        .paas(&["addons", "create", "hits", "redis", "--as", "hits-cache"])
+        .ok()
+        .trim()
+        .to_string();
+    assert_eq!(name, "hits-cache");
+    let env = d.paas(&["--json", "env", "hits", "--reveal"]).json();
+    assert!(
+        env["vars"]["REDIS_URL"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("redis://:") && u.ends_with(":6379")),
+        "{env}"
+    );
+    d.deploy_dir("hits", &repo_root().join("examples/python-redis"));
+    let h = host("hits");
+    assert_eq!(d.http_request("PUT", &h, "/keys/greeting", "hello").0, 204);
+    assert_eq!(d.http_request("POST", &h, "/counter", "").2.trim(), "1");
+    assert_eq!(d.http_request("POST", &h, "/counter", "").2.trim(), "2");
+    assert_eq!(
+        d.paas(&["addons", "redis-cli", &name, "GET", "greeting"])
+            .ok()
+            .trim(),
+        "hello"
+    );
+
+    d.deploy_dir("hits", &repo_root().join("examples/python-redis"));
+    assert_eq!(d.http(&h, "/keys/greeting").2, "hello");
+    let before = service_pids(&d, &name);
+    d.stop();
+    d.restart();
+    assert_eq!(
+        service_pids(&d, &name),
+        before,
+        "the service was not restarted"
+    );
+    assert_eq!(d.http_request("POST", &h, "/counter", "").2.trim(), "3");
+
+    // A full stop: Redis saves on SIGTERM and replays its append-only file.
+    d.stop_all();
+    d.restart();
+    wait_for(
+        "the add-on up after a full stop",
+        Duration::from_secs(60),
+        || addon(&d, &name)["state"] == "up",
+    );
+    wait_for("the app answering", Duration::from_secs(60), || {
+        d.http(&h, "/health").0 == 200
+    });
+    assert_eq!(d.http(&h, "/keys/greeting").2, "hello");
+    assert_eq!(d.http_request("POST", &h, "/counter", "").2.trim(), "4");
+}
+
+/// What a one-off of `app` gets connecting to `addr`: "ok", "refused" or "timeout".
+fn reach(d: &Daemon, app: &str, addr: &str) -> String {
+    let (ip, port) = addr.split_once(':').expect("ip:port");
+    let script = format!(
+        "import socket\ns = socket.socket()\ns.settimeout(3)\ntry:\n    s.connect(({ip:?}, {port}))\n    print('ok')\nexcept ConnectionRefusedError:\n    print('refused')\nexcept OSError as e:\n    print('timeout' if 'timed out' in str(e) else 'error ' + str(e))\n"
+    );
+    d.paas(&["run", app, "--", "python3", "-c", &script])
+        .ok()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn only_linked_apps_reach_a_service_and_link_sets_the_url_with_a_new_release() {
+    if !have_root("addons_links") || !installed("postgres") {
+        return;
+    }
+    let d = Daemon::start();
+    for app in ["owner", "other"] {
+        d.paas(&["apps", "create", app]).ok();
+    }
+    d.paas(&["addons", "create", "owner", "postgres", "--as", "shared-db"])
+        .ok();
+    let addr = addon(&d, "shared-db")["address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(reach(&d, "owner", &addr), "ok");
+    let began = Instant::now();
+    assert_eq!(
+        reach(&d, "other", &addr),
+        "refused",
+        "an app without the link"
+    );
+    assert!(began.elapsed() < Duration::from_secs(10));
+
+    let before = d.paas(&["--json", "releases", "other"]).json();
+    d.paas(&["addons", "link", "shared-db", "other"]).ok();
+    let after = d.paas(&["--json", "releases", "other"]).json();
+    assert_eq!(
+        after.as_array().map(Vec::len),
+        before.as_array().map(|r| r.len() + 1),
+        "linking made a release"
+    );
+    assert_eq!(reach(&d, "other", &addr), "ok");
+    let env = d.paas(&["--json", "env", "other"]).json();
+    assert!(env["vars"]["DATABASE_URL"].is_string(), "{env}");
+    // A second postgres for the same app gets its own variable.
+    d.paas(&["addons", "create", "other", "postgres", "--as", "other-db"])
+        .ok();
+    let env = d.paas(&["--json", "env", "other"]).json();
+    assert!(env["vars"]["OTHER_DB_URL"].is_string(), "{env}");
+    let q = d.paas(&["--json", "addons", "info", "shared-db"]).json();
+    let mut apps: Vec<&str> = q["links"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["app"].as_str())
+        .collect();
+    apps.sort_unstable();
+    assert_eq!(apps, ["other", "owner"]);
+
+    d.paas(&["addons", "unlink", "shared-db", "other"]).ok();
+    assert_eq!(reach(&d, "other", &addr), "refused", "after unlink");
+    let env = d.paas(&["--json", "env", "other"]).json();
+    assert!(env["vars"].get("DATABASE_URL").is_none(), "{env}");
+
+    // Destroying an app takes its links out of the policy with it.
+    d.paas(&["destroy", "owner", "--confirm", "owner"]).ok();
+    let q = d.paas(&["--json", "addons", "info", "shared-db"]).json();
+    assert_eq!(q["links"].as_array().map(Vec::len), Some(0), "{q}");
+}
+
+#[test]
+fn backups_restore_what_was_lost_and_a_schedule_keeps_the_newest() {
+    if !have_root("addons_backups") || !installed("postgres") || !installed("redis") {
+        return;
+    }
+    let d = Daemon::start();
+    d.paas(&["apps", "create", "bk"]).ok();
+    d.paas(&["addons", "create", "bk", "postgres", "--as", "bk-db"])
+        .ok();
+    let sql = |s: &str| d.paas(&["addons", "psql", "bk-db", "-c", s]);
+    sql("CREATE TABLE t (v text); INSERT INTO t VALUES ('kept row')").ok();
+    let backup = d
+        .paas(&["addons", "backup", "bk-db"])
+        .ok()
+        .trim()
+        .to_string();
+    let listed = d.paas(&["--json", "addons", "backups", "bk-db"]).json();
+    assert_eq!(listed[0]["name"], backup.as_str(), "{listed}");
+    assert!(listed[0]["bytes"].as_u64().unwrap_or(0) > 0);
+
+    // Destroy asks first; then the data is gone, the backups are not.
+    d.paas(&["addons", "destroy", "bk-db"])
+        .fails(1, "--confirm bk-db");
+    d.paas(&["addons", "destroy", "bk-db", "--confirm", "bk-db"])
+        .ok();
+    d.paas(&["addons", "info", "bk-db"]).fails(1, "not found");
+    assert!(!d.state_dir().join("addons/bk-db").exists());
+    d.paas(&["addons", "create", "bk", "postgres", "--as", "bk-db"])
+        .ok();
+    sql("SELECT * FROM t").fails(1, "relation \"t\" does not exist");
+    d.paas(&["addons", "restore", "bk-db", &backup]).ok();
+    assert!(sql("SELECT v FROM t").ok().contains("kept row"));
+
+    // A corrupt archive is refused and changes nothing.
+    let dir = d.state_dir().join("backups/addons/bk-db");
+    std::fs::write(dir.join("20200101T000000Z.dump"), b"PGDMP garbage").expect("write");
+    d.paas(&["addons", "restore", "bk-db", "20200101T000000Z"])
+        .fails(1, "nothing was changed");
+    assert!(sql("SELECT v FROM t").ok().contains("kept row"));
+    d.paas(&["addons", "restore", "bk-db", "nope"])
+        .fails(1, "not found");
+
+    // Redis: a snapshot, a flush, the snapshot back.
+    d.paas(&["addons", "create", "bk", "redis", "--as", "bk-cache"])
+        .ok();
+    let cli = |args: &[&str]| {
+        let mut a = vec!["addons", "redis-cli", "bk-cache"];
+        a.extend_from_slice(args);
+        d.paas(&a)
+    };
+    cli(&["SET", "k", "snap"]).ok();
+    let rdb = d
+        .paas(&["addons", "backup", "bk-cache"])
+        .ok()
+        .trim()
+        .to_string();
+    cli(&["FLUSHALL"]).ok();
+    assert_eq!(cli(&["GET", "k"]).ok().trim(), "");
+    d.paas(&["addons", "restore", "bk-cache", &rdb]).ok();
+    assert_eq!(cli(&["GET", "k"]).ok().trim(), "snap");
+    d.paas(&["addons", "restore", "bk-cache", &format!("bk-db/{backup}")])
+        .fails(1, "is a postgres backup; 'bk-cache' is redis");
+    d.paas(&["addons", "restore", "bk-cache", "../../x"])
+        .fails(1, "not found");
+
+    // A schedule: a backup within its interval, the oldest pruned beyond --keep.
+    d.paas(&[
+        "addons",
+        "backup-schedule",
+        "bk-db",
+        "--every",
+        "5s",
+        "--keep",
+        "2",
+    ])
+    .ok();
+    let auto = || {
+        d.paas(&["--json", "addons", "backups", "bk-db"])
+            .json()
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|b| b["scheduled"] == true)
+            .count()
+    };
+    wait_for("a first scheduled backup", Duration::from_secs(10), || {
+        auto() == 1
+    });
+    wait_for("a second one", Duration::from_secs(15), || auto() == 2);
+    let first_two = d.paas(&["--json", "addons", "backups", "bk-db"]).json();
+    std::thread::sleep(Duration::from_secs(12));
+    let now = d.paas(&["--json", "addons", "backups", "bk-db"]).json();
+    assert_eq!(auto(), 2, "pruned to --keep: {now}");
+    assert_ne!(first_two, now, "newer ones replaced the oldest");
+    let manual = now
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|b| b["scheduled"] == false)
+        .count();
+    assert_eq!(manual, 2, "manual backups are never pruned: {now}");
+    d.paas(&["addons", "backup-schedule", "bk-db", "--off"])
+        .ok();
+}
+
+#[test]
+fn bad_addon_requests_get_clear_refusals() {
+    if !have_root("addons_bad") || !installed("postgres") {
+        return;
+    }
+    let d = Daemon::start();
+    d.paas(&["apps", "create", "bad"]).ok();
+    d.paas(&["addons", "create", "bad", "mysql"])
+        .fails(1, "unknown add-on type 'mysql': choose postgres or redis");
+    d.paas(&["addons", "create", "nosuchapp", "postgres"])
+        .fails(1, "app 'nosuchapp' does not exist");
+    d.paas(&["addons", "create", "bad", "postgres", "--version", "7"])
+        .fails(1, "postgres 7 is not installed on this host; available:");
+    d.paas(&["addons", "create", "bad", "postgres", "--as", "Bad_Name"])
+        .fails(1, "name");
+    d.paas(&["addons", "create", "bad", "postgres", "--memory", "1"])
+        .fails(1, "memory must be between");
+    d.paas(&["addons", "create", "bad", "postgres", "--as", "bad-db"])
+        .ok();
+    d.paas(&["addons", "create", "bad", "postgres", "--as", "bad-db"])
+        .fails(1, "an add-on named 'bad-db' already exists");
+    d.paas(&["addons", "link", "bad-db", "bad"])
+        .fails(1, "already linked to 'bad'");
+    d.paas(&["addons", "link", "bad-db", "ghost"])
+        .fails(1, "app 'ghost' does not exist");
+    d.paas(&["addons", "unlink", "nope", "bad"])
+        .fails(1, "add-on 'nope' not found");
+    d.paas(&["addons", "psql", "bad-db", "-c", "\\! id"])
+        .fails(1, "meta-commands");
+    d.paas(&["addons", "psql", "bad-db", "-c", "SELEC 1"])
+        .fails(1, "syntax error");
+    d.paas(&["addons", "backup-schedule", "bad-db", "--every", "1s"])
+        .fails(1, "at least 5s");
+    // Nothing of the refused requests is left: one add-on, one link.
+    let all = d.paas(&["--json", "addons"]).json();
+    assert_eq!(all.as_array().map(Vec::len), Some(1), "{all}");
+    let env = d.paas(&["--json", "env", "bad"]).json();
+    assert_eq!(env["vars"].as_object().map(|v| v.len()), Some(1), "{env}");
+    // Bad JSON straight to the API.
+    let mut c = std::os::unix::net::UnixStream::connect(d.socket()).expect("connect");
+    use std::io::{Read, Write};
+    let body = "{\"app\": \"bad\", \"kind\": \"postgres\", \"extra\": 1}";
+    write!(
+        c,
+        "POST /api/v1/addons HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut out = String::new();
+    c.read_to_string(&mut out).expect("read");
+    assert!(
+        out.starts_with("HTTP/1.0 400") && out.contains("extra"),
+        "{out}"
+    );
+}

@@ -551,10 +551,20 @@ impl Addons {
     ) -> Result<paas_api::Backup, AddonError> {
         let _change = self.inner.changes.lock().await;
         let k = self.known(&name).await?;
-        let dir = self.inner.s.backups.join(&name);
-        let b = backups::find(&dir, &backup).ok_or_else(|| AddonError::BackupNotFound {
-            addon: name.clone(),
-            backup: backup.clone(),
+        // `OTHER/BACKUP` restores another service's backup (a copy, or one of a service
+        // destroyed since).
+        let (source, wanted) = match backup.split_once('/') {
+            Some((s, b)) => (s.to_string(), b.to_string()),
+            None => (name.clone(), backup.clone()),
+        };
+        validate::app_name(&source).map_err(|_| AddonError::BackupNotFound {
+            addon: source.clone(),
+            backup: wanted.clone(),
+        })?;
+        let dir = self.inner.s.backups.join(&source);
+        let b = backups::find(&dir, &wanted).ok_or_else(|| AddonError::BackupNotFound {
+            addon: source.clone(),
+            backup: wanted.clone(),
         })?;
         if b.kind != k.kind {
             return Err(AddonError::RestoreRefused(format!(
