@@ -471,6 +471,8 @@ do_install() {
   ensure_packages ca-certificates gcc git openssh-server sqlite3 procps iproute2 nftables python3 curl util-linux e2fsprogs
   # The built-in buildpacks take node, python and go from the host (the `host` stack).
   ensure_stack_runtimes
+  # `paas addons create APP postgres|redis` runs the host's PostgreSQL and Redis binaries.
+  ensure_addon_servers
   [ ${#INSTALLED_PACKAGES[@]} -eq 0 ] || changed "installed packages: ${INSTALLED_PACKAGES[*]}"
   ensure_sshd
 

@@ -24,6 +24,25 @@ ensure_packages() {
   INSTALLED_PACKAGES+=("${missing[@]}")
 }
 
+# PostgreSQL and Redis for add-on services (paasd runs them in containers of its own, from
+# these binaries). Debian would also start a system-wide cluster and redis-server.service:
+# a paas host needs neither, so no main cluster is made (postgresql-common's createcluster.d,
+# only when postgresql-common comes with us) and a redis-server.service we installed is
+# disabled. An admin's existing PostgreSQL or Redis is left as it is.
+ensure_addon_servers() {
+  if ! dpkg-query -W -f='${Status}' postgresql-common 2>/dev/null | grep -q 'install ok installed'; then
+    mkdir -p /etc/postgresql-common/createcluster.d
+    printf '%s\n' '# paas: add-on services run their own clusters; no system-wide one.' \
+      'create_main_cluster = false' >/etc/postgresql-common/createcluster.d/paas.conf
+  fi
+  local had_redis=1
+  dpkg-query -W -f='${Status}' redis-server 2>/dev/null | grep -q 'install ok installed' || had_redis=0
+  ensure_packages postgresql postgresql-client redis-server redis-tools
+  if [ "$had_redis" = 0 ] && [ -d /run/systemd/system ]; then
+    systemctl disable --now redis-server.service >/dev/null 2>&1 || true
+  fi
+}
+
 # QEMU (software emulation) and debootstrap for the VM tier (tests/vm/). A qemu-utils from
 # backports (newer than the release's qemu-system) blocks Debian's qemu-system-x86: then the
 # release's matching pair is installed (qemu-img keeps working; only its version goes back).

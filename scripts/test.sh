@@ -15,6 +15,8 @@ ensure_packages ca-certificates gcc git sqlite3 procps iproute2 util-linux e2fsp
   openssh-server systemd curl pebble openssl
 # Builds in the tests use the built-in buildpacks, which take their runtimes from the host.
 ensure_stack_runtimes
+# The add-on tests run real PostgreSQL and Redis (tests/tests/addons.rs).
+ensure_addon_servers
 # The VM tier (tests/tests/vm.rs): QEMU and debootstrap build and boot a Debian VM.
 ensure_qemu
 ensure_rust

@@ -38,7 +38,7 @@ BASE_PACKAGES=(systemd-sysv udev dbus linux-image-cloud-amd64 initramfs-tools zs
 # What install.sh installs (scripts/lib.sh: ensure_packages, ensure_stack_runtimes): the guest
 # cannot fetch anything.
 TEST_PACKAGES=(gcc git sqlite3 nftables python3 python3-venv golang-go nodejs npm curl util-linux
-  e2fsprogs openssh-server iputils-ping less)
+  e2fsprogs openssh-server iputils-ping less postgresql postgresql-client redis-server redis-tools)
 # Units that only slow a TCG boot down or fail for lack of network.
 MASKED_UNITS=(systemd-networkd-wait-online.service e2scrub_reap.service e2scrub_all.timer
   apt-daily.timer apt-daily-upgrade.timer fstrim.timer man-db.timer)
@@ -129,8 +129,12 @@ do_packages() {
   echo "deb $MIRROR $SUITE main" >"$ROOT/etc/apt/sources.list"
   cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
   mount -t proc proc "$ROOT/proc"
+  # As install.sh's ensure_addon_servers: no system-wide PostgreSQL cluster or Redis.
+  mkdir -p "$ROOT/etc/postgresql-common/createcluster.d"
+  echo 'create_main_cluster = false' >"$ROOT/etc/postgresql-common/createcluster.d/paas.conf"
   in_root apt-get update
   in_root apt-get install -y --no-install-recommends "${TEST_PACKAGES[@]}"
+  in_root systemctl disable redis-server.service
   in_root apt-get clean
   umount_chroot
 }
