@@ -803,6 +803,9 @@ pub struct CreateAddon {
     /// Memory limit in MB (default 512).
     #[serde(default)]
     pub memory_mb: Option<u64>,
+    /// Size of its data disk in MB (default 1024): writes beyond it fail.
+    #[serde(default)]
+    pub disk_mb: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -833,6 +836,10 @@ pub struct Addon {
     pub address: String,
     pub links: Vec<AddonLink>,
     pub memory_mb: u64,
+    pub disk_mb: u64,
+    /// MB used on its data disk, when it is mounted.
+    #[serde(default)]
+    pub disk_used_mb: Option<u64>,
     pub restarts: u32,
     #[serde(default)]
     pub last_error: Option<String>,
@@ -891,4 +898,29 @@ pub struct RestoreBackup {
 pub struct BackupSchedule {
     pub every_secs: u64,
     pub keep: u32,
+}
+
+/// `POST /apps/{app}/volumes`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AddVolume {
+    pub name: String,
+    /// Absolute path inside the app's containers, under /data, /mnt, /srv or /storage.
+    pub path: String,
+    /// Size in MB (default 1024).
+    #[serde(default)]
+    pub size_mb: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Volume {
+    pub app: String,
+    pub name: String,
+    pub path: String,
+    pub size_mb: u64,
+    /// MB used, when it is mounted.
+    #[serde(default)]
+    pub used_mb: Option<u64>,
+    /// RFC 3339, UTC.
+    pub created_at: String,
 }

@@ -98,9 +98,54 @@ pub enum Command {
     /// SSH keys allowed to `git push` (run on the server; lists them when no subcommand is
     /// given).
     Keys(KeysCmd),
+    /// Persistent volumes of an app: disk images mounted read-write into every instance and
+    /// one-off, kept across releases (lists them when no subcommand is given).
+    Volumes(VolumesCmd),
     /// Add-on services (PostgreSQL, Redis) linked to apps: create, link, query, back up and
     /// restore (lists an app's, or all, when no subcommand is given).
     Addons(AddonsCmd),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct VolumesCmd {
+    #[command(subcommand)]
+    pub command: Option<VolumesSub>,
+    /// App name.
+    #[arg(required = true)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumesSub {
+    /// List the app's volumes: path, size, use.
+    List(AppArg),
+    /// Add a volume (the app restarts to mount it).
+    Add(VolumeAddArgs),
+    /// Remove a volume and delete its data (the app restarts without it).
+    Remove(VolumeRemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VolumeAddArgs {
+    /// App name.
+    pub app: String,
+    /// The volume's name.
+    pub name: String,
+    /// Where it is mounted in the app's containers (under /data, /mnt, /srv or /storage).
+    pub path: String,
+    /// Size in MB (default 1024): writes beyond it fail with "No space left on device".
+    #[arg(long, value_name = "MB")]
+    pub size: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct VolumeRemoveArgs {
+    pub app: String,
+    pub name: String,
+    /// Repeat the volume's name to confirm; its data is deleted.
+    #[arg(long, value_name = "NAME")]
+    pub confirm: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +210,9 @@ pub struct AddonCreateArgs {
     /// Memory limit in MB (default 512).
     #[arg(long, value_name = "MB")]
     pub memory: Option<u64>,
+    /// Size of its data disk in MB (default 1024).
+    #[arg(long, value_name = "MB")]
+    pub disk: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -369,6 +417,9 @@ pub struct DestroyArgs {
     /// Repeat the app name to confirm; nothing happens without it.
     #[arg(long, value_name = "NAME")]
     pub confirm: Option<String>,
+    /// Also delete the app's volumes and their data (refused without it when it has any).
+    #[arg(long)]
+    pub delete_volumes: bool,
 }
 
 #[derive(Debug, Args)]

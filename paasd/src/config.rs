@@ -82,6 +82,10 @@ impl StatePaths {
     pub fn stacks(&self) -> PathBuf {
         self.root.join("stacks")
     }
+    /// Apps' volumes: `volumes/APP/NAME.img` mounted at `volumes/APP/NAME`.
+    pub fn volumes(&self) -> PathBuf {
+        self.root.join("volumes")
+    }
     /// Add-on services' data (`addons/NAME/data`, owned by the service's uid).
     pub fn addons(&self) -> PathBuf {
         self.root.join("addons")

@@ -243,6 +243,7 @@ impl Cron {
         let spawned = inner
             .oneoffs
             .spawn(OneOff {
+                app: r.app.clone(),
                 prefix: format!("{}-cron", r.app),
                 stack: r.stack.clone(),
                 layers: vec![inner.slugs.layer(&r.app, r.slug_id)],

@@ -26,6 +26,15 @@ pub fn process_env(config: &BTreeMap<String, String>, dyno: &str) -> Vec<(String
 /// `bash -c` of a Procfile-style command with the slug's `.profile.d/*.sh` sourced first,
 /// as Heroku does.
 /// Who an app's processes run as: its own uid, and the group of the same number.
+/// One of an app's volumes as the runtime binds it: read-write, at its path.
+pub fn volume_bind(host: std::path::PathBuf, path: String) -> paas_runtime::proto::Bind {
+    paas_runtime::proto::Bind {
+        source: host,
+        dest: path,
+        writable: true,
+    }
+}
+
 pub fn user(uid: u32) -> paas_runtime::User {
     paas_runtime::User { uid, gid: uid }
 }

@@ -14,6 +14,7 @@ pub mod build;
 pub mod certs;
 pub mod config;
 pub mod cron;
+pub mod disk_image;
 pub mod fds;
 pub mod floods;
 pub mod git;
@@ -30,6 +31,7 @@ pub mod stacks;
 pub mod store;
 pub mod supervisor;
 pub mod tarball;
+pub mod volumes;
 
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
@@ -146,6 +148,7 @@ pub async fn run(
                 count: config.users.count,
             },
             resources: resource_settings(&config.instances, &config.build),
+            volumes_dir: paths.volumes(),
         },
     );
     // A deep accept backlog: hundreds of clients connecting at once must not overflow it.
@@ -289,6 +292,7 @@ pub async fn run(
         config.base_domain.clone(),
         config.instances.clone(),
     );
+    let volumes = volumes::Volumes::new(store.clone(), paths.volumes());
     let addons = addons::Addons::new(addons::Services {
         store: store.clone(),
         secrets: secrets.clone(),
@@ -382,6 +386,7 @@ pub async fn run(
     }
     let state = Arc::new(api::State {
         addons: addons.clone(),
+        volumes: volumes.clone(),
         certs,
         router_tls_addr,
         git,
@@ -453,6 +458,7 @@ pub async fn run(
     let adopted = runtime.recover().await;
     // Add-on services first: apps' instances (adopted or started) find their databases
     // running and linked.
+    volumes.mount_all().await;
     let adopted = addons.start(adopted).await;
     addons.start_scheduler();
     if !adopted.is_empty() {
@@ -499,10 +505,11 @@ pub async fn run(
         tasks: std::iter::once(router_task).chain(tls_task).collect(),
     })));
     let shutdown = {
-        let (runtime, supervisor, addons, logs, mode, router_done) = (
+        let (runtime, supervisor, addons, volumes, logs, mode, router_done) = (
             Arc::clone(&runtime),
             supervisor.clone(),
             addons.clone(),
+            volumes.clone(),
             logs.clone(),
             Arc::clone(&mode),
             Arc::clone(&router_done),
@@ -520,6 +527,7 @@ pub async fn run(
                     supervisor.shutdown().await;
                     // Databases last: apps may write to them until they stop.
                     addons.shutdown(false).await;
+                    volumes.unmount_all().await;
                 }
                 Shutdown::Detach => {
                     notify::stopping("restarting: apps keep running for the next paasd");

@@ -42,6 +42,8 @@ pub enum RunError {
 /// A command to run once in a fresh container, attached: output streamed, exit reported.
 #[derive(Debug, Clone)]
 pub struct OneOff {
+    /// The app whose command it is (its volumes are bound in).
+    pub app: String,
     /// Instance id prefix (`APP-run`, `APP-release`).
     pub prefix: String,
     pub stack: String,
@@ -93,6 +95,7 @@ impl OneOffs {
         };
         let target = self.apps.run_target(app.clone()).await?;
         self.spawn(OneOff {
+            app: app.clone(),
             prefix: format!("{app}-run"),
             stack: target.stack,
             layers: target
@@ -122,6 +125,10 @@ impl OneOffs {
 
     async fn start(&self, o: OneOff) -> Result<mpsc::Receiver<RunEvent>, RunError> {
         let id = self.runtime.new_id(&o.prefix);
+        let binds = (self.apps.volume_binds(&o.app).await?)
+            .into_iter()
+            .map(|v| crate::launch::volume_bind(v.host, v.path))
+            .collect();
         let lease = self.addresses.allocate(&id, Some(o.identity.group)).await?;
         let ip = lease.ip;
         let started = self
@@ -134,7 +141,7 @@ impl OneOffs {
                 limits: o.limits,
                 stack: o.stack,
                 layers: o.layers,
-                binds: Vec::new(),
+                binds,
                 user: crate::launch::user(o.identity.uid),
                 // Dies with paasd: nobody would take it back.
                 attach: None,

@@ -340,6 +340,27 @@ impl Daemon {
         }
     }
 
+    /// Mount points under this daemon's dir (add-on data disks, volumes), deepest first.
+    pub fn mounts(&self) -> Vec<PathBuf> {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut out: Vec<PathBuf> = info
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .map(PathBuf::from)
+            .filter(|p| p.starts_with(self.dir.path()))
+            .collect();
+        out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        out
+    }
+
+    /// What a killed daemon left mounted: unmounted, so the temp dir can go (and the loop
+    /// devices with it).
+    fn unmount_all(&self) {
+        for m in self.mounts() {
+            let _ = Command::new("umount").arg("-l").arg(&m).status();
+        }
+    }
+
     pub fn db(&self) -> PathBuf {
         self.state_dir().join("paas.db")
     }
@@ -631,6 +652,7 @@ impl Drop for Daemon {
         }
         self.remove_cgroups();
         self.remove_network();
+        self.unmount_all();
         if std::thread::panicking() {
             eprintln!("--- paasd log ---\n{}", self.log_text());
         }

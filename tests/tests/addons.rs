@@ -86,6 +86,15 @@ fn a_postgres_addon_keeps_its_rows_through_redeploys_restarts_and_paasd_restarts
     assert_eq!(info["state"], "up", "{info}");
     assert_eq!(info["links"][0]["app"], "notes");
     assert_eq!(info["links"][0]["env_var"], "DATABASE_URL");
+    // Its data lives on a disk of its own (an ext4 image of --disk, 1 GB by default).
+    assert_eq!(info["disk_mb"], 1024);
+    assert!(
+        info["disk_used_mb"]
+            .as_u64()
+            .is_some_and(|u| u > 0 && u < 1024),
+        "{info}"
+    );
+    assert_eq!(d.mounts().len(), 1, "{:?}", d.mounts());
     let env = d.paas(&["--json", "env", "notes", "--reveal"]).json();
     let url = env["vars"]["DATABASE_URL"]
         .as_str()
@@ -132,6 +141,7 @@ fn a_postgres_addon_keeps_its_rows_through_redeploys_restarts_and_paasd_restarts
     // A full stop stops the database cleanly; the next start brings it up on its data.
     d.stop_all();
     assert!(service_pids(&d, &name).is_empty());
+    assert!(d.mounts().is_empty(), "a full stop unmounts the data disk");
     d.restart();
     wait_for(
         "the add-on up after a full stop",
@@ -439,4 +449,105 @@ fn bad_addon_requests_get_clear_refusals() {
         out.starts_with("HTTP/1.0 400") && out.contains("extra"),
         "{out}"
     );
+}
+
+#[test]
+fn a_volume_is_mounted_into_every_instance_and_one_off_and_outlives_releases() {
+    if !have_root("volumes") {
+        return;
+    }
+    let mut d = Daemon::start();
+    d.paas(&["apps", "create", "files"]).ok();
+    // Refusals first: nothing of them remains.
+    d.paas(&["volumes", "add", "files", "etc", "/etc"])
+        .fails(1, "outside the allowed places");
+    d.paas(&["volumes", "add", "files", "up", "/app/uploads"])
+        .fails(1, "outside the allowed places");
+    d.paas(&["volumes", "add", "files", "up", "/data/../etc"])
+        .fails(1, "normalized");
+    d.paas(&["volumes", "add", "files", "up", "/data/up", "--size", "1"])
+        .fails(1, "between 16 and");
+    d.paas(&["volumes", "add", "ghost", "up", "/data/up"])
+        .fails(1, "does not exist");
+    d.paas(&["volumes", "add", "files", "up", "/data/up", "--size", "32"])
+        .ok();
+    d.paas(&["volumes", "add", "files", "up", "/data/other"])
+        .fails(1, "already has a volume named 'up'");
+    d.paas(&["volumes", "add", "files", "up2", "/data/up"])
+        .fails(1, "already has a volume at /data/up");
+    let listed = d.paas(&["--json", "volumes", "files"]).json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["size_mb"], 32);
+
+    // A one-off writes as the app's uid; an instance serves what it wrote.
+    let uid = d.uid("files");
+    let out = d.paas(&[
+        "run",
+        "files",
+        "--",
+        "sh",
+        "-c",
+        "echo kept > /data/up/f && stat -c %u /data/up/f",
+    ]);
+    assert_eq!(out.ok().trim(), uid.to_string());
+    let app = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        app.path().join("Procfile"),
+        "web: python3 -m http.server $PORT --bind 0.0.0.0 --directory /data/up\n",
+    )
+    .expect("Procfile");
+    d.deploy_dir("files", app.path());
+    assert_eq!(d.http(&host("files"), "/f").2, "kept\n");
+
+    // Over its size: the writer gets ENOSPC, the host loses nothing more.
+    let full = d.paas(&[
+        "run",
+        "files",
+        "--",
+        "sh",
+        "-c",
+        "head -c 64000000 /dev/zero > /data/up/big",
+    ]);
+    assert_ne!(full.code(), 0, "{full:?}");
+    assert!(full.stderr.contains("No space left on device"), "{full:?}");
+    let img = std::fs::metadata(d.state_dir().join("volumes/files/up.img")).expect("image");
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        img.blocks() * 512 <= 33 * 1024 * 1024,
+        "the image stays within its size"
+    );
+    d.paas(&["run", "files", "--", "rm", "/data/up/big"]).ok();
+
+    // Redeploy, a paasd restart, a full stop: the file stays.
+    d.deploy_dir("files", app.path());
+    assert_eq!(d.http(&host("files"), "/f").2, "kept\n");
+    d.stop();
+    d.restart();
+    assert_eq!(d.http(&host("files"), "/f").2, "kept\n");
+    d.stop_all();
+    assert!(
+        d.mounts().is_empty(),
+        "a full stop unmounts: {:?}",
+        d.mounts()
+    );
+    d.restart();
+    wait_for("the app serving again", Duration::from_secs(60), || {
+        d.http(&host("files"), "/f").0 == 200
+    });
+    assert_eq!(d.http(&host("files"), "/f").2, "kept\n");
+
+    // Destroying the app asks first.
+    d.paas(&["destroy", "files", "--confirm", "files"])
+        .fails(1, "--delete-volumes");
+    assert_eq!(
+        d.http(&host("files"), "/f").2,
+        "kept\n",
+        "nothing was destroyed"
+    );
+    d.paas(&["volumes", "remove", "files", "up"])
+        .fails(2, "--confirm up");
+    d.paas(&["destroy", "files", "--confirm", "files", "--delete-volumes"])
+        .ok();
+    assert!(!d.state_dir().join("volumes/files").exists());
+    assert!(d.mounts().is_empty(), "{:?}", d.mounts());
 }

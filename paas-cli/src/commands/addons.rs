@@ -72,6 +72,7 @@ pub async fn create(ctx: &Ctx, args: AddonCreateArgs) -> Result<()> {
         name: args.name,
         version: args.version,
         memory_mb: args.memory,
+        disk_mb: args.disk,
     };
     output::status(&format!(
         "Creating {} for {} (starts it, links it, restarts the app)...",
@@ -109,6 +110,13 @@ pub async fn info(ctx: &Ctx, name: &str) -> Result<()> {
         ("State", state(&a)),
         ("Address", a.address.clone()),
         ("Memory", format!("{} MB", a.memory_mb)),
+        (
+            "Disk",
+            match a.disk_used_mb {
+                Some(u) => format!("{u} of {} MB used", a.disk_mb),
+                None => format!("{} MB", a.disk_mb),
+            },
+        ),
         ("Restarts", a.restarts.to_string()),
         (
             "Linked to",

@@ -152,7 +152,13 @@ fn running_formation(desired: &BTreeMap<String, u32>, instances: &[InstanceInfo]
 /// `DELETE /apps/{app}`, only when `--confirm` repeats the name.
 pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<()> {
     check_confirm(&args.name, args.confirm.as_deref())?;
-    ctx.call(Method::DELETE, &app_path(&args.name, "")?).await?;
+    let query = if args.delete_volumes {
+        "?delete_volumes=true"
+    } else {
+        ""
+    };
+    ctx.call(Method::DELETE, &app_path(&args.name, query)?)
+        .await?;
     output::status(&format!("Destroying {}... done", args.name));
     Ok(())
 }

@@ -19,6 +19,7 @@ pub mod resources;
 pub mod run;
 pub mod scale;
 pub mod stacks;
+pub mod volumes;
 
 use anyhow::{Context as _, Result};
 use paas_api::client::segment;
@@ -30,7 +31,7 @@ use serde_json::Value;
 use crate::args::UsageError;
 use crate::cli::{
     AddonsSub, AppsSub, BuildpacksSub, CertsSub, ChecksSub, Cli, Command, CronSub, DomainsSub,
-    EnvSub, KeysSub, PsSub, ReleasesSub, RollbackArgs, StacksSub,
+    EnvSub, KeysSub, PsSub, ReleasesSub, RollbackArgs, StacksSub, VolumesSub,
 };
 
 /// What every command needs: the daemon handle and the output mode.
@@ -125,6 +126,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             None | Some(KeysSub::List) => keys::list(&ctx).await,
             Some(KeysSub::Add(a)) => keys::add(&ctx, a).await,
             Some(KeysSub::Remove(a)) => keys::remove(&ctx, &a.name).await,
+        },
+        Command::Volumes(v) => match v.command {
+            None => volumes::list(&ctx, &required(v.name)?).await,
+            Some(VolumesSub::List(a)) => volumes::list(&ctx, &a.name).await,
+            Some(VolumesSub::Add(a)) => volumes::add(&ctx, a).await,
+            Some(VolumesSub::Remove(a)) => volumes::remove(&ctx, a).await,
         },
         Command::Addons(a) => match a.command {
             None => addons::list(&ctx, a.app.as_deref()).await,

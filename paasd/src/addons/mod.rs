@@ -26,6 +26,7 @@ use paas_runtime::{Adopted, Runtime};
 
 use crate::addresses::{AddressError, Addresses, SERVICE_PREFIX};
 use crate::apps::{validate, AppError, Apps, UidRange};
+use crate::disk_image;
 use crate::secrets::{SecretBox, SecretError};
 use crate::store::{self, Store, StoreError};
 use crate::supervisor::{Supervisor, SupervisorError};
@@ -35,6 +36,8 @@ use tools::{Ran, Tool, ToolError};
 
 pub const DEFAULT_MEMORY_MB: u64 = 512;
 const MEMORY_MB: std::ops::RangeInclusive<u64> = 64..=65536;
+pub const DEFAULT_DISK_MB: u64 = 1024;
+const DISK_MB: std::ops::RangeInclusive<u64> = 64..=1_048_576;
 const CPU_PERCENT: u32 = 100;
 const PIDS: u64 = 256;
 /// The shortest schedule interval (seconds).
@@ -214,6 +217,16 @@ impl Addons {
         for e in ends {
             e.await;
         }
+        // Stopped for good: nothing uses the data disks now (a restart keeps them mounted
+        // for the services that keep running).
+        if !detach {
+            for k in self.known_all().await.unwrap_or_default() {
+                let data = self.data_dir(&k.row.name);
+                if disk_image::is_mounted(&data) {
+                    disk_image::unmount_path(&data);
+                }
+            }
+        }
     }
 
     pub async fn create(&self, req: paas_api::CreateAddon) -> Result<paas_api::Addon, AddonError> {
@@ -231,6 +244,14 @@ impl Addons {
                 "memory must be between {} and {} MB, got {memory_mb}",
                 MEMORY_MB.start(),
                 MEMORY_MB.end()
+            )));
+        }
+        let disk_mb = req.disk_mb.unwrap_or(DEFAULT_DISK_MB);
+        if !DISK_MB.contains(&disk_mb) {
+            return Err(AddonError::Invalid(format!(
+                "disk must be between {} and {} MB, got {disk_mb}",
+                DISK_MB.start(),
+                DISK_MB.end()
             )));
         }
         let versions = kind.versions(std::path::Path::new("/"));
@@ -289,6 +310,7 @@ impl Addons {
                         uid,
                         password: &sealed,
                         memory_mb,
+                        disk_mb,
                         now: store::now(),
                     },
                 )
@@ -757,19 +779,31 @@ impl Addons {
         self.inner.s.data.join(name).join("data")
     }
 
-    /// `addons/NAME/data`, the service's uid's alone (PostgreSQL refuses a data dir others
+    /// `addons/NAME/data`: the service's data disk (`data.img`, `disk_mb`, mounted there
+    /// until the service is destroyed), its uid's alone (PostgreSQL refuses a data dir others
     /// can read). `fresh`: a leftover of an earlier service of the same name is removed.
     fn prepare_data_dir(&self, k: &Known, fresh: bool) -> Result<(), AddonError> {
         let base = self.inner.s.data.join(&k.row.name);
         let data = base.join("data");
         if fresh && base.exists() {
+            if disk_image::is_mounted(&data) {
+                disk_image::unmount_path(&data);
+            }
             std::fs::remove_dir_all(&base).map_err(io(format!("removing {}", base.display())))?;
         }
         std::fs::create_dir_all(&data).map_err(io(format!("creating {}", data.display())))?;
-        for (dir, mode) in [(&self.inner.s.data, 0o711), (&base, 0o711), (&data, 0o700)] {
+        for (dir, mode) in [(&self.inner.s.data, 0o711), (&base, 0o700)] {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
                 .map_err(io(format!("chmod {}", dir.display())))?;
         }
+        let image = base.join("data.img");
+        let mounted = disk_image::mount_kept(&image, &data, k.row.disk_mb * 1024 * 1024, k.row.uid)
+            .map_err(|e| AddonError::Failed(format!("the data disk: {e}")))?;
+        if !mounted {
+            tracing::warn!(addon = %k.row.name, "mkfs.ext4 is missing (install e2fsprogs): the add-on's data has no size limit");
+        }
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700))
+            .map_err(io(format!("chmod {}", data.display())))?;
         std::os::unix::fs::chown(&data, Some(k.row.uid), Some(k.row.uid))
             .map_err(io(format!("chown {}", data.display())))?;
         Ok(())
@@ -921,6 +955,9 @@ impl Addons {
             .tx(move |tx| store::addons::delete(tx, id))
             .await?;
         let base = self.inner.s.data.join(&name);
+        if disk_image::is_mounted(&base.join("data")) {
+            disk_image::unmount_path(&base.join("data"));
+        }
         if base.exists() {
             tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&base))
                 .await
@@ -1118,6 +1155,10 @@ impl Addons {
                 })
                 .collect(),
             memory_mb: k.row.memory_mb,
+            disk_mb: k.row.disk_mb,
+            disk_used_mb: disk_image::usage(&self.data_dir(&k.row.name))
+                .filter(|_| disk_image::is_mounted(&self.data_dir(&k.row.name)))
+                .map(|(used, _)| used / (1024 * 1024)),
             restarts: status.as_ref().map_or(0, |s| s.restarts),
             last_error: status.as_ref().and_then(|s| s.last_error.clone()),
             backup_schedule: match (every, keep) {

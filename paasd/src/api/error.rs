@@ -73,6 +73,22 @@ impl From<AppError> for ApiError {
     }
 }
 
+impl From<crate::volumes::VolumeError> for ApiError {
+    fn from(e: crate::volumes::VolumeError) -> ApiError {
+        use crate::volumes::VolumeError as V;
+        use StatusCode as S;
+        let (status, code) = match e {
+            V::App(a) => return a.into(),
+            V::Invalid(_) => (S::BAD_REQUEST, "invalid_volume"),
+            V::Exists { .. } | V::PathTaken { .. } => (S::CONFLICT, "volume_exists"),
+            V::NotFound { .. } => (S::NOT_FOUND, "volume_not_found"),
+            V::HasVolumes { .. } => (S::CONFLICT, "app_has_volumes"),
+            V::Disk(_) | V::Store(_) | V::Io { .. } => return ApiError::internal("volumes", &e),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
 impl From<crate::addons::AddonError> for ApiError {
     fn from(e: crate::addons::AddonError) -> ApiError {
         use crate::addons::AddonError as E;

@@ -23,6 +23,7 @@ use crate::apps::Apps;
 /// What handlers can reach.
 pub struct State {
     pub addons: crate::addons::Addons,
+    pub volumes: crate::volumes::Volumes,
     pub apps: Apps,
     pub oneoffs: crate::oneoff::OneOffs,
     pub builds: crate::build::Builds,

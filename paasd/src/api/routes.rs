@@ -190,7 +190,13 @@ async fn dispatch(
             match (tail, &m) {
                 ([], &Method::GET) => ok(&apps.info(app).await?),
                 ([], &Method::DELETE) => {
-                    state.builds.destroy_app(app).await?;
+                    let delete_volumes = query_flag(req.uri().query(), "delete_volumes");
+                    state
+                        .volumes
+                        .check_destroy(app.clone(), delete_volumes)
+                        .await?;
+                    state.builds.destroy_app(app.clone()).await?;
+                    state.volumes.app_destroyed(&app).await;
                     // Its links went with it; so do their network policy elements.
                     state.addons.app_destroyed().await;
                     no_content()
@@ -251,6 +257,21 @@ async fn dispatch(
 
                 (["ps"] | ["health"], &Method::GET) => ok(&state.supervisor.ps(app).await?),
                 (["ps"] | ["health"], _) => Err(not_allowed("GET")),
+
+                (["volumes"], &Method::GET) => ok(&state.volumes.list(app).await?),
+                (["volumes"], &Method::POST) => {
+                    let body: paas_api::AddVolume = read_json(req, limits).await?;
+                    let v = state.volumes.add(app.clone(), body).await?;
+                    restart_if_deployed(state, app).await?;
+                    created(&v)
+                }
+                (["volumes"], _) => Err(not_allowed("GET, POST")),
+                (["volumes", name], &Method::DELETE) => {
+                    state.volumes.remove(app.clone(), name.to_string()).await?;
+                    restart_if_deployed(state, app).await?;
+                    no_content()
+                }
+                (["volumes", _], _) => Err(not_allowed("DELETE")),
 
                 (["restart"], &Method::POST) => ok(&state.supervisor.restart(app).await?),
                 (["restart"], _) => Err(not_allowed("POST")),
@@ -345,6 +366,15 @@ async fn dispatch(
 
 /// A config change made a release: it is rolled out before the answer, so `paas env set`
 /// returns once the new config serves (or says why it could not).
+/// A volume change reaches running instances through a rolling restart (nothing runs before
+/// the first deploy).
+async fn restart_if_deployed(state: &State, app: String) -> Result<(), ApiError> {
+    match state.supervisor.restart(app).await {
+        Ok(_) | Err(crate::supervisor::SupervisorError::NotDeployed(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn roll_config(
     state: &State,
     app: String,

@@ -71,6 +71,20 @@ pub struct UidRange {
     pub count: u32,
 }
 
+/// Where volume `name` of `app` is mounted on the host: the volumes service mounts it
+/// there, every container of the app binds it from there.
+pub fn volume_mount(dir: &std::path::Path, app: &str, name: &str) -> std::path::PathBuf {
+    dir.join(app).join(name)
+}
+
+/// One of an app's volumes as its containers bind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeBind {
+    pub host: std::path::PathBuf,
+    /// Absolute path inside the container.
+    pub path: String,
+}
+
 /// Who an app's processes are on the host: its own uid (and the gid of the same number), and
 /// its number in the instance network's membership sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +115,8 @@ pub struct Settings {
     /// know: those operations return once the router has it.
     pub routes: crate::routing::RouteSignal,
     pub uids: UidRange,
+    /// Where apps' volumes are mounted on the host (`STATE/volumes`; see [`volume_mount`]).
+    pub volumes_dir: std::path::PathBuf,
     /// Instance limits: paasd's defaults and the bounds `paas resources` may set.
     pub resources: ResourceSettings,
 }
@@ -197,6 +213,23 @@ impl Apps {
                     given.push((app.name, uid));
                 }
                 Ok(given)
+            })
+            .await
+    }
+
+    /// The app's volumes, as every container of it binds them (read-write).
+    pub async fn volume_binds(&self, name: &str) -> Result<Vec<VolumeBind>, AppError> {
+        let (name, dir) = (name.to_string(), self.settings.volumes_dir.clone());
+        self.store
+            .tx(move |tx| {
+                let app = find(tx, &name)?;
+                Ok(store::volumes::of_app(tx, app.id)?
+                    .into_iter()
+                    .map(|v| VolumeBind {
+                        host: volume_mount(&dir, &app.name, &v.name),
+                        path: v.path,
+                    })
+                    .collect())
             })
             .await
     }

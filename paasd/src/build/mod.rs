@@ -8,7 +8,6 @@
 
 pub mod buildpacks;
 mod destroy;
-mod disk;
 pub mod gitpacks;
 mod intake;
 mod manifest;
@@ -28,6 +27,7 @@ use paas_api::{DeployPhase, PhaseTiming};
 
 use crate::apps::{AppError, Apps};
 use crate::config::{BuildConfig, MiB, StatePaths};
+use crate::disk_image;
 use crate::locks::{AppLocks, Busy};
 use crate::oneoff::OneOffs;
 use crate::slugs::Slugs;
@@ -61,7 +61,7 @@ pub enum DeployError {
     #[error("{context}: {source}")]
     Io { context: String, source: io::Error },
     #[error("the build's disk: {0}")]
-    Disk(#[from] disk::DiskError),
+    Disk(#[from] disk_image::DiskError),
 }
 
 impl From<Busy> for DeployError {
@@ -106,7 +106,7 @@ struct Inner {
 /// thread: a `node_modules` tree takes a while and must not stall an async worker); the
 /// `Drop` is for the paths that end early (a refused upload leaves an empty dir) and must
 /// leave nothing behind either.
-struct Scratch(PathBuf, Option<disk::Disk>);
+struct Scratch(PathBuf, Option<disk_image::Disk>);
 
 impl Scratch {
     async fn remove(mut self) {
@@ -131,7 +131,7 @@ impl Scratch {
         std::fs::create_dir_all(&dir).map_err(io_err("creating the build dir"))?;
         let mut s = Scratch(dir, None);
         let image = s.0.with_extension("img");
-        match disk::mount(&image, &s.0, size, 0, false) {
+        match disk_image::mount(&image, &s.0, size, 0, false) {
             Ok(Some(d)) => s.1 = Some(d),
             Ok(None) => tracing::warn!(
                 "mkfs.ext4 not found: this build has no disk quota (install e2fsprogs)"
@@ -247,7 +247,7 @@ impl Builds {
         let dir = self.inner.paths.builds();
         let caches = self.inner.paths.cache("");
         let removed = tokio::task::spawn_blocking(move || {
-            disk::unmount_leftovers(&[dir.clone(), caches]);
+            disk_image::unmount_leftovers(&[dir.clone(), caches]);
             remove_tree(&dir, "leftover build dirs")
         })
         .await;
@@ -317,13 +317,13 @@ fn empty_dir(dir: &Path) -> io::Result<()> {
 /// Mounts the app's build cache image over its cache dir (made on first use, `size`
 /// bytes, owned by `uid`). A cache dir from before the images is dropped first: its files
 /// would be hidden under the mount, taking space nobody could reach.
-fn mount_cache(dir: &Path, size: u64, uid: u32) -> Result<Option<disk::Disk>, DeployError> {
+fn mount_cache(dir: &Path, size: u64, uid: u32) -> Result<Option<disk_image::Disk>, DeployError> {
     fs::create_dir_all(dir).map_err(io_err("creating the build cache dir"))?;
     let image = dir.with_extension("img");
     if !image.exists() {
         empty_dir(dir).map_err(io_err("dropping a build cache from before disk images"))?;
     }
-    let disk = disk::mount(&image, dir, size, uid, true)?;
+    let disk = disk_image::mount(&image, dir, size, uid, true)?;
     if disk.is_some() {
         // mkfs's lost+found is no business of a buildpack's.
         let _ = fs::remove_dir(dir.join("lost+found"));

@@ -30,7 +30,7 @@ pub(super) struct Build {
     pub(super) row: DeploymentRow,
     pub(super) scratch: Scratch,
     /// The app's build cache image, mounted while the build runs.
-    pub(super) cache_disk: Option<super::disk::Disk>,
+    pub(super) cache_disk: Option<crate::disk_image::Disk>,
     pub(super) events: mpsc::Sender<DeployEvent>,
     /// The deployment's log file (`logs/APP/deploy-ID.log`): the output outlives the client.
     pub(super) log: Option<fs::File>,
@@ -391,7 +391,7 @@ impl Build {
                     let full = [self.scratch.1.as_ref(), self.cache_disk.as_ref()]
                         .into_iter()
                         .flatten()
-                        .any(super::disk::Disk::full);
+                        .any(crate::disk_image::Disk::full);
                     if full {
                         let (mb, app) = (MiB(self.ctx.limits.disk_mb), &self.app);
                         return Err(Failure::new(

@@ -217,6 +217,7 @@ impl Build {
     ) -> Result<(), ScriptError> {
         let limits = self.limits();
         let oneoff = crate::oneoff::OneOff {
+            app: self.app.clone(),
             prefix: format!("{}-{name}", self.app),
             stack: self.ctx.stack.clone(),
             layers: vec![self.inner.slugs.layer(&self.app, slug_id)],

@@ -16,6 +16,7 @@ pub struct AddonRow {
     /// Sealed with the key file, like config vars.
     pub password: Vec<u8>,
     pub memory_mb: u64,
+    pub disk_mb: u64,
     pub created_at: i64,
     /// Seconds between scheduled backups, and how many to keep; `None`: no schedule.
     pub backup_every: Option<i64>,
@@ -32,7 +33,7 @@ pub struct LinkRow {
 }
 
 const COLUMNS: &str =
-    "id, name, kind, version, uid, password, memory_mb, created_at, backup_every, backup_keep";
+    "id, name, kind, version, uid, password, memory_mb, disk_mb, created_at, backup_every, backup_keep";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AddonRow> {
     Ok(AddonRow {
@@ -43,9 +44,10 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AddonRow> {
         uid: r.get(4)?,
         password: r.get(5)?,
         memory_mb: r.get(6)?,
-        created_at: r.get(7)?,
-        backup_every: r.get(8)?,
-        backup_keep: r.get(9)?,
+        disk_mb: r.get(7)?,
+        created_at: r.get(8)?,
+        backup_every: r.get(9)?,
+        backup_keep: r.get(10)?,
     })
 }
 
@@ -56,13 +58,14 @@ pub struct NewAddon<'a> {
     pub uid: u32,
     pub password: &'a [u8],
     pub memory_mb: u64,
+    pub disk_mb: u64,
     pub now: i64,
 }
 
 pub fn insert(tx: &Tx<'_>, a: &NewAddon<'_>) -> Result<AddonRow, StoreError> {
     tx.execute(
-        "INSERT INTO addons (name, kind, version, uid, password, memory_mb, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO addons (name, kind, version, uid, password, memory_mb, disk_mb, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             a.name,
             a.kind,
@@ -70,6 +73,7 @@ pub fn insert(tx: &Tx<'_>, a: &NewAddon<'_>) -> Result<AddonRow, StoreError> {
             a.uid,
             a.password,
             a.memory_mb,
+            a.disk_mb,
             a.now
         ],
     )?;
@@ -82,6 +86,7 @@ pub fn insert(tx: &Tx<'_>, a: &NewAddon<'_>) -> Result<AddonRow, StoreError> {
         uid: a.uid,
         password: a.password.to_vec(),
         memory_mb: a.memory_mb,
+        disk_mb: a.disk_mb,
         created_at: a.now,
         backup_every: None,
         backup_keep: None,

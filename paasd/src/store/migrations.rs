@@ -179,7 +179,7 @@ const MIGRATIONS: &[&str] = &[
     // 10: add-on services (PostgreSQL, Redis): the service (its uid taken from the apps'
     // never-reused counter, its password sealed like config vars, its backup schedule) and
     // its links to apps, each with the config var it sets there. Backups are files, not rows:
-    // they outlive the service.
+    // they outlive the service. And apps' persistent volumes.
     r#"
     CREATE TABLE addons (
         id            INTEGER PRIMARY KEY,
@@ -189,6 +189,7 @@ const MIGRATIONS: &[&str] = &[
         uid           INTEGER NOT NULL,
         password      BLOB NOT NULL,
         memory_mb     INTEGER NOT NULL,
+        disk_mb       INTEGER NOT NULL,
         created_at    INTEGER NOT NULL,
         backup_every  INTEGER,
         backup_keep   INTEGER
@@ -202,6 +203,15 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (app_id, env_var)
     );
     CREATE INDEX addon_links_app ON addon_links(app_id);
+    CREATE TABLE volumes (
+        app_id      INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        name        TEXT NOT NULL,
+        path        TEXT NOT NULL,
+        size_mb     INTEGER NOT NULL,
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (app_id, name),
+        UNIQUE (app_id, path)
+    );
     "#,
 ];
 

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod releases;
 pub mod resources;
 pub mod slugs;
+pub mod volumes;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

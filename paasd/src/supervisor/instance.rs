@@ -283,6 +283,17 @@ pub async fn run(
                 Ok(a.instance)
             }
             None => {
+                // Volumes as they are now: one added since the rollout began is in too.
+                // Never started without them: its writes would land on the tmpfs and be lost.
+                let volumes = ctx.apps.volume_binds(&h.app).await;
+                let binds = volumes
+                    .as_ref()
+                    .map(|v| {
+                        v.iter()
+                            .map(|v| crate::launch::volume_bind(v.host.clone(), v.path.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 let spec = RunSpec {
                     id: ctx.runtime.new_id(&format!("{}-{name}", h.app)),
                     argv: crate::launch::launch_argv(&launch.command),
@@ -291,11 +302,17 @@ pub async fn run(
                     limits: launch.limits,
                     stack: launch.stack.clone(),
                     layers: launch.layers.clone(),
-                    binds: Vec::new(),
+                    binds,
                     user: launch.user,
                     attach: serde_json::to_string(&tag).ok(),
                 };
-                let started = ctx.runtime.run(spec).await;
+                let started = match volumes {
+                    Ok(_) => ctx.runtime.run(spec).await,
+                    Err(e) => Err(paas_runtime::RuntimeError::Setup {
+                        stage: "volumes".into(),
+                        error: format!("could not read the app's volumes: {e}"),
+                    }),
+                };
                 if started.is_ok() {
                     ctx.platform(&h, format!("{name} started: {}", launch.command));
                 }

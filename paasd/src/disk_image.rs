@@ -1,14 +1,15 @@
-//! A build's disk quota: a sparse ext4 image of `[build] disk_mb`, loop-mounted over the
+//! Disk quotas as sparse ext4 images, loop-mounted. A build's: `[build] disk_mb`, over the
 //! build's scratch dir (the source that becomes the slug, the buildpack copies) and another,
-//! kept between builds, over the app's build cache. Writes beyond one fail with ENOSPC inside
-//! the build, and the host loses at most its size (the image is sparse: only what is written
-//! takes space). ext4 images rather than project quotas, which need mount options on the
-//! state dir's file system (`prjquota` on xfs, the `quota` feature on ext4); rather than
-//! tmpfs, because a build's output is kept and its size would count against memory. Making
-//! one and mounting it costs ~15 ms (`bench/disk.sh`: a 256 MB tmpfs 0.24 ms, plain dirs 0.48
-//! ms), nothing next to a build, but three times a container start: instances get tmpfs.
-//! Owns making, mounting and unmounting images and finding the mounts a crashed paasd left;
-//! must not know what a build puts there.
+//! kept between builds, over the app's build cache. Kept ones (add-on data, app volumes):
+//! with a journal, mounted until removed, across paasd restarts. Writes beyond one fail with
+//! ENOSPC inside its users, and the host loses at most its size (the image is sparse: only
+//! what is written takes space). ext4 images rather than project quotas, which need mount
+//! options on the state dir's file system (`prjquota` on xfs, the `quota` feature on ext4);
+//! rather than tmpfs, because what is written there is kept and its size would count
+//! against memory. Making one and mounting it costs ~15 ms (`bench/disk.sh`: a 256 MB tmpfs
+//! 0.24 ms, plain dirs 0.48 ms), nothing next to a build, but three times a container start:
+//! instances' writable layers are tmpfs. Owns making, mounting and unmounting images and
+//! finding the mounts a crashed paasd left; must not know what is put there.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -47,7 +48,7 @@ pub fn mount(
     keep_image: bool,
 ) -> Result<Option<Disk>, DiskError> {
     if !image.exists() {
-        if !make(image, size, uid)? {
+        if !make(image, size, uid, false)? {
             return Ok(None);
         }
     } else {
@@ -65,10 +66,10 @@ pub fn mount(
     }))
 }
 
-/// A sparse file of `size` bytes formatted as ext4 without a journal (a build's disk need
-/// not survive a crash), no reserved blocks, inode tables initialised lazily. False when
-/// `mkfs.ext4` is missing.
-fn make(image: &Path, size: u64, uid: u32) -> Result<bool, DiskError> {
+/// A sparse file of `size` bytes formatted as ext4, with a journal only when what it holds
+/// must survive a crash (a build's need not), no reserved blocks, inode tables initialised
+/// lazily. False when `mkfs.ext4` is missing.
+fn make(image: &Path, size: u64, uid: u32, journal: bool) -> Result<bool, DiskError> {
     let io_err = |what| {
         let path = image.to_path_buf();
         move |source| DiskError::Io { what, path, source }
@@ -77,7 +78,12 @@ fn make(image: &Path, size: u64, uid: u32) -> Result<bool, DiskError> {
     f.set_len(size).map_err(io_err("sizing the image"))?;
     drop(f);
     let made = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-m", "0", "-O", "^has_journal"])
+        .args(["-q", "-F", "-m", "0"])
+        .args(if journal {
+            &[][..]
+        } else {
+            &["-O", "^has_journal"][..]
+        })
         .arg("-E")
         .arg(format!(
             "lazy_itable_init=1,lazy_journal_init=1,root_owner={uid}:{uid}"
@@ -106,6 +112,41 @@ fn make(image: &Path, size: u64, uid: u32) -> Result<bool, DiskError> {
         }
         Ok(_) => Ok(true),
     }
+}
+
+/// Mounts a kept image (made first with a journal if missing, grown when `size` is larger)
+/// over `mount` unless it is mounted there already (by an earlier paasd: kept mounts outlive
+/// it, as the containers using them do). `Ok(false)`: the host has no `mkfs.ext4`.
+pub fn mount_kept(image: &Path, mount: &Path, size: u64, uid: u32) -> Result<bool, DiskError> {
+    if is_mounted(mount) {
+        return Ok(true);
+    }
+    if !image.exists() {
+        if !make(image, size, uid, true)? {
+            return Ok(false);
+        }
+    } else {
+        grow(image, size)?;
+    }
+    run(Command::new("mount")
+        .args(["-t", "ext4", "-o", "loop,nosuid,nodev,noatime"])
+        .arg(image)
+        .arg(mount))?;
+    Ok(true)
+}
+
+/// Whether something is mounted exactly at `path`.
+pub fn is_mounted(path: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .is_ok_and(|info| mount_points(&info).iter().any(|p| p == path))
+}
+
+/// Bytes used and the size of the file system mounted at `path`.
+pub fn usage(path: &Path) -> Option<(u64, u64)> {
+    let st = nix::sys::statvfs::statvfs(path).ok()?;
+    let frag = st.fragment_size();
+    let total = st.blocks() * frag;
+    Some((total.saturating_sub(st.blocks_free() * frag), total))
 }
 
 /// A kept image made under a smaller `[build] disk_mb` is grown to the new size (ext4
@@ -186,9 +227,9 @@ impl Drop for Disk {
 
 /// Lazily: a process of the build still holding a file must not keep the mount (and the
 /// state dir) busy; the file system goes when its last user does.
-fn unmount_path(p: &Path) {
+pub fn unmount_path(p: &Path) {
     if let Err(e) = run(Command::new("umount").arg("-l").arg(p)) {
-        tracing::warn!(mount = %p.display(), error = %e, "could not unmount a build disk");
+        tracing::warn!(mount = %p.display(), error = %e, "could not unmount a disk image");
     }
 }
 

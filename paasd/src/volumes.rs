@@ -1,0 +1,368 @@
+//! Apps' persistent volumes (`paas volumes`): a sparse ext4 image per volume
+//! (`STATE/volumes/APP/NAME.img`, its size the quota), mounted on the host at
+//! `STATE/volumes/APP/NAME` from creation (or paasd's start) until removal, root dir owned
+//! by the app's uid; every instance and one-off of the app binds it read-write at its path
+//! (`apps::volume_binds`). Kept across releases, restarts and paasd restarts. Owns the rules
+//! for names and paths, the images and their mounts; must not start containers (a change
+//! reaches running instances at the next restart, which the API asks the supervisor for).
+
+use std::path::{Path, PathBuf};
+
+use crate::apps::{validate, volume_mount, AppError};
+use crate::disk_image;
+use crate::store::{self, Store, StoreError};
+
+pub const DEFAULT_SIZE_MB: u64 = 1024;
+const SIZE_MB: std::ops::RangeInclusive<u64> = 16..=1_048_576;
+/// Where a volume may be mounted: dirs no slug or stack provides, so nothing an app ships
+/// (a symlink planted in its slug) decides where the bind lands.
+pub const PREFIXES: [&str; 4] = ["/data", "/mnt", "/srv", "/storage"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("'{app}' already has a volume named '{name}'")]
+    Exists { app: String, name: String },
+    #[error("'{app}' already has a volume at {path}")]
+    PathTaken { app: String, path: String },
+    #[error("'{app}' has no volume named '{name}'")]
+    NotFound { app: String, name: String },
+    #[error("'{app}' has volumes ({names}); destroying it deletes their data: repeat with --delete-volumes")]
+    HasVolumes { app: String, names: String },
+    #[error("the volume's disk: {0}")]
+    Disk(#[from] disk_image::DiskError),
+    #[error(transparent)]
+    App(#[from] AppError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Clone)]
+pub struct Volumes {
+    store: Store,
+    dir: PathBuf,
+}
+
+/// A volume path's problem, for the user; `None` when it is fine.
+pub fn path_problem(path: &str) -> Option<String> {
+    let allowed = PREFIXES.join(", ");
+    let bad = |why: &str| {
+        Some(format!(
+            "volume path '{path}': {why} (allowed under {allowed})"
+        ))
+    };
+    if !path.starts_with('/') {
+        return bad("must be absolute");
+    }
+    if path.len() > 200 {
+        return bad("is longer than 200 bytes");
+    }
+    let parts: Vec<&str> = path[1..].split('/').collect();
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
+        return bad("must be normalized (no empty, '.' or '..' parts, no trailing '/')");
+    }
+    if !path
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
+    {
+        return bad("may hold only letters, digits, '/', '.', '_' and '-'");
+    }
+    let under = PREFIXES
+        .iter()
+        .any(|p| path == *p || path.starts_with(&format!("{p}/")));
+    if !under {
+        return bad("is outside the allowed places");
+    }
+    None
+}
+
+impl Volumes {
+    pub fn new(store: Store, dir: PathBuf) -> Volumes {
+        Volumes { store, dir }
+    }
+
+    fn image(&self, app: &str, name: &str) -> PathBuf {
+        self.dir.join(app).join(format!("{name}.img"))
+    }
+
+    pub async fn add(
+        &self,
+        app: String,
+        req: paas_api::AddVolume,
+    ) -> Result<paas_api::Volume, VolumeError> {
+        validate::app_name(&app).map_err(AppError::InvalidName)?;
+        validate::app_name(&req.name).map_err(|m| {
+            VolumeError::Invalid(format!("volume name: {}", m.replace("app name", "name")))
+        })?;
+        if let Some(why) = path_problem(&req.path) {
+            return Err(VolumeError::Invalid(why));
+        }
+        let size_mb = req.size_mb.unwrap_or(DEFAULT_SIZE_MB);
+        if !SIZE_MB.contains(&size_mb) {
+            return Err(VolumeError::Invalid(format!(
+                "volume size must be between {} and {} MB, got {size_mb}",
+                SIZE_MB.start(),
+                SIZE_MB.end()
+            )));
+        }
+        let (a, r) = (app.clone(), req.clone());
+        let uid = self
+            .store
+            .tx(move |tx| {
+                let row =
+                    store::apps::find(tx, &a)?.ok_or_else(|| AppError::NotFound(a.clone()))?;
+                let uid = row.uid.ok_or_else(|| AppError::NoUid(a.clone()))?;
+                let existing = store::volumes::of_app(tx, row.id)?;
+                if existing.iter().any(|v| v.name == r.name) {
+                    return Err(VolumeError::Exists {
+                        app: a,
+                        name: r.name,
+                    });
+                }
+                if existing.iter().any(|v| v.path == r.path) {
+                    return Err(VolumeError::PathTaken {
+                        app: a,
+                        path: r.path,
+                    });
+                }
+                store::volumes::insert(tx, row.id, &r.name, &r.path, size_mb, store::now())?;
+                Ok(uid)
+            })
+            .await?;
+        let mounted = self.mount(&app, &req.name, size_mb, uid).await;
+        if let Err(e) = mounted {
+            let (a, n) = (app.clone(), req.name.clone());
+            let _ = self
+                .store
+                .tx(move |tx| {
+                    if let Some(row) = store::apps::find(tx, &a)? {
+                        store::volumes::delete(tx, row.id, &n)?;
+                    }
+                    Ok::<_, StoreError>(())
+                })
+                .await;
+            self.remove_files(&app, &req.name).await;
+            return Err(e);
+        }
+        tracing::info!(%app, volume = %req.name, path = %req.path, size_mb, "volume added");
+        Ok(self.view(store::volumes::VolumeRow {
+            app,
+            name: req.name,
+            path: req.path,
+            size_mb,
+            created_at: store::now(),
+        }))
+    }
+
+    async fn mount(
+        &self,
+        app: &str,
+        name: &str,
+        size_mb: u64,
+        uid: u32,
+    ) -> Result<(), VolumeError> {
+        let (image, mount) = (self.image(app, name), volume_mount(&self.dir, app, name));
+        let app_dir = self.dir.join(app);
+        tokio::task::spawn_blocking(move || {
+            for d in [app_dir.parent().unwrap_or(&app_dir), &app_dir, &mount] {
+                std::fs::create_dir_all(d).map_err(|source| VolumeError::Io {
+                    what: format!("creating {}", d.display()),
+                    source,
+                })?;
+            }
+            // The mount point (and, before mounting, the image) root's alone.
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&app_dir, std::fs::Permissions::from_mode(0o711));
+            if !disk_image::mount_kept(&image, &mount, size_mb * 1024 * 1024, uid)? {
+                return Err(VolumeError::Invalid(
+                    "mkfs.ext4 is missing on this host (install e2fsprogs): volumes need it".into(),
+                ));
+            }
+            std::os::unix::fs::chown(&mount, Some(uid), Some(uid)).map_err(|source| {
+                VolumeError::Io {
+                    what: format!("chown {}", mount.display()),
+                    source,
+                }
+            })
+        })
+        .await
+        .map_err(|e| VolumeError::Invalid(format!("mounting the volume: {e}")))?
+    }
+
+    pub async fn list(&self, app: String) -> Result<Vec<paas_api::Volume>, VolumeError> {
+        validate::app_name(&app).map_err(AppError::InvalidName)?;
+        let rows = self
+            .store
+            .tx(move |tx| {
+                let row = store::apps::find(tx, &app)?.ok_or(AppError::NotFound(app))?;
+                Ok::<_, VolumeError>(store::volumes::of_app(tx, row.id)?)
+            })
+            .await?;
+        Ok(rows.into_iter().map(|r| self.view(r)).collect())
+    }
+
+    /// Removes the volume and deletes its data. Instances still running keep the old mount
+    /// until they are replaced (the API restarts the app).
+    pub async fn remove(&self, app: String, name: String) -> Result<(), VolumeError> {
+        validate::app_name(&app).map_err(AppError::InvalidName)?;
+        let (a, n) = (app.clone(), name.clone());
+        self.store
+            .tx(move |tx| {
+                let row =
+                    store::apps::find(tx, &a)?.ok_or_else(|| AppError::NotFound(a.clone()))?;
+                if !store::volumes::delete(tx, row.id, &n)? {
+                    return Err(VolumeError::NotFound { app: a, name: n });
+                }
+                Ok(())
+            })
+            .await?;
+        self.remove_files(&app, &name).await;
+        tracing::info!(%app, volume = %name, "volume removed");
+        Ok(())
+    }
+
+    /// Before an app is destroyed: refused while it has volumes, unless their deletion was
+    /// asked for.
+    pub async fn check_destroy(
+        &self,
+        app: String,
+        delete_volumes: bool,
+    ) -> Result<(), VolumeError> {
+        let vols = self.list(app.clone()).await;
+        match vols {
+            Ok(v) if !v.is_empty() && !delete_volumes => Err(VolumeError::HasVolumes {
+                app,
+                names: v
+                    .iter()
+                    .map(|v| v.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+            // A missing app is the destroy's own error to report.
+            _ => Ok(()),
+        }
+    }
+
+    /// After an app is destroyed (its rows went with it): its volumes' files.
+    pub async fn app_destroyed(&self, app: &str) {
+        let dir = self.dir.join(app);
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if disk_image::is_mounted(&p) {
+                disk_image::unmount_path(&p);
+            }
+        }
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await;
+    }
+
+    /// At start: every volume on record is mounted (those an earlier paasd mounted still are).
+    pub async fn mount_all(&self) {
+        let rows = self
+            .store
+            .tx(|tx| {
+                let vols = store::volumes::list(tx)?;
+                let mut out = Vec::new();
+                for v in vols {
+                    let uid = store::apps::find(tx, &v.app)?.and_then(|a| a.uid);
+                    out.push((v, uid));
+                }
+                Ok::<_, StoreError>(out)
+            })
+            .await;
+        for (v, uid) in rows.unwrap_or_default() {
+            let Some(uid) = uid else { continue };
+            if let Err(e) = self.mount(&v.app, &v.name, v.size_mb, uid).await {
+                tracing::error!(app = %v.app, volume = %v.name, error = %e, "could not mount a volume; the app's instances will not start");
+            }
+        }
+    }
+
+    /// paasd stops for good (not a restart): nothing runs that uses the volumes.
+    pub async fn unmount_all(&self) {
+        let rows = self
+            .store
+            .tx(store::volumes::list)
+            .await
+            .unwrap_or_default();
+        for v in rows {
+            let m = volume_mount(&self.dir, &v.app, &v.name);
+            if disk_image::is_mounted(&m) {
+                disk_image::unmount_path(&m);
+            }
+        }
+    }
+
+    async fn remove_files(&self, app: &str, name: &str) {
+        let (image, mount) = (self.image(app, name), volume_mount(&self.dir, app, name));
+        let _ = tokio::task::spawn_blocking(move || {
+            if disk_image::is_mounted(&mount) {
+                disk_image::unmount_path(&mount);
+            }
+            let _ = std::fs::remove_dir(&mount);
+            let _ = std::fs::remove_file(&image);
+        })
+        .await;
+    }
+
+    fn view(&self, r: store::volumes::VolumeRow) -> paas_api::Volume {
+        let mount = volume_mount(&self.dir, &r.app, &r.name);
+        let used = disk_image::usage(&mount)
+            .filter(|_| disk_image::is_mounted(&mount))
+            .map(|(u, _)| u / (1024 * 1024));
+        paas_api::Volume {
+            app: r.app,
+            name: r.name,
+            path: r.path,
+            size_mb: r.size_mb,
+            used_mb: used,
+            created_at: crate::apps::rfc3339(r.created_at),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_paths_stay_where_no_slug_reaches() {
+        for ok in [
+            "/data",
+            "/data/uploads",
+            "/mnt/x_1",
+            "/srv/a.b",
+            "/storage/db",
+        ] {
+            assert_eq!(path_problem(ok), None, "{ok}");
+        }
+        for (bad, why) in [
+            ("data", "must be absolute"),
+            ("/etc", "outside the allowed places"),
+            ("/app/uploads", "outside the allowed places"),
+            ("/database", "outside the allowed places"),
+            ("/data/../etc", "normalized"),
+            ("/data/", "normalized"),
+            ("/data//x", "normalized"),
+            ("/data/a b", "may hold only"),
+        ] {
+            let p = path_problem(bad).unwrap_or_default();
+            assert!(p.contains(why), "{bad}: {p}");
+        }
+    }
+}
