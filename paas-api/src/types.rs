@@ -900,6 +900,15 @@ pub struct BackupSchedule {
     pub keep: u32,
 }
 
+/// What `POST /platform/restore` brought back.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RestoredPlatform {
+    pub apps: Vec<String>,
+    pub addons: Vec<String>,
+    pub volumes: u32,
+    pub repos: u32,
+}
+
 /// `POST /apps/{app}/volumes`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]

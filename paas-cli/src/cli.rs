@@ -98,12 +98,40 @@ pub enum Command {
     /// SSH keys allowed to `git push` (run on the server; lists them when no subcommand is
     /// given).
     Keys(KeysCmd),
+    /// Back up the whole platform to one archive, or restore one into a fresh install.
+    Backup(BackupCmd),
     /// Persistent volumes of an app: disk images mounted read-write into every instance and
     /// one-off, kept across releases (lists them when no subcommand is given).
     Volumes(VolumesCmd),
     /// Add-on services (PostgreSQL, Redis) linked to apps: create, link, query, back up and
     /// restore (lists an app's, or all, when no subcommand is given).
     Addons(AddonsCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupCmd {
+    #[command(subcommand)]
+    pub command: BackupSub,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupSub {
+    /// Write one archive: database snapshot, key file, current slugs, git repos, volumes and
+    /// add-on backups. It holds the key to every config var: keep it secret.
+    Create(BackupCreateArgs),
+    /// Restore an archive into this fresh install (no apps, no add-ons) and start the apps.
+    Restore(BackupRestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupCreateArgs {
+    /// Where to write it (default: paas-backup-TIMESTAMP.tar.gz here); never overwritten.
+    pub file: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupRestoreArgs {
+    pub file: std::path::PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -24,6 +24,7 @@ pub mod logs;
 pub mod memory;
 pub mod notify;
 pub mod oneoff;
+pub mod platform_backup;
 pub mod routing;
 pub mod secrets;
 pub mod slugs;
@@ -120,6 +121,7 @@ pub async fn run(
         }
     };
     let secrets = secrets::SecretBox::load_or_create(&config.key_file)?;
+    let secrets_for_restore = secrets.clone();
     let paths = config.paths();
     let db_path = paths.db();
     let store = tokio::task::spawn_blocking(move || store::Store::open(&db_path))
@@ -266,6 +268,7 @@ pub async fn run(
         },
     };
     let slugs = slugs::Slugs::new(&paths.slugs());
+    let slugs_for_restore = slugs.clone();
     // Apps from before uids were per app get theirs, and their slugs with them.
     for (app, uid) in apps.assign_uids().await? {
         let slugs = slugs.clone();
@@ -384,7 +387,23 @@ pub async fn run(
         router.answer_acme_with(Arc::new(move |token: &str| answers.get(token)));
         certs.start_acme(settings, tokens);
     }
+    let platform = platform_backup::PlatformBackups::new(platform_backup::Services {
+        store: store.clone(),
+        secrets: secrets_for_restore,
+        key_file: config.key_file.clone(),
+        state_dir: config.state_dir.clone(),
+        apps: apps.clone(),
+        slugs: slugs_for_restore,
+        git: git.clone(),
+        volumes: volumes.clone(),
+        addons: addons.clone(),
+        certs: certs.clone(),
+        supervisor: supervisor.clone(),
+        // An archive holds every app's slugs and data: the stack import's cap, at least 16 GB.
+        max_upload: config.max_stack_mb.bytes().max(16 << 30),
+    });
     let state = Arc::new(api::State {
+        platform,
         addons: addons.clone(),
         volumes: volumes.clone(),
         certs,

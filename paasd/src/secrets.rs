@@ -42,10 +42,11 @@ pub fn random_hex() -> String {
         .collect()
 }
 
-/// The loaded key. Cloning shares nothing mutable; the cipher is cheap to rebuild.
+/// The loaded key. Clones share it: a platform restore replaces it for every holder at once
+/// ([`SecretBox::replace`]).
 #[derive(Clone)]
 pub struct SecretBox {
-    cipher: XChaCha20Poly1305,
+    cipher: std::sync::Arc<std::sync::RwLock<XChaCha20Poly1305>>,
 }
 
 impl std::fmt::Debug for SecretBox {
@@ -103,8 +104,48 @@ impl SecretBox {
 
     fn from_key(bytes: &[u8]) -> SecretBox {
         SecretBox {
-            cipher: XChaCha20Poly1305::new(Key::from_slice(bytes)),
+            cipher: std::sync::Arc::new(std::sync::RwLock::new(XChaCha20Poly1305::new(
+                Key::from_slice(bytes),
+            ))),
         }
+    }
+
+    /// A box for a key given as bytes (a backup's), refused unless it is a key's length.
+    pub fn from_bytes(bytes: &[u8]) -> Result<SecretBox, SecretError> {
+        if bytes.len() != KEY_LEN {
+            return Err(SecretError::BadKeyLength {
+                path: PathBuf::from("(backup)"),
+                len: bytes.len(),
+            });
+        }
+        Ok(SecretBox::from_key(bytes))
+    }
+
+    /// Makes `other`'s key this box's (and every clone's), and writes it to `path` (0600,
+    /// replaced atomically).
+    pub fn replace(&self, other: &SecretBox, bytes: &[u8], path: &Path) -> Result<(), SecretError> {
+        let io = |source| SecretError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let tmp = path.with_extension("restoring");
+        let _ = fs::remove_file(&tmp);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        f.write_all(bytes).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        fs::rename(&tmp, path).map_err(io)?;
+        let new = other
+            .cipher
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        *self.cipher.write().unwrap_or_else(|p| p.into_inner()) = new;
+        Ok(())
     }
 
     /// Seals `plain`, bound to `context` (e.g. `config:<app id>:<KEY>`).
@@ -112,6 +153,8 @@ impl SecretBox {
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let ct = self
             .cipher
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .encrypt(
                 &nonce,
                 Payload {
@@ -134,6 +177,8 @@ impl SecretBox {
         }
         let nonce = XNonce::from_slice(&blob[1..1 + NONCE_LEN]);
         self.cipher
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .decrypt(
                 nonce,
                 Payload {

@@ -551,3 +551,150 @@ fn a_volume_is_mounted_into_every_instance_and_one_off_and_outlives_releases() {
     assert!(!d.state_dir().join("volumes/files").exists());
     assert!(d.mounts().is_empty(), "{:?}", d.mounts());
 }
+
+#[test]
+fn a_platform_backup_restores_into_a_fresh_paasd_with_apps_config_data_and_bodies() {
+    if !have_root("platform_backup") || !installed("postgres") {
+        return;
+    }
+    let one = Daemon::start();
+    one.paas(&["apps", "create", "keep"]).ok();
+    one.paas(&["addons", "create", "keep", "postgres"]).ok();
+    one.paas(&["env", "set", "keep", "GREETING=hello there"])
+        .ok();
+    one.paas(&["domains", "add", "keep", "keep.example.com"])
+        .ok();
+    one.paas(&["volumes", "add", "keep", "v", "/data/v", "--size", "32"])
+        .ok();
+    one.deploy_dir("keep", &repo_root().join("examples/python-postgres"));
+    for note in ["alpha", "beta"] {
+        assert_eq!(
+            one.http_request("POST", &host("keep"), "/notes", note).0,
+            201
+        );
+    }
+    one.paas(&[
+        "run",
+        "keep",
+        "--",
+        "sh",
+        "-c",
+        "echo on-volume > /data/v/f",
+    ])
+    .ok();
+    let body_one = notes(&one, "keep");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("platform.tar.gz");
+    let made = one.paas(&["backup", "create", &file.display().to_string()]);
+    made.ok();
+    assert!(made.stderr.contains("keep it secret"), "{made:?}");
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(&file).expect("the archive");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert!(meta.len() > 1000);
+    assert!(
+        !one.state_dir()
+            .join("backups/platform")
+            .read_dir()
+            .is_ok_and(|mut d| d.next().is_some()),
+        "no copy of the archive stays on the server"
+    );
+    one.paas(&["backup", "create", &file.display().to_string()])
+        .fails(1, "File exists");
+
+    let two = Daemon::start();
+    // A corrupt archive (truncated) and one whose key does not match are refused; nothing
+    // changes.
+    let bytes = std::fs::read(&file).expect("read");
+    let cut = dir.path().join("cut.tar.gz");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
+    two.paas(&["backup", "restore", &cut.display().to_string()])
+        .fails(1, "");
+    let wrong_key = dir.path().join("wrong-key.tar.gz");
+    rewrite_member(&file, &wrong_key, "secret.key", &[7u8; 32]);
+    two.paas(&["backup", "restore", &wrong_key.display().to_string()])
+        .fails(1, "secret.key does not open the config vars");
+    assert_eq!(
+        two.paas(&["--json", "apps"])
+            .json()
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
+
+    let began = Instant::now();
+    let done = two
+        .paas(&["--json", "backup", "restore", &file.display().to_string()])
+        .json();
+    eprintln!("restore took {:?}: {done}", began.elapsed());
+    assert_eq!(done["apps"][0], "keep");
+    assert_eq!(done["addons"][0], "keep-postgres");
+    wait_for("the restored app serving", Duration::from_secs(120), || {
+        two.http(&host("keep"), "/notes").0 == 200
+    });
+    assert_eq!(notes(&two, "keep"), body_one, "the same rows");
+    let env = two.paas(&["--json", "env", "keep", "--reveal"]).json();
+    assert_eq!(
+        env["vars"]["GREETING"], "hello there",
+        "config vars decrypt"
+    );
+    assert!(two
+        .paas(&["domains", "keep"])
+        .ok()
+        .contains("keep.example.com"));
+    assert_eq!(
+        two.paas(&["run", "keep", "--", "cat", "/data/v/f"])
+            .ok()
+            .trim(),
+        "on-volume"
+    );
+    // A second restore into what is no longer a fresh install is refused.
+    two.paas(&["backup", "restore", &file.display().to_string()])
+        .fails(1, "needs a fresh install");
+}
+
+/// Copies the gzipped tar `from` to `to` with member `name`'s contents replaced.
+fn rewrite_member(from: &std::path::Path, to: &std::path::Path, name: &str, data: &[u8]) {
+    let input = flate2::read::GzDecoder::new(std::fs::File::open(from).expect("open"));
+    let mut archive = tar::Archive::new(input);
+    let out = flate2::write::GzEncoder::new(
+        std::fs::File::create(to).expect("create"),
+        flate2::Compression::fast(),
+    );
+    let mut builder = tar::Builder::new(out);
+    for entry in archive.entries().expect("entries") {
+        let mut entry = entry.expect("entry");
+        let mut header = entry.header().clone();
+        let path = entry.path().expect("path").into_owned();
+        if path == std::path::Path::new(name) {
+            header.set_size(data.len() as u64);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, &path, data)
+                .expect("append");
+        } else if header.entry_type().is_symlink() || header.entry_type().is_hard_link() {
+            let target = entry
+                .link_name()
+                .expect("link")
+                .expect("target")
+                .into_owned();
+            builder
+                .append_link(&mut header, &path, &target)
+                .expect("append link");
+        } else {
+            // append_data writes long names as GNU extensions (the raw header alone would
+            // truncate them).
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut buf).expect("read member");
+            builder
+                .append_data(&mut header, &path, buf.as_slice())
+                .expect("append");
+        }
+    }
+    builder
+        .into_inner()
+        .expect("finish")
+        .finish()
+        .expect("gzip");
+}

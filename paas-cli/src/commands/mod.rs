@@ -4,6 +4,7 @@
 
 pub mod addons;
 pub mod apps;
+pub mod backup;
 pub mod buildpacks;
 pub mod certs;
 pub mod checks;
@@ -30,8 +31,8 @@ use serde_json::Value;
 
 use crate::args::UsageError;
 use crate::cli::{
-    AddonsSub, AppsSub, BuildpacksSub, CertsSub, ChecksSub, Cli, Command, CronSub, DomainsSub,
-    EnvSub, KeysSub, PsSub, ReleasesSub, RollbackArgs, StacksSub, VolumesSub,
+    AddonsSub, AppsSub, BackupSub, BuildpacksSub, CertsSub, ChecksSub, Cli, Command, CronSub,
+    DomainsSub, EnvSub, KeysSub, PsSub, ReleasesSub, RollbackArgs, StacksSub, VolumesSub,
 };
 
 /// What every command needs: the daemon handle and the output mode.
@@ -126,6 +127,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             None | Some(KeysSub::List) => keys::list(&ctx).await,
             Some(KeysSub::Add(a)) => keys::add(&ctx, a).await,
             Some(KeysSub::Remove(a)) => keys::remove(&ctx, &a.name).await,
+        },
+        Command::Backup(b) => match b.command {
+            BackupSub::Create(a) => backup::create(&ctx, a).await,
+            BackupSub::Restore(a) => backup::restore(&ctx, a).await,
         },
         Command::Volumes(v) => match v.command {
             None => volumes::list(&ctx, &required(v.name)?).await,

@@ -195,6 +195,9 @@ impl Addons {
         if let Err(e) = self.apply_links().await {
             tracing::error!(error = %e, "could not restore add-on links in the network policy");
         }
+        if let Err(e) = self.refresh_urls().await {
+            tracing::error!(error = %e, "could not update linked apps' add-on URLs");
+        }
         for (name, a) in ours {
             tracing::info!(addon = %name, "stopping a container of an add-on that no longer exists");
             a.instance.finish(true).await;
@@ -552,6 +555,15 @@ impl Addons {
         Ok(backup_view(&name, &b))
     }
 
+    /// Where backup `backup` (a name, without extension) of add-on `name` is kept.
+    pub fn backup_path(&self, name: &str, backup: &str, ext: &str) -> PathBuf {
+        self.inner
+            .s
+            .backups
+            .join(name)
+            .join(format!("{backup}.{ext}"))
+    }
+
     pub async fn backups(&self, name: String) -> Result<Vec<paas_api::Backup>, AddonError> {
         validate::app_name(&name).map_err(|_| AddonError::NotFound(name.clone()))?;
         let dir = self.inner.s.backups.join(&name);
@@ -596,6 +608,8 @@ impl Addons {
             )));
         }
         let ip = self.address(&name).await?;
+        // Just started (a platform restore): it must answer first.
+        self.wait_up(&name, CREATE_WITHIN).await?;
         let input =
             || std::fs::File::open(&b.path).map_err(io(format!("opening {}", b.path.display())));
         match k.kind {
@@ -1068,6 +1082,29 @@ impl Addons {
         // Instances started before the rollout held the URL; they are gone now.
         self.apply_links().await?;
         tracing::info!(addon = %name, %app, env_var = %var, "add-on unlinked");
+        Ok(())
+    }
+
+    /// Every linked app's config var holds the service's URL as it is now: a service whose
+    /// address changed (restored on a host with another subnet) gets its apps updated.
+    async fn refresh_urls(&self) -> Result<(), AddonError> {
+        let links = self.inner.s.store.tx(store::addons::links).await?;
+        for l in links {
+            let k = self.known(&l.addon).await?;
+            let ip = self.address(&l.addon).await?;
+            let url = k.kind.url(&l.addon, &k.password, ip);
+            let env = self.inner.s.apps.env(l.app.clone(), true).await?;
+            if env.vars.get(&l.env_var) == Some(&url) {
+                continue;
+            }
+            tracing::info!(addon = %l.addon, app = %l.app, env_var = %l.env_var, "the add-on's address changed; updating the app's config");
+            let mut patch = BTreeMap::new();
+            patch.insert(l.env_var.clone(), Some(url));
+            let changed = self.inner.s.apps.patch_env(l.app.clone(), patch).await?;
+            if let Some(r) = changed.release {
+                self.roll(&l.app, r.version).await?;
+            }
+        }
         Ok(())
     }
 

@@ -73,6 +73,21 @@ impl From<AppError> for ApiError {
     }
 }
 
+impl From<crate::platform_backup::BackupError> for ApiError {
+    fn from(e: crate::platform_backup::BackupError) -> ApiError {
+        use crate::platform_backup::BackupError as B;
+        use StatusCode as S;
+        let (status, code) = match &e {
+            B::NotFresh(_) => (S::CONFLICT, "not_fresh"),
+            B::Refused(_) => (S::UNPROCESSABLE_ENTITY, "invalid_backup"),
+            B::TooBig { .. } => (S::PAYLOAD_TOO_LARGE, "backup_too_large"),
+            B::Failed(_) => (S::INTERNAL_SERVER_ERROR, "backup_failed"),
+            B::Io { .. } => return ApiError::internal("platform backup", &e),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
 impl From<crate::volumes::VolumeError> for ApiError {
     fn from(e: crate::volumes::VolumeError) -> ApiError {
         use crate::volumes::VolumeError as V;

@@ -23,6 +23,7 @@ use crate::apps::Apps;
 /// What handlers can reach.
 pub struct State {
     pub addons: crate::addons::Addons,
+    pub platform: crate::platform_backup::PlatformBackups,
     pub volumes: crate::volumes::Volumes,
     pub apps: Apps,
     pub oneoffs: crate::oneoff::OneOffs,

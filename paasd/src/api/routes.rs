@@ -130,6 +130,24 @@ async fn dispatch(
         }
         (["git", _], _) => Err(not_allowed("POST")),
 
+        (["platform", "backup"], &Method::POST) => {
+            let archive = state.platform.create().await?;
+            Ok(file_response(&archive).await?)
+        }
+        (["platform", "backup"], _) => Err(not_allowed("POST")),
+        (["platform", "restore"], &Method::POST) => {
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            let pump = super::body::stream_into(req.into_body(), tx);
+            match state.platform.restore(rx).await {
+                Ok(done) => ok(&done),
+                Err(e) => {
+                    let _ = pump.await;
+                    Err(e.into())
+                }
+            }
+        }
+        (["platform", "restore"], _) => Err(not_allowed("POST")),
+
         (["addons"], &Method::GET) => {
             let app = query_value(req.uri().query(), "app");
             ok(&state.addons.list(app).await?)
@@ -463,6 +481,49 @@ fn no_content() -> Result<Response<Body>, ApiError> {
     let mut resp = Response::new(full(Bytes::new()));
     *resp.status_mut() = StatusCode::NO_CONTENT;
     Ok(resp)
+}
+
+/// Streams a file made for this response (a platform backup), then it is gone: it is
+/// unlinked once open, so nothing of it stays behind whatever the client does.
+async fn file_response(path: &std::path::Path) -> Result<Response<Body>, ApiError> {
+    use tokio::io::AsyncReadExt;
+    let opened = tokio::fs::File::open(path).await;
+    let _ = std::fs::remove_file(path);
+    let mut file = opened.map_err(|e| ApiError::internal("opening the backup", &e))?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match file.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let mut resp = Response::new(BytesBody(rx).boxed());
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/gzip"));
+    Ok(resp)
+}
+
+struct BytesBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for BytesBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|b| b.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
 }
 
 /// Streams events as NDJSON, one line per event, as they happen. The body reads the channel

@@ -566,7 +566,7 @@ fn find(tx: &Tx<'_>, name: &str) -> Result<AppRow, AppError> {
     store::apps::find(tx, name)?.ok_or_else(|| AppError::NotFound(name.to_string()))
 }
 
-fn var_context(app_id: i64, key: &str) -> String {
+pub(crate) fn var_context(app_id: i64, key: &str) -> String {
     format!("config:{app_id}:{key}")
 }
 

@@ -261,6 +261,59 @@ impl Git {
         })
     }
 
+    /// A platform restore: every `APP.git` under `staged` whose app exists becomes this
+    /// install's repo of that app (see [`repos::restore`]). Returns how many.
+    pub async fn restore_repos(&self, staged: std::path::PathBuf) -> Result<usize, GitError> {
+        let names: Vec<String> = self
+            .apps
+            .list()
+            .await?
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let found: Vec<String> = names
+                .into_iter()
+                .filter(|app| staged.join(format!("{app}.git")).is_dir())
+                .collect();
+            if found.is_empty() {
+                return Ok(0);
+            }
+            // Without the git user the apps still run (their slugs came back); only their
+            // pushes' history is left out, and said so.
+            let owner = match this.owner() {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(error = %e, repos = found.len(), "git repos not restored");
+                    return Ok(0);
+                }
+            };
+            let hooks = repos::hooks_dir(&this.state_dir);
+            let settings = repos::Settings {
+                hooks_dir: &hooks,
+                max_input_bytes: this.max_push_bytes,
+            };
+            let mut n = 0;
+            for app in found {
+                let from = staged.join(format!("{app}.git"));
+                let to = repos::path(&this.state_dir, &app);
+                if let Some(p) = to.parent() {
+                    fs_create(p)?;
+                }
+                repos::restore(&from, &to, &settings, owner)
+                    .map_err(io_err(format!("restoring the git repo of {app}")))?;
+                n += 1;
+            }
+            Ok(n)
+        })
+        .await
+        .map_err(|e| GitError::Io {
+            context: "restoring git repos".into(),
+            source: io::Error::other(e),
+        })?
+    }
+
     fn owner(&self) -> Result<repos::Owner, GitError> {
         let user = self.user()?;
         Ok(repos::Owner {
@@ -335,4 +388,8 @@ fn view(k: &KeyRow) -> api::SshKey {
         fingerprint: k.fingerprint.clone(),
         created_at: crate::apps::rfc3339(k.created_at),
     }
+}
+
+fn fs_create(p: &std::path::Path) -> Result<(), GitError> {
+    std::fs::create_dir_all(p).map_err(io_err(format!("creating {}", p.display())))
 }

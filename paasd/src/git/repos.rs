@@ -152,6 +152,65 @@ fn git(args: &[&str]) -> io::Result<()> {
     }
 }
 
+/// Brings back a repo from a platform backup: a fresh repo of ours (its config, hooks path
+/// and owner from this install, never the archive's: a repo's config can run programs) with
+/// the backup's objects and refs: regular files and dirs only, and a HEAD that names a
+/// branch.
+pub fn restore(
+    staged: &Path,
+    repo: &Path,
+    settings: &Settings<'_>,
+    owner: Owner,
+) -> io::Result<()> {
+    let head = fs::read_to_string(staged.join("HEAD")).unwrap_or_default();
+    let head = head.trim();
+    let valid = head.strip_prefix("ref: refs/heads/").is_some_and(|b| {
+        !b.is_empty() && !b.contains("..") && b.bytes().all(|c| c.is_ascii_graphic())
+    });
+    if !valid {
+        return Err(io::Error::other(format!(
+            "{}: HEAD is not a branch",
+            staged.display()
+        )));
+    }
+    let parent = repo
+        .parent()
+        .ok_or_else(|| io::Error::other("repo path has no parent"))?;
+    let tmp = parent.join(format!(".restore-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    let made = build(&tmp, settings, owner).and_then(|()| {
+        copy_plain(&staged.join("objects"), &tmp.join("objects"))?;
+        copy_plain(&staged.join("refs"), &tmp.join("refs"))?;
+        if fs::symlink_metadata(staged.join("packed-refs")).is_ok_and(|m| m.is_file()) {
+            fs::copy(staged.join("packed-refs"), tmp.join("packed-refs"))?;
+        }
+        fs::write(tmp.join("HEAD"), format!("{head}\n"))?;
+        chown_tree(&tmp, owner)?;
+        fs::rename(&tmp, repo)
+    });
+    if made.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    made
+}
+
+/// Copies dirs and regular files under `from` into `to`; anything else is skipped.
+fn copy_plain(from: &Path, to: &Path) -> io::Result<()> {
+    let Ok(meta) = fs::symlink_metadata(from) else {
+        return Ok(());
+    };
+    if meta.is_dir() {
+        fs::create_dir_all(to)?;
+        for e in fs::read_dir(from)? {
+            let e = e?;
+            copy_plain(&e.path(), &to.join(e.file_name()))?;
+        }
+    } else if meta.is_file() {
+        fs::copy(from, to)?;
+    }
+    Ok(())
+}
+
 /// Removes an app's repo (the app was destroyed). Absent is fine.
 pub fn remove(repo: &Path) {
     if let Err(e) = fs::remove_dir_all(repo) {

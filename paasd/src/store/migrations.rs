@@ -215,6 +215,11 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+/// The schema version this paasd migrates to.
+pub fn known() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let known = MIGRATIONS.len() as i64;
     let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;

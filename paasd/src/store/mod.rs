@@ -44,6 +44,41 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// What a database file from a backup holds, checked before it replaces anything: SQLite's
+/// integrity check passes, its schema is not newer than ours, and some sealed config vars
+/// (app id, key, blob) to try the backup's key on.
+#[derive(Debug)]
+pub struct SnapshotInfo {
+    pub apps: Vec<String>,
+    pub sealed: Vec<(i64, String, Vec<u8>)>,
+}
+
+pub fn check_snapshot(path: &Path) -> Result<SnapshotInfo, StoreError> {
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+    let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+    if ok != "ok" {
+        return Err(StoreError::Corrupt(format!("integrity check: {ok}")));
+    }
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = migrations::known();
+    if found > known {
+        return Err(StoreError::TooNew { found, known });
+    }
+    let apps = conn
+        .prepare("SELECT name FROM apps ORDER BY name")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    let sealed = conn
+        .prepare("SELECT app_id, key, value FROM config_vars LIMIT 20")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(SnapshotInfo { apps, sealed })
+}
+
 impl StoreError {
     /// True for UNIQUE/PRIMARY KEY violations, which callers turn into 409s.
     pub fn is_unique_violation(&self) -> bool {
@@ -79,6 +114,38 @@ impl Store {
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
         })
+    }
+
+    /// A consistent copy of the whole database at `dest` while paasd serves (SQLite's online
+    /// backup API: pages are copied in steps; a write meanwhile restarts the copy).
+    pub async fn snapshot(&self, dest: &Path) -> Result<(), StoreError> {
+        let (conn, dest) = (Arc::clone(&self.conn), dest.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            let guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            guard.backup(rusqlite::MAIN_DB, &dest, None)?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| StoreError::Worker(e.to_string()))?
+    }
+
+    /// Replaces the whole database with the one at `src` (checked with [`check_snapshot`]),
+    /// through the same backup API into the live connection, then migrates it to this
+    /// paasd's schema.
+    pub async fn restore_from(&self, src: &Path) -> Result<(), StoreError> {
+        let (conn, src) = (Arc::clone(&self.conn), src.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            guard.restore(
+                rusqlite::MAIN_DB,
+                &src,
+                None::<fn(rusqlite::backup::Progress)>,
+            )?;
+            migrations::migrate(&mut guard)?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| StoreError::Worker(e.to_string()))?
     }
 
     /// Runs `f` inside one transaction on a blocking thread; commits when it returns `Ok`.
