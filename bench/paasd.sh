@@ -23,9 +23,13 @@ bench_paasd() {
 
 bench_paasd_cleanup() {
   if [[ -n "$pid" ]]; then
-    kill "$pid" 2>/dev/null || true
+    # SIGINT stops paasd and its apps; SIGTERM would be a restart (apps left running).
+    kill -INT "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   fi
+  # Add-on data disks and volumes a killed paasd left mounted.
+  awk -v d="$dir/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
+    while read -r m; do umount -l "$m" 2>/dev/null || true; done
   ip link del "$bench_bridge" 2>/dev/null || true
   nft delete table inet "paas_$bench_bridge" 2>/dev/null || true
   # Children first (containers paasd did not get to remove), then the parents.

@@ -933,3 +933,14 @@ pub struct Volume {
     /// RFC 3339, UTC.
     pub created_at: String,
 }
+
+/// A tarball of a volume's files (`paas volumes backup`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VolumeBackup {
+    pub name: String,
+    pub app: String,
+    pub volume: String,
+    pub bytes: u64,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+}

@@ -152,6 +152,26 @@ pub enum VolumesSub {
     Add(VolumeAddArgs),
     /// Remove a volume and delete its data (the app restarts without it).
     Remove(VolumeRemoveArgs),
+    /// Write a tarball of a volume's files (kept under the state dir).
+    Backup(VolumeNameArgs),
+    /// List a volume's backups, oldest first.
+    Backups(VolumeNameArgs),
+    /// Replace a volume's files with a backup's (the app restarts).
+    Restore(VolumeRestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VolumeNameArgs {
+    pub app: String,
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct VolumeRestoreArgs {
+    pub app: String,
+    pub name: String,
+    /// The backup's name, as `paas volumes backups APP NAME` lists it.
+    pub backup: String,
 }
 
 #[derive(Debug, Args)]

@@ -295,7 +295,11 @@ pub async fn run(
         config.base_domain.clone(),
         config.instances.clone(),
     );
-    let volumes = volumes::Volumes::new(store.clone(), paths.volumes());
+    let volumes = volumes::Volumes::new(
+        store.clone(),
+        paths.volumes(),
+        paths.root.join("backups").join("volumes"),
+    );
     let addons = addons::Addons::new(addons::Services {
         store: store.clone(),
         secrets: secrets.clone(),

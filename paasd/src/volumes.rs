@@ -47,6 +47,8 @@ pub enum VolumeError {
 pub struct Volumes {
     store: Store,
     dir: PathBuf,
+    /// `STATE/backups/volumes`: `APP/NAME/STAMP.tar.gz`.
+    backups: PathBuf,
 }
 
 /// A volume path's problem, for the user; `None` when it is fine.
@@ -86,8 +88,12 @@ pub fn path_problem(path: &str) -> Option<String> {
 }
 
 impl Volumes {
-    pub fn new(store: Store, dir: PathBuf) -> Volumes {
-        Volumes { store, dir }
+    pub fn new(store: Store, dir: PathBuf, backups: PathBuf) -> Volumes {
+        Volumes {
+            store,
+            dir,
+            backups,
+        }
     }
 
     fn image(&self, app: &str, name: &str) -> PathBuf {
@@ -334,6 +340,227 @@ impl Volumes {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// The volume's row, or NotFound.
+    async fn find(&self, app: &str, name: &str) -> Result<store::volumes::VolumeRow, VolumeError> {
+        validate::app_name(app).map_err(AppError::InvalidName)?;
+        let (a, n) = (app.to_string(), name.to_string());
+        self.store
+            .tx(move |tx| {
+                let row =
+                    store::apps::find(tx, &a)?.ok_or_else(|| AppError::NotFound(a.clone()))?;
+                store::volumes::of_app(tx, row.id)?
+                    .into_iter()
+                    .find(|v| v.name == n)
+                    .ok_or(VolumeError::NotFound { app: a, name: n })
+            })
+            .await
+    }
+
+    fn backup_dir(&self, app: &str, name: &str) -> PathBuf {
+        self.backups.join(app).join(name)
+    }
+
+    /// A gzipped tar of the volume's files (symlinks as links) in `backups/volumes/APP/NAME/`.
+    pub async fn backup(
+        &self,
+        app: String,
+        name: String,
+    ) -> Result<paas_api::VolumeBackup, VolumeError> {
+        self.find(&app, &name).await?;
+        let dir = self.backup_dir(&app, &name);
+        let src = volume_mount(&self.dir, &app, &name);
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
+        let file = dir.join(format!("{stamp}.tar.gz"));
+        let f2 = file.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::create_dir_all(&dir)?;
+            let partial = dir.join(format!(".{stamp}.partial"));
+            let out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&partial)?;
+            let written = (|| {
+                let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+                    out,
+                    flate2::Compression::fast(),
+                ));
+                tar.follow_symlinks(false);
+                for e in std::fs::read_dir(&src)? {
+                    let e = e?;
+                    if e.file_name() == "lost+found" {
+                        continue;
+                    }
+                    let p = e.path();
+                    if std::fs::symlink_metadata(&p)?.is_dir() {
+                        tar.append_dir_all(e.file_name(), &p)?;
+                    } else {
+                        tar.append_path_with_name(&p, e.file_name())?;
+                    }
+                }
+                tar.into_inner()?.finish()?.sync_all()
+            })();
+            match written {
+                Ok(()) => std::fs::rename(&partial, &f2),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&partial);
+                    Err(e)
+                }
+            }
+        })
+        .await
+        .map_err(|e| VolumeError::Invalid(format!("backup task: {e}")))?
+        .map_err(|source| VolumeError::Io {
+            what: format!("backing up volume {name} of {app}"),
+            source,
+        })?;
+        tracing::info!(%app, volume = %name, file = %file.display(), "volume backed up");
+        self.backups(app, name.clone())
+            .await?
+            .into_iter()
+            .last()
+            .ok_or_else(|| VolumeError::Invalid("the backup vanished".into()))
+    }
+
+    pub async fn backups(
+        &self,
+        app: String,
+        name: String,
+    ) -> Result<Vec<paas_api::VolumeBackup>, VolumeError> {
+        self.find(&app, &name).await?;
+        let mut out: Vec<paas_api::VolumeBackup> = std::fs::read_dir(self.backup_dir(&app, &name))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let file = e.file_name().to_str()?.to_string();
+                let stamp = file.strip_suffix(".tar.gz")?.to_string();
+                let created =
+                    chrono::NaiveDateTime::parse_from_str(&stamp, "%Y%m%dT%H%M%S%.3fZ").ok()?;
+                let meta = e.metadata().ok().filter(|m| m.is_file())?;
+                Some(paas_api::VolumeBackup {
+                    name: stamp,
+                    app: app.clone(),
+                    volume: name.clone(),
+                    bytes: meta.len(),
+                    created_at: created
+                        .and_utc()
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Replaces the volume's files with a backup's: unpacked by the defensive extractor into
+    /// a scratch dir on the volume itself (a backup too big for it fails there, and the
+    /// files stay as they were), then swapped in, owned by the app's uid.
+    pub async fn restore(
+        &self,
+        app: String,
+        name: String,
+        backup: String,
+    ) -> Result<(), VolumeError> {
+        let row = self.find(&app, &name).await?;
+        let known = self.backups(app.clone(), name.clone()).await?;
+        let Some(b) = known
+            .into_iter()
+            .find(|b| b.name == backup.trim_end_matches(".tar.gz"))
+        else {
+            return Err(VolumeError::Invalid(format!(
+                "volume {name} of {app} has no backup '{backup}' (`paas volumes backups {app} {name}` lists them)"
+            )));
+        };
+        let (a, n) = (app.clone(), name.clone());
+        let uid = self
+            .store
+            .tx(move |tx| {
+                store::apps::find(tx, &a)?
+                    .and_then(|r| r.uid)
+                    .ok_or(VolumeError::NotFound { app: a, name: n })
+            })
+            .await?;
+        let file = self
+            .backup_dir(&app, &name)
+            .join(format!("{}.tar.gz", b.name));
+        let mount = volume_mount(&self.dir, &app, &name);
+        let limit = row.size_mb * 1024 * 1024;
+        tokio::task::spawn_blocking(move || restore_into(&file, &mount, uid, limit))
+            .await
+            .map_err(|e| VolumeError::Invalid(format!("restore task: {e}")))??;
+        tracing::info!(%app, volume = %name, backup = %b.name, "volume restored");
+        Ok(())
+    }
+}
+
+fn restore_into(file: &Path, mount: &Path, uid: u32, limit: u64) -> Result<(), VolumeError> {
+    let io_err = |what: &str| {
+        let what = what.to_string();
+        move |source| VolumeError::Io { what, source }
+    };
+    let scratch = mount.join(".paas-restoring");
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir(&scratch).map_err(io_err("creating the restore's scratch dir"))?;
+    let input = std::fs::File::open(file).map_err(io_err("opening the backup"))?;
+    let unpacked = crate::tarball::extract::extract_gz(
+        input,
+        &scratch,
+        // Absolute symlinks are the app's business (they resolve inside its containers);
+        // nothing here follows them.
+        crate::tarball::Kind::Rootfs,
+        crate::tarball::Limits {
+            max_bytes: limit,
+            max_entries: 10_000_000,
+            max_path: 4096,
+        },
+    );
+    if let Err(e) = unpacked {
+        let _ = std::fs::remove_dir_all(&scratch);
+        return Err(VolumeError::Invalid(format!(
+            "the backup could not be restored, nothing was changed: {e}"
+        )));
+    }
+    for e in std::fs::read_dir(mount)
+        .map_err(io_err("reading the volume"))?
+        .flatten()
+    {
+        let n = e.file_name();
+        if n == "lost+found" || n == ".paas-restoring" {
+            continue;
+        }
+        let p = e.path();
+        let gone = if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        gone.map_err(io_err("clearing the volume"))?;
+    }
+    for e in std::fs::read_dir(&scratch)
+        .map_err(io_err("reading the restored files"))?
+        .flatten()
+    {
+        std::fs::rename(e.path(), mount.join(e.file_name()))
+            .map_err(io_err("moving restored files"))?;
+    }
+    let _ = std::fs::remove_dir(&scratch);
+    chown_tree(mount, uid).map_err(io_err("giving the files to the app's uid"))
+}
+
+fn chown_tree(p: &Path, uid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(p, Some(uid), Some(uid))?;
+    if std::fs::symlink_metadata(p)?.is_dir() {
+        for e in std::fs::read_dir(p)? {
+            let e = e?;
+            if e.file_name() != "lost+found" {
+                chown_tree(&e.path(), uid)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -518,6 +518,47 @@ fn a_volume_is_mounted_into_every_instance_and_one_off_and_outlives_releases() {
     );
     d.paas(&["run", "files", "--", "rm", "/data/up/big"]).ok();
 
+    // A tarball backup; the files changed; the backup back (symlinks stay links).
+    d.paas(&[
+        "run",
+        "files",
+        "--",
+        "sh",
+        "-c",
+        "mkdir -p /data/up/d && ln -s /etc/passwd /data/up/d/link",
+    ])
+    .ok();
+    let b = d
+        .paas(&["volumes", "backup", "files", "up"])
+        .ok()
+        .trim()
+        .to_string();
+    d.paas(&[
+        "run",
+        "files",
+        "--",
+        "sh",
+        "-c",
+        "echo changed > /data/up/f && rm -r /data/up/d",
+    ])
+    .ok();
+    d.paas(&["volumes", "restore", "files", "up", &b]).ok();
+    assert_eq!(d.http(&host("files"), "/f").2, "kept\n");
+    let link = d.paas(&["run", "files", "--", "readlink", "/data/up/d/link"]);
+    assert_eq!(link.ok().trim(), "/etc/passwd");
+    let listed = d
+        .paas(&["--json", "volumes", "backups", "files", "up"])
+        .json();
+    assert_eq!(listed[0]["name"], b.as_str(), "{listed}");
+    // A corrupt backup is refused and changes nothing.
+    let bdir = d.state_dir().join("backups/volumes/files/up");
+    std::fs::write(bdir.join("20200101T000000.000Z.tar.gz"), b"not a tarball").expect("write");
+    d.paas(&["volumes", "restore", "files", "up", "20200101T000000.000Z"])
+        .fails(1, "nothing was changed");
+    assert_eq!(d.http(&host("files"), "/f").2, "kept\n");
+    d.paas(&["volumes", "restore", "files", "up", "nope"])
+        .fails(1, "has no backup 'nope'");
+
     // Redeploy, a paasd restart, a full stop: the file stays.
     d.deploy_dir("files", app.path());
     assert_eq!(d.http(&host("files"), "/f").2, "kept\n");

@@ -137,6 +137,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             Some(VolumesSub::List(a)) => volumes::list(&ctx, &a.name).await,
             Some(VolumesSub::Add(a)) => volumes::add(&ctx, a).await,
             Some(VolumesSub::Remove(a)) => volumes::remove(&ctx, a).await,
+            Some(VolumesSub::Backup(a)) => volumes::backup(&ctx, a).await,
+            Some(VolumesSub::Backups(a)) => volumes::backups(&ctx, a).await,
+            Some(VolumesSub::Restore(a)) => volumes::restore(&ctx, a).await,
         },
         Command::Addons(a) => match a.command {
             None => addons::list(&ctx, a.app.as_deref()).await,

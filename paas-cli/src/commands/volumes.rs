@@ -2,11 +2,11 @@
 //! names, paths or sizes (the daemon does).
 
 use anyhow::Result;
-use paas_api::{AddVolume, Method, Volume};
+use paas_api::{AddVolume, Method, RestoreBackup, Volume, VolumeBackup};
 
 use super::{app_path, seg, typed, Ctx};
 use crate::args::UsageError;
-use crate::cli::{VolumeAddArgs, VolumeRemoveArgs};
+use crate::cli::{VolumeAddArgs, VolumeNameArgs, VolumeRemoveArgs, VolumeRestoreArgs};
 use crate::output;
 
 /// `GET /apps/{app}/volumes`.
@@ -68,5 +68,74 @@ pub async fn remove(ctx: &Ctx, args: VolumeRemoveArgs) -> Result<()> {
     ctx.call(Method::DELETE, &app_path(&args.app, &rest)?)
         .await?;
     output::status(&format!("Removed {} from {}", args.name, args.app));
+    Ok(())
+}
+
+fn volume_path(app: &str, name: &str, rest: &str) -> Result<String> {
+    app_path(
+        app,
+        &format!("/volumes/{}{rest}", seg(name, "volume name")?),
+    )
+}
+
+/// `POST /apps/{app}/volumes/{name}/backups`.
+pub async fn backup(ctx: &Ctx, args: VolumeNameArgs) -> Result<()> {
+    let value = ctx
+        .request::<()>(
+            Method::POST,
+            &volume_path(&args.app, &args.name, "/backups")?,
+            None,
+        )
+        .await?;
+    if ctx.json {
+        return output::json(&value);
+    }
+    let b: VolumeBackup = typed(value)?;
+    output::status(&format!(
+        "Backed up volume {} of {}: {} ({})",
+        b.volume,
+        b.app,
+        b.name,
+        output::bytes(b.bytes)
+    ));
+    output::line(&b.name)
+}
+
+/// `GET /apps/{app}/volumes/{name}/backups`.
+pub async fn backups(ctx: &Ctx, args: VolumeNameArgs) -> Result<()> {
+    let value = ctx
+        .get(&volume_path(&args.app, &args.name, "/backups")?)
+        .await?;
+    if ctx.json {
+        return output::json(&value);
+    }
+    let all: Vec<VolumeBackup> = typed(value)?;
+    if all.is_empty() {
+        output::status("no backups");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .map(|b| vec![b.name.clone(), b.created_at.clone(), output::bytes(b.bytes)])
+        .collect();
+    output::out(&output::table(&["BACKUP", "CREATED", "SIZE"], &rows))
+}
+
+/// `POST /apps/{app}/volumes/{name}/restore`.
+pub async fn restore(ctx: &Ctx, args: VolumeRestoreArgs) -> Result<()> {
+    let body = RestoreBackup {
+        backup: args.backup.clone(),
+    };
+    ctx.client
+        .call(
+            Method::POST,
+            &volume_path(&args.app, &args.name, "/restore")?,
+            Some(&body),
+        )
+        .await?;
+    output::status(&format!(
+        "Restored volume {} of {} from {}; the app restarted",
+        args.name, args.app, args.backup
+    ));
     Ok(())
 }

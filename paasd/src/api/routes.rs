@@ -290,6 +290,23 @@ async fn dispatch(
                     no_content()
                 }
                 (["volumes", _], _) => Err(not_allowed("DELETE")),
+                (["volumes", name, "backups"], &Method::GET) => {
+                    ok(&state.volumes.backups(app, name.to_string()).await?)
+                }
+                (["volumes", name, "backups"], &Method::POST) => {
+                    created(&state.volumes.backup(app, name.to_string()).await?)
+                }
+                (["volumes", _, "backups"], _) => Err(not_allowed("GET, POST")),
+                (["volumes", name, "restore"], &Method::POST) => {
+                    let body: paas_api::RestoreBackup = read_json(req, limits).await?;
+                    state
+                        .volumes
+                        .restore(app.clone(), name.to_string(), body.backup)
+                        .await?;
+                    restart_if_deployed(state, app).await?;
+                    no_content()
+                }
+                (["volumes", _, "restore"], _) => Err(not_allowed("POST")),
 
                 (["restart"], &Method::POST) => ok(&state.supervisor.restart(app).await?),
                 (["restart"], _) => Err(not_allowed("POST")),
