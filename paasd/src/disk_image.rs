@@ -47,17 +47,9 @@ pub fn mount(
     uid: u32,
     keep_image: bool,
 ) -> Result<Option<Disk>, DiskError> {
-    if !image.exists() {
-        if !make(image, size, uid, false)? {
-            return Ok(None);
-        }
-    } else {
-        grow(image, size)?;
+    if !make_and_mount(image, mount, size, uid, false)? {
+        return Ok(None);
     }
-    run(Command::new("mount")
-        .args(["-t", "ext4", "-o", "loop,nosuid,nodev,noatime"])
-        .arg(image)
-        .arg(mount))?;
     Ok(Some(Disk {
         mount: mount.to_path_buf(),
         image: image.to_path_buf(),
@@ -121,8 +113,20 @@ pub fn mount_kept(image: &Path, mount: &Path, size: u64, uid: u32) -> Result<boo
     if is_mounted(mount) {
         return Ok(true);
     }
+    make_and_mount(image, mount, size, uid, true)
+}
+
+/// Makes `image` unless it exists (grown to `size` if it is smaller), and mounts it over
+/// `mount`. False when `mkfs.ext4` is missing.
+fn make_and_mount(
+    image: &Path,
+    mount: &Path,
+    size: u64,
+    uid: u32,
+    journal: bool,
+) -> Result<bool, DiskError> {
     if !image.exists() {
-        if !make(image, size, uid, true)? {
+        if !make(image, size, uid, journal)? {
             return Ok(false);
         }
     } else {

@@ -2,7 +2,7 @@
 //! down; `POST /platform/restore`, streamed up). Must not read or check the archive (paasd
 //! makes and checks it).
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 
 use anyhow::{Context as _, Result};
@@ -14,7 +14,6 @@ use super::Ctx;
 use crate::cli::{BackupCreateArgs, BackupRestoreArgs};
 use crate::output;
 use crate::source::Source;
-use crate::upload::Upload;
 
 /// Streams the archive into FILE (created 0600, never overwritten; removed if it fails).
 pub async fn create(ctx: &Ctx, args: BackupCreateArgs) -> Result<()> {
@@ -87,25 +86,13 @@ fn chrono_like_stamp() -> String {
 pub async fn restore(ctx: &Ctx, args: BackupRestoreArgs) -> Result<()> {
     let source = Source::open(&args.file, &mut |w| output::status(&w))?;
     output::status(&format!("-----> Restoring from {}", args.file.display()));
-    let upload = Upload::start(source, std::io::stderr().is_terminal());
-    let progress = upload.progress.clone();
-    let sent = ctx
-        .client
-        .send_upload(
+    let done: RestoredPlatform = ctx
+        .upload(
             Method::POST,
             &format!("{API_PREFIX}/platform/restore"),
-            crate::upload::gzip_headers(),
-            upload.body,
+            source,
         )
-        .await;
-    progress.finish_and_clear();
-    let resp = sent?;
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await?.to_bytes();
-    if !status.is_success() {
-        return Err(client::api_error(status, &bytes).into());
-    }
-    let done: RestoredPlatform = client::decode(status, &bytes)?;
+        .await?;
     if ctx.json {
         return output::json(&serde_json::to_value(&done)?);
     }

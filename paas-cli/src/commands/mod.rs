@@ -195,6 +195,32 @@ impl Ctx {
         Ok(self.client.json(method, path, body).await?)
     }
 
+    /// Streams a gzipped tarball (with a progress bar on a terminal) and decodes the answer.
+    pub async fn upload<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        source: crate::source::Source,
+    ) -> Result<T> {
+        use http_body_util::BodyExt;
+        use std::io::IsTerminal;
+        let upload = crate::upload::Upload::start(source, std::io::stderr().is_terminal());
+        let progress = upload.progress.clone();
+        let headers = crate::upload::gzip_headers();
+        let sent = self
+            .client
+            .send_upload(method, path, headers, upload.body)
+            .await;
+        progress.finish_and_clear();
+        let resp = sent?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            return Err(paas_api::client::api_error(status, &bytes).into());
+        }
+        Ok(paas_api::client::decode(status, &bytes)?)
+    }
+
     pub async fn get(&self, path: &str) -> Result<Value> {
         Ok(self.client.get(path).await?)
     }

@@ -2,11 +2,8 @@
 //! filesystem tarball as a new one (`PUT /stacks/{name}`, streamed). Must not unpack or check
 //! the tarball beyond its gzip magic: paasd does, and its message reaches the user.
 
-use std::io::IsTerminal;
-
 use anyhow::Result;
-use http_body_util::BodyExt;
-use paas_api::client::{self, segment};
+use paas_api::client::segment;
 use paas_api::{Method, StackImported, StackList, API_PREFIX};
 
 use super::{typed, Ctx};
@@ -14,7 +11,6 @@ use crate::args::UsageError;
 use crate::cli::StackImportArgs;
 use crate::output;
 use crate::source::Source;
-use crate::upload::Upload;
 
 /// `GET /stacks`, one name per line.
 pub async fn list(ctx: &Ctx) -> Result<()> {
@@ -40,22 +36,8 @@ pub async fn import(ctx: &Ctx, args: StackImportArgs) -> Result<()> {
         .into());
     }
     output::status(&format!("-----> Uploading {}", args.tarball.display()));
-    let upload = Upload::start(source, std::io::stderr().is_terminal());
-    let progress = upload.progress.clone();
-    let headers = crate::upload::gzip_headers();
     let path = format!("{API_PREFIX}/stacks/{}", segment(&args.name));
-    let sent = ctx
-        .client
-        .send_upload(Method::PUT, &path, headers, upload.body)
-        .await;
-    progress.finish_and_clear();
-    let resp = sent?;
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await?.to_bytes();
-    if !status.is_success() {
-        return Err(client::api_error(status, &bytes).into());
-    }
-    let imported: StackImported = client::decode(status, &bytes)?;
+    let imported: StackImported = ctx.upload(Method::PUT, &path, source).await?;
     if ctx.json {
         return output::json(&serde_json::to_value(&imported)?);
     }

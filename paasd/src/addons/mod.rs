@@ -16,7 +16,7 @@ pub mod tools;
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -145,6 +145,23 @@ struct Known {
     row: store::addons::AddonRow,
     kind: Kind,
     password: String,
+}
+
+impl Known {
+    /// A host client program run against this service: as its uid, its password in the
+    /// environment, nothing on stdin, stdout kept.
+    fn tool<'a>(&self, program: &'a Path, args: Vec<String>, timeout: Duration) -> Tool<'a> {
+        Tool {
+            program,
+            args,
+            env: self.kind.client_env(&self.password),
+            uid: self.row.uid,
+            timeout,
+            package: client_package(self.kind),
+            stdin: None,
+            stdout: None,
+        }
+    }
 }
 
 impl Addons {
@@ -466,18 +483,7 @@ impl Addons {
                 args.extend(q.args);
             }
         }
-        let ran = Tool {
-            program: &program,
-            args,
-            env: k.kind.client_env(&k.password),
-            uid: k.row.uid,
-            timeout: QUERY_TIMEOUT,
-            package: client_package(k.kind),
-            stdin: None,
-            stdout: None,
-        }
-        .run()
-        .await?;
+        let ran = k.tool(&program, args, QUERY_TIMEOUT).run().await?;
         Ok(paas_api::AddonQueryOutput {
             exit_code: ran.code,
             stdout: ran.stdout,
@@ -522,14 +528,8 @@ impl Addons {
             }
         };
         let ran = Tool {
-            program: &program,
-            args,
-            env: k.kind.client_env(&k.password),
-            uid: k.row.uid,
-            timeout: DUMP_TIMEOUT,
-            package: client_package(k.kind),
-            stdin: None,
             stdout: Some(out),
+            ..k.tool(&program, args, DUMP_TIMEOUT)
         }
         .run()
         .await;
@@ -626,15 +626,10 @@ impl Addons {
                     ]
                     .map(String::from),
                 );
+                let program = kind::pg_bin(&k.row.version, "pg_restore");
                 let ran = Tool {
-                    program: &kind::pg_bin(&k.row.version, "pg_restore"),
-                    args,
-                    env: k.kind.client_env(&k.password),
-                    uid: k.row.uid,
-                    timeout: DUMP_TIMEOUT,
-                    package: client_package(k.kind),
                     stdin: Some(input()?),
-                    stdout: None,
+                    ..k.tool(&program, args, DUMP_TIMEOUT)
                 }
                 .run()
                 .await?;
@@ -922,18 +917,7 @@ impl Addons {
         loop {
             let (program, mut args) = k.kind.client(&k.row.name, &k.row.version, ip);
             args.extend(["info".to_string(), "persistence".to_string()]);
-            let ran = Tool {
-                program: &program,
-                args,
-                env: k.kind.client_env(&k.password),
-                uid: k.row.uid,
-                timeout: Duration::from_secs(5),
-                package: "redis-tools",
-                stdin: None,
-                stdout: None,
-            }
-            .run()
-            .await?;
+            let ran = k.tool(&program, args, Duration::from_secs(5)).run().await?;
             let info = ran.stdout.replace('\r', "");
             let has = |l: &str| info.lines().any(|x| x == l);
             if has("aof_enabled:1")
