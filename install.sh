@@ -245,6 +245,7 @@ write_config() {
 https = "0.0.0.0:443"     # the router's HTTPS; certificates: `paas certs`, and [acme] below
 # base_domain = "paas.localhost"
 # buildpacks_dir = "/usr/local/share/paas/buildpacks"
+# backups_dir = "/var/lib/paas/backups"  # add-on and volume backups (another disk, a mounted share)
 # [build]                 # limits of one deploy
 # memory_mb = 2048        # build container memory (no swap)
 # cpu_percent = 200       # CPU quota, % of one CPU

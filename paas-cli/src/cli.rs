@@ -127,11 +127,19 @@ pub enum BackupSub {
 pub struct BackupCreateArgs {
     /// Where to write it (default: paas-backup-TIMESTAMP.tar.gz here); never overwritten.
     pub file: Option<std::path::PathBuf>,
+    /// Encrypt it with the passphrase on this file's first line (argon2id +
+    /// XChaCha20-Poly1305); also `$PAAS_BACKUP_PASSPHRASE`. paasd never sees it.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct BackupRestoreArgs {
     pub file: std::path::PathBuf,
+    /// The passphrase of an encrypted archive, on this file's first line (or
+    /// `$PAAS_BACKUP_PASSPHRASE`).
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,7 @@ pub mod commands;
 pub mod git_shell;
 pub mod ndjson;
 pub mod output;
+pub mod sealed;
 pub mod source;
 pub mod submodules;
 pub mod upload;

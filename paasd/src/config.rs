@@ -90,9 +90,10 @@ impl StatePaths {
     pub fn addons(&self) -> PathBuf {
         self.root.join("addons")
     }
-    /// Add-on backups (`backups/addons/NAME/`): kept when the service is destroyed.
-    pub fn addon_backups(&self) -> PathBuf {
-        self.root.join("backups").join("addons")
+    /// Scratch of platform backups and restores (`backups/platform/`), always on the state
+    /// disk (the archive holds the key).
+    pub fn platform_backups(&self) -> PathBuf {
+        self.root.join("backups").join("platform")
     }
 }
 
@@ -147,6 +148,9 @@ pub struct FileConfig {
     pub stacks: std::collections::BTreeMap<String, PathBuf>,
     /// Where the built-in buildpacks live.
     pub buildpacks_dir: Option<PathBuf>,
+    /// Where add-on and volume backups go (default STATE/backups): another disk, a mounted
+    /// NFS or object-store share.
+    pub backups_dir: Option<PathBuf>,
     /// Largest stack tarball `PUT /stacks/NAME` accepts (compressed; unpacked up to 4x).
     pub max_stack_mb: Option<MiB>,
     /// Limits on uploads and builds (`[build]`).
@@ -561,6 +565,8 @@ pub struct Config {
     /// Extra stacks by name (`[stacks]` in the config file); `host` is built in.
     pub stacks: std::collections::BTreeMap<String, PathBuf>,
     pub buildpacks_dir: PathBuf,
+    /// Add-on backups go to `addons/NAME/`, volume backups to `volumes/APP/NAME/` under it.
+    pub backups_dir: PathBuf,
     pub build: BuildConfig,
     pub instances: InstanceConfig,
     pub logs: LogsConfig,
@@ -692,6 +698,9 @@ impl Config {
                 .buildpacks_dir
                 .or(file.buildpacks_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_BUILDPACKS_DIR)),
+            backups_dir: file
+                .backups_dir
+                .unwrap_or_else(|| state_dir.join("backups")),
             build: file.build,
             instances: file.instances,
             logs: file.logs,
@@ -788,6 +797,14 @@ mod tests {
         .expect("valid");
         assert_eq!(c.key_file, Path::new("/tmp/x/secret.key"));
         assert_eq!(c.paths().db(), Path::new("/tmp/x/paas.db"));
+        assert_eq!(c.backups_dir, Path::new("/tmp/x/backups"));
+        let file: FileConfig = toml::from_str("backups_dir = \"/mnt/bk\"\n").expect("toml");
+        let c = Config::resolve(file, Overrides::default()).expect("valid");
+        assert_eq!(
+            c.backups_dir,
+            Path::new("/mnt/bk"),
+            "backups can go to another disk"
+        );
     }
 
     #[test]

@@ -298,7 +298,7 @@ pub async fn run(
     let volumes = volumes::Volumes::new(
         store.clone(),
         paths.volumes(),
-        paths.root.join("backups").join("volumes"),
+        config.backups_dir.join("volumes"),
     );
     let addons = addons::Addons::new(addons::Services {
         store: store.clone(),
@@ -312,7 +312,7 @@ pub async fn run(
             count: config.users.count,
         },
         data: paths.addons(),
-        backups: paths.addon_backups(),
+        backups: config.backups_dir.join("addons"),
     });
     let oneoffs = oneoff::OneOffs::new(
         apps.clone(),

@@ -643,6 +643,23 @@ fn a_platform_backup_restores_into_a_fresh_paasd_with_apps_config_data_and_bodie
     );
     one.paas(&["backup", "create", &file.display().to_string()])
         .fails(1, "File exists");
+    // The same, encrypted with a passphrase on the way into the file.
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "a long passphrase\n").expect("write");
+    let sealed = dir.path().join("sealed.bak");
+    let made = one.paas(&[
+        "backup",
+        "create",
+        &sealed.display().to_string(),
+        "--passphrase-file",
+        &pass.display().to_string(),
+    ]);
+    made.ok();
+    assert!(
+        made.stderr.contains("encrypted with the passphrase"),
+        "{made:?}"
+    );
+    assert_eq!(&std::fs::read(&sealed).expect("read")[..8], b"PAASBAK1");
 
     let two = Daemon::start();
     // A corrupt archive (truncated) and one whose key does not match are refused; nothing
@@ -664,9 +681,36 @@ fn a_platform_backup_restores_into_a_fresh_paasd_with_apps_config_data_and_bodie
         Some(0)
     );
 
+    two.paas(&["backup", "restore", &sealed.display().to_string()])
+        .fails(2, "is encrypted");
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "not the passphrase\n").expect("write");
+    two.paas(&[
+        "backup",
+        "restore",
+        &sealed.display().to_string(),
+        "--passphrase-file",
+        &wrong.display().to_string(),
+    ])
+    .fails(1, "the passphrase is wrong");
+    assert_eq!(
+        two.paas(&["--json", "apps"])
+            .json()
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
+
     let began = Instant::now();
     let done = two
-        .paas(&["--json", "backup", "restore", &file.display().to_string()])
+        .paas(&[
+            "--json",
+            "backup",
+            "restore",
+            &sealed.display().to_string(),
+            "--passphrase-file",
+            &pass.display().to_string(),
+        ])
         .json();
     eprintln!("restore took {:?}: {done}", began.elapsed());
     assert_eq!(done["apps"][0], "keep");

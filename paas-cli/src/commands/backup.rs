@@ -20,12 +20,17 @@ pub async fn create(ctx: &Ctx, args: BackupCreateArgs) -> Result<()> {
     let file = args.file.unwrap_or_else(|| {
         std::path::PathBuf::from(format!("paas-backup-{}.tar.gz", chrono_like_stamp()))
     });
-    let mut out = std::fs::OpenOptions::new()
+    let pass = crate::sealed::passphrase(args.passphrase_file.as_deref())?;
+    let opened = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&file)
         .with_context(|| format!("creating {}", file.display()))?;
+    let mut out = match &pass {
+        Some(p) => Out::Sealed(crate::sealed::Sealer::new(opened, p)?),
+        None => Out::Plain(opened),
+    };
     output::status("Backing up the platform (database, key, slugs, repos, volumes, add-ons)...");
     let written = async {
         let resp = ctx
@@ -50,7 +55,7 @@ pub async fn create(ctx: &Ctx, args: BackupCreateArgs) -> Result<()> {
                 n += data.len() as u64;
             }
         }
-        out.sync_all()?;
+        out.finish()?;
         Ok(n)
     }
     .await;
@@ -65,12 +70,47 @@ pub async fn create(ctx: &Ctx, args: BackupCreateArgs) -> Result<()> {
             return Err(e);
         }
     };
-    output::status(&format!(
-        "Wrote {} ({}). It holds the key that decrypts every config var: keep it secret.",
-        file.display(),
-        output::bytes(n)
-    ));
+    if pass.is_some() {
+        output::status(&format!(
+            "Wrote {} ({} before encryption), encrypted with the passphrase: without it the \
+             archive cannot be restored.",
+            file.display(),
+            output::bytes(n)
+        ));
+    } else {
+        output::status(&format!(
+            "Wrote {} ({}). It holds the key that decrypts every config var: keep it secret \
+             (or encrypt it: --passphrase-file).",
+            file.display(),
+            output::bytes(n)
+        ));
+    }
     output::line(&file.display().to_string())
+}
+
+/// Where the archive goes: the file, or the file through the passphrase's encryption.
+enum Out {
+    Plain(std::fs::File),
+    Sealed(crate::sealed::Sealer<std::fs::File>),
+}
+
+impl Out {
+    fn write_all(&mut self, data: &[u8]) -> Result<()> {
+        match self {
+            Out::Plain(f) => f.write_all(data)?,
+            Out::Sealed(s) => s.write_all(data)?,
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<()> {
+        let f = match self {
+            Out::Plain(f) => f,
+            Out::Sealed(s) => s.finish()?,
+        };
+        f.sync_all()?;
+        Ok(())
+    }
 }
 
 /// A UTC timestamp for the default file name, without a date crate.
@@ -84,7 +124,34 @@ fn chrono_like_stamp() -> String {
 
 /// Streams FILE to `POST /platform/restore`.
 pub async fn restore(ctx: &Ctx, args: BackupRestoreArgs) -> Result<()> {
-    let source = Source::open(&args.file, &mut |w| output::status(&w))?;
+    // An encrypted archive is opened into a private temp file first (0600, removed on exit).
+    let opened;
+    let path = if crate::sealed::is_sealed(&args.file)
+        .with_context(|| format!("reading {}", args.file.display()))?
+    {
+        let Some(pass) = crate::sealed::passphrase(args.passphrase_file.as_deref())? else {
+            return Err(crate::args::UsageError(format!(
+                "{} is encrypted: give its passphrase with --passphrase-file FILE or $PAAS_BACKUP_PASSPHRASE",
+                args.file.display()
+            ))
+            .into());
+        };
+        let input = std::fs::File::open(&args.file)?;
+        let tmp = tempfile::Builder::new()
+            .prefix("paas-restore-")
+            .suffix(".tar.gz")
+            .tempfile()?;
+        crate::sealed::open(
+            std::io::BufReader::new(input),
+            std::io::BufWriter::new(tmp.as_file()),
+            &pass,
+        )?;
+        opened = tmp;
+        opened.path().to_path_buf()
+    } else {
+        args.file.clone()
+    };
+    let source = Source::open(&path, &mut |w| output::status(&w))?;
     output::status(&format!("-----> Restoring from {}", args.file.display()));
     let done: RestoredPlatform = ctx
         .upload(
