@@ -598,16 +598,78 @@ fn a_platform_backup_restores_into_a_fresh_paasd_with_apps_config_data_and_bodie
     if !have_root("platform_backup") || !installed("postgres") {
         return;
     }
-    let one = Daemon::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Git as root, authorized_keys in the test's dir: `paas keys add` works without a git user.
+    let git_config = |n: &str| {
+        format!(
+            "[git]\nuser = \"root\"\nauthorized_keys = \"{}\"\n",
+            dir.path().join(format!("authorized_keys.{n}")).display()
+        )
+    };
+    let one = Daemon::start_with_config(&git_config("one"));
+    let key = dir.path().join("id");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(made.success());
+    one.paas(&["keys", "add", "tester", &format!("{}.pub", key.display())])
+        .ok();
     one.paas(&["apps", "create", "keep"]).ok();
     one.paas(&["addons", "create", "keep", "postgres"]).ok();
+    // A repo as a first push makes it (the git shell's call); the push deploys the example.
+    let asked = std::process::Command::new("curl")
+        .args(["-sf", "--unix-socket"])
+        .arg(one.socket())
+        .args([
+            "-X",
+            "POST",
+            "-d",
+            r#"{"service":"receive-pack","key":"tester"}"#,
+        ])
+        .arg("http://paasd/api/v1/git/keep")
+        .output()
+        .expect("curl");
+    assert!(asked.status.success(), "{asked:?}");
+    let work = dir.path().join("work");
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&work)
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "core.hooksPath=/dev/null",
+            ])
+            .args(args)
+            .output()
+            .expect("git");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    std::fs::create_dir_all(&work).expect("mkdir");
+    git(&["init", "-q", "-b", "main"]);
+    for e in std::fs::read_dir(repo_root().join("examples/python-postgres"))
+        .expect("example")
+        .flatten()
+    {
+        std::fs::copy(e.path(), work.join(e.file_name())).expect("copy");
+    }
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "first"]);
+    let repo_one = one.state_dir().join("git/keep.git");
+    git(&["push", "-q", &repo_one.display().to_string(), "main"]);
+    let head = git(&["rev-parse", "HEAD"]);
     one.paas(&["env", "set", "keep", "GREETING=hello there"])
         .ok();
     one.paas(&["domains", "add", "keep", "keep.example.com"])
         .ok();
     one.paas(&["volumes", "add", "keep", "v", "/data/v", "--size", "32"])
         .ok();
-    one.deploy_dir("keep", &repo_root().join("examples/python-postgres"));
     for note in ["alpha", "beta"] {
         assert_eq!(
             one.http_request("POST", &host("keep"), "/notes", note).0,
@@ -625,7 +687,6 @@ fn a_platform_backup_restores_into_a_fresh_paasd_with_apps_config_data_and_bodie
     .ok();
     let body_one = notes(&one, "keep");
 
-    let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("platform.tar.gz");
     let made = one.paas(&["backup", "create", &file.display().to_string()]);
     made.ok();
@@ -661,7 +722,7 @@ fn a_platform_backup_restores_into_a_fresh_paasd_with_apps_config_data_and_bodie
     );
     assert_eq!(&std::fs::read(&sealed).expect("read")[..8], b"PAASBAK1");
 
-    let two = Daemon::start();
+    let two = Daemon::start_with_config(&git_config("two"));
     // A corrupt archive (truncated) and one whose key does not match are refused; nothing
     // changes.
     let bytes = std::fs::read(&file).expect("read");
@@ -733,6 +794,26 @@ fn a_platform_backup_restores_into_a_fresh_paasd_with_apps_config_data_and_bodie
             .ok()
             .trim(),
         "on-volume"
+    );
+    // SSH keys: in the database and in two's authorized_keys.
+    assert!(two.paas(&["keys"]).ok().contains("tester"));
+    let pubkey = std::fs::read_to_string(format!("{}.pub", key.display())).expect("pub");
+    let blob = pubkey.split_whitespace().nth(1).expect("blob");
+    let ak = std::fs::read_to_string(dir.path().join("authorized_keys.two")).expect("ak two");
+    assert!(ak.contains(blob), "{ak}");
+    // The git repo: the same commit, and this install's hooks, not the archive's config.
+    let repo_two = two.state_dir().join("git/keep.git");
+    let rev = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(&repo_two)
+        .args(["rev-parse", "main"])
+        .output()
+        .expect("git");
+    assert_eq!(String::from_utf8_lossy(&rev.stdout).trim(), head);
+    let cfg = std::fs::read_to_string(repo_two.join("config")).expect("config");
+    assert!(
+        cfg.contains(&two.state_dir().join("git/.hooks").display().to_string()),
+        "{cfg}"
     );
     // A second restore into what is no longer a fresh install is refused.
     two.paas(&["backup", "restore", &file.display().to_string()])
