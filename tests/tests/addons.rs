@@ -245,13 +245,12 @@ fn only_linked_apps_reach_a_service_and_link_sets_the_url_with_a_new_release() {
         .unwrap_or_default()
         .to_string();
     assert_eq!(reach(&d, "owner", &addr), "ok");
-    let began = Instant::now();
+    // "refused", not "timeout": a reset at once (the probe waits 3 s at most).
     assert_eq!(
         reach(&d, "other", &addr),
         "refused",
         "an app without the link"
     );
-    assert!(began.elapsed() < Duration::from_secs(10));
 
     let before = d.paas(&["--json", "releases", "other"]).json();
     d.paas(&["addons", "link", "shared-db", "other"]).ok();
