@@ -649,7 +649,8 @@ impl Addons {
                 .run()
                 .await?;
                 refused_unless_ok(&ran, &backup)?;
-                if let Some(s) = self.inner.running.lock().await.remove(&name) {
+                let stopping = self.inner.running.lock().await.remove(&name);
+                if let Some(s) = stopping {
                     s.end(Order::Stop).await;
                 }
                 let data = self.data_dir(&name);
@@ -854,13 +855,9 @@ impl Addons {
             },
         };
         let s = Service::spawn(Arc::clone(&self.inner.s.runtime), spec, adopted);
-        if let Some(old) = self
-            .inner
-            .running
-            .lock()
-            .await
-            .insert(k.row.name.clone(), s)
-        {
+        // The lock is let go before waiting for the old one to stop (up to 30 s).
+        let old = self.inner.running.lock().await.insert(k.row.name.clone(), s);
+        if let Some(old) = old {
             old.end(Order::Stop).await;
         }
         Ok(())
@@ -938,7 +935,8 @@ impl Addons {
     /// Stops the service and deletes it: container, address, row, data. Backups stay.
     async fn remove(&self, k: &Known) -> Result<(), AddonError> {
         let name = k.row.name.clone();
-        if let Some(s) = self.inner.running.lock().await.remove(&name) {
+        let stopping = self.inner.running.lock().await.remove(&name);
+        if let Some(s) = stopping {
             s.end(Order::Stop).await;
         }
         self.inner
