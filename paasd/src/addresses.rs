@@ -97,6 +97,15 @@ impl Addresses {
         })
     }
 
+    /// The address `key` holds, if any; takes none.
+    pub async fn held(&self, key: &str) -> Result<Option<Ipv4Addr>, AddressError> {
+        let key = key.to_string();
+        Ok(self
+            .store
+            .tx(move |tx| store::addresses::held(tx, &key))
+            .await?)
+    }
+
     /// Gives `instance`'s address back, out of its group first. A failure only leaks one
     /// address until the next start (which frees them all), so it is logged, not returned;
     /// an address still in a group is never handed to anyone else.

@@ -405,7 +405,12 @@ pub async fn run(
         supervisor: supervisor.clone(),
         // An archive holds every app's slugs and data: the stack import's cap, at least 16 GB.
         max_upload: config.max_stack_mb.bytes().max(16 << 30),
+        uids: apps::UidRange {
+            first: config.users.first_uid,
+            count: config.users.count,
+        },
     });
+    platform.sweep();
     let state = Arc::new(api::State {
         platform,
         addons: addons.clone(),

@@ -77,16 +77,47 @@ pub struct Services {
     pub supervisor: Supervisor,
     /// The largest archive a restore takes.
     pub max_upload: u64,
+    /// Restored apps and add-ons must run as uids of this range.
+    pub uids: crate::apps::UidRange,
 }
 
 #[derive(Clone)]
 pub struct PlatformBackups {
     s: Arc<Services>,
+    /// One restore at a time (a second one gets 409).
+    restoring: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl PlatformBackups {
     pub fn new(s: Services) -> PlatformBackups {
-        PlatformBackups { s: Arc::new(s) }
+        PlatformBackups {
+            s: Arc::new(s),
+            restoring: Arc::default(),
+        }
+    }
+
+    /// At start: what a crashed paasd left of a backup or restore (copies of the key among
+    /// them) goes.
+    pub fn sweep(&self) {
+        let Ok(rd) = std::fs::read_dir(self.work_dir()) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let gone = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            match gone {
+                Ok(()) => {
+                    tracing::info!(path = %p.display(), "removed a platform backup's leftover")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %p.display(), error = %e, "could not remove a platform backup's leftover")
+                }
+            }
+        }
     }
 
     fn work_dir(&self) -> PathBuf {
@@ -162,6 +193,7 @@ impl PlatformBackups {
             addons.push((a.name, file));
         }
         let mut volumes = Vec::new();
+        std::fs::create_dir_all(tmp.join("volumes")).map_err(io("creating volumes/"))?;
         for app in &apps {
             for v in self
                 .s
@@ -170,6 +202,13 @@ impl PlatformBackups {
                 .await
                 .map_err(|e| BackupError::Failed(e.to_string()))?
             {
+                // Read as the app's uid: a volume's files are the app's to shape.
+                let dest = tmp.join("volumes").join(format!("{app}.{}.tar.gz", v.name));
+                self.s
+                    .volumes
+                    .export(app, &v.name, dest)
+                    .await
+                    .map_err(|e| BackupError::Failed(format!("volume {app}/{}: {e}", v.name)))?;
                 volumes.push((app.clone(), v.name));
             }
         }
@@ -189,6 +228,9 @@ impl PlatformBackups {
         &self,
         upload: tokio::sync::mpsc::Receiver<tarball::Chunk>,
     ) -> Result<paas_api::RestoredPlatform, BackupError> {
+        let Ok(_one) = self.restoring.try_lock() else {
+            return Err(BackupError::NotFresh("a restore under way".into()));
+        };
         let apps = self
             .s
             .apps
@@ -246,7 +288,7 @@ impl PlatformBackups {
             }
             Err(e) => return Err(BackupError::Refused(e.to_string())),
         }
-        let (manifest, key) = check(&staged)?;
+        let (manifest, key) = check(&staged, self.s.uids)?;
         self.apply(&staged, &manifest, &key).await
     }
 
@@ -304,16 +346,11 @@ impl PlatformBackups {
         // Volumes: made and mounted empty, then filled with their files.
         s.volumes.mount_all().await;
         for (app, name) in &manifest.volumes {
-            let from = staged.join("volumes").join(app).join(name);
-            let to = crate::apps::volume_mount(s.volumes.dir(), app, name);
-            let uid = apps.iter().find(|a| &a.name == app).and_then(|a| a.uid);
-            if let (true, Some(uid)) = (from.is_dir(), uid) {
-                let (f, t) = (from.clone(), to.clone());
-                tokio::task::spawn_blocking(move || fill(&f, &t, uid))
-                    .await
-                    .map_err(|e| BackupError::Failed(e.to_string()))?
-                    .map_err(io(format!("restoring volume {app}/{name}")))?;
-            }
+            let from = staged.join("volumes").join(format!("{app}.{name}.tar.gz"));
+            s.volumes
+                .import(app, name, from)
+                .await
+                .map_err(|e| BackupError::Failed(format!("restoring volume {app}/{name}: {e}")))?;
         }
         // Add-ons: their backups where `paas addons backups` finds them, the services
         // started (on empty data, with their old passwords), then each restored.
@@ -380,7 +417,7 @@ fn set_mode(p: &Path, mode: u32) {
 
 /// The staged archive as a whole: a manifest of our format, a sound database of a schema we
 /// know, a key that opens its sealed values. Returns the manifest and the key.
-fn check(staged: &Path) -> Result<(Manifest, Vec<u8>), BackupError> {
+fn check(staged: &Path, uids: crate::apps::UidRange) -> Result<(Manifest, Vec<u8>), BackupError> {
     let refused = |m: String| BackupError::Refused(m);
     let text = std::fs::read_to_string(staged.join(MANIFEST))
         .map_err(|_| refused(format!("it has no {MANIFEST}")))?;
@@ -407,21 +444,59 @@ fn check(staged: &Path) -> Result<(Manifest, Vec<u8>), BackupError> {
             ));
         }
     }
+    // Every row a name, path or uid comes from is held to the rules the API holds input to:
+    // they become paths on this host and uids things run as.
+    let valid = |n: &str| crate::apps::validate::app_name(n).is_ok();
+    let in_range =
+        |uid: i64| u32::try_from(uid).is_ok_and(|u| u >= uids.first && u - uids.first < uids.count);
+    for (app, uid) in &info.apps {
+        if !valid(app) || !uid.is_some_and(|u| in_range(i64::from(u))) {
+            return Err(refused(format!("app {app:?}: not a valid name or uid")));
+        }
+    }
+    for (app, name, path, size) in &info.volumes {
+        if !valid(name)
+            || crate::volumes::path_problem(path).is_some()
+            || !(16..=1_048_576).contains(size)
+        {
+            return Err(refused(format!(
+                "volume {app}/{name:?}: invalid name, path or size"
+            )));
+        }
+    }
+    for (name, kind, version, uid) in &info.addons {
+        let version_ok =
+            !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        if !valid(name)
+            || crate::addons::kind::Kind::parse(kind).is_none()
+            || !(version_ok || version == "host")
+            || !in_range(*uid)
+        {
+            return Err(refused(format!(
+                "add-on {name:?}: invalid name, kind, version or uid"
+            )));
+        }
+    }
     for (name, file) in &manifest.addons {
-        if crate::apps::validate::app_name(name).is_err()
+        if !info.addons.iter().any(|a| &a.0 == name)
             || file.contains('/')
             || !staged.join("addons").join(file).is_file()
         {
             return Err(refused(format!(
-                "add-on {name}: its backup {file} is missing"
+                "add-on {name}: not in paas.db, or its backup {file} is missing"
             )));
         }
     }
     for (app, name) in &manifest.volumes {
-        if crate::apps::validate::app_name(app).is_err()
-            || crate::apps::validate::app_name(name).is_err()
+        if !info.volumes.iter().any(|v| &v.0 == app && &v.1 == name)
+            || !staged
+                .join("volumes")
+                .join(format!("{app}.{name}.tar.gz"))
+                .is_file()
         {
-            return Err(refused(format!("volume {app}/{name}: not a valid name")));
+            return Err(refused(format!(
+                "volume {app}/{name}: not in paas.db, or its files are missing"
+            )));
         }
     }
     Ok((manifest, key))
@@ -477,41 +552,10 @@ fn pack(tmp: &Path, archive: &Path, manifest: &Manifest, s: &Services) -> Result
                 .map_err(io(format!("adding the git repo of {app}")))?;
         }
     }
-    for (app, name) in &manifest.volumes {
-        let dir = crate::apps::volume_mount(s.volumes.dir(), app, name);
-        if dir.is_dir() {
-            tar.append_dir_all(format!("volumes/{app}/{name}"), &dir)
-                .map_err(io(format!("adding volume {app}/{name}")))?;
-        }
-    }
+    tar.append_dir_all("volumes", tmp.join("volumes"))
+        .map_err(io("adding the volumes"))?;
     let gz = tar.into_inner().map_err(io("finishing the archive"))?;
     let file = gz.finish().map_err(io("compressing the archive"))?;
     file.sync_all().map_err(io("syncing the archive"))?;
-    Ok(())
-}
-
-/// Copies a restored volume's files into its mounted image, given to the app's uid.
-/// Symlinks are copied as links; nothing is followed.
-fn fill(from: &Path, to: &Path, uid: u32) -> std::io::Result<()> {
-    for e in std::fs::read_dir(from)? {
-        let e = e?;
-        if e.file_name() == "lost+found" {
-            continue;
-        }
-        let (src, dst) = (e.path(), to.join(e.file_name()));
-        let meta = std::fs::symlink_metadata(&src)?;
-        if meta.is_dir() {
-            std::fs::create_dir_all(&dst)?;
-            fill(&src, &dst, uid)?;
-        } else if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(&src)?;
-            std::os::unix::fs::symlink(target, &dst)?;
-        } else if meta.is_file() {
-            std::fs::copy(&src, &dst)?;
-        } else {
-            continue;
-        }
-        std::os::unix::fs::lchown(&dst, Some(uid), Some(uid))?;
-    }
     Ok(())
 }

@@ -28,6 +28,16 @@ pub enum VolumeError {
     PathTaken { app: String, path: String },
     #[error("'{app}' has no volume named '{name}'")]
     NotFound { app: String, name: String },
+    #[error("volume {name} of {app} has no backup '{backup}' (`paas volumes backups {app} {name}` lists them)")]
+    BackupNotFound {
+        app: String,
+        name: String,
+        backup: String,
+    },
+    #[error("{0}")]
+    Refused(String),
+    #[error("mkfs.ext4 is missing on this host (install e2fsprogs): volumes need it")]
+    NoMkfs,
     #[error("'{app}' has volumes ({names}); destroying it deletes their data: repeat with --delete-volumes")]
     HasVolumes { app: String, names: String },
     #[error("the volume's disk: {0}")]
@@ -140,6 +150,17 @@ impl Volumes {
                         path: r.path,
                     });
                 }
+                // One inside another would be bound through a dir the app controls.
+                let nested = |outer: &str, inner: &str| inner.starts_with(&format!("{outer}/"));
+                if let Some(v) = existing
+                    .iter()
+                    .find(|v| nested(&v.path, &r.path) || nested(&r.path, &v.path))
+                {
+                    return Err(VolumeError::Invalid(format!(
+                        "volume path {}: volume {} is at {}; volumes may not nest",
+                        r.path, v.name, v.path
+                    )));
+                }
                 store::volumes::insert(tx, row.id, &r.name, &r.path, size_mb, store::now())?;
                 Ok(uid)
             })
@@ -189,9 +210,7 @@ impl Volumes {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(&app_dir, std::fs::Permissions::from_mode(0o711));
             if !disk_image::mount_kept(&image, &mount, size_mb * 1024 * 1024, uid)? {
-                return Err(VolumeError::Invalid(
-                    "mkfs.ext4 is missing on this host (install e2fsprogs): volumes need it".into(),
-                ));
+                return Err(VolumeError::NoMkfs);
             }
             std::os::unix::fs::chown(&mount, Some(uid), Some(uid)).map_err(|source| {
                 VolumeError::Io {
@@ -357,6 +376,38 @@ impl Volumes {
             .await
     }
 
+    /// Volume `name` of `app` as a gzipped tar at `dest` (a platform backup's part).
+    pub async fn export(&self, app: &str, name: &str, dest: PathBuf) -> Result<(), VolumeError> {
+        let uid = self.uid_of(app, name).await?;
+        let mount = volume_mount(&self.dir, app, name);
+        let dir = dest.parent().map(Path::to_path_buf).unwrap_or_default();
+        let stamp = format!("{app}-{name}");
+        tokio::task::spawn_blocking(move || write_tarball(&mount, uid, &dir, &stamp, &dest))
+            .await
+            .map_err(|e| VolumeError::Invalid(format!("export task: {e}")))?
+    }
+
+    /// The files of the gzipped tar `file` become volume `name`'s (a platform restore).
+    pub async fn import(&self, app: &str, name: &str, file: PathBuf) -> Result<(), VolumeError> {
+        let uid = self.uid_of(app, name).await?;
+        let mount = volume_mount(&self.dir, app, name);
+        tokio::task::spawn_blocking(move || unpack_tarball(&file, &mount, uid))
+            .await
+            .map_err(|e| VolumeError::Invalid(format!("import task: {e}")))?
+    }
+
+    /// The uid of the app that owns volume `name` (which must exist).
+    async fn uid_of(&self, app: &str, name: &str) -> Result<u32, VolumeError> {
+        let (a, n) = (app.to_string(), name.to_string());
+        self.store
+            .tx(move |tx| {
+                store::apps::find(tx, &a)?
+                    .and_then(|r| r.uid)
+                    .ok_or(VolumeError::NotFound { app: a, name: n })
+            })
+            .await
+    }
+
     fn backup_dir(&self, app: &str, name: &str) -> PathBuf {
         self.backups.join(app).join(name)
     }
@@ -372,50 +423,11 @@ impl Volumes {
         let src = volume_mount(&self.dir, &app, &name);
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
         let file = dir.join(format!("{stamp}.tar.gz"));
+        let uid = self.uid_of(&app, &name).await?;
         let f2 = file.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::create_dir_all(&dir)?;
-            let partial = dir.join(format!(".{stamp}.partial"));
-            let out = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&partial)?;
-            let written = (|| {
-                let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
-                    out,
-                    flate2::Compression::fast(),
-                ));
-                tar.follow_symlinks(false);
-                for e in std::fs::read_dir(&src)? {
-                    let e = e?;
-                    if e.file_name() == "lost+found" {
-                        continue;
-                    }
-                    let p = e.path();
-                    if std::fs::symlink_metadata(&p)?.is_dir() {
-                        tar.append_dir_all(e.file_name(), &p)?;
-                    } else {
-                        tar.append_path_with_name(&p, e.file_name())?;
-                    }
-                }
-                tar.into_inner()?.finish()?.sync_all()
-            })();
-            match written {
-                Ok(()) => std::fs::rename(&partial, &f2),
-                Err(e) => {
-                    let _ = std::fs::remove_file(&partial);
-                    Err(e)
-                }
-            }
-        })
-        .await
-        .map_err(|e| VolumeError::Invalid(format!("backup task: {e}")))?
-        .map_err(|source| VolumeError::Io {
-            what: format!("backing up volume {name} of {app}"),
-            source,
-        })?;
+        tokio::task::spawn_blocking(move || write_tarball(&src, uid, &dir, &stamp, &f2))
+            .await
+            .map_err(|e| VolumeError::Invalid(format!("backup task: {e}")))??;
         tracing::info!(%app, volume = %name, file = %file.display(), "volume backed up");
         self.backups(app, name.clone())
             .await?
@@ -464,31 +476,20 @@ impl Volumes {
         name: String,
         backup: String,
     ) -> Result<(), VolumeError> {
-        let row = self.find(&app, &name).await?;
+        self.find(&app, &name).await?;
         let known = self.backups(app.clone(), name.clone()).await?;
         let Some(b) = known
             .into_iter()
             .find(|b| b.name == backup.trim_end_matches(".tar.gz"))
         else {
-            return Err(VolumeError::Invalid(format!(
-                "volume {name} of {app} has no backup '{backup}' (`paas volumes backups {app} {name}` lists them)"
-            )));
+            return Err(VolumeError::BackupNotFound { app, name, backup });
         };
-        let (a, n) = (app.clone(), name.clone());
-        let uid = self
-            .store
-            .tx(move |tx| {
-                store::apps::find(tx, &a)?
-                    .and_then(|r| r.uid)
-                    .ok_or(VolumeError::NotFound { app: a, name: n })
-            })
-            .await?;
+        let uid = self.uid_of(&app, &name).await?;
         let file = self
             .backup_dir(&app, &name)
             .join(format!("{}.tar.gz", b.name));
         let mount = volume_mount(&self.dir, &app, &name);
-        let limit = row.size_mb * 1024 * 1024;
-        tokio::task::spawn_blocking(move || restore_into(&file, &mount, uid, limit))
+        tokio::task::spawn_blocking(move || unpack_tarball(&file, &mount, uid))
             .await
             .map_err(|e| VolumeError::Invalid(format!("restore task: {e}")))??;
         tracing::info!(%app, volume = %name, backup = %b.name, "volume restored");
@@ -496,71 +497,123 @@ impl Volumes {
     }
 }
 
-fn restore_into(file: &Path, mount: &Path, uid: u32, limit: u64) -> Result<(), VolumeError> {
+/// Runs `script` with `sh` as the app's uid: whatever a volume holds is the app's, so
+/// nothing here may act on it as root (a symlink the app swaps in mid-walk would send root's
+/// reads and writes anywhere on the host). The volume's dir is reached through an open fd
+/// (`/proc/self/fd/N`): the state dir above it is root's alone. Returns the exit code and
+/// what it printed on stderr.
+fn as_app(
+    uid: u32,
+    script: &str,
+    stdin: std::fs::File,
+    stdout: std::fs::File,
+) -> std::io::Result<(Option<i32>, String)> {
+    use std::os::unix::process::CommandExt;
+    let out = std::process::Command::new("/bin/sh")
+        .args(["-c", script])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("LC_ALL", "C")
+        .uid(uid)
+        .gid(uid)
+        .current_dir("/")
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(std::process::Stdio::piped())
+        .output()?;
+    Ok((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    ))
+}
+
+fn open_dir(p: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(p)
+}
+
+/// A gzipped tar of the volume (`mount`) written by `tar` as the app's uid into
+/// `dir/.STAMP.partial`, synced, then renamed to `file`.
+fn write_tarball(
+    mount: &Path,
+    uid: u32,
+    dir: &Path,
+    stamp: &str,
+    file: &Path,
+) -> Result<(), VolumeError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let io_err = |what: &str| {
         let what = what.to_string();
         move |source| VolumeError::Io { what, source }
     };
-    let scratch = mount.join(".paas-restoring");
-    let _ = std::fs::remove_dir_all(&scratch);
-    std::fs::create_dir(&scratch).map_err(io_err("creating the restore's scratch dir"))?;
-    let input = std::fs::File::open(file).map_err(io_err("opening the backup"))?;
-    let unpacked = crate::tarball::extract::extract_gz(
-        input,
-        &scratch,
-        // Absolute symlinks are the app's business (they resolve inside its containers);
-        // nothing here follows them.
-        crate::tarball::Kind::Rootfs,
-        crate::tarball::Limits {
-            max_bytes: limit,
-            max_entries: 10_000_000,
-            max_path: 4096,
-        },
-    );
-    if let Err(e) = unpacked {
-        let _ = std::fs::remove_dir_all(&scratch);
-        return Err(VolumeError::Invalid(format!(
-            "the backup could not be restored, nothing was changed: {e}"
-        )));
+    std::fs::create_dir_all(dir).map_err(io_err("creating the backups dir"))?;
+    let partial = dir.join(format!(".{stamp}.partial"));
+    let out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&partial)
+        .map_err(io_err("creating the backup file"))?;
+    let keep = out.try_clone().map_err(io_err("the backup file"))?;
+    let ran = open_dir(mount).and_then(|d| {
+        as_app(
+            uid,
+            "cd /proc/self/fd/0 && exec tar --sparse --exclude=./lost+found -czf - .",
+            d,
+            out,
+        )
+    });
+    let done = match ran {
+        Ok((Some(0), _)) => keep.sync_all().map_err(io_err("syncing the backup")),
+        Ok((_, err)) => Err(VolumeError::Invalid(format!("the backup failed: {err}"))),
+        Err(e) => Err(VolumeError::Io {
+            what: "running tar".into(),
+            source: e,
+        }),
+    };
+    if let Err(e) = done {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
     }
-    for e in std::fs::read_dir(mount)
-        .map_err(io_err("reading the volume"))?
-        .flatten()
-    {
-        let n = e.file_name();
-        if n == "lost+found" || n == ".paas-restoring" {
-            continue;
-        }
-        let p = e.path();
-        let gone = if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
-            std::fs::remove_dir_all(&p)
-        } else {
-            std::fs::remove_file(&p)
-        };
-        gone.map_err(io_err("clearing the volume"))?;
-    }
-    for e in std::fs::read_dir(&scratch)
-        .map_err(io_err("reading the restored files"))?
-        .flatten()
-    {
-        std::fs::rename(e.path(), mount.join(e.file_name()))
-            .map_err(io_err("moving restored files"))?;
-    }
-    let _ = std::fs::remove_dir(&scratch);
-    chown_tree(mount, uid).map_err(io_err("giving the files to the app's uid"))
+    std::fs::rename(&partial, file).map_err(io_err("naming the backup"))
 }
 
-fn chown_tree(p: &Path, uid: u32) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(p, Some(uid), Some(uid))?;
-    if std::fs::symlink_metadata(p)?.is_dir() {
-        for e in std::fs::read_dir(p)? {
-            let e = e?;
-            if e.file_name() != "lost+found" {
-                chown_tree(&e.path(), uid)?;
-            }
-        }
+/// Unpacks `file` into the volume as the app's uid: into a scratch dir on the volume (a
+/// corrupt backup, or one too big for the volume, fails there and changes nothing), then the
+/// old files go and the new ones take their place. tar as a plain user cannot write outside
+/// what that user may write, and makes an archive's symlinks only after every file.
+fn unpack_tarball(file: &Path, mount: &Path, uid: u32) -> Result<(), VolumeError> {
+    const SCRIPT: &str = r#"cd /proc/self/fd/1 || exit 1
+exec 1>&2
+rm -rf .paas-restoring && mkdir .paas-restoring || exit 1
+if ! tar -xzf - -C .paas-restoring --no-same-owner; then rm -rf .paas-restoring; exit 3; fi
+find . -mindepth 1 -maxdepth 1 ! -name .paas-restoring ! -name lost+found -exec rm -rf -- {} + || exit 1
+find .paas-restoring -mindepth 1 -maxdepth 1 -exec mv -t . -- {} + || exit 1
+rmdir .paas-restoring"#;
+    let input = std::fs::File::open(file).map_err(|source| VolumeError::Io {
+        what: "opening the backup".into(),
+        source,
+    })?;
+    let dir = open_dir(mount).map_err(|source| VolumeError::Io {
+        what: "opening the volume".into(),
+        source,
+    })?;
+    match as_app(uid, SCRIPT, input, dir) {
+        Ok((Some(0), _)) => Ok(()),
+        Ok((Some(3), err)) => Err(VolumeError::Refused(format!(
+            "the backup could not be restored, nothing was changed: {err}"
+        ))),
+        Ok((_, err)) => Err(VolumeError::Invalid(format!(
+            "restoring the files failed: {err}"
+        ))),
+        Err(source) => Err(VolumeError::Io {
+            what: "running tar".into(),
+            source,
+        }),
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -144,6 +144,7 @@ pub struct Daemon {
     pub log: PathBuf,
     /// Unique within this test process: picks the bridge and subnet.
     seq: u32,
+    first_uid: u32,
     /// The router's plain-HTTP and HTTPS ports (0: any free one).
     http_port: u16,
     https_port: u16,
@@ -183,6 +184,22 @@ impl Daemon {
 
     /// [`Daemon::start_on`] with the HTTPS port fixed too (TLS-ALPN-01 validates there).
     pub fn start_on_ports(toml: &str, http_port: u16, https_port: u16) -> Daemon {
+        let mut d = Daemon::unstarted(toml, http_port, https_port);
+        d.restart();
+        d
+    }
+
+    /// Like [`Daemon::start_with_config`], with `other`'s app uid range (a platform restore
+    /// takes only apps whose uids are in the range of the paasd it restores into, as on
+    /// a real host, where both have the same config).
+    pub fn start_with_uids_of(toml: &str, other: &Daemon) -> Daemon {
+        let mut d = Daemon::unstarted(toml, 0, 0);
+        d.first_uid = other.first_uid;
+        d.restart();
+        d
+    }
+
+    fn unstarted(toml: &str, http_port: u16, https_port: u16) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("paas-test-")
             .tempdir()
@@ -194,21 +211,23 @@ impl Daemon {
             format!("{toml}\n[acme]\nenabled = false\n")
         };
         std::fs::write(dir.path().join("paasd.toml"), toml).expect("config");
-        let mut d = Daemon {
+        // Offset by the pid: test binaries running side by side (other suites, other
+        // checkouts) must not share a subnet, or one's router reaches the other's apps.
+        let seq = (SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + std::process::id() * 17)
+            % 250;
+        Daemon {
             child: None,
             log: dir.path().join("paasd.log"),
             dir,
-            // Offset by the pid: test binaries running side by side (other suites, other
-            // checkouts) must not share a subnet, or one's router reaches the other's apps.
-            seq: (SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + std::process::id() * 17)
-                % 250,
+            seq,
+            // Daemons side by side get uid ranges of their own, as they get subnets.
+            first_uid: 1_900_000_000 + seq * 1000,
             http_port,
             https_port,
             held: None,
             binary: None,
-        };
-        d.restart();
-        d
+        }
     }
 
     /// Like [`Daemon::start_with_config`], but the test binds the API socket and the router's
@@ -384,9 +403,8 @@ impl Daemon {
             .arg(self.bridge())
             .arg("--subnet")
             .arg(format!("10.213.{}.0/24", self.seq))
-            // Daemons side by side get uid ranges of their own, as they get subnets.
             .arg("--first-uid")
-            .arg((1_900_000_000 + self.seq * 1000).to_string())
+            .arg(self.first_uid.to_string())
             .arg("--buildpacks-dir")
             .arg(repo_root().join("buildpacks"))
             .env("PAASD_LOG", "debug");

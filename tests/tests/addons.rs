@@ -470,6 +470,10 @@ fn a_volume_is_mounted_into_every_instance_and_one_off_and_outlives_releases() {
         .fails(1, "does not exist");
     d.paas(&["volumes", "add", "files", "up", "/data/up", "--size", "32"])
         .ok();
+    d.paas(&["volumes", "add", "files", "inner", "/data/up/inner"])
+        .fails(1, "volumes may not nest");
+    d.paas(&["volumes", "add", "files", "outer", "/data"])
+        .fails(1, "volumes may not nest");
     d.paas(&["volumes", "add", "files", "up", "/data/other"])
         .fails(1, "already has a volume named 'up'");
     d.paas(&["volumes", "add", "files", "up2", "/data/up"])
@@ -721,7 +725,7 @@ fn a_platform_backup_restores_into_a_fresh_paasd_with_apps_config_data_and_bodie
     );
     assert_eq!(&std::fs::read(&sealed).expect("read")[..8], b"PAASBAK1");
 
-    let two = Daemon::start_with_config(&git_config("two"));
+    let two = Daemon::start_with_uids_of(&git_config("two"), &one);
     // A corrupt archive (truncated) and one whose key does not match are refused; nothing
     // changes.
     let bytes = std::fs::read(&file).expect("read");
@@ -753,6 +757,19 @@ fn a_platform_backup_restores_into_a_fresh_paasd_with_apps_config_data_and_bodie
         &wrong.display().to_string(),
     ])
     .fails(1, "the passphrase is wrong");
+    // A database whose rows would put a volume over the host's /etc is refused whole.
+    let db = dir.path().join("paas.db");
+    std::fs::write(&db, member(&file, "paas.db")).expect("write db");
+    let edited = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg("UPDATE volumes SET path = '/etc'")
+        .status()
+        .expect("sqlite3");
+    assert!(edited.success());
+    let hostile = dir.path().join("hostile.tar.gz");
+    rewrite_member(&file, &hostile, "paas.db", &std::fs::read(&db).expect("db"));
+    two.paas(&["backup", "restore", &hostile.display().to_string()])
+        .fails(1, "invalid name, path or size");
     assert_eq!(
         two.paas(&["--json", "apps"])
             .json()
@@ -817,6 +834,21 @@ fn a_platform_backup_restores_into_a_fresh_paasd_with_apps_config_data_and_bodie
     // A second restore into what is no longer a fresh install is refused.
     two.paas(&["backup", "restore", &file.display().to_string()])
         .fails(1, "needs a fresh install");
+}
+
+/// The contents of member `name` of the gzipped tar `from`.
+fn member(from: &std::path::Path, name: &str) -> Vec<u8> {
+    let input = flate2::read::GzDecoder::new(std::fs::File::open(from).expect("open"));
+    let mut archive = tar::Archive::new(input);
+    for entry in archive.entries().expect("entries") {
+        let mut entry = entry.expect("entry");
+        if entry.path().expect("path") == std::path::Path::new(name) {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut buf).expect("read member");
+            return buf;
+        }
+    }
+    panic!("no member {name}");
 }
 
 /// Copies the gzipped tar `from` to `to` with member `name`'s contents replaced.

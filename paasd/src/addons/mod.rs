@@ -135,6 +135,9 @@ pub struct Addons {
 struct Inner {
     s: Services,
     running: tokio::sync::Mutex<HashMap<String, Service>>,
+    /// The `links` elements applied, held for a whole [`Addons::apply_links`]: two of them
+    /// interleaving could leave an element of a link that is gone, or miss one.
+    applied: tokio::sync::Mutex<Vec<(u32, Ipv4Addr, u16)>>,
     /// One change (create, destroy, link, unlink, restore) at a time: they are rare, and
     /// each spans the store, the network policy, app releases and the service's container.
     changes: tokio::sync::Mutex<()>,
@@ -170,6 +173,7 @@ impl Addons {
             inner: Arc::new(Inner {
                 s,
                 running: tokio::sync::Mutex::default(),
+                applied: tokio::sync::Mutex::default(),
                 changes: tokio::sync::Mutex::default(),
             }),
         }
@@ -447,7 +451,7 @@ impl Addons {
         q: paas_api::AddonQuery,
     ) -> Result<paas_api::AddonQueryOutput, AddonError> {
         let k = self.known(&name).await?;
-        let ip = self.address(&name).await?;
+        let ip = self.held_address(&name).await?;
         let (program, mut args) = k.kind.client(&name, &k.row.version, ip);
         match k.kind {
             Kind::Postgres => {
@@ -499,7 +503,7 @@ impl Addons {
         scheduled: bool,
     ) -> Result<paas_api::Backup, AddonError> {
         let k = self.known(&name).await?;
-        let ip = self.address(&name).await?;
+        let ip = self.held_address(&name).await?;
         let dir = self.inner.s.backups.join(&name);
         std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
         let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
@@ -527,6 +531,7 @@ impl Addons {
                 (program, args)
             }
         };
+        let keep = out.try_clone().map_err(io("the backup file"))?;
         let ran = Tool {
             stdout: Some(out),
             ..k.tool(&program, args, DUMP_TIMEOUT)
@@ -548,6 +553,11 @@ impl Addons {
             }
         };
         drop(ran);
+        // On disk before it has its name: a crash never leaves an empty "backup".
+        if let Err(e) = keep.sync_all() {
+            let _ = std::fs::remove_file(&partial);
+            return Err(io("syncing the backup")(e));
+        }
         std::fs::rename(&partial, &file).map_err(io(format!("renaming {}", partial.display())))?;
         let b = backups::find(&dir, &stamp)
             .ok_or_else(|| AddonError::Failed("the backup vanished".into()))?;
@@ -607,7 +617,7 @@ impl Addons {
                 k.kind.as_str()
             )));
         }
-        let ip = self.address(&name).await?;
+        let ip = self.held_address(&name).await?;
         // Just started (a platform restore): it must answer first.
         self.wait_up(&name, CREATE_WITHIN).await?;
         let input =
@@ -636,30 +646,51 @@ impl Addons {
                 refused_unless_ok(&ran, &backup)?;
             }
             Kind::Redis => {
-                let ran = Tool {
-                    program: std::path::Path::new("/usr/bin/redis-check-rdb"),
-                    args: vec![b.path.display().to_string()],
-                    env: Vec::new(),
-                    uid: 0,
-                    timeout: DUMP_TIMEOUT,
-                    package: "redis-tools",
-                    stdin: None,
-                    stdout: None,
+                // The snapshot goes into the service's data dir as a file of ours (never
+                // through a name the service could have planted), is checked there as the
+                // service's uid, and only then replaces the data.
+                let data = self.data_dir(&name);
+                let partial = data.join("restore.rdb.partial");
+                let _ = std::fs::remove_file(&partial);
+                copy_private(&b.path, &partial, k.row.uid)
+                    .map_err(io(format!("copying to {}", partial.display())))?;
+                let checker = std::path::Path::new("/usr/bin/redis-check-rdb");
+                let opened = std::fs::File::open(&partial);
+                let ran = match opened {
+                    Ok(f) => {
+                        Tool {
+                            env: Vec::new(),
+                            package: "redis-tools",
+                            stdin: Some(f),
+                            ..k.tool(checker, vec!["/dev/stdin".into()], DUMP_TIMEOUT)
+                        }
+                        .run()
+                        .await
+                    }
+                    Err(e) => Err(ToolError::Spawn {
+                        program: partial.display().to_string(),
+                        source: e,
+                    }),
+                };
+                let checked = match ran {
+                    Ok(r) => refused_unless_ok(&r, &backup),
+                    Err(e) => Err(e.into()),
+                };
+                if let Err(e) = checked {
+                    let _ = std::fs::remove_file(&partial);
+                    return Err(e);
                 }
-                .run()
-                .await?;
-                refused_unless_ok(&ran, &backup)?;
                 let stopping = self.inner.running.lock().await.remove(&name);
                 if let Some(s) = stopping {
                     s.end(Order::Stop).await;
                 }
-                let data = self.data_dir(&name);
-                let target = data.join("restore.rdb");
-                std::fs::copy(&b.path, &target)
-                    .map_err(io(format!("copying to {}", target.display())))?;
-                std::os::unix::fs::chown(&target, Some(k.row.uid), Some(k.row.uid))
-                    .map_err(io(format!("chown {}", target.display())))?;
+                // rename() replaces whatever has the name (a planted symlink included)
+                // without following it.
+                let placed = std::fs::rename(&partial, data.join("restore.rdb"));
+                // Running again whatever happened: on its old data if the snapshot is not
+                // in place.
                 self.run_service(&k, None).await?;
+                placed.map_err(io("placing the snapshot"))?;
                 self.wait_up(&name, CREATE_WITHIN).await?;
                 self.wait_aof_rewritten(&k, ip).await?;
             }
@@ -829,6 +860,17 @@ impl Addons {
         Ok(lease.ip)
     }
 
+    /// The service's address without taking one: a read must never hand a destroyed
+    /// service an address again.
+    async fn held_address(&self, name: &str) -> Result<Ipv4Addr, AddonError> {
+        self.inner
+            .s
+            .addresses
+            .held(&format!("{SERVICE_PREFIX}{name}"))
+            .await?
+            .ok_or_else(|| AddonError::NotUp("it has no address (it is not running)".into()))
+    }
+
     async fn run_service(
         &self,
         k: &Known,
@@ -854,12 +896,18 @@ impl Addons {
                 disk_bytes: Some(64 * 1024 * 1024),
             },
         };
-        let s = Service::spawn(Arc::clone(&self.inner.s.runtime), spec, adopted);
-        // The lock is let go before waiting for the old one to stop (up to 30 s).
-        let old = self.inner.running.lock().await.insert(k.row.name.clone(), s);
+        // Never two servers on one data dir: an old one stops first (the lock is let go
+        // before waiting for it, up to 30 s).
+        let old = self.inner.running.lock().await.remove(&k.row.name);
         if let Some(old) = old {
             old.end(Order::Stop).await;
         }
+        let s = Service::spawn(Arc::clone(&self.inner.s.runtime), spec, adopted);
+        self.inner
+            .running
+            .lock()
+            .await
+            .insert(k.row.name.clone(), s);
         Ok(())
     }
 
@@ -1000,19 +1048,23 @@ impl Addons {
                 Ok(var)
             })
             .await?;
-        let ip = self.address(name).await?;
+        let ip = self.held_address(name).await?;
         let url = k.kind.url(name, &k.password, ip);
         let done = async {
             self.apply_links().await?;
             let mut patch = BTreeMap::new();
             patch.insert(var.clone(), Some(url));
-            let changed = self.inner.s.apps.patch_env(app.to_string(), patch).await?;
-            if let Some(r) = changed.release {
-                self.roll(app, r.version).await?;
-            }
-            Ok::<_, AddonError>(())
+            Ok::<_, AddonError>(self.inner.s.apps.patch_env(app.to_string(), patch).await?)
         }
         .await;
+        // Once the var is set the link stands; a rollout that fails leaves the app's running
+        // instances as they were (the next restart or deploy picks the var up).
+        if let Ok(Some(r)) = done.as_ref().map(|c| c.release.clone()) {
+            if let Err(e) = self.roll(app, r.version).await {
+                tracing::warn!(addon = %name, %app, error = %e, "linked, but the app's rolling restart failed");
+            }
+        }
+        let done = done.map(drop);
         if let Err(e) = done {
             let (id, a) = (k.row.id, app.to_string());
             let _ = self
@@ -1057,12 +1109,16 @@ impl Addons {
             .await?;
         let mut patch = BTreeMap::new();
         patch.insert(var.clone(), None);
-        let changed = self.inner.s.apps.patch_env(app.to_string(), patch).await?;
-        if let Some(r) = changed.release {
-            self.roll(app, r.version).await?;
+        let changed = self.inner.s.apps.patch_env(app.to_string(), patch).await;
+        if let Ok(Some(r)) = changed.as_ref().map(|c| c.release.clone()) {
+            if let Err(e) = self.roll(app, r.version).await {
+                tracing::warn!(addon = %name, %app, error = %e, "unlinked, but the app's rolling restart failed");
+            }
         }
-        // Instances started before the rollout held the URL; they are gone now.
+        // Instances started before the rollout held the URL; they are gone now. The link's
+        // row is gone whatever happened above, so its element goes too.
         self.apply_links().await?;
+        changed?;
         tracing::info!(addon = %name, %app, env_var = %var, "add-on unlinked");
         Ok(())
     }
@@ -1073,7 +1129,9 @@ impl Addons {
         let links = self.inner.s.store.tx(store::addons::links).await?;
         for l in links {
             let k = self.known(&l.addon).await?;
-            let ip = self.address(&l.addon).await?;
+            let Ok(ip) = self.held_address(&l.addon).await else {
+                continue;
+            };
             let url = k.kind.url(&l.addon, &k.password, ip);
             let env = self.inner.s.apps.env(l.app.clone(), true).await?;
             if env.vars.get(&l.env_var) == Some(&url) {
@@ -1108,8 +1166,7 @@ impl Addons {
     /// Makes the network policy's `links` hold exactly the links on record: every element
     /// applied is remembered, and what is no longer on record is taken out.
     async fn apply_links(&self) -> Result<(), AddonError> {
-        static APPLIED: std::sync::Mutex<Vec<(u32, Ipv4Addr, u16)>> =
-            std::sync::Mutex::new(Vec::new());
+        let mut applied = self.inner.applied.lock().await;
         let links = self.inner.s.store.tx(store::addons::links).await?;
         let kinds: HashMap<String, Kind> = self
             .known_all()
@@ -1122,10 +1179,12 @@ impl Addons {
             let (Some(kind), Ok(group)) = (kinds.get(&l.addon), u32::try_from(l.app_id)) else {
                 continue;
             };
-            let ip = self.address(&l.addon).await?;
+            let Ok(ip) = self.held_address(&l.addon).await else {
+                continue;
+            };
             want.push((group, ip, kind.port()));
         }
-        let had = APPLIED.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let had = applied.clone();
         let net = self.inner.s.runtime.network();
         for w in want.iter().filter(|w| !had.contains(w)) {
             net.link(w.0, w.1, w.2)
@@ -1137,7 +1196,7 @@ impl Addons {
                 .await
                 .map_err(|e| AddonError::Failed(format!("network policy: {e}")))?;
         }
-        *APPLIED.lock().unwrap_or_else(|p| p.into_inner()) = want;
+        *applied = want;
         Ok(())
     }
 
@@ -1147,7 +1206,12 @@ impl Addons {
         links: &[store::addons::LinkRow],
         detail: bool,
     ) -> Result<paas_api::Addon, AddonError> {
-        let ip = self.address(&k.row.name).await?;
+        let ip = self
+            .inner
+            .s
+            .addresses
+            .held(&format!("{SERVICE_PREFIX}{}", k.row.name))
+            .await?;
         let status = self
             .inner
             .running
@@ -1164,7 +1228,7 @@ impl Addons {
             kind: k.kind.as_str().into(),
             version: k.row.version.clone(),
             state: status.as_ref().map_or(AddonState::Stopped, |s| s.state),
-            address: format!("{ip}:{}", k.kind.port()),
+            address: ip.map_or_else(|| "-".into(), |ip| format!("{ip}:{}", k.kind.port())),
             links: links
                 .iter()
                 .filter(|l| l.addon == k.row.name)
@@ -1306,4 +1370,23 @@ pub(crate) async fn probe(spec: &Spec) -> bool {
             false
         }
     }
+}
+
+/// Copies `from` to a new file `to` (refused if anything has that name, symlinks included),
+/// owned by `uid`, 0600, synced.
+fn copy_private(from: &Path, to: &Path, uid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(to)?;
+    let copied = std::io::copy(&mut std::fs::File::open(from)?, &mut out)
+        .and_then(|_| std::os::unix::fs::fchown(&out, Some(uid), Some(uid)))
+        .and_then(|()| out.sync_all());
+    if copied.is_err() {
+        let _ = std::fs::remove_file(to);
+    }
+    copied
 }

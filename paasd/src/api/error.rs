@@ -97,6 +97,9 @@ impl From<crate::volumes::VolumeError> for ApiError {
             V::Invalid(_) => (S::BAD_REQUEST, "invalid_volume"),
             V::Exists { .. } | V::PathTaken { .. } => (S::CONFLICT, "volume_exists"),
             V::NotFound { .. } => (S::NOT_FOUND, "volume_not_found"),
+            V::BackupNotFound { .. } => (S::NOT_FOUND, "backup_not_found"),
+            V::Refused(_) => (S::UNPROCESSABLE_ENTITY, "restore_refused"),
+            V::NoMkfs => (S::SERVICE_UNAVAILABLE, "mkfs_missing"),
             V::HasVolumes { .. } => (S::CONFLICT, "app_has_volumes"),
             V::Disk(_) | V::Store(_) | V::Io { .. } => return ApiError::internal("volumes", &e),
         };
@@ -138,6 +141,7 @@ fn addon_status(e: &crate::addons::AddonError) -> Option<(StatusCode, &'static s
         E::RestoreRefused(_) => (S::UNPROCESSABLE_ENTITY, "restore_refused"),
         E::NotUp(_) => (S::SERVICE_UNAVAILABLE, "addon_not_up"),
         E::Tool(ToolError::Missing { .. }) => (S::SERVICE_UNAVAILABLE, "tool_missing"),
+        E::Tool(ToolError::Timeout { .. }) => (S::GATEWAY_TIMEOUT, "addon_timeout"),
         E::Failed(_) => (S::INTERNAL_SERVER_ERROR, "addon_failed"),
         E::App(_)
         | E::Supervisor(_)

@@ -507,6 +507,11 @@ async fn file_response(path: &std::path::Path) -> Result<Response<Body>, ApiErro
     let opened = tokio::fs::File::open(path).await;
     let _ = std::fs::remove_file(path);
     let mut file = opened.map_err(|e| ApiError::internal("opening the backup", &e))?;
+    let len = file
+        .metadata()
+        .await
+        .map_err(|e| ApiError::internal("reading the backup", &e))?
+        .len();
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
     tokio::spawn(async move {
         let mut buf = vec![0u8; 256 * 1024];
@@ -521,13 +526,15 @@ async fn file_response(path: &std::path::Path) -> Result<Response<Body>, ApiErro
             }
         }
     });
-    let mut resp = Response::new(BytesBody(rx).boxed());
+    // An exact length: a stream cut short (a read error) fails the response instead of
+    // ending it cleanly with a truncated archive.
+    let mut resp = Response::new(BytesBody(rx, len).boxed());
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/gzip"));
     Ok(resp)
 }
 
-struct BytesBody(tokio::sync::mpsc::Receiver<Bytes>);
+struct BytesBody(tokio::sync::mpsc::Receiver<Bytes>, u64);
 
 impl hyper::body::Body for BytesBody {
     type Data = Bytes;
@@ -540,6 +547,10 @@ impl hyper::body::Body for BytesBody {
         self.0
             .poll_recv(cx)
             .map(|b| b.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.1)
     }
 }
 

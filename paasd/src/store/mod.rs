@@ -49,8 +49,13 @@ pub enum StoreError {
 /// (app id, key, blob) to try the backup's key on.
 #[derive(Debug)]
 pub struct SnapshotInfo {
-    pub apps: Vec<String>,
+    /// (name, uid)
+    pub apps: Vec<(String, Option<u32>)>,
     pub sealed: Vec<(i64, String, Vec<u8>)>,
+    /// (app, name, path, size_mb)
+    pub volumes: Vec<(String, String, String, i64)>,
+    /// (name, kind, version, uid)
+    pub addons: Vec<(String, String, String, i64)>,
 }
 
 pub fn check_snapshot(path: &Path) -> Result<SnapshotInfo, StoreError> {
@@ -69,14 +74,44 @@ pub fn check_snapshot(path: &Path) -> Result<SnapshotInfo, StoreError> {
         return Err(StoreError::TooNew { found, known });
     }
     let apps = conn
-        .prepare("SELECT name FROM apps ORDER BY name")?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<Vec<String>, _>>()?;
+        .prepare("SELECT name, uid FROM apps ORDER BY name")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    // Tables a backup from before add-ons and volumes does not have are empty.
+    let has = |t: &str| -> Result<bool, StoreError> {
+        Ok(conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [t],
+            |r| r.get::<_, i64>(0),
+        )? > 0)
+    };
+    let volumes = if has("volumes")? {
+        conn.prepare(
+            "SELECT apps.name, volumes.name, volumes.path, volumes.size_mb FROM volumes
+             JOIN apps ON apps.id = volumes.app_id",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<Vec<_>, _>>()?
+    } else {
+        Vec::new()
+    };
+    let addons = if has("addons")? {
+        conn.prepare("SELECT name, kind, version, uid FROM addons")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        Vec::new()
+    };
     let sealed = conn
         .prepare("SELECT app_id, key, value FROM config_vars LIMIT 20")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(SnapshotInfo { apps, sealed })
+    Ok(SnapshotInfo {
+        apps,
+        sealed,
+        volumes,
+        addons,
+    })
 }
 
 impl StoreError {
