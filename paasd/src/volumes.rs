@@ -134,8 +134,7 @@ impl Volumes {
         let uid = self
             .store
             .tx(move |tx| {
-                let row =
-                    store::apps::find(tx, &a)?.ok_or_else(|| AppError::NotFound(a.clone()))?;
+                let row = crate::apps::find(tx, &a)?;
                 let uid = row.uid.ok_or_else(|| AppError::NoUid(a.clone()))?;
                 let existing = store::volumes::of_app(tx, row.id)?;
                 if existing.iter().any(|v| v.name == r.name) {
@@ -242,8 +241,7 @@ impl Volumes {
         let (a, n) = (app.clone(), name.clone());
         self.store
             .tx(move |tx| {
-                let row =
-                    store::apps::find(tx, &a)?.ok_or_else(|| AppError::NotFound(a.clone()))?;
+                let row = crate::apps::find(tx, &a)?;
                 if !store::volumes::delete(tx, row.id, &n)? {
                     return Err(VolumeError::NotFound { app: a, name: n });
                 }
@@ -366,8 +364,7 @@ impl Volumes {
         let (a, n) = (app.to_string(), name.to_string());
         self.store
             .tx(move |tx| {
-                let row =
-                    store::apps::find(tx, &a)?.ok_or_else(|| AppError::NotFound(a.clone()))?;
+                let row = crate::apps::find(tx, &a)?;
                 store::volumes::of_app(tx, row.id)?
                     .into_iter()
                     .find(|v| v.name == n)

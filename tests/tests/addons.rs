@@ -738,32 +738,16 @@ fn a_platform_backup_restores_into_a_fresh_paasd_with_apps_config_data_and_bodie
     let bytes = std::fs::read(&file).expect("read");
     let cut = dir.path().join("cut.tar.gz");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
-    two.paas(&["backup", "restore", &cut.display().to_string()])
-        .fails(1, "");
+    restore(&two, &cut, None).fails(1, "");
     let wrong_key = dir.path().join("wrong-key.tar.gz");
     rewrite_member(&file, &wrong_key, "secret.key", &[7u8; 32]);
-    two.paas(&["backup", "restore", &wrong_key.display().to_string()])
-        .fails(1, "secret.key does not open the config vars");
-    assert_eq!(
-        two.paas(&["--json", "apps"])
-            .json()
-            .as_array()
-            .map(Vec::len),
-        Some(0)
-    );
+    restore(&two, &wrong_key, None).fails(1, "secret.key does not open the config vars");
+    assert_eq!(app_count(&two), 0, "nothing was restored");
 
-    two.paas(&["backup", "restore", &sealed.display().to_string()])
-        .fails(2, "is encrypted");
+    restore(&two, &sealed, None).fails(2, "is encrypted");
     let wrong = dir.path().join("wrong");
     std::fs::write(&wrong, "not the passphrase\n").expect("write");
-    two.paas(&[
-        "backup",
-        "restore",
-        &sealed.display().to_string(),
-        "--passphrase-file",
-        &wrong.display().to_string(),
-    ])
-    .fails(1, "the passphrase is wrong");
+    restore(&two, &sealed, Some(&wrong)).fails(1, "the passphrase is wrong");
     // A database whose rows would put a volume over the host's /etc is refused whole.
     let db = dir.path().join("paas.db");
     std::fs::write(&db, member(&file, "paas.db")).expect("write db");
@@ -775,27 +759,11 @@ fn a_platform_backup_restores_into_a_fresh_paasd_with_apps_config_data_and_bodie
     assert!(edited.success());
     let hostile = dir.path().join("hostile.tar.gz");
     rewrite_member(&file, &hostile, "paas.db", &std::fs::read(&db).expect("db"));
-    two.paas(&["backup", "restore", &hostile.display().to_string()])
-        .fails(1, "invalid name, path or size");
-    assert_eq!(
-        two.paas(&["--json", "apps"])
-            .json()
-            .as_array()
-            .map(Vec::len),
-        Some(0)
-    );
+    restore(&two, &hostile, None).fails(1, "invalid name, path or size");
+    assert_eq!(app_count(&two), 0, "nothing was restored");
 
     let began = Instant::now();
-    let done = two
-        .paas(&[
-            "--json",
-            "backup",
-            "restore",
-            &sealed.display().to_string(),
-            "--passphrase-file",
-            &pass.display().to_string(),
-        ])
-        .json();
+    let done = restore(&two, &sealed, Some(&pass)).json();
     eprintln!("restore took {:?}: {done}", began.elapsed());
     assert_eq!(done["apps"][0], "keep");
     assert_eq!(done["addons"][0], "keep-postgres");
@@ -839,8 +807,27 @@ fn a_platform_backup_restores_into_a_fresh_paasd_with_apps_config_data_and_bodie
         "{cfg}"
     );
     // A second restore into what is no longer a fresh install is refused.
-    two.paas(&["backup", "restore", &file.display().to_string()])
-        .fails(1, "needs a fresh install");
+    restore(&two, &file, None).fails(1, "needs a fresh install");
+}
+
+/// `paas --json backup restore FILE [--passphrase-file PASS]` on `d`.
+fn restore(d: &Daemon, file: &std::path::Path, pass: Option<&std::path::Path>) -> paas_tests::Run {
+    let (file, pass) = (
+        file.display().to_string(),
+        pass.map(|p| p.display().to_string()),
+    );
+    let mut args = vec!["--json", "backup", "restore", &file];
+    if let Some(p) = &pass {
+        args.extend(["--passphrase-file", p.as_str()]);
+    }
+    d.paas(&args)
+}
+
+fn app_count(d: &Daemon) -> usize {
+    d.paas(&["--json", "apps"])
+        .json()
+        .as_array()
+        .map_or(0, Vec::len)
 }
 
 /// The contents of member `name` of the gzipped tar `from`.

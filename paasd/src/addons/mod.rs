@@ -380,10 +380,7 @@ impl Addons {
             self.inner
                 .s
                 .store
-                .tx(move |tx| match store::apps::find(tx, &a)? {
-                    Some(_) => Ok(()),
-                    None => Err(AddonError::App(AppError::NotFound(a))),
-                })
+                .tx(move |tx| Ok::<_, AddonError>(crate::apps::find(tx, &a).map(drop)?))
                 .await?;
         }
         let links = self.inner.s.store.tx(store::addons::links).await?;
@@ -1020,8 +1017,7 @@ impl Addons {
             .s
             .store
             .tx(move |tx| {
-                let app_row =
-                    store::apps::find(tx, &a)?.ok_or_else(|| AppError::NotFound(a.clone()))?;
+                let app_row = crate::apps::find(tx, &a)?;
                 let links = store::addons::links_of_app(tx, app_row.id)?;
                 if let Some(l) = links.iter().find(|l| l.addon == n) {
                     return Err(AddonError::AlreadyLinked {
@@ -1095,8 +1091,7 @@ impl Addons {
             .s
             .store
             .tx(move |tx| {
-                let app_row =
-                    store::apps::find(tx, &a)?.ok_or_else(|| AppError::NotFound(a.clone()))?;
+                let app_row = crate::apps::find(tx, &a)?;
                 let addon =
                     store::addons::find(tx, &n)?.ok_or_else(|| AddonError::NotFound(n.clone()))?;
                 let link = store::addons::links_of_app(tx, app_row.id)?

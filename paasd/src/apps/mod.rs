@@ -562,7 +562,8 @@ fn buildpacks_of(app: &AppRow) -> Vec<String> {
         .collect()
 }
 
-fn find(tx: &Tx<'_>, name: &str) -> Result<AppRow, AppError> {
+/// The app row named `name`, or `NotFound` (the services over `apps` use it too).
+pub(crate) fn find(tx: &Tx<'_>, name: &str) -> Result<AppRow, AppError> {
     store::apps::find(tx, name)?.ok_or_else(|| AppError::NotFound(name.to_string()))
 }
 
