@@ -565,19 +565,20 @@ remove_cgroups() {
 }
 
 # Container monitors of this install: paasd re-executed as `paasd __runtime-helper STATE`
-# (one per instance, plus a spare). Before 2026-12-06 paasd recorded them in
-# STATE/instances/ID/helper.pid instead.
+# (one per instance, plus a spare), and its edge (the router's process, `paasd __edge STATE`),
+# which a full stop ends but a killed paasd leaves serving. Before 2026-12-06 paasd recorded
+# the monitors in STATE/instances/ID/helper.pid instead.
 kill_monitors() {
   local state f pid exe
   state=$(realpath -m "$PAAS_STATE")
   for f in /proc/[0-9]*/cmdline; do
     pid=${f#/proc/}
     pid=${pid%/cmdline}
-    # NUL-separated argv: exe, __runtime-helper, state dir.
+    # NUL-separated argv: exe, __runtime-helper or __edge, state dir.
     # (A process may be gone by now: its cmdline cannot be opened, quietly.)
-    if [ "$({ tr '\0' '\n' <"$f"; } 2>/dev/null | sed -n '2,3p' | tr '\n' ' ')" = "__runtime-helper $state " ]; then
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
+    case "$({ tr '\0' '\n' <"$f"; } 2>/dev/null | sed -n '2,3p' | tr '\n' ' ')" in
+      "__runtime-helper $state " | "__edge $state ") kill -KILL "$pid" 2>/dev/null || true ;;
+    esac
   done
   for f in "$PAAS_STATE"/instances/*/helper.pid; do
     [ -f "$f" ] || continue

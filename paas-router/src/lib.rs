@@ -44,7 +44,7 @@ use tokio::net::TcpListener;
 
 pub use limits::{connection_budget, ConnStats, MIN_FD_RESERVE};
 pub use stats::{AppStats, LatencyBucket};
-pub use table::{Https, RouteTable, Upstream};
+pub use table::{AppSpec, Https, RouteTable, TableSpec, Upstream};
 pub use trust::{IpNet, IpNetError};
 
 use limits::{Admission, Refused};

@@ -62,7 +62,7 @@ pub(crate) enum Refused {
 }
 
 /// The router's client connections since it started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConnStats {
     /// Open now.
     pub open: u64,

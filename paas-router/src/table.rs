@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 /// One ready instance of an app, as the supervisor knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Upstream {
     pub addr: SocketAddr,
     /// `web.1`: names the instance in access lines.
@@ -21,7 +21,7 @@ pub struct Upstream {
 }
 
 /// What an app's plain-HTTP and HTTPS requests get besides routing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Https {
     /// Plain-HTTP requests for a host with a certificate get a 308 to `https://`.
     pub redirect: bool,
@@ -36,6 +36,23 @@ impl Default for Https {
             hsts: false,
         }
     }
+}
+
+/// A [`RouteTable`] as plain data (see [`RouteTable::spec`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TableSpec {
+    pub base_domain: String,
+    pub apps: Vec<AppSpec>,
+}
+
+/// One app of a [`TableSpec`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AppSpec {
+    pub name: String,
+    /// Custom domains, `*.parent` for a wildcard.
+    pub domains: Vec<String>,
+    pub upstreams: Vec<Upstream>,
+    pub https: Https,
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +119,45 @@ impl RouteTable {
                 }
             }
         }
+    }
+
+    /// The table as plain data, to cross a process boundary ([`RouteTable::from_spec`]
+    /// rebuilds the same routing).
+    pub fn spec(&self) -> TableSpec {
+        let mut apps: Vec<AppSpec> = self
+            .apps
+            .iter()
+            .map(|a| AppSpec {
+                name: a.name.clone(),
+                domains: Vec::new(),
+                upstreams: a.upstreams.clone(),
+                https: a.https,
+            })
+            .collect();
+        for (domain, &idx) in &self.by_domain {
+            apps[idx].domains.push(domain.clone());
+        }
+        for (parent, &idx) in &self.by_wildcard {
+            apps[idx].domains.push(format!("*.{parent}"));
+        }
+        for a in &mut apps {
+            a.domains.sort();
+        }
+        TableSpec {
+            base_domain: self.base_domain.clone(),
+            apps,
+        }
+    }
+
+    /// Rebuilds a table through [`RouteTable::add_app`], so that whatever the spec says,
+    /// the result is consistent.
+    pub fn from_spec(spec: &TableSpec) -> RouteTable {
+        let mut table = RouteTable::new(&spec.base_domain);
+        for a in &spec.apps {
+            table.add_app(&a.name, &a.domains, a.upstreams.clone());
+            table.set_https(&a.name, a.https);
+        }
+        table
     }
 
     /// Sets `app`'s HTTPS behaviour (added already; otherwise nothing happens).
@@ -270,6 +326,37 @@ mod tests {
             "an app's own domain wins"
         );
         assert_eq!(app("nope.paas.test").as_deref(), Some("catch"));
+    }
+
+    #[test]
+    fn a_table_crosses_as_a_spec_and_routes_the_same() {
+        let mut t = table();
+        t.add_app("any", &["*.Example.com".into()], vec![]);
+        t.set_https(
+            "any",
+            Https {
+                redirect: false,
+                hsts: true,
+            },
+        );
+        let spec = t.spec();
+        let json = serde_json::to_string(&spec).expect("json");
+        let back: TableSpec = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back, spec);
+        let u = RouteTable::from_spec(&back);
+        for h in [
+            "www.example.com",
+            "x.example.com",
+            "api.paas.test",
+            "api2.paas.test",
+            "nope",
+        ] {
+            assert_eq!(u.app_for_host(h), t.app_for_host(h), "{h}");
+        }
+        assert_eq!(u.spec(), spec);
+        assert_eq!(u.apps().len(), t.apps().len());
+        let any = u.apps().iter().find(|a| a.name == "any").expect("any");
+        assert!(any.https.hsts && !any.https.redirect);
     }
 
     #[test]

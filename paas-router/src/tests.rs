@@ -1814,7 +1814,9 @@ async fn upgraded_connections_are_tunnelled_counted_and_logged() {
     assert_eq!((line.method.as_str(), line.path.as_str()), ("GET", "/ws"));
     assert_eq!(
         line.bytes,
-        (0..200).map(|i| format!("message {i}").len() as u64).sum()
+        (0..200)
+            .map(|i| format!("message {i}").len() as u64)
+            .sum::<u64>()
     );
     assert_eq!(line.instance.as_deref(), Some("web.1"));
 }
@@ -1978,6 +1980,12 @@ async fn tls_picks_the_certificate_by_sni_and_speaks_h2_and_http1_with_proto_htt
     let mut certs = tls::Certs::new();
     certs.add("web.paas.test", ca.leaf(&["web.paas.test"]));
     certs.add("*.example.com", ca.leaf(&["*.example.com"]));
+    // The set as paasd hands it to its edge process: PEM text, loaded again there.
+    let spec = certs.spec();
+    assert_eq!(spec.certs.len(), 2);
+    let (certs, errors) = tls::Certs::from_spec(&spec);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(certs.spec(), spec);
     h.router.publish_certs(certs);
     let tls_addr = h.with_tls().await;
 

@@ -40,9 +40,23 @@ pub enum TlsError {
     Setup(String),
 }
 
-/// One certificate chain and its key, ready for handshakes.
+/// One certificate chain and its key, ready for handshakes. It keeps the PEM it was made
+/// from, so that a set can be handed to another process ([`Certs::spec`]).
 #[derive(Debug, Clone)]
-pub struct Certificate(Arc<CertifiedKey>);
+pub struct Certificate(Arc<CertifiedKey>, Arc<Pem>);
+
+/// The PEM text a [`Certificate`] was loaded from.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Pem {
+    pub chain: String,
+    pub key: String,
+}
+
+impl std::fmt::Debug for Pem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pem").field("key", &"(hidden)").finish()
+    }
+}
 
 impl Certificate {
     /// From PEM: the chain (leaf first) and its private key, which must match the leaf.
@@ -64,17 +78,21 @@ impl Certificate {
         if certs.is_empty() {
             return Err(TlsError::NoCertificate);
         }
-        let key =
+        let key_der =
             PrivateKeyDer::from_pem_slice(key).map_err(|e| TlsError::KeyPem(e.to_string()))?;
         let signer = provider()
             .key_provider
-            .load_private_key(key)
+            .load_private_key(key_der)
             .map_err(|e| TlsError::UnsupportedKey(e.to_string()))?;
         let ck = CertifiedKey::new(certs, signer);
         if match_key {
             ck.keys_match().map_err(|_| TlsError::KeyMismatch)?;
         }
-        Ok(Certificate(Arc::new(ck)))
+        let pem = Pem {
+            chain: String::from_utf8_lossy(chain).into_owned(),
+            key: String::from_utf8_lossy(key).into_owned(),
+        };
+        Ok(Certificate(Arc::new(ck), Arc::new(pem)))
     }
 }
 
@@ -130,6 +148,53 @@ impl Certs {
     pub fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.wildcard.is_empty() && self.challenges.is_empty()
     }
+
+    /// The set as PEM text by name, to cross a process boundary.
+    pub fn spec(&self) -> CertsSpec {
+        let list = |m: &HashMap<String, Certificate>, prefix: &str| {
+            let mut v: Vec<(String, Pem)> = m
+                .iter()
+                .map(|(n, c)| (format!("{prefix}{n}"), (*c.1).clone()))
+                .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        let mut certs = list(&self.exact, "");
+        certs.extend(list(&self.wildcard, "*."));
+        CertsSpec {
+            certs,
+            challenges: list(&self.challenges, ""),
+        }
+    }
+
+    /// Loads a [`CertsSpec`]; an entry that does not load is left out and returned with its
+    /// error (the rest still serve).
+    pub fn from_spec(spec: &CertsSpec) -> (Certs, Vec<(String, TlsError)>) {
+        let mut certs = Certs::new();
+        let mut errors = Vec::new();
+        for (name, pem) in &spec.certs {
+            match Certificate::from_pem(pem.chain.as_bytes(), pem.key.as_bytes()) {
+                Ok(c) => certs.add(name, c),
+                Err(e) => errors.push((name.clone(), e)),
+            }
+        }
+        for (name, pem) in &spec.challenges {
+            match Certificate::challenge_from_pem(pem.chain.as_bytes(), pem.key.as_bytes()) {
+                Ok(c) => certs.add_challenge(name, c),
+                Err(e) => errors.push((name.clone(), e)),
+            }
+        }
+        (certs, errors)
+    }
+}
+
+/// [`Certs`] as PEM text by name (see [`Certs::spec`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CertsSpec {
+    /// `*.example.com` for a wildcard.
+    pub certs: Vec<(String, Pem)>,
+    /// TLS-ALPN-01 validation certificates.
+    pub challenges: Vec<(String, Pem)>,
 }
 
 /// rustls's view of the published [`Certs`].

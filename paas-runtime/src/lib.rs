@@ -7,6 +7,7 @@
 
 pub mod cgroups;
 pub mod container;
+pub mod fdpass;
 pub mod heap;
 pub mod helper;
 pub mod init;

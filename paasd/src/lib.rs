@@ -15,6 +15,7 @@ pub mod certs;
 pub mod config;
 pub mod cron;
 pub mod disk_image;
+pub mod edge;
 pub mod fds;
 pub mod floods;
 pub mod git;
@@ -153,24 +154,18 @@ pub async fn run(
             volumes_dir: paths.volumes(),
         },
     );
-    // A deep accept backlog: hundreds of clients connecting at once must not overflow it.
+    // The edge (the router's process) the last paasd left serving, if any: it holds the
+    // ports, so its sockets are used when nobody handed them to us.
+    let mut found_edges = {
+        let state_dir = config.state_dir.clone();
+        tokio::task::spawn_blocking(move || edge::discover(&state_dir))
+            .await
+            .unwrap_or_default()
+    };
     // Bound before the network is set up: the policy publishes the port it got.
-    let http = match inherited.http.take() {
-        Some(l) => l,
-        None => paas_router::bind(config.http).map_err(|source| DaemonError::Http {
-            addr: config.http,
-            source,
-        })?,
-    };
-    let router_addr = http.local_addr().ok();
-    let https = match (inherited.https.take(), config.https) {
-        (Some(l), _) => Some(l),
-        (None, Some(addr)) => {
-            Some(paas_router::bind(addr).map_err(|source| DaemonError::Http { addr, source })?)
-        }
-        (None, None) => None,
-    };
-    let router_tls_addr = https.as_ref().and_then(|l| l.local_addr().ok());
+    let listeners = router_listeners(&config, &mut inherited, &mut found_edges)?;
+    let router_addr = listeners.http.local_addr().ok();
+    let router_tls_addr = listeners.https.as_ref().and_then(|l| l.local_addr().ok());
     let network = paas_runtime::net::Network::setup(paas_runtime::net::NetConfig {
         bridge: config.bridge.clone(),
         subnet: config.subnet.0,
@@ -208,59 +203,72 @@ pub async fn run(
     let logs = logs::Logs::new(&paths.logs(), logs::LogConfig::from_settings(&config.logs))?;
     // Failed releases left pending by a stop mid-rollout never ran.
     store.tx(store::releases::fail_pending).await?;
-    let router_options = paas_router::RouterOptions {
-        trusted_proxies: config.trusted_proxies.clone(),
+    let edge_options = edge::Options {
+        trusted_proxies: config
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         max_connections: config.router.max_connections,
         max_connections_per_ip: config.router.max_connections_per_ip,
-        client_header_timeout: std::time::Duration::from_secs(config.router.header_timeout_secs),
-        client_idle_timeout: std::time::Duration::from_secs(config.router.idle_timeout_secs),
-        upgrade_idle_timeout: std::time::Duration::from_secs(
-            config.router.upgrade_idle_timeout_secs,
-        ),
+        header_timeout_ms: config.router.header_timeout_secs.saturating_mul(1000),
+        idle_timeout_ms: config.router.idle_timeout_secs.saturating_mul(1000),
+        upgrade_idle_timeout_ms: config.router.upgrade_idle_timeout_secs.saturating_mul(1000),
         nofile,
-        ..paas_router::RouterOptions::default()
     };
-    let router = paas_router::Router::new(router_options, {
-        let logs = logs.clone();
-        Arc::new(move |a: &paas_router::AccessLine<'_>| {
-            // Requests for unknown hosts belong to no app's stream.
-            if !a.app.is_empty() {
-                let access = logs::Access {
-                    method: a.method,
-                    path: a.path,
-                    status: a.status,
-                    bytes: a.bytes,
-                    duration: a.duration,
-                    instance: a.instance,
-                };
-                logs.router(a.app, a.release, &access);
-            }
-        })
-    });
-    if router.max_connections() < config.router.max_connections {
+    let max_connections = config
+        .router
+        .max_connections
+        .min(nofile.map_or(usize::MAX, paas_router::connection_budget));
+    if max_connections < config.router.max_connections {
         tracing::warn!(
             "router: at most {} client connections, not max_connections = {}: RLIMIT_NOFILE is {} \
              and a tenth of it (at least {}) stays for the API, health checks, logs and containers",
-            router.max_connections(),
+            max_connections,
             config.router.max_connections,
             nofile.unwrap_or(0),
             paas_router::MIN_FD_RESERVE,
         );
     } else {
         tracing::info!(
-            max_connections = router.max_connections(),
+            max_connections,
             per_ip = config.router.max_connections_per_ip,
             "router: client connection caps"
         );
     }
+    // Takes over the edge the last paasd left, if it suits; tables reach it from `go_live`.
+    let edge = edge::Edge::start(
+        config.state_dir.clone(),
+        edge_options,
+        listeners,
+        found_edges,
+        {
+            let logs = logs.clone();
+            Arc::new(move |a: edge::Access| {
+                let access = logs::Access {
+                    method: &a.method,
+                    path: &a.path,
+                    status: a.status,
+                    bytes: a.bytes,
+                    duration: std::time::Duration::from_micros(a.duration_us),
+                    instance: a.instance.as_deref(),
+                };
+                logs.router(&a.app, a.release, &access);
+            })
+        },
+    )
+    .await;
     let hooks = supervisor::Hooks {
         publish: {
-            let router = Arc::clone(&router);
-            Arc::new(move |table| router.publish(table))
+            let edge = edge.clone();
+            Arc::new(move |table| edge.publish(table))
         },
         inflight: {
-            let router = Arc::clone(&router);
-            Arc::new(move |addr| router.inflight(addr))
+            let edge = edge.clone();
+            Arc::new(move |addr| {
+                let edge = edge.clone();
+                Box::pin(async move { edge.inflight(addr).await })
+            })
         },
         log: {
             let logs = logs.clone();
@@ -366,7 +374,10 @@ pub async fn run(
     let certs = certs::Certs::new(
         store.clone(),
         secrets,
-        Arc::clone(&router),
+        {
+            let edge = edge.clone();
+            Arc::new(move |c: &paas_router::tls::Certs| edge.publish_certs(c))
+        },
         routes.clone(),
         &config.base_domain,
     );
@@ -387,8 +398,10 @@ pub async fn run(
             settings.tls_alpn = Some(certs.tls_alpn_answers());
         }
         let tokens = certs::acme::Http01Tokens::new();
-        let answers = tokens.clone();
-        router.answer_acme_with(Arc::new(move |token: &str| answers.get(token)));
+        let edge = edge.clone();
+        tokens.on_change(certs::acme::TokensChanged(Arc::new(move |m| {
+            edge.set_acme(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        })));
         certs.start_acme(settings, tokens);
     }
     let platform = platform_backup::PlatformBackups::new(platform_backup::Services {
@@ -425,23 +438,7 @@ pub async fn run(
         supervisor: supervisor.clone(),
         cron: cron.clone(),
         router_addr,
-        router_connections: {
-            let router = Arc::clone(&router);
-            Arc::new(move || {
-                let c = router.connections();
-                paas_api::RouterConnections {
-                    open: c.open,
-                    peak: c.peak,
-                    max: router.max_connections() as u64,
-                    accepted: c.accepted,
-                    refused_total: c.refused_total,
-                    refused_per_ip: c.refused_per_ip,
-                    evicted: c.evicted,
-                    header_timeouts: c.header_timeouts,
-                    idle_timeouts: c.idle_timeouts,
-                }
-            })
-        },
+        edge: edge.clone(),
         logs: logs.clone(),
         limits: api::body::Limits {
             max_body_bytes: config.max_body_bytes,
@@ -468,8 +465,11 @@ pub async fn run(
     // Held by systemd from here on: then the API socket's file must outlive a restart.
     let stored = {
         use std::os::fd::AsFd;
-        let mut fds = vec![("api", listener.as_fd()), ("http", http.as_fd())];
-        if let Some(l) = https.as_ref() {
+        let mut fds = vec![
+            ("api", listener.as_fd()),
+            ("http", edge.listeners().http.as_fd()),
+        ];
+        if let Some(l) = edge.listeners().https.as_ref() {
             fds.push(("https", l.as_fd()));
         }
         notify::store_listeners(&fds)
@@ -505,42 +505,19 @@ pub async fn run(
         tokio::spawn(async move { supervisor.start_all().await });
     }
     cron.start().await;
-    // The router stops accepting when paasd stops; requests in flight finish.
-    let (router_stop, router_stopped) = tokio::sync::oneshot::channel::<()>();
-    let (tls_stop, tls_stopped) = tokio::sync::oneshot::channel::<()>();
-    let router_task = tokio::spawn(Arc::clone(&router).serve(http, async move {
-        let _ = router_stopped.await;
-    }));
-    let tls_task = https.map(|listener| {
-        let router = Arc::clone(&router);
-        tokio::spawn(async move {
-            let stopped = async move {
-                let _ = tls_stopped.await;
-            };
-            if let Err(e) = router.serve_tls(listener, stopped).await {
-                tracing::error!(error = %e, "the router cannot serve HTTPS");
-            }
-        })
-    });
-    // Memory freed after a flood of connections goes back to the kernel.
-    let trimmer = tokio::spawn({
-        let router = Arc::clone(&router);
-        memory::watch(move || router.connections().open)
-    });
+    // The instances are adopted and routed: the edge gets the table (a new edge starts now,
+    // and one it replaces stops accepting and finishes what it has in flight).
+    edge.go_live().await;
     let mode = Arc::new(std::sync::OnceLock::new());
-    let router_done = Arc::new(tokio::sync::Mutex::new(Some(RouterTasks {
-        stop: [Some(router_stop), Some(tls_stop)],
-        tasks: std::iter::once(router_task).chain(tls_task).collect(),
-    })));
     let shutdown = {
-        let (runtime, supervisor, addons, volumes, logs, mode, router_done) = (
+        let (runtime, supervisor, addons, volumes, logs, mode, edge) = (
             Arc::clone(&runtime),
             supervisor.clone(),
             addons.clone(),
             volumes.clone(),
             logs.clone(),
             Arc::clone(&mode),
-            Arc::clone(&router_done),
+            edge.clone(),
         );
         async move {
             let how = shutdown.await;
@@ -556,14 +533,13 @@ pub async fn run(
                     // Databases last: apps may write to them until they stop.
                     addons.shutdown(false).await;
                     volumes.unmount_all().await;
+                    // The edge answered (503) until now; it finishes and exits.
+                    edge.stop().await;
                 }
                 Shutdown::Detach => {
                     notify::stopping("restarting: apps keep running for the next paasd");
-                    // Requests in flight finish on instances that still run; then the
-                    // instances are let go, and connections queue for the next paasd.
-                    if let Some(r) = router_done.lock().await.take() {
-                        r.finish().await;
-                    }
+                    // The edge serves on, and the instances run on, for the next paasd.
+                    edge.detach();
                     supervisor.detach().await;
                     addons.shutdown(true).await;
                 }
@@ -573,10 +549,6 @@ pub async fn run(
     };
     tracing::info!(http = ?router_addr, https = ?router_tls_addr, "router listening");
     api::serve(listener, state, shutdown).await;
-    if let Some(r) = router_done.lock().await.take() {
-        r.finish().await;
-    }
-    trimmer.abort();
     let how = mode.get().copied().unwrap_or(Shutdown::StopAll);
     // A restart whose API socket lives on in systemd's store keeps its file; otherwise the
     // file goes with the socket, as before.
@@ -591,27 +563,54 @@ pub async fn run(
     Ok(())
 }
 
-/// The router's accept loops and how to stop them.
-struct RouterTasks {
-    stop: [Option<tokio::sync::oneshot::Sender<()>>; 2],
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl RouterTasks {
-    /// Stops accepting; requests in flight get 5 s to finish.
-    async fn finish(mut self) {
-        for s in self.stop.iter_mut().filter_map(Option::take) {
-            let _ = s.send(());
+/// The router's listening sockets: handed over at start (systemd's store, a test), else
+/// those of the edge the last paasd left serving (it holds the ports), else bound now with
+/// a deep accept backlog (hundreds of clients connecting at once must not overflow it).
+fn router_listeners(
+    config: &Config,
+    inherited: &mut Inherited,
+    found: &mut [edge::Found],
+) -> Result<edge::Listeners, DaemonError> {
+    let need_edge =
+        inherited.http.is_none() || (config.https.is_some() && inherited.https.is_none());
+    let mut from_edge = None;
+    if need_edge {
+        if let Some(f) = found.iter_mut().find(|f| f.serves(config.http)) {
+            match f.take_listeners() {
+                Ok(l) => {
+                    tracing::info!(
+                        pid = f.pid(),
+                        "using the listening sockets of the running edge"
+                    );
+                    from_edge = Some(l);
+                }
+                Err(e) => {
+                    tracing::warn!(pid = f.pid(), error = %e, "could not get the running edge's sockets")
+                }
+            }
         }
-        let all = futures_join(self.tasks);
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), all).await;
     }
-}
-
-async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
-    for t in tasks {
-        let _ = t.await;
-    }
+    let bind = |addr: std::net::SocketAddr| -> Result<std::net::TcpListener, DaemonError> {
+        paas_router::bind(addr)
+            .and_then(tokio::net::TcpListener::into_std)
+            .map_err(|source| DaemonError::Http { addr, source })
+    };
+    let (edge_http, edge_https) = match from_edge {
+        Some(l) => (Some(l.http), l.https),
+        None => (None, None),
+    };
+    let http = match inherited.http.take().or(edge_http) {
+        Some(l) => l,
+        None => bind(config.http)?,
+    };
+    let https = match config.https {
+        None => None,
+        Some(addr) => match inherited.https.take().or(edge_https) {
+            Some(l) => Some(l),
+            None => Some(bind(addr)?),
+        },
+    };
+    Ok(edge::Listeners { http, https })
 }
 
 /// The listening sockets handed over at start (see `paas_runtime::listen_fds`), matched to
@@ -619,8 +618,8 @@ async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
 #[derive(Default)]
 struct Inherited {
     api: Option<std::os::unix::net::UnixListener>,
-    http: Option<tokio::net::TcpListener>,
-    https: Option<tokio::net::TcpListener>,
+    http: Option<std::net::TcpListener>,
+    https: Option<std::net::TcpListener>,
 }
 
 impl Inherited {
@@ -656,18 +655,8 @@ impl Inherited {
                         );
                         continue;
                     };
-                    match t
-                        .set_nonblocking(true)
-                        .and_then(|()| tokio::net::TcpListener::from_std(t))
-                    {
-                        Ok(l) => {
-                            tracing::info!(?addr, "using an inherited listening socket");
-                            *slot = Some(l);
-                        }
-                        Err(e) => {
-                            tracing::warn!(?addr, error = %e, "cannot use an inherited socket")
-                        }
-                    }
+                    tracing::info!(?addr, "using an inherited listening socket");
+                    *slot = Some(t);
                 }
             }
         }

@@ -23,17 +23,17 @@ fn main() -> anyhow::Result<()> {
     {
         std::process::exit(paas_runtime::helper::main());
     }
+    // The edge mode: the router's process (`paasd __edge STATE_DIR`), started by paasd.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == paasd::edge::EDGE_ARG) {
+        init_process();
+        let Some(state_dir) = args.next() else {
+            anyhow::bail!("usage: paasd __edge STATE_DIR");
+        };
+        std::process::exit(paasd::edge::main(std::path::Path::new(&state_dir)));
+    }
     let flags = Flags::parse();
-    // Private by default: the database, key and logs are root's. Set before any thread starts;
-    // files meant to be shared (the socket) get their mode explicitly.
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PAASD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_process();
     let config = paasd::Config::load(flags.overrides)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -45,6 +45,20 @@ fn main() -> anyhow::Result<()> {
         paasd::run(config, shutdown).await?;
         anyhow::Ok(())
     })
+}
+
+/// Private files by default and logging to stderr (the journal under systemd).
+fn init_process() {
+    // Private by default: the database, key and logs are root's. Set before any thread starts;
+    // files meant to be shared (the socket) get their mode explicitly.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PAASD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Resolves on the first SIGTERM or SIGINT, with what becomes of the app instances.

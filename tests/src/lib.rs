@@ -510,13 +510,21 @@ impl Daemon {
     /// Every helper of this daemon, its spare included: paasd re-executes itself as
     /// `paasd __runtime-helper STATE_DIR`, which is how the next paasd finds leftovers too.
     pub fn all_helpers(&self) -> Vec<nix::unistd::Pid> {
+        self.processes_of("__runtime-helper")
+    }
+
+    /// The edge processes of this daemon (`paasd __edge STATE_DIR`): the router's process,
+    /// which outlives paasd's restarts. One, except while an upgrade replaces it.
+    pub fn edge_pids(&self) -> Vec<nix::unistd::Pid> {
+        self.processes_of("__edge")
+    }
+
+    /// Processes whose argv is `paasd MODE STATE_DIR` for this daemon's state dir.
+    fn processes_of(&self, mode: &str) -> Vec<nix::unistd::Pid> {
         let Ok(owner) = std::fs::canonicalize(self.state_dir()) else {
             return Vec::new();
         };
-        let want = [
-            b"__runtime-helper".as_slice(),
-            owner.as_os_str().as_encoded_bytes(),
-        ];
+        let want = [mode.as_bytes(), owner.as_os_str().as_encoded_bytes()];
         std::fs::read_dir("/proc")
             .into_iter()
             .flatten()
@@ -665,7 +673,7 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
         // Containers outlive a killed daemon by design; a failed test must not leave them.
-        for pid in self.all_helpers() {
+        for pid in self.all_helpers().into_iter().chain(self.edge_pids()) {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         }
         self.remove_cgroups();

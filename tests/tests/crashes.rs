@@ -123,6 +123,14 @@ fn settled(d: &Daemon, apps: &[&str]) -> Result<usize, String> {
              {sockets} monitor sockets"
         ));
     }
+    // And one edge: a killed paasd's edge serves on and is taken over, never doubled.
+    let edges = d.edge_pids();
+    let edge_sockets = std::fs::read_dir(d.state_dir().join("edge"))
+        .map(|rd| rd.count())
+        .unwrap_or(0);
+    if (edges.len(), edge_sockets) != (1, 1) {
+        return Err(format!("edges {edges:?}, {edge_sockets} edge sockets"));
+    }
     Ok(total)
 }
 
@@ -224,6 +232,7 @@ fn sigkill_at_random_points_leaves_every_app_on_its_last_good_release_and_nothin
     assert!(d.helper_pids().is_empty(), "{:?}", d.helper_pids());
     assert!(d.cgroups().is_empty(), "{:?}", d.cgroups());
     assert!(d.veths().is_empty(), "{:?}", d.veths());
+    assert!(d.edge_pids().is_empty(), "{:?}", d.edge_pids());
     let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()

@@ -370,7 +370,7 @@ fn a_debian_vm_installs_restarts_upgrades_reboots_and_uninstalls() {
         "{stopped}"
     );
     let left = vm.sh(
-        "pgrep -a paasd; pgrep -af __runtime-helper; ls -d /var/lib/paas /etc/paas /run/paas \
+        "pgrep -a paasd; pgrep -af __runtime-helper; pgrep -af __edge; ls -d /var/lib/paas /etc/paas /run/paas \
          /etc/systemd/system/paasd.service /etc/systemd/network/00-paas-paas0.network /sys/fs/cgroup/paas /sys/fs/cgroup/system.slice/paasd.service \
          /usr/local/bin/paasd 2>/dev/null; ip link show paas0 2>/dev/null; \
          nft list table inet paas_paas0 2>/dev/null; id paas 2>/dev/null; true",

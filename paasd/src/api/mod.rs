@@ -36,9 +36,8 @@ pub struct State {
     pub router_addr: Option<std::net::SocketAddr>,
     /// Where the router serves HTTPS, if configured.
     pub router_tls_addr: Option<std::net::SocketAddr>,
-    /// The router's connection counters, for `GET /health` (a function: the API holds no
-    /// router).
-    pub router_connections: Arc<dyn Fn() -> paas_api::RouterConnections + Send + Sync>,
+    /// The router's process: its client connection counters.
+    pub edge: crate::edge::Edge,
     pub stacks: crate::stacks::Stacks,
     pub logs: crate::logs::Logs,
     pub git: crate::git::Git,

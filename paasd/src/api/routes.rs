@@ -67,7 +67,19 @@ async fn dispatch(
             uptime_secs: state.started.elapsed().as_secs(),
             router: state.router_addr.map(|a| a.to_string()),
             router_tls: state.router_tls_addr.map(|a| a.to_string()),
-            connections: Some((state.router_connections)()),
+            connections: state.edge.connections().await.map(|(c, max)| {
+                paas_api::RouterConnections {
+                    open: c.open,
+                    peak: c.peak,
+                    max: max as u64,
+                    accepted: c.accepted,
+                    refused_total: c.refused_total,
+                    refused_per_ip: c.refused_per_ip,
+                    evicted: c.evicted,
+                    header_timeouts: c.header_timeouts,
+                    idle_timeouts: c.idle_timeouts,
+                }
+            }),
         }),
         (["health"], _) => Err(not_allowed("GET")),
 

@@ -45,6 +45,20 @@ const POLL_BACKOFF: f32 = 1.5;
 #[derive(Clone, Debug, Default)]
 pub struct Http01Tokens {
     inner: Arc<RwLock<HashMap<String, String>>>,
+    changed: Arc<RwLock<Option<TokensChanged>>>,
+}
+
+/// Called with the whole map after each change (paasd hands it to its edge process).
+#[derive(Clone)]
+pub struct TokensChanged(pub Arc<TokensFn>);
+
+/// What [`TokensChanged`] calls.
+pub type TokensFn = dyn Fn(&HashMap<String, String>) + Send + Sync;
+
+impl std::fmt::Debug for TokensChanged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokensChanged")
+    }
 }
 
 impl Http01Tokens {
@@ -70,18 +84,35 @@ impl Http01Tokens {
         self.inner.read().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// `f` gets the whole map after every change from now on.
+    pub fn on_change(&self, f: TokensChanged) {
+        *self.changed.write().unwrap_or_else(PoisonError::into_inner) = Some(f);
+    }
+
     fn insert(&self, token: String, key_authorization: String) {
-        self.inner
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(token, key_authorization);
+        self.change(|m| {
+            m.insert(token, key_authorization);
+        });
     }
 
     fn remove(&self, token: &str) {
-        self.inner
-            .write()
+        self.change(|m| {
+            m.remove(token);
+        });
+    }
+
+    fn change(&self, edit: impl FnOnce(&mut HashMap<String, String>)) {
+        let mut map = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        edit(&mut map);
+        let changed = self
+            .changed
+            .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(token);
+            .clone();
+        if let Some(f) = changed {
+            // Under the write lock: two changes reach `f` in the order they were made.
+            (f.0)(&map);
+        }
     }
 }
 

@@ -34,12 +34,15 @@ pub enum CertError {
     Secret(#[from] SecretError),
 }
 
+/// Hands the router (its edge process) the whole set to serve.
+pub type PublishCerts = Arc<dyn Fn(&paas_router::tls::Certs) + Send + Sync>;
+
 /// The certificate service (cheap to clone).
 #[derive(Clone)]
 pub struct Certs {
     store: Store,
     secrets: SecretBox,
-    router: Arc<paas_router::Router>,
+    router: PublishCerts,
     routes: RouteSignal,
     base_domain: String,
     /// Wakes the ACME pass (`renew`).
@@ -76,7 +79,7 @@ impl Certs {
     pub fn new(
         store: Store,
         secrets: SecretBox,
-        router: Arc<paas_router::Router>,
+        router: PublishCerts,
         routes: RouteSignal,
         base_domain: &str,
     ) -> Certs {
@@ -306,7 +309,7 @@ impl Certs {
                 }
             }
         }
-        self.router.publish_certs(certs);
+        (self.router)(&certs);
     }
 }
 

@@ -711,7 +711,7 @@ async fn stop_gracefully(
     h.set_state(InstanceState::Draining);
     let addr = h.addr();
     let drain_until = Instant::now() + ctx.cfg_drain;
-    while (ctx.hooks.inflight)(addr) > 0 && Instant::now() < drain_until {
+    while (ctx.hooks.inflight)(addr).await > 0 && Instant::now() < drain_until {
         tokio::select! {
             msg = inst.container.next() => match msg {
                 Some(FromHelper::Output { line, ts_ms, .. }) => floods.output(ctx, h, ts_ms, line),

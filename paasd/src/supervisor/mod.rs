@@ -51,13 +51,20 @@ pub enum SupervisorError {
 /// Appends a line to an app's log stream.
 pub type LogHook = Arc<dyn Fn(&str, LogLine) + Send + Sync>;
 
+/// Asks the router how many requests are in flight to an upstream.
+pub type Inflight = Arc<
+    dyn Fn(SocketAddr) -> std::pin::Pin<Box<dyn std::future::Future<Output = usize> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// How the supervisor reaches the router and the log stream (wired in `paasd::run`).
 #[derive(Clone)]
 pub struct Hooks {
     /// Replaces the router's whole table.
     pub publish: Arc<dyn Fn(RouteTable) + Send + Sync>,
     /// Requests in flight to an upstream (draining waits for 0).
-    pub inflight: Arc<dyn Fn(SocketAddr) -> usize + Send + Sync>,
+    pub inflight: Inflight,
     /// Appends a line to an app's log stream; never blocks.
     pub log: LogHook,
 }

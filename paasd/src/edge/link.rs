@@ -1,0 +1,608 @@
+//! paasd's side of the edge: finding the edge the last paasd left serving, taking it over or
+//! replacing it (an upgrade, changed router settings), starting a new one when there is none
+//! or it died, and mirroring to it everything the router must know (the route table,
+//! certificates, ACME answers). Access lines come back through the sink it was given.
+//!
+//! Must not decide routes or certificates: it carries what the supervisor and the
+//! certificate service publish, and keeps the latest of each to replay to a new edge.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::process::{dir, EDGE_ARG};
+use super::wire::{self, Access, Answer, Command, FromEdge, Hello, Options, Query, ToEdge};
+
+/// How long a retired edge may finish the requests it has in flight.
+pub const DRAIN: Duration = Duration::from_secs(5);
+
+/// Receives the access lines the edge reports.
+pub type Sink = Arc<dyn Fn(Access) + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("edge: {what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the edge process did not come up within 10 s")]
+    NoStart,
+}
+
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> EdgeError {
+    move |source| EdgeError::Io { what, source }
+}
+
+/// The router's listening sockets, as paasd holds them (an edge gets duplicates).
+#[derive(Debug)]
+pub struct Listeners {
+    pub http: std::net::TcpListener,
+    pub https: Option<std::net::TcpListener>,
+}
+
+impl Listeners {
+    fn addrs(&self) -> Vec<SocketAddr> {
+        std::iter::once(&self.http)
+            .chain(self.https.as_ref())
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+}
+
+/// An edge found running at start, its handshake under way.
+pub struct Found {
+    stream: UnixStream,
+    hello: Hello,
+}
+
+impl Found {
+    pub fn pid(&self) -> u32 {
+        self.hello.pid
+    }
+
+    /// Whether it serves `want` (an address whose port or IP is unspecified matches any).
+    pub fn serves(&self, want: SocketAddr) -> bool {
+        self.hello.listeners.first().is_some_and(|a| {
+            (want.ip().is_unspecified() || want.ip() == a.ip())
+                && (want.port() == 0 || want.port() == a.port())
+        })
+    }
+
+    /// Its listening sockets (it keeps serving on them too).
+    pub fn take_listeners(&mut self) -> std::io::Result<Listeners> {
+        wire::write_line(&self.stream, &Command::GiveListeners)?;
+        let (marker, fds) = paas_runtime::fdpass::recv(&self.stream)?;
+        self.hello = wire::read_line(&self.stream)?;
+        let mut fds = fds.into_iter().map(std::net::TcpListener::from);
+        match (marker, fds.next()) {
+            (wire::LISTENERS, Some(http)) => Ok(Listeners {
+                http,
+                https: fds.next(),
+            }),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the edge sent no listening socket",
+            )),
+        }
+    }
+}
+
+/// Every edge of this state dir that answers (blocking). Sockets nobody answers on are
+/// removed; a listener that is not one of our edges is left alone and logged.
+pub fn discover(state_dir: &Path) -> Vec<Found> {
+    let Ok(entries) = std::fs::read_dir(dir(state_dir)) else {
+        return Vec::new();
+    };
+    let owner = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    let mut found = Vec::new();
+    for e in entries.flatten() {
+        let path = e.path();
+        let stream = match UnixStream::connect(&path) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+        };
+        let peer =
+            nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials);
+        let ours = peer.is_ok_and(|c| c.uid() == 0 && is_edge_of(c.pid(), &owner));
+        if !ours {
+            tracing::warn!(socket = %path.display(), "not adopting an edge socket: its process is not an edge of this state dir");
+            continue;
+        }
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        match wire::read_line::<Hello>(&stream) {
+            Ok(hello) => found.push(Found { stream, hello }),
+            Err(e) => {
+                tracing::warn!(socket = %path.display(), error = %e, "an edge did not say hello")
+            }
+        }
+    }
+    found
+}
+
+/// `/proc/PID/cmdline` is `paasd __edge STATE_DIR` for this state dir.
+fn is_edge_of(pid: i32, owner: &Path) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+        c.split(|b| *b == 0)
+            .skip(1)
+            .take(2)
+            .eq([EDGE_ARG.as_bytes(), owner.as_os_str().as_encoded_bytes()])
+    })
+}
+
+/// The link to the edge (cheap to clone).
+#[derive(Clone)]
+pub struct Edge {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state_dir: PathBuf,
+    options: Options,
+    listeners: Listeners,
+    sink: Sink,
+    latest: Mutex<Latest>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    next_id: AtomicU64,
+    /// No new edge is started once paasd stops.
+    stopping: AtomicBool,
+    /// The edge currently attached: its pid (0: none).
+    attached: watch::Sender<u32>,
+    /// Edges to retire once ours serves.
+    to_retire: Mutex<Vec<Found>>,
+}
+
+#[derive(Default)]
+struct Latest {
+    table: Option<paas_router::TableSpec>,
+    certs: Option<paas_router::tls::CertsSpec>,
+    acme: BTreeMap<String, String>,
+    /// Tables go out only from [`Edge::go_live`] on: an edge the last paasd left keeps its
+    /// table until this paasd has adopted the instances.
+    live: bool,
+    conn: Option<mpsc::UnboundedSender<ToEdge>>,
+}
+
+impl Edge {
+    /// Takes over a suitable edge among `found` (same executable, same settings, same
+    /// sockets) at once; the others are retired once [`Edge::go_live`] has one serving.
+    pub async fn start(
+        state_dir: PathBuf,
+        options: Options,
+        listeners: Listeners,
+        found: Vec<Found>,
+        sink: Sink,
+    ) -> Edge {
+        let (attached, _) = watch::channel(0);
+        let edge = Edge {
+            inner: Arc::new(Inner {
+                state_dir,
+                options,
+                listeners,
+                sink,
+                latest: Mutex::new(Latest::default()),
+                pending: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                stopping: AtomicBool::new(false),
+                attached,
+                to_retire: Mutex::new(Vec::new()),
+            }),
+        };
+        let own = wire::ExeId::of(None).ok();
+        let addrs = edge.inner.listeners.addrs();
+        let mut keep = None;
+        let mut others = Vec::new();
+        for f in found {
+            let suitable = keep.is_none()
+                && Some(f.hello.exe) == own
+                && f.hello.options.as_ref() == Some(&edge.inner.options)
+                && f.hello.listeners == addrs;
+            if suitable {
+                keep = Some(f);
+            } else {
+                tracing::info!(pid = f.hello.pid, "an edge of another binary or other settings is running; it is replaced once this paasd serves");
+                others.push(f);
+            }
+        }
+        *edge
+            .inner
+            .to_retire
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = others;
+        if let Some(f) = keep {
+            let pid = f.hello.pid;
+            let stream = f.stream;
+            let attach = tokio::task::spawn_blocking(move || {
+                wire::write_line(&stream, &Command::Attach).map(|()| stream)
+            })
+            .await;
+            match attach {
+                Ok(Ok(stream)) => {
+                    tracing::info!(
+                        pid,
+                        "took over the running edge: client connections were never interrupted"
+                    );
+                    edge.run(stream, pid);
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(pid, error = %e, "could not take over the running edge")
+                }
+                Err(e) => tracing::warn!(pid, error = %e, "could not take over the running edge"),
+            }
+        }
+        edge
+    }
+
+    /// From now on the route table goes to the edge; if none is attached, one is started
+    /// (and the edges it replaces retire: they stop accepting and finish in flight).
+    pub async fn go_live(&self) {
+        {
+            let mut l = self.latest();
+            l.live = true;
+            if let (Some(conn), Some(t)) = (&l.conn, &l.table) {
+                let _ = conn.send(ToEdge::Table(t.clone()));
+            }
+        }
+        if *self.inner.attached.borrow() == 0 {
+            if let Err(e) = self.spawn().await {
+                // The watch below tries again; the replaced edges serve meanwhile.
+                tracing::error!(error = %e, "could not start the edge");
+            }
+        }
+        if self.pid().is_some() {
+            self.retire_replaced();
+        }
+        // A supervisor that restarts the edge if it dies.
+        let edge = self.clone();
+        tokio::spawn(async move { edge.watch().await });
+    }
+
+    pub fn publish(&self, table: paas_router::RouteTable) {
+        let spec = table.spec();
+        let mut l = self.latest();
+        if l.live {
+            if let Some(c) = &l.conn {
+                let _ = c.send(ToEdge::Table(spec.clone()));
+            }
+        }
+        l.table = Some(spec);
+    }
+
+    pub fn publish_certs(&self, certs: &paas_router::tls::Certs) {
+        let spec = certs.spec();
+        let mut l = self.latest();
+        if let Some(c) = &l.conn {
+            let _ = c.send(ToEdge::Certs(spec.clone()));
+        }
+        l.certs = Some(spec);
+    }
+
+    pub fn set_acme(&self, answers: BTreeMap<String, String>) {
+        let mut l = self.latest();
+        if let Some(c) = &l.conn {
+            let _ = c.send(ToEdge::Acme(answers.clone()));
+        }
+        l.acme = answers;
+    }
+
+    /// Requests in flight to `addr` (0 when no edge answers: nothing can be waited for).
+    pub async fn inflight(&self, addr: SocketAddr) -> usize {
+        match self.ask(Query::Inflight(addr)).await {
+            Some(Answer::Inflight(n)) => n,
+            _ => 0,
+        }
+    }
+
+    /// The edge's client connection counters and cap.
+    pub async fn connections(&self) -> Option<(paas_router::ConnStats, usize)> {
+        match self.ask(Query::Connections).await {
+            Some(Answer::Connections { stats, max }) => Some((stats, max)),
+            _ => None,
+        }
+    }
+
+    /// paasd's own copies of the router's listening sockets.
+    pub fn listeners(&self) -> &Listeners {
+        &self.inner.listeners
+    }
+
+    /// The attached edge's pid, if one is.
+    pub fn pid(&self) -> Option<u32> {
+        Some(*self.inner.attached.borrow()).filter(|p| *p != 0)
+    }
+
+    /// A restart: the edge serves on without paasd; nothing new is started.
+    pub fn detach(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// A full stop: the edge stops accepting, finishes what is in flight (at most
+    /// [`DRAIN`]) and exits; so do edges still retiring.
+    pub async fn stop(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        let sent = self.latest().conn.as_ref().is_some_and(|c| {
+            c.send(ToEdge::Stop {
+                drain_ms: millis(DRAIN),
+            })
+            .is_ok()
+        });
+        if sent {
+            let mut rx = self.inner.attached.subscribe();
+            let _ = tokio::time::timeout(DRAIN + Duration::from_secs(3), rx.wait_for(|p| *p == 0))
+                .await;
+        }
+    }
+
+    fn latest(&self) -> std::sync::MutexGuard<'_, Latest> {
+        self.inner
+            .latest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn ask(&self, query: Query) -> Option<Answer> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, tx);
+        let sent = self
+            .latest()
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.send(ToEdge::Query { id, query }).is_ok());
+        let answer = if sent {
+            tokio::time::timeout(Duration::from_secs(5), rx)
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else {
+            None
+        };
+        self.inner
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        answer
+    }
+
+    /// Starts `paasd __edge`, hands it the sockets and attaches.
+    async fn spawn(&self) -> Result<(), EdgeError> {
+        let owner = std::fs::canonicalize(&self.inner.state_dir)
+            .unwrap_or_else(|_| self.inner.state_dir.clone());
+        let mut child = {
+            use std::os::unix::process::CommandExt;
+            std::process::Command::new("/proc/self/exe")
+                .arg(EDGE_ARG)
+                .arg(&owner)
+                .env_remove("LISTEN_FDS")
+                .env_remove("LISTEN_PID")
+                .env_remove("LISTEN_FDNAMES")
+                .env_remove("NOTIFY_SOCKET")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                // A terminal's Ctrl-C meant for paasd must not reach the edge.
+                .process_group(0)
+                .spawn()
+                .map_err(io("starting paasd __edge"))?
+        };
+        let pid = child.id();
+        // Reaped when it exits (it outlives us after a restart: then init reaps it).
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        let path = dir(&self.inner.state_dir).join(format!("{pid}.sock"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let stream = loop {
+            match UnixStream::connect(&path) {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(_) => return Err(EdgeError::NoStart),
+            }
+        };
+        let inner = Arc::clone(&self.inner);
+        let stream = tokio::task::spawn_blocking(move || -> std::io::Result<UnixStream> {
+            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let _hello: Hello = wire::read_line(&stream)?;
+            let https = inner.listeners.https.as_ref();
+            let init = {
+                let l = inner.latest.lock().unwrap_or_else(PoisonError::into_inner);
+                Command::Init {
+                    options: inner.options.clone(),
+                    https: https.is_some(),
+                    table: l.table.clone().filter(|_| l.live).unwrap_or_default(),
+                    certs: l.certs.clone().unwrap_or_default(),
+                    acme: l.acme.clone(),
+                }
+            };
+            wire::write_line(&stream, &init)?;
+            let fds: Vec<_> = std::iter::once(inner.listeners.http.as_fd())
+                .chain(https.map(AsFd::as_fd))
+                .collect();
+            paas_runtime::fdpass::send(&stream, wire::LISTENERS, &fds)?;
+            let _hello: Hello = wire::read_line(&stream)?;
+            wire::write_line(&stream, &Command::Attach)?;
+            Ok(stream)
+        })
+        .await
+        .map_err(|e| EdgeError::Io {
+            what: "handing the sockets to the edge",
+            source: std::io::Error::other(e),
+        })?
+        .map_err(io("handing the sockets to the edge"))?;
+        tracing::info!(pid, "edge started: it serves the router's sockets");
+        self.run(stream, pid);
+        Ok(())
+    }
+
+    /// The attached connection: replays the latest state, then carries messages both ways
+    /// until the edge goes away.
+    fn run(&self, stream: UnixStream, pid: u32) {
+        let inner = Arc::clone(&self.inner);
+        let setup = stream
+            .set_read_timeout(None)
+            .and_then(|()| stream.set_nonblocking(true))
+            .and_then(|()| tokio::net::UnixStream::from_std(stream));
+        let stream = match setup {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(pid, error = %e, "edge: cannot use the control connection");
+                return;
+            }
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel::<ToEdge>();
+        {
+            let mut l = self.latest();
+            if let Some(c) = &l.certs {
+                let _ = tx.send(ToEdge::Certs(c.clone()));
+            }
+            let _ = tx.send(ToEdge::Acme(l.acme.clone()));
+            if let (true, Some(t)) = (l.live, &l.table) {
+                let _ = tx.send(ToEdge::Table(t.clone()));
+            }
+            l.conn = Some(tx);
+        }
+        let _ = inner.attached.send_replace(pid);
+        let (read, mut write) = stream.into_split();
+        tokio::spawn(async move {
+            while let Some(m) = rx.recv().await {
+                let Ok(mut line) = serde_json::to_vec(&m) else {
+                    continue;
+                };
+                line.push(b'\n');
+                if write.write_all(&line).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(read).lines();
+            loop {
+                let line = match lines.next_line().await {
+                    Ok(Some(l)) => l,
+                    Ok(None) => {
+                        tracing::debug!(pid, "edge: control connection closed");
+                        break;
+                    }
+                    Err(e) => {
+                        if !inner.stopping.load(Ordering::SeqCst) {
+                            tracing::warn!(pid, error = %e, "edge: control connection failed");
+                        }
+                        break;
+                    }
+                };
+                match serde_json::from_str::<FromEdge>(&line) {
+                    Ok(FromEdge::Access(batch)) => {
+                        for a in batch {
+                            (inner.sink)(a);
+                        }
+                    }
+                    Ok(FromEdge::Dropped(n)) => {
+                        tracing::warn!(
+                            lines = n,
+                            "edge: access lines dropped while no paasd listened"
+                        );
+                    }
+                    Ok(FromEdge::Reply { id, answer }) => {
+                        let waiter = inner
+                            .pending
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .remove(&id);
+                        if let Some(w) = waiter {
+                            let _ = w.send(answer);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "edge: a line that does not parse"),
+                }
+            }
+            inner
+                .latest
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .conn = None;
+            // Questions the edge will never answer get "no answer" now, not at their timeout.
+            inner
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+            // A killed edge leaves its socket file.
+            let _ = std::fs::remove_file(dir(&inner.state_dir).join(format!("{pid}.sock")));
+            let _ = inner.attached.send_replace(0);
+        });
+    }
+
+    /// Restarts the edge whenever the attached one goes away while paasd runs.
+    async fn watch(self) {
+        let mut rx = self.inner.attached.subscribe();
+        loop {
+            if rx.wait_for(|p| *p == 0).await.is_err() {
+                return;
+            }
+            if self.inner.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            tracing::error!("the edge went away; starting a new one");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if self.inner.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            if let Err(e) = self.spawn().await {
+                tracing::error!(error = %e, "could not start a new edge; trying again");
+                continue;
+            }
+            self.retire_replaced();
+            if rx.wait_for(|p| *p != 0).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn retire_replaced(&self) {
+        let old: Vec<Found> = std::mem::take(
+            &mut *self
+                .inner
+                .to_retire
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for f in old {
+            let pid = f.hello.pid;
+            // Blocking: the edge answers at once, then drains on its own.
+            match wire::write_line(
+                &f.stream,
+                &Command::Retire {
+                    drain_ms: millis(DRAIN),
+                },
+            ) {
+                Ok(()) => tracing::info!(
+                    pid,
+                    "the replaced edge stops accepting and finishes what is in flight"
+                ),
+                Err(e) => tracing::warn!(pid, error = %e, "could not retire an edge"),
+            }
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

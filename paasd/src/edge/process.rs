@@ -1,0 +1,490 @@
+//! The edge process: `paasd __edge STATE_DIR`, re-executed from paasd's own binary. It holds
+//! the router's listening sockets and serves every client connection, so that a paasd that
+//! restarts, crashes or is upgraded cuts none of them. paasd controls it over
+//! `STATE/edge/PID.sock` (root only): route tables, certificates and ACME answers in; access
+//! lines and answers out. With no paasd attached it keeps serving the last table it got and
+//! buffers (bounded) its access lines for the next one.
+//!
+//! Must not read the store, the config file or the key: everything it knows, paasd sent.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch, Notify};
+
+use super::wire::{self, Access, Answer, Command, FromEdge, Hello, Options, Query, ToEdge};
+
+/// The argv[1] that makes paasd an edge.
+pub const EDGE_ARG: &str = "__edge";
+
+/// Access lines kept while no paasd is attached (about 150 bytes each).
+const BUFFERED_LINES: usize = 50_000;
+/// Sent in batches of at most this many lines.
+const BATCH: usize = 512;
+
+/// The control sockets' directory.
+pub fn dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("edge")
+}
+
+/// Runs the edge until it is told to stop; the exit code.
+pub fn main(state_dir: &Path) -> i32 {
+    // `ps` and `top` show what it is (exec'd as /proc/self/exe it would be "exe").
+    let _ = nix::sys::prctl::set_name(c"paas-edge");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("paas-edge")
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "edge: cannot start the async runtime");
+            return 1;
+        }
+    };
+    match runtime.block_on(serve(state_dir)) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!(error = %e, "edge: stopped");
+            1
+        }
+    }
+}
+
+struct Edge {
+    pid: u32,
+    /// Our control socket's path: removed before a stop closes the control connection, so
+    /// that a paasd that saw us go finds nothing left.
+    socket: PathBuf,
+    exe: wire::ExeId,
+    /// Set once, by the first `Init`.
+    serving: OnceLock<Serving>,
+    access: Mutex<Buffered>,
+    wake: Notify,
+    /// Bumped by every attach: a controller's tasks end when it is no longer current.
+    generation: AtomicU64,
+    /// Resolves the accept loops: stop accepting, finish what is in flight.
+    stop_accepting: watch::Sender<bool>,
+}
+
+struct Serving {
+    router: Arc<paas_router::Router>,
+    options: Options,
+    /// Duplicates of the listening sockets, for `GiveListeners`.
+    http: std::net::TcpListener,
+    https: Option<std::net::TcpListener>,
+    acme: Arc<Mutex<BTreeMap<String, String>>>,
+    /// The accept loops; they end after a stop once their connections finished.
+    done: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct Buffered {
+    lines: VecDeque<Access>,
+    dropped: u64,
+}
+
+async fn serve(state_dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = dir(state_dir);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)?;
+    let pid = std::process::id();
+    let path = dir.join(format!("{pid}.sock"));
+    let _ = std::fs::remove_file(&path);
+    let control = tokio::net::UnixListener::bind(&path)?;
+    let (stop_accepting, _) = watch::channel(false);
+    let edge = Arc::new(Edge {
+        pid,
+        socket: path.clone(),
+        exe: wire::ExeId::of(None)?,
+        serving: OnceLock::new(),
+        access: Mutex::new(Buffered::default()),
+        wake: Notify::new(),
+        generation: AtomicU64::new(0),
+        stop_accepting,
+    });
+    tracing::info!(pid, socket = %path.display(), "edge: waiting for paasd");
+    let (exit_tx, mut exit_rx) = mpsc::channel::<()>(1);
+    loop {
+        tokio::select! {
+            accepted = control.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "edge: control accept");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                // The directory is root's alone; a peer that is not root got in some other way.
+                if stream.peer_cred().map(|c| c.uid()).ok() != Some(0) {
+                    continue;
+                }
+                let edge = Arc::clone(&edge);
+                let exit = exit_tx.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = controller(edge, stream, exit).await {
+                        tracing::warn!(error = %e, "edge: a control connection ended");
+                    }
+                });
+            }
+            _ = exit_rx.recv() => break,
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}
+
+/// One control connection: the handshake (blocking, descriptors may cross), then JSON lines.
+async fn controller(
+    edge: Arc<Edge>,
+    stream: tokio::net::UnixStream,
+    exit: mpsc::Sender<()>,
+) -> std::io::Result<()> {
+    let std_stream = stream.into_std()?;
+    std_stream.set_nonblocking(false)?;
+    std_stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let shake = {
+        let edge = Arc::clone(&edge);
+        tokio::task::spawn_blocking(move || handshake(&edge, std_stream))
+    };
+    let (std_stream, next) = shake.await.map_err(std::io::Error::other)??;
+    match next {
+        After::Attach => {}
+        After::Retire(drain) => {
+            stop(&edge, drain).await;
+            let _ = std::fs::remove_file(&edge.socket);
+            let _ = exit.send(()).await;
+            return Ok(());
+        }
+    }
+    std_stream.set_read_timeout(None)?;
+    std_stream.set_nonblocking(true)?;
+    let stream = tokio::net::UnixStream::from_std(std_stream)?;
+    let generation = edge.generation.fetch_add(1, Ordering::SeqCst) + 1;
+    tracing::info!(generation, "edge: paasd attached");
+    let (read, mut write) = stream.into_split();
+    let (replies_tx, mut replies) = mpsc::unbounded_channel::<FromEdge>();
+    // Writer: answers first, then access lines in batches.
+    let writer = {
+        let edge = Arc::clone(&edge);
+        tokio::spawn(async move {
+            loop {
+                let mut out = Vec::new();
+                while let Ok(m) = replies.try_recv() {
+                    out.push(m);
+                }
+                let (batch, dropped) = edge.take_batch();
+                if dropped > 0 {
+                    out.push(FromEdge::Dropped(dropped));
+                }
+                let more = batch.len() == BATCH;
+                if !batch.is_empty() {
+                    out.push(FromEdge::Access(batch));
+                }
+                for m in &out {
+                    let Ok(mut line) = serde_json::to_vec(m) else {
+                        continue;
+                    };
+                    line.push(b'\n');
+                    if write.write_all(&line).await.is_err() {
+                        return;
+                    }
+                }
+                if edge.generation.load(Ordering::SeqCst) != generation {
+                    return;
+                }
+                if !more {
+                    tokio::select! {
+                        m = replies.recv() => match m {
+                            Some(m) => {
+                                let Ok(mut line) = serde_json::to_vec(&m) else { continue };
+                                line.push(b'\n');
+                                if write.write_all(&line).await.is_err() {
+                                    return;
+                                }
+                            }
+                            None => return,
+                        },
+                        () = edge.wake.notified() => {
+                            // Lines come in bursts: gather a few milliseconds' worth.
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    }
+                }
+            }
+        })
+    };
+    let mut lines = tokio::io::BufReader::new(read).lines();
+    let result = loop {
+        let line = match lines.next_line().await {
+            Ok(Some(l)) => l,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        if edge.generation.load(Ordering::SeqCst) != generation {
+            break Ok(());
+        }
+        let msg: ToEdge = match serde_json::from_str(&line) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "edge: a control line that does not parse");
+                continue;
+            }
+        };
+        match msg {
+            ToEdge::Table(spec) => {
+                if let Some(s) = edge.serving.get() {
+                    s.router.publish(paas_router::RouteTable::from_spec(&spec));
+                }
+            }
+            ToEdge::Certs(spec) => {
+                if let Some(s) = edge.serving.get() {
+                    let (certs, errors) = paas_router::tls::Certs::from_spec(&spec);
+                    for (name, e) in errors {
+                        tracing::error!(domain = %name, error = %e, "edge: a certificate does not load");
+                    }
+                    s.router.publish_certs(certs);
+                }
+            }
+            ToEdge::Acme(map) => {
+                if let Some(s) = edge.serving.get() {
+                    *s.acme.lock().unwrap_or_else(PoisonError::into_inner) = map;
+                }
+            }
+            ToEdge::Query { id, query } => {
+                let answer = match (query, edge.serving.get()) {
+                    (Query::Inflight(addr), Some(s)) => Answer::Inflight(s.router.inflight(addr)),
+                    (Query::Inflight(_), None) => Answer::Inflight(0),
+                    (Query::Connections, s) => Answer::Connections {
+                        stats: s.map(|s| s.router.connections()).unwrap_or_default(),
+                        max: s.map_or(0, |s| s.router.max_connections()),
+                    },
+                };
+                let _ = replies_tx.send(FromEdge::Reply { id, answer });
+            }
+            ToEdge::Stop { drain_ms } => {
+                stop(&edge, Duration::from_millis(drain_ms)).await;
+                let _ = std::fs::remove_file(&edge.socket);
+                // What the requests logged on their way out goes to paasd before we exit.
+                edge.wake.notify_one();
+                drop(replies_tx);
+                let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+                let _ = exit.send(()).await;
+                return Ok(());
+            }
+        }
+    };
+    if edge.generation.load(Ordering::SeqCst) == generation {
+        tracing::info!("edge: paasd went away; serving on with the last table");
+    }
+    writer.abort();
+    result
+}
+
+enum After {
+    Attach,
+    Retire(Duration),
+}
+
+fn handshake(edge: &Arc<Edge>, stream: UnixStream) -> std::io::Result<(UnixStream, After)> {
+    loop {
+        let hello = Hello {
+            pid: edge.pid,
+            exe: edge.exe,
+            options: edge.serving.get().map(|s| s.options.clone()),
+            listeners: edge
+                .serving
+                .get()
+                .map(|s| {
+                    std::iter::once(&s.http)
+                        .chain(s.https.as_ref())
+                        .filter_map(|l| l.local_addr().ok())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        wire::write_line(&stream, &hello)?;
+        match wire::read_line::<Command>(&stream)? {
+            Command::Attach => return Ok((stream, After::Attach)),
+            Command::Retire { drain_ms } => {
+                return Ok((stream, After::Retire(Duration::from_millis(drain_ms))))
+            }
+            Command::GiveListeners => {
+                let fds: Vec<_> = edge
+                    .serving
+                    .get()
+                    .map(|s| {
+                        std::iter::once(s.http.as_fd())
+                            .chain(s.https.as_ref().map(AsFd::as_fd))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                paas_runtime::fdpass::send(&stream, wire::LISTENERS, &fds)?;
+            }
+            Command::Init {
+                options,
+                https,
+                table,
+                certs,
+                acme,
+            } => {
+                let (marker, fds) = paas_runtime::fdpass::recv(&stream)?;
+                if marker != wire::LISTENERS || fds.len() != 1 + usize::from(https) {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "Init without its listening sockets",
+                    ));
+                }
+                if edge.serving.get().is_some() {
+                    tracing::warn!("edge: a second Init ignored");
+                    continue;
+                }
+                let mut fds = fds.into_iter();
+                let http = fds.next().map(std::net::TcpListener::from);
+                let https = fds.next().map(std::net::TcpListener::from);
+                let Some(http) = http else { continue };
+                let first = First { table, certs, acme };
+                let serving = start(edge, options, http, https, first)?;
+                let _ = edge.serving.set(serving);
+            }
+        }
+    }
+}
+
+/// What a new edge serves from its first connection on.
+struct First {
+    table: paas_router::TableSpec,
+    certs: paas_router::tls::CertsSpec,
+    acme: BTreeMap<String, String>,
+}
+
+/// Starts serving on the sockets paasd handed over.
+fn start(
+    edge: &Arc<Edge>,
+    options: Options,
+    http: std::net::TcpListener,
+    https: Option<std::net::TcpListener>,
+    first: First,
+) -> std::io::Result<Serving> {
+    let sink: paas_router::AccessSink = {
+        let edge = Arc::downgrade(edge);
+        Arc::new(move |a: &paas_router::AccessLine<'_>| {
+            // Requests for unknown hosts belong to no app's stream.
+            if a.app.is_empty() {
+                return;
+            }
+            if let Some(edge) = edge.upgrade() {
+                edge.push(Access::of(a));
+            }
+        })
+    };
+    let router = paas_router::Router::new(options.router_options(), sink);
+    // Before the first accept: a connection queued meanwhile must find its app.
+    router.publish(paas_router::RouteTable::from_spec(&first.table));
+    let (certs, errors) = paas_router::tls::Certs::from_spec(&first.certs);
+    for (name, e) in errors {
+        tracing::error!(domain = %name, error = %e, "edge: a certificate does not load");
+    }
+    router.publish_certs(certs);
+    let acme = Arc::new(Mutex::new(first.acme));
+    {
+        let acme = Arc::clone(&acme);
+        router.answer_acme_with(Arc::new(move |token: &str| {
+            acme.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(token)
+                .cloned()
+        }));
+    }
+    let until_stopped = || {
+        let mut rx = edge.stop_accepting.subscribe();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let tokio_listener = |l: &std::net::TcpListener| -> std::io::Result<tokio::net::TcpListener> {
+        let own = l.try_clone()?;
+        own.set_nonblocking(true)?;
+        tokio::net::TcpListener::from_std(own)
+    };
+    let mut done = vec![tokio::spawn(
+        Arc::clone(&router).serve(tokio_listener(&http)?, until_stopped()),
+    )];
+    if let Some(l) = &https {
+        let (router, listener, stopped) =
+            (Arc::clone(&router), tokio_listener(l)?, until_stopped());
+        done.push(tokio::spawn(async move {
+            if let Err(e) = router.serve_tls(listener, stopped).await {
+                tracing::error!(error = %e, "edge: cannot serve HTTPS");
+            }
+        }));
+    }
+    // Memory freed after a flood of connections goes back to the kernel.
+    {
+        let router = Arc::clone(&router);
+        tokio::spawn(crate::memory::watch(move || router.connections().open));
+    }
+    tracing::info!(
+        http = ?http.local_addr().ok(),
+        https = ?https.as_ref().and_then(|l| l.local_addr().ok()),
+        max_connections = router.max_connections(),
+        "edge: serving"
+    );
+    Ok(Serving {
+        router,
+        options,
+        http,
+        https,
+        acme,
+        done: Mutex::new(done),
+    })
+}
+
+impl Edge {
+    fn push(&self, line: Access) {
+        let mut b = self.access.lock().unwrap_or_else(PoisonError::into_inner);
+        if b.lines.len() >= BUFFERED_LINES {
+            b.lines.pop_front();
+            b.dropped += 1;
+        }
+        b.lines.push_back(line);
+        let wake = b.lines.len() == 1 || b.lines.len() == BATCH;
+        drop(b);
+        if wake {
+            self.wake.notify_one();
+        }
+    }
+
+    fn take_batch(&self) -> (Vec<Access>, u64) {
+        let mut b = self.access.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = b.lines.len().min(BATCH);
+        let batch = b.lines.drain(..n).collect();
+        (batch, std::mem::take(&mut b.dropped))
+    }
+}
+
+/// Stops accepting, then waits (at most `drain`) for the connections to finish.
+async fn stop(edge: &Edge, drain: Duration) {
+    let _ = edge.stop_accepting.send_replace(true);
+    let Some(s) = edge.serving.get() else { return };
+    let tasks: Vec<_> = std::mem::take(&mut *s.done.lock().unwrap_or_else(PoisonError::into_inner));
+    let all = async {
+        for t in tasks {
+            let _ = t.await;
+        }
+    };
+    if tokio::time::timeout(drain, all).await.is_err() {
+        tracing::info!("edge: connections still open after the drain; closing them");
+    }
+}
