@@ -39,8 +39,9 @@
 #     mode, both upstreams. In paasd mode the go-hello instances and their monitors are
 #     moved there too.
 #   - Access logs: off for both. nginx has `access_log off`; the standalone router's sink
-#     only counts lines. In paasd mode paasd's sink is whatever paasd wires (the logs
-#     module), so there ours does more work than nginx.
+#     only counts lines. In paasd mode the edge process sends every access line to paasd,
+#     which writes it to the app's log (the logs module): there ours does more work than
+#     nginx, and both processes count as ours.
 #   - paasd mode: paasd runs one tokio worker thread (TOKIO_WORKER_THREADS, PAASD_WORKERS to
 #     change it), as nginx runs one worker; go-hello runs with LOG_REQUESTS=false so that
 #     the app's own per-request lines (relayed by paasd on CPU 0 whichever proxy is measured)
@@ -156,8 +157,10 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   if [ -n "$paasd_pid" ]; then
     target/release/paas --socket "$dir/s.sock" apps destroy gob --confirm gob >/dev/null 2>&1 || true
-    kill "$paasd_pid" 2>/dev/null || true
+    # SIGINT: a full stop (SIGTERM would be a restart: the edge would serve on).
+    kill -INT "$paasd_pid" 2>/dev/null || true
     wait "$paasd_pid" 2>/dev/null || true
+    pkill -KILL -f "__edge $dir/state" 2>/dev/null || true
     ip link del "$bridge" 2>/dev/null || true
     nft delete table inet "paas_$bridge" 2>/dev/null || true
     find /sys/fs/cgroup/*/"$cgparent" /sys/fs/cgroup/"$cgparent" -depth -type d \
@@ -264,8 +267,13 @@ for i in json.load(sys.stdin)["instances"]:
     for p in $(cat "$f"); do taskset -a -cp "$LOAD_CPU" "$p" >/dev/null 2>&1 || true; done
   done
   for p in $(pgrep -P "$paasd_pid" -f __runtime-helper); do taskset -a -cp "$LOAD_CPU" "$p" >/dev/null 2>&1 || true; done
-  our_pid=$paasd_pid
-  OURS_LABEL="paasd --http (its router)"
+  # The router runs in paasd's edge process; paasd itself turns its access lines into the
+  # app's log. Both count as ours (CPU and memory), both on the proxy CPU.
+  edge_pid=$(pgrep -P "$paasd_pid" -f __edge | head -n 1)
+  [ -n "$edge_pid" ] || die "paasd started no edge process"
+  taskset -a -cp "$PROXY_CPU" "$edge_pid" >/dev/null
+  our_pid="$edge_pid $paasd_pid"
+  OURS_LABEL="paasd --http (its edge + paasd)"
 fi
 echo "upstreams: ${UPSTREAMS[*]}" >&2
 

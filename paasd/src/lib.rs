@@ -180,8 +180,10 @@ pub async fn run(
     .await
     .map_err(paas_runtime::RuntimeError::from)?;
     let subnet = network.subnet();
-    let cg_parent =
-        config.cgroup_parent_in_use(&fs::read_to_string("/proc/self/cgroup").unwrap_or_default());
+    let cg_parent = config.cgroup_parent_in_use(
+        &fs::read_to_string("/proc/self/cgroup").unwrap_or_default(),
+        std::env::var_os("INVOCATION_ID").is_some(),
+    );
     tracing::info!(parent = %cg_parent, "containers' cgroups go under this parent");
     let (state_dir, stacks) = (config.state_dir.clone(), all_stacks.clone());
     let runtime = tokio::task::spawn_blocking(move || {
@@ -599,6 +601,10 @@ fn router_listeners(
         Some(l) => (Some(l.http), l.https),
         None => (None, None),
     };
+    // The edge's HTTPS socket only if it is the configured one (the config may have moved it).
+    let edge_https = edge_https.filter(
+        |l| matches!((l.local_addr(), config.https), (Ok(a), Some(want)) if edge::matches(a, want)),
+    );
     let http = match inherited.http.take().or(edge_http) {
         Some(l) => l,
         None => bind(config.http)?,

@@ -70,12 +70,12 @@ impl Found {
         self.hello.pid
     }
 
-    /// Whether it serves `want` (an address whose port or IP is unspecified matches any).
+    /// Whether it serves `want` on HTTP (see [`matches`]).
     pub fn serves(&self, want: SocketAddr) -> bool {
-        self.hello.listeners.first().is_some_and(|a| {
-            (want.ip().is_unspecified() || want.ip() == a.ip())
-                && (want.port() == 0 || want.port() == a.port())
-        })
+        self.hello
+            .listeners
+            .first()
+            .is_some_and(|a| matches(*a, want))
     }
 
     /// Its listening sockets (it keeps serving on them too).
@@ -97,6 +97,13 @@ impl Found {
     }
 }
 
+/// Whether a socket bound to `bound` is what the config's `want` asks for: an unspecified
+/// IP or port in `want` matches any.
+pub fn matches(bound: SocketAddr, want: SocketAddr) -> bool {
+    (want.ip().is_unspecified() || want.ip() == bound.ip())
+        && (want.port() == 0 || want.port() == bound.port())
+}
+
 /// Every edge of this state dir that answers (blocking). Sockets nobody answers on are
 /// removed; a listener that is not one of our edges is left alone and logged.
 pub fn discover(state_dir: &Path) -> Vec<Found> {
@@ -109,8 +116,14 @@ pub fn discover(state_dir: &Path) -> Vec<Found> {
         let path = e.path();
         let stream = match UnixStream::connect(&path) {
             Ok(s) => s,
-            Err(_) => {
+            // Nobody listens: a killed edge's file. Anything else (a full backlog) may be a
+            // live edge, whose file must stay.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                 let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(socket = %path.display(), error = %e, "an edge socket does not answer");
                 continue;
             }
         };
@@ -158,10 +171,12 @@ struct Inner {
     next_id: AtomicU64,
     /// No new edge is started once paasd stops.
     stopping: AtomicBool,
+    /// A full stop (not a restart): an edge attached from now on is stopped at once.
+    full_stop: AtomicBool,
     /// The edge currently attached: its pid (0: none).
     attached: watch::Sender<u32>,
-    /// Edges to retire once ours serves.
-    to_retire: Mutex<Vec<Found>>,
+    /// Edges (pids) to retire once ours serves.
+    to_retire: Mutex<Vec<u32>>,
 }
 
 #[derive(Default)]
@@ -196,6 +211,7 @@ impl Edge {
                 pending: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
                 stopping: AtomicBool::new(false),
+                full_stop: AtomicBool::new(false),
                 attached,
                 to_retire: Mutex::new(Vec::new()),
             }),
@@ -216,33 +232,52 @@ impl Edge {
                 others.push(f);
             }
         }
+        let mut retire: Vec<u32> = others.iter().map(Found::pid).collect();
+        // Connections are opened afresh when they are used: the ones of the handshake may
+        // have been idle a long time by then.
+        drop(others);
+        if let Some(f) = keep {
+            let pid = f.hello.pid;
+            drop(f);
+            match edge.attach_to(pid).await {
+                Ok(()) => tracing::info!(
+                    pid,
+                    "took over the running edge: client connections were never interrupted"
+                ),
+                Err(e) => {
+                    tracing::warn!(pid, error = %e, "could not take over the running edge; it is replaced");
+                    retire.push(pid);
+                }
+            }
+        }
         *edge
             .inner
             .to_retire
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = others;
-        if let Some(f) = keep {
-            let pid = f.hello.pid;
-            let stream = f.stream;
-            let attach = tokio::task::spawn_blocking(move || {
-                wire::write_line(&stream, &Command::Attach).map(|()| stream)
-            })
-            .await;
-            match attach {
-                Ok(Ok(stream)) => {
-                    tracing::info!(
-                        pid,
-                        "took over the running edge: client connections were never interrupted"
-                    );
-                    edge.run(stream, pid);
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(pid, error = %e, "could not take over the running edge")
-                }
-                Err(e) => tracing::warn!(pid, error = %e, "could not take over the running edge"),
-            }
-        }
+            .unwrap_or_else(PoisonError::into_inner) = retire;
         edge
+    }
+
+    /// A fresh control connection to the edge `pid`, past its hello.
+    fn connect(state_dir: &Path, pid: u32) -> std::io::Result<UnixStream> {
+        let stream = UnixStream::connect(dir(state_dir).join(format!("{pid}.sock")))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let _hello: Hello = wire::read_line(&stream)?;
+        Ok(stream)
+    }
+
+    /// Takes over the running edge `pid`.
+    async fn attach_to(&self, pid: u32) -> std::io::Result<()> {
+        let state_dir = self.inner.state_dir.clone();
+        let stream = tokio::task::spawn_blocking(move || {
+            let stream = Edge::connect(&state_dir, pid)?;
+            wire::write_line(&stream, &Command::Attach)?;
+            Ok::<_, std::io::Error>(stream)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        self.run(stream, pid);
+        Ok(())
     }
 
     /// From now on the route table goes to the edge; if none is attached, one is started
@@ -323,15 +358,18 @@ impl Edge {
         Some(*self.inner.attached.borrow()).filter(|p| *p != 0)
     }
 
-    /// A restart: the edge serves on without paasd; nothing new is started.
+    /// A restart: the edge serves on without paasd with the table it has (instances let go
+    /// meanwhile must not leave it); nothing new is started.
     pub fn detach(&self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
+        self.latest().live = false;
     }
 
     /// A full stop: the edge stops accepting, finishes what is in flight (at most
     /// [`DRAIN`]) and exits; so do edges still retiring.
     pub async fn stop(&self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
+        self.inner.full_stop.store(true, Ordering::SeqCst);
         let sent = self.latest().conn.as_ref().is_some_and(|c| {
             c.send(ToEdge::Stop {
                 drain_ms: millis(DRAIN),
@@ -402,10 +440,33 @@ impl Edge {
                 .map_err(io("starting paasd __edge"))?
         };
         let pid = child.id();
-        // Reaped when it exits (it outlives us after a restart: then init reaps it).
-        std::thread::spawn(move || {
-            let _ = child.wait();
-        });
+        match self.hand_over(pid).await {
+            Ok(stream) => {
+                // Reaped when it exits (it outlives us after a restart: then init reaps it).
+                std::thread::spawn(move || {
+                    let _ = child.wait();
+                });
+                tracing::info!(pid, "edge started: it serves the router's sockets");
+                self.run(stream, pid);
+                if self.inner.full_stop.load(Ordering::SeqCst) {
+                    // A full stop came while it started.
+                    Box::pin(self.stop()).await;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Never half-started: an edge we could not attach must not serve on its own.
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ =
+                    std::fs::remove_file(dir(&self.inner.state_dir).join(format!("{pid}.sock")));
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives the new edge `pid` its sockets and first state, and attaches.
+    async fn hand_over(&self, pid: u32) -> Result<UnixStream, EdgeError> {
         let path = dir(&self.inner.state_dir).join(format!("{pid}.sock"));
         let deadline = Instant::now() + Duration::from_secs(10);
         let stream = loop {
@@ -418,8 +479,9 @@ impl Edge {
             }
         };
         let inner = Arc::clone(&self.inner);
-        let stream = tokio::task::spawn_blocking(move || -> std::io::Result<UnixStream> {
-            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        tokio::task::spawn_blocking(move || -> std::io::Result<UnixStream> {
+            // Init carries every certificate and the edge reads it a byte at a time.
+            stream.set_read_timeout(Some(Duration::from_secs(60)))?;
             let _hello: Hello = wire::read_line(&stream)?;
             let https = inner.listeners.https.as_ref();
             let init = {
@@ -446,10 +508,7 @@ impl Edge {
             what: "handing the sockets to the edge",
             source: std::io::Error::other(e),
         })?
-        .map_err(io("handing the sockets to the edge"))?;
-        tracing::info!(pid, "edge started: it serves the router's sockets");
-        self.run(stream, pid);
-        Ok(())
+        .map_err(io("handing the sockets to the edge"))
     }
 
     /// The attached connection: replays the latest state, then carries messages both ways
@@ -544,15 +603,17 @@ impl Edge {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clear();
-            // A killed edge leaves its socket file.
-            let _ = std::fs::remove_file(dir(&inner.state_dir).join(format!("{pid}.sock")));
             let _ = inner.attached.send_replace(0);
         });
     }
 
-    /// Restarts the edge whenever the attached one goes away while paasd runs.
+    /// Restarts the edge whenever the attached one goes away while paasd runs. One whose
+    /// connection broke but which still runs is taken over again, or killed if it will not
+    /// answer: two edges must never serve side by side with different tables.
     async fn watch(self) {
         let mut rx = self.inner.attached.subscribe();
+        let mut last = *rx.borrow();
+        let mut backoff = Duration::from_secs(1);
         loop {
             if rx.wait_for(|p| *p == 0).await.is_err() {
                 return;
@@ -560,46 +621,94 @@ impl Edge {
             if self.inner.stopping.load(Ordering::SeqCst) {
                 return;
             }
-            tracing::error!("the edge went away; starting a new one");
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            if last != 0 && self.edge_alive(last) {
+                match self.attach_to(last).await {
+                    Ok(()) => {
+                        tracing::warn!(
+                            pid = last,
+                            "the edge's control connection broke; took it over again"
+                        );
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(pid = last, error = %e, "the edge does not answer; killing it");
+                        kill(last);
+                    }
+                }
+            } else {
+                tracing::error!("the edge went away; starting a new one");
+            }
+            if last != 0 {
+                // A killed edge leaves its socket file.
+                let _ =
+                    std::fs::remove_file(dir(&self.inner.state_dir).join(format!("{last}.sock")));
+            }
+            tokio::time::sleep(backoff).await;
             if self.inner.stopping.load(Ordering::SeqCst) {
                 return;
             }
             if let Err(e) = self.spawn().await {
                 tracing::error!(error = %e, "could not start a new edge; trying again");
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                last = 0;
                 continue;
             }
+            backoff = Duration::from_secs(1);
             self.retire_replaced();
-            if rx.wait_for(|p| *p != 0).await.is_err() {
-                return;
-            }
+            last = *rx.borrow();
         }
     }
 
+    /// Whether `pid` is still an edge of this state dir.
+    fn edge_alive(&self, pid: u32) -> bool {
+        let owner = std::fs::canonicalize(&self.inner.state_dir)
+            .unwrap_or_else(|_| self.inner.state_dir.clone());
+        i32::try_from(pid).is_ok_and(|p| is_edge_of(p, &owner))
+    }
+
     fn retire_replaced(&self) {
-        let old: Vec<Found> = std::mem::take(
+        let old: Vec<u32> = std::mem::take(
             &mut *self
                 .inner
                 .to_retire
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         );
-        for f in old {
-            let pid = f.hello.pid;
-            // Blocking: the edge answers at once, then drains on its own.
-            match wire::write_line(
-                &f.stream,
-                &Command::Retire {
-                    drain_ms: millis(DRAIN),
-                },
-            ) {
+        for pid in old {
+            // Blocking, briefly: the edge answers at once, then drains on its own.
+            let retired = Edge::connect(&self.inner.state_dir, pid).and_then(|s| {
+                wire::write_line(
+                    &s,
+                    &Command::Retire {
+                        drain_ms: millis(DRAIN),
+                    },
+                )
+            });
+            match retired {
                 Ok(()) => tracing::info!(
                     pid,
                     "the replaced edge stops accepting and finishes what is in flight"
                 ),
-                Err(e) => tracing::warn!(pid, error = %e, "could not retire an edge"),
+                Err(e) if self.edge_alive(pid) => {
+                    // It must not serve on beside ours with an old table.
+                    tracing::warn!(pid, error = %e, "could not retire an edge; killing it");
+                    kill(pid);
+                    let _ = std::fs::remove_file(
+                        dir(&self.inner.state_dir).join(format!("{pid}.sock")),
+                    );
+                }
+                Err(_) => {}
             }
         }
+    }
+}
+
+fn kill(pid: u32) {
+    if let Ok(p) = i32::try_from(pid) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 

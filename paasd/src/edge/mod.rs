@@ -10,6 +10,6 @@ mod link;
 mod process;
 mod wire;
 
-pub use link::{discover, Edge, EdgeError, Found, Listeners, Sink};
+pub use link::{discover, matches, Edge, EdgeError, Found, Listeners, Sink};
 pub use process::{main, EDGE_ARG};
 pub use wire::{Access, Options};

@@ -48,13 +48,16 @@ pub fn main(state_dir: &Path) -> i32 {
             return 1;
         }
     };
-    match runtime.block_on(serve(state_dir)) {
+    let code = match runtime.block_on(serve(state_dir)) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!(error = %e, "edge: stopped");
             1
         }
-    }
+    };
+    // A handshake thread blocked on an idle peer must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    code
 }
 
 struct Edge {
@@ -114,8 +117,15 @@ async fn serve(state_dir: &Path) -> std::io::Result<()> {
     });
     tracing::info!(pid, socket = %path.display(), "edge: waiting for paasd");
     let (exit_tx, mut exit_rx) = mpsc::channel::<()>(1);
+    // SIGTERM (`systemctl kill`, a shutdown): drain like a stop, then exit.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("edge: SIGTERM; finishing what is in flight");
+                stop(&edge, Duration::from_secs(5)).await;
+                break;
+            }
             accepted = control.accept() => {
                 let (stream, _) = match accepted {
                     Ok(a) => a,
@@ -151,8 +161,9 @@ async fn controller(
     exit: mpsc::Sender<()>,
 ) -> std::io::Result<()> {
     let std_stream = stream.into_std()?;
+    // No read timeout: the peer is root (checked), and paasd may hold a connection a while
+    // between our hello and its command.
     std_stream.set_nonblocking(false)?;
-    std_stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let shake = {
         let edge = Arc::clone(&edge);
         tokio::task::spawn_blocking(move || handshake(&edge, std_stream))
