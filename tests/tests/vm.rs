@@ -238,33 +238,10 @@ fn a_debian_vm_installs_restarts_upgrades_reboots_and_uninstalls() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
     let delegated = systemd >= 254;
-    // Booted with PAAS_VM_APPEND=systemd.unified_cgroup_hierarchy=0 (systemd < 256 only):
-    // v1 controllers beside systemd's own tracking hierarchy.
-    let hybrid = facts.contains(":name=systemd:");
     let lines: Vec<&str> = facts.lines().collect();
     assert_eq!(lines.first(), Some(&"notify"), "{facts}");
     assert_eq!(lines.get(1), Some(&"active"), "{facts}");
-    if hybrid {
-        println!("vm: a hybrid cgroup host (v1 controllers), systemd {systemd}");
-        for c in ["memory", "pids"] {
-            assert!(
-                facts.contains(&format!(":{c}:/system.slice/paasd.service\n")),
-                "paasd runs in its unit's cgroup in the {c} hierarchy:\n{facts}"
-            );
-            assert!(
-                facts.contains(&format!(
-                    ":{c}:/system.slice/paasd.service/apps/hello-web.1-"
-                )),
-                "the app's {c} cgroup is under paasd.service:\n{facts}"
-            );
-        }
-        assert!(
-            lines
-                .iter()
-                .any(|l| l.trim().parse::<u32>().is_ok_and(|n| n >= 1)),
-            "`systemctl status paasd` lists the app's process:\n{facts}"
-        );
-    } else if delegated {
+    if delegated {
         assert!(
             facts.contains("paasd: 0::/system.slice/paasd.service/daemon"),
             "paasd runs in its unit's daemon subgroup:\n{facts}"
@@ -293,22 +270,11 @@ fn a_debian_vm_installs_restarts_upgrades_reboots_and_uninstalls() {
 
     // 2. An app's limits on real cgroup v2: the instance's files, and the OOM killer for a
     // one-off that asks for more than its memory limit.
-    let files = if hybrid {
-        // The same limits in v1's files, each in its own hierarchy.
-        "at() { echo /sys/fs/cgroup/$1$(grep -E \":(|[^:]*,)$2(,[^:]*)?:\" /proc/$app/cgroup | cut -d: -f3); }
-         echo \"memory.max $(cat $(at memory memory)/memory.limit_in_bytes)\"
-         echo \"pids.max $(cat $(at pids pids)/pids.max)\"
-         cpu=$(at cpu,cpuacct cpu)
-         echo \"cpu.max $(cat $cpu/cpu.cfs_quota_us) $(cat $cpu/cpu.cfs_period_us)\""
-    } else {
-        "cg=/sys/fs/cgroup$(cut -d: -f3 /proc/$app/cgroup)
+    let limits = vm.ok(&format!(
+        "app=$({APP_PID}); cg=/sys/fs/cgroup$(cut -d: -f3 /proc/$app/cgroup)
          echo \"memory.max $(cat $cg/memory.max)\"
          echo \"pids.max $(cat $cg/pids.max)\"
-         echo \"cpu.max $(cat $cg/cpu.max)\""
-    };
-    let limits = vm.ok(&format!(
-        "app=$({APP_PID})
-         {files}
+         echo \"cpu.max $(cat $cg/cpu.max)\"
          paas run hello -- python3 -c 'b = bytearray(900 * 1024 * 1024); print(len(b))' 2>&1; echo \"exit $?\""
     ));
     assert!(limits.contains("memory.max 536870912"), "{limits}");
