@@ -726,6 +726,8 @@ fn child(
         return Err(("start".into(), "the container monitor exited".into()));
     }
     // This process becomes the container's init (PID 1); the command runs as its child.
+    // Named first: the command may read /proc/1/comm at once.
+    set_name("paas-init");
     let mask = stage("block signals", init::block())?;
     let command = spawn(&program, &argv, &envp)?;
     // Our copy of the error pipe must close, or the monitor would never see the command's
@@ -733,7 +735,6 @@ fn child(
     // SAFETY: `err` is our caller's descriptor, but this frame never returns (the init exits
     // from `supervise`), so it is closed exactly once and never used again here.
     unsafe { libc::close(std::os::fd::AsRawFd::as_raw_fd(err)) };
-    set_name("paas-init");
     init::supervise(command, &mask, status)
 }
 

@@ -584,12 +584,14 @@ impl Config {
     /// The cgroup parent containers go under. `auto`: the subtree systemd delegated to this
     /// unit when it gave paasd a `daemon` subgroup (`DelegateSubgroup=daemon`, systemd 254 and
     /// later, pure cgroup v2), so `systemctl status paasd` accounts the apps; otherwise
-    /// `paas` at the hierarchy's root, as before.
-    pub fn cgroup_parent_in_use(&self, proc_self_cgroup: &str) -> String {
+    /// `paas` at the hierarchy's root, as before. On a hybrid (v1) host under systemd:
+    /// `<unit>/apps` in every controller hierarchy (`under_systemd`: `INVOCATION_ID` is set).
+    pub fn cgroup_parent_in_use(&self, proc_self_cgroup: &str, under_systemd: bool) -> String {
         if self.cgroup_parent != AUTO_CGROUP_PARENT {
             return self.cgroup_parent.clone();
         }
         paas_runtime::cgroups::delegated_parent(proc_self_cgroup)
+            .or_else(|| paas_runtime::cgroups::delegated_parent_v1(proc_self_cgroup, under_systemd))
             .unwrap_or_else(|| "paas".to_string())
     }
 
@@ -821,14 +823,23 @@ mod tests {
         let c = Config::resolve(FileConfig::default(), Overrides::default()).expect("valid");
         let delegated = "0::/system.slice/paasd.service/daemon\n";
         assert_eq!(
-            c.cgroup_parent_in_use(delegated),
+            c.cgroup_parent_in_use(delegated, true),
             "system.slice/paasd.service/apps"
         );
         assert_eq!(
-            c.cgroup_parent_in_use("0::/system.slice/paasd.service\n"),
+            c.cgroup_parent_in_use("0::/system.slice/paasd.service\n", true),
             "paas"
         );
-        assert_eq!(c.cgroup_parent_in_use("5:pids:/\n0::/\n"), "paas");
+        assert_eq!(c.cgroup_parent_in_use("5:pids:/\n0::/\n", true), "paas");
+        // A hybrid host: the service's cgroup in every v1 hierarchy, if systemd started us.
+        let hybrid = "7:pids:/system.slice/paasd.service\n4:memory:/system.slice/paasd.service\n\
+                      2:cpu,cpuacct:/system.slice/paasd.service\n1:name=systemd:/system.slice/paasd.service\n\
+                      0::/system.slice/paasd.service\n";
+        assert_eq!(
+            c.cgroup_parent_in_use(hybrid, true),
+            "system.slice/paasd.service/apps"
+        );
+        assert_eq!(c.cgroup_parent_in_use(hybrid, false), "paas");
         let set = Config::resolve(
             FileConfig::default(),
             Overrides {
@@ -837,7 +848,7 @@ mod tests {
             },
         )
         .expect("valid");
-        assert_eq!(set.cgroup_parent_in_use(delegated), "mine");
+        assert_eq!(set.cgroup_parent_in_use(delegated, true), "mine");
     }
 
     #[test]

@@ -180,8 +180,10 @@ pub async fn run(
     .await
     .map_err(paas_runtime::RuntimeError::from)?;
     let subnet = network.subnet();
-    let cg_parent =
-        config.cgroup_parent_in_use(&fs::read_to_string("/proc/self/cgroup").unwrap_or_default());
+    let cg_parent = config.cgroup_parent_in_use(
+        &fs::read_to_string("/proc/self/cgroup").unwrap_or_default(),
+        std::env::var_os("INVOCATION_ID").is_some(),
+    );
     tracing::info!(parent = %cg_parent, "containers' cgroups go under this parent");
     let (state_dir, stacks) = (config.state_dir.clone(), all_stacks.clone());
     let runtime = tokio::task::spawn_blocking(move || {

@@ -9,6 +9,8 @@
 #                                            wait until ssh answers again
 #   tests/vm/vm.sh stop NAME                 kill the VM and remove its overlay (safe to repeat)
 #   tests/vm/vm.sh port NAME                 print the host port forwarded to the guest's sshd
+#   tests/vm/vm.sh save NAME TAG             snapshot the running VM (memory and disk) as TAG
+#   tests/vm/vm.sh restore NAME TAG          go back to snapshot TAG, wait until ssh answers
 #
 # Environment: PAAS_VM_CACHE (default /var/cache/paas-vm), where tests/vm/image.sh keeps the
 # image; `boot` runs image.sh first, which returns at once when the image is up to date.
@@ -25,6 +27,10 @@
 # - User-mode networking with restrict=on: the guest cannot reach anything outside; the only way
 #   in is sshd forwarded on 127.0.0.1:PORT. CMD strings are run by the guest's shell, as ssh does.
 # - Serial console goes to CACHE/run/NAME.serial.log (kept after `stop`, for post-mortems).
+# - Snapshots (`save`/`restore`): QEMU's internal snapshots in the overlay (savevm/loadvm over
+#   QMP at CACHE/run/NAME.qmp): memory, devices and disk. A test boots and installs once,
+#   saves, and starts each scenario from that snapshot in seconds instead of another boot
+#   (tens of seconds under TCG), so one scenario cannot leave anything for the next.
 set -euo pipefail
 
 CACHE=${PAAS_VM_CACHE:-/var/cache/paas-vm}
@@ -47,7 +53,7 @@ SSH_OPTS=(-i "$KEY" -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKno
 
 die() { printf 'vm.sh: error: %s\n' "$*" >&2; exit 1; }
 say() { printf 'vm.sh: %s\n' "$*" >&2; }
-usage() { sed -n '5,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2; }
+usage() { sed -n '5,13s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 now_ms() { local t=${EPOCHREALTIME//[.,]/}; echo $((t / 1000)); }
 fmt_ms() { printf '%d.%01ds' $(($1 / 1000)) $(($1 % 1000 / 100)); }
 
@@ -58,6 +64,7 @@ overlay() { echo "$RUN/$1.qcow2"; }
 pidfile() { echo "$RUN/$1.pid"; }
 portfile() { echo "$RUN/$1.port"; }
 serial_log() { echo "$RUN/$1.serial.log"; }
+qmp_socket() { echo "$RUN/$1.qmp"; }
 
 # The pid of NAME's qemu, if it runs (checked against its command line: pids get reused).
 qemu_pid() {
@@ -123,7 +130,7 @@ wait_ssh() {
 
 # Removes what a VM leaves in RUN, except the serial log.
 remove_files() {
-  rm -f "$(overlay "$1")" "$(pidfile "$1")" "$(portfile "$1")" "$RUN/$1.qemu.log"
+  rm -f "$(overlay "$1")" "$(pidfile "$1")" "$(portfile "$1")" "$RUN/$1.qemu.log" "$(qmp_socket "$1")"
 }
 
 # Starts qemu for NAME on its existing overlay, ssh forwarded from 127.0.0.1:PORT; returns once
@@ -140,6 +147,7 @@ start_qemu() {
     -device virtio-net-pci,netdev=net0 \
     -device virtio-rng-pci \
     -chardev "file,id=serial0,path=$(serial_log "$name"),append=on" -serial chardev:serial0 \
+    -qmp "unix:$(qmp_socket "$name"),server=on,wait=off" \
     -pidfile "$(pidfile "$name")" -daemonize \
     >"$RUN/$name.qemu.log" 2>&1; then
     cat "$RUN/$name.qemu.log" >&2
@@ -240,6 +248,57 @@ cmd_stop() {
   remove_files "$name"
 }
 
+# Runs one human-monitor command (savevm, loadvm) over NAME's QMP socket; prints its output,
+# which is empty on success.
+hmp() { # NAME COMMAND
+  python3 - "$(qmp_socket "$1")" "$2" <<'PY'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+f = s.makefile("rwb")
+def reply():
+    while True:
+        line = f.readline()
+        if not line:
+            sys.exit("qmp: connection closed")
+        msg = json.loads(line)
+        if "return" in msg or "error" in msg:
+            return msg
+json.loads(f.readline())  # the greeting
+for cmd in ({"execute": "qmp_capabilities"},
+            {"execute": "human-monitor-command", "arguments": {"command-line": sys.argv[2]}}):
+    f.write(json.dumps(cmd).encode() + b"\n")
+    f.flush()
+    msg = reply()
+    if "error" in msg:
+        sys.exit("qmp: " + msg["error"].get("desc", str(msg)))
+print(msg["return"].strip())
+PY
+}
+
+cmd_save() {
+  local name=${1:-} tag=${2:-} t0 out
+  check_name "$name"
+  check_name "$tag"
+  qemu_pid "$name" >/dev/null || die "VM '$name' is not running"
+  t0=$(now_ms)
+  out=$(hmp "$name" "savevm $tag") || die "savevm $tag: $out"
+  [ -z "$out" ] || die "savevm $tag: $out"
+  say "saved '$name' as '$tag' in $(fmt_ms $(($(now_ms) - t0)))"
+}
+
+cmd_restore() {
+  local name=${1:-} tag=${2:-} t0 out
+  check_name "$name"
+  check_name "$tag"
+  qemu_pid "$name" >/dev/null || die "VM '$name' is not running"
+  t0=$(now_ms)
+  out=$(hmp "$name" "loadvm $tag") || die "loadvm $tag: $out"
+  [ -z "$out" ] || die "loadvm $tag: $out"
+  wait_ssh "$name" || die "VM '$name' does not answer after loadvm $tag"
+  say "'$name' is back at '$tag' after $(fmt_ms $(($(now_ms) - t0)))"
+}
+
 cmd_port() {
   check_name "${1:-}"
   port_of "$1"
@@ -255,6 +314,8 @@ case $cmd in
   reboot) cmd_reboot "$@" ;;
   stop) cmd_stop "$@" ;;
   port) cmd_port "$@" ;;
+  save) cmd_save "$@" ;;
+  restore) cmd_restore "$@" ;;
   -h | --help | help) usage ;;
-  *) die "unknown command '$cmd' (boot, ssh, copy, reboot, stop, port)" ;;
+  *) die "unknown command '$cmd' (boot, ssh, copy, reboot, stop, port, save, restore)" ;;
 esac

@@ -283,6 +283,46 @@ pub fn delegated_parent(proc_self_cgroup: &str) -> Option<String> {
     Some(format!("{unit}/apps"))
 }
 
+/// [`delegated_parent`] for a legacy or hybrid host (cgroup v1 controllers), where systemd
+/// delegated this *service* (`under_systemd`: `INVOCATION_ID` is set) its cgroup in every
+/// controller hierarchy: `<unit>/apps`, when the memory, cpu and pids hierarchies and
+/// systemd's own tracking hierarchy all put us in the same `.service` cgroup (or its `daemon`
+/// subgroup). v1 has no no-internal-processes rule, so the apps may sit below the unit that
+/// runs paasd itself, and a restart of the unit still succeeds. `None` otherwise.
+pub fn delegated_parent_v1(proc_self_cgroup: &str, under_systemd: bool) -> Option<String> {
+    if !under_systemd {
+        return None;
+    }
+    let mut tracked = None;
+    let mut by_controller: Vec<(&str, &str)> = Vec::new();
+    for line in proc_self_cgroup.lines().filter(|l| !l.trim().is_empty()) {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let path = path.strip_prefix('/')?;
+        if controllers == "name=systemd" {
+            tracked = Some(path);
+        }
+        for c in controllers.split(',') {
+            by_controller.push((c, path));
+        }
+    }
+    let tracked = tracked?;
+    let unit = tracked.strip_suffix("/daemon").unwrap_or(tracked);
+    let last = unit.rsplit('/').next()?;
+    if !last.ends_with(".service") || validate_parent(unit).is_err() {
+        return None;
+    }
+    let in_unit = |c: &str| {
+        by_controller
+            .iter()
+            .any(|(name, path)| *name == c && (*path == unit || *path == tracked))
+    };
+    ["memory", "cpu", "pids"]
+        .iter()
+        .all(|c| in_unit(c))
+        .then(|| format!("{unit}/apps"))
+}
+
 /// The cgroup manager for one parent subtree (e.g. `paas`), on one backend.
 #[derive(Debug)]
 pub enum Cgroups {
@@ -907,5 +947,71 @@ mod tests {
         );
         assert_eq!(delegated_parent("0::/\n"), None);
         assert_eq!(delegated_parent(""), None);
+    }
+
+    #[test]
+    fn a_unit_parent_is_used_only_in_hierarchies_where_systemd_made_the_unit() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let mount = |n: &str| tmp.path().join(n);
+        // systemd made the unit's cgroup in memory, cpu and pids; not in freezer.
+        for n in ["memory", "cpu", "pids"] {
+            std::fs::create_dir_all(mount(n).join("system.slice/paasd.service")).expect("mkdir");
+        }
+        std::fs::create_dir_all(mount("freezer")).expect("mkdir");
+        let m = v1::Mounts {
+            memory: mount("memory"),
+            cpu: mount("cpu"),
+            cpuacct: None,
+            pids: mount("pids"),
+            freezer: Some(mount("freezer")),
+        };
+        let h = v1::Hierarchy::new(m.clone(), "system.slice/paasd.service/apps");
+        assert_eq!(
+            h.parent_dirs(),
+            vec![
+                mount("memory").join("system.slice/paasd.service/apps"),
+                mount("cpu").join("system.slice/paasd.service/apps"),
+                mount("pids").join("system.slice/paasd.service/apps"),
+                mount("freezer").join("paas"),
+            ]
+        );
+        // A plain parent is ours everywhere.
+        let plain = v1::Hierarchy::new(m, "paas-test");
+        assert!(plain.parent_dirs().iter().all(|d| d.ends_with("paas-test")));
+    }
+
+    /// Debian 12 booted with `systemd.unified_cgroup_hierarchy=0` (hybrid), paasd.service.
+    const HYBRID_CGROUP: &str = "13:misc:/\n12:pids:/system.slice/paasd.service\n\
+        11:memory:/system.slice/paasd.service\n10:cpu,cpuacct:/system.slice/paasd.service\n\
+        9:devices:/system.slice/paasd.service\n3:cpuset:/\n\
+        1:name=systemd:/system.slice/paasd.service\n0::/system.slice/paasd.service\n";
+
+    #[test]
+    fn a_hybrid_host_puts_the_apps_below_the_service_in_every_v1_hierarchy() {
+        assert_eq!(
+            delegated_parent_v1(HYBRID_CGROUP, true).as_deref(),
+            Some("system.slice/paasd.service/apps")
+        );
+        // Not a systemd service: the same lines say nothing about delegation.
+        assert_eq!(delegated_parent_v1(HYBRID_CGROUP, false), None);
+        // A controller hierarchy where systemd did not put us (no delegation there).
+        let partial = HYBRID_CGROUP.replace("11:memory:/system.slice/paasd.service", "11:memory:/");
+        assert_eq!(delegated_parent_v1(&partial, true), None);
+        // Not a service (a login session), or the CI machine's own layout.
+        let session =
+            HYBRID_CGROUP.replace("system.slice/paasd.service", "user.slice/session-1.scope");
+        assert_eq!(delegated_parent_v1(&session, true), None);
+        assert_eq!(
+            delegated_parent_v1(
+                "9:name=systemd:/\n4:memory:/process_api/5781\n1:cpu:/\n0::/\n",
+                true
+            ),
+            None
+        );
+        // Pure v2 has no v1 lines.
+        assert_eq!(
+            delegated_parent_v1("0::/system.slice/paasd.service/daemon\n", true),
+            None
+        );
     }
 }

@@ -1,6 +1,9 @@
 //! The cgroup v1 backend, for legacy and hybrid hosts: one directory `<parent>/<name>` per
 //! hierarchy among memory, cpu, cpuacct (co-mounted with cpu or separate), pids and, when
-//! mounted, freezer (used only to stop forks while killing). It writes limits and reads
+//! mounted, freezer (used only to stop forks while killing). A parent below a systemd unit
+//! (`system.slice/paasd.service/apps`) is used in the hierarchies where systemd made that
+//! unit's cgroup (the ones it delegates); the others (freezer, which systemd does not
+//! manage) use `paas` at their root instead. It writes limits and reads
 //! counters in those directories and nowhere else; it must not write to other hierarchies
 //! (cpuset, devices, the named systemd one) nor to `<parent>` beyond creating/removing it.
 
@@ -52,29 +55,47 @@ impl Mounts {
 #[derive(Debug)]
 pub struct Hierarchy {
     mounts: Mounts,
-    parent: String,
+    /// The parent in each hierarchy used (see the module doc).
+    parents: Vec<(PathBuf, String)>,
 }
+
+/// Where a hierarchy without the unit's cgroup puts the containers.
+const UNDELEGATED_PARENT: &str = "paas";
 
 impl Hierarchy {
     /// `parent` must already be validated.
     pub(super) fn new(mounts: Mounts, parent: &str) -> Hierarchy {
-        Hierarchy {
-            mounts,
-            parent: parent.to_string(),
-        }
+        // `a/b/apps`: `a/b` must exist already (systemd made it), or this hierarchy is not
+        // ours to nest in. A plain name (`paas`) is ours in every hierarchy.
+        let above = parent.rsplit_once('/').map(|(above, _)| above);
+        let parents = mounts
+            .unique()
+            .into_iter()
+            .map(|m| {
+                let p = match above {
+                    Some(a) if !m.join(a).is_dir() => UNDELEGATED_PARENT,
+                    _ => parent,
+                };
+                (m.to_path_buf(), p.to_string())
+            })
+            .collect();
+        Hierarchy { mounts, parents }
+    }
+
+    fn parent_of(&self, mount: &Path) -> &str {
+        self.parents
+            .iter()
+            .find(|(m, _)| m == mount)
+            .map_or(UNDELEGATED_PARENT, |(_, p)| p.as_str())
     }
 
     /// `<mount>/<parent>` in every hierarchy used.
     pub(super) fn parent_dirs(&self) -> Vec<PathBuf> {
-        self.mounts
-            .unique()
-            .into_iter()
-            .map(|m| m.join(&self.parent))
-            .collect()
+        self.parents.iter().map(|(m, p)| m.join(p)).collect()
     }
 
     fn group(&self, name: &str) -> Group {
-        let at = |mount: &Path| mount.join(&self.parent).join(name);
+        let at = |mount: &Path| mount.join(self.parent_of(mount)).join(name);
         Group {
             memory: at(&self.mounts.memory),
             cpu: at(&self.mounts.cpu),
