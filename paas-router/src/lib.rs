@@ -175,10 +175,12 @@ impl Http {
             hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http2_only();
         // nginx's defaults: 128 concurrent streams, and the same 64 KiB of request head as
         // over HTTP/1.1.
+        // Extended CONNECT (RFC 8441): browsers then open WebSockets on the h2 connection.
         h2.http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(128)
-            .max_header_list_size(MAX_BUF as u32);
+            .max_header_list_size(MAX_BUF as u32)
+            .enable_connect_protocol();
         Http { h1, h2 }
     }
 }

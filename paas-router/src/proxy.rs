@@ -5,7 +5,12 @@
 //! have seen it (connect failed, or its head did not get out whole), or if it failed
 //! before any response byte and is replayable (idempotent method, empty body). Nothing is
 //! retried once response headers arrived, nor after a response timeout (the upstream may
-//! still be working on it). This module must not hold locks, and it touches the route table
+//! still be working on it).
+//!
+//! WebSockets over HTTP/2 (RFC 8441: an extended CONNECT with `:protocol websocket`) reach
+//! the instance as an HTTP/1.1 Upgrade (a GET with `Upgrade: websocket` and a
+//! `Sec-WebSocket-Key` of ours); its 101 becomes the client's 200, and the h2 stream is the
+//! tunnel. Instances keep speaking plain HTTP/1.1 WebSockets. This module must not hold locks, and it touches the route table
 //! only through the snapshot it loaded (plus one reload when retrying).
 
 use std::sync::Arc;
@@ -105,13 +110,32 @@ pub(crate) async fn forward(
     }
 
     // An HTTP/1.1 upgrade (WebSockets): the client's side of the switch, and the protocol,
-    // put back once the other hop-by-hop headers are gone.
-    let upgrade = headers::upgrade_of(&parts.headers)
-        .filter(|_| parts.version == Version::HTTP_11)
-        .and_then(|p| Some((p, parts.extensions.remove::<OnUpgrade>()?)));
+    // put back once the other hop-by-hop headers are gone. Or a WebSocket over HTTP/2.
+    let over_h2 = is_websocket_over_h2(&parts);
+    let upgrade = if over_h2 {
+        parts
+            .extensions
+            .remove::<OnUpgrade>()
+            .map(|u| (HeaderValue::from_static("websocket"), u))
+    } else {
+        headers::upgrade_of(&parts.headers)
+            .filter(|_| parts.version == Version::HTTP_11)
+            .and_then(|p| Some((p, parts.extensions.remove::<OnUpgrade>()?)))
+    };
     headers::strip_hop_by_hop(&mut parts.headers);
     if let Some((protocol, _)) = &upgrade {
         headers::set_upgrade(&mut parts.headers, protocol.clone());
+    }
+    if over_h2 {
+        // RFC 8441 section 5: the HTTP/1.1 handshake's GET, with the key h2 does without.
+        parts.method = Method::GET;
+        parts
+            .headers
+            .insert(header::SEC_WEBSOCKET_KEY, websocket_key());
+        parts
+            .headers
+            .entry(header::SEC_WEBSOCKET_VERSION)
+            .or_insert(HeaderValue::from_static("13"));
     }
     headers::add_forwarded(&mut parts.headers, &client, &host_value);
     parts
@@ -184,7 +208,7 @@ pub(crate) async fn forward(
                 };
                 return match (resp.status, upgrade) {
                     (StatusCode::SWITCHING_PROTOCOLS, Some((_, client))) => {
-                        switch(answer, resp, io, client, &router)
+                        switch(answer, resp, io, client, &router, over_h2)
                     }
                     (_, _) => respond(answer, resp, io),
                 };
@@ -268,6 +292,7 @@ fn switch(
     io: TcpStream,
     client: OnUpgrade,
     router: &Router,
+    over_h2: bool,
 ) -> Response<ProxyBody> {
     let Answer {
         mut finish,
@@ -280,7 +305,13 @@ fn switch(
     let mut parts = resp.take_parts();
     let protocol = parts.headers.get(header::UPGRADE).cloned();
     headers::strip_hop_by_hop(&mut parts.headers);
-    if let Some(protocol) = protocol {
+    if over_h2 {
+        // The extended CONNECT succeeded: a 200, and no HTTP/1.1 handshake header (the key
+        // was ours, so is its answer).
+        parts.status = StatusCode::OK;
+        parts.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
+        parts.headers.remove(header::CONTENT_LENGTH);
+    } else if let Some(protocol) = protocol {
         headers::set_upgrade(&mut parts.headers, protocol);
     }
     if !parts.headers.contains_key(&X_REQUEST_ID) {
@@ -298,6 +329,35 @@ fn switch(
         router.opts.upgrade_idle_timeout,
     ));
     Response::from_parts(parts, ProxyBody::empty())
+}
+
+/// An HTTP/2 extended CONNECT for a WebSocket (RFC 8441).
+fn is_websocket_over_h2(parts: &hyper::http::request::Parts) -> bool {
+    parts.method == Method::CONNECT
+        && parts.version == Version::HTTP_2
+        && parts
+            .extensions
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+}
+
+/// A fresh `Sec-WebSocket-Key`: 16 random bytes, base64 (RFC 6455 section 4.1). It only has
+/// to differ between handshakes; the std hasher's random keys are enough for that.
+fn websocket_key() -> HeaderValue {
+    use base64::Engine;
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut bytes = [0u8; 16];
+    for (i, chunk) in bytes.chunks_mut(8).enumerate() {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(n);
+        h.write_usize(i);
+        chunk.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    let key = base64::engine::general_purpose::STANDARD.encode(bytes);
+    HeaderValue::from_str(&key)
+        .unwrap_or_else(|_| HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="))
 }
 
 /// 308 to the same URL over HTTPS (the method and body are kept, unlike with 301).

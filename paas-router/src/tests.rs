@@ -2158,3 +2158,145 @@ async fn acme_tls_alpn_gets_the_challenge_certificate_and_nothing_else() {
         .await
         .is_err());
 }
+
+/// A real WebSocket server (tungstenite) on threads: answers each text message with
+/// `echo:` + it, and records the request line and headers of each handshake it accepted.
+struct WsUpstream {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl WsUpstream {
+    // tungstenite's handshake callback returns its HTTP response as the error type.
+    #[allow(clippy::result_large_err)]
+    fn start() -> WsUpstream {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind ws upstream");
+        let addr = listener.local_addr().expect("addr");
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let record = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let record = Arc::clone(&record);
+                std::thread::spawn(move || {
+                    let note =
+                        |req: &tungstenite::handshake::server::Request,
+                         resp: tungstenite::handshake::server::Response| {
+                            let mut line = format!("{} {}", req.method(), req.uri());
+                            for (k, v) in req.headers() {
+                                line.push_str(&format!("\n{k}: {}", v.to_str().unwrap_or("?")));
+                            }
+                            record.lock().expect("seen").push(line);
+                            Ok(resp)
+                        };
+                    let Ok(mut ws) = tungstenite::accept_hdr(stream, note) else {
+                        return;
+                    };
+                    while let Ok(msg) = ws.read() {
+                        match msg {
+                            tungstenite::Message::Text(t) => {
+                                let reply = format!("echo:{}", t.as_str());
+                                if ws.send(tungstenite::Message::text(reply)).is_err() {
+                                    return;
+                                }
+                            }
+                            tungstenite::Message::Close(_) => return,
+                            _ => {}
+                        }
+                    }
+                });
+            }
+        });
+        WsUpstream { addr, seen }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_over_http2_reaches_an_http1_websocket_app() {
+    let up = WsUpstream::start();
+    let h = Harness::start(RouterOptions::default()).await;
+    h.router.publish(table(&[(
+        "ws",
+        &[],
+        vec![Upstream {
+            addr: up.addr,
+            instance: "web.1".into(),
+            release: 1,
+        }],
+    )]));
+    let ca = TestCa::new();
+    let mut certs = tls::Certs::new();
+    certs.add("ws.paas.test", ca.leaf(&["ws.paas.test"]));
+    h.router.publish_certs(certs);
+    let tls_addr = h.with_tls().await;
+
+    // RFC 8441: the router's SETTINGS allow extended CONNECT (the client refuses to send
+    // `:protocol` otherwise); the WebSocket is a CONNECT stream on the h2 connection.
+    let stream = tls_connect(tls_addr, &ca, "ws.paas.test", &[b"h2"])
+        .await
+        .expect("handshake");
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    let mut req = Request::builder()
+        .method(hyper::Method::CONNECT)
+        .uri("https://ws.paas.test/chat?room=1")
+        .header("sec-websocket-version", "13")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let resp = tx.send_request(req).await.expect("extended CONNECT");
+    assert_eq!(resp.status(), StatusCode::OK, "{:?}", resp.headers());
+    assert!(
+        !resp.headers().contains_key("sec-websocket-accept"),
+        "{:?}",
+        resp.headers()
+    );
+    let upgraded = hyper::upgrade::on(resp).await.expect("the CONNECT stream");
+
+    // WebSocket frames over that stream, with tungstenite on a plain socket bridged to it.
+    let bridge = TcpListener::bind("127.0.0.1:0").await.expect("bridge");
+    let bridge_addr = bridge.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let (mut local, _) = bridge.accept().await.expect("bridge accept");
+        let mut upgraded = TokioIo::new(upgraded);
+        let _ = tokio::io::copy_bidirectional(&mut local, &mut upgraded).await;
+    });
+    let talk = tokio::task::spawn_blocking(move || {
+        let socket = std::net::TcpStream::connect(bridge_addr).expect("bridge connect");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut ws = tungstenite::WebSocket::from_raw_socket(
+            socket,
+            tungstenite::protocol::Role::Client,
+            None,
+        );
+        for i in 0..100 {
+            let msg = format!("message {i} {}", "x".repeat(i * 41));
+            ws.send(tungstenite::Message::text(msg.clone()))
+                .expect("send");
+            match ws.read().expect("read") {
+                tungstenite::Message::Text(t) => assert_eq!(t.as_str(), format!("echo:{msg}")),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        ws.close(None).expect("close");
+        while ws.read().is_ok() {}
+    });
+    talk.await.expect("the WebSocket conversation");
+
+    // The app saw a plain HTTP/1.1 WebSocket handshake, with a key of the router's.
+    let seen = up.seen.lock().expect("seen")[0].clone();
+    assert!(seen.starts_with("GET /chat?room=1"), "{seen}");
+    assert!(seen.contains("\nupgrade: websocket"), "{seen}");
+    assert!(seen.contains("\nconnection: upgrade"), "{seen}");
+    assert!(seen.contains("\nsec-websocket-key: "), "{seen}");
+    assert!(seen.contains("\nx-forwarded-proto: https"), "{seen}");
+    let stats = h.router.stats("ws").expect("stats");
+    assert_eq!(stats.upgrades, 1);
+}
