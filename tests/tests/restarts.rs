@@ -257,6 +257,22 @@ fn the_edge_keeps_serving_without_a_socket_holder_and_is_restarted_if_it_dies() 
     let router = d.router();
     let edge = d.edge_pids();
     assert_eq!(edge.len(), 1, "{edge:?}");
+    // The process that parses untrusted HTTP and holds the keys runs as nobody, with no
+    // capability and no way to regain one.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", edge[0])).expect("status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    assert_eq!(field("Uid:"), "65534 65534 65534 65534", "{status}");
+    assert_eq!(field("Gid:"), "65534 65534 65534 65534", "{status}");
+    assert_eq!(field("Groups:"), "", "{status}");
+    assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
+    assert_eq!(field("CapPrm:"), "0000000000000000", "{status}");
+    assert_eq!(field("NoNewPrivs:"), "1", "{status}");
 
     let l = load::start_retrying(router, &format!("calm.{BASE}"), 10, Duration::from_secs(60));
     l.wait_for_more(50, Duration::from_secs(20));

@@ -377,9 +377,14 @@ impl Edge {
             .is_ok()
         });
         if sent {
+            let pid = self.pid();
             let mut rx = self.inner.attached.subscribe();
             let _ = tokio::time::timeout(DRAIN + Duration::from_secs(3), rx.wait_for(|p| *p == 0))
                 .await;
+            // The edge runs unprivileged and cannot remove its file in our root-only dir.
+            if let Some(pid) = pid {
+                self.forget_when_gone(pid).await;
+            }
         }
     }
 
@@ -659,6 +664,18 @@ impl Edge {
         }
     }
 
+    /// Removes edge `pid`'s socket file once the process is gone (at most the drain and a
+    /// few seconds later).
+    async fn forget_when_gone(&self, pid: u32) {
+        let deadline = Instant::now() + DRAIN + Duration::from_secs(5);
+        while self.edge_alive(pid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !self.edge_alive(pid) {
+            let _ = std::fs::remove_file(dir(&self.inner.state_dir).join(format!("{pid}.sock")));
+        }
+    }
+
     /// Whether `pid` is still an edge of this state dir.
     fn edge_alive(&self, pid: u32) -> bool {
         let owner = std::fs::canonicalize(&self.inner.state_dir)
@@ -685,10 +702,14 @@ impl Edge {
                 )
             });
             match retired {
-                Ok(()) => tracing::info!(
-                    pid,
-                    "the replaced edge stops accepting and finishes what is in flight"
-                ),
+                Ok(()) => {
+                    tracing::info!(
+                        pid,
+                        "the replaced edge stops accepting and finishes what is in flight"
+                    );
+                    let edge = self.clone();
+                    tokio::spawn(async move { edge.forget_when_gone(pid).await });
+                }
                 Err(e) if self.edge_alive(pid) => {
                     // It must not serve on beside ours with an old table.
                     tracing::warn!(pid, error = %e, "could not retire an edge; killing it");

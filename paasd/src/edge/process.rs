@@ -37,6 +37,11 @@ pub fn dir(state_dir: &Path) -> PathBuf {
 pub fn main(state_dir: &Path) -> i32 {
     // `ps` and `top` show what it is (exec'd as /proc/self/exe it would be "exe").
     let _ = nix::sys::prctl::set_name(c"paas-edge");
+    // Per thread, inherited by threads made later: set before the runtime makes any. It does
+    // not stop the uid change below; it stops any exec from gaining privileges again.
+    if let Err(e) = nix::sys::prctl::set_no_new_privs() {
+        tracing::warn!(error = %e, "edge: could not set no_new_privs");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("paas-edge")
@@ -286,6 +291,7 @@ async fn controller(
             }
             ToEdge::Stop { drain_ms } => {
                 stop(&edge, Duration::from_millis(drain_ms)).await;
+                // (As nobody this fails; paasd removes it once we are gone.)
                 let _ = std::fs::remove_file(&edge.socket);
                 // What the requests logged on their way out goes to paasd before we exit.
                 edge.wake.notify_one();
@@ -452,6 +458,10 @@ fn start(
         max_connections = router.max_connections(),
         "edge: serving"
     );
+    match drop_privileges() {
+        Ok(()) => tracing::info!(uid = UNPRIVILEGED, "edge: running without privileges"),
+        Err(e) => tracing::warn!(error = %e, "edge: could not drop privileges; serving as is"),
+    }
     Ok(Serving {
         router,
         options,
@@ -460,6 +470,27 @@ fn start(
         acme,
         done: Mutex::new(done),
     })
+}
+
+/// The uid and gid the edge serves as once its sockets are open: `nobody`.
+const UNPRIVILEGED: u32 = 65534;
+
+/// From its first accept the edge needs no privilege: the sockets are open (the control one
+/// was bound as root, which is what a connecting paasd's peer check sees), and connecting
+/// to instances needs none. It is the process that parses untrusted HTTP and TLS and holds the
+/// certificates' keys, so it drops root and every capability (a uid change from 0 clears
+/// them); `main` already set no_new_privs. Changing credentials also makes it non-dumpable: no other
+/// process of that uid can ptrace it.
+fn drop_privileges() -> nix::Result<()> {
+    use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
+    if !Uid::effective().is_root() {
+        return Ok(());
+    }
+    let (uid, gid) = (Uid::from_raw(UNPRIVILEGED), Gid::from_raw(UNPRIVILEGED));
+    setgroups(&[])?;
+    // glibc applies these to every thread of the process.
+    setresgid(gid, gid, gid)?;
+    setresuid(uid, uid, uid)
 }
 
 impl Edge {
