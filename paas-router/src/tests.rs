@@ -1946,6 +1946,20 @@ async fn tls_connect(
     connector.connect(server_name, tcp).await
 }
 
+/// An HTTP/2 client on a TLS stream that negotiated `h2`.
+async fn h2_client(
+    stream: tokio_rustls::client::TlsStream<TcpStream>,
+) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let (tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    tx
+}
+
 /// `GET /` for `host` over TLS, offering only HTTP/1.1.
 async fn tls_get_http1(
     addr: SocketAddr,
@@ -1995,13 +2009,7 @@ async fn tls_picks_the_certificate_by_sni_and_speaks_h2_and_http1_with_proto_htt
             .await
             .expect("handshake");
         assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-        let (mut tx, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            TokioIo::new(stream),
-        )
-        .await
-        .expect("h2 handshake");
-        tokio::spawn(conn);
+        let mut tx = h2_client(stream).await;
         let req = Request::builder()
             .uri(format!("https://{host}/path"))
             .body(Full::new(Bytes::new()))
@@ -2234,13 +2242,7 @@ async fn a_websocket_over_http2_reaches_an_http1_websocket_app() {
     let stream = tls_connect(tls_addr, &ca, "ws.paas.test", &[b"h2"])
         .await
         .expect("handshake");
-    let (mut tx, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(stream),
-    )
-    .await
-    .expect("h2 handshake");
-    tokio::spawn(conn);
+    let mut tx = h2_client(stream).await;
     let mut req = Request::builder()
         .method(hyper::Method::CONNECT)
         .uri("https://ws.paas.test/chat?room=1")

@@ -276,27 +276,19 @@ print(msg["return"].strip())
 PY
 }
 
-cmd_save() {
-  local name=${1:-} tag=${2:-} t0 out
+# `savevm TAG` (save) or `loadvm TAG` (restore) on NAME; a restore waits for ssh again.
+snapshot() { # VERB NAME TAG
+  local verb=$1 name=${2:-} tag=${3:-} t0 out
   check_name "$name"
   check_name "$tag"
   qemu_pid "$name" >/dev/null || die "VM '$name' is not running"
   t0=$(now_ms)
-  out=$(hmp "$name" "savevm $tag") || die "savevm $tag: $out"
-  [ -z "$out" ] || die "savevm $tag: $out"
-  say "saved '$name' as '$tag' in $(fmt_ms $(($(now_ms) - t0)))"
-}
-
-cmd_restore() {
-  local name=${1:-} tag=${2:-} t0 out
-  check_name "$name"
-  check_name "$tag"
-  qemu_pid "$name" >/dev/null || die "VM '$name' is not running"
-  t0=$(now_ms)
-  out=$(hmp "$name" "loadvm $tag") || die "loadvm $tag: $out"
-  [ -z "$out" ] || die "loadvm $tag: $out"
-  wait_ssh "$name" || die "VM '$name' does not answer after loadvm $tag"
-  say "'$name' is back at '$tag' after $(fmt_ms $(($(now_ms) - t0)))"
+  out=$(hmp "$name" "$verb $tag") || die "$verb $tag: $out"
+  [ -z "$out" ] || die "$verb $tag: $out"
+  if [ "$verb" = loadvm ]; then
+    wait_ssh "$name" || die "VM '$name' does not answer after loadvm $tag"
+  fi
+  say "$verb '$tag' on '$name' took $(fmt_ms $(($(now_ms) - t0)))"
 }
 
 cmd_port() {
@@ -314,8 +306,8 @@ case $cmd in
   reboot) cmd_reboot "$@" ;;
   stop) cmd_stop "$@" ;;
   port) cmd_port "$@" ;;
-  save) cmd_save "$@" ;;
-  restore) cmd_restore "$@" ;;
+  save) snapshot savevm "$@" ;;
+  restore) snapshot loadvm "$@" ;;
   -h | --help | help) usage ;;
   *) die "unknown command '$cmd' (boot, ssh, copy, reboot, stop, port, save, restore)" ;;
 esac
