@@ -147,8 +147,14 @@ async fn serve(state_dir: &Path) -> std::io::Result<()> {
                 let edge = Arc::clone(&edge);
                 let exit = exit_tx.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = controller(edge, stream, exit).await {
-                        tracing::warn!(error = %e, "edge: a control connection ended");
+                    match controller(edge, stream, exit).await {
+                        // A starting paasd reads our hello and hangs up (it looks before it
+                        // decides): not worth a warning.
+                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                            tracing::debug!("edge: a control connection closed after our hello");
+                        }
+                        Err(e) => tracing::warn!(error = %e, "edge: a control connection ended"),
+                        Ok(()) => {}
                     }
                 });
             }
