@@ -394,11 +394,20 @@ fn app_output_reaches_followers_fast_and_platform_events_and_rotation_work() {
     let _ = follow.wait();
     println!("app line -> follower, after the response: {latencies:?}");
 
-    // Router access lines and platform events are in the stream.
-    let router = d
-        .paas(&["logs", "lg", "--source", "router"])
-        .ok()
-        .to_string();
+    // Router access lines and platform events are in the stream. Access lines come from the
+    // edge process in batches, on their own path: the last one may land a moment after the
+    // app's own line for the same request.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let router = loop {
+        let router = d
+            .paas(&["logs", "lg", "--source", "router"])
+            .ok()
+            .to_string();
+        if router.contains("path=\"/mark-4\"") || Instant::now() > deadline {
+            break router;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(
         router.contains("path=\"/mark-4\"")
             && router.contains("status=404")
