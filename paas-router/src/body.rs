@@ -1,6 +1,6 @@
 //! The bodies that cross the router, and the bookkeeping that ends when a response ends.
 //!
-//! Owns [`ProxyBody`] (what the client gets: the upstream's body or one of our pages, counted
+//! Owns [`ClientBody`] (a client's request body, from either server side), [`ProxyBody`] (what the client gets: the upstream's body or one of our pages, counted
 //! as it goes) and [`Finish`], which runs exactly once per request when the
 //! response is over or abandoned: the connection back to the pool, the in-flight count down,
 //! stats, the access line. It must not decide anything about routing or retries.
@@ -11,11 +11,12 @@ use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, SizeHint};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::HeaderValue;
 use tokio::net::TcpStream;
 
 use super::conn::Busy;
+use super::h1;
 use super::pool::InflightGuard;
 use super::snapshot::AppRoute;
 use super::upstream::UpstreamReader;
@@ -229,5 +230,43 @@ impl Drop for ProxyBody {
         // An empty body (204, HEAD, Content-Length: 0) is never polled; it still completed.
         let complete = self.is_end_stream();
         self.settle(complete);
+    }
+}
+
+/// Why a client's request body could not be read.
+pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A client's request body: hyper's over HTTP/2, ours (`h1`) over HTTP/1.1.
+pub(crate) enum ClientBody {
+    H1(h1::RequestBody),
+    H2(Incoming),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            ClientBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ClientBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::H1(b) => b.is_end_stream(),
+            ClientBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::H1(b) => b.size_hint(),
+            ClientBody::H2(b) => b.size_hint(),
+        }
     }
 }

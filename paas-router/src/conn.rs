@@ -31,7 +31,9 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use hyper::body::Incoming;
 use hyper::service::service_fn;
+use hyper::Request;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -39,6 +41,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::body::{ClientBody, ProxyBody};
+use super::h1;
 use super::headers::Peer;
 use super::limits::{Admission, Evictable, Idle, Permit};
 use super::{proxy, Http, Router};
@@ -399,29 +403,26 @@ pub(crate) async fn serve(router: Arc<Router>, http: Arc<Http>, a: Accepted) {
             return;
         }
     }
-    let service = {
+    let forward = {
         let (router, clock) = (Arc::clone(&router), Arc::clone(&clock));
-        service_fn(move |req| {
-            let fut = proxy::forward(
+        move |req: Request<ClientBody>| {
+            // Boxed: a connection's task stays small between requests.
+            Box::pin(proxy::forward(
                 Arc::clone(&router),
                 req,
                 Arc::clone(&client),
                 Busy::enter(&clock),
-            );
-            async move { Ok::<_, Infallible>(fut.await) }
-        })
+            ))
+        }
     };
     let io = Watched {
         stream,
         clock: Arc::clone(&clock),
     };
     let Some(acceptor) = tls else {
-        // Boxed: the task of an idle connection stays small; hyper's state exists only from
-        // here.
-        let conn = http
-            .h1
-            .serve_connection_with_upgrades(TokioIo::new(io), service);
-        drive(Box::pin(watcher.watch(conn)), &router, &clock, peer).await;
+        // Boxed too: the task of a connection that has sent nothing yet stays small.
+        let conn = h1_until_done(io, stopping, forward, watcher);
+        drive(Box::pin(conn), &router, &clock, peer).await;
         drop(permit);
         return;
     };
@@ -438,15 +439,43 @@ pub(crate) async fn serve(router: Arc<Router>, http: Arc<Http>, a: Accepted) {
             return;
         }
     };
-    let builder = match stream.get_ref().1.alpn_protocol() {
+    match stream.get_ref().1.alpn_protocol() {
         // An ACME server validating a TLS-ALPN-01 challenge: the handshake was all of it.
         Some(super::tls::ACME_TLS_ALPN) => return,
-        Some(b"h2") => &http.h2,
-        _ => &http.h1,
-    };
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    drive(Box::pin(watcher.watch(conn)), &router, &clock, peer).await;
+        Some(b"h2") => {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let fut = forward(req.map(ClientBody::H2));
+                async move { Ok::<_, Infallible>(fut.await) }
+            });
+            let conn = http
+                .h2
+                .serve_connection_with_upgrades(TokioIo::new(stream), service);
+            drive(Box::pin(watcher.watch(conn)), &router, &clock, peer).await;
+        }
+        _ => {
+            let conn = h1_until_done(stream, stopping, forward, watcher);
+            drive(Box::pin(conn), &router, &clock, peer).await;
+        }
+    }
     drop(permit);
+}
+
+/// Our HTTP/1.1 server side on `io`; `watcher` holds the router's graceful stop until it is
+/// done (a stop closes the connection between requests, see `h1::serve`).
+async fn h1_until_done<T, H, F>(
+    io: T,
+    stopping: watch::Receiver<bool>,
+    forward: H,
+    watcher: Watcher,
+) -> io::Result<()>
+where
+    T: h1::Io,
+    H: FnMut(Request<ClientBody>) -> F,
+    F: std::future::Future<Output = hyper::Response<ProxyBody>>,
+{
+    let r = h1::serve(io, stopping, forward).await;
+    drop(watcher);
+    r
 }
 
 /// Runs hyper's side of a connection until it ends or our clock expires it. An upgraded

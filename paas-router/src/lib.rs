@@ -8,7 +8,8 @@
 //! The parts: `limits` (which connections are admitted), `conn` (one client connection and
 //! its timeouts), `table` (host matching, upstream choice), `snapshot` (a table bound to live
 //! state), `pool` (per-address connections and in-flight count), `proxy` (one request),
-//! `upstream` (HTTP/1.1 towards an instance, in the request's own task),
+//! `h1` (HTTP/1.1 towards clients: heads, bodies, responses), `framing` (where a body
+//! ends), `upstream` (HTTP/1.1 towards an instance, in the request's own task),
 //! `headers` (Host and forwarding headers), `trust` (trusted-proxy networks), `body` (bodies
 //! and per-request bookkeeping), `tunnel` (upgraded connections: WebSockets), `tls` (TLS
 //! termination: server config and SNI over published certificates), `stats`, `pages`
@@ -18,6 +19,8 @@
 
 mod body;
 mod conn;
+mod framing;
+mod h1;
 mod headers;
 mod limits;
 mod pages;
@@ -151,26 +154,13 @@ pub struct Router {
     tls_port: std::sync::atomic::AtomicU16,
 }
 
-/// hyper's two ways of serving a connection: HTTP/1.1 (plain, or TLS without `h2`), and
-/// HTTP/2 for TLS clients that chose `h2`.
+/// hyper's HTTP/2 server, for TLS clients that chose `h2` (HTTP/1.1 is ours: `h1`).
 pub(crate) struct Http {
-    pub h1: hyper_util::server::conn::auto::Builder<TokioExecutor>,
     pub h2: hyper_util::server::conn::auto::Builder<TokioExecutor>,
 }
 
 impl Http {
     fn new() -> Http {
-        let mut h1 =
-            hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
-        // Our own timeouts (`conn`) replace hyper's header timer, which would also cut idle
-        // keep-alive connections at the header timeout. A 64 KiB buffer ceiling (hyper's
-        // default is ~400 KiB) bounds what one connection can make us hold; it is also the
-        // largest request head we read, eight times nginx's default line limit.
-        h1.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(None)
-            .max_buf_size(MAX_BUF)
-            .keep_alive(true);
         let mut h2 =
             hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http2_only();
         // nginx's defaults: 128 concurrent streams, and the same 64 KiB of request head as
@@ -181,11 +171,12 @@ impl Http {
             .max_concurrent_streams(128)
             .max_header_list_size(MAX_BUF as u32)
             .enable_connect_protocol();
-        Http { h1, h2 }
+        Http { h2 }
     }
 }
 
-/// The most a connection's read or write buffer grows to (hyper's minimum is 8 KiB).
+/// The largest request head read (over HTTP/1.1: request line and headers; over HTTP/2:
+/// the header list), eight times nginx's default line limit.
 const MAX_BUF: usize = 64 * 1024;
 
 /// What a connection over a cap gets, if its socket takes it at once.

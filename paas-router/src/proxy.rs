@@ -16,18 +16,20 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use tokio::net::TcpStream;
 
-use super::body::{Finish, ProxyBody};
+use super::body::{ClientBody, Finish, ProxyBody};
 use super::conn::Busy;
+use super::h1;
 use super::headers::{self, Peer, X_REQUEST_ID};
 use super::pages::Page;
 use super::pool::{Conn, ConnectError};
 use super::snapshot::AppRoute;
+use super::tunnel::ClientSide;
 use super::upstream::{self, UpstreamBody, UpstreamError};
 use super::Router;
 
@@ -63,7 +65,7 @@ impl std::fmt::Display for Failure {
 
 pub(crate) async fn forward(
     router: Arc<Router>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     client: Arc<Peer>,
     busy: Busy,
 ) -> Response<ProxyBody> {
@@ -116,11 +118,11 @@ pub(crate) async fn forward(
         parts
             .extensions
             .remove::<OnUpgrade>()
-            .map(|u| (HeaderValue::from_static("websocket"), u))
+            .map(|u| (HeaderValue::from_static("websocket"), ClientSide::Hyper(u)))
     } else {
         headers::upgrade_of(&parts.headers)
             .filter(|_| parts.version == Version::HTTP_11)
-            .and_then(|p| Some((p, parts.extensions.remove::<OnUpgrade>()?)))
+            .and_then(|p| Some((p, client_side(&mut parts.extensions)?)))
     };
     headers::strip_hop_by_hop(&mut parts.headers);
     if let Some((protocol, _)) = &upgrade {
@@ -210,6 +212,21 @@ pub(crate) async fn forward(
                     (StatusCode::SWITCHING_PROTOCOLS, Some((_, client))) => {
                         switch(answer, resp, io, client, &router, over_h2)
                     }
+                    // Any 2xx to an extended CONNECT tells an h2 client its WebSocket is
+                    // open; an instance that did not switch has not opened one.
+                    (status, _) if over_h2 && status.is_success() => {
+                        let Answer {
+                            mut finish,
+                            route,
+                            idx,
+                            request_id,
+                            ..
+                        } = answer;
+                        tracing::debug!(app = %route.name, %status, "a WebSocket over HTTP/2 was not switched");
+                        finish.upstream = Some(idx);
+                        finish.app = Some(route.clone());
+                        page(finish, Page::BadGateway(&route.name), html, request_id)
+                    }
                     (_, _) => respond(answer, resp, io),
                 };
             }
@@ -290,7 +307,7 @@ fn switch(
     answer: Answer,
     mut resp: upstream::Response,
     io: TcpStream,
-    client: OnUpgrade,
+    client: ClientSide,
     router: &Router,
     over_h2: bool,
 ) -> Response<ProxyBody> {
@@ -329,6 +346,14 @@ fn switch(
         router.opts.upgrade_idle_timeout,
     ));
     Response::from_parts(parts, ProxyBody::empty())
+}
+
+/// The client's side of an HTTP/1.1 upgrade, from whichever server side read the request.
+fn client_side(extensions: &mut hyper::http::Extensions) -> Option<ClientSide> {
+    if let Some(ours) = extensions.remove::<h1::OnUpgrade>() {
+        return Some(ClientSide::H1(ours));
+    }
+    extensions.remove::<OnUpgrade>().map(ClientSide::Hyper)
 }
 
 /// An HTTP/2 extended CONNECT for a WebSocket (RFC 8441).

@@ -2301,4 +2301,168 @@ async fn a_websocket_over_http2_reaches_an_http1_websocket_app() {
     assert!(seen.contains("\nx-forwarded-proto: https"), "{seen}");
     let stats = h.router.stats("ws").expect("stats");
     assert_eq!(stats.upgrades, 1);
+
+    // An app that answers the handshake with a 200 rather than switching: a 2xx would tell
+    // the client its WebSocket is open, so it gets a 502.
+    let plain = Scripted::start(|_, _| {
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi".to_vec(),
+            false,
+        )
+    })
+    .await;
+    h.router.publish(table(&[
+        (
+            "ws",
+            &[],
+            vec![Upstream {
+                addr: up.addr,
+                instance: "web.1".into(),
+                release: 1,
+            }],
+        ),
+        ("plain", &[], vec![plain.raw.upstream("web.1")]),
+    ]));
+    let mut certs = tls::Certs::new();
+    certs.add("plain.paas.test", ca.leaf(&["plain.paas.test"]));
+    h.router.publish_certs(certs);
+    let stream = tls_connect(tls_addr, &ca, "plain.paas.test", &[b"h2"])
+        .await
+        .expect("handshake");
+    let mut tx = h2_client(stream).await;
+    let mut req = Request::builder()
+        .method(hyper::Method::CONNECT)
+        .uri("https://plain.paas.test/ws")
+        .header("sec-websocket-version", "13")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let resp = tx.send_request(req).await.expect("extended CONNECT");
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(plain.got().len(), 1, "the app was asked");
+}
+
+/// Reads from `s` until `want` has arrived (or the connection ends), with the test's deadline.
+async fn read_until(s: &mut TcpStream, want: &str) -> String {
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = Instant::now() + WAIT;
+    while !String::from_utf8_lossy(&out).contains(want) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = tokio::time::timeout(left, s.read(&mut chunk))
+            .await
+            .expect("in time")
+            .expect("read");
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http1_side_pipelines_honours_expect_and_refuses_ambiguous_framing() {
+    // Echoes each request's body with a length.
+    let up = Scripted::start(|_, body| {
+        let mut r = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            body.len() + 5
+        )
+        .into_bytes();
+        r.extend_from_slice(b"echo:");
+        r.extend_from_slice(body);
+        (r, false)
+    })
+    .await;
+    let h = router_to(&up).await;
+
+    // Three requests in one write: three answers, in order, on the one connection.
+    let mut s = TcpStream::connect(h.addr).await.expect("connect");
+    s.write_all(
+        b"POST /1 HTTP/1.1\r\nHost: web.paas.test\r\nContent-Length: 3\r\n\r\none\
+          GET /2 HTTP/1.1\r\nHost: web.paas.test\r\n\r\n\
+          POST /3 HTTP/1.1\r\nHost: web.paas.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nthree\r\n0\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let got = read_until(&mut s, "echo:three").await;
+    let one = got.find("echo:one").expect(&got);
+    let two = got
+        .find("echo:\r\n")
+        .or_else(|| got.find("echo:HTTP"))
+        .expect(&got);
+    let three = got.find("echo:three").expect(&got);
+    assert!(one < two && two < three, "{got}");
+    assert_eq!(got.matches("HTTP/1.1 200 OK").count(), 3, "{got}");
+
+    // Expect: 100-continue: the interim answer comes when the body is wanted, then the
+    // response, and the connection stays usable.
+    s.write_all(
+        b"PUT /4 HTTP/1.1\r\nHost: web.paas.test\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let interim = read_until(&mut s, "\r\n\r\n").await;
+    assert_eq!(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(b"four").await.expect("write body");
+    let got = read_until(&mut s, "echo:four").await;
+    assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
+    let seen = up.got().len();
+    assert_eq!(seen, 4);
+    assert_eq!(h.router.connections().accepted, 1);
+
+    // Framing the router and an instance could read differently is refused before any
+    // instance sees it, with a reason, and the connection closes.
+    for (request, status, reason) in [
+        (
+            "POST / HTTP/1.1\r\nHost: web.paas.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "400 Bad Request",
+            "both Transfer-Encoding and Content-Length",
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: web.paas.test\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+            "400 Bad Request",
+            "conflicting Content-Length",
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: web.paas.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            "501 Not Implemented",
+            "no transfer coding but chunked",
+        ),
+        (
+            "POST / HTTP/1.0\r\nHost: web.paas.test\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "400 Bad Request",
+            "HTTP/1.0",
+        ),
+    ] {
+        let got = raw(h.addr, request).await;
+        assert!(got.starts_with(&format!("HTTP/1.1 {status}")), "{got}");
+        assert!(got.contains(reason), "{got}");
+        assert!(got.contains("connection: close"), "{got}");
+    }
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: web.paas.test\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    let got = raw(h.addr, &big).await;
+    assert!(
+        got.starts_with("HTTP/1.1 431 Request Header Fields Too Large"),
+        "{}",
+        &got[..got.len().min(200)]
+    );
+    // A broken chunked body ends the request and its connection; the instance never gets a
+    // request that looks whole.
+    let got = raw(
+        h.addr,
+        "POST /bad HTTP/1.1\r\nHost: web.paas.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcdef\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(!got.contains("echo:abc"), "{got}");
+    assert_eq!(
+        up.got().len(),
+        seen,
+        "no refused request reached the instance"
+    );
 }

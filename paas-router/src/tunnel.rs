@@ -21,30 +21,50 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::body::Finish;
+use super::h1;
 
 /// Copy buffers per direction: a WebSocket carries small messages, and 20,000 idle sockets
 /// should not hold 16 KiB each (tokio's default is 8 KiB per direction).
 const BUF: usize = 4096;
 
+/// The client's side of a switch: hyper's (a WebSocket over HTTP/2) or ours (HTTP/1.1).
+pub(crate) enum ClientSide {
+    Hyper(OnUpgrade),
+    H1(h1::OnUpgrade),
+}
+
 /// Runs one tunnel to its end. `early` is what the instance sent right behind its 101: the
 /// client gets it first.
 pub(crate) async fn run(
-    client: OnUpgrade,
+    client: ClientSide,
+    upstream: TcpStream,
+    early: Bytes,
+    finish: Finish,
+    idle: Duration,
+) {
+    let switched = match client {
+        ClientSide::Hyper(u) => match u.await {
+            Ok(c) => return pump(TokioIo::new(c), upstream, early, finish, idle).await,
+            Err(e) => e.to_string(),
+        },
+        ClientSide::H1(u) => match u.upgraded().await {
+            Ok(c) => return pump(c, upstream, early, finish, idle).await,
+            Err(e) => e.to_string(),
+        },
+    };
+    tracing::debug!("router: upgrade failed: {switched}");
+}
+
+async fn pump<C: AsyncRead + AsyncWrite + Unpin>(
+    client: C,
     upstream: TcpStream,
     early: Bytes,
     mut finish: Finish,
     idle: Duration,
 ) {
-    let client = match client.await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::debug!("router: upgrade failed: {e}");
-            return;
-        }
-    };
     let clock = Arc::new(Clock::new());
     let mut client = Counted {
-        io: TokioIo::new(client),
+        io: client,
         clock: Arc::clone(&clock),
         read: 0,
     };

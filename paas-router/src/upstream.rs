@@ -17,13 +17,17 @@
 use std::io;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, StatusCode, Uri, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use super::body::{BodyError, ClientBody};
+use super::framing::{
+    content_length, ends_chunked, header_map, keep_alive, spans, Decoded, Decoder,
+};
 
 /// The largest response head read: the same ceiling as for a client's request head.
 const MAX_HEAD: usize = 64 * 1024;
@@ -33,10 +37,6 @@ const FIRST_READ: usize = 4 * 1024;
 const BODY_READ: usize = 16 * 1024;
 /// Headers in one response head (hyper's limit).
 const MAX_HEADERS: usize = 100;
-/// A chunk-size line, extensions included.
-const MAX_CHUNK_LINE: usize = 4 * 1024;
-/// All trailer lines of a chunked body together (they are read and dropped).
-const MAX_TRAILERS: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UpstreamError {
@@ -55,14 +55,14 @@ pub(crate) enum UpstreamError {
     #[error("101 Switching Protocols to a request that asked for no upgrade")]
     UnaskedSwitch,
     #[error("reading the client's request body: {0}")]
-    ClientBody(#[source] hyper::Error),
+    ClientBody(#[source] BodyError),
 }
 
 /// The body of a request to an instance.
 pub(crate) enum UpstreamBody {
     /// The request had no body, so it can be sent again to another upstream.
     Empty,
-    Client(Incoming),
+    Client(ClientBody),
 }
 
 /// How a request's body is delimited on the wire towards the instance.
@@ -71,7 +71,7 @@ pub(crate) enum RequestFraming {
     /// No body (a `Content-Length` from the client, if any, is 0 and forwarded).
     None,
     /// The client's `Content-Length`, forwarded; its body has exactly that many bytes
-    /// (hyper's server checked it).
+    /// (the server side, `h1` or hyper's, checked it).
     Length,
     /// Chunked (we added `Transfer-Encoding: chunked`): the client's body has no length.
     Chunked,
@@ -153,11 +153,10 @@ impl Response {
     /// The body reader over `io`, the connection this response came on.
     pub fn into_body(self, io: TcpStream) -> UpstreamReader {
         let state = match self.framing {
-            Framing::None => State::Done,
-            Framing::Length(0) => State::Done,
-            Framing::Length(n) => State::Length(n),
-            Framing::Chunked => State::Chunk(Chunk::Size),
-            Framing::UntilClose => State::UntilClose,
+            Framing::None => Decoder::Done,
+            Framing::Length(n) => Decoder::length(n),
+            Framing::Chunked => Decoder::chunked(),
+            Framing::UntilClose => Decoder::UntilClose,
         };
         UpstreamReader {
             io: Some(io),
@@ -265,7 +264,7 @@ pub(crate) async fn exchange(
 /// Copies the client's body to the instance, chunk-encoding it if asked to.
 async fn send_body<W: AsyncWrite + Unpin>(
     wr: &mut W,
-    body: &mut Incoming,
+    body: &mut ClientBody,
     chunked: bool,
 ) -> Result<(), UpstreamError> {
     while let Some(frame) = body.frame().await {
@@ -356,27 +355,9 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Parsed>, UpstreamError> {
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
-    // Where each name and value sits in `buf`, so that the values can share its memory once
-    // it is frozen.
-    let base = buf.as_ptr() as usize;
-    let spans: Vec<_> = resp
-        .headers
-        .iter()
-        .map(|h| {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            (name..name + h.name.len(), value..value + h.value.len())
-        })
-        .collect();
+    let spans = spans(buf, resp.headers);
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    for (name, value) in spans {
-        let name = HeaderName::from_bytes(&head[name])
-            .map_err(|_| UpstreamError::Malformed("bad header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value))
-            .map_err(|_| UpstreamError::Malformed("bad header value"))?;
-        headers.append(name, value);
-    }
+    let headers = header_map(&head, spans).map_err(UpstreamError::Malformed)?;
     Ok(Some(Parsed {
         status,
         version,
@@ -416,7 +397,7 @@ fn finish_head(
             Framing::UntilClose
         }
     } else if headers.contains_key(header::CONTENT_LENGTH) {
-        Framing::Length(content_length(&headers)?)
+        Framing::Length(content_length(&headers).map_err(UpstreamError::Malformed)?)
     } else {
         Framing::UntilClose
     };
@@ -432,76 +413,14 @@ fn finish_head(
     })
 }
 
-fn tokens(headers: &HeaderMap, name: header::HeaderName) -> impl Iterator<Item = &[u8]> {
-    headers
-        .get_all(name)
-        .into_iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|t| !t.is_empty())
-}
-
-fn keep_alive(version: Version, headers: &HeaderMap) -> bool {
-    let mut close = false;
-    let mut keep = false;
-    for t in tokens(headers, header::CONNECTION) {
-        close |= t.eq_ignore_ascii_case(b"close");
-        keep |= t.eq_ignore_ascii_case(b"keep-alive");
-    }
-    !close && (version == Version::HTTP_11 || keep)
-}
-
-fn ends_chunked(headers: &HeaderMap) -> bool {
-    tokens(headers, header::TRANSFER_ENCODING)
-        .last()
-        .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"))
-}
-
-/// The one length of every `Content-Length` value (repeats of the same number are allowed).
-fn content_length(headers: &HeaderMap) -> Result<u64, UpstreamError> {
-    let mut found = None;
-    for t in tokens(headers, header::CONTENT_LENGTH) {
-        let n = std::str::from_utf8(t)
-            .ok()
-            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|s| s.parse::<u64>().ok())
-            .ok_or(UpstreamError::Malformed("bad Content-Length"))?;
-        if found.is_some_and(|f| f != n) {
-            return Err(UpstreamError::Malformed(
-                "conflicting Content-Length values",
-            ));
-        }
-        found = Some(n);
-    }
-    found.ok_or(UpstreamError::Malformed("empty Content-Length"))
-}
-
 /// Reads a response body off its connection, one piece per poll, without copying: each
 /// piece is a slice of the buffer it was read into.
 pub(crate) struct UpstreamReader {
     /// `None` once handed back for the pool.
     io: Option<TcpStream>,
     buf: BytesMut,
-    state: State,
+    state: Decoder,
     keep_alive: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Length(u64),
-    Chunk(Chunk),
-    UntilClose,
-    Done,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    Size,
-    Data(u64),
-    /// The CRLF after a chunk's data.
-    DataEnd,
-    /// After the last chunk: trailer lines (bytes read of them so far), then an empty line.
-    Trailers(usize),
 }
 
 fn broken(what: &'static str) -> io::Error {
@@ -511,21 +430,17 @@ fn broken(what: &'static str) -> io::Error {
 impl UpstreamReader {
     /// The whole body has been read.
     pub fn is_end(&self) -> bool {
-        self.state == State::Done
+        self.state.is_done()
     }
 
     /// The body's exact length, when the response gave one.
     pub fn exact_len(&self) -> Option<u64> {
-        match self.state {
-            State::Length(n) => Some(n),
-            State::Done => Some(0),
-            _ => None,
-        }
+        self.state.exact_len()
     }
 
     /// The connection, for the pool, if the body ended cleanly and nothing followed it.
     pub fn take_reusable(&mut self) -> Option<TcpStream> {
-        if self.state == State::Done && self.keep_alive && self.buf.is_empty() {
+        if self.state.is_done() && self.keep_alive && self.buf.is_empty() {
             self.io.take()
         } else {
             None
@@ -535,71 +450,18 @@ impl UpstreamReader {
     /// The next piece of the body; `None` at its end.
     pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
         loop {
-            match self.state {
-                State::Done => return Poll::Ready(None),
-                State::Length(n) | State::Chunk(Chunk::Data(n)) if !self.buf.is_empty() => {
-                    let take = usize::try_from(n).unwrap_or(usize::MAX).min(self.buf.len());
-                    let piece = self.buf.split_to(take).freeze();
-                    let left = n - take as u64;
-                    self.state = match (self.state, left) {
-                        (State::Length(_), 0) => State::Done,
-                        (State::Length(_), _) => State::Length(left),
-                        (_, 0) => State::Chunk(Chunk::DataEnd),
-                        (_, _) => State::Chunk(Chunk::Data(left)),
-                    };
-                    return Poll::Ready(Some(Ok(piece)));
-                }
-                State::UntilClose if !self.buf.is_empty() => {
-                    return Poll::Ready(Some(Ok(self.buf.split().freeze())));
-                }
-                State::Chunk(Chunk::Size) if !self.buf.is_empty() => {
-                    match httparse::parse_chunk_size(&self.buf) {
-                        Ok(httparse::Status::Complete((used, size))) => {
-                            self.buf.advance(used);
-                            self.state = State::Chunk(if size == 0 {
-                                Chunk::Trailers(0)
-                            } else {
-                                Chunk::Data(size)
-                            });
-                            continue;
-                        }
-                        Ok(httparse::Status::Partial) if self.buf.len() < MAX_CHUNK_LINE => {}
-                        _ => return Poll::Ready(Some(Err(broken("bad chunk size line")))),
-                    }
-                }
-                State::Chunk(Chunk::DataEnd) if self.buf.len() >= 2 => {
-                    if &self.buf[..2] != b"\r\n" {
-                        return Poll::Ready(Some(Err(broken("chunk data longer than its size"))));
-                    }
-                    self.buf.advance(2);
-                    self.state = State::Chunk(Chunk::Size);
-                    continue;
-                }
-                State::Chunk(Chunk::Trailers(seen)) if !self.buf.is_empty() => {
-                    if let Some(end) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                        self.buf.advance(end + 2);
-                        self.state = if end == 0 {
-                            State::Done
-                        } else {
-                            State::Chunk(Chunk::Trailers(seen + end + 2))
-                        };
-                        if seen + end + 2 > MAX_TRAILERS {
-                            return Poll::Ready(Some(Err(broken("trailers too large"))));
-                        }
-                        continue;
-                    }
-                    if seen + self.buf.len() > MAX_TRAILERS {
-                        return Poll::Ready(Some(Err(broken("trailers too large"))));
-                    }
-                }
-                _ => {}
+            match self.state.decode(&mut self.buf) {
+                Ok(Decoded::Data(piece)) => return Poll::Ready(Some(Ok(piece))),
+                Ok(Decoded::End) => return Poll::Ready(None),
+                Err(what) => return Poll::Ready(Some(Err(broken(what)))),
+                Ok(Decoded::More) => {}
             }
             // Nothing usable buffered: read more.
             match self.fill(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(Ok(0)) if self.state == State::UntilClose => {
-                    self.state = State::Done;
+                Poll::Ready(Ok(0)) if self.state == Decoder::UntilClose => {
+                    self.state = Decoder::Done;
                     return Poll::Ready(None);
                 }
                 Poll::Ready(Ok(0)) => {
