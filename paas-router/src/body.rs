@@ -49,6 +49,8 @@ pub(crate) struct Finish {
     /// settles when the connection closes (`bytes`: everything the instance sent).
     pub upgraded: bool,
     pub bytes_upgraded: u64,
+    /// A WebSocket over HTTP/2 counts as a client connection until it closes.
+    pub tunnel_permit: Option<super::limits::Permit>,
     /// Keeps the client connection busy (no idle or header timeout) until the response is
     /// over; released after everything above.
     _busy: Busy,
@@ -77,6 +79,7 @@ impl Finish {
             conn: None,
             upgraded: false,
             bytes_upgraded: 0,
+            tunnel_permit: None,
             _busy: busy,
         }
     }

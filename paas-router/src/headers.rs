@@ -98,6 +98,8 @@ pub(crate) struct Peer {
     port: HeaderValue,
     /// The connection is TLS (`X-Forwarded-Proto: https`).
     pub(crate) tls: bool,
+    /// The TCP peer's address (for the per-source caps of `limits`).
+    pub(crate) addr: IpAddr,
 }
 
 impl Peer {
@@ -116,6 +118,7 @@ impl Peer {
             trusted: is_trusted(trusted, ip),
             port: HeaderValue::from(port),
             tls,
+            addr: ip,
         }
     }
 }

@@ -196,6 +196,35 @@ impl Admission {
         })
     }
 
+    /// Counts a WebSocket over HTTP/2 from `ip` in as a connection of its own: it holds an
+    /// instance socket as an upgraded HTTP/1.1 connection does, and up to 128 of them share
+    /// one client connection, so without this one source could hold 128 times its cap of
+    /// instance sockets. Never evicts (a tunnel is not idle in the caps' sense); may go a
+    /// few over the total cap when requests race the accept loop.
+    pub fn admit_tunnel(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Refused> {
+        let source = Source::of(ip);
+        let mut inner = self.inner();
+        let n = inner.per_source.get(&source).copied().unwrap_or(0);
+        if n as usize >= self.max_per_source {
+            drop(inner);
+            self.refused_per_ip.fetch_add(1, Relaxed);
+            return Err(Refused::PerIp);
+        }
+        if self.open.load(Relaxed) >= self.max_total {
+            drop(inner);
+            self.refused_total.fetch_add(1, Relaxed);
+            return Err(Refused::Total);
+        }
+        *inner.per_source.entry(source).or_insert(0) += 1;
+        drop(inner);
+        let open = self.open.fetch_add(1, Relaxed) + 1;
+        self.peak.fetch_max(open, Relaxed);
+        Ok(Permit {
+            admission: Arc::clone(self),
+            source,
+        })
+    }
+
     /// Half the cap or more is open: connections that go idle after a request queue
     /// themselves as eviction candidates (below that nobody needs their room, and the
     /// request path takes no lock).

@@ -19,6 +19,8 @@ pub(crate) enum Page<'a> {
     NoInstances(&'a str),
     BadGateway(&'a str),
     GatewayTimeout(&'a str),
+    /// A WebSocket over HTTP/2 past the client's connection caps.
+    TooManyConnections,
 }
 
 impl Page<'_> {
@@ -29,6 +31,7 @@ impl Page<'_> {
             Page::NoInstances(_) => StatusCode::SERVICE_UNAVAILABLE,
             Page::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Page::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Page::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -56,6 +59,11 @@ impl Page<'_> {
                 " did not answer: its instances failed or closed the connection.",
             ),
             Page::GatewayTimeout(a) => ("App ", a, " did not answer in time."),
+            Page::TooManyConnections => (
+                "Too many connections from your address (each WebSocket counts as one); close some and retry.",
+                "",
+                "",
+            ),
         }
     }
 

@@ -124,6 +124,15 @@ pub(crate) async fn forward(
             .filter(|_| parts.version == Version::HTTP_11)
             .and_then(|p| Some((p, client_side(&mut parts.extensions)?)))
     };
+    if over_h2 && upgrade.is_some() {
+        match router.admission.admit_tunnel(client.addr) {
+            Ok(permit) => finish.tunnel_permit = Some(permit),
+            Err(why) => {
+                tracing::debug!(app = %route.name, "a WebSocket over HTTP/2 refused: {why:?}");
+                return page(finish, Page::TooManyConnections, html, request_id);
+            }
+        }
+    }
     headers::strip_hop_by_hop(&mut parts.headers);
     if let Some((protocol, _)) = &upgrade {
         headers::set_upgrade(&mut parts.headers, protocol.clone());

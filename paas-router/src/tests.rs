@@ -2466,3 +2466,67 @@ async fn the_http1_side_pipelines_honours_expect_and_refuses_ambiguous_framing()
         "no refused request reached the instance"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_over_http2_count_against_the_per_source_cap() {
+    let up = WsUpstream::start();
+    let h = Harness::start(RouterOptions {
+        max_connections_per_ip: 2,
+        ..RouterOptions::default()
+    })
+    .await;
+    h.router.publish(table(&[(
+        "ws",
+        &[],
+        vec![Upstream {
+            addr: up.addr,
+            instance: "web.1".into(),
+            release: 1,
+        }],
+    )]));
+    let ca = TestCa::new();
+    let mut certs = tls::Certs::new();
+    certs.add("ws.paas.test", ca.leaf(&["ws.paas.test"]));
+    h.router.publish_certs(certs);
+    let tls_addr = h.with_tls().await;
+    let stream = tls_connect(tls_addr, &ca, "ws.paas.test", &[b"h2"])
+        .await
+        .expect("handshake");
+    let mut tx = h2_client(stream).await;
+    let connect = || {
+        let mut req = Request::builder()
+            .method(hyper::Method::CONNECT)
+            .uri("https://ws.paas.test/chat")
+            .header("sec-websocket-version", "13")
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        req.extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        req
+    };
+    // The connection is one of the source's two; its first WebSocket the second.
+    let first = tx.send_request(connect()).await.expect("CONNECT");
+    assert_eq!(first.status(), StatusCode::OK);
+    let first = hyper::upgrade::on(first).await.expect("the first tunnel");
+    wait_for("two open", || h.router.connections().open == 2).await;
+    let second = tx.send_request(connect()).await.expect("CONNECT");
+    assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = second.into_body().collect().await.expect("body").to_bytes();
+    assert!(
+        String::from_utf8_lossy(&body).contains("each WebSocket counts as one"),
+        "{body:?}"
+    );
+    assert_eq!(
+        up.seen.lock().expect("seen").len(),
+        1,
+        "refused before the app"
+    );
+    // Closing the first gives its place back.
+    drop(first);
+    wait_for("the tunnel's place back", || {
+        h.router.connections().open == 1
+    })
+    .await;
+    let third = tx.send_request(connect()).await.expect("CONNECT");
+    assert_eq!(third.status(), StatusCode::OK);
+}
