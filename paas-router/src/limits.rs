@@ -162,13 +162,7 @@ impl Admission {
         conn: Weak<dyn Evictable>,
     ) -> Result<Permit, Refused> {
         let source = Source::of(ip);
-        let mut inner = self.inner();
-        let n = inner.per_source.get(&source).copied().unwrap_or(0);
-        if n as usize >= self.max_per_source {
-            drop(inner);
-            self.refused_per_ip.fetch_add(1, Relaxed);
-            return Err(Refused::PerIp);
-        }
+        let mut inner = self.room_for(source)?;
         // Only the accept loop admits, so `open` cannot grow between this check and the
         // increment below; closing connections only lower it.
         let open = self.open.load(Relaxed);
@@ -196,6 +190,18 @@ impl Admission {
         })
     }
 
+    /// The lock, if `source` is below its cap (a refusal is counted).
+    fn room_for(&self, source: Source) -> Result<MutexGuard<'_, Inner>, Refused> {
+        let inner = self.inner();
+        let n = inner.per_source.get(&source).copied().unwrap_or(0);
+        if n as usize >= self.max_per_source {
+            drop(inner);
+            self.refused_per_ip.fetch_add(1, Relaxed);
+            return Err(Refused::PerIp);
+        }
+        Ok(inner)
+    }
+
     /// Counts a WebSocket over HTTP/2 from `ip` in as a connection of its own: it holds an
     /// instance socket as an upgraded HTTP/1.1 connection does, and up to 128 of them share
     /// one client connection, so without this one source could hold 128 times its cap of
@@ -203,13 +209,7 @@ impl Admission {
     /// few over the total cap when requests race the accept loop.
     pub fn admit_tunnel(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Refused> {
         let source = Source::of(ip);
-        let mut inner = self.inner();
-        let n = inner.per_source.get(&source).copied().unwrap_or(0);
-        if n as usize >= self.max_per_source {
-            drop(inner);
-            self.refused_per_ip.fetch_add(1, Relaxed);
-            return Err(Refused::PerIp);
-        }
+        let mut inner = self.room_for(source)?;
         if self.open.load(Relaxed) >= self.max_total {
             drop(inner);
             self.refused_total.fetch_add(1, Relaxed);

@@ -2218,40 +2218,77 @@ impl WsUpstream {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_websocket_over_http2_reaches_an_http1_websocket_app() {
-    let up = WsUpstream::start();
-    let h = Harness::start(RouterOptions::default()).await;
-    h.router.publish(table(&[(
-        "ws",
-        &[],
-        vec![Upstream {
-            addr: up.addr,
-            instance: "web.1".into(),
-            release: 1,
-        }],
-    )]));
-    let ca = TestCa::new();
-    let mut certs = tls::Certs::new();
-    certs.add("ws.paas.test", ca.leaf(&["ws.paas.test"]));
-    h.router.publish_certs(certs);
-    let tls_addr = h.with_tls().await;
+/// App `ws` on a WebSocket echo app, behind a router (with `opts`) whose TLS listener
+/// serves `ws.paas.test`, and an HTTP/2 connection to it.
+struct WsOverH2 {
+    up: WsUpstream,
+    h: Harness,
+    ca: TestCa,
+    tls_addr: SocketAddr,
+    tx: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+}
 
-    // RFC 8441: the router's SETTINGS allow extended CONNECT (the client refuses to send
-    // `:protocol` otherwise); the WebSocket is a CONNECT stream on the h2 connection.
-    let stream = tls_connect(tls_addr, &ca, "ws.paas.test", &[b"h2"])
-        .await
-        .expect("handshake");
-    let mut tx = h2_client(stream).await;
+impl WsOverH2 {
+    async fn start(opts: RouterOptions) -> WsOverH2 {
+        let up = WsUpstream::start();
+        let h = Harness::start(opts).await;
+        h.router
+            .publish(table(&[("ws", &[], vec![ws_upstream(&up)])]));
+        let ca = TestCa::new();
+        let mut certs = tls::Certs::new();
+        certs.add("ws.paas.test", ca.leaf(&["ws.paas.test"]));
+        h.router.publish_certs(certs);
+        let tls_addr = h.with_tls().await;
+        let stream = tls_connect(tls_addr, &ca, "ws.paas.test", &[b"h2"])
+            .await
+            .expect("handshake");
+        let tx = h2_client(stream).await;
+        WsOverH2 {
+            up,
+            h,
+            ca,
+            tls_addr,
+            tx,
+        }
+    }
+}
+
+fn ws_upstream(up: &WsUpstream) -> Upstream {
+    Upstream {
+        addr: up.addr,
+        instance: "web.1".into(),
+        release: 1,
+    }
+}
+
+/// An extended CONNECT (RFC 8441) opening a WebSocket at `uri`.
+fn extended_connect(uri: &str) -> Request<Full<Bytes>> {
     let mut req = Request::builder()
         .method(hyper::Method::CONNECT)
-        .uri("https://ws.paas.test/chat?room=1")
+        .uri(uri)
         .header("sec-websocket-version", "13")
         .body(Full::new(Bytes::new()))
         .expect("request");
     req.extensions_mut()
         .insert(hyper::ext::Protocol::from_static("websocket"));
-    let resp = tx.send_request(req).await.expect("extended CONNECT");
+    req
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_over_http2_reaches_an_http1_websocket_app() {
+    // RFC 8441: the router's SETTINGS allow extended CONNECT (the client refuses to send
+    // `:protocol` otherwise); the WebSocket is a CONNECT stream on the h2 connection.
+    let WsOverH2 {
+        up,
+        h,
+        ca,
+        tls_addr,
+        mut tx,
+    } = WsOverH2::start(RouterOptions::default()).await;
+    let resp = tx
+        .send_request(extended_connect("https://ws.paas.test/chat?room=1"))
+        .await
+        .expect("extended CONNECT");
     assert_eq!(resp.status(), StatusCode::OK, "{:?}", resp.headers());
     assert!(
         !resp.headers().contains_key("sec-websocket-accept"),
@@ -2312,15 +2349,7 @@ async fn a_websocket_over_http2_reaches_an_http1_websocket_app() {
     })
     .await;
     h.router.publish(table(&[
-        (
-            "ws",
-            &[],
-            vec![Upstream {
-                addr: up.addr,
-                instance: "web.1".into(),
-                release: 1,
-            }],
-        ),
+        ("ws", &[], vec![ws_upstream(&up)]),
         ("plain", &[], vec![plain.raw.upstream("web.1")]),
     ]));
     let mut certs = tls::Certs::new();
@@ -2330,15 +2359,10 @@ async fn a_websocket_over_http2_reaches_an_http1_websocket_app() {
         .await
         .expect("handshake");
     let mut tx = h2_client(stream).await;
-    let mut req = Request::builder()
-        .method(hyper::Method::CONNECT)
-        .uri("https://plain.paas.test/ws")
-        .header("sec-websocket-version", "13")
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    req.extensions_mut()
-        .insert(hyper::ext::Protocol::from_static("websocket"));
-    let resp = tx.send_request(req).await.expect("extended CONNECT");
+    let resp = tx
+        .send_request(extended_connect("https://plain.paas.test/ws"))
+        .await
+        .expect("extended CONNECT");
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
     assert_eq!(plain.got().len(), 1, "the app was asked");
 }
@@ -2469,41 +2493,12 @@ async fn the_http1_side_pipelines_honours_expect_and_refuses_ambiguous_framing()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websockets_over_http2_count_against_the_per_source_cap() {
-    let up = WsUpstream::start();
-    let h = Harness::start(RouterOptions {
+    let WsOverH2 { up, h, mut tx, .. } = WsOverH2::start(RouterOptions {
         max_connections_per_ip: 2,
         ..RouterOptions::default()
     })
     .await;
-    h.router.publish(table(&[(
-        "ws",
-        &[],
-        vec![Upstream {
-            addr: up.addr,
-            instance: "web.1".into(),
-            release: 1,
-        }],
-    )]));
-    let ca = TestCa::new();
-    let mut certs = tls::Certs::new();
-    certs.add("ws.paas.test", ca.leaf(&["ws.paas.test"]));
-    h.router.publish_certs(certs);
-    let tls_addr = h.with_tls().await;
-    let stream = tls_connect(tls_addr, &ca, "ws.paas.test", &[b"h2"])
-        .await
-        .expect("handshake");
-    let mut tx = h2_client(stream).await;
-    let connect = || {
-        let mut req = Request::builder()
-            .method(hyper::Method::CONNECT)
-            .uri("https://ws.paas.test/chat")
-            .header("sec-websocket-version", "13")
-            .body(Full::new(Bytes::new()))
-            .expect("request");
-        req.extensions_mut()
-            .insert(hyper::ext::Protocol::from_static("websocket"));
-        req
-    };
+    let connect = || extended_connect("https://ws.paas.test/chat");
     // The connection is one of the source's two; its first WebSocket the second.
     let first = tx.send_request(connect()).await.expect("CONNECT");
     assert_eq!(first.status(), StatusCode::OK);
