@@ -149,8 +149,9 @@ async fn serve(state_dir: &Path) -> std::io::Result<()> {
                 tokio::spawn(async move {
                     match controller(edge, stream, exit).await {
                         // A starting paasd reads our hello and hangs up (it looks before it
-                        // decides): not worth a warning.
-                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        // decides): not worth a warning. A hang-up in the middle of an `Init`
+                        // or after `Attach` is.
+                        Err(e) if e.get_ref().is_some_and(|i| i.is::<OnlyLooked>()) => {
                             tracing::debug!("edge: a control connection closed after our hello");
                         }
                         Err(e) => tracing::warn!(error = %e, "edge: a control connection ended"),
@@ -320,7 +321,14 @@ enum After {
     Retire(Duration),
 }
 
+/// A control connection that hung up after our hello without telling us anything but
+/// `GiveListeners`.
+#[derive(Debug, thiserror::Error)]
+#[error("paasd hung up after looking")]
+struct OnlyLooked;
+
 fn handshake(edge: &Arc<Edge>, stream: UnixStream) -> std::io::Result<(UnixStream, After)> {
+    let mut told = false;
     loop {
         let hello = Hello {
             pid: edge.pid,
@@ -338,7 +346,15 @@ fn handshake(edge: &Arc<Edge>, stream: UnixStream) -> std::io::Result<(UnixStrea
                 .unwrap_or_default(),
         };
         wire::write_line(&stream, &hello)?;
-        match wire::read_line::<Command>(&stream)? {
+        let command = match wire::read_line::<Command>(&stream) {
+            // Only looking, or only taking the listeners: a starting paasd does that.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !told => {
+                return Err(std::io::Error::other(OnlyLooked));
+            }
+            r => r?,
+        };
+        told |= !matches!(command, Command::GiveListeners);
+        match command {
             Command::Attach => return Ok((stream, After::Attach)),
             Command::Retire { drain_ms } => {
                 return Ok((stream, After::Retire(Duration::from_millis(drain_ms))))
