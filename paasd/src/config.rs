@@ -650,9 +650,9 @@ impl Config {
             first_uid: o.first_uid.unwrap_or(file.users.first_uid),
             ..file.users
         };
-        if users.count == 0 || users.first_uid < 65536 {
+        if users.count < 2 || users.first_uid < 65536 {
             return Err(ConfigError::Users(
-                "first_uid must be at least 65536 and count at least 1".into(),
+                "first_uid must be at least 65536 and count at least 2 (the last uid is the edge's)".into(),
             ));
         }
         if u64::from(users.first_uid) + u64::from(users.count) > 1 << 31 {
@@ -779,6 +779,7 @@ mod tests {
         for bad in [
             "first_uid = 1000",
             "count = 0",
+            "count = 1",
             "first_uid = 2147000000\ncount = 1000000",
         ] {
             let e = Config::resolve(file(&format!("[users]\n{bad}\n")), Overrides::default())

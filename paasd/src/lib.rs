@@ -146,10 +146,7 @@ pub async fn run(
             max_instances_per_type: config.max_instances_per_type,
             stacks: stack_names.clone(),
             routes: routes.clone(),
-            uids: apps::UidRange {
-                first: config.users.first_uid,
-                count: config.users.count,
-            },
+            uids: apps::UidRange::of(&config.users).for_apps(),
             resources: resource_settings(&config.instances, &config.build),
             volumes_dir: paths.volumes(),
         },
@@ -217,6 +214,7 @@ pub async fn run(
         idle_timeout_ms: config.router.idle_timeout_secs.saturating_mul(1000),
         upgrade_idle_timeout_ms: config.router.upgrade_idle_timeout_secs.saturating_mul(1000),
         nofile,
+        uid: apps::UidRange::of(&config.users).edge(),
     };
     let max_connections = config
         .router
@@ -317,10 +315,7 @@ pub async fn run(
         supervisor: supervisor.clone(),
         addresses: addresses.clone(),
         runtime: Arc::clone(&runtime),
-        uids: apps::UidRange {
-            first: config.users.first_uid,
-            count: config.users.count,
-        },
+        uids: apps::UidRange::of(&config.users).for_apps(),
         data: paths.addons(),
         backups: config.backups_dir.join("addons"),
     });
@@ -420,10 +415,7 @@ pub async fn run(
         supervisor: supervisor.clone(),
         // An archive holds every app's slugs and data: the stack import's cap, at least 16 GB.
         max_upload: config.max_stack_mb.bytes().max(16 << 30),
-        uids: apps::UidRange {
-            first: config.users.first_uid,
-            count: config.users.count,
-        },
+        uids: apps::UidRange::of(&config.users).for_apps(),
     });
     platform.sweep();
     let state = Arc::new(api::State {

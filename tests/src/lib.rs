@@ -411,6 +411,12 @@ impl Daemon {
         c
     }
 
+    /// The uid the edge serves as: the last of the `[users]` range (`--first-uid`, and the
+    /// default count of 100,000).
+    pub fn edge_uid(&self) -> u32 {
+        self.first_uid + 100_000 - 1
+    }
+
     /// Starts (again) on the same dirs; panics with the daemon's log if it does not come up.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "daemon already running");

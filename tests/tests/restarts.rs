@@ -257,8 +257,9 @@ fn the_edge_keeps_serving_without_a_socket_holder_and_is_restarted_if_it_dies() 
     let router = d.router();
     let edge = d.edge_pids();
     assert_eq!(edge.len(), 1, "{edge:?}");
-    // The process that parses untrusted HTTP and holds the keys runs as nobody, with no
-    // capability and no way to regain one.
+    // The process that parses untrusted HTTP and holds the keys runs as a uid of its own
+    // (not nobody's, which other host processes share), with no capability and no way to
+    // regain one.
     let status = std::fs::read_to_string(format!("/proc/{}/status", edge[0])).expect("status");
     let field = |name: &str| {
         status
@@ -267,8 +268,17 @@ fn the_edge_keeps_serving_without_a_socket_holder_and_is_restarted_if_it_dies() 
             .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
             .unwrap_or_default()
     };
-    assert_eq!(field("Uid:"), "65534 65534 65534 65534", "{status}");
-    assert_eq!(field("Gid:"), "65534 65534 65534 65534", "{status}");
+    let uid = d.edge_uid();
+    assert_eq!(
+        field("Uid:"),
+        format!("{uid} {uid} {uid} {uid}"),
+        "{status}"
+    );
+    assert_eq!(
+        field("Gid:"),
+        format!("{uid} {uid} {uid} {uid}"),
+        "{status}"
+    );
     assert_eq!(field("Groups:"), "", "{status}");
     assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
     assert_eq!(field("CapPrm:"), "0000000000000000", "{status}");

@@ -71,6 +71,30 @@ pub struct UidRange {
     pub count: u32,
 }
 
+impl UidRange {
+    /// The whole `[users]` range: the apps' and add-ons' uids, then the edge's.
+    pub fn of(users: &crate::config::UsersConfig) -> UidRange {
+        UidRange {
+            first: users.first_uid,
+            count: users.count,
+        }
+    }
+
+    /// The uid the edge (the router's process) serves as: the range's last, which no app or
+    /// add-on gets. A uid of its own, not `nobody`'s: no other host process can signal it.
+    pub fn edge(&self) -> u32 {
+        self.first + self.count.saturating_sub(1)
+    }
+
+    /// The part apps and add-ons take uids from: all but the edge's.
+    pub fn for_apps(&self) -> UidRange {
+        UidRange {
+            first: self.first,
+            count: self.count.saturating_sub(1),
+        }
+    }
+}
+
 /// Where volume `name` of `app` is mounted on the host: the volumes service mounts it
 /// there, every container of the app binds it from there.
 pub fn volume_mount(dir: &std::path::Path, app: &str, name: &str) -> std::path::PathBuf {

@@ -492,7 +492,7 @@ impl Edge {
             let init = {
                 let l = inner.latest.lock().unwrap_or_else(PoisonError::into_inner);
                 Command::Init {
-                    options: inner.options.clone(),
+                    options: Box::new(inner.options.clone()),
                     https: https.is_some(),
                     table: l.table.clone().filter(|_| l.live).unwrap_or_default(),
                     certs: l.certs.clone().unwrap_or_default(),

@@ -298,7 +298,7 @@ async fn controller(
             }
             ToEdge::Stop { drain_ms } => {
                 stop(&edge, Duration::from_millis(drain_ms)).await;
-                // (As nobody this fails; paasd removes it once we are gone.)
+                // (Unprivileged, this fails; paasd removes it once we are gone.)
                 let _ = std::fs::remove_file(&edge.socket);
                 // What the requests logged on their way out goes to paasd before we exit.
                 edge.wake.notify_one();
@@ -394,7 +394,7 @@ fn handshake(edge: &Arc<Edge>, stream: UnixStream) -> std::io::Result<(UnixStrea
                 let https = fds.next().map(std::net::TcpListener::from);
                 let Some(http) = http else { continue };
                 let first = First { table, certs, acme };
-                let serving = start(edge, options, http, https, first)?;
+                let serving = start(edge, *options, http, https, first)?;
                 let _ = edge.serving.set(serving);
             }
         }
@@ -480,8 +480,9 @@ fn start(
         max_connections = router.max_connections(),
         "edge: serving"
     );
-    match drop_privileges() {
-        Ok(()) => tracing::info!(uid = UNPRIVILEGED, "edge: running without privileges"),
+    let uid = options.uid;
+    match drop_privileges(uid) {
+        Ok(()) => tracing::info!(uid, "edge: running without privileges"),
         Err(e) => tracing::warn!(error = %e, "edge: could not drop privileges; serving as is"),
     }
     Ok(Serving {
@@ -494,21 +495,20 @@ fn start(
     })
 }
 
-/// The uid and gid the edge serves as once its sockets are open: `nobody`.
-const UNPRIVILEGED: u32 = 65534;
-
 /// From its first accept the edge needs no privilege: the sockets are open (the control one
 /// was bound as root, which is what a connecting paasd's peer check sees), and connecting
-/// to instances needs none. It is the process that parses untrusted HTTP and TLS and holds the
+/// to instances needs none. It serves as `uid` and the group of that number: the last of
+/// the `[users]` range, which no app gets and no host account has (`app_users`), so no other
+/// process can signal it. It is the process that parses untrusted HTTP and TLS and holds the
 /// certificates' keys, so it drops root and every capability (a uid change from 0 clears
 /// them); `main` already set no_new_privs. Changing credentials also makes it non-dumpable: no other
 /// process of that uid can ptrace it.
-fn drop_privileges() -> nix::Result<()> {
+fn drop_privileges(uid: u32) -> nix::Result<()> {
     use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
     if !Uid::effective().is_root() {
         return Ok(());
     }
-    let (uid, gid) = (Uid::from_raw(UNPRIVILEGED), Gid::from_raw(UNPRIVILEGED));
+    let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(uid));
     setgroups(&[])?;
     // glibc applies these to every thread of the process.
     setresgid(gid, gid, gid)?;

@@ -51,6 +51,8 @@ pub struct Options {
     pub idle_timeout_ms: u64,
     pub upgrade_idle_timeout_ms: u64,
     pub nofile: Option<u64>,
+    /// The uid (and gid) the edge serves as once its sockets are open.
+    pub uid: u32,
 }
 
 impl Options {
@@ -90,7 +92,8 @@ pub enum Command {
     /// Serve with these options on the sockets that follow (a [`LISTENERS`] marker), with
     /// this table, these certificates and ACME answers from the first connection on.
     Init {
-        options: Options,
+        // Boxed: the other commands are a word or two.
+        options: Box<Options>,
         https: bool,
         table: paas_router::TableSpec,
         certs: paas_router::tls::CertsSpec,
@@ -226,6 +229,7 @@ mod tests {
             idle_timeout_ms: 60_000,
             upgrade_idle_timeout_ms: 30_000,
             nofile: Some(1024),
+            uid: 1_900_099_999,
         };
         let r = o.router_options();
         assert_eq!(r.trusted_proxies.len(), 1);
