@@ -261,7 +261,7 @@ https = "0.0.0.0:443"     # the router's HTTPS; certificates: `paas certs`, and 
 # cpu_percent = 100
 # pids = 512
 # disk_mb = 256           # writable layer (/app, /tmp, ...): a tmpfs, counts against memory
-# [users]                 # the uids apps run as, one each; no host account may use them
+# [users]                 # the uids apps run as, one each, and (the last) the edge's; no host account may use them
 # first_uid = 1900000000
 # count = 100000
 # [logs]                  # each app's log stream (paas logs)
