@@ -394,6 +394,13 @@ pub async fn run(
         if config.acme.challenge == config::AcmeChallenge::TlsAlpn01 {
             settings.tls_alpn = Some(certs.tls_alpn_answers());
         }
+        settings.served = Some({
+            let edge = edge.clone();
+            certs::acme::Served(Arc::new(move || {
+                let edge = edge.clone();
+                Box::pin(async move { edge.applied().await })
+            }))
+        });
         let tokens = certs::acme::Http01Tokens::new();
         let edge = edge.clone();
         tokens.on_change(certs::acme::TokensChanged(Arc::new(move |m| {

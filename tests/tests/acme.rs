@@ -90,6 +90,7 @@ fn settings(pebble: &Pebble) -> AcmeSettings {
         extra_root_pem: Some(pebble.ca_pem()),
         validation_timeout: Duration::from_secs(30),
         tls_alpn: None,
+        served: None,
     }
 }
 

@@ -245,6 +245,24 @@ pub struct AcmeSettings {
     /// With these, challenges are answered by TLS-ALPN-01 on the HTTPS port instead of
     /// HTTP-01 on port 80 (a host whose port 80 is closed).
     pub tls_alpn: Option<TlsAlpnCerts>,
+    /// Resolves once the router serves what was published so far (an HTTP-01 token, a
+    /// TLS-ALPN-01 certificate): the router lives in another process (the edge), and the
+    /// server must not be told to validate before it can. `None`: publishing is immediate.
+    pub served: Option<Served>,
+}
+
+/// See [`AcmeSettings::served`].
+#[derive(Clone)]
+pub struct Served(
+    pub  Arc<
+        dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync,
+    >,
+);
+
+impl std::fmt::Debug for Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Served")
+    }
 }
 
 impl AcmeSettings {
@@ -256,6 +274,7 @@ impl AcmeSettings {
             extra_root_pem: None,
             validation_timeout: Duration::from_secs(60),
             tls_alpn: None,
+            served: None,
         }
     }
 }
@@ -443,6 +462,9 @@ pub async fn issue(
                 published_alpn.names.push(domain.clone());
             }
             _ => published.add(&challenge.token, challenge.key_authorization().as_str()),
+        }
+        if let Some(served) = &settings.served {
+            (served.0)().await;
         }
         challenge.set_ready().await.map_err(|e| match e {
             LibError::Api(p) if !is(&p, "rateLimited") => AcmeError::ChallengeFailed {

@@ -332,6 +332,13 @@ impl Edge {
         l.acme = answers;
     }
 
+    /// Resolves once the edge has applied everything published before the call (it handles
+    /// its control connection in order, so its answer to a query comes after them), or
+    /// after the query's timeout when no edge answers.
+    pub async fn applied(&self) {
+        let _ = self.ask(Query::Connections).await;
+    }
+
     /// Requests in flight to `addr` (0 when no edge answers: nothing can be waited for).
     pub async fn inflight(&self, addr: SocketAddr) -> usize {
         match self.ask(Query::Inflight(addr)).await {
