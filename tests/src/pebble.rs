@@ -59,12 +59,14 @@ impl Pebble {
         let d = dir.path();
         make_https_cert(d);
 
-        let dns_port = free_port();
+        // Taken together, so that no two are the same (one taken alone and released before
+        // its server binds it can be handed out again: pebble once got challtestsrv's port).
+        let [dns_port, dns_management_port, port, management_port] = free_ports();
         let challtestsrv = Command::new("/usr/bin/pebble-challtestsrv")
             .arg("-dns01")
             .arg(format!("127.0.0.1:{dns_port}"))
             .arg("-management")
-            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg(format!("127.0.0.1:{dns_management_port}"))
             // Its own challenge servers would take fixed ports; the test answers instead.
             .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
             // A and AAAA answers: 127.0.0.1 only, so validations never try [::1].
@@ -75,8 +77,6 @@ impl Pebble {
             .spawn()
             .expect("start pebble-challtestsrv (apt-get install pebble)");
 
-        let port = free_port();
-        let management_port = free_port();
         let mut config = serde_json::json!({
             "pebble": {
                 "listenAddress": format!("127.0.0.1:{port}"),
@@ -219,6 +219,14 @@ impl Drop for Pebble {
             eprintln!("{}", self.log());
         }
     }
+}
+
+/// `N` different ports nothing listens on right now.
+fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("its address").port())
 }
 
 /// A port nothing listens on right now (for a server told its port in advance).
