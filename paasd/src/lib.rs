@@ -104,6 +104,11 @@ pub async fn run(
         config.users.first_uid,
         config.users.count,
     )?;
+    // The apps' and add-ons' uids, then (the last) the edge's.
+    let users = apps::UidRange {
+        first: config.users.first_uid,
+        count: config.users.count,
+    };
     // Before anything opens descriptors in numbers; the router's budget is taken from this.
     let nofile = match fds::raise() {
         Ok(n) => {
@@ -146,7 +151,7 @@ pub async fn run(
             max_instances_per_type: config.max_instances_per_type,
             stacks: stack_names.clone(),
             routes: routes.clone(),
-            uids: apps::UidRange::of(&config.users).for_apps(),
+            uids: users.for_apps(),
             resources: resource_settings(&config.instances, &config.build),
             volumes_dir: paths.volumes(),
         },
@@ -214,7 +219,7 @@ pub async fn run(
         idle_timeout_ms: config.router.idle_timeout_secs.saturating_mul(1000),
         upgrade_idle_timeout_ms: config.router.upgrade_idle_timeout_secs.saturating_mul(1000),
         nofile,
-        uid: apps::UidRange::of(&config.users).edge(),
+        uid: users.edge(),
     };
     let max_connections = config
         .router
@@ -315,7 +320,7 @@ pub async fn run(
         supervisor: supervisor.clone(),
         addresses: addresses.clone(),
         runtime: Arc::clone(&runtime),
-        uids: apps::UidRange::of(&config.users).for_apps(),
+        uids: users.for_apps(),
         data: paths.addons(),
         backups: config.backups_dir.join("addons"),
     });
@@ -422,7 +427,7 @@ pub async fn run(
         supervisor: supervisor.clone(),
         // An archive holds every app's slugs and data: the stack import's cap, at least 16 GB.
         max_upload: config.max_stack_mb.bytes().max(16 << 30),
-        uids: apps::UidRange::of(&config.users).for_apps(),
+        uids: users.for_apps(),
     });
     platform.sweep();
     let state = Arc::new(api::State {

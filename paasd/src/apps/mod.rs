@@ -72,14 +72,6 @@ pub struct UidRange {
 }
 
 impl UidRange {
-    /// The whole `[users]` range: the apps' and add-ons' uids, then the edge's.
-    pub fn of(users: &crate::config::UsersConfig) -> UidRange {
-        UidRange {
-            first: users.first_uid,
-            count: users.count,
-        }
-    }
-
     /// The uid the edge (the router's process) serves as: the range's last, which no app or
     /// add-on gets. A uid of its own, not `nobody`'s: no other host process can signal it.
     pub fn edge(&self) -> u32 {
