@@ -1,13 +1,11 @@
-//! One client connection from accept to close: wait for its first byte without hyper, serve
-//! it with hyper, and close it when a request head is too slow, it sits idle too long, or
-//! it is idle when `limits` needs its room for a newcomer.
+//! One client connection from accept to close: wait for its first byte, serve it (HTTP/1.1
+//! with `h1`, HTTP/2 with hyper), and close it when a request head is too slow, it sits idle
+//! too long, or it is idle when `limits` needs its room for a newcomer.
 //!
-//! Why the first byte is awaited outside hyper: hyper allocates its buffers (8 KiB for
-//! writing at once, 8 KiB for reading at the first read) per connection, so 20,000 idle
-//! connections that never send anything cost ~330 MB; waiting for readiness on the bare
-//! socket costs its registration and this small task. The timeouts live here rather than in
-//! hyper's `header_read_timeout` because hyper starts that timer as soon as it waits for a
-//! head, which makes it an idle timeout as well; here the idle wait between requests and the
+//! Why the first byte is awaited on the bare socket: the server side's state (and, on a
+//! TLS listener, the handshake's) exists only from then on, so 20,000 idle connections that
+//! never send anything cost their sockets' registrations and this small task. The timeouts
+//! live here rather than in the server side, so that the idle wait between requests and the
 //! head itself have a limit each.
 //!
 //! Why no timer per connection: the accept loop sweeps its connections' clocks ([`Clocks`])
@@ -73,7 +71,7 @@ const NONE: u64 = u64::MAX;
 /// over the cap, see `limits`).
 pub(crate) struct Clock {
     born: Instant,
-    /// Nothing received yet: hyper has not started.
+    /// Nothing received yet: no server side has started.
     fresh: AtomicBool,
     /// To queue the connection as an eviction candidate when it goes idle under pressure.
     admission: Arc<Admission>,
@@ -81,7 +79,8 @@ pub(crate) struct Clock {
     head_since: AtomicU64,
     /// When the last response ended (0 before the first: then `head_since` is 0 too).
     idle_since: AtomicU64,
-    /// Requests from hyper calling the service until their response body is done (for an
+    /// Requests from the server side (`h1` or hyper's h2) calling the proxy until their
+    /// response body is done (for an
     /// upgraded connection: until its tunnel closes).
     busy: AtomicU32,
     /// Why the connection should close (an [`Expired`] as a number; 0: no reason), set by
@@ -91,7 +90,7 @@ pub(crate) struct Clock {
     /// The connection's task, woken when `expired` is set, or when `busy` drops to 0 while
     /// it is `draining`.
     waker: OnceLock<Waker>,
-    /// hyper is done with the connection and its task waits for `busy` to reach 0 (an
+    /// The server side is done with the connection and its task waits for `busy` to reach 0 (an
     /// upgraded connection's tunnel).
     draining: AtomicBool,
 }
@@ -302,7 +301,7 @@ impl Drop for Busy {
     }
 }
 
-/// The socket as hyper sees it, telling the clock when bytes arrive.
+/// The socket as the server side sees it, telling the clock when bytes arrive.
 struct Watched {
     stream: TcpStream,
     clock: Arc<Clock>,
@@ -363,7 +362,7 @@ pub(crate) struct Accepted {
     /// Keeps the connection in its listener's sweep until it closes.
     pub listed: Listed,
     pub permit: Permit,
-    /// hyper's side of the graceful shutdown, for once hyper serves the connection.
+    /// The router's graceful shutdown waits for this until the connection is done.
     pub watcher: Watcher,
     /// Turns true when the router stops: a connection still waiting for its first byte
     /// closes then (its `watcher` would otherwise hold the shutdown until its timeout).
@@ -389,7 +388,7 @@ pub(crate) async fn serve(router: Arc<Router>, http: Arc<Http>, a: Accepted) {
     } = a;
     let t = router.timeouts;
     // `peek`, not `readable()`: a new socket may report readiness before any byte is there
-    // (tokio then learns otherwise only by reading), and that would start hyper at once.
+    // (tokio then learns otherwise only by reading), and that would start the server side at once.
     let mut first = [0u8; 1];
     let peeked = tokio::select! {
         r = stream.peek(&mut first) => r,
@@ -478,8 +477,8 @@ where
     r
 }
 
-/// Runs hyper's side of a connection until it ends or our clock expires it. An upgraded
-/// connection leaves hyper early; it stays admitted (its permit held by our caller) until
+/// Runs the server side of a connection until it ends or our clock expires it. An upgraded
+/// connection leaves it early; it stays admitted (its permit held by our caller) until
 /// its tunnel closes.
 async fn drive<E: std::fmt::Display>(
     mut conn: Pin<Box<impl std::future::Future<Output = Result<(), E>>>>,
@@ -505,7 +504,7 @@ async fn drive<E: std::fmt::Display>(
             return;
         }
     };
-    // What hyper still holds (a request it gave up on, a response body) settles now; only an
+    // What the server side still holds (a request it gave up on, a response body) settles now; only an
     // upgraded connection's tunnel keeps the connection busy after this.
     drop(conn);
     if let Err(e) = r {
