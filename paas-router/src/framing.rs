@@ -145,29 +145,42 @@ impl Decoder {
     }
 }
 
-/// Where each header's name and value sit in `buf` (which httparse parsed them from), so that
-/// the values can share its memory once the head is split off and frozen.
-pub(crate) type Spans = Vec<(Range<usize>, Range<usize>)>;
+/// Where a header's name and value sit in the buffer httparse parsed them from, so that the
+/// values can share its memory once the head is split off and frozen.
+pub(crate) type Span = (Range<usize>, Range<usize>);
+/// An unused slot of a caller's span array (on the stack: a head costs no allocation here).
+pub(crate) const NO_SPAN: Span = (0..0, 0..0);
 
-pub(crate) fn spans(buf: &[u8], headers: &[httparse::Header<'_>]) -> Spans {
+/// The spans of `headers` in `buf`, written to the start of `out` (as long as httparse's
+/// header slots, so that they fit).
+pub(crate) fn spans<'o>(
+    buf: &[u8],
+    headers: &[httparse::Header<'_>],
+    out: &'o mut [Span],
+) -> &'o [Span] {
     let base = buf.as_ptr() as usize;
-    headers
-        .iter()
-        .map(|h| {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            (name..name + h.name.len(), value..value + h.value.len())
-        })
-        .collect()
+    let n = headers.len().min(out.len());
+    for (slot, h) in out.iter_mut().zip(headers) {
+        let name = h.name.as_ptr() as usize - base;
+        let value = h.value.as_ptr() as usize - base;
+        *slot = (name..name + h.name.len(), value..value + h.value.len());
+    }
+    &out[..n]
 }
 
-/// The headers at `spans` of `head`; the values are slices of it, not copies.
-pub(crate) fn header_map(head: &Bytes, spans: Spans) -> Result<HeaderMap, &'static str> {
-    let mut headers = HeaderMap::with_capacity(spans.len());
+/// The headers at `spans` of `head`; the values are slices of it, not copies. The map has
+/// room for `extra` more headers: the router adds its own (forwarding headers to a request,
+/// a request id to a response), and growing a map rehashes it and allocates twice.
+pub(crate) fn header_map(
+    head: &Bytes,
+    spans: &[Span],
+    extra: usize,
+) -> Result<HeaderMap, &'static str> {
+    let mut headers = HeaderMap::with_capacity(spans.len() + extra);
     for (name, value) in spans {
-        let name = HeaderName::from_bytes(&head[name]).map_err(|_| "bad header name")?;
-        let value =
-            HeaderValue::from_maybe_shared(head.slice(value)).map_err(|_| "bad header value")?;
+        let name = HeaderName::from_bytes(&head[name.clone()]).map_err(|_| "bad header name")?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value.clone()))
+            .map_err(|_| "bad header value")?;
         headers.append(name, value);
     }
     Ok(headers)

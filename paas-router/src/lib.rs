@@ -25,6 +25,7 @@ mod headers;
 mod limits;
 mod pages;
 mod pool;
+mod probe;
 mod proxy;
 mod snapshot;
 mod stats;

@@ -14,6 +14,7 @@
 //! code, so everything read here is checked as strictly as a client's request would be: a
 //! response that is ambiguous about where it ends is an error or ends the connection.
 
+use std::future::poll_fn;
 use std::io;
 use std::task::{Context, Poll};
 
@@ -26,17 +27,18 @@ use tokio::net::TcpStream;
 
 use super::body::{BodyError, ClientBody};
 use super::framing::{
-    content_length, ends_chunked, header_map, keep_alive, spans, Decoded, Decoder,
+    content_length, ends_chunked, header_map, keep_alive, spans, Decoded, Decoder, NO_SPAN,
 };
+use super::probe;
 
 /// The largest response head read: the same ceiling as for a client's request head.
 const MAX_HEAD: usize = 64 * 1024;
-/// The first read of a response: a typical head and a small body fit in it.
-const FIRST_READ: usize = 4 * 1024;
 /// Each later read of a body.
 const BODY_READ: usize = 16 * 1024;
 /// Headers in one response head (hyper's limit).
 const MAX_HEADERS: usize = 100;
+/// Headers `proxy` may add to a response (`X-Request-Id`, `Strict-Transport-Security`).
+const ADDED_TO_RESPONSE: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UpstreamError {
@@ -200,7 +202,8 @@ pub(crate) async fn exchange(
             answered: false,
         });
     }
-    let mut buf = BytesMut::with_capacity(FIRST_READ);
+    // Unallocated: the first read is a probe, and the buffer then the response's size.
+    let mut buf = BytesMut::new();
     let mut answered = false;
     let client_body = match body {
         UpstreamBody::Client(b) if framing != RequestFraming::None => Some(b),
@@ -320,10 +323,15 @@ async fn read_head<R: AsyncRead + Unpin>(
                 return Err(UpstreamError::HeadTooLarge);
             }
         }
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(buf.len().max(FIRST_READ));
+        let n = if buf.capacity() == 0 {
+            poll_fn(|cx| probe::poll_probe(rd, cx, buf)).await
+        } else {
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(buf.len().max(probe::PROBE));
+            }
+            rd.read_buf(buf).await
         }
-        let n = rd.read_buf(buf).await.map_err(UpstreamError::Read)?;
+        .map_err(UpstreamError::Read)?;
         if n == 0 {
             return Err(if *answered {
                 UpstreamError::ClosedInHead
@@ -355,9 +363,10 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Parsed>, UpstreamError> {
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
-    let spans = spans(buf, resp.headers);
+    let mut at = [NO_SPAN; MAX_HEADERS];
+    let spans = spans(buf, resp.headers, &mut at);
     let head = buf.split_to(len).freeze();
-    let headers = header_map(&head, spans).map_err(UpstreamError::Malformed)?;
+    let headers = header_map(&head, spans, ADDED_TO_RESPONSE).map_err(UpstreamError::Malformed)?;
     Ok(Some(Parsed {
         status,
         version,
