@@ -600,13 +600,23 @@ async fn write_response(
         Out::UntilClose
     };
     let mut keep_alive = keep_alive && out != Out::UntilClose;
-    let mut head = Vec::with_capacity(
-        64 + parts
+    // Room for the status line and the headers added here (a date, a length, `connection`)
+    // and for a small body, gathered after the head: one allocation, never a copy to grow.
+    let small_body = match out {
+        Out::Length(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        _ => 0,
+    };
+    let head_size = 160
+        + parts
             .headers
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + 4)
-            .sum::<usize>(),
-    );
+            .sum::<usize>();
+    let mut head = Vec::with_capacity(if head_size + small_body <= GATHER {
+        head_size + small_body
+    } else {
+        head_size
+    });
     status_line(&mut head, version, status);
     let mut has_date = false;
     for (name, value) in &parts.headers {
@@ -696,7 +706,7 @@ async fn write_response(
         let ended = none_left || body.is_end_stream();
         if !data.is_empty() {
             if out == Out::Chunked {
-                pending.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                pending.extend_from_slice(chunk_size_line(data.len(), &mut [0; 18]));
             }
             if pending.len() + data.len() <= GATHER {
                 pending.extend_from_slice(&data);
@@ -736,6 +746,20 @@ async fn write_response(
     } else {
         Next::Close
     })
+}
+
+/// A chunk's size line, `HEX\r\n`, written into `line` (16 digits at most, and CRLF).
+fn chunk_size_line(mut n: usize, line: &mut [u8; 18]) -> &[u8] {
+    line[16..].copy_from_slice(b"\r\n");
+    let mut at = 16;
+    loop {
+        at -= 1;
+        line[at] = b"0123456789abcdef"[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            return &line[at..];
+        }
+    }
 }
 
 /// `n` in decimal, written into `digits` (a u64 has at most 20): no String per response.
@@ -789,6 +813,16 @@ mod tests {
             Err(r) => r,
             Ok(Some(h)) => panic!("accepted {raw:?}: {:?}", h.request),
             Ok(None) => panic!("incomplete {raw:?}"),
+        }
+    }
+
+    #[test]
+    fn a_chunk_size_line_is_hex_and_crlf() {
+        for n in [0, 9, 10, 255, 16 * 1024, usize::MAX] {
+            assert_eq!(
+                chunk_size_line(n, &mut [0; 18]),
+                format!("{n:x}\r\n").as_bytes()
+            );
         }
     }
 

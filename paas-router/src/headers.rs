@@ -171,7 +171,19 @@ pub(crate) fn add_forwarded(headers: &mut HeaderMap, peer: &Peer, host: &HeaderV
 fn forwarded_element(peer: &Peer, host: &HeaderValue) -> HeaderValue {
     let host = host.as_bytes();
     let quote = !host.iter().all(|b| is_tchar(*b));
-    let mut out = Vec::with_capacity(peer.node.len() + host.len() + 24);
+    let proto: &[u8] = if peer.tls {
+        b";proto=https"
+    } else {
+        b";proto=http"
+    };
+    let quoting = if quote {
+        2 + host.iter().filter(|b| matches!(b, b'"' | b'\\')).count()
+    } else {
+        0
+    };
+    // Exactly the size written (see `upstream::encode_head`).
+    let size = "for=".len() + peer.node.len() + ";host=".len() + host.len() + quoting + proto.len();
+    let mut out = Vec::with_capacity(size);
     out.extend_from_slice(b"for=");
     out.extend_from_slice(&peer.node);
     out.extend_from_slice(b";host=");
@@ -187,11 +199,8 @@ fn forwarded_element(peer: &Peer, host: &HeaderValue) -> HeaderValue {
     } else {
         out.extend_from_slice(host);
     }
-    out.extend_from_slice(if peer.tls {
-        b";proto=https"
-    } else {
-        b";proto=http"
-    });
+    out.extend_from_slice(proto);
+    debug_assert_eq!(out.len(), size);
     // Built from a valid header value and visible ASCII.
     HeaderValue::from_maybe_shared(Bytes::from(out))
         .unwrap_or_else(|_| HeaderValue::from_static("for=unknown;proto=http"))

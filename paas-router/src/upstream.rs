@@ -99,13 +99,16 @@ pub(crate) fn frame_request(headers: &mut HeaderMap, empty: bool) -> RequestFram
 /// origin form (`proxy` turned an absolute one into it).
 pub(crate) fn encode_head(method: &Method, uri: &Uri, headers: &HeaderMap) -> Bytes {
     let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    // Exactly the size written: a Vec that has to grow copies itself, and one whose length
+    // is not its capacity costs `Bytes` an allocation more.
     let size = headers
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum::<usize>()
         + method.as_str().len()
+        + 1
         + target.len()
-        + 13;
+        + b" HTTP/1.1\r\n\r\n".len();
     let mut out = Vec::with_capacity(size);
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
@@ -118,6 +121,7 @@ pub(crate) fn encode_head(method: &Method, uri: &Uri, headers: &HeaderMap) -> By
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
+    debug_assert_eq!(out.len(), size);
     Bytes::from(out)
 }
 
