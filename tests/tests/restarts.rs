@@ -282,6 +282,9 @@ fn the_edge_keeps_serving_without_a_socket_holder_and_is_restarted_if_it_dies() 
     assert_eq!(field("Groups:"), "", "{status}");
     assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
     assert_eq!(field("CapPrm:"), "0000000000000000", "{status}");
+    assert_eq!(field("CapInh:"), "0000000000000000", "{status}");
+    assert_eq!(field("CapAmb:"), "0000000000000000", "{status}");
+    assert_eq!(field("CapBnd:"), "0000000000000000", "{status}");
     assert_eq!(field("NoNewPrivs:"), "1", "{status}");
 
     let l = load::start_retrying(router, &format!("calm.{BASE}"), 10, Duration::from_secs(60));

@@ -42,6 +42,14 @@ pub fn main(state_dir: &Path) -> i32 {
     if let Err(e) = nix::sys::prctl::set_no_new_privs() {
         tracing::warn!(error = %e, "edge: could not set no_new_privs");
     }
+    // Also per thread, so also here: an empty bounding set means nothing the edge could ever
+    // execute regains a capability. It takes none from the edge now (it binds and reads
+    // files as root until `drop_privileges`).
+    if nix::unistd::Uid::effective().is_root() {
+        if let Err(e) = caps::clear(None, caps::CapSet::Bounding) {
+            tracing::warn!(error = %e, "edge: could not empty the capability bounding set");
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("paas-edge")
@@ -501,7 +509,8 @@ fn start(
 /// the `[users]` range, which no app gets and no host account has (`app_users`), so no other
 /// process can signal it. It is the process that parses untrusted HTTP and TLS and holds the
 /// certificates' keys, so it drops root and every capability (a uid change from 0 clears
-/// them); `main` already set no_new_privs. Changing credentials also makes it non-dumpable: no other
+/// them); `main` already set no_new_privs and emptied the bounding set, before any thread
+/// existed (both are per thread). Changing credentials also makes it non-dumpable: no other
 /// process of that uid can ptrace it.
 fn drop_privileges(uid: u32) -> nix::Result<()> {
     use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
