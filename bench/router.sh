@@ -53,9 +53,9 @@
 #     that neither churns connections (with 2,000 clients and 512 kept, ours opens and
 #     closes thousands a second, which cost it a fifth of its throughput on 2026-12-06, and
 #     the TIME_WAIT sockets left behind slow later connects of both); ours
-#     `--max-idle-per-upstream` half of it for each of the two upstreams
-#     (standalone; paasd keeps its default, 256 per upstream). Ours drops an idle upstream
-#     connection after 4 s, nginx after 60 s.
+#     `--max-idle-per-upstream` half of it for each of the two upstreams (standalone; paasd
+#     keeps its default: every connection, until its idle timeout). Ours drops an idle
+#     upstream connection after 4 s, nginx after 60 s.
 #   - No per-client-address cap on either: all of wrk's connections come from 127.0.0.1, so
 #     ours gets `max_connections_per_ip` 10,000 (standalone: the example's flag; paasd:
 #     `[router]` in its config); the default, 256, would refuse most of them.

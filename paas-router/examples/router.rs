@@ -50,7 +50,8 @@ struct Args {
     /// generator on loopback needs more).
     #[arg(long)]
     max_connections_per_ip: Option<usize>,
-    /// Idle keep-alive connections kept per upstream (the router's default is 256).
+    /// Idle keep-alive connections kept per upstream (the router's default keeps them all
+    /// until their idle timeout).
     #[arg(long)]
     max_idle_per_upstream: Option<usize>,
     /// Also serve TLS on this address (needs --cert and --key).

@@ -992,6 +992,74 @@ async fn router_keeps_counters_across_swaps() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_keeps_every_connection_of_a_burst_until_the_idle_timeout() {
+    const BURST: usize = 300;
+    let up = TestUpstream::start_with("u", true).await;
+    let h = Harness::start(RouterOptions {
+        max_connections_per_ip: 1_000,
+        idle_timeout: Duration::from_millis(1_500),
+        ..RouterOptions::default()
+    })
+    .await;
+    h.router
+        .publish(table(&[("web", &[], vec![up.upstream(1)])]));
+    let mut clients = Vec::new();
+    for _ in 0..BURST {
+        clients.push(h.client().await);
+    }
+    let wave = |clients: Vec<Client>| {
+        futures_join(clients.into_iter().map(|mut c| {
+            tokio::spawn(async move {
+                let got = c.get("web.paas.test").await;
+                (c, got.status)
+            })
+        }))
+    };
+    let first = tokio::spawn(wave(clients));
+    wait_for("the whole burst to be at the upstream at once", || {
+        up.hits() == BURST
+    })
+    .await;
+    up.release();
+    let clients: Vec<Client> = first
+        .await
+        .expect("first wave")
+        .into_iter()
+        .map(|(c, status)| {
+            assert_eq!(status, StatusCode::OK);
+            c
+        })
+        .collect();
+    assert_eq!(up.connections(), BURST);
+    // Nothing was closed on the way back to the pool (a cap of 256 closed 44 here) ...
+    wait_for("the responses' connections to be back in the pool", || {
+        up.open_connections() == BURST
+    })
+    .await;
+    // ... so the next burst opens none.
+    for (_, status) in wave(clients).await {
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(up.connections(), BURST, "no new upstream connection");
+    // The idle timeout gives them all back.
+    wait_for("the idle connections to close", || {
+        up.open_connections() == 0
+    })
+    .await;
+}
+
+/// Awaits every task, in order, and returns their outputs.
+async fn futures_join<T: Send + 'static>(
+    tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    for t in tasks.collect::<Vec<_>>() {
+        out.push(t.await.expect("task"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn router_closes_idle_upstream_connections() {
     let up = TestUpstream::start("u").await;
     let h = Harness::start(RouterOptions {
