@@ -749,28 +749,26 @@ async fn write_response(
 }
 
 /// A chunk's size line, `HEX\r\n`, written into `line` (16 digits at most, and CRLF).
-fn chunk_size_line(mut n: usize, line: &mut [u8; 18]) -> &[u8] {
+fn chunk_size_line(n: usize, line: &mut [u8; 18]) -> &[u8] {
     line[16..].copy_from_slice(b"\r\n");
-    let mut at = 16;
-    loop {
-        at -= 1;
-        line[at] = b"0123456789abcdef"[n & 0xf];
-        n >>= 4;
-        if n == 0 {
-            return &line[at..];
-        }
-    }
+    let at = 16 - digits(n as u64, 16, &mut line[..16]).len();
+    &line[at..]
 }
 
-/// `n` in decimal, written into `digits` (a u64 has at most 20): no String per response.
-fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
-    let mut at = digits.len();
+/// `n` in decimal, written into `out` (a u64 has at most 20 digits): no String per response.
+fn decimal(n: u64, out: &mut [u8; 20]) -> &[u8] {
+    digits(n, 10, out)
+}
+
+/// `n` in base `radix` (10 or 16), written at the end of `out`, which must be long enough.
+fn digits(mut n: u64, radix: u64, out: &mut [u8]) -> &[u8] {
+    let mut at = out.len();
     loop {
         at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
+        out[at] = b"0123456789abcdef"[(n % radix) as usize];
+        n /= radix;
         if n == 0 {
-            return &digits[at..];
+            return &out[at..];
         }
     }
 }
