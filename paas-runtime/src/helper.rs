@@ -757,17 +757,48 @@ fn spawn(program: &CString, argv: &[CString], envp: &[CString]) -> Result<Pid, S
     });
     let attr = stage("spawn the command", attr)?;
     let actions = stage("spawn the command", PosixSpawnFileActions::init())?;
-    posix_spawn(program.as_c_str(), &actions, &attr, argv, envp).map_err(|e| {
-        (
-            "exec".into(),
-            format!(
-                "exec {}: {}",
-                program.to_string_lossy(),
-                e.desc().to_lowercase()
-            ),
-        )
-    })
+    let mut waits = ETXTBSY_WAITS.iter();
+    loop {
+        match posix_spawn(program.as_c_str(), &actions, &attr, argv, envp) {
+            Ok(pid) => return Ok(pid),
+            Err(nix::errno::Errno::ETXTBSY) if waits.len() > 0 => {
+                if let Some(wait) = waits.next() {
+                    std::thread::sleep(*wait);
+                }
+            }
+            Err(e) => {
+                return Err((
+                    "exec".into(),
+                    format!(
+                        "exec {}: {}",
+                        program.to_string_lossy(),
+                        e.desc().to_lowercase()
+                    ),
+                ))
+            }
+        }
+    }
 }
+
+/// How long `spawn` waits before each retry of an exec that failed with ETXTBSY (~1.3 s in
+/// all). That error is transient when the program was just written: paasd copies buildpacks
+/// into the build while other threads of it start processes, and a child forked meanwhile
+/// holds a copy of the write descriptor until its own exec closes it (close-on-exec cannot
+/// close it sooner). A loaded host can stretch that window to milliseconds. A program kept
+/// open for writing for longer than this still fails, with the kernel's message.
+const ETXTBSY_WAITS: [std::time::Duration; 8] = {
+    use std::time::Duration;
+    [
+        Duration::from_millis(5),
+        Duration::from_millis(10),
+        Duration::from_millis(20),
+        Duration::from_millis(40),
+        Duration::from_millis(80),
+        Duration::from_millis(160),
+        Duration::from_millis(320),
+        Duration::from_millis(640),
+    ]
+};
 
 /// Joins the cgroup whose join files are `files` and makes it the root of a new cgroup
 /// namespace. This process has one thread: writing 0 moves exactly it.
@@ -887,6 +918,52 @@ mod tests {
         link.pid = 4242;
         drop(ours);
         (link, socket)
+    }
+
+    fn script(dir: &std::path::Path) -> (PathBuf, std::fs::File) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = dir.join("run");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o755)
+            .open(&path)
+            .expect("create");
+        file.write_all(b"#!/bin/sh\nexit 7\n").expect("write");
+        (path, file)
+    }
+
+    fn c(s: &str) -> CString {
+        CString::new(s).expect("cstring")
+    }
+
+    #[test]
+    fn a_program_still_open_for_writing_briefly_is_run_once_it_is_closed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, file) = script(dir.path());
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            drop(file);
+        });
+        let program = c(path.to_str().expect("utf8"));
+        let pid =
+            spawn(&program, std::slice::from_ref(&program), &[]).expect("spawned after the close");
+        closer.join().expect("closer");
+        assert_eq!(
+            waitpid(pid, None).expect("wait"),
+            WaitStatus::Exited(pid, 7)
+        );
+    }
+
+    #[test]
+    fn a_program_kept_open_for_writing_fails_with_the_kernels_message() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, _file) = script(dir.path());
+        let program = c(path.to_str().expect("utf8"));
+        let (stage, message) =
+            spawn(&program, std::slice::from_ref(&program), &[]).expect_err("busy");
+        assert_eq!(stage, "exec");
+        assert_eq!(message, format!("exec {}: text file busy", path.display()));
     }
 
     fn read_all(stream: UnixStream) -> Vec<FromHelper> {
