@@ -465,6 +465,13 @@ fn start(
         own.set_nonblocking(true)?;
         tokio::net::TcpListener::from_std(own)
     };
+    // Before the first accept; if it fails, nothing is served (paasd retries a new edge).
+    let uid = options.uid;
+    if let Err(e) = drop_privileges(uid) {
+        tracing::error!(error = %e, "edge: could not drop privileges; refusing to serve");
+        return Err(std::io::Error::other(e));
+    }
+    tracing::info!(uid, "edge: running without privileges");
     let mut done = vec![tokio::spawn(
         Arc::clone(&router).serve(tokio_listener(&http)?, until_stopped()),
     )];
@@ -488,11 +495,6 @@ fn start(
         max_connections = router.max_connections(),
         "edge: serving"
     );
-    let uid = options.uid;
-    match drop_privileges(uid) {
-        Ok(()) => tracing::info!(uid, "edge: running without privileges"),
-        Err(e) => tracing::warn!(error = %e, "edge: could not drop privileges; serving as is"),
-    }
     Ok(Serving {
         router,
         options,
@@ -503,6 +505,20 @@ fn start(
     })
 }
 
+/// Why the edge did not become unprivileged. It then serves nothing: a root process
+/// parsing untrusted HTTP is what the edge exists to avoid.
+#[derive(Debug, thiserror::Error)]
+enum DropError {
+    #[error("{what}: {source}")]
+    Call {
+        what: &'static str,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("after the drop it still has {0}")]
+    Kept(String),
+}
+
 /// From its first accept the edge needs no privilege: the sockets are open (the control one
 /// was bound as root, which is what a connecting paasd's peer check sees), and connecting
 /// to instances needs none. It serves as `uid` and the group of that number: the last of
@@ -511,17 +527,64 @@ fn start(
 /// certificates' keys, so it drops root and every capability (a uid change from 0 clears
 /// them); `main` already set no_new_privs and emptied the bounding set, before any thread
 /// existed (both are per thread). Changing credentials also makes it non-dumpable: no other
-/// process of that uid can ptrace it.
-fn drop_privileges(uid: u32) -> nix::Result<()> {
+/// process of that uid can ptrace it. The result is checked, not assumed: a call that
+/// "succeeds" without effect (a uid of -1 means "unchanged") must not leave it root.
+fn drop_privileges(uid: u32) -> Result<(), DropError> {
     use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
     if !Uid::effective().is_root() {
         return Ok(());
     }
-    let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(uid));
-    setgroups(&[])?;
+    let call = |what| move |source| DropError::Call { what, source };
+    let (u, g) = (Uid::from_raw(uid), Gid::from_raw(uid));
+    setgroups(&[]).map_err(call("setgroups"))?;
     // glibc applies these to every thread of the process.
-    setresgid(gid, gid, gid)?;
-    setresuid(uid, uid, uid)
+    setresgid(g, g, g).map_err(call("setresgid"))?;
+    setresuid(u, u, u).map_err(call("setresuid"))?;
+    match still_held(uid) {
+        None => Ok(()),
+        Some(kept) => Err(DropError::Kept(kept)),
+    }
+}
+
+/// What this thread holds beyond running as `uid` and its group, with no supplementary
+/// group and no capability in any set; None if nothing.
+fn still_held(uid: u32) -> Option<String> {
+    let mut kept = Vec::new();
+    match nix::unistd::getresuid() {
+        Ok(r)
+            if [r.real, r.effective, r.saved]
+                .iter()
+                .all(|u| u.as_raw() == uid) => {}
+        Ok(r) => kept.push(format!("uids {}/{}/{}", r.real, r.effective, r.saved)),
+        Err(e) => kept.push(format!("unreadable uids ({e})")),
+    }
+    match nix::unistd::getresgid() {
+        Ok(r)
+            if [r.real, r.effective, r.saved]
+                .iter()
+                .all(|g| g.as_raw() == uid) => {}
+        Ok(r) => kept.push(format!("gids {}/{}/{}", r.real, r.effective, r.saved)),
+        Err(e) => kept.push(format!("unreadable gids ({e})")),
+    }
+    match nix::unistd::getgroups() {
+        Ok(groups) if groups.is_empty() => {}
+        Ok(groups) => kept.push(format!("{} supplementary groups", groups.len())),
+        Err(e) => kept.push(format!("unreadable groups ({e})")),
+    }
+    for (name, set) in [
+        ("effective", caps::CapSet::Effective),
+        ("permitted", caps::CapSet::Permitted),
+        ("inheritable", caps::CapSet::Inheritable),
+        ("ambient", caps::CapSet::Ambient),
+        ("bounding", caps::CapSet::Bounding),
+    ] {
+        match caps::read(None, set) {
+            Ok(held) if held.is_empty() => {}
+            Ok(held) => kept.push(format!("{} {name} capabilities", held.len())),
+            Err(e) => kept.push(format!("unreadable {name} capabilities ({e})")),
+        }
+    }
+    (!kept.is_empty()).then(|| kept.join(", "))
 }
 
 impl Edge {
@@ -559,5 +622,21 @@ async fn stop(edge: &Edge, drain: Duration) {
     };
     if tokio::time::timeout(drain, all).await.is_err() {
         tracing::info!("edge: connections still open after the drain; closing them");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The check that makes the edge refuse to serve, on a process that kept root (the
+    /// tests run as root, as the README's command and CI do).
+    #[test]
+    fn a_process_still_root_is_told_what_it_kept() {
+        assert!(nix::unistd::Uid::effective().is_root(), "tests run as root");
+        let kept = still_held(1_900_099_999).expect("root holds more than that uid");
+        assert!(kept.starts_with("uids 0/0/0, gids 0/0/0"), "{kept}");
+        assert!(kept.contains("effective capabilities"), "{kept}");
+        assert!(kept.contains("bounding capabilities"), "{kept}");
     }
 }
