@@ -52,6 +52,28 @@ impl Pebble {
         tls_port: u16,
         validity_secs: Option<u64>,
     ) -> Pebble {
+        // Its ports are free when chosen but bound only once the servers run: a test running
+        // in parallel (or the kernel, for an outgoing connection) can take one in between.
+        // Then it starts again on other ports.
+        let mut attempt = 1;
+        loop {
+            match Pebble::try_start(http_port, tls_port, validity_secs) {
+                Ok(p) => return p,
+                Err(log) if attempt < 3 && log.contains("address already in use") => {
+                    eprintln!("pebble: a port was taken meanwhile; again on other ports");
+                    attempt += 1;
+                }
+                Err(log) => panic!("{log}"),
+            }
+        }
+    }
+
+    /// One start; if either server exits before the directory answers, what it said.
+    fn try_start(
+        http_port: u16,
+        tls_port: u16,
+        validity_secs: Option<u64>,
+    ) -> Result<Pebble, String> {
         let dir = tempfile::Builder::new()
             .prefix("paas-pebble-")
             .tempdir()
@@ -125,7 +147,7 @@ impl Pebble {
                 break;
             }
             if let Some((name, status)) = p.exited() {
-                panic!("{name} exited ({status}):\n{}", p.log());
+                return Err(format!("{name} exited ({status}):\n{}", p.log()));
             }
             assert!(
                 Instant::now() < deadline,
@@ -148,7 +170,7 @@ impl Pebble {
             "pebble's issuing root: {}",
             p.issuing_root
         );
-        p
+        Ok(p)
     }
 
     /// The ACME directory.
