@@ -10,11 +10,14 @@
 # new TLS connections per second (a full handshake each) and CPU per handshake.
 #
 # Usage: [ROUNDS=5] [CONNS="100 500 2000"] [NGINX_KEEPALIVE=2000] [HS_SECS=SECONDS]
-#        [AFTER_SECS=3] [HS_CAP=40] bench/router.sh [--standalone | --paasd] [--tls] [SECONDS]
+#        [AFTER_SECS=3] [HS_CAP=40] [PACED=1] [PACED_LOAD=70] [PACED_ROUNDS=3]
+#        bench/router.sh [--standalone | --paasd] [--tls] [SECONDS]
 #   Each of ROUNDS rounds runs every (protocol, connections, proxy) cell for SECONDS (default
 #   10) after a 2 s warm-up, alternating which proxy goes first; the tables show medians.
 #   --tls runs the keep-alive cells twice, plain HTTP and HTTPS, plus the handshake test,
-#   and so defaults to ROUNDS=3 and SECONDS=8 (about 7.5 minutes).
+#   and so defaults to ROUNDS=5 and SECONDS=8 (about 22 minutes with the paced cells).
+#   Five, not three: on a 2-CPU VM a cell at 2,000 connections runs in one of two states
+#   (see docs/benchmarks.md) for either proxy, and three rounds let one unlucky round decide.
 #   --paasd       real paasd (release build): deploys examples/go-hello as `gob`, scales it
 #                 to web=2, reads the instance addresses from `paas ps gob --json`, and
 #                 compares paasd's own router (`--http`) with nginx in front of them.
@@ -95,6 +98,14 @@
 #     a proxy that is always busy never needs (2026-12-06: h2load spent 198 us per connection
 #     against ours, 176 us against nginx, the difference in `_raw_spin_unlock_irqrestore`
 #     under `sock_def_readable`).
+#   - Latency at the same load (PACED, default on; PACED=0 skips it): wrk keeps N requests in
+#     flight (a closed loop), so a faster proxy also loads the client's and the upstreams'
+#     CPU more, and its p99 there includes that queueing. After the keep-alive rounds, each
+#     (protocol, count) cell runs again for both proxies with h2load (--h1, N connections,
+#     one thread) sending at a fixed rate, `--rps`: PACED_LOAD percent (default 70) of the
+#     slower proxy's keep-alive median. Both proxies then get the same requests per second,
+#     and p50 / p99 / p99.9 come from h2load's per-request log. PACED_ROUNDS (default 3)
+#     interleaved rounds of SECONDS each after a 2 s warm-up; medians.
 # Needs root for apt-get (wrk, nginx, nghttp2-client) and for paasd mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -117,7 +128,7 @@ if $TLS; then
   MODE=standalone
   PROTOS=(http https)
   SECS=${SECS:-8}
-  ROUNDS=${ROUNDS:-3}
+  ROUNDS=${ROUNDS:-5}
 else
   PROTOS=(http)
   SECS=${SECS:-10}
@@ -133,6 +144,9 @@ HS_SECS=${HS_SECS:-$SECS}
 HS_CONC=${HS_CONC:-100}
 HS_CAP=${HS_CAP:-40}
 AFTER_SECS=${AFTER_SECS:-3}
+PACED=${PACED:-1}
+PACED_LOAD=${PACED_LOAD:-70}
+PACED_ROUNDS=${PACED_ROUNDS:-3}
 PROXY_CPU=0
 LOAD_CPU=1
 [ "$(nproc)" -ge 2 ] || { PROXY_CPU=0; LOAD_CPU=0; }
@@ -145,8 +159,10 @@ if ! command -v nginx >/dev/null 2>&1; then
   systemctl disable --now nginx >/dev/null 2>&1 || true
 fi
 ensure_packages python3 procps curl
-if $TLS; then
+if $TLS || [ "$PACED" != 0 ]; then
   command -v h2load >/dev/null 2>&1 || { need_root; ensure_packages nghttp2-client; }
+fi
+if $TLS; then
   command -v openssl >/dev/null 2>&1 || { need_root; ensure_packages openssl; }
   [ -x /usr/bin/time ] || { need_root; ensure_packages time; }
 fi
@@ -540,6 +556,29 @@ print(f"{ok / secs:.0f} {cpu_us:.1f} {100 * ticks / hz / secs:.0f} {(cu + cs) * 
 ' "$((after - before))" "$(getconf CLK_TCK)"
 }
 
+# paced PROTO NAME CONNS RATE -> "rps p50_ms p99_ms p999_ms failed"
+# RATE requests/s in all, spread over CONNS connections (see the header).
+paced() {
+  local proto=$1 name=$2 c=$3 rate=$4 u per log out
+  u=$(url "$proto" "$(port_of "$proto" "$name")")
+  per=$(python3 -c "import sys; print(max(1, round(float(sys.argv[1]) / int(sys.argv[2]))))" "$rate" "$c")
+  local h2=(taskset -c "$LOAD_CPU" h2load --h1 -t1 -c"$c" -H ":authority: $HOST")
+  "${h2[@]}" -D 2 "$u" >/dev/null 2>&1
+  log="$dir/paced-$proto-$name-$c.log"
+  rm -f "$log"
+  out=$("${h2[@]}" --rps "$per" -D "$SECS" --log-file "$log" "$u" 2>&1)
+  echo "$out" > "$dir/h2load-paced-$proto-$name-$c.txt"
+  python3 - "$log" "$SECS" <<'PY'
+import sys
+# h2load's log: start (us since epoch), status, duration (us); failed requests show status -1.
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+ok = sorted(int(r[2]) for r in rows if r[1].startswith(("2", "3")))
+failed = len(rows) - len(ok)
+q = lambda f: ok[min(len(ok) - 1, int(f * len(ok)))] / 1000 if ok else float("nan")
+print(f"{len(ok) / float(sys.argv[2]):.0f} {q(0.5):.3f} {q(0.99):.3f} {q(0.999):.3f} {failed}")
+PY
+}
+
 for proto in "${PROTOS[@]}"; do
   echo "$proto $(rss_kb "$proto" ours) $(rss_kb "$proto" nginx)"
 done > "$dir/memory"
@@ -578,11 +617,38 @@ for r in $(seq 1 "$ROUNDS"); do
   fi
 done
 
+: > "$dir/paced"
+if [ "$PACED" != 0 ]; then
+  step "h2load --h1 -cN --rps: ${PACED_LOAD}% of the slower proxy's keep-alive rate, both proxies, x $PACED_ROUNDS rounds"
+  for r in $(seq 1 "$PACED_ROUNDS"); do
+    if [ $((r % 2)) -eq 1 ]; then order=(nginx ours); else order=(ours nginx); fi
+    for proto in "${PROTOS[@]}"; do
+      for c in "${CONN_COUNTS[@]}"; do
+        rate=$(python3 - "$dir/results" "$proto" "$c" "$PACED_LOAD" <<'PY'
+import statistics, sys
+rps = {}
+for line in open(sys.argv[1]):
+    proto, c, who, v, *_ = line.split()
+    if proto == sys.argv[2] and c == sys.argv[3]:
+        rps.setdefault(who, []).append(float(v))
+print(round(min(statistics.median(v) for v in rps.values()) * float(sys.argv[4]) / 100))
+PY
+)
+        for who in "${order[@]}"; do
+          line="$proto $c $who $rate $(paced "$proto" "$who" "$c" "$rate")"
+          echo "round $r: paced $line" >&2
+          echo "$line" >> "$dir/paced"
+        done
+      done
+    done
+  done
+fi
+
 echo
 echo "mode: $MODE ($OURS_LABEL vs nginx $(nginx -v 2>&1 | sed 's/.*nginx\///')), $(nproc) CPUs,"
 echo "median of $ROUNDS interleaved runs of ${SECS}s each; $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%Y-%m-%dT%H:%MZ)"
 python3 - "$dir/results" "$dir/handshakes" "$dir/memory" "$MEM_CONNS" "$AFTER_SECS" \
-  "$dir/handshakes-capped" "$HS_CAP" "$HS_SECS" <<'PY'
+  "$dir/handshakes-capped" "$HS_CAP" "$HS_SECS" "$dir/paced" "$PACED_LOAD" <<'PY'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
@@ -605,6 +671,27 @@ for proto in protos:
         verdict = "MET" if r[0] >= 1.0 and r[2] <= 1.0 else "MISSED"
         print(f"{proto:<6} {c:<6} {'ours/ng':<8} {r[0]:9.2f} {r[1]:8.2f} {r[2]:8.2f} {r[3]:10.2f}"
               f"          target req/s >= 1 and p99 <= 1: {verdict}")
+paced = {}
+for line in open(sys.argv[9]):
+    proto, c, who, rate, *vals = line.split()
+    paced.setdefault((proto, int(c)), {}).setdefault(who, []).append(list(map(float, vals)))
+if paced:
+    print()
+    print(f"Latency at the same offered load (h2load --h1 --rps: {sys.argv[10]}% of the slower "
+          "proxy's keep-alive req/s above, the same rate for both):")
+    print(f"{'proto':<6} {'conns':<6} {'proxy':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'p99.9 ms':>9} {'failed':>7}")
+    for (proto, c), by in sorted(paced.items()):
+        m = {w: [statistics.median(col) for col in zip(*v)] for w, v in by.items()}
+        for who in ("ours", "nginx"):
+            v = m[who]
+            print(f"{proto:<6} {c:<6} {who:<8} {v[0]:9.0f} {v[1]:8.2f} {v[2]:8.2f} {v[3]:9.2f} "
+                  f"{sum(x[4] for x in by[who]):7.0f}")
+        o, n = m["ours"], m["nginx"]
+        r = [a / b if b else float("nan") for a, b in zip(o, n)]
+        verdict = "MET" if r[2] <= 1.0 else "MISSED"
+        print(f"{proto:<6} {c:<6} {'ours/ng':<8} {r[0]:9.2f} {r[1]:8.2f} {r[2]:8.2f} {r[3]:9.2f}"
+              f"          target p99 <= 1: {verdict}")
 if "https" in protos:
     print()
     print("TLS / plain (req/s, CPU per request):")
