@@ -550,21 +550,14 @@ fn drop_privileges(uid: u32) -> Result<(), DropError> {
 /// group and no capability in any set; None if nothing.
 fn still_held(uid: u32) -> Option<String> {
     let mut kept = Vec::new();
-    match nix::unistd::getresuid() {
-        Ok(r)
-            if [r.real, r.effective, r.saved]
-                .iter()
-                .all(|u| u.as_raw() == uid) => {}
-        Ok(r) => kept.push(format!("uids {}/{}/{}", r.real, r.effective, r.saved)),
-        Err(e) => kept.push(format!("unreadable uids ({e})")),
-    }
-    match nix::unistd::getresgid() {
-        Ok(r)
-            if [r.real, r.effective, r.saved]
-                .iter()
-                .all(|g| g.as_raw() == uid) => {}
-        Ok(r) => kept.push(format!("gids {}/{}/{}", r.real, r.effective, r.saved)),
-        Err(e) => kept.push(format!("unreadable gids ({e})")),
+    let uids = nix::unistd::getresuid().map(|r| [r.real, r.effective, r.saved].map(|u| u.as_raw()));
+    let gids = nix::unistd::getresgid().map(|r| [r.real, r.effective, r.saved].map(|g| g.as_raw()));
+    for (what, ids) in [("uids", uids), ("gids", gids)] {
+        match ids {
+            Ok(ids) if ids == [uid; 3] => {}
+            Ok([real, effective, saved]) => kept.push(format!("{what} {real}/{effective}/{saved}")),
+            Err(e) => kept.push(format!("unreadable {what} ({e})")),
+        }
     }
     match nix::unistd::getgroups() {
         Ok(groups) if groups.is_empty() => {}
