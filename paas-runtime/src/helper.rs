@@ -757,24 +757,20 @@ fn spawn(program: &CString, argv: &[CString], envp: &[CString]) -> Result<Pid, S
     });
     let attr = stage("spawn the command", attr)?;
     let actions = stage("spawn the command", PosixSpawnFileActions::init())?;
-    let mut waits = ETXTBSY_WAITS.iter();
+    let mut waits = ETXTBSY_WAITS_MS.iter();
     loop {
-        match posix_spawn(program.as_c_str(), &actions, &attr, argv, envp) {
+        let e = match posix_spawn(program.as_c_str(), &actions, &attr, argv, envp) {
             Ok(pid) => return Ok(pid),
-            Err(nix::errno::Errno::ETXTBSY) if waits.len() > 0 => {
-                if let Some(wait) = waits.next() {
-                    std::thread::sleep(*wait);
-                }
+            Err(e) => e,
+        };
+        match (e, waits.next()) {
+            (nix::errno::Errno::ETXTBSY, Some(ms)) => {
+                std::thread::sleep(std::time::Duration::from_millis(*ms));
             }
-            Err(e) => {
-                return Err((
-                    "exec".into(),
-                    format!(
-                        "exec {}: {}",
-                        program.to_string_lossy(),
-                        e.desc().to_lowercase()
-                    ),
-                ))
+            _ => {
+                let name = program.to_string_lossy();
+                let why = e.desc().to_lowercase();
+                return Err(("exec".into(), format!("exec {name}: {why}")));
             }
         }
     }
@@ -786,19 +782,7 @@ fn spawn(program: &CString, argv: &[CString], envp: &[CString]) -> Result<Pid, S
 /// holds a copy of the write descriptor until its own exec closes it (close-on-exec cannot
 /// close it sooner). A loaded host can stretch that window to milliseconds. A program kept
 /// open for writing for longer than this still fails, with the kernel's message.
-const ETXTBSY_WAITS: [std::time::Duration; 8] = {
-    use std::time::Duration;
-    [
-        Duration::from_millis(5),
-        Duration::from_millis(10),
-        Duration::from_millis(20),
-        Duration::from_millis(40),
-        Duration::from_millis(80),
-        Duration::from_millis(160),
-        Duration::from_millis(320),
-        Duration::from_millis(640),
-    ]
-};
+const ETXTBSY_WAITS_MS: [u64; 8] = [5, 10, 20, 40, 80, 160, 320, 640];
 
 /// Joins the cgroup whose join files are `files` and makes it the root of a new cgroup
 /// namespace. This process has one thread: writing 0 moves exactly it.
