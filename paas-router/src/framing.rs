@@ -176,7 +176,7 @@ pub(crate) fn header_map(
     spans: &[Span],
     extra: usize,
 ) -> Result<HeaderMap, &'static str> {
-    let mut headers = HeaderMap::with_capacity(spans.len() + extra);
+    let mut headers = super::spares::take(spans.len() + extra);
     for (name, value) in spans {
         let name = HeaderName::from_bytes(&head[name.clone()]).map_err(|_| "bad header name")?;
         let value = HeaderValue::from_maybe_shared(head.slice(value.clone()))

@@ -352,7 +352,7 @@ fn request_body(version: Version, headers: &HeaderMap) -> Result<Decoder, Refusa
 /// `handle` answers one request.
 pub(crate) async fn serve<T, H, F>(
     io: T,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
     mut handle: H,
 ) -> io::Result<()>
 where
@@ -367,6 +367,10 @@ where
         cont_flush: false,
         io,
     }));
+    // One wait for the stop for the connection's whole life: a wait begun anew for every
+    // request joined and left the channel's list of waiters (a lock, and a touch of two
+    // other connections' waits) each time, ~1.5% of the router's CPU at 2,000 connections.
+    let mut stop = pin!(stopped(stopping.clone()));
     loop {
         let head = loop {
             let parsed = {
@@ -393,7 +397,7 @@ where
                 tokio::select! {
                     biased;
                     r = fill(&link, FIRST_READ) => r?,
-                    () = stopped(&mut stopping) => return shutdown(&link).await,
+                    () = &mut stop => return shutdown(&link).await,
                 }
             } else {
                 fill(&link, FIRST_READ).await?
@@ -497,7 +501,7 @@ async fn client_gone(link: &Link) {
 }
 
 /// Resolves when the router stops (or is gone).
-async fn stopped(stopping: &mut watch::Receiver<bool>) {
+async fn stopped(mut stopping: watch::Receiver<bool>) {
     let _ = stopping.wait_for(|s| *s).await;
 }
 
@@ -583,7 +587,7 @@ async fn write_response(
     version: Version,
     keep_alive: bool,
 ) -> io::Result<Next> {
-    let (parts, mut body) = response.into_parts();
+    let (mut parts, mut body) = response.into_parts();
     let status = parts.status;
     let switch = status == StatusCode::SWITCHING_PROTOCOLS;
     let bodiless = head_request
@@ -652,6 +656,7 @@ async fn write_response(
         }
     }
     head.extend_from_slice(b"\r\n");
+    super::spares::give_back(std::mem::take(&mut parts.headers));
     drop(parts);
     if out == Out::None {
         // Settles now: a HEAD, 1xx, 204 or 304 has no body to wait for.

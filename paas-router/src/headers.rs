@@ -36,8 +36,11 @@ const MAX_REQUEST_ID: usize = 128;
 /// named: the upstream needs it, and a client must not be able to strip it. Our own
 /// forwarding headers are set after this runs, so naming them achieves nothing either.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // `Connection` is rare from HTTP/1.1 clients and in upstream responses, so the common path
-    // is a few failed lookups and no allocation.
+    // Most messages have none of them: one pass over the names (comparisons of a tag for the
+    // standard ones) is much cheaper than hashing nine names to look each up.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named = headers_named(headers.get_all(header::CONNECTION).iter());
         headers.remove(header::CONNECTION);
@@ -59,6 +62,19 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     ] {
         headers.remove(name);
     }
+}
+
+/// Removed by [`strip_hop_by_hop`] whatever `Connection` names.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
 }
 
 /// The protocol an HTTP/1.1 request asks to switch to (`Upgrade: websocket` with `upgrade`

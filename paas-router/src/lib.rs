@@ -28,6 +28,7 @@ mod pool;
 mod probe;
 mod proxy;
 mod snapshot;
+mod spares;
 mod stats;
 mod table;
 #[cfg(test)]

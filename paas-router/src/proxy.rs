@@ -70,6 +70,7 @@ pub(crate) async fn forward(
     busy: Busy,
 ) -> Response<ProxyBody> {
     let start = Instant::now();
+    let mut timer = busy.response_timer();
     let (mut parts, body) = req.into_parts();
     let request_id = headers::request_id(&parts.headers);
     let mut finish = Finish::new(
@@ -171,6 +172,7 @@ pub(crate) async fn forward(
         UpstreamBody::Client(body)
     };
     // The head's values are slices of hyper's read buffer: let it go while we wait.
+    super::spares::give_back(std::mem::take(&mut parts.headers));
     drop(parts);
 
     let mut tried: Vec<usize> = Vec::new();
@@ -199,16 +201,19 @@ pub(crate) async fn forward(
                 continue;
             }
         };
-        let exchange = upstream::exchange(
-            &mut io,
-            &head,
-            &mut body,
-            framing,
-            head_request,
-            upgrade.is_some(),
-        );
-        match tokio::time::timeout(router.opts.response_timeout, exchange).await {
-            Ok(Ok(resp)) => {
+        let outcome = {
+            let exchange = std::pin::pin!(upstream::exchange(
+                &mut io,
+                &head,
+                &mut body,
+                framing,
+                head_request,
+                upgrade.is_some(),
+            ));
+            timer.within(router.opts.response_timeout, exchange).await
+        };
+        match outcome {
+            Some(Ok(resp)) => {
                 let answer = Answer {
                     finish,
                     route,
@@ -239,7 +244,7 @@ pub(crate) async fn forward(
                     (_, _) => respond(answer, resp, io),
                 };
             }
-            Ok(Err(failed)) => {
+            Some(Err(failed)) => {
                 if reused {
                     backend.clear_idle();
                 }
@@ -251,7 +256,7 @@ pub(crate) async fn forward(
                     break;
                 }
             }
-            Err(_) => {
+            None => {
                 // Dropping the exchange dropped that connection; it is not pooled again.
                 last = Failure::Timeout;
                 break;

@@ -886,6 +886,44 @@ async fn router_response_timeout_is_504() {
     slow.release();
 }
 
+/// A connection keeps one timer for its requests' response timeouts and moves its deadline
+/// (`conn::ResponseTimer`): each request still gets the whole timeout from its own start,
+/// both right after a fast one (the deadline moved later) and after the timer went off idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_of_a_kept_alive_connection_gets_the_whole_response_timeout() {
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    let fast = TestUpstream::start("fast").await;
+    let slow = TestUpstream::start_with("slow", true).await;
+    let h = Harness::start(RouterOptions {
+        response_timeout: TIMEOUT,
+        ..RouterOptions::default()
+    })
+    .await;
+    h.router.publish(table(&[
+        ("web", &[], vec![fast.upstream(1)]),
+        ("slow", &[], vec![slow.upstream(1)]),
+    ]));
+    let mut c = h.client().await;
+    for round in 0..2 {
+        assert_eq!(c.get("web.paas.test").await.status, StatusCode::OK);
+        if round == 1 {
+            // Idle past the last deadline: the timer has gone off with nothing waiting.
+            tokio::time::sleep(TIMEOUT * 2).await;
+            assert_eq!(c.get("web.paas.test").await.status, StatusCode::OK);
+        }
+        let started = std::time::Instant::now();
+        let got = c.get("slow.paas.test").await;
+        assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT, "round {round}");
+        assert!(
+            started.elapsed() >= TIMEOUT,
+            "round {round}: a 504 after {:?}, before the timeout",
+            started.elapsed()
+        );
+    }
+    assert_eq!(slow.hits(), 2);
+    slow.release();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_leave_mid_request_release_their_connections() {
     let up = TestUpstream::start_with("a", true).await;
