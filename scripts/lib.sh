@@ -82,3 +82,16 @@ ensure_stack_runtimes() {
   command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || want+=(nodejs npm)
   ensure_packages "${want[@]}"
 }
+
+# A TCP port free on loopback now (bench/: the proxies and upstreams it starts).
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() { # HOST PORT
+  for _ in $(seq 1 200); do
+    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  die "nothing listens on $1:$2"
+}

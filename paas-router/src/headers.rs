@@ -353,15 +353,19 @@ pub(crate) fn generate_request_id() -> HeaderValue {
     let bits = (u128::from(hi) << 64 | u128::from(lo)) & !(0xf000u128 << 64) & !(0xc << 60)
         | (0x4000u128 << 64)
         | (0x8u128 << 60);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 36];
     let mut pos = 0;
-    for i in (0..32).rev() {
-        if matches!(pos, 8 | 13 | 18 | 23) {
+    // A byte (two digits) at a time: shifting the u128 once per digit was ~350 instructions
+    // per request.
+    for (i, b) in bits.to_be_bytes().into_iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
             out[pos] = b'-';
             pos += 1;
         }
-        out[pos] = b"0123456789abcdef"[((bits >> (i * 4)) & 0xf) as usize];
-        pos += 1;
+        out[pos] = HEX[usize::from(b >> 4)];
+        out[pos + 1] = HEX[usize::from(b & 0xf)];
+        pos += 2;
     }
     // Hex digits and dashes are always a valid header value.
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("-"))
