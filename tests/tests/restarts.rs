@@ -23,6 +23,8 @@ NAME = os.environ.get("APP_NAME", "?")
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
+        if self.path.startswith("/slow"):
+            time.sleep(2)
         body = f"{NAME}\n".encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -66,6 +68,40 @@ fn deploy(d: &Daemon, app: &str, ignore_term: bool) {
     d.paas(&env).ok();
     let out = d.deploy_dir(app, dir.path());
     assert!(out.contains("Routing to"), "{out}");
+}
+
+/// A copy of the paasd binary with bytes appended: another file, as an install would put
+/// there, so its edge replaces the running one.
+fn upgraded_binary(d: &Daemon) -> std::path::PathBuf {
+    let upgraded = d.dir().join("paasd-upgraded");
+    let mut bytes = std::fs::read(paas_tests::bin("paasd")).expect("read paasd");
+    bytes.extend_from_slice(b"\n# upgraded\n");
+    std::fs::write(&upgraded, bytes).expect("write the upgrade");
+    std::fs::set_permissions(
+        &upgraded,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    upgraded
+}
+
+/// `GET path` with `Host: host` straight to the router's address (paasd may be away): the
+/// status code, 0 if no response came.
+fn status_of(router: std::net::SocketAddr, host: &str, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&router, Duration::from_secs(5)) else {
+        return 0;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let mut out = String::new();
+    if s.write_all(req.as_bytes()).is_err() || s.read_to_string(&mut out).is_err() {
+        return 0;
+    }
+    out.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Every process of the daemon's containers: its helpers and all their descendants.
@@ -130,16 +166,7 @@ fn restarts_crashes_and_upgrades_fail_no_request_and_keep_the_instances() {
     assert!(before.iter().all(|(_, s, _)| s == "up"), "{before:?}");
     assert!(pids.len() >= 9, "helpers, inits and servers: {pids:?}");
 
-    // A copy of the binary with bytes appended: another file, as an install would put there.
-    let upgraded = d.dir().join("paasd-upgraded");
-    let mut bytes = std::fs::read(paas_tests::bin("paasd")).expect("read paasd");
-    bytes.extend_from_slice(b"\n# upgraded\n");
-    std::fs::write(&upgraded, bytes).expect("write the upgrade");
-    std::fs::set_permissions(
-        &upgraded,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
+    let upgraded = upgraded_binary(&d);
 
     for phase in [
         "SIGTERM + start",
@@ -242,6 +269,71 @@ fn restarts_crashes_and_upgrades_fail_no_request_and_keep_the_instances() {
     assert!(d.helper_pids().is_empty(), "{:?}", d.helper_pids());
     assert!(d.edge_pids().is_empty(), "{:?}", d.edge_pids());
     assert!(d.cgroups().is_empty(), "{:?}", d.cgroups());
+}
+
+/// An upgrade replaces the edge. The access lines of the requests the old edge served while
+/// no paasd listened, and of the ones it finishes during its drain, still reach the app's
+/// log: the retiring edge hands them to the new paasd on the connection that retired it.
+#[test]
+fn a_replaced_edge_hands_over_the_access_lines_of_its_last_requests() {
+    if !have_root("restarts") {
+        return;
+    }
+    let mut d = Daemon::start_holding_sockets("");
+    deploy(&d, "relay", false);
+    let host = format!("relay.{BASE}");
+    let router = d.router();
+    let old = d.edge_pids();
+    assert_eq!(old.len(), 1, "{old:?}");
+    let upgraded = upgraded_binary(&d);
+
+    assert!(d.stop().success());
+    // paasd is away: the edge serves on and keeps these lines.
+    for i in 0..10 {
+        let path = format!("/while-away-{i}");
+        assert_eq!(status_of(router, &host, &path), 200, "{path}");
+    }
+    // In flight across the upgrade: the old edge finishes it, during its drain or before.
+    let slow = {
+        let host = host.clone();
+        std::thread::spawn(move || status_of(router, &host, "/slow-across-the-upgrade"))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    d.use_binary(upgraded);
+    d.restart();
+    assert_eq!(slow.join().expect("slow request"), 200);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while d.edge_pids().iter().any(|p| old.contains(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let now = d.edge_pids();
+    assert!(
+        now.len() == 1 && !old.contains(&now[0]),
+        "the new binary's edge alone serves: {now:?} (was {old:?})"
+    );
+
+    let wanted: Vec<String> = (0..10)
+        .map(|i| format!("path=\"/while-away-{i}\""))
+        .chain(["path=\"/slow-across-the-upgrade\"".to_string()])
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (log, missing) = loop {
+        let log = d
+            .paas(&["logs", "relay", "--source", "router", "-n", "1000"])
+            .ok()
+            .to_string();
+        let missing: Vec<&String> = wanted
+            .iter()
+            .filter(|w| !log.contains(w.as_str()))
+            .collect();
+        if missing.is_empty() || Instant::now() > deadline {
+            break (log, missing.into_iter().cloned().collect::<Vec<_>>());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(missing.is_empty(), "access lines lost: {missing:?}\n{log}");
+    assert!(d.stop_all().success());
+    assert!(d.edge_pids().is_empty(), "{:?}", d.edge_pids());
 }
 
 /// Without anything holding the sockets (no systemd fd store): the next paasd takes the

@@ -671,6 +671,57 @@ impl Edge {
         }
     }
 
+    /// The access lines a retiring edge sends until its drain is over: those of the
+    /// requests it finishes, and those it kept while no paasd listened (an upgrade).
+    async fn collect_access(&self, stream: tokio::net::UnixStream, pid: u32) {
+        let mut lines = tokio::io::BufReader::new(stream).lines();
+        let deadline = tokio::time::Instant::now() + DRAIN + Duration::from_secs(5);
+        let mut handed = 0usize;
+        loop {
+            let line = match tokio::time::timeout_at(deadline, lines.next_line()).await {
+                Ok(Ok(Some(line))) => line,
+                Ok(Ok(None)) => {
+                    tracing::info!(
+                        pid,
+                        lines = handed,
+                        "the replaced edge is done; it handed over its access lines"
+                    );
+                    return;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(pid, error = %e, "a retiring edge's connection failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        pid,
+                        "a retiring edge still reports after its drain; no longer read"
+                    );
+                    return;
+                }
+            };
+            match serde_json::from_str::<FromEdge>(&line) {
+                Ok(FromEdge::Access(batch)) => {
+                    handed += batch.len();
+                    for a in batch {
+                        (self.inner.sink)(a);
+                    }
+                }
+                Ok(FromEdge::Dropped(n)) => {
+                    tracing::warn!(
+                        pid,
+                        lines = n,
+                        "edge: access lines dropped while no paasd listened"
+                    );
+                }
+                Ok(FromEdge::Reply { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(pid, error = %e, "a retiring edge sent a line that does not parse")
+                }
+            }
+        }
+    }
+
     /// Removes edge `pid`'s socket file once the process is gone (at most the drain and a
     /// few seconds later).
     async fn forget_when_gone(&self, pid: u32) {
@@ -706,16 +757,21 @@ impl Edge {
                     &Command::Retire {
                         drain_ms: millis(DRAIN),
                     },
-                )
+                )?;
+                s.set_nonblocking(true)?;
+                tokio::net::UnixStream::from_std(s)
             });
             match retired {
-                Ok(()) => {
+                Ok(stream) => {
                     tracing::info!(
                         pid,
                         "the replaced edge stops accepting and finishes what is in flight"
                     );
                     let edge = self.clone();
-                    tokio::spawn(async move { edge.forget_when_gone(pid).await });
+                    tokio::spawn(async move {
+                        edge.collect_access(stream, pid).await;
+                        edge.forget_when_gone(pid).await;
+                    });
                 }
                 Err(e) if self.edge_alive(pid) => {
                     // It must not serve on beside ours with an old table.

@@ -192,7 +192,12 @@ async fn controller(
     match next {
         After::Attach => {}
         After::Retire(drain) => {
-            stop(&edge, drain).await;
+            // The requests it finishes (and the ones it served while no paasd listened) are
+            // the apps' requests still: their access lines go to the paasd that retired it,
+            // on this connection, which closes when the drain is over.
+            std_stream.set_nonblocking(true)?;
+            let (_, write) = tokio::net::UnixStream::from_std(std_stream)?.into_split();
+            report_until(&edge, write, stop(&edge, drain)).await;
             let _ = std::fs::remove_file(&edge.socket);
             let _ = exit.send(()).await;
             return Ok(());
@@ -223,11 +228,7 @@ async fn controller(
                     out.push(FromEdge::Access(batch));
                 }
                 for m in &out {
-                    let Ok(mut line) = serde_json::to_vec(m) else {
-                        continue;
-                    };
-                    line.push(b'\n');
-                    if write.write_all(&line).await.is_err() {
+                    if send(&mut write, m).await.is_err() {
                         return;
                     }
                 }
@@ -238,9 +239,7 @@ async fn controller(
                     tokio::select! {
                         m = replies.recv() => match m {
                             Some(m) => {
-                                let Ok(mut line) = serde_json::to_vec(&m) else { continue };
-                                line.push(b'\n');
-                                if write.write_all(&line).await.is_err() {
+                                if send(&mut write, &m).await.is_err() {
                                     return;
                                 }
                             }
@@ -600,6 +599,56 @@ impl Edge {
         let n = b.lines.len().min(BATCH);
         let batch = b.lines.drain(..n).collect();
         (batch, std::mem::take(&mut b.dropped))
+    }
+}
+
+/// One message to paasd, as a JSON line.
+async fn send<W: tokio::io::AsyncWrite + Unpin>(
+    write: &mut W,
+    m: &FromEdge,
+) -> std::io::Result<()> {
+    let Ok(mut line) = serde_json::to_vec(m) else {
+        tracing::warn!("edge: a message to paasd that does not serialize; skipped");
+        return Ok(());
+    };
+    line.push(b'\n');
+    write.write_all(&line).await
+}
+
+/// Sends the buffered access lines, and those that come, until `until` is done; then the
+/// rest. Gives up when paasd hangs up (what is left of the lines is lost then).
+async fn report_until<W: tokio::io::AsyncWrite + Unpin>(
+    edge: &Edge,
+    mut write: W,
+    until: impl std::future::Future<Output = ()>,
+) {
+    let mut until = std::pin::pin!(until);
+    let mut over = false;
+    loop {
+        loop {
+            let (batch, dropped) = edge.take_batch();
+            if dropped > 0 && send(&mut write, &FromEdge::Dropped(dropped)).await.is_err() {
+                return;
+            }
+            if batch.is_empty() {
+                break;
+            }
+            if send(&mut write, &FromEdge::Access(batch)).await.is_err() {
+                return;
+            }
+        }
+        if over {
+            let _ = write.shutdown().await;
+            return;
+        }
+        tokio::select! {
+            () = &mut until => over = true,
+            () = edge.wake.notified() => {
+                // Lines come in bursts: gather a few milliseconds' worth.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
     }
 }
 
