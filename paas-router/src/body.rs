@@ -86,13 +86,14 @@ impl Finish {
 }
 
 impl Finish {
-    /// The upstream switched protocols: the 101 counts as a request now (its latency is the
-    /// time to the switch), and the connection as an open upgrade until this drops.
-    pub fn upgrade_opened(&mut self) {
-        self.status = 101;
+    /// The upstream switched protocols: the request counts now, with the status the client
+    /// got (101; a WebSocket over HTTP/2 gets 200, RFC 8441), its latency the time to the
+    /// switch, and the connection as an open upgrade until this drops.
+    pub fn upgrade_opened(&mut self, status: u16) {
+        self.status = status;
         self.upgraded = true;
         if let Some(app) = &self.app {
-            app.stats.record(101, 0, self.start.elapsed());
+            app.stats.record(status, 0, self.start.elapsed());
             app.stats.upgrade_opened();
         }
     }

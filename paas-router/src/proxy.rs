@@ -351,7 +351,7 @@ fn switch(
     finish.app = Some(route);
     finish.upstream = Some(idx);
     finish.inflight = Some(guard);
-    finish.upgrade_opened();
+    finish.upgrade_opened(parts.status.as_u16());
     tokio::spawn(super::tunnel::run(
         client,
         io,

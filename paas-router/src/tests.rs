@@ -2444,6 +2444,19 @@ async fn a_websocket_over_http2_reaches_an_http1_websocket_app() {
     assert!(seen.contains("\nx-forwarded-proto: https"), "{seen}");
     let stats = h.router.stats("ws").expect("stats");
     assert_eq!(stats.upgrades, 1);
+    // Logged and counted as the client saw it: its CONNECT, answered 200.
+    wait_for("the WebSocket's access line", || {
+        h.lines().iter().any(|l| l.path == "/chat?room=1")
+    })
+    .await;
+    let line = h
+        .lines()
+        .into_iter()
+        .find(|l| l.path == "/chat?room=1")
+        .expect("the access line");
+    assert_eq!((line.method.as_str(), line.status), ("CONNECT", 200));
+    let stats = h.router.stats("ws").expect("stats");
+    assert_eq!((stats.status[0], stats.status[1]), (0, 1), "as a 2xx");
 
     // An app that answers the handshake with a 200 rather than switching: a 2xx would tell
     // the client its WebSocket is open, so it gets a 502.
