@@ -7,7 +7,8 @@
 #
 # Why: on a 2-vCPU VM the timed benchmark (bench/router.sh) moves by +-10% between runs, and
 # CPU time per request is read in 10 ms ticks, so a change of a few percent in the router's
-# own code cannot be seen there. These counts are the same from run to run (within ~0.5%).
+# own code cannot be seen there. Instruction counts repeat within ~0.5% from run to run
+# (D1 misses within a few percent: they depend on how requests batch up).
 # They say nothing about the kernel's share (~70% of a request's CPU for both proxies: the
 # TCP stack over loopback), nor about time: a cache miss costs more than an instruction.
 #
