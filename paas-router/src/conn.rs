@@ -14,6 +14,8 @@
 //! polled beside hyper at every wake-up and re-armed at every request, cost ~5% of the
 //! router's CPU at 2,000 connections (docs/benchmarks.md). The price is precision: a
 //! deadline is met within a quarter of the shortest client timeout (at most 1 s) after it.
+//! (The upstream's response timeout does keep a timer per connection, [`ResponseTimer`]:
+//! it is polled only while a request waits for its response, and re-armed by a store.)
 //!
 //! Must not route or proxy a request (`proxy`) nor count connections (`limits`).
 
