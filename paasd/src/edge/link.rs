@@ -190,6 +190,30 @@ struct Latest {
     conn: Option<mpsc::UnboundedSender<ToEdge>>,
 }
 
+impl Inner {
+    /// One line from edge `pid`: access lines go to the sink, a count of dropped ones to the
+    /// log; a reply is handed back.
+    fn take_in(&self, pid: u32, line: &str) -> Option<(u64, Answer)> {
+        match serde_json::from_str::<FromEdge>(line) {
+            Ok(FromEdge::Access(batch)) => {
+                for a in batch {
+                    (self.sink)(a);
+                }
+            }
+            Ok(FromEdge::Dropped(n)) => {
+                tracing::warn!(
+                    pid,
+                    lines = n,
+                    "edge: access lines dropped while no paasd listened"
+                );
+            }
+            Ok(FromEdge::Reply { id, answer }) => return Some((id, answer)),
+            Err(e) => tracing::warn!(pid, error = %e, "edge: a line that does not parse"),
+        }
+        None
+    }
+}
+
 impl Edge {
     /// Takes over a suitable edge among `found` (same executable, same settings, same
     /// sockets) at once; the others are retired once [`Edge::go_live`] has one serving.
@@ -579,29 +603,15 @@ impl Edge {
                         break;
                     }
                 };
-                match serde_json::from_str::<FromEdge>(&line) {
-                    Ok(FromEdge::Access(batch)) => {
-                        for a in batch {
-                            (inner.sink)(a);
-                        }
+                if let Some((id, answer)) = inner.take_in(pid, &line) {
+                    let waiter = inner
+                        .pending
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&id);
+                    if let Some(w) = waiter {
+                        let _ = w.send(answer);
                     }
-                    Ok(FromEdge::Dropped(n)) => {
-                        tracing::warn!(
-                            lines = n,
-                            "edge: access lines dropped while no paasd listened"
-                        );
-                    }
-                    Ok(FromEdge::Reply { id, answer }) => {
-                        let waiter = inner
-                            .pending
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .remove(&id);
-                        if let Some(w) = waiter {
-                            let _ = w.send(answer);
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "edge: a line that does not parse"),
                 }
             }
             inner
@@ -676,16 +686,11 @@ impl Edge {
     async fn collect_access(&self, stream: tokio::net::UnixStream, pid: u32) {
         let mut lines = tokio::io::BufReader::new(stream).lines();
         let deadline = tokio::time::Instant::now() + DRAIN + Duration::from_secs(5);
-        let mut handed = 0usize;
         loop {
             let line = match tokio::time::timeout_at(deadline, lines.next_line()).await {
                 Ok(Ok(Some(line))) => line,
                 Ok(Ok(None)) => {
-                    tracing::info!(
-                        pid,
-                        lines = handed,
-                        "the replaced edge is done; it handed over its access lines"
-                    );
+                    tracing::info!(pid, "the replaced edge is done");
                     return;
                 }
                 Ok(Err(e)) => {
@@ -700,25 +705,8 @@ impl Edge {
                     return;
                 }
             };
-            match serde_json::from_str::<FromEdge>(&line) {
-                Ok(FromEdge::Access(batch)) => {
-                    handed += batch.len();
-                    for a in batch {
-                        (self.inner.sink)(a);
-                    }
-                }
-                Ok(FromEdge::Dropped(n)) => {
-                    tracing::warn!(
-                        pid,
-                        lines = n,
-                        "edge: access lines dropped while no paasd listened"
-                    );
-                }
-                Ok(FromEdge::Reply { .. }) => {}
-                Err(e) => {
-                    tracing::warn!(pid, error = %e, "a retiring edge sent a line that does not parse")
-                }
-            }
+            // It is asked nothing: a reply would be stray.
+            let _ = self.inner.take_in(pid, &line);
         }
     }
 

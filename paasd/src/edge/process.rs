@@ -215,23 +215,14 @@ async fn controller(
         let edge = Arc::clone(&edge);
         tokio::spawn(async move {
             loop {
-                let mut out = Vec::new();
                 while let Ok(m) = replies.try_recv() {
-                    out.push(m);
-                }
-                let (batch, dropped) = edge.take_batch();
-                if dropped > 0 {
-                    out.push(FromEdge::Dropped(dropped));
-                }
-                let more = batch.len() == BATCH;
-                if !batch.is_empty() {
-                    out.push(FromEdge::Access(batch));
-                }
-                for m in &out {
-                    if send(&mut write, m).await.is_err() {
+                    if send(&mut write, &m).await.is_err() {
                         return;
                     }
                 }
+                let Ok(more) = send_batch(&edge, &mut write).await else {
+                    return;
+                };
                 if edge.generation.load(Ordering::SeqCst) != generation {
                     return;
                 }
@@ -245,11 +236,7 @@ async fn controller(
                             }
                             None => return,
                         },
-                        () = edge.wake.notified() => {
-                            // Lines come in bursts: gather a few milliseconds' worth.
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                        () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                        () = lines_come(&edge) => {}
                     }
                 }
             }
@@ -615,6 +602,34 @@ async fn send<W: tokio::io::AsyncWrite + Unpin>(
     write.write_all(&line).await
 }
 
+/// Sends the next batch of access lines (after the count of any dropped); whether a full
+/// batch went, so more may wait.
+async fn send_batch<W: tokio::io::AsyncWrite + Unpin>(
+    edge: &Edge,
+    write: &mut W,
+) -> std::io::Result<bool> {
+    let (batch, dropped) = edge.take_batch();
+    if dropped > 0 {
+        send(write, &FromEdge::Dropped(dropped)).await?;
+    }
+    let more = batch.len() == BATCH;
+    if !batch.is_empty() {
+        send(write, &FromEdge::Access(batch)).await?;
+    }
+    Ok(more)
+}
+
+/// Resolves when access lines are there to send, or every 250 ms.
+async fn lines_come(edge: &Edge) {
+    tokio::select! {
+        () = edge.wake.notified() => {
+            // Lines come in bursts: gather a few milliseconds' worth.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        () = tokio::time::sleep(Duration::from_millis(250)) => {}
+    }
+}
+
 /// Sends the buffered access lines, and those that come, until `until` is done; then the
 /// rest. Gives up when paasd hangs up (what is left of the lines is lost then).
 async fn report_until<W: tokio::io::AsyncWrite + Unpin>(
@@ -626,15 +641,10 @@ async fn report_until<W: tokio::io::AsyncWrite + Unpin>(
     let mut over = false;
     loop {
         loop {
-            let (batch, dropped) = edge.take_batch();
-            if dropped > 0 && send(&mut write, &FromEdge::Dropped(dropped)).await.is_err() {
-                return;
-            }
-            if batch.is_empty() {
-                break;
-            }
-            if send(&mut write, &FromEdge::Access(batch)).await.is_err() {
-                return;
+            match send_batch(edge, &mut write).await {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(_) => return,
             }
         }
         if over {
@@ -643,11 +653,7 @@ async fn report_until<W: tokio::io::AsyncWrite + Unpin>(
         }
         tokio::select! {
             () = &mut until => over = true,
-            () = edge.wake.notified() => {
-                // Lines come in bursts: gather a few milliseconds' worth.
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            () = lines_come(edge) => {}
         }
     }
 }
