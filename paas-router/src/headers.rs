@@ -50,7 +50,14 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
-    for name in [
+    for name in always_hop_by_hop() {
+        headers.remove(name);
+    }
+}
+
+/// Removed by [`strip_hop_by_hop`] whatever `Connection` names.
+fn always_hop_by_hop() -> [&'static HeaderName; 8] {
+    [
         &KEEP_ALIVE,
         &PROXY_CONNECTION,
         &header::TE,
@@ -59,22 +66,11 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         &header::UPGRADE,
         &header::PROXY_AUTHENTICATE,
         &header::PROXY_AUTHORIZATION,
-    ] {
-        headers.remove(name);
-    }
+    ]
 }
 
-/// Removed by [`strip_hop_by_hop`] whatever `Connection` names.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == header::PROXY_AUTHENTICATE
-        || name == header::PROXY_AUTHORIZATION
+    name == header::CONNECTION || always_hop_by_hop().contains(&name)
 }
 
 /// The protocol an HTTP/1.1 request asks to switch to (`Upgrade: websocket` with `upgrade`
