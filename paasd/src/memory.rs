@@ -1,10 +1,12 @@
-//! Giving memory back after a burst. glibc keeps freed heap memory in its arenas, so after
-//! 20,000 client connections came and went paasd stayed at its peak RSS (292 MB after
-//! closing them, from 11 MB idle). Every few seconds this looks at paasd's RSS and the
-//! router's open connections, and when the RSS is well above paasd's rest (by half of it)
-//! and the connections have fallen to half their peak or less, it trims the heap
-//! (`paas_runtime::heap::trim`, on a blocking thread): once when they closed, again if the
-//! RSS grew or 30 s later while it stays up.
+//! Giving memory back after a burst. Neither heap returns freed memory by itself (see
+//! `paas_runtime::heap`): after 20,000 client connections came and went paasd stayed at its
+//! peak RSS (292 MB after closing them, from 11 MB idle). Every few seconds this looks at
+//! the process's RSS and the router's open connections, and when the RSS is well above the
+//! rest (by half of it) and the connections have fallen to half their peak or less, it
+//! trims the heaps (`paas_runtime::heap::trim` on a blocking thread, then `ask_threads` so
+//! that each runtime worker collects its own heap when it parks): once when they closed,
+//! again if the RSS grew or 30 s later while it stays up. It runs in the edge, the process
+//! that holds the connections.
 //!
 //! Owns only that policy; must not touch the router or its connections (it is handed a
 //! function that counts them).
@@ -13,6 +15,10 @@ use std::time::Duration;
 
 /// How often the RSS and the connections are looked at.
 const TICK: Duration = Duration::from_secs(5);
+
+/// How long the workers get to collect their heaps before the RSS is read again (only the
+/// log line depends on it).
+const SETTLE: Duration = Duration::from_millis(200);
 
 /// Growth over the RSS after the last trim that makes another one worth it.
 const GROWTH: u64 = 8 << 20;
@@ -102,6 +108,10 @@ pub async fn watch(open: impl Fn() -> u64 + Send + 'static) {
         let released = tokio::task::spawn_blocking(paas_runtime::heap::trim)
             .await
             .unwrap_or(false);
+        // The runtime's workers hold their own free pages; each hands them back as it
+        // parks (`heap::collect_if_asked`), which an idle worker does at once.
+        paas_runtime::heap::ask_threads();
+        tokio::time::sleep(SETTLE).await;
         let after = rss().unwrap_or(before);
         trigger.trimmed(after, open());
         tracing::info!(

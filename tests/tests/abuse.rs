@@ -1,7 +1,7 @@
 //! Issue 14, "the router and the daemon survive abuse": floods of idle connections and
 //! slowloris clients against the real paasd's router must not take descriptors from the
 //! API, the health checks or the instances, must not get healthy instances replaced, and
-//! must leave paasd's memory where it was once they are gone. Normal users keep getting
+//! must leave the edge's memory where it was once they are gone. Normal users keep getting
 //! answers meanwhile. Real paasd, a real app (`examples/procfile-hello`), raw TCP from
 //! loopback source addresses 127.0.0.2 and up. Needs root (skips loudly otherwise; never
 //! skips under CI).
@@ -146,7 +146,10 @@ fn idle_floods_leave_the_api_the_apps_and_paasds_memory_alone() {
         return;
     };
     let router = d.router();
-    let pid = d.pid().as_raw();
+    // The edge holds the connections (and their memory and descriptors), not paasd.
+    let edges = d.edge_pids();
+    assert_eq!(edges.len(), 1, "one edge process: {edges:?}");
+    let pid = edges[0].as_raw();
     let before = instances(&d);
     assert_eq!(before.len(), 1, "{before:?}");
     all_ok(router, 20, "before the flood");
@@ -158,7 +161,7 @@ fn idle_floods_leave_the_api_the_apps_and_paasds_memory_alone() {
         .find(|l| l.starts_with("Max open files"))
         .and_then(|l| l.split_whitespace().nth(3))
         .and_then(|v| v.parse().ok())
-        .expect("paasd's open files limit");
+        .expect("the edge's open files limit");
     let max = n(&conns(&d), "max");
     // The descriptor budget holds the configured 25,000 down if paasd's limit is lower.
     assert_eq!(
@@ -208,7 +211,7 @@ fn idle_floods_leave_the_api_the_apps_and_paasds_memory_alone() {
     let flood_rss = rss_kib(pid);
     assert!(
         (flood_fds as u64) < nofile - nofile / 10,
-        "paasd holds {flood_fds} of its {nofile} descriptors: no reserve left"
+        "the edge holds {flood_fds} of its {nofile} descriptors: no reserve left"
     );
     let mut took = apps_ok(&d, 20, "under the flood");
     let mut reqs = all_ok(router, 50, "under the flood");
@@ -218,8 +221,8 @@ fn idle_floods_leave_the_api_the_apps_and_paasds_memory_alone() {
     assert_eq!(instances(&d), before, "an instance was restarted");
     let c = conns(&d);
     eprintln!(
-        "flood of {flood_n} (paasd RLIMIT_NOFILE {nofile}, max {max}): {open} held, \
-         {} closed by paasd, paasd fds {flood_fds}, RSS {} -> {} KiB; \
+        "flood of {flood_n} (edge RLIMIT_NOFILE {nofile}, max {max}): {open} held, \
+         {} closed by the edge, edge fds {flood_fds}, RSS {} -> {} KiB; \
          paas apps median {} max {}; GET / p50 {} p95 {}; counters {c}",
         closed_by_peer(&flood),
         idle_rss,
@@ -231,9 +234,11 @@ fn idle_floods_leave_the_api_the_apps_and_paasds_memory_alone() {
     );
     drop(flood);
 
-    // Memory: back under twice the idle RSS within 60 s of the flood going away.
-    let after = wait_until("RSS under 2x idle", Duration::from_secs(60), || {
-        rss_kib(pid) < 2 * idle_rss
+    // Memory: back under 1.5x the idle RSS within 60 s of the flood going away (3.6 s and
+    // 1.1x measured; without the runtime workers collecting their own mimalloc heaps it
+    // stayed at 1.7x).
+    let after = wait_until("RSS under 1.5x idle", Duration::from_secs(60), || {
+        rss_kib(pid) < idle_rss * 3 / 2
     });
     eprintln!(
         "RSS idle {idle_rss} KiB, with the flood {flood_rss} KiB, {} KiB {:.1} s after closing",

@@ -53,6 +53,8 @@ pub fn main(state_dir: &Path) -> i32 {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("paas-edge")
+        // Where each worker hands its free heap pages back after a burst (crate::memory).
+        .on_thread_park(paas_runtime::heap::collect_if_asked)
         .build()
     {
         Ok(r) => r,
