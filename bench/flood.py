@@ -4,7 +4,8 @@ time and closes what it opened.
 
 Phases: idle figures; N idle connections (never sending a byte) spread over source
 addresses 127.0.0.2.. (so a per-address cap does not refuse them all); `paas apps` latency,
-normal requests and paasd's RSS/fds under them; closing them and timing paasd's RSS back
+normal requests and the edge's RSS/fds under them (the edge: the router's process, `--pid`);
+closing them and timing that RSS back
 under 2x idle; S slowloris connections (request head one byte at a time) with normal
 requests alongside. Prints a table and one JSON line.
 """
@@ -313,10 +314,10 @@ def main():
 
     print(json.dumps(out))
     print(f"""
-paasd RLIMIT_NOFILE (soft hard): {out['paasd_nofile']}
-paasd RSS idle {out['rss_idle_mb']:.1f} MB, with {connected} idle conns {out['rss_flood_mb']:.1f} MB, peak {out['rss_peak_mb']:.1f} MB, 
+edge RLIMIT_NOFILE (soft hard): {out['paasd_nofile']}
+edge RSS idle {out['rss_idle_mb']:.1f} MB, with {connected} idle conns {out['rss_flood_mb']:.1f} MB, peak {out['rss_peak_mb']:.1f} MB, 
   after closing {out['rss_after_mb']:.1f} MB (under 2x idle after {fell} s), 30 s after closing {out['rss_30s_after_mb']:.1f} MB
-paasd fds idle {out['fds_idle']}, flood {out['fds_flood']}; idle conns connected {connected}, failed {failed}, closed by server {out['flood_closed_by_server']}
+edge fds idle {out['fds_idle']}, flood {out['fds_flood']}; idle conns connected {connected}, failed {failed}, closed by server {out['flood_closed_by_server']}
 paas apps --json (median, max ms, failed): idle {out['apps_idle_ms']}, flood {out['apps_flood_ms']}
 normal GET / (p50, p95 ms, failed, errors): idle {out['req_idle_ms']}, flood {out['req_flood_ms']}
   with {len(slow)} slowloris conns: {out['req_slowloris_ms']}; slow conns closed by server {closed} (first after {out['slow_first_close_s']} s)

@@ -3,8 +3,9 @@
 # 20,000, never sending a byte, from source addresses 127.0.0.2.. so the per-address cap
 # does not refuse them all) and then SLOW slowloris connections (default 200, a request head
 # one byte at a time), with a normal user alongside. Prints `paas apps --json` latency and a
-# normal `GET /`'s p50/p95 (idle, under the flood, under slowloris), paasd's RSS idle / with
-# the flood / peak / after closing (and how long it took to get back under 2x idle), its
+# normal `GET /`'s p50/p95 (idle, under the flood, under slowloris), the edge's RSS idle / with
+# the flood / peak / after closing (and how long it took to get back under 2x idle; the edge is
+# the router's process, which holds the connections), its
 # open descriptors, and whether any instance was restarted. Loopback only; every phase is
 # bounded. The driver is bench/flood.py.
 #
@@ -47,9 +48,13 @@ $P deploy hello --source examples/procfile-hello >"$dir/deploy.log" 2>&1 \
   || { cat "$dir/deploy.log"; die "deploy failed"; }
 router=$(curl -sf --unix-socket "$dir/s.sock" http://paasd/api/v1/health \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["router"])')
-step "load average before: $(cut -d' ' -f1-3 /proc/loadavg); paasd $(cat /proc/$pid/limits | grep 'open files')"
+# The edge (`paasd __edge STATE_DIR`) holds the router's connections, their descriptors and
+# their memory: its RSS and descriptors are what the flood moves, not paasd's.
+edge=$(pgrep -f -- "__edge $dir/state\$" | head -1)
+[[ -n "$edge" ]] || die "no edge process for $dir/state"
+step "load average before: $(cut -d' ' -f1-3 /proc/loadavg); edge $(grep 'open files' /proc/$edge/limits)"
 python3 bench/flood.py --router "$router" --host hello.paas.localhost --app hello \
-  --paas "$P" --pid "$pid" --idle "$IDLE" --slow "$SLOW" --socket "$dir/s.sock"
+  --paas "$P" --pid "$edge" --idle "$IDLE" --slow "$SLOW" --socket "$dir/s.sock"
 step "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 grep -ciE 'EMFILE|Too many open files' "$dir/paasd.log" | sed 's/^/paasd log lines mentioning EMFILE: /' || true
 grep -E 'RLIMIT_NOFILE|client connections|heap trimmed|inconclusive' "$dir/paasd.log" | head -8 || true

@@ -2,10 +2,12 @@
 //! request's once its head has been encoded for the instance, a response's once its head
 //! has been written to the client) and the boxes that requests' futures run in.
 //!
-//! Why: both are larger than the sizes glibc's per-thread cache holds (a map with room for
-//! a dozen headers is 1,248 bytes, a request's future ~1,750), so each one took malloc's
-//! slow path, and with it a consolidation of its fast bins: three per request, ~3% of the
-//! router's CPU at 2,000 connections (docs/benchmarks.md). What is taken from here was used
+//! Why: both are large (a map with room for a dozen headers is 1,248 bytes, a request's
+//! future ~1,750). Under glibc's malloc each one took its slow path, and with it a
+//! consolidation of its fast bins: three per request, ~3% of the router's CPU at 2,000
+//! connections (docs/benchmarks.md). Under mimalloc, paasd's allocator since, reuse still
+//! saves 3% of the instructions per request (an allocation, and a map's index built anew),
+//! counted with bench/instructions.sh on 2026-12-07. What is taken from here was used
 //! moments ago, so it is also still in cache.
 //!
 //! Per thread and bounded: at most [`KEPT`] of each, maps of at most [`LARGEST`] headers,
