@@ -27,14 +27,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use clap::Parser;
+use paas_router::tls::{Certificate, Certs};
+use paas_router::{AccessLine, AccessSink, Https, RouteTable, Router, RouterOptions, Upstream};
 
 /// The allocator paasd's edge runs the router with (see paasd/src/main.rs), so that the
 /// benchmark measures what production runs.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use clap::Parser;
-use paas_router::tls::{Certificate, Certs};
-use paas_router::{AccessLine, AccessSink, Https, RouteTable, Router, RouterOptions, Upstream};
 
 #[derive(Parser)]
 struct Args {

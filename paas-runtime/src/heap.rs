@@ -21,19 +21,22 @@ thread_local! {
 }
 
 /// Returns the free memory of every glibc malloc arena to the kernel (`malloc_trim(0)`: free
-/// pages inside the heaps are `madvise`d away, not only the top) and the calling thread's
-/// free mimalloc pages, with every mimalloc arena's purgeable ranges (program-wide). True if
-/// glibc released any. It walks every arena under its lock, a few milliseconds per hundred
-/// megabytes, so it belongs on a blocking thread and after a burst, not on a schedule.
+/// pages inside the heaps are `madvise`d away, not only the top). True if any was released.
+/// A no-op outside glibc. It walks every arena under its lock, a few milliseconds per
+/// hundred megabytes, so it belongs on a blocking thread and after a burst, not on a
+/// schedule. mimalloc's pages are `ask_threads`' job: they belong to the threads that
+/// allocated them.
 pub fn trim() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim takes no pointer and leaves every live allocation where it is;
-    // glibc documents it as MT-safe (it takes each arena's lock itself).
-    let trimmed = unsafe { libc::malloc_trim(0) == 1 };
+    {
+        // SAFETY: malloc_trim takes no pointer and leaves every live allocation where it
+        // is; glibc documents it as MT-safe (it takes each arena's lock itself).
+        unsafe { libc::malloc_trim(0) == 1 }
+    }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    let trimmed = false;
-    collect_here();
-    trimmed
+    {
+        false
+    }
 }
 
 /// Asks every thread that runs `collect_if_asked` (a tokio runtime's `on_thread_park`) to
@@ -43,22 +46,18 @@ pub fn ask_threads() {
 }
 
 /// For `on_thread_park`: one atomic load and a thread-local read when nothing was asked,
-/// cheap enough for a worker that parks thousands of times a second under load; after
-/// `ask_threads`, one forced collection of this thread's mimalloc heap.
+/// cheap enough for a worker that parks thousands of times a second under load. After
+/// `ask_threads`, once: the thread's mimalloc pages with no live block go back to the
+/// arenas, and the arenas' free ranges (program-wide) to the kernel.
 pub fn collect_if_asked() {
     let asked = ASKED.load(Ordering::Relaxed);
     if COLLECTED.get() != asked {
         COLLECTED.set(asked);
-        collect_here();
+        // SAFETY: mi_collect takes no pointer and frees only blocks already freed; it is
+        // safe to call from any thread (it works on the caller's own heap and the shared
+        // arenas).
+        unsafe { libmimalloc_sys::mi_collect(true) };
     }
-}
-
-/// The calling thread's mimalloc pages with no live block go back to the arenas, and the
-/// arenas' free ranges to the kernel.
-fn collect_here() {
-    // SAFETY: mi_collect takes no pointer and frees only blocks already freed; it is safe to
-    // call from any thread (it works on the caller's own heap and the shared arenas).
-    unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
 #[cfg(test)]
